@@ -1,0 +1,186 @@
+//! Connections: one authorised account per (pen name, platform), with its status.
+//!
+//! A connection is `Active`, `Expired(reason)` or `Error(reason)`. Disconnecting erases
+//! it: a pen name with no record for a platform is simply *not connected*.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{PenName, Platform, Reason, Timestamp};
+
+/// Names one connection: the unit of ownership of a grant and of scheduled posts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ConnectionKey {
+    pub pen_name: PenName,
+    pub platform: Platform,
+}
+
+impl ConnectionKey {
+    pub fn new(pen_name: PenName, platform: Platform) -> ConnectionKey {
+        ConnectionKey { pen_name, platform }
+    }
+
+    /// Storage key: `pen_name \0 platform_id`. Pen names never contain `\0`, so a prefix
+    /// scan of `pen_name \0` finds exactly that pen name's connections and no other's.
+    pub fn storage_key(&self) -> Vec<u8> {
+        let mut k = pen_prefix(&self.pen_name);
+        k.extend_from_slice(self.platform.id().as_bytes());
+        k
+    }
+}
+
+/// Key prefix shared by everything a pen name owns in a tree keyed by connection.
+pub fn pen_prefix(pen: &PenName) -> Vec<u8> {
+    let mut k = Vec::with_capacity(pen.as_str().len() + 12);
+    k.extend_from_slice(pen.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+impl fmt::Display for ConnectionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.pen_name, self.platform)
+    }
+}
+
+/// Where a connection stands. Only `Active` connections publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConnectionStatus {
+    Active,
+    /// The grant is dead (revoked, expired, password changed…): the author must reconnect.
+    Expired(Reason),
+    /// A requirement is unmet (lost Page role, personal profile…) or the engine gave up.
+    Error(Reason),
+}
+
+impl ConnectionStatus {
+    pub fn label(&self) -> StateLabel {
+        match self {
+            ConnectionStatus::Active => StateLabel::Active,
+            ConnectionStatus::Expired(_) => StateLabel::Expired,
+            ConnectionStatus::Error(_) => StateLabel::Error,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&Reason> {
+        match self {
+            ConnectionStatus::Active => None,
+            ConnectionStatus::Expired(r) | ConnectionStatus::Error(r) => Some(r),
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        matches!(self, ConnectionStatus::Active)
+    }
+}
+
+/// Every state a connection or post can be in, as one lowercase label. Events record
+/// transitions as (from, to) labels; `NotConnected` is the absence of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateLabel {
+    NotConnected,
+    Active,
+    Expired,
+    Error,
+    Scheduled,
+    Paused,
+    Publishing,
+    Published,
+    Failed,
+    Unconfirmed,
+    Held,
+    Cancelled,
+}
+
+impl StateLabel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateLabel::NotConnected => "not_connected",
+            StateLabel::Active => "active",
+            StateLabel::Expired => "expired",
+            StateLabel::Error => "error",
+            StateLabel::Scheduled => "scheduled",
+            StateLabel::Paused => "paused",
+            StateLabel::Publishing => "publishing",
+            StateLabel::Published => "published",
+            StateLabel::Failed => "failed",
+            StateLabel::Unconfirmed => "unconfirmed",
+            StateLabel::Held => "held",
+            StateLabel::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for StateLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of social identity an account is; some platforms only publish for some kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountKind {
+    Personal,
+    Business,
+    Creator,
+    Page,
+}
+
+/// The social identity behind a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The platform's own stable id (X user id, Bluesky DID…): what "same account" means
+    /// when an author reconnects.
+    pub platform_id: String,
+    /// The handle people see (`@jane`), without secrets.
+    pub handle: String,
+    pub display_name: String,
+    pub kind: AccountKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Page,
+    Board,
+    Person,
+    Organisation,
+    Profile,
+}
+
+/// Where a post lands inside an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub kind: TargetKind,
+    /// The platform's id for the target (Page id, board id, person or organisation URN).
+    pub id: String,
+    pub name: String,
+}
+
+/// A refresh that was sent to the platform and whose answer has not yet been stored.
+/// Written durably *before* the call, so a crash in that window is recognised at
+/// restart and either completed (where the platform has a grace period) or named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshInFlight {
+    pub started_at: Timestamp,
+    /// A short, non-reversible fingerprint of the refresh token sent, so the restart can
+    /// tell whether the stored grant still holds that token.
+    pub token_fingerprint: [u8; 8],
+}
+
+/// The stored record of a connection (its grant is stored separately, sealed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub key: ConnectionKey,
+    pub status: ConnectionStatus,
+    pub account: Account,
+    /// Targets the author may post to (Pages, boards, organisations…).
+    pub targets: Vec<Target>,
+    pub connected_at: Timestamp,
+    /// When the current status began, for "expired since…".
+    pub status_since: Timestamp,
+    pub refresh_in_flight: Option<RefreshInFlight>,
+}

@@ -1,0 +1,193 @@
+//! Posts: content scheduled for one connection and target, and its lifecycle.
+//!
+//! `Scheduled → Publishing → Published(receipt)`; `Scheduled ⇄ Paused(reason)` while the
+//! connection is not Active; `→ Held(reason)` when too late to publish unreviewed;
+//! `→ Failed(reason)` only for what a retry cannot fix; `→ Cancelled`. A post whose
+//! platform call may have happened before a crash is `Unconfirmed` and is never sent
+//! again without a person deciding.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ConnectionKey, PostKind, Reason, StateLabel, Timestamp};
+
+/// A post id: a UUIDv7, so ids sort roughly by creation time.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PostId(uuid::Uuid);
+
+impl PostId {
+    pub fn new() -> PostId {
+        PostId(uuid::Uuid::now_v7())
+    }
+
+    pub fn from_bytes(b: [u8; 16]) -> PostId {
+        PostId(uuid::Uuid::from_bytes(b))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+
+    pub fn parse(s: &str) -> Option<PostId> {
+        uuid::Uuid::parse_str(s).ok().map(PostId)
+    }
+}
+
+impl Default for PostId {
+    fn default() -> Self {
+        PostId::new()
+    }
+}
+
+impl fmt::Display for PostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for PostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostId({})", self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Image,
+    Video,
+}
+
+/// A media item given by public URL; the engine fetches it where a platform wants an
+/// upload and hands the URL on where the platform pulls it itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Media {
+    pub url: String,
+    pub kind: MediaKind,
+    pub alt: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Content {
+    pub text: String,
+    /// A title where the platform has one (Pinterest pins, YouTube videos).
+    pub title: Option<String>,
+    pub links: Vec<String>,
+    pub media: Vec<Media>,
+}
+
+/// Proof that the platform published the post.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub platform_post_id: String,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PostState {
+    Scheduled,
+    Paused(Reason),
+    Publishing,
+    Published(Receipt),
+    Failed(Reason),
+    Unconfirmed,
+    Held(Reason),
+    Cancelled,
+}
+
+impl PostState {
+    pub fn label(&self) -> StateLabel {
+        match self {
+            PostState::Scheduled => StateLabel::Scheduled,
+            PostState::Paused(_) => StateLabel::Paused,
+            PostState::Publishing => StateLabel::Publishing,
+            PostState::Published(_) => StateLabel::Published,
+            PostState::Failed(_) => StateLabel::Failed,
+            PostState::Unconfirmed => StateLabel::Unconfirmed,
+            PostState::Held(_) => StateLabel::Held,
+            PostState::Cancelled => StateLabel::Cancelled,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&Reason> {
+        match self {
+            PostState::Paused(r) | PostState::Failed(r) | PostState::Held(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Waiting to be published: these posts sit in the platform's due index.
+    pub fn is_pending(&self) -> bool {
+        matches!(self, PostState::Scheduled | PostState::Paused(_))
+    }
+
+    /// Nothing further will happen to the post without a person.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            PostState::Published(_) | PostState::Failed(_) | PostState::Cancelled
+        )
+    }
+
+    /// One byte per state for index keys. Never renumber.
+    pub fn index_byte(&self) -> u8 {
+        label_byte(self.label())
+    }
+}
+
+/// Index byte of a state label (posts-by-connection index). Never renumber.
+pub fn label_byte(label: StateLabel) -> u8 {
+    match label {
+        StateLabel::Scheduled => 1,
+        StateLabel::Paused => 2,
+        StateLabel::Publishing => 3,
+        StateLabel::Published => 4,
+        StateLabel::Failed => 5,
+        StateLabel::Unconfirmed => 6,
+        StateLabel::Held => 7,
+        StateLabel::Cancelled => 8,
+        StateLabel::NotConnected | StateLabel::Active | StateLabel::Expired | StateLabel::Error => {
+            0
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Post {
+    pub id: PostId,
+    /// Shared by the posts one request made for several platforms.
+    pub group_id: Option<PostId>,
+    pub connection: ConnectionKey,
+    /// Target id inside the account (Page, board, organisation); `None` for the profile.
+    pub target: Option<String>,
+    pub kind: PostKind,
+    pub content: Content,
+    /// When the author wants it published (wall clock).
+    pub due_at: Timestamp,
+    /// Set while waiting out a rate limit or a passing fault: not before this time.
+    pub next_attempt_at: Option<Timestamp>,
+    pub state: PostState,
+    /// Platform calls made for this post.
+    pub attempts: u32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Post {
+    /// When the queue should next try this post.
+    pub fn ready_at(&self) -> Timestamp {
+        match self.next_attempt_at {
+            Some(t) if t > self.due_at => t,
+            _ => self.due_at,
+        }
+    }
+
+    pub fn receipt(&self) -> Option<&crate::post::Receipt> {
+        match &self.state {
+            PostState::Published(r) => Some(r),
+            _ => None,
+        }
+    }
+}
