@@ -1,0 +1,300 @@
+//! The local sandbox: simulated social platforms served over real loopback HTTP.
+//!
+//! Each platform lives in its own module and speaks that platform's real API shapes
+//! (paths, parameters, JSON bodies, status codes, headers), implemented from the
+//! platform's documentation alone — the sandbox never imports the engine's adapters, so
+//! a test against it shows that an adapter speaks the platform's language, not that the
+//! adapter agrees with itself. Every platform is mounted under its own prefix so that
+//! all of them share one port:
+//!
+//! | prefix | module | what |
+//! |---|---|---|
+//! | `/x` | `x` | X (API v2, OAuth 2.0 authorization code with PKCE) |
+//! | `/sandbox/x` | `x` | JSON controls for a person poking the demo with curl |
+//!
+//! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation)
+//! and `faults` (injected failures, stalls, lost answers and rate limits), plus the
+//! small HTTP server in this file that lets a handler close its connection without
+//! answering.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), social_studio::sandbox::SandboxError> {
+//! use social_studio::sandbox::Sandbox;
+//! let sandbox = Sandbox::start().await?;
+//! let token_url = format!("{}/x/2/oauth2/token", sandbox.base_url());
+//! sandbox.x().fail_next(1, axum::http::StatusCode::SERVICE_UNAVAILABLE)?;
+//! # let _ = token_url;
+//! sandbox.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Adding a platform: write `name.rs` with a `Control` handle like [`XControl`], its
+//! `platform_routes` and `control_routes`, and mount them in [`app`].
+
+mod faults;
+mod oauth;
+pub mod x;
+
+#[cfg(test)]
+mod tests;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tower::ServiceExt;
+
+pub use faults::PendingFaults;
+pub use oauth::{
+    token_fingerprint, RevokeCause, RevokedToken, TokenKind, TokenOutcome, TokenRequest,
+};
+pub use x::{XControl, XTweet, XUser};
+
+use faults::ConnectionHandle;
+
+/// How long [`Sandbox::shutdown`] lets open connections finish a request in flight
+/// before cutting them: long enough for a normal answer, short enough that a stalled
+/// request cannot hold a test hostage.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Everything that can go wrong when starting or driving the sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The listening socket could not be opened (address in use, not local, ...).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket opened but would not say which port it got.
+    #[error("cannot read the sandbox's listening address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    /// A control named a user the simulated platform does not have.
+    #[error("the sandbox has no user with id {0}")]
+    UnknownUser(String),
+    /// A control asked for something the simulation cannot represent.
+    #[error("invalid sandbox setting: {0}")]
+    InvalidSetting(String),
+}
+
+/// The sandbox's controls answer their errors as JSON with a machine-readable code.
+impl IntoResponse for SandboxError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            SandboxError::UnknownUser(_) => (StatusCode::NOT_FOUND, "unknown_user"),
+            SandboxError::InvalidSetting(_) => (StatusCode::BAD_REQUEST, "invalid_setting"),
+            SandboxError::Bind { .. } | SandboxError::LocalAddr(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_error")
+            }
+        };
+        let body = serde_json::json!({"error": code, "message": self.to_string()});
+        (status, Json(body)).into_response()
+    }
+}
+
+/// A running sandbox. Dropping it, or calling [`Sandbox::shutdown`], stops the server.
+pub struct Sandbox {
+    /// Where the server listens; read once at start so `base_url` never fails.
+    addr: SocketAddr,
+    /// Handle on X's simulated state, shared with the server's handlers.
+    x: XControl,
+    /// Dropping this sender is the stop signal for the accept loop and every connection.
+    stop: Option<watch::Sender<()>>,
+    /// The accept loop, awaited by `shutdown` so that it returns only once the port is free.
+    server: Option<JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Starts the sandbox on a free loopback port (`127.0.0.1:0`).
+    pub async fn start() -> Result<Sandbox, SandboxError> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts the sandbox on the given address. Must be called inside a tokio runtime:
+    /// the server runs on tasks of that runtime.
+    pub async fn start_on(addr: SocketAddr) -> Result<Sandbox, SandboxError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| SandboxError::Bind { addr, source })?;
+        let local = listener.local_addr().map_err(SandboxError::LocalAddr)?;
+        let x = XControl::new();
+        let (stop, stopped) = watch::channel(());
+        let server = tokio::spawn(accept_loop(listener, app(&x), stopped));
+        tracing::info!(addr = %local, "sandbox listening");
+        Ok(Sandbox {
+            addr: local,
+            x,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A handle to drive X's simulated state: act as the platform or as its user.
+    pub fn x(&self) -> XControl {
+        self.x.clone()
+    }
+
+    /// Stops accepting connections, lets requests in flight finish (briefly), and
+    /// returns once the server has stopped.
+    pub async fn shutdown(mut self) {
+        self.stop.take();
+        if let Some(server) = self.server.take() {
+            if let Err(error) = server.await {
+                tracing::warn!(%error, "sandbox server task ended abnormally");
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the accept loop, which then winds down on its own.
+        self.stop.take();
+    }
+}
+
+impl fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sandbox").field("addr", &self.addr).finish()
+    }
+}
+
+/// The whole sandbox as one router: every platform under its prefix, plus an index page.
+/// A plain function so that tests can also drive it without a socket.
+pub(crate) fn app(x: &XControl) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .nest("/x", x::platform_routes(x))
+        .nest("/sandbox/x", x::control_routes(x))
+}
+
+/// A short page for a person who opens the sandbox in a browser during a demo.
+async fn index() -> Html<&'static str> {
+    Html(concat!(
+        "<!doctype html><html><head><title>Social Studio sandbox</title></head><body>",
+        "<h1>Social Studio sandbox</h1>",
+        "<p>Simulated platforms on this port:</p><ul>",
+        "<li>X: <code>/x/i/oauth2/authorize</code>, <code>/x/2/oauth2/token</code>, ",
+        "<code>/x/2/oauth2/revoke</code>, <code>/x/2/users/me</code>, <code>/x/2/tweets</code>, ",
+        "<code>/x/2/media/upload</code>; controls under <code>/sandbox/x</code> ",
+        "(try <code>GET /sandbox/x/state</code>)</li>",
+        "</ul></body></html>",
+    ))
+}
+
+/// Accepts connections until the stop signal, then gives open ones a short grace.
+async fn accept_loop(listener: TcpListener, router: Router, mut stopped: watch::Receiver<()>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            // Err means the sender was dropped: that is the only stop signal we send.
+            _ = stopped.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    connections.spawn(serve_connection(stream, router.clone(), stopped.clone()));
+                }
+                Err(error) => {
+                    // Typically out of file descriptors: pause rather than spin on it.
+                    tracing::warn!(%error, "sandbox could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            // Reap finished connections so the set does not grow over a long demo.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!("sandbox cut connections still busy after the shutdown grace");
+    }
+    connections.abort_all();
+    tracing::info!("sandbox stopped");
+}
+
+/// Serves one HTTP/1.1 connection. Every request carries a [`ConnectionHandle`] so that
+/// a handler asked to lose its answer can have this connection closed mid-request.
+async fn serve_connection(stream: TcpStream, router: Router, mut stopped: watch::Receiver<()>) {
+    let handle = ConnectionHandle::new();
+    let service = {
+        let handle = handle.clone();
+        service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(handle.clone());
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(request).await;
+                Ok::<_, Infallible>(match response {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                })
+            }
+        })
+    };
+    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "sandbox connection ended with an error");
+            }
+        }
+        // Returning drops the connection, which closes the socket without an answer.
+        () = handle.aborted() => tracing::debug!("sandbox dropped a connection without answering, as asked"),
+        _ = stopped.changed() => {
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = handle.aborted() => {}
+            }
+        }
+    }
+}
+
+/// Locks a sandbox mutex. A poisoned lock only means a handler panicked mid-update;
+/// the simulated state is still the best answer we have, so carry on with it.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A secret the sandbox holds (a client secret): never shown in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(String);
+
+impl Secret {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}

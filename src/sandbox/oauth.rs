@@ -1,0 +1,927 @@
+//! OAuth 2.0 bookkeeping shared by the simulated platforms: parsing and checking an
+//! authorization request, the login-and-consent page, single-use authorization codes
+//! bound to client, redirect URI and PKCE challenge, and token families with
+//! single-use rotating refresh tokens whose reuse revokes the whole family.
+//!
+//! Each platform decides its own wording and status codes; this module only keeps the
+//! facts (RFC 6749, RFC 7636, RFC 7009) straight so that nine platforms do not carry
+//! nine copies of them.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use rand::RngCore as _;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
+
+/// A random opaque token: `bytes` random bytes, base64url without padding.
+pub(crate) fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buffer);
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
+/// `now + lifetime`, without the panic `+` has on overflow: a lifetime set absurdly
+/// long by a test means "never", which a century expresses well enough.
+pub(crate) fn deadline(now: Instant, lifetime: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    now.checked_add(lifetime)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
+}
+
+/// A short, stable, non-reversible name for a token or code: the first 12 hex digits
+/// of its SHA-256. Logs and inspection results carry this instead of the secret, and a
+/// test holding a token can compute it to find that token in them.
+pub fn token_fingerprint(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest
+        .iter()
+        .take(6)
+        .fold(String::with_capacity(12), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
+}
+
+/// The PKCE S256 challenge for a verifier (RFC 7636 §4.2).
+pub(crate) fn s256_challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// RFC 7636 §4.1: 43 to 128 characters from the unreserved set.
+pub(crate) fn verifier_is_well_formed(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// An S256 challenge is a base64url SHA-256: exactly 43 characters, no padding.
+pub(crate) fn s256_challenge_is_well_formed(challenge: &str) -> bool {
+    challenge.len() == 43
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+/// Why a form or query string could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FormError {
+    #[error("the body must be application/x-www-form-urlencoded")]
+    WrongContentType,
+    /// RFC 6749 §3.1: request parameters must not be included more than once.
+    #[error("parameter {0} appears more than once")]
+    Repeated(String),
+}
+
+/// Reads a form-encoded request body into a map, refusing repeated parameters.
+pub(crate) fn parse_form(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<HashMap<String, String>, FormError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            mime.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(FormError::WrongContentType);
+    }
+    parse_pairs(body)
+}
+
+/// Reads a query string into a map, refusing repeated parameters.
+pub(crate) fn parse_query(query: Option<&str>) -> Result<HashMap<String, String>, FormError> {
+    parse_pairs(query.unwrap_or_default().as_bytes())
+}
+
+fn parse_pairs(input: &[u8]) -> Result<HashMap<String, String>, FormError> {
+    let mut map = HashMap::new();
+    for (key, value) in form_urlencoded::parse(input) {
+        let key = key.into_owned();
+        if map.contains_key(&key) {
+            return Err(FormError::Repeated(key));
+        }
+        map.insert(key, value.into_owned());
+    }
+    Ok(map)
+}
+
+/// Client credentials from an `Authorization: Basic` header (RFC 6749 §2.3.1).
+pub(crate) struct ClientCredentials {
+    pub(crate) id: String,
+    pub(crate) secret: String,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("id", &self.id)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Reads HTTP Basic client credentials; `None` when absent or malformed.
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<ClientCredentials> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    // The RFC form-encodes both parts before joining them; undo that so that clients
+    // which encode (as the RFC asks) and clients which do not (most) both work.
+    let unescape = |part: &str| -> String {
+        form_urlencoded::parse(format!("v={part}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Some(ClientCredentials {
+        id: unescape(id),
+        secret: unescape(secret),
+    })
+}
+
+/// The bearer token of a request, if it sent one.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// What a platform's app registration allows, as the authorize endpoint checks it.
+pub(crate) struct ClientRegistration<'a> {
+    /// The one client the simulated platform knows.
+    pub(crate) client_id: &'a str,
+    /// Registered callback URLs, matched exactly. Empty means "any http(s) URL", so that
+    /// tests can use whatever port they got without registering it first.
+    pub(crate) redirect_uris: &'a [String],
+    /// Scopes the platform knows; anything else is `invalid_scope`.
+    pub(crate) known_scopes: &'a [&'a str],
+    /// Whether a request without `state` is refused (X requires it).
+    pub(crate) require_state: bool,
+}
+
+/// A checked authorization request: every field a consent form must carry back.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthorizeRequest {
+    pub(crate) client_id: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) state: String,
+    pub(crate) code_challenge: String,
+}
+
+impl AuthorizeRequest {
+    /// The request's parameters as they appear in the authorize URL, for hidden fields.
+    fn hidden_fields(&self) -> [(&'static str, String); 7] {
+        [
+            ("response_type", "code".to_owned()),
+            ("client_id", self.client_id.clone()),
+            ("redirect_uri", self.redirect_uri.clone()),
+            ("scope", self.scopes.join(" ")),
+            ("state", self.state.clone()),
+            ("code_challenge", self.code_challenge.clone()),
+            ("code_challenge_method", "S256".to_owned()),
+        ]
+    }
+}
+
+/// Why an authorization request was refused, and how to say so.
+#[derive(Debug)]
+pub(crate) enum AuthorizeRejection {
+    /// The client or redirect URI cannot be trusted: show an error page and never
+    /// redirect (RFC 6749 §4.1.2.1), or the page would be an open redirector.
+    Page(String),
+    /// Anything else: back to the client with an error code.
+    Redirect {
+        redirect_uri: String,
+        error: &'static str,
+        description: String,
+        state: Option<String>,
+    },
+}
+
+impl IntoResponse for AuthorizeRejection {
+    fn into_response(self) -> Response {
+        match self {
+            AuthorizeRejection::Page(message) => {
+                (StatusCode::BAD_REQUEST, error_page(&message)).into_response()
+            }
+            AuthorizeRejection::Redirect {
+                redirect_uri,
+                error,
+                description,
+                state,
+            } => {
+                let mut params = vec![
+                    ("error", error),
+                    ("error_description", description.as_str()),
+                ];
+                if let Some(state) = state.as_deref() {
+                    params.push(("state", state));
+                }
+                redirect_to(&redirect_uri, &params)
+            }
+        }
+    }
+}
+
+/// Checks an authorization request (query of the GET, or the consent form's hidden
+/// fields on the POST, which a client could have tampered with).
+pub(crate) fn check_authorize_request(
+    params: &HashMap<String, String>,
+    client: &ClientRegistration<'_>,
+) -> Result<AuthorizeRequest, AuthorizeRejection> {
+    let get = |name: &str| {
+        params
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+
+    match get("client_id") {
+        None => {
+            return Err(AuthorizeRejection::Page(
+                "The request has no client_id.".into(),
+            ))
+        }
+        Some(id) if id != client.client_id => {
+            return Err(AuthorizeRejection::Page(format!(
+                "No app is registered with client_id {id}."
+            )));
+        }
+        Some(_) => {}
+    }
+    let Some(redirect_uri) = get("redirect_uri") else {
+        return Err(AuthorizeRejection::Page(
+            "The request has no redirect_uri.".into(),
+        ));
+    };
+    if !redirect_uri_is_allowed(redirect_uri, client.redirect_uris) {
+        return Err(AuthorizeRejection::Page(format!(
+            "The redirect_uri {redirect_uri} is not registered for this app."
+        )));
+    }
+
+    let state = get("state").map(str::to_owned);
+    let refuse = |error: &'static str, description: &str| AuthorizeRejection::Redirect {
+        redirect_uri: redirect_uri.to_owned(),
+        error,
+        description: description.to_owned(),
+        state: state.clone(),
+    };
+    match get("response_type") {
+        Some("code") => {}
+        None => return Err(refuse("invalid_request", "Missing response_type.")),
+        Some(_) => {
+            return Err(refuse(
+                "unsupported_response_type",
+                "response_type must be code.",
+            ))
+        }
+    }
+    if client.require_state && state.is_none() {
+        return Err(refuse("invalid_request", "Missing state."));
+    }
+    let Some(code_challenge) = get("code_challenge") else {
+        return Err(refuse(
+            "invalid_request",
+            "Missing code_challenge: PKCE is required.",
+        ));
+    };
+    if get("code_challenge_method") != Some("S256") {
+        return Err(refuse(
+            "invalid_request",
+            "code_challenge_method must be S256.",
+        ));
+    }
+    if !s256_challenge_is_well_formed(code_challenge) {
+        return Err(refuse(
+            "invalid_request",
+            "code_challenge must be the base64url SHA-256 of the verifier (43 characters).",
+        ));
+    }
+    let scopes: Vec<String> = get("scope")
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if scopes.is_empty() {
+        return Err(refuse("invalid_scope", "Missing scope."));
+    }
+    if let Some(unknown) = scopes
+        .iter()
+        .find(|s| !client.known_scopes.contains(&s.as_str()))
+    {
+        return Err(refuse(
+            "invalid_scope",
+            &format!("Unknown scope {unknown}."),
+        ));
+    }
+
+    Ok(AuthorizeRequest {
+        client_id: client.client_id.to_owned(),
+        redirect_uri: redirect_uri.to_owned(),
+        scopes,
+        state: state.unwrap_or_default(),
+        code_challenge: code_challenge.to_owned(),
+    })
+}
+
+/// Exact match against the registered list; with none registered, any absolute http(s)
+/// URL without a fragment (RFC 6749 §3.1.2).
+fn redirect_uri_is_allowed(uri: &str, registered: &[String]) -> bool {
+    if !registered.is_empty() {
+        return registered.iter().any(|r| r == uri);
+    }
+    let rest = uri
+        .strip_prefix("http://")
+        .or_else(|| uri.strip_prefix("https://"));
+    rest.is_some_and(|rest| {
+        !rest.is_empty()
+            && !rest.starts_with('/')
+            && !uri.contains('#')
+            && !uri.chars().any(char::is_whitespace)
+    })
+}
+
+/// A 302 to `redirect_uri` with `params` added to its query.
+pub(crate) fn redirect_to(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in params {
+        query.append_pair(key, value);
+    }
+    let separator = if redirect_uri.contains('?') { '&' } else { '?' };
+    let location = format!("{redirect_uri}{separator}{}", query.finish());
+    match HeaderValue::from_str(&location) {
+        Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+        // Only reachable if a checked redirect URI held bytes a header cannot carry.
+        Err(_) => (
+            StatusCode::BAD_REQUEST,
+            error_page("The redirect_uri cannot be used in a Location header."),
+        )
+            .into_response(),
+    }
+}
+
+/// What the login-and-consent page shows.
+pub(crate) struct ConsentPage<'a> {
+    /// The platform's name, for the title.
+    pub(crate) platform: &'a str,
+    /// Path the form posts to (the authorize endpoint itself).
+    pub(crate) action: &'a str,
+    pub(crate) request: &'a AuthorizeRequest,
+    /// Shown above the form after a failed login.
+    pub(crate) error: Option<&'a str>,
+    /// Kept after a failed login so the person only retypes the password.
+    pub(crate) username: &'a str,
+}
+
+/// The login-and-consent page: a plain HTML form that a program can also fill in with
+/// one POST (the hidden fields, `username`, `password` and `decision=authorize` or
+/// `decision=cancel`).
+pub(crate) fn consent_page(page: &ConsentPage<'_>) -> Html<String> {
+    let mut html = String::with_capacity(2048);
+    let platform = escape_html(page.platform);
+    let _ = write!(
+        html,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Authorize app – {platform} (sandbox)</title></head><body>\
+         <h1>Authorize app to use your {platform} account</h1>"
+    );
+    if let Some(error) = page.error {
+        let _ = write!(
+            html,
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            escape_html(error)
+        );
+    }
+    html.push_str("<p>The app will be able to:</p><ul>");
+    for scope in &page.request.scopes {
+        let _ = write!(html, "<li><code>{}</code></li>", escape_html(scope));
+    }
+    let _ = write!(
+        html,
+        "</ul><form method=\"post\" action=\"{}\">",
+        escape_html(page.action)
+    );
+    for (name, value) in page.request.hidden_fields() {
+        let _ = write!(
+            html,
+            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+            escape_html(&value)
+        );
+    }
+    let _ = write!(
+        html,
+        "<p><label>Username <input type=\"text\" name=\"username\" value=\"{}\" autocomplete=\"username\"></label></p>\
+         <p><label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\"></label></p>\
+         <p><button type=\"submit\" name=\"decision\" value=\"authorize\">Authorize app</button> \
+         <button type=\"submit\" name=\"decision\" value=\"cancel\">Cancel</button></p>\
+         </form><p><small>Sandbox: any seeded username, password <code>sandbox</code>.</small></p></body></html>",
+        escape_html(page.username)
+    );
+    Html(html)
+}
+
+/// The page shown when a request cannot even be sent back to the client.
+pub(crate) fn error_page(message: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Something went wrong (sandbox)</title></head>\
+         <body><h1>Something went wrong</h1><p class=\"error\" role=\"alert\">{}</p></body></html>",
+        escape_html(message)
+    ))
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What a code was issued for; redeeming it must present the same facts.
+#[derive(Debug, Clone)]
+pub(crate) struct CodeGrant {
+    pub(crate) client_id: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) code_challenge: String,
+    pub(crate) user_id: String,
+    pub(crate) scopes: Vec<String>,
+}
+
+struct CodeRecord {
+    grant: CodeGrant,
+    expires_at: Instant,
+    /// Codes are single-use; a spent one is kept (until it would have expired) so that
+    /// a replay can be recognised and the tokens it produced revoked.
+    spent: bool,
+    /// The token family the code was exchanged for, revoked if the code is replayed
+    /// (RFC 6749 §4.1.2).
+    family: Option<FamilyId>,
+}
+
+/// Why a code could not be exchanged. Platforms answer all of these alike; the
+/// distinction is for the sandbox's own log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CodeRejection {
+    Unknown,
+    Expired,
+    Replayed { family: Option<FamilyId> },
+    ClientMismatch,
+    RedirectMismatch,
+    VerifierMismatch,
+}
+
+/// Single-use authorization codes.
+#[derive(Default)]
+pub(crate) struct AuthorizationCodes {
+    codes: HashMap<String, CodeRecord>,
+}
+
+impl AuthorizationCodes {
+    /// Issues a code for `grant`, valid for `lifetime`.
+    pub(crate) fn issue(&mut self, grant: CodeGrant, lifetime: Duration) -> String {
+        let now = Instant::now();
+        self.codes.retain(|_, record| record.expires_at > now);
+        let code = random_token(32);
+        self.codes.insert(
+            code.clone(),
+            CodeRecord {
+                grant,
+                expires_at: deadline(now, lifetime),
+                spent: false,
+                family: None,
+            },
+        );
+        code
+    }
+
+    /// Redeems a code. Any attempt on a known code spends it, successful or not, so a
+    /// stolen code cannot be tried against many verifiers.
+    pub(crate) fn redeem(
+        &mut self,
+        code: &str,
+        client_id: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Result<CodeGrant, CodeRejection> {
+        let record = self.codes.get_mut(code).ok_or(CodeRejection::Unknown)?;
+        if record.spent {
+            return Err(CodeRejection::Replayed {
+                family: record.family,
+            });
+        }
+        record.spent = true;
+        if record.expires_at <= Instant::now() {
+            return Err(CodeRejection::Expired);
+        }
+        if record.grant.client_id != client_id {
+            return Err(CodeRejection::ClientMismatch);
+        }
+        if record.grant.redirect_uri != redirect_uri {
+            return Err(CodeRejection::RedirectMismatch);
+        }
+        if !verifier_is_well_formed(verifier)
+            || s256_challenge(verifier) != record.grant.code_challenge
+        {
+            return Err(CodeRejection::VerifierMismatch);
+        }
+        Ok(record.grant.clone())
+    }
+
+    /// Remembers which family a code produced, for replay detection.
+    pub(crate) fn link_family(&mut self, code: &str, family: FamilyId) {
+        if let Some(record) = self.codes.get_mut(code) {
+            record.family = Some(family);
+        }
+    }
+}
+
+/// Identifies one grant: the tokens that descend from one authorization.
+pub(crate) type FamilyId = u64;
+
+/// Which kind of token an inspection result is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+/// Why the sandbox revoked a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeCause {
+    /// The user removed the app in their settings (`revoke_user_grants`).
+    UserRevokedApp,
+    /// A spent refresh token was presented again: the whole family goes.
+    RefreshTokenReused,
+    /// An authorization code was presented again: what it produced goes.
+    CodeReplayed,
+    /// The client called the revoke endpoint.
+    RevokeEndpoint,
+}
+
+/// A token the sandbox revoked, named by fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevokedToken {
+    /// [`token_fingerprint`] of the token.
+    pub fingerprint: String,
+    pub kind: TokenKind,
+    /// Whose token it was.
+    pub user_id: String,
+    pub cause: RevokeCause,
+}
+
+/// One request to a token endpoint, as the sandbox saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenRequest {
+    /// The `grant_type` sent (empty when missing).
+    pub grant_type: String,
+    /// [`token_fingerprint`] of the refresh token or code sent, when one was.
+    pub credential: Option<String>,
+    pub outcome: TokenOutcome,
+}
+
+/// How the sandbox answered a token request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenOutcome {
+    /// Tokens were issued.
+    Issued,
+    /// A refresh token that had already been used was sent: a client bug, and the
+    /// family was revoked. Tests assert this never happens.
+    RefreshTokenReused,
+    /// A revoked refresh token was sent.
+    RefreshTokenRevoked,
+    /// A refresh token the sandbox never issued was sent.
+    UnknownRefreshToken,
+    /// The refresh token belongs to another client.
+    RefreshTokenOfAnotherClient,
+    /// The code was unknown, expired, replayed, or its redirect URI or verifier did not match.
+    InvalidCode,
+    /// Client authentication failed.
+    UnauthorizedClient,
+    /// A required parameter was missing or malformed.
+    InvalidRequest,
+    /// A `grant_type` the platform does not support.
+    UnsupportedGrantType,
+}
+
+/// Tokens freshly issued by [`TokenStore`].
+pub(crate) struct IssuedTokens {
+    pub(crate) access_token: String,
+    pub(crate) refresh_token: Option<String>,
+    pub(crate) expires_in: u64,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) family: FamilyId,
+}
+
+/// Who an access token speaks for.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenOwner {
+    pub(crate) user_id: String,
+    pub(crate) scopes: Vec<String>,
+}
+
+/// Why an access token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AccessRejection {
+    Unknown,
+    Revoked,
+    Expired,
+}
+
+/// Why a refresh token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefreshRejection {
+    Unknown,
+    Revoked,
+    /// It had been used already; the family has now been revoked.
+    Reused,
+    WrongClient,
+}
+
+struct Family {
+    user_id: String,
+    client_id: String,
+    scopes: Vec<String>,
+}
+
+struct AccessRecord {
+    family: FamilyId,
+    expires_at: Instant,
+    revoked: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RefreshState {
+    Live,
+    Spent,
+    Revoked,
+}
+
+struct RefreshRecord {
+    family: FamilyId,
+    state: RefreshState,
+}
+
+/// Every access and refresh token a platform issued, grouped in families.
+///
+/// Tokens are kept in memory as issued (the sandbox must recognise them), but never
+/// leave this store except to the client they were issued to: logs and inspection
+/// results use fingerprints.
+#[derive(Default)]
+pub(crate) struct TokenStore {
+    families: HashMap<FamilyId, Family>,
+    access: HashMap<String, AccessRecord>,
+    refresh: HashMap<String, RefreshRecord>,
+    revoked: Vec<RevokedToken>,
+    next_family: FamilyId,
+}
+
+impl TokenStore {
+    /// Starts a family for a fresh authorization.
+    pub(crate) fn issue(
+        &mut self,
+        user_id: &str,
+        client_id: &str,
+        scopes: Vec<String>,
+        access_lifetime: Duration,
+        with_refresh_token: bool,
+    ) -> IssuedTokens {
+        self.next_family += 1;
+        let family = self.next_family;
+        self.families.insert(
+            family,
+            Family {
+                user_id: user_id.to_owned(),
+                client_id: client_id.to_owned(),
+                scopes: scopes.clone(),
+            },
+        );
+        self.mint(family, scopes, access_lifetime, with_refresh_token)
+    }
+
+    fn mint(
+        &mut self,
+        family: FamilyId,
+        scopes: Vec<String>,
+        access_lifetime: Duration,
+        with_refresh_token: bool,
+    ) -> IssuedTokens {
+        let access_token = random_token(48);
+        self.access.insert(
+            access_token.clone(),
+            AccessRecord {
+                family,
+                expires_at: deadline(Instant::now(), access_lifetime),
+                revoked: false,
+            },
+        );
+        let refresh_token = with_refresh_token.then(|| {
+            let token = random_token(48);
+            self.refresh.insert(
+                token.clone(),
+                RefreshRecord {
+                    family,
+                    state: RefreshState::Live,
+                },
+            );
+            token
+        });
+        IssuedTokens {
+            access_token,
+            refresh_token,
+            expires_in: access_lifetime.as_secs(),
+            scopes,
+            family,
+        }
+    }
+
+    /// Who a bearer token speaks for, if it is live.
+    pub(crate) fn authenticate(&self, access_token: &str) -> Result<TokenOwner, AccessRejection> {
+        let record = self
+            .access
+            .get(access_token)
+            .ok_or(AccessRejection::Unknown)?;
+        if record.revoked {
+            return Err(AccessRejection::Revoked);
+        }
+        if record.expires_at <= Instant::now() {
+            return Err(AccessRejection::Expired);
+        }
+        let family = self
+            .families
+            .get(&record.family)
+            .ok_or(AccessRejection::Unknown)?;
+        Ok(TokenOwner {
+            user_id: family.user_id.clone(),
+            scopes: family.scopes.clone(),
+        })
+    }
+
+    /// Exchanges a live refresh token for a new access token and a new refresh token;
+    /// the one presented is spent. Presenting a spent one revokes its whole family —
+    /// the newest refresh token and every access token included — because the server
+    /// cannot tell the legitimate client from a thief replaying an old token.
+    ///
+    /// Earlier access tokens of the family stay valid until they expire.
+    pub(crate) fn rotate(
+        &mut self,
+        refresh_token: &str,
+        client_id: &str,
+        access_lifetime: Duration,
+    ) -> Result<IssuedTokens, RefreshRejection> {
+        let record = self
+            .refresh
+            .get_mut(refresh_token)
+            .ok_or(RefreshRejection::Unknown)?;
+        let family_id = record.family;
+        match record.state {
+            RefreshState::Revoked => return Err(RefreshRejection::Revoked),
+            RefreshState::Spent => {
+                self.revoke_family(family_id, RevokeCause::RefreshTokenReused);
+                return Err(RefreshRejection::Reused);
+            }
+            RefreshState::Live => {}
+        }
+        let family = self
+            .families
+            .get(&family_id)
+            .ok_or(RefreshRejection::Unknown)?;
+        if family.client_id != client_id {
+            return Err(RefreshRejection::WrongClient);
+        }
+        let scopes = family.scopes.clone();
+        record.state = RefreshState::Spent;
+        Ok(self.mint(family_id, scopes, access_lifetime, true))
+    }
+
+    /// RFC 7009 revocation of one token. Revoking a refresh token revokes its family
+    /// (the RFC's SHOULD); revoking an access token revokes only that token. Unknown
+    /// tokens are not an error.
+    pub(crate) fn revoke_token(&mut self, token: &str) {
+        if let Some(family) = self.refresh.get(token).map(|r| r.family) {
+            self.revoke_family(family, RevokeCause::RevokeEndpoint);
+            return;
+        }
+        let Some(record) = self.access.get_mut(token) else {
+            return;
+        };
+        if record.revoked {
+            return;
+        }
+        record.revoked = true;
+        let user_id = self
+            .families
+            .get(&record.family)
+            .map(|f| f.user_id.clone())
+            .unwrap_or_default();
+        self.revoked.push(RevokedToken {
+            fingerprint: token_fingerprint(token),
+            kind: TokenKind::Access,
+            user_id,
+            cause: RevokeCause::RevokeEndpoint,
+        });
+    }
+
+    /// Revokes every token of a family; returns how many were still usable.
+    pub(crate) fn revoke_family(&mut self, family: FamilyId, cause: RevokeCause) -> usize {
+        let user_id = self
+            .families
+            .get(&family)
+            .map(|f| f.user_id.clone())
+            .unwrap_or_default();
+        let mut count = 0;
+        for (token, record) in self.access.iter_mut().filter(|(_, r)| r.family == family) {
+            if !record.revoked {
+                record.revoked = true;
+                count += 1;
+                self.revoked.push(RevokedToken {
+                    fingerprint: token_fingerprint(token),
+                    kind: TokenKind::Access,
+                    user_id: user_id.clone(),
+                    cause,
+                });
+            }
+        }
+        for (token, record) in self.refresh.iter_mut().filter(|(_, r)| r.family == family) {
+            // A spent refresh token is already unusable, but it is still revoked so that
+            // presenting it again reads as "revoked", not as a second reuse.
+            if record.state != RefreshState::Revoked {
+                if record.state == RefreshState::Live {
+                    count += 1;
+                }
+                record.state = RefreshState::Revoked;
+                self.revoked.push(RevokedToken {
+                    fingerprint: token_fingerprint(token),
+                    kind: TokenKind::Refresh,
+                    user_id: user_id.clone(),
+                    cause,
+                });
+            }
+        }
+        count
+    }
+
+    /// Revokes every family of a user; returns how many tokens were still usable.
+    pub(crate) fn revoke_user(&mut self, user_id: &str, cause: RevokeCause) -> usize {
+        let families: Vec<FamilyId> = self
+            .families
+            .iter()
+            .filter(|(_, f)| f.user_id == user_id)
+            .map(|(id, _)| *id)
+            .collect();
+        families
+            .into_iter()
+            .map(|family| self.revoke_family(family, cause))
+            .sum()
+    }
+
+    /// Makes every live access token of a user expire now; returns how many did.
+    pub(crate) fn expire_access_of_user(&mut self, user_id: &str) -> usize {
+        let now = Instant::now();
+        let families = &self.families;
+        let mut count = 0;
+        for record in self.access.values_mut() {
+            let owned = families
+                .get(&record.family)
+                .is_some_and(|f| f.user_id == user_id);
+            if owned && !record.revoked && record.expires_at > now {
+                record.expires_at = now;
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Every token revoked so far, oldest first.
+    pub(crate) fn revoked(&self) -> &[RevokedToken] {
+        &self.revoked
+    }
+}
