@@ -1,1 +1,50 @@
-//! skeleton
+//! # social-studio-actors
+//!
+//! The engine's moving parts, on ractor:
+//!
+//! ```text
+//! Supervisor                 boots from storage, routes commands, restarts children
+//! ├── PlatformQueue × 9      the scheduled posts of every connection on one platform
+//! └── Connection × N         one per (pen name, platform): owns that connection's grant
+//! ```
+//!
+//! - [`ports`]: the [`PlatformPort`] the actors call (implemented over HTTP by the
+//!   `social-studio` crate and by fakes in [`testkit`]), its classified [`PortError`], and
+//!   the [`Clock`] (wall-clock time that tests drive with tokio's paused time).
+//! - [`connection`]: keeps a grant alive and classifies every platform failure.
+//! - [`queue`]: orders posts by due time with one timer, pauses and resumes per
+//!   connection, backs off for rate limits, persists every transition before the next step.
+//! - [`supervisor`]: boot, routing, restart budget, graceful shutdown.
+//! - [`Engine`]: the async handle over all of it.
+
+pub mod config;
+pub mod connection;
+mod engine;
+mod error;
+mod events;
+pub mod ports;
+pub mod queue;
+pub mod supervisor;
+#[doc(hidden)]
+pub mod testkit;
+
+pub use config::EngineConfig;
+pub use connection::{ConnectionView, DisconnectReport};
+pub use engine::Engine;
+pub use error::EngineError;
+pub use events::EventBus;
+pub use ports::{
+    Clock, LimitScope, LostRefreshPolicy, PlatformPort, PortError, RevokeOutcome, SystemClock,
+    TokioClock,
+};
+pub use queue::{PublishOutcome, QueueStats};
+pub use supervisor::TreeReport;
+
+/// An actor's one armed timer: when it fires, and the task that will send the message.
+pub(crate) type Timer<M> = Option<(
+    social_studio_storage::Timestamp,
+    tokio::task::JoinHandle<Result<(), ractor::MessagingErr<M>>>,
+)>;
+
+#[cfg(test)]
+mod engine_tests;

@@ -64,6 +64,12 @@ pub struct StoreConfig {
     /// sled's background flush interval. Durable commits never rely on it; it bounds how
     /// much buffered (non-durable) work a crash can lose.
     pub background_flush_ms: Option<u64>,
+    /// Wait for flushes on tokio's blocking pool. A paused tokio clock (tests and examples
+    /// that run days of virtual time) auto-advances whenever the runtime looks idle — and
+    /// a task awaiting the flusher thread looks idle. A blocking-pool wait holds the clock
+    /// still until the disk has answered. Off in production, where it only costs a thread
+    /// hop.
+    pub hold_virtual_time: bool,
 }
 
 impl StoreConfig {
@@ -72,6 +78,7 @@ impl StoreConfig {
             path: path.into(),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             background_flush_ms: Some(500),
+            hold_virtual_time: false,
         }
     }
 }
@@ -154,6 +161,7 @@ struct Inner {
     vault: Vault,
     key_source: KeySource,
     path: PathBuf,
+    hold_virtual_time: bool,
     committer: GroupCommit,
 }
 
@@ -487,6 +495,7 @@ impl Store {
                 vault,
                 key_source,
                 path: config.path.clone(),
+                hold_virtual_time: config.hold_virtual_time,
                 committer,
             }),
         })
@@ -531,7 +540,14 @@ impl Store {
     /// Waits until everything applied before this call is on disk (group commit).
     pub async fn sync(&self) -> Result<(), StoreError> {
         let rx = self.inner.committer.enqueue()?;
-        rx.await
+        let answer = if self.inner.hold_virtual_time {
+            tokio::task::spawn_blocking(move || rx.blocking_recv())
+                .await
+                .map_err(|_| StoreError::FlusherStopped)?
+        } else {
+            rx.await
+        };
+        answer
             .map_err(|_| StoreError::FlusherStopped)?
             .map_err(StoreError::Flush)
     }

@@ -1,0 +1,874 @@
+//! The connection actor: one per (pen name, platform). It owns the grant — the token
+//! leaves it only inside a call to the platform port — and keeps it alive:
+//!
+//! - proactive refresh at a jittered 75–90% of the grant's own lifetime, reactive refresh
+//!   when a publish comes back unauthorised (once), one refresh at a time (the mailbox is
+//!   the lock, so concurrent needs share one refresh);
+//! - rotation safety: the refresh in flight is recorded durably before the call and the
+//!   rotated grant is stored durably before it is used; a refresh whose answer was lost
+//!   (crash, cut connection) is resent once with the same token, and if the platform then
+//!   calls the grant dead the reason is `refresh_interrupted`;
+//! - grants that cannot be renewed without the author warn "expiring soon", then expire;
+//! - a health check at least daily and before a post is due;
+//! - every status change is persisted, recorded as an event, broadcast, then told to the
+//!   platform queue (pause or resume).
+//!
+//! One timer per actor: the next wake-up is the earliest of its deadlines.
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use social_studio_storage::{
+    fingerprint, Account, Batch, Connection, ConnectionKey, ConnectionStatus, Durability, Event,
+    EventKind, Grant, Post, Reason, ReasonCode, RefreshInFlight, StateLabel, Store, Target,
+    Timestamp,
+};
+
+use crate::queue::{PublishOutcome, QueueMsg};
+use crate::{
+    Clock, EngineConfig, EngineError, EventBus, LostRefreshPolicy, PlatformPort, PortError,
+    RevokeOutcome,
+};
+
+/// What a connection looks like from outside (status API, the embedding app).
+#[derive(Debug, Clone)]
+pub struct ConnectionView {
+    pub connection: Connection,
+    /// When the grant lapses unless renewed.
+    pub expires_at: Option<Timestamp>,
+    /// Whether the engine can renew the grant without the author.
+    pub renewable: bool,
+    /// A grant that cannot be renewed without the author is within its warning window.
+    pub expiring_soon: bool,
+}
+
+/// What disconnecting did.
+#[derive(Debug, Clone)]
+pub struct DisconnectReport {
+    /// Whether the grant was revoked at the platform, and if not, why.
+    pub revoke: Result<RevokeOutcome, PortError>,
+    /// Scheduled, paused or held posts that were failed with `account_disconnected`.
+    pub posts_failed: usize,
+}
+
+pub enum ConnectionMsg {
+    /// Publish this post (already durably Publishing) and answer the queue.
+    Publish {
+        post: Box<Post>,
+        queue: ActorRef<QueueMsg>,
+    },
+    /// The timer fired.
+    Wake,
+    /// A post is due soon: check the grant unless it was checked within the lead time.
+    CheckBeforePost,
+    Status(RpcReplyPort<ConnectionView>),
+    /// Prove the whole grant is alive now (refreshing where a token can outlive a
+    /// revocation), and say how it stands.
+    Verify(RpcReplyPort<Result<ConnectionView, EngineError>>),
+    /// A reconnect brought a fresh grant.
+    Reconnect {
+        account: Account,
+        targets: Vec<Target>,
+        grant: Box<Grant>,
+        replace: bool,
+        reply: RpcReplyPort<Result<ConnectionView, EngineError>>,
+    },
+    /// Revoke at the platform where possible, fail the posts, erase, stop.
+    Disconnect(RpcReplyPort<Result<DisconnectReport, EngineError>>),
+    /// The platform queue was rebuilt: talk to this one from now on.
+    Rebind(ActorRef<QueueMsg>),
+}
+
+pub struct ConnectionArgs {
+    pub record: Connection,
+    /// `None` when the stored grant cannot be read: the connection is then Expired.
+    pub grant: Option<Grant>,
+    pub store: Store,
+    pub port: Arc<dyn PlatformPort>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<EngineConfig>,
+    pub queue: ActorRef<QueueMsg>,
+    pub events: EventBus,
+    pub seed: u64,
+}
+
+pub struct ConnectionActor;
+
+pub struct ConnectionState {
+    record: Connection,
+    grant: Option<Grant>,
+    store: Store,
+    port: Arc<dyn PlatformPort>,
+    clock: Arc<dyn Clock>,
+    config: Arc<EngineConfig>,
+    queue: ActorRef<QueueMsg>,
+    events: EventBus,
+    rng: SmallRng,
+    /// The armed timer: when, and the task that will send `Wake`.
+    timer: crate::Timer<ConnectionMsg>,
+    /// Planned proactive refresh (renewable grants).
+    refresh_at: Option<Timestamp>,
+    /// Planned health check.
+    check_at: Timestamp,
+    last_checked: Option<Timestamp>,
+    /// Consecutive passing faults of refresh or check, for backoff.
+    fault_streak: u32,
+    /// A refresh answer was lost since the last definite answer: a later "grant dead" is
+    /// then `refresh_interrupted`.
+    answer_lost: bool,
+    /// The "expiring soon" event went out for the current grant.
+    warned: bool,
+}
+
+impl ConnectionState {
+    fn key(&self) -> &ConnectionKey {
+        &self.record.key
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn renewable(&self) -> bool {
+        self.grant.as_ref().is_some_and(|g| self.port.renewable(g))
+    }
+
+    fn view(&self) -> ConnectionView {
+        let expires_at = self.grant.as_ref().and_then(|g| {
+            if self.port.renewable(g) {
+                g.refresh_expires_at.or(g.expires_at)
+            } else {
+                g.expires_at
+            }
+        });
+        let expiring_soon = !self.renewable()
+            && self.record.status.is_active()
+            && expires_at
+                .is_some_and(|e| self.now() >= e.saturating_sub(self.config.expiring_soon_warning));
+        ConnectionView {
+            connection: self.record.clone(),
+            expires_at,
+            renewable: self.renewable(),
+            expiring_soon,
+        }
+    }
+
+    fn jitter(&mut self) -> f64 {
+        self.rng.gen::<f64>()
+    }
+
+    /// Plans the proactive refresh from the grant's own lifetime.
+    fn plan_refresh(&mut self) {
+        self.refresh_at = None;
+        let Some(g) = &self.grant else { return };
+        if !self.port.renewable(g) {
+            return;
+        }
+        let Some(expires) = g.expires_at else { return };
+        let lifetime = g.issued_at.until(expires);
+        let (lo, hi) = self.config.refresh_window;
+        let frac = lo + (hi - lo) * self.rng.gen::<f64>();
+        self.refresh_at = Some(g.issued_at.saturating_add(lifetime.mul_f64(frac)));
+    }
+
+    fn plan_check(&mut self, from: Timestamp) {
+        let interval = self.config.health_check_interval;
+        // Between 75% and 100% of the interval, so checks spread out over a fleet.
+        let frac = 0.75 + 0.25 * self.jitter();
+        self.check_at = from.saturating_add(interval.mul_f64(frac));
+    }
+
+    fn plan_retry(&mut self) -> Timestamp {
+        let j = self.jitter();
+        let at = self
+            .now()
+            .saturating_add(self.config.backoff(self.fault_streak, j));
+        self.fault_streak = self.fault_streak.saturating_add(1);
+        at
+    }
+
+    /// The next moment this connection must wake.
+    fn next_deadline(&self) -> Option<Timestamp> {
+        match &self.record.status {
+            ConnectionStatus::Expired(_) => None,
+            ConnectionStatus::Error(r) if r.code == ReasonCode::TooManyRestarts => None,
+            ConnectionStatus::Error(_) => Some(self.check_at),
+            ConnectionStatus::Active => {
+                let mut next = self.check_at;
+                if let Some(r) = self.refresh_at {
+                    next = next.min(r);
+                }
+                if !self.renewable() {
+                    if let Some(e) = self.grant.as_ref().and_then(|g| g.expires_at) {
+                        next = next.min(e);
+                        if !self.warned {
+                            next = next.min(e.saturating_sub(self.config.expiring_soon_warning));
+                        }
+                    }
+                }
+                Some(next)
+            }
+        }
+    }
+
+    fn rearm(&mut self, myself: &ActorRef<ConnectionMsg>) {
+        let next = self.next_deadline();
+        if let (Some((at, _)), Some(n)) = (&self.timer, next) {
+            if *at == n {
+                return;
+            }
+        }
+        if let Some((_, handle)) = self.timer.take() {
+            handle.abort();
+        }
+        if let Some(at) = next {
+            let delay = self.now().until(at);
+            let handle = myself.send_after(delay, || ConnectionMsg::Wake);
+            self.timer = Some((at, handle));
+        }
+    }
+
+    async fn persist(&self, batch: Batch) -> Result<(), EngineError> {
+        let events = self.store.commit(batch, Durability::Durable).await?;
+        self.events.publish(events);
+        Ok(())
+    }
+
+    /// Persist, record, broadcast, then tell the queue — in that order.
+    async fn set_status(&mut self, status: ConnectionStatus) -> Result<(), EngineError> {
+        if self.record.status == status {
+            return Ok(());
+        }
+        let from = self.record.status.clone();
+        let now = self.now();
+        self.record.status = status.clone();
+        self.record.status_since = now;
+        let mut b = Batch::new();
+        b.put_connection(&self.record).event(
+            Event::new(now, self.key().clone(), EventKind::ConnectionStatus)
+                .transition(Some(from.label()), Some(status.label()))
+                .reason(status.reason().cloned()),
+        );
+        if status.is_active() {
+            b.event(
+                Event::new(now, self.key().clone(), EventKind::Recovered)
+                    .transition(Some(from.label()), Some(StateLabel::Active))
+                    .reason(from.reason().cloned()),
+            );
+        }
+        self.persist(b).await?;
+        let msg = match status {
+            ConnectionStatus::Active => QueueMsg::Resume {
+                key: self.key().clone(),
+            },
+            ConnectionStatus::Expired(r) | ConnectionStatus::Error(r) => QueueMsg::Pause {
+                key: self.key().clone(),
+                reason: r,
+            },
+        };
+        let _ = self.queue.cast(msg);
+        Ok(())
+    }
+
+    /// Stores a new grant (and clears any refresh marker) durably before it is used.
+    async fn install_grant(&mut self, grant: Grant, kind: EventKind) -> Result<(), EngineError> {
+        self.record.refresh_in_flight = None;
+        let mut b = Batch::new();
+        b.put_grant(self.key(), &grant)
+            .put_connection(&self.record)
+            .event(
+                Event::new(self.now(), self.key().clone(), kind).detail(
+                    grant
+                        .expires_at
+                        .map(|e| format!("valid until {e}"))
+                        .unwrap_or_default(),
+                ),
+            );
+        self.persist(b).await?;
+        self.grant = Some(grant);
+        self.warned = false;
+        self.answer_lost = false;
+        self.fault_streak = 0;
+        self.plan_refresh();
+        Ok(())
+    }
+
+    fn sent_fingerprint(grant: &Grant) -> [u8; 8] {
+        grant
+            .refresh_fingerprint()
+            .unwrap_or_else(|| fingerprint(grant.access_token.expose()))
+    }
+
+    async fn mark_refresh_in_flight(&mut self, grant: &Grant) -> Result<(), EngineError> {
+        self.record.refresh_in_flight = Some(RefreshInFlight {
+            started_at: self.now(),
+            token_fingerprint: Self::sent_fingerprint(grant),
+        });
+        let mut b = Batch::new();
+        b.put_connection(&self.record);
+        self.store.commit(b, Durability::Durable).await?;
+        Ok(())
+    }
+
+    async fn clear_refresh_marker(&mut self) -> Result<(), EngineError> {
+        if self.record.refresh_in_flight.take().is_some() {
+            let mut b = Batch::new();
+            b.put_connection(&self.record);
+            self.store.commit(b, Durability::Durable).await?;
+        }
+        Ok(())
+    }
+
+    /// One refresh, with rotation safety. `Ok(true)`: a fresh grant is installed.
+    /// `Ok(false)`: a passing fault; a retry is planned and the connection stays Active.
+    /// `Err(reason)`: the connection left Active with that reason.
+    async fn refresh(&mut self) -> Result<bool, Reason> {
+        let Some(grant) = self.grant.clone() else {
+            return Err(Reason::new(ReasonCode::AuthorizationInvalid));
+        };
+        if self.mark_refresh_in_flight(&grant).await.is_err() {
+            // Without the marker a crash could not be recognised: do not send.
+            self.refresh_at = Some(self.plan_retry());
+            return Ok(false);
+        }
+        let mut resent = false;
+        loop {
+            match self.port.refresh(&grant).await {
+                Ok(new) => {
+                    if self
+                        .install_grant(new, EventKind::GrantRenewed)
+                        .await
+                        .is_err()
+                    {
+                        // Not stored: the marker stays, and the next attempt resends.
+                        self.refresh_at = Some(self.plan_retry());
+                        return Ok(false);
+                    }
+                    return Ok(true);
+                }
+                Err(PortError::Unavailable {
+                    maybe_delivered: true,
+                    detail,
+                }) => {
+                    self.answer_lost = true;
+                    if !resent {
+                        // The old token may be spent, but it is the only way back: resend
+                        // it once, now.
+                        resent = true;
+                        tracing::warn!(connection = %self.key(), %detail, "refresh answer lost; resending once");
+                        continue;
+                    }
+                    self.refresh_at = Some(self.plan_retry());
+                    return Ok(false);
+                }
+                Err(PortError::Unavailable { .. }) | Err(PortError::RateLimited { .. }) => {
+                    let _ = self.clear_refresh_marker().await;
+                    self.refresh_at = Some(self.plan_retry());
+                    return Ok(false);
+                }
+                Err(PortError::GrantDead(reason)) | Err(PortError::ContentRejected(reason)) => {
+                    return self.refresh_rejected(&grant, reason).await;
+                }
+                Err(PortError::Unauthorized) => {
+                    return self
+                        .refresh_rejected(&grant, Reason::new(ReasonCode::AuthorizationInvalid))
+                        .await;
+                }
+                Err(PortError::RequirementUnmet(reason)) => {
+                    let _ = self.clear_refresh_marker().await;
+                    let _ = self
+                        .set_status(ConnectionStatus::Error(reason.clone()))
+                        .await;
+                    return Err(reason);
+                }
+            }
+        }
+    }
+
+    /// The platform rejected the refresh. Another path may have rotated the grant: reload
+    /// it and check it before declaring the connection Expired.
+    async fn refresh_rejected(&mut self, sent: &Grant, reason: Reason) -> Result<bool, Reason> {
+        if let Ok(Some(stored)) = self.store.grant(self.key()) {
+            if Self::sent_fingerprint(&stored) != Self::sent_fingerprint(sent)
+                && self.port.check(&stored).await.is_ok()
+            {
+                self.grant = Some(stored);
+                let _ = self.clear_refresh_marker().await;
+                self.plan_refresh();
+                return Ok(true);
+            }
+        }
+        let reason = if self.answer_lost {
+            Reason {
+                code: ReasonCode::RefreshInterrupted,
+                platform_message: reason.platform_message,
+            }
+        } else {
+            reason
+        };
+        self.answer_lost = false;
+        let _ = self.clear_refresh_marker().await;
+        let _ = self
+            .set_status(ConnectionStatus::Expired(reason.clone()))
+            .await;
+        Err(reason)
+    }
+
+    /// Health check. Returns the classified failure when the connection left Active.
+    async fn check(&mut self) -> Result<(), Reason> {
+        let Some(grant) = self.grant.clone() else {
+            let r = Reason::new(ReasonCode::AuthorizationInvalid);
+            let _ = self.set_status(ConnectionStatus::Expired(r.clone())).await;
+            return Err(r);
+        };
+        let mut refreshed = false;
+        loop {
+            let grant = if refreshed {
+                self.grant.clone().unwrap_or_else(|| grant.clone())
+            } else {
+                grant.clone()
+            };
+            match self.port.check(&grant).await {
+                Ok(_) => {
+                    let now = self.now();
+                    self.last_checked = Some(now);
+                    self.fault_streak = 0;
+                    self.plan_check(now);
+                    if matches!(&self.record.status, ConnectionStatus::Error(r) if r.code != ReasonCode::TooManyRestarts)
+                    {
+                        let _ = self.set_status(ConnectionStatus::Active).await;
+                    }
+                    return Ok(());
+                }
+                Err(PortError::Unauthorized) if !refreshed && self.renewable() => {
+                    refreshed = true;
+                    match self.refresh().await {
+                        Ok(true) => continue,
+                        Ok(false) => return Ok(()),
+                        Err(r) => return Err(r),
+                    }
+                }
+                Err(PortError::Unauthorized) => {
+                    let r = if self
+                        .grant
+                        .as_ref()
+                        .and_then(|g| g.expires_at)
+                        .is_some_and(|e| e <= self.now())
+                    {
+                        self.port.expiry_reason()
+                    } else {
+                        Reason::new(ReasonCode::AuthorizationInvalid)
+                    };
+                    let _ = self.set_status(ConnectionStatus::Expired(r.clone())).await;
+                    return Err(r);
+                }
+                Err(PortError::GrantDead(r)) => {
+                    let _ = self.set_status(ConnectionStatus::Expired(r.clone())).await;
+                    return Err(r);
+                }
+                Err(PortError::RequirementUnmet(r)) => {
+                    let _ = self.set_status(ConnectionStatus::Error(r.clone())).await;
+                    return Err(r);
+                }
+                Err(PortError::Unavailable { .. })
+                | Err(PortError::RateLimited { .. })
+                | Err(PortError::ContentRejected(_)) => {
+                    self.check_at = self.plan_retry();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn on_wake(&mut self) {
+        let now = self.now();
+        if !self.record.status.is_active() {
+            if now >= self.check_at {
+                let _ = self.check().await;
+            }
+            return;
+        }
+        if self.renewable() {
+            if self.refresh_at.is_some_and(|r| r <= now) && self.refresh().await.is_err() {
+                return;
+            }
+        } else if let Some(expires) = self.grant.as_ref().and_then(|g| g.expires_at) {
+            if expires <= now {
+                let reason = self.port.expiry_reason();
+                let _ = self.set_status(ConnectionStatus::Expired(reason)).await;
+                return;
+            }
+            if !self.warned && now >= expires.saturating_sub(self.config.expiring_soon_warning) {
+                self.warn_expiring(expires).await;
+            }
+        }
+        if now >= self.check_at {
+            let _ = self.check().await;
+        }
+    }
+
+    async fn warn_expiring(&mut self, expires: Timestamp) {
+        let detail = format!(
+            "the authorization lapses at {expires} and cannot be renewed without the author"
+        );
+        // Not repeated after a restart: the newest events say whether it already went out.
+        let already = self
+            .store
+            .events_of_connection(self.key(), social_studio_storage::EventPage::newest(20))
+            .map(|es| {
+                es.iter().any(|e| {
+                    e.kind == EventKind::ExpiringSoon && e.detail.as_deref() == Some(&detail)
+                })
+            })
+            .unwrap_or(false);
+        if !already {
+            let mut b = Batch::new();
+            b.event(
+                Event::new(self.now(), self.key().clone(), EventKind::ExpiringSoon)
+                    .transition(Some(StateLabel::Active), Some(StateLabel::Active))
+                    .reason(Some(self.port.expiry_reason()))
+                    .detail(detail),
+            );
+            if self.persist(b).await.is_err() {
+                return;
+            }
+        }
+        self.warned = true;
+    }
+
+    async fn publish(&mut self, post: &Post) -> PublishOutcome {
+        if let Some(reason) = self.record.status.reason() {
+            return PublishOutcome::NotActive(reason.clone());
+        }
+        let mut refreshed = false;
+        loop {
+            let Some(grant) = self.grant.clone() else {
+                return PublishOutcome::NotActive(Reason::new(ReasonCode::AuthorizationInvalid));
+            };
+            let result = self.port.publish(&grant, post).await;
+            match result {
+                Ok(receipt) => return PublishOutcome::Published(receipt),
+                Err(PortError::ContentRejected(r)) => return PublishOutcome::Rejected(r),
+                Err(PortError::RateLimited { retry_after, scope }) => {
+                    return PublishOutcome::RateLimited {
+                        until: self.now().saturating_add(retry_after),
+                        scope,
+                    }
+                }
+                Err(PortError::Unavailable {
+                    maybe_delivered,
+                    detail,
+                }) => {
+                    if maybe_delivered && !self.port.idempotent_publish() {
+                        tracing::warn!(connection = %self.key(), post = %post.id, %detail, "publish answer lost");
+                        return PublishOutcome::Unconfirmed;
+                    }
+                    let j = self.jitter();
+                    let at = self
+                        .now()
+                        .saturating_add(self.config.backoff(post.attempts.saturating_sub(1), j));
+                    return PublishOutcome::Retry {
+                        at,
+                        reason: Reason::with_platform_message(
+                            ReasonCode::PlatformUnavailable,
+                            detail,
+                        ),
+                    };
+                }
+                Err(PortError::GrantDead(r)) => {
+                    let _ = self.set_status(ConnectionStatus::Expired(r.clone())).await;
+                    return PublishOutcome::NotActive(r);
+                }
+                Err(PortError::RequirementUnmet(r)) => {
+                    let _ = self.set_status(ConnectionStatus::Error(r.clone())).await;
+                    return PublishOutcome::NotActive(r);
+                }
+                Err(PortError::Unauthorized) if !refreshed => {
+                    refreshed = true;
+                    if self.renewable() {
+                        match self.refresh().await {
+                            Ok(true) => continue,
+                            Ok(false) => {
+                                let at = self.refresh_at.unwrap_or_else(|| self.now());
+                                return PublishOutcome::Retry {
+                                    at,
+                                    reason: Reason::new(ReasonCode::PlatformUnavailable),
+                                };
+                            }
+                            Err(r) => return PublishOutcome::NotActive(r),
+                        }
+                    }
+                    // Not renewable: let the check classify why the token was refused.
+                    match self.check().await {
+                        Ok(()) if self.record.status.is_active() => continue,
+                        Ok(()) => {
+                            return PublishOutcome::NotActive(
+                                self.record
+                                    .status
+                                    .reason()
+                                    .cloned()
+                                    .unwrap_or(Reason::new(ReasonCode::AuthorizationInvalid)),
+                            )
+                        }
+                        Err(r) => return PublishOutcome::NotActive(r),
+                    }
+                }
+                Err(PortError::Unauthorized) => {
+                    let r = Reason::new(ReasonCode::AuthorizationInvalid);
+                    let _ = self.set_status(ConnectionStatus::Expired(r.clone())).await;
+                    return PublishOutcome::NotActive(r);
+                }
+            }
+        }
+    }
+
+    /// After a crash with a refresh in flight: complete it where the platform allows, or
+    /// name the reason. Never silent.
+    async fn recover_refresh(&mut self, marker: RefreshInFlight) {
+        let Some(grant) = self.grant.clone() else {
+            return;
+        };
+        if Self::sent_fingerprint(&grant) != marker.token_fingerprint {
+            // The rotated grant was stored; only the marker was left behind.
+            let _ = self.clear_refresh_marker().await;
+            return;
+        }
+        let age = marker.started_at.until(self.now());
+        let within_grace =
+            matches!(self.port.lost_refresh_policy(), LostRefreshPolicy::GracePeriod(g) if age < g);
+        tracing::warn!(connection = %self.key(), within_grace, "a refresh was in flight at the last stop; resending it once");
+        // Resending the only token we have is the one way back. Where the platform has no
+        // grace period a rejection is named `refresh_interrupted`.
+        self.answer_lost = !within_grace;
+        let _ = self.refresh().await;
+    }
+}
+
+impl Actor for ConnectionActor {
+    type Msg = ConnectionMsg;
+    type State = ConnectionState;
+    type Arguments = ConnectionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ConnectionArgs,
+    ) -> Result<ConnectionState, ActorProcessingErr> {
+        let now = args.clock.now();
+        let mut state = ConnectionState {
+            record: args.record,
+            grant: args.grant,
+            store: args.store,
+            port: args.port,
+            clock: args.clock,
+            config: args.config,
+            queue: args.queue,
+            events: args.events,
+            rng: SmallRng::seed_from_u64(args.seed),
+            timer: None,
+            refresh_at: None,
+            check_at: now,
+            last_checked: None,
+            fault_streak: 0,
+            answer_lost: false,
+            warned: false,
+        };
+        // The first check lands anywhere in the coming interval: a fleet that boots
+        // together does not check together.
+        let first = state.jitter();
+        state.check_at = now.saturating_add(state.config.health_check_interval.mul_f64(first));
+        state.plan_refresh();
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.grant.is_none() && state.record.status.is_active() {
+            let _ = state
+                .set_status(ConnectionStatus::Expired(Reason::with_platform_message(
+                    ReasonCode::AuthorizationInvalid,
+                    "the stored authorization could not be read",
+                )))
+                .await;
+        }
+        if let Some(marker) = state.record.refresh_in_flight.clone() {
+            state.recover_refresh(marker).await;
+        }
+        // A grant that lapsed while the engine was down: refresh (or expire) now.
+        state.rearm(&myself);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((_, h)) = state.timer.take() {
+            h.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: ConnectionMsg,
+        state: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ConnectionMsg::Publish { post, queue } => {
+                let outcome = state.publish(&post).await;
+                let _ = queue.cast(QueueMsg::Outcome {
+                    id: post.id,
+                    key: post.connection.clone(),
+                    outcome,
+                });
+            }
+            ConnectionMsg::Wake => {
+                state.timer = None;
+                state.on_wake().await;
+            }
+            ConnectionMsg::CheckBeforePost => {
+                let now = state.now();
+                let fresh = state
+                    .last_checked
+                    .is_some_and(|t| t.saturating_add(state.config.precheck_lead) > now);
+                if state.record.status.is_active() && !fresh {
+                    let _ = state.check().await;
+                }
+            }
+            ConnectionMsg::Status(reply) => {
+                let _ = reply.send(state.view());
+            }
+            ConnectionMsg::Verify(reply) => {
+                let result = async {
+                    if state.record.status.is_active() && state.renewable() {
+                        if let Err(r) = state.refresh().await {
+                            return Err(EngineError::ConnectionNotActive {
+                                status: state.record.status.label(),
+                                reason: r,
+                            });
+                        }
+                    }
+                    match state.check().await {
+                        Ok(()) => Ok(state.view()),
+                        Err(r) => Err(EngineError::ConnectionNotActive {
+                            status: state.record.status.label(),
+                            reason: r,
+                        }),
+                    }
+                }
+                .await;
+                let _ = reply.send(result);
+            }
+            ConnectionMsg::Reconnect {
+                account,
+                targets,
+                grant,
+                replace,
+                reply,
+            } => {
+                if account.platform_id != state.record.account.platform_id && !replace {
+                    let reason = Reason::with_platform_message(
+                        ReasonCode::WrongAccount,
+                        format!(
+                            "connected as {}, the reconnect signed in as {}",
+                            state.record.account.handle, account.handle
+                        ),
+                    );
+                    let _ = reply.send(Err(EngineError::WrongAccount {
+                        key: state.key().clone(),
+                        reason,
+                    }));
+                } else {
+                    state.record.account = account;
+                    state.record.targets = targets;
+                    let result = async {
+                        state.install_grant(*grant, EventKind::GrantRenewed).await?;
+                        state.set_status(ConnectionStatus::Active).await?;
+                        let now = state.now();
+                        state.last_checked = Some(now);
+                        state.plan_check(now);
+                        Ok(state.view())
+                    }
+                    .await;
+                    let _ = reply.send(result);
+                }
+            }
+            ConnectionMsg::Rebind(queue) => {
+                state.queue = queue;
+            }
+            ConnectionMsg::Disconnect(reply) => {
+                let revoke = match &state.grant {
+                    Some(g) => state.port.revoke(g).await,
+                    None => Ok(RevokeOutcome::NotSupported),
+                };
+                let result = async {
+                    let posts_failed = state
+                        .queue
+                        .call(
+                            |r| QueueMsg::Disconnected {
+                                key: state.key().clone(),
+                                reply: r,
+                            },
+                            None,
+                        )
+                        .await?
+                        .success_or_unavailable()??;
+                    let mut b = Batch::new();
+                    b.delete_connection(state.key())
+                        .delete_grant(state.key())
+                        .event(
+                            Event::new(
+                                state.now(),
+                                state.key().clone(),
+                                EventKind::ConnectionStatus,
+                            )
+                            .transition(
+                                Some(state.record.status.label()),
+                                Some(StateLabel::NotConnected),
+                            )
+                            .reason(Some(Reason::new(ReasonCode::AccountDisconnected))),
+                        );
+                    state.persist(b).await?;
+                    Ok(DisconnectReport {
+                        revoke,
+                        posts_failed,
+                    })
+                }
+                .await;
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok {
+                    myself.stop(Some("disconnected".into()));
+                    return Ok(());
+                }
+            }
+        }
+        state.rearm(&myself);
+        Ok(())
+    }
+}
+
+/// Turns a `CallResult` into the answer or an engine error.
+pub(crate) trait CallResultExt<T> {
+    fn success_or_unavailable(self) -> Result<T, EngineError>;
+}
+
+impl<T> CallResultExt<T> for ractor::rpc::CallResult<T> {
+    fn success_or_unavailable(self) -> Result<T, EngineError> {
+        match self {
+            ractor::rpc::CallResult::Success(v) => Ok(v),
+            ractor::rpc::CallResult::Timeout => Err(EngineError::Unavailable("timed out".into())),
+            ractor::rpc::CallResult::SenderError => {
+                Err(EngineError::Unavailable("the actor stopped".into()))
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! `Engine`: the handle an embedding application (or the service) holds. It starts the
+//! supervisor and turns its messages into plain async methods.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorRef};
+use social_studio_storage::{
+    Account, ConnectionKey, Event, Grant, PenName, Post, PostId, Store, Target,
+};
+use tokio::sync::broadcast;
+
+use crate::connection::{ConnectionView, DisconnectReport};
+use crate::supervisor::{ConnectRequest, Supervisor, SupervisorArgs, SupervisorMsg, TreeReport};
+use crate::{Clock, EngineConfig, EngineError, EventBus, PlatformPort};
+
+/// A running engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    supervisor: ActorRef<SupervisorMsg>,
+    events: EventBus,
+    store: Store,
+    join: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Engine {
+    /// Boots from `store`: every connection and unfinished post is rebuilt before this
+    /// returns.
+    pub async fn start(
+        store: Store,
+        ports: Vec<Arc<dyn PlatformPort>>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        let events = EventBus::new(config.event_channel_capacity);
+        let ports: HashMap<_, _> = ports.into_iter().map(|p| (p.platform(), p)).collect();
+        let args = SupervisorArgs {
+            store: store.clone(),
+            ports,
+            clock,
+            config: Arc::new(config),
+            events: events.clone(),
+        };
+        let (supervisor, join) = Actor::spawn(None, Supervisor, args)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("the supervisor did not start: {e}")))?;
+        Ok(Engine {
+            supervisor,
+            events,
+            store,
+            join: Arc::new(tokio::sync::Mutex::new(Some(join))),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Every event from now on (connection status, post state, expiring soon, recovered).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Connects (or reconnects) an account. A reconnect that brings another account than
+    /// the one connected is refused with `wrong_account` unless `replace`.
+    pub async fn connect(
+        &self,
+        key: ConnectionKey,
+        account: Account,
+        targets: Vec<Target>,
+        grant: Grant,
+        replace: bool,
+    ) -> Result<ConnectionView, EngineError> {
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Connect {
+            request: Box::new(ConnectRequest {
+                key,
+                account,
+                targets,
+                grant,
+                replace
+            }),
+            reply
+        })?
+    }
+
+    /// Revokes at the platform where possible, fails the scheduled posts with
+    /// `account_disconnected`, and erases the connection and its grant.
+    pub async fn disconnect(&self, key: ConnectionKey) -> Result<DisconnectReport, EngineError> {
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Disconnect {
+            key,
+            reply
+        })?
+    }
+
+    /// The connection's view, or `None` when not connected.
+    pub async fn status(&self, key: ConnectionKey) -> Result<Option<ConnectionView>, EngineError> {
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Status {
+            key,
+            reply
+        })?
+    }
+
+    pub async fn verify(&self, key: ConnectionKey) -> Result<ConnectionView, EngineError> {
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Verify {
+            key,
+            reply
+        })?
+    }
+
+    /// Schedules a post (already validated for its platform by the caller). It is Paused at
+    /// once if its connection is not Active.
+    pub async fn schedule(&self, post: Post) -> Result<Post, EngineError> {
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Schedule {
+            post: Box::new(post),
+            reply
+        })?
+    }
+
+    pub async fn update(&self, post: Post) -> Result<Post, EngineError> {
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Update {
+            post: Box::new(post),
+            reply
+        })?
+    }
+
+    pub async fn cancel(&self, pen: PenName, id: PostId) -> Result<Post, EngineError> {
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Cancel {
+            pen,
+            id,
+            reply
+        })?
+    }
+
+    pub async fn retry(&self, pen: PenName, id: PostId) -> Result<Post, EngineError> {
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Retry {
+            pen,
+            id,
+            reply
+        })?
+    }
+
+    /// A person says whether an Unconfirmed post reached the platform; `false` sends it
+    /// again.
+    pub async fn resolve(
+        &self,
+        pen: PenName,
+        id: PostId,
+        published: bool,
+    ) -> Result<Post, EngineError> {
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Resolve {
+            pen,
+            id,
+            published,
+            reply
+        })?
+    }
+
+    pub async fn tree(&self) -> Result<TreeReport, EngineError> {
+        Ok(ractor::call!(self.supervisor, SupervisorMsg::Tree)?)
+    }
+
+    /// Stops dispatching, lets every actor finish what its mailbox holds, flushes, stops.
+    pub async fn shutdown(&self) {
+        let _ = ractor::call!(self.supervisor, SupervisorMsg::Shutdown);
+        if let Some(join) = self.join.lock().await.take() {
+            let _ = join.await;
+        }
+    }
+}

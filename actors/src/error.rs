@@ -1,0 +1,41 @@
+//! Errors of the engine's commands.
+
+use social_studio_storage::{ConnectionKey, PostId, Reason, StateLabel, StoreError};
+
+use crate::PortError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0} is not connected")]
+    NotConnected(ConnectionKey),
+    #[error("the account that came back is not the one connected to {key}: {reason}")]
+    WrongAccount { key: ConnectionKey, reason: Reason },
+    #[error("post {0} not found")]
+    PostNotFound(PostId),
+    #[error("post {id} is {state} and cannot be {action}")]
+    InvalidTransition {
+        id: PostId,
+        state: StateLabel,
+        action: &'static str,
+    },
+    #[error("the platform answered: {0}")]
+    Platform(#[from] PortError),
+    #[error("the connection is {status}: {reason}")]
+    ConnectionNotActive { status: StateLabel, reason: Reason },
+    #[error("the engine is not running ({0})")]
+    Unavailable(String),
+}
+
+impl<T> From<ractor::RactorErr<T>> for EngineError {
+    fn from(e: ractor::RactorErr<T>) -> Self {
+        EngineError::Unavailable(e.to_string())
+    }
+}
+
+impl<T> From<ractor::MessagingErr<T>> for EngineError {
+    fn from(e: ractor::MessagingErr<T>) -> Self {
+        EngineError::Unavailable(e.to_string())
+    }
+}

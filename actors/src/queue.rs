@@ -1,0 +1,983 @@
+//! The platform queue actor: one per platform, holding the scheduled posts of every
+//! connection on it.
+//!
+//! - Posts are ordered by ready time in one ordered set, with **one** timer for the next
+//!   thing due — no timer per post, no polling.
+//! - Each post is dispatched through its connection actor (the token never leaves it).
+//! - Pause and resume per connection; rate limits hold back the connection or the whole
+//!   platform, whichever the limit covers, without failing or pausing any post; at most
+//!   `publish_concurrency` publishes at once.
+//! - Transitions are persisted before the next step: a post is durably Publishing before
+//!   its connection may call the platform. A post found Publishing at boot may have
+//!   reached the platform, so it becomes Unconfirmed and is never re-sent silently
+//!   (unless the platform's publishing is idempotent).
+//! - The queue is the only writer of post records once a post is scheduled.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use social_studio_storage::{
+    Batch, ConnectionKey, Durability, Event, EventKind, Platform, Post, PostId, PostState, Reason,
+    ReasonCode, Receipt, StateLabel, Store, Timestamp,
+};
+
+use crate::connection::ConnectionMsg;
+use crate::{Clock, EngineConfig, EngineError, EventBus, LimitScope};
+
+/// What a connection answers about one publish.
+#[derive(Debug, Clone)]
+pub enum PublishOutcome {
+    Published(Receipt),
+    /// The platform refused the content: Failed.
+    Rejected(Reason),
+    /// The connection is not Active (or just left Active): the post pauses.
+    NotActive(Reason),
+    /// Slow down until `until`, for the scope of the limit.
+    RateLimited {
+        until: Timestamp,
+        scope: LimitScope,
+    },
+    /// A passing fault: try again at `at`.
+    Retry {
+        at: Timestamp,
+        reason: Reason,
+    },
+    /// The call may have reached the platform and its answer was lost.
+    Unconfirmed,
+}
+
+/// Queue depth figures, for the supervisor's status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub scheduled: usize,
+    pub paused: usize,
+    pub publishing: usize,
+    /// Connections currently backed off by a rate limit.
+    pub backed_off_connections: usize,
+    pub platform_backed_off: bool,
+}
+
+pub enum QueueMsg {
+    /// A connection exists (again); `paused` when it is not Active.
+    Register {
+        key: ConnectionKey,
+        actor: Option<ActorRef<ConnectionMsg>>,
+        paused: Option<Reason>,
+    },
+    /// The connection's actor died and was replaced (or not): its in-flight posts may or
+    /// may not have reached the platform.
+    ConnectionRestarted {
+        key: ConnectionKey,
+        actor: Option<ActorRef<ConnectionMsg>>,
+    },
+    /// Rebuild from storage: Scheduled, Paused and Publishing posts of this platform.
+    Load(Vec<Post>),
+    Schedule {
+        post: Box<Post>,
+        reply: RpcReplyPort<Result<Post, EngineError>>,
+    },
+    Cancel {
+        id: PostId,
+        reply: RpcReplyPort<Result<Post, EngineError>>,
+    },
+    /// A Failed or Held post goes back to Scheduled.
+    Retry {
+        id: PostId,
+        reply: RpcReplyPort<Result<Post, EngineError>>,
+    },
+    /// A person decided about an Unconfirmed post.
+    Resolve {
+        id: PostId,
+        published: bool,
+        reply: RpcReplyPort<Result<Post, EngineError>>,
+    },
+    /// Change a Scheduled, Paused or Held post's content or due time.
+    Update {
+        post: Box<Post>,
+        reply: RpcReplyPort<Result<Post, EngineError>>,
+    },
+    Pause {
+        key: ConnectionKey,
+        reason: Reason,
+    },
+    Resume {
+        key: ConnectionKey,
+    },
+    Outcome {
+        id: PostId,
+        key: ConnectionKey,
+        outcome: PublishOutcome,
+    },
+    /// The connection is being disconnected: fail its posts (`account_disconnected`) and
+    /// forget it. Answers how many posts failed.
+    Disconnected {
+        key: ConnectionKey,
+        reply: RpcReplyPort<Result<usize, EngineError>>,
+    },
+    Stats(RpcReplyPort<QueueStats>),
+    /// Shutting down: dispatch nothing more; outcomes of calls in flight are still recorded.
+    Freeze,
+    Wake,
+}
+
+pub struct QueueArgs {
+    pub platform: Platform,
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<EngineConfig>,
+    pub events: EventBus,
+    /// The platform's publishing is idempotent (engine-chosen record keys).
+    pub idempotent_publish: bool,
+}
+
+pub struct QueueActor;
+
+struct Slot {
+    actor: Option<ActorRef<ConnectionMsg>>,
+    paused: Option<Reason>,
+    backoff_until: Option<Timestamp>,
+    /// Waiting posts of this connection (Scheduled or Paused), by ready time.
+    posts: BTreeSet<(Timestamp, PostId)>,
+}
+
+impl Slot {
+    fn dispatchable(&self, now: Timestamp) -> bool {
+        self.paused.is_none() && self.backoff_until.is_none_or(|t| t <= now) && self.actor.is_some()
+    }
+}
+
+struct Entry {
+    key: ConnectionKey,
+    ready_at: Timestamp,
+    publishing: bool,
+}
+
+pub struct QueueState {
+    platform: Platform,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    config: Arc<EngineConfig>,
+    events: EventBus,
+    idempotent: bool,
+    slots: HashMap<ConnectionKey, Slot>,
+    entries: HashMap<PostId, Entry>,
+    /// Dispatchable posts by ready time: the one ordered set the timer follows.
+    ready: BTreeSet<(Timestamp, PostId)>,
+    backoffs: BTreeSet<(Timestamp, ConnectionKey)>,
+    platform_backoff: Option<Timestamp>,
+    /// Posts whose connection should be checked before they are due.
+    prechecks: BTreeSet<(Timestamp, PostId)>,
+    in_flight: usize,
+    timer: crate::Timer<QueueMsg>,
+    frozen: bool,
+}
+
+fn post_event(now: Timestamp, post: &Post, from: StateLabel) -> Event {
+    Event::new(now, post.connection.clone(), EventKind::PostState)
+        .post(post.id)
+        .transition(Some(from), Some(post.state.label()))
+        .reason(post.state.reason().cloned())
+}
+
+impl QueueState {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Adds a waiting (Scheduled or Paused) post to its connection and, if it can go,
+    /// to the ready set.
+    fn track(&mut self, post: &Post) {
+        let now = self.now();
+        let at = post.ready_at();
+        self.entries.insert(
+            post.id,
+            Entry {
+                key: post.connection.clone(),
+                ready_at: at,
+                publishing: false,
+            },
+        );
+        if let Some(slot) = self.slots.get_mut(&post.connection) {
+            slot.posts.insert((at, post.id));
+            if slot.dispatchable(now) && matches!(post.state, PostState::Scheduled) {
+                self.ready.insert((at, post.id));
+            }
+        }
+        let check_at = post.due_at.saturating_sub(self.config.precheck_lead);
+        if post.due_at > now {
+            self.prechecks.insert((check_at, post.id));
+        }
+    }
+
+    fn untrack(&mut self, id: PostId) -> Option<Entry> {
+        let e = self.entries.remove(&id)?;
+        self.ready.remove(&(e.ready_at, id));
+        if let Some(slot) = self.slots.get_mut(&e.key) {
+            slot.posts.remove(&(e.ready_at, id));
+        }
+        Some(e)
+    }
+
+    /// Applies post changes durably, then broadcasts their events.
+    async fn commit_posts(&self, posts: &[(Post, StateLabel)]) -> Result<(), EngineError> {
+        if posts.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let mut b = Batch::new();
+        for (p, from) in posts {
+            b.put_post(p);
+            if p.state.label() != *from {
+                b.event(post_event(now, p, *from));
+            }
+        }
+        let events = self.store.commit(b, Durability::Durable).await?;
+        self.events.publish(events);
+        Ok(())
+    }
+
+    /// Applies post changes at once and makes them durable in the background; their
+    /// events go out when the flush completes. Used for outcomes, whose next step is only
+    /// telling people, so many outcomes share one flush.
+    fn commit_outcome(&self, post: &Post, from: StateLabel) -> Result<(), EngineError> {
+        let mut b = Batch::new();
+        b.put_post(post).event(post_event(self.now(), post, from));
+        let events = self.store.apply(b)?;
+        let store = self.store.clone();
+        let bus = self.events.clone();
+        tokio::spawn(async move {
+            if store.sync().await.is_ok() {
+                bus.publish(events);
+            }
+        });
+        Ok(())
+    }
+
+    fn load_post(&self, id: PostId) -> Result<Post, EngineError> {
+        self.store.post(id)?.ok_or(EngineError::PostNotFound(id))
+    }
+
+    /// Moves a connection's Scheduled posts into or out of the ready set.
+    fn refresh_slot_readiness(&mut self, key: &ConnectionKey) {
+        let now = self.now();
+        let Some(slot) = self.slots.get(key) else {
+            return;
+        };
+        let go = slot.dispatchable(now);
+        for &(at, id) in &slot.posts {
+            if go {
+                self.ready.insert((at, id));
+            } else {
+                self.ready.remove(&(at, id));
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, myself: &ActorRef<QueueMsg>) {
+        if self.frozen {
+            return;
+        }
+        let now = self.now();
+        // Connection backoffs that ran out.
+        while let Some((t, key)) = self.backoffs.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.backoffs.pop_first();
+            if let Some(slot) = self.slots.get_mut(&key) {
+                if slot.backoff_until.is_some_and(|b| b <= now) {
+                    slot.backoff_until = None;
+                }
+            }
+            self.refresh_slot_readiness(&key);
+        }
+        // Checks before posts fall due, one per connection per pass.
+        let mut checked = std::collections::HashSet::new();
+        while let Some(&(t, id)) = self.prechecks.first() {
+            if t > now {
+                break;
+            }
+            self.prechecks.pop_first();
+            if let Some(e) = self.entries.get(&id) {
+                if checked.insert(e.key.clone()) {
+                    if let Some(actor) = self.slots.get(&e.key).and_then(|s| s.actor.as_ref()) {
+                        let _ = actor.cast(ConnectionMsg::CheckBeforePost);
+                    }
+                }
+            }
+        }
+        if self.platform_backoff.is_some_and(|t| t > now) {
+            self.rearm(myself);
+            return;
+        }
+        self.platform_backoff = None;
+        let cap = self.config.publish_concurrency.max(1);
+        let mut batch = Vec::new();
+        let mut held = Vec::new();
+        while self.in_flight + batch.len() < cap {
+            let Some(&(at, id)) = self.ready.first() else {
+                break;
+            };
+            if at > now {
+                break;
+            }
+            self.ready.pop_first();
+            let Some(entry) = self.entries.get(&id) else {
+                continue;
+            };
+            let key = entry.key.clone();
+            let mut post = match self.load_post(id) {
+                Ok(p) if matches!(p.state, PostState::Scheduled) => p,
+                Ok(_) | Err(_) => {
+                    self.untrack(id);
+                    continue;
+                }
+            };
+            if let Some(slot) = self.slots.get_mut(&key) {
+                slot.posts.remove(&(at, id));
+            }
+            let late = self
+                .config
+                .lateness_window
+                .is_some_and(|w| post.due_at.saturating_add(w) < now);
+            post.updated_at = now;
+            if late {
+                post.state = PostState::Held(Reason::new(ReasonCode::TooLate));
+                self.entries.remove(&id);
+                held.push((post, StateLabel::Scheduled));
+                continue;
+            }
+            post.state = PostState::Publishing;
+            post.attempts += 1;
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.publishing = true;
+            }
+            batch.push((post, StateLabel::Scheduled));
+        }
+        held.extend(batch.iter().cloned());
+        if !held.is_empty() {
+            // One durable commit for the whole batch: every post is Publishing on disk
+            // before any of them reaches its connection.
+            if let Err(e) = self.commit_posts(&held).await {
+                tracing::error!(platform = %self.platform, error = %e, "could not persist dispatch; retrying shortly");
+                for (p, _) in batch {
+                    if let Some(e) = self.entries.get_mut(&p.id) {
+                        e.publishing = false;
+                    }
+                    let mut back = p.clone();
+                    back.state = PostState::Scheduled;
+                    self.track(&back);
+                }
+                self.rearm(myself);
+                return;
+            }
+        }
+        for (post, _) in batch {
+            let key = post.connection.clone();
+            let sent = self
+                .slots
+                .get(&key)
+                .and_then(|s| s.actor.as_ref())
+                .map(|a| {
+                    a.cast(ConnectionMsg::Publish {
+                        post: Box::new(post.clone()),
+                        queue: myself.clone(),
+                    })
+                    .is_ok()
+                })
+                .unwrap_or(false);
+            if sent {
+                self.in_flight += 1;
+            } else {
+                // Never reached the connection: it was not sent, so it can wait again.
+                let mut back = post.clone();
+                back.state = PostState::Scheduled;
+                let _ = self
+                    .commit_posts(&[(back.clone(), StateLabel::Publishing)])
+                    .await;
+                self.track(&back);
+            }
+        }
+        self.rearm(myself);
+    }
+
+    fn next_deadline(&self) -> Option<Timestamp> {
+        let mut next: Option<Timestamp> = None;
+        let mut consider = |t: Timestamp| next = Some(next.map_or(t, |n: Timestamp| n.min(t)));
+        if let Some(t) = self.platform_backoff {
+            consider(t);
+        } else if self.in_flight < self.config.publish_concurrency.max(1) {
+            if let Some(&(t, _)) = self.ready.first() {
+                consider(t);
+            }
+        }
+        if let Some((t, _)) = self.backoffs.first() {
+            consider(*t);
+        }
+        if let Some(&(t, _)) = self.prechecks.first() {
+            consider(t);
+        }
+        next
+    }
+
+    fn rearm(&mut self, myself: &ActorRef<QueueMsg>) {
+        let next = self.next_deadline();
+        if let (Some((at, _)), Some(n)) = (&self.timer, next) {
+            if *at == n {
+                return;
+            }
+        }
+        if let Some((_, h)) = self.timer.take() {
+            h.abort();
+        }
+        if let Some(at) = next {
+            let handle = myself.send_after(self.now().until(at), || QueueMsg::Wake);
+            self.timer = Some((at, handle));
+        }
+    }
+
+    async fn pause(&mut self, key: &ConnectionKey, reason: Reason) -> Result<(), EngineError> {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return Ok(());
+        };
+        slot.paused = Some(reason.clone());
+        let ids: Vec<PostId> = slot.posts.iter().map(|&(_, id)| id).collect();
+        self.refresh_slot_readiness(key);
+        let now = self.now();
+        let mut changed = Vec::new();
+        for id in ids {
+            let mut p = self.load_post(id)?;
+            if matches!(p.state, PostState::Scheduled)
+                || matches!(&p.state, PostState::Paused(r) if *r != reason)
+            {
+                let from = p.state.label();
+                p.state = PostState::Paused(reason.clone());
+                p.updated_at = now;
+                changed.push((p, from));
+            }
+        }
+        self.commit_posts(&changed).await
+    }
+
+    async fn resume(&mut self, key: &ConnectionKey) -> Result<(), EngineError> {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return Ok(());
+        };
+        slot.paused = None;
+        let ids: Vec<PostId> = slot.posts.iter().map(|&(_, id)| id).collect();
+        let now = self.now();
+        let mut changed = Vec::new();
+        for id in ids {
+            let mut p = self.load_post(id)?;
+            if matches!(p.state, PostState::Paused(_)) {
+                p.state = PostState::Scheduled;
+                p.updated_at = now;
+                changed.push((p, StateLabel::Paused));
+            }
+        }
+        // Persisted before they become dispatchable; overdue posts then go in due order.
+        self.commit_posts(&changed).await?;
+        self.refresh_slot_readiness(key);
+        Ok(())
+    }
+
+    async fn outcome(
+        &mut self,
+        id: PostId,
+        key: &ConnectionKey,
+        outcome: PublishOutcome,
+    ) -> Result<(), EngineError> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let Some(entry) = self.entries.get(&id) else {
+            return Ok(()); // forgotten meanwhile (disconnected)
+        };
+        if !entry.publishing {
+            return Ok(());
+        }
+        let mut post = self.load_post(id)?;
+        let from = post.state.label();
+        let now = self.now();
+        post.updated_at = now;
+        match outcome {
+            PublishOutcome::Published(receipt) => {
+                post.state = PostState::Published(receipt);
+                post.next_attempt_at = None;
+                self.entries.remove(&id);
+                self.commit_outcome(&post, from)?;
+            }
+            PublishOutcome::Rejected(reason) => {
+                post.state = PostState::Failed(reason);
+                self.entries.remove(&id);
+                self.commit_outcome(&post, from)?;
+            }
+            PublishOutcome::Unconfirmed => {
+                post.state = PostState::Unconfirmed;
+                self.entries.remove(&id);
+                self.commit_outcome(&post, from)?;
+            }
+            PublishOutcome::NotActive(reason) => {
+                let paused = self.slots.get(key).and_then(|s| s.paused.clone());
+                post.state = PostState::Paused(paused.unwrap_or(reason));
+                post.next_attempt_at = None;
+                self.entries.remove(&id);
+                self.commit_posts(&[(post.clone(), from)]).await?;
+                self.track(&post);
+            }
+            PublishOutcome::RateLimited { until, scope } => {
+                post.state = PostState::Scheduled;
+                post.next_attempt_at = Some(until);
+                self.entries.remove(&id);
+                self.commit_posts(&[(post.clone(), from)]).await?;
+                match scope {
+                    LimitScope::Connection => {
+                        if let Some(slot) = self.slots.get_mut(key) {
+                            let until = slot.backoff_until.map_or(until, |b| b.max(until));
+                            slot.backoff_until = Some(until);
+                            self.backoffs.insert((until, key.clone()));
+                        }
+                        self.refresh_slot_readiness(key);
+                    }
+                    LimitScope::Platform => {
+                        self.platform_backoff =
+                            Some(self.platform_backoff.map_or(until, |b| b.max(until)));
+                    }
+                }
+                self.track(&post);
+            }
+            PublishOutcome::Retry { at, reason: _ } => {
+                post.state = PostState::Scheduled;
+                post.next_attempt_at = Some(at);
+                self.entries.remove(&id);
+                self.commit_posts(&[(post.clone(), from)]).await?;
+                self.track(&post);
+            }
+        }
+        Ok(())
+    }
+
+    /// Posts of `key` that were handed to a connection actor that has since died: they
+    /// may have reached the platform.
+    async fn settle_in_flight(&mut self, key: &ConnectionKey) -> Result<(), EngineError> {
+        let ids: Vec<PostId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.publishing && e.key == *key)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            self.entries.remove(&id);
+            let mut p = self.load_post(id)?;
+            if !matches!(p.state, PostState::Publishing) {
+                continue;
+            }
+            p.state = if self.idempotent {
+                PostState::Scheduled
+            } else {
+                PostState::Unconfirmed
+            };
+            p.updated_at = self.now();
+            self.commit_posts(&[(p.clone(), StateLabel::Publishing)])
+                .await?;
+            if self.idempotent {
+                self.track(&p);
+            }
+        }
+        Ok(())
+    }
+
+    async fn load(&mut self, posts: Vec<Post>) -> Result<(), EngineError> {
+        let now = self.now();
+        let mut changed = Vec::new();
+        let mut waiting = Vec::new();
+        for mut p in posts {
+            if p.connection.platform != self.platform {
+                continue;
+            }
+            let from = p.state.label();
+            let paused = self.slots.get(&p.connection).map(|s| s.paused.clone());
+            match (&p.state, paused) {
+                // Its connection is gone: nothing can publish it; fail it with the reason.
+                (_, None) if !matches!(p.state, PostState::Publishing) => {
+                    p.state = PostState::Failed(Reason::new(ReasonCode::AccountDisconnected));
+                }
+                (PostState::Publishing, _) => {
+                    p.state = if self.idempotent {
+                        PostState::Scheduled
+                    } else {
+                        PostState::Unconfirmed
+                    };
+                }
+                (PostState::Scheduled, Some(Some(reason))) => p.state = PostState::Paused(reason),
+                (PostState::Paused(r), Some(Some(reason))) if *r != reason => {
+                    p.state = PostState::Paused(reason)
+                }
+                (PostState::Paused(_), Some(None)) => p.state = PostState::Scheduled,
+                _ => {}
+            }
+            if p.state.label() != from {
+                p.updated_at = now;
+                changed.push((p.clone(), from));
+            }
+            if p.state.is_pending() {
+                waiting.push(p);
+            }
+        }
+        self.commit_posts(&changed).await?;
+        for p in &waiting {
+            self.track(p);
+        }
+        Ok(())
+    }
+
+    async fn schedule(
+        &mut self,
+        mut post: Post,
+        myself: &ActorRef<QueueMsg>,
+    ) -> Result<Post, EngineError> {
+        let Some(slot) = self.slots.get(&post.connection) else {
+            return Err(EngineError::NotConnected(post.connection.clone()));
+        };
+        post.state = match &slot.paused {
+            Some(r) => PostState::Paused(r.clone()),
+            None => PostState::Scheduled,
+        };
+        let mut b = Batch::new();
+        b.put_post(&post).event(
+            Event::new(self.now(), post.connection.clone(), EventKind::PostState)
+                .post(post.id)
+                .transition(None, Some(post.state.label()))
+                .reason(post.state.reason().cloned()),
+        );
+        let events = self.store.commit(b, Durability::Durable).await?;
+        self.events.publish(events);
+        self.track(&post);
+        // Due within the lead time already: check the grant now.
+        if post.due_at.saturating_sub(self.config.precheck_lead) <= self.now() {
+            if let Some(a) = self
+                .slots
+                .get(&post.connection)
+                .and_then(|s| s.actor.as_ref())
+            {
+                let _ = a.cast(ConnectionMsg::CheckBeforePost);
+            }
+        }
+        self.dispatch(myself).await;
+        Ok(post)
+    }
+
+    async fn cancel(&mut self, id: PostId) -> Result<Post, EngineError> {
+        let mut post = self.load_post(id)?;
+        if post.connection.platform != self.platform {
+            return Err(EngineError::PostNotFound(id));
+        }
+        match post.state {
+            PostState::Scheduled | PostState::Paused(_) | PostState::Held(_) => {}
+            ref s => {
+                return Err(EngineError::InvalidTransition {
+                    id,
+                    state: s.label(),
+                    action: "cancelled",
+                })
+            }
+        }
+        let from = post.state.label();
+        self.untrack(id);
+        post.state = PostState::Cancelled;
+        post.updated_at = self.now();
+        self.commit_posts(&[(post.clone(), from)]).await?;
+        Ok(post)
+    }
+
+    async fn retry(
+        &mut self,
+        id: PostId,
+        myself: &ActorRef<QueueMsg>,
+    ) -> Result<Post, EngineError> {
+        let mut post = self.load_post(id)?;
+        match post.state {
+            PostState::Failed(_) | PostState::Held(_) => {}
+            ref s => {
+                return Err(EngineError::InvalidTransition {
+                    id,
+                    state: s.label(),
+                    action: "retried",
+                })
+            }
+        }
+        let from = post.state.label();
+        let Some(slot) = self.slots.get(&post.connection) else {
+            return Err(EngineError::NotConnected(post.connection.clone()));
+        };
+        post.state = match &slot.paused {
+            Some(r) => PostState::Paused(r.clone()),
+            None => PostState::Scheduled,
+        };
+        let now = self.now();
+        post.next_attempt_at = Some(now);
+        post.updated_at = now;
+        self.commit_posts(&[(post.clone(), from)]).await?;
+        self.track(&post);
+        self.dispatch(myself).await;
+        Ok(post)
+    }
+
+    async fn resolve(
+        &mut self,
+        id: PostId,
+        published: bool,
+        myself: &ActorRef<QueueMsg>,
+    ) -> Result<Post, EngineError> {
+        let mut post = self.load_post(id)?;
+        if !matches!(post.state, PostState::Unconfirmed) {
+            return Err(EngineError::InvalidTransition {
+                id,
+                state: post.state.label(),
+                action: "resolved",
+            });
+        }
+        if published {
+            post.state = PostState::Published(Receipt {
+                platform_post_id: String::new(),
+                url: None,
+            });
+            post.updated_at = self.now();
+            self.commit_posts(&[(post.clone(), StateLabel::Unconfirmed)])
+                .await?;
+            return Ok(post);
+        }
+        let Some(slot) = self.slots.get(&post.connection) else {
+            return Err(EngineError::NotConnected(post.connection.clone()));
+        };
+        post.state = match &slot.paused {
+            Some(r) => PostState::Paused(r.clone()),
+            None => PostState::Scheduled,
+        };
+        let now = self.now();
+        post.next_attempt_at = Some(now);
+        post.updated_at = now;
+        self.commit_posts(&[(post.clone(), StateLabel::Unconfirmed)])
+            .await?;
+        self.track(&post);
+        self.dispatch(myself).await;
+        Ok(post)
+    }
+
+    async fn update(
+        &mut self,
+        new: Post,
+        myself: &ActorRef<QueueMsg>,
+    ) -> Result<Post, EngineError> {
+        let old = self.load_post(new.id)?;
+        match old.state {
+            PostState::Scheduled | PostState::Paused(_) | PostState::Held(_) => {}
+            ref s => {
+                return Err(EngineError::InvalidTransition {
+                    id: new.id,
+                    state: s.label(),
+                    action: "edited",
+                })
+            }
+        }
+        let mut post = old.clone();
+        post.content = new.content;
+        post.due_at = new.due_at;
+        post.target = new.target;
+        post.next_attempt_at = None;
+        post.updated_at = self.now();
+        let was_tracked = self.untrack(post.id).is_some();
+        self.commit_posts(&[(post.clone(), old.state.label())])
+            .await?;
+        if was_tracked {
+            self.track(&post);
+        }
+        self.dispatch(myself).await;
+        Ok(post)
+    }
+
+    async fn disconnected(&mut self, key: &ConnectionKey) -> Result<usize, EngineError> {
+        let now = self.now();
+        let reason = Reason::new(ReasonCode::AccountDisconnected);
+        let mut changed = Vec::new();
+        for p in self.store.posts_of_connection(key, None)? {
+            if matches!(
+                p.state,
+                PostState::Scheduled
+                    | PostState::Paused(_)
+                    | PostState::Held(_)
+                    | PostState::Publishing
+            ) {
+                let from = p.state.label();
+                let mut p = p;
+                if from == StateLabel::Publishing {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                }
+                p.state = PostState::Failed(reason.clone());
+                p.updated_at = now;
+                changed.push((p, from));
+            }
+        }
+        for (p, _) in &changed {
+            self.untrack(p.id);
+        }
+        self.commit_posts(&changed).await?;
+        if let Some(slot) = self.slots.remove(key) {
+            for (_, id) in slot.posts {
+                self.entries.remove(&id);
+            }
+        }
+        self.backoffs.retain(|(_, k)| k != key);
+        Ok(changed.len())
+    }
+
+    fn stats(&self) -> QueueStats {
+        let mut s = QueueStats::default();
+        for slot in self.slots.values() {
+            if slot.paused.is_some() {
+                s.paused += slot.posts.len();
+            } else {
+                s.scheduled += slot.posts.len();
+            }
+            if slot.backoff_until.is_some() {
+                s.backed_off_connections += 1;
+            }
+        }
+        s.publishing = self.in_flight;
+        s.platform_backed_off = self.platform_backoff.is_some();
+        s
+    }
+}
+
+impl Actor for QueueActor {
+    type Msg = QueueMsg;
+    type State = QueueState;
+    type Arguments = QueueArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<QueueMsg>,
+        args: QueueArgs,
+    ) -> Result<QueueState, ActorProcessingErr> {
+        Ok(QueueState {
+            platform: args.platform,
+            store: args.store,
+            clock: args.clock,
+            config: args.config,
+            events: args.events,
+            idempotent: args.idempotent_publish,
+            slots: HashMap::new(),
+            entries: HashMap::new(),
+            ready: BTreeSet::new(),
+            backoffs: BTreeSet::new(),
+            platform_backoff: None,
+            prechecks: BTreeSet::new(),
+            in_flight: 0,
+            timer: None,
+            frozen: false,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<QueueMsg>,
+        state: &mut QueueState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((_, h)) = state.timer.take() {
+            h.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<QueueMsg>,
+        msg: QueueMsg,
+        state: &mut QueueState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            QueueMsg::Register { key, actor, paused } => {
+                let slot = state.slots.entry(key.clone()).or_insert_with(|| Slot {
+                    actor: None,
+                    paused: None,
+                    backoff_until: None,
+                    posts: BTreeSet::new(),
+                });
+                slot.actor = actor;
+                slot.paused = paused;
+                state.refresh_slot_readiness(&key);
+            }
+            QueueMsg::ConnectionRestarted { key, actor } => {
+                if let Err(e) = state.settle_in_flight(&key).await {
+                    tracing::error!(connection = %key, error = %e, "could not settle in-flight posts");
+                }
+                if let Some(slot) = state.slots.get_mut(&key) {
+                    slot.actor = actor;
+                }
+                state.refresh_slot_readiness(&key);
+            }
+            QueueMsg::Load(posts) => {
+                if let Err(e) = state.load(posts).await {
+                    tracing::error!(platform = %state.platform, error = %e, "could not load posts");
+                }
+            }
+            QueueMsg::Schedule { post, reply } => {
+                let r = state.schedule(*post, &myself).await;
+                let _ = reply.send(r);
+            }
+            QueueMsg::Cancel { id, reply } => {
+                let r = state.cancel(id).await;
+                let _ = reply.send(r);
+            }
+            QueueMsg::Retry { id, reply } => {
+                let r = state.retry(id, &myself).await;
+                let _ = reply.send(r);
+            }
+            QueueMsg::Resolve {
+                id,
+                published,
+                reply,
+            } => {
+                let r = state.resolve(id, published, &myself).await;
+                let _ = reply.send(r);
+            }
+            QueueMsg::Update { post, reply } => {
+                let r = state.update(*post, &myself).await;
+                let _ = reply.send(r);
+            }
+            QueueMsg::Pause { key, reason } => {
+                if let Err(e) = state.pause(&key, reason).await {
+                    tracing::error!(connection = %key, error = %e, "could not pause posts");
+                }
+            }
+            QueueMsg::Resume { key } => {
+                if let Err(e) = state.resume(&key).await {
+                    tracing::error!(connection = %key, error = %e, "could not resume posts");
+                }
+            }
+            QueueMsg::Outcome { id, key, outcome } => {
+                if let Err(e) = state.outcome(id, &key, outcome).await {
+                    tracing::error!(post = %id, error = %e, "could not record a publish outcome");
+                }
+            }
+            QueueMsg::Disconnected { key, reply } => {
+                let r = state.disconnected(&key).await;
+                let _ = reply.send(r);
+            }
+            QueueMsg::Stats(reply) => {
+                let _ = reply.send(state.stats());
+            }
+            QueueMsg::Freeze => {
+                state.frozen = true;
+                if let Some((_, h)) = state.timer.take() {
+                    h.abort();
+                }
+            }
+            QueueMsg::Wake => {
+                state.timer = None;
+            }
+        }
+        state.dispatch(&myself).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,754 @@
+//! The supervisor: boots every connection and unfinished post from storage, routes
+//! commands, and restarts failed children from storage within a restart budget.
+//!
+//! ractor's default supervisor stops itself when a child dies; this one never does. A
+//! connection that keeps failing goes to Error("too many restarts") while its siblings run
+//! on. Shutdown drains mailboxes (never `stop`, which drops queued messages).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use social_studio_storage::{
+    Account, Batch, Connection, ConnectionKey, ConnectionStatus, Durability, Event, EventKind,
+    Grant, PenName, Platform, Post, PostId, Reason, ReasonCode, StateLabel, Store, Target,
+};
+
+use crate::connection::{
+    ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionView, DisconnectReport,
+};
+use crate::queue::{QueueActor, QueueArgs, QueueMsg, QueueStats};
+use crate::{Clock, EngineConfig, EngineError, EventBus, PlatformPort};
+
+/// The actor tree at a glance.
+#[derive(Debug, Clone, Default)]
+pub struct TreeReport {
+    pub connections_active: usize,
+    pub connections_expired: usize,
+    pub connections_error: usize,
+    /// Connection actors restarted since boot.
+    pub restarts: u64,
+    pub queues: Vec<(Platform, QueueStats)>,
+}
+
+type Reply<T> = RpcReplyPort<Result<T, EngineError>>;
+
+pub enum SupervisorMsg {
+    Connect {
+        request: Box<ConnectRequest>,
+        reply: Reply<ConnectionView>,
+    },
+    Disconnect {
+        key: ConnectionKey,
+        reply: Reply<DisconnectReport>,
+    },
+    Status {
+        key: ConnectionKey,
+        reply: Reply<Option<ConnectionView>>,
+    },
+    Verify {
+        key: ConnectionKey,
+        reply: Reply<ConnectionView>,
+    },
+    Schedule {
+        post: Box<Post>,
+        reply: Reply<Post>,
+    },
+    Cancel {
+        pen: PenName,
+        id: PostId,
+        reply: Reply<Post>,
+    },
+    Retry {
+        pen: PenName,
+        id: PostId,
+        reply: Reply<Post>,
+    },
+    Resolve {
+        pen: PenName,
+        id: PostId,
+        published: bool,
+        reply: Reply<Post>,
+    },
+    Update {
+        post: Box<Post>,
+        reply: Reply<Post>,
+    },
+    Tree(RpcReplyPort<TreeReport>),
+    Shutdown(RpcReplyPort<()>),
+}
+
+/// A finished authorization to attach to a connection.
+pub struct ConnectRequest {
+    pub key: ConnectionKey,
+    pub account: Account,
+    pub targets: Vec<Target>,
+    pub grant: Grant,
+    /// Accept a different account than the one connected.
+    pub replace: bool,
+}
+
+pub struct SupervisorArgs {
+    pub store: Store,
+    pub ports: HashMap<Platform, Arc<dyn PlatformPort>>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<EngineConfig>,
+    pub events: EventBus,
+}
+
+pub struct Supervisor;
+
+pub struct SupervisorState {
+    store: Store,
+    ports: HashMap<Platform, Arc<dyn PlatformPort>>,
+    clock: Arc<dyn Clock>,
+    config: Arc<EngineConfig>,
+    events: EventBus,
+    queues: HashMap<Platform, ActorRef<QueueMsg>>,
+    queue_ids: HashMap<ActorId, Platform>,
+    connections: HashMap<ConnectionKey, ActorRef<ConnectionMsg>>,
+    connection_ids: HashMap<ActorId, ConnectionKey>,
+    restarts: HashMap<ConnectionKey, VecDeque<tokio::time::Instant>>,
+    restart_total: u64,
+    seed: u64,
+}
+
+impl SupervisorState {
+    fn next_seed(&mut self) -> u64 {
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.seed
+    }
+
+    async fn spawn_queue(
+        &mut self,
+        platform: Platform,
+        myself: &ActorCell,
+    ) -> Result<ActorRef<QueueMsg>, ActorProcessingErr> {
+        let args = QueueArgs {
+            platform,
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            config: self.config.clone(),
+            events: self.events.clone(),
+            idempotent_publish: self
+                .ports
+                .get(&platform)
+                .is_some_and(|p| p.idempotent_publish()),
+        };
+        let (q, _) = Actor::spawn_linked(None, QueueActor, args, myself.clone()).await?;
+        self.queue_ids.insert(q.get_id(), platform);
+        self.queues.insert(platform, q.clone());
+        Ok(q)
+    }
+
+    fn queue(&self, platform: Platform) -> Result<&ActorRef<QueueMsg>, EngineError> {
+        self.queues
+            .get(&platform)
+            .ok_or_else(|| EngineError::Unavailable(format!("no queue for {platform}")))
+    }
+
+    /// Spawns the actor of a stored connection. `None` when the platform has no port (its
+    /// posts stay paused with a reason an administrator can act on).
+    async fn spawn_connection(
+        &mut self,
+        record: Connection,
+        grant: Option<Grant>,
+        myself: &ActorCell,
+    ) -> Result<Option<ActorRef<ConnectionMsg>>, ActorProcessingErr> {
+        let key = record.key.clone();
+        let Some(port) = self.ports.get(&key.platform).cloned() else {
+            tracing::error!(connection = %key, "no adapter configured for this platform");
+            return Ok(None);
+        };
+        let queue = self.queue(key.platform)?.clone();
+        let seed = self.next_seed();
+        let args = ConnectionArgs {
+            record,
+            grant,
+            store: self.store.clone(),
+            port,
+            clock: self.clock.clone(),
+            config: self.config.clone(),
+            queue,
+            events: self.events.clone(),
+            seed,
+        };
+        let (actor, _) = Actor::spawn_linked(None, ConnectionActor, args, myself.clone()).await?;
+        self.connection_ids.insert(actor.get_id(), key.clone());
+        self.connections.insert(key, actor.clone());
+        Ok(Some(actor))
+    }
+
+    fn live_connection(&self, key: &ConnectionKey) -> Option<&ActorRef<ConnectionMsg>> {
+        self.connections.get(key).filter(|a| {
+            matches!(
+                a.get_status(),
+                ractor::ActorStatus::Running
+                    | ractor::ActorStatus::Starting
+                    | ractor::ActorStatus::Upgrading
+            )
+        })
+    }
+
+    /// The actor of a connection, respawning one from storage for a connection that ran
+    /// out of restarts (a reconnect or disconnect gives it a fresh start).
+    async fn ensure_connection(
+        &mut self,
+        key: &ConnectionKey,
+        myself: &ActorCell,
+    ) -> Result<Option<ActorRef<ConnectionMsg>>, EngineError> {
+        if let Some(a) = self.live_connection(key) {
+            return Ok(Some(a.clone()));
+        }
+        let Some(record) = self.store.connection(key)? else {
+            return Ok(None);
+        };
+        let grant = self.store.grant(key).ok().flatten();
+        self.restarts.remove(key);
+        let actor = self
+            .spawn_connection(record, grant, myself)
+            .await
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        self.queue(key.platform)?
+            .cast(QueueMsg::ConnectionRestarted {
+                key: key.clone(),
+                actor: actor.clone(),
+            })?;
+        Ok(actor)
+    }
+
+    fn view_from_store(&self, key: &ConnectionKey) -> Result<Option<ConnectionView>, EngineError> {
+        let Some(connection) = self.store.connection(key)? else {
+            return Ok(None);
+        };
+        let grant = self.store.grant(key).ok().flatten();
+        let renewable = match (&grant, self.ports.get(&key.platform)) {
+            (Some(g), Some(p)) => p.renewable(g),
+            _ => false,
+        };
+        Ok(Some(ConnectionView {
+            connection,
+            expires_at: grant.as_ref().and_then(|g| g.expires_at),
+            renewable,
+            expiring_soon: false,
+        }))
+    }
+
+    async fn connect(
+        &mut self,
+        request: ConnectRequest,
+        reply: Reply<ConnectionView>,
+        myself: &ActorCell,
+    ) {
+        let ConnectRequest {
+            key,
+            account,
+            targets,
+            grant,
+            replace,
+        } = request;
+        match self.ensure_connection(&key, myself).await {
+            Ok(Some(actor)) => {
+                let msg = ConnectionMsg::Reconnect {
+                    account,
+                    targets,
+                    grant: Box::new(grant),
+                    replace,
+                    reply,
+                };
+                if let Err(ractor::MessagingErr::SendErr(ConnectionMsg::Reconnect {
+                    reply, ..
+                })) = actor.cast(msg)
+                {
+                    let _ = reply.send(Err(EngineError::Unavailable(
+                        "the connection actor stopped".into(),
+                    )));
+                }
+            }
+            Ok(None) => {
+                let now = self.clock.now();
+                let record = Connection {
+                    key: key.clone(),
+                    status: ConnectionStatus::Active,
+                    account,
+                    targets,
+                    connected_at: now,
+                    status_since: now,
+                    refresh_in_flight: None,
+                };
+                let mut b = Batch::new();
+                b.put_connection(&record).put_grant(&key, &grant).event(
+                    Event::new(now, key.clone(), EventKind::ConnectionStatus)
+                        .transition(Some(StateLabel::NotConnected), Some(StateLabel::Active)),
+                );
+                let result = async {
+                    let events = self.store.commit(b, Durability::Durable).await?;
+                    self.events.publish(events);
+                    let actor = self
+                        .spawn_connection(record, Some(grant), myself)
+                        .await
+                        .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+                    self.queue(key.platform)?.cast(QueueMsg::Register {
+                        key: key.clone(),
+                        actor: actor.clone(),
+                        paused: None,
+                    })?;
+                    match actor {
+                        Some(a) => Ok(ractor::call!(a, ConnectionMsg::Status)?),
+                        None => self
+                            .view_from_store(&key)?
+                            .ok_or(EngineError::NotConnected(key.clone())),
+                    }
+                }
+                .await;
+                let _ = reply.send(result);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// The post, if it belongs to this pen name (another pen name's post is "not found").
+    fn owned_post(&self, pen: &PenName, id: PostId) -> Result<Post, EngineError> {
+        match self.store.post(id)? {
+            Some(p) if p.connection.pen_name == *pen => Ok(p),
+            _ => Err(EngineError::PostNotFound(id)),
+        }
+    }
+
+    async fn connection_failed(&mut self, key: ConnectionKey, myself: &ActorCell) {
+        self.connections.remove(&key);
+        let now = tokio::time::Instant::now();
+        let window = self.config.restart_window;
+        let history = self.restarts.entry(key.clone()).or_default();
+        while history
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            history.pop_front();
+        }
+        history.push_back(now);
+        let over_budget = history.len() as u32 > self.config.restart_budget;
+        let Ok(queue) = self.queue(key.platform).cloned() else {
+            return;
+        };
+        let record = match self.store.connection(&key) {
+            Ok(Some(r)) => r,
+            Ok(None) => return, // disconnected meanwhile
+            Err(e) => {
+                tracing::error!(connection = %key, error = %e, "cannot reload a failed connection");
+                return;
+            }
+        };
+        if over_budget {
+            let reason = Reason::new(ReasonCode::TooManyRestarts);
+            tracing::error!(connection = %key, "connection actor failed too often; giving up until reconnect");
+            let mut record = record;
+            let from = record.status.label();
+            record.status = ConnectionStatus::Error(reason.clone());
+            record.status_since = self.clock.now();
+            let mut b = Batch::new();
+            b.put_connection(&record).event(
+                Event::new(
+                    record.status_since,
+                    key.clone(),
+                    EventKind::ConnectionStatus,
+                )
+                .transition(Some(from), Some(StateLabel::Error))
+                .reason(Some(reason.clone())),
+            );
+            match self.store.commit(b, Durability::Durable).await {
+                Ok(events) => self.events.publish(events),
+                Err(e) => {
+                    tracing::error!(connection = %key, error = %e, "cannot record too many restarts")
+                }
+            }
+            let _ = queue.cast(QueueMsg::ConnectionRestarted {
+                key: key.clone(),
+                actor: None,
+            });
+            let _ = queue.cast(QueueMsg::Pause { key, reason });
+            return;
+        }
+        self.restart_total += 1;
+        let grant = self.store.grant(&key).ok().flatten();
+        match self.spawn_connection(record, grant, myself).await {
+            Ok(actor) => {
+                tracing::warn!(connection = %key, "connection actor restarted from storage");
+                let _ = queue.cast(QueueMsg::ConnectionRestarted { key, actor });
+            }
+            Err(e) => {
+                tracing::error!(connection = %key, error = %e, "cannot restart connection actor")
+            }
+        }
+    }
+
+    async fn queue_failed(&mut self, platform: Platform, myself: &ActorCell) {
+        tracing::error!(%platform, "platform queue failed; rebuilding it from storage");
+        let Ok(queue) = self.spawn_queue(platform, myself).await else {
+            return;
+        };
+        for (key, actor) in self
+            .connections
+            .iter()
+            .filter(|(k, _)| k.platform == platform)
+        {
+            let paused = self
+                .store
+                .connection(key)
+                .ok()
+                .flatten()
+                .and_then(|c| c.status.reason().cloned());
+            let _ = queue.cast(QueueMsg::Register {
+                key: key.clone(),
+                actor: Some(actor.clone()),
+                paused,
+            });
+            let _ = actor.cast(ConnectionMsg::Rebind(queue.clone()));
+        }
+        if let Ok(loaded) = self.store.queued_posts() {
+            let posts = loaded
+                .items
+                .into_iter()
+                .filter(|p| p.connection.platform == platform)
+                .collect();
+            let _ = queue.cast(QueueMsg::Load(posts));
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let seed = args.config.jitter_seed.unwrap_or_else(rand::random);
+        let mut state = SupervisorState {
+            store: args.store,
+            ports: args.ports,
+            clock: args.clock,
+            config: args.config,
+            events: args.events,
+            queues: HashMap::new(),
+            queue_ids: HashMap::new(),
+            connections: HashMap::new(),
+            connection_ids: HashMap::new(),
+            restarts: HashMap::new(),
+            restart_total: 0,
+            seed,
+        };
+        let cell = myself.get_cell();
+        for platform in Platform::ALL {
+            state.spawn_queue(platform, &cell).await?;
+        }
+        // Every connection, then every unfinished post, from storage.
+        let loaded = state.store.all_connections()?;
+        for e in &loaded.unreadable {
+            tracing::error!(error = %e, "skipping an unreadable connection record");
+        }
+        for record in loaded.items {
+            let key = record.key.clone();
+            let paused = record.status.reason().cloned();
+            let grant = match state.store.grant(&key) {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::error!(connection = %key, error = %e, "stored grant unreadable");
+                    None
+                }
+            };
+            let actor = state.spawn_connection(record, grant, &cell).await?;
+            let paused = match (&actor, paused) {
+                (None, _) => Some(Reason::with_platform_message(
+                    ReasonCode::AppCredentialsRejected,
+                    "this platform is not configured",
+                )),
+                (_, p) => p,
+            };
+            state
+                .queue(key.platform)?
+                .cast(QueueMsg::Register { key, actor, paused })?;
+        }
+        let posts = state.store.queued_posts()?;
+        for e in &posts.unreadable {
+            tracing::error!(error = %e, "skipping an unreadable post record");
+        }
+        let mut by_platform: HashMap<Platform, Vec<Post>> = HashMap::new();
+        for p in posts.items {
+            by_platform
+                .entry(p.connection.platform)
+                .or_default()
+                .push(p);
+        }
+        for (platform, posts) in by_platform {
+            state.queue(platform)?.cast(QueueMsg::Load(posts))?;
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let cell = myself.get_cell();
+        match msg {
+            SupervisorMsg::Connect { request, reply } => {
+                state.connect(*request, reply, &cell).await;
+            }
+            SupervisorMsg::Disconnect { key, reply } => {
+                match state.ensure_connection(&key, &cell).await {
+                    Ok(Some(actor)) => {
+                        if let Err(ractor::MessagingErr::SendErr(ConnectionMsg::Disconnect(
+                            reply,
+                        ))) = actor.cast(ConnectionMsg::Disconnect(reply))
+                        {
+                            let _ = reply.send(Err(EngineError::Unavailable(
+                                "the connection actor stopped".into(),
+                            )));
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = reply.send(Err(EngineError::NotConnected(key)));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            SupervisorMsg::Status { key, reply } => match state.live_connection(&key) {
+                Some(actor) => {
+                    let actor = actor.clone();
+                    // Answered off the supervisor's mailbox: a busy connection never
+                    // holds up routing.
+                    tokio::spawn(async move {
+                        let r = ractor::call!(actor, ConnectionMsg::Status)
+                            .map(Some)
+                            .map_err(EngineError::from);
+                        let _ = reply.send(r);
+                    });
+                }
+                None => {
+                    let _ = reply.send(state.view_from_store(&key));
+                }
+            },
+            SupervisorMsg::Verify { key, reply } => match state.live_connection(&key) {
+                Some(actor) => {
+                    if let Err(ractor::MessagingErr::SendErr(ConnectionMsg::Verify(reply))) =
+                        actor.cast(ConnectionMsg::Verify(reply))
+                    {
+                        let _ = reply.send(Err(EngineError::Unavailable(
+                            "the connection actor stopped".into(),
+                        )));
+                    }
+                }
+                None => {
+                    let r = match state.view_from_store(&key) {
+                        Ok(Some(v)) => Err(EngineError::ConnectionNotActive {
+                            status: v.connection.status.label(),
+                            reason: v
+                                .connection
+                                .status
+                                .reason()
+                                .cloned()
+                                .unwrap_or(Reason::new(ReasonCode::TooManyRestarts)),
+                        }),
+                        Ok(None) => Err(EngineError::NotConnected(key)),
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(r);
+                }
+            },
+            SupervisorMsg::Schedule { post, reply } => {
+                match state.queue(post.connection.platform) {
+                    Ok(q) => forward(q, QueueMsg::Schedule { post, reply }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            SupervisorMsg::Update { post, reply } => {
+                match state.owned_post(&post.connection.pen_name, post.id) {
+                    Ok(existing) => match state.queue(existing.connection.platform) {
+                        Ok(q) => forward(q, QueueMsg::Update { post, reply }),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    },
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            SupervisorMsg::Cancel { pen, id, reply } => {
+                route_post(state, &pen, id, reply, |id, reply| QueueMsg::Cancel {
+                    id,
+                    reply,
+                })
+            }
+            SupervisorMsg::Retry { pen, id, reply } => {
+                route_post(state, &pen, id, reply, |id, reply| QueueMsg::Retry {
+                    id,
+                    reply,
+                })
+            }
+            SupervisorMsg::Resolve {
+                pen,
+                id,
+                published,
+                reply,
+            } => route_post(state, &pen, id, reply, move |id, reply| QueueMsg::Resolve {
+                id,
+                published,
+                reply,
+            }),
+            SupervisorMsg::Tree(reply) => {
+                let mut report = TreeReport {
+                    restarts: state.restart_total,
+                    ..TreeReport::default()
+                };
+                if let Ok(all) = state.store.all_connections() {
+                    for c in all.items {
+                        match c.status {
+                            ConnectionStatus::Active => report.connections_active += 1,
+                            ConnectionStatus::Expired(_) => report.connections_expired += 1,
+                            ConnectionStatus::Error(_) => report.connections_error += 1,
+                        }
+                    }
+                }
+                let queues: Vec<_> = state.queues.iter().map(|(p, q)| (*p, q.clone())).collect();
+                tokio::spawn(async move {
+                    for (p, q) in queues {
+                        if let Ok(s) = ractor::call!(q, QueueMsg::Stats) {
+                            report.queues.push((p, s));
+                        }
+                    }
+                    report.queues.sort_by_key(|(p, _)| p.id());
+                    let _ = reply.send(report);
+                });
+            }
+            SupervisorMsg::Shutdown(reply) => {
+                // Stop dispatching, let connections finish what they hold (their outcomes
+                // still reach the queues), then let the queues record them.
+                for q in state.queues.values() {
+                    let _ = q.cast(QueueMsg::Freeze);
+                }
+                let conns: Vec<_> = state.connections.values().cloned().collect();
+                state.connections.clear();
+                for c in &conns {
+                    let _ = c.drain();
+                }
+                for c in conns {
+                    let _ = c.wait(None).await;
+                }
+                let queues: Vec<_> = state.queues.drain().map(|(_, q)| q).collect();
+                for q in queues {
+                    let _ = q.drain_and_wait(None).await;
+                }
+                if let Err(e) = state.store.sync().await {
+                    tracing::error!(error = %e, "final flush failed");
+                }
+                let _ = reply.send(());
+                myself.stop(Some("shutdown".into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Never stop because a child died: restart it from storage instead.
+        let cell = myself.get_cell();
+        match evt {
+            SupervisionEvent::ActorFailed(child, err) => {
+                let id = child.get_id();
+                if let Some(key) = state.connection_ids.remove(&id) {
+                    tracing::error!(connection = %key, error = %err, "connection actor failed");
+                    if state
+                        .connections
+                        .get(&key)
+                        .is_some_and(|a| a.get_id() == id)
+                    {
+                        state.connection_failed(key, &cell).await;
+                    }
+                } else if let Some(platform) = state.queue_ids.remove(&id) {
+                    if state
+                        .queues
+                        .get(&platform)
+                        .is_some_and(|q| q.get_id() == id)
+                    {
+                        state.queue_failed(platform, &cell).await;
+                    }
+                }
+            }
+            SupervisionEvent::ActorTerminated(child, _, _) => {
+                let id = child.get_id();
+                if let Some(key) = state.connection_ids.remove(&id) {
+                    if state
+                        .connections
+                        .get(&key)
+                        .is_some_and(|a| a.get_id() == id)
+                    {
+                        state.connections.remove(&key);
+                    }
+                }
+                state.queue_ids.remove(&id);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn forward(q: &ActorRef<QueueMsg>, msg: QueueMsg) {
+    if let Err(ractor::MessagingErr::SendErr(msg)) = q.cast(msg) {
+        let err = || {
+            Err(EngineError::Unavailable(
+                "the platform queue stopped".into(),
+            ))
+        };
+        match msg {
+            QueueMsg::Schedule { reply, .. }
+            | QueueMsg::Cancel { reply, .. }
+            | QueueMsg::Retry { reply, .. }
+            | QueueMsg::Resolve { reply, .. }
+            | QueueMsg::Update { reply, .. } => {
+                let _ = reply.send(err());
+            }
+            _ => {}
+        }
+    }
+}
+
+fn route_post(
+    state: &SupervisorState,
+    pen: &PenName,
+    id: PostId,
+    reply: Reply<Post>,
+    make: impl FnOnce(PostId, Reply<Post>) -> QueueMsg,
+) {
+    match state
+        .owned_post(pen, id)
+        .and_then(|p| state.queue(p.connection.platform).cloned())
+    {
+        Ok(q) => forward(&q, make(id, reply)),
+        Err(e) => {
+            let _ = reply.send(Err(e));
+        }
+    }
+}

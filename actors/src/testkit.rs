@@ -1,0 +1,484 @@
+//! In-process fakes of the platform port, for unit tests, examples and benchmarks.
+//! Not part of the engine's API.
+//!
+//! [`FakePlatform`] behaves like a platform with rotating single-use refresh tokens (as
+//! X and TikTok do), optionally a grace period for a resent refresh token (Bluesky), and
+//! lets a test act as the platform or its user: revoke, expire, rate-limit, fail, lose
+//! answers, hang, or panic. Time comes from the engine's clock, so it runs under paused
+//! tokio time.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use social_studio_storage::{
+    fingerprint, Account, AccountKind, Grant, Platform, Post, PostId, Reason, ReasonCode, Receipt,
+    Secret, Timestamp,
+};
+
+use crate::{Clock, LimitScope, LostRefreshPolicy, PlatformPort, PortError, RevokeOutcome};
+
+/// Which call a scripted fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Refresh,
+    Check,
+    Publish,
+}
+
+/// A scripted misbehaviour for the next call of an [`Op`].
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// A 5xx or refused connection: nothing happened at the platform.
+    Unavailable,
+    /// The call is carried out, but its answer is lost.
+    AnswerLost,
+    /// 429 with a retry-after, for a scope.
+    RateLimited(Duration, LimitScope),
+    /// Wait this long (tokio time), then behave normally.
+    Stall(Duration),
+    /// Never answer.
+    Hang,
+    /// The adapter panics (a bug), to exercise supervision.
+    Panic,
+    /// Answer with exactly this classified error.
+    Error(PortError),
+}
+
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub post: PostId,
+    pub text: String,
+    pub at: Timestamp,
+    pub access_token_fingerprint: [u8; 8],
+}
+
+#[derive(Default)]
+struct State {
+    /// access token → (user, expires_at)
+    access: HashMap<String, (String, Timestamp)>,
+    /// refresh token → (user, family, spent, successor)
+    refresh: HashMap<String, RefreshToken>,
+    revoked_families: std::collections::HashSet<u64>,
+    revoked_users: HashMap<String, Reason>,
+    faults: HashMap<Op, VecDeque<Fault>>,
+    published: Vec<Published>,
+    refresh_calls: u64,
+    spent_token_sends: u64,
+    publish_calls: u64,
+    check_calls: u64,
+    next_family: u64,
+    counter: u64,
+}
+
+#[derive(Clone)]
+struct RefreshToken {
+    user: String,
+    family: u64,
+    spent_at: Option<Timestamp>,
+    successor: Option<(String, String)>,
+}
+
+/// A fake platform. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct FakePlatform {
+    platform: Platform,
+    clock: Arc<dyn Clock>,
+    access_lifetime: Duration,
+    grace: Option<Duration>,
+    refreshable: bool,
+    idempotent: bool,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakePlatform {
+    /// A platform with rotating refresh tokens and `access_lifetime` access tokens.
+    pub fn new(
+        platform: Platform,
+        clock: Arc<dyn Clock>,
+        access_lifetime: Duration,
+    ) -> FakePlatform {
+        FakePlatform {
+            platform,
+            clock,
+            access_lifetime,
+            grace: None,
+            refreshable: true,
+            idempotent: false,
+            state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    /// A resent refresh token gets the same successor within `grace` (Bluesky).
+    pub fn with_grace_period(mut self, grace: Duration) -> FakePlatform {
+        self.grace = Some(grace);
+        self
+    }
+
+    /// Grants without refresh tokens that lapse at `access_lifetime` (Instagram, LinkedIn
+    /// self-serve).
+    pub fn without_refresh(mut self) -> FakePlatform {
+        self.refreshable = false;
+        self
+    }
+
+    pub fn with_idempotent_publish(mut self) -> FakePlatform {
+        self.idempotent = true;
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Issues a fresh grant for `user`, as a finished OAuth flow would.
+    pub fn issue_grant(&self, user: &str) -> Grant {
+        let now = self.clock.now();
+        let mut s = self.lock();
+        s.revoked_users.remove(user);
+        s.next_family += 1;
+        let family = s.next_family;
+        let (access, refresh) = self.mint(&mut s, user, family, now);
+        self.grant_from(access, refresh, now)
+    }
+
+    fn mint(
+        &self,
+        s: &mut State,
+        user: &str,
+        family: u64,
+        now: Timestamp,
+    ) -> (String, Option<String>) {
+        s.counter += 1;
+        let access = format!("at-{}-{user}-{}", self.platform, s.counter);
+        s.access.insert(
+            access.clone(),
+            (user.to_string(), now.saturating_add(self.access_lifetime)),
+        );
+        let refresh = self.refreshable.then(|| {
+            let r = format!("rt-{}-{user}-{}", self.platform, s.counter);
+            s.refresh.insert(
+                r.clone(),
+                RefreshToken {
+                    user: user.to_string(),
+                    family,
+                    spent_at: None,
+                    successor: None,
+                },
+            );
+            r
+        });
+        (access, refresh)
+    }
+
+    fn grant_from(&self, access: String, refresh: Option<String>, now: Timestamp) -> Grant {
+        Grant {
+            access_token: Secret::new(access),
+            refresh_token: refresh.map(Secret::new),
+            token_type: "bearer".into(),
+            scopes: vec!["post".into()],
+            issued_at: now,
+            expires_at: Some(now.saturating_add(self.access_lifetime)),
+            refresh_expires_at: None,
+            target_tokens: Vec::new(),
+            endpoint: None,
+        }
+    }
+
+    pub fn account(&self, user: &str) -> Account {
+        Account {
+            platform_id: format!("id-{user}"),
+            handle: format!("@{user}"),
+            display_name: user.to_string(),
+            kind: AccountKind::Personal,
+        }
+    }
+
+    /// The user revoked the app: every token of theirs stops working.
+    pub fn revoke_user(&self, user: &str, reason: ReasonCode) {
+        self.lock().revoked_users.insert(
+            user.to_string(),
+            Reason::with_platform_message(reason, "revoked in the platform's settings"),
+        );
+    }
+
+    /// Access tokens of `user` lapse now.
+    pub fn expire_access(&self, user: &str) {
+        let now = self.clock.now();
+        for (u, exp) in self.lock().access.values_mut() {
+            if u == user {
+                *exp = now;
+            }
+        }
+    }
+
+    pub fn script(&self, op: Op, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().faults.entry(op).or_default().extend(faults);
+    }
+
+    pub fn published(&self) -> Vec<Published> {
+        self.lock().published.clone()
+    }
+
+    pub fn refresh_calls(&self) -> u64 {
+        self.lock().refresh_calls
+    }
+
+    /// Refresh requests that carried an already-spent refresh token.
+    pub fn spent_token_sends(&self) -> u64 {
+        self.lock().spent_token_sends
+    }
+
+    pub fn publish_calls(&self) -> u64 {
+        self.lock().publish_calls
+    }
+
+    pub fn check_calls(&self) -> u64 {
+        self.lock().check_calls
+    }
+
+    async fn fault(&self, op: Op) -> Option<Fault> {
+        let f = self.lock().faults.get_mut(&op).and_then(|q| q.pop_front());
+        match f {
+            Some(Fault::Stall(d)) => {
+                tokio::time::sleep(d).await;
+                None
+            }
+            Some(Fault::Hang) => {
+                std::future::pending::<()>().await;
+                None
+            }
+            Some(Fault::Panic) => panic!("fake adapter bug in {op:?}"),
+            other => other,
+        }
+    }
+
+    fn user_of(&self, s: &State, token: &str, now: Timestamp) -> Result<String, PortError> {
+        let (user, exp) = s.access.get(token).ok_or(PortError::Unauthorized)?;
+        if let Some(r) = s.revoked_users.get(user) {
+            return Err(PortError::GrantDead(r.clone()));
+        }
+        if *exp <= now {
+            return Err(PortError::Unauthorized);
+        }
+        Ok(user.clone())
+    }
+}
+
+fn unavailable(maybe_delivered: bool) -> PortError {
+    PortError::Unavailable {
+        detail: "503 Service Unavailable".into(),
+        maybe_delivered,
+    }
+}
+
+#[async_trait]
+impl PlatformPort for FakePlatform {
+    fn platform(&self) -> Platform {
+        self.platform
+    }
+
+    async fn refresh(&self, grant: &Grant) -> Result<Grant, PortError> {
+        let fault = self.fault(Op::Refresh).await;
+        if let Some(Fault::Error(e)) = fault {
+            self.lock().refresh_calls += 1;
+            return Err(e);
+        }
+        let now = self.clock.now();
+        let mut s = self.lock();
+        s.refresh_calls += 1;
+        match fault {
+            Some(Fault::Unavailable) => return Err(unavailable(false)),
+            Some(Fault::RateLimited(d, scope)) => {
+                return Err(PortError::RateLimited {
+                    retry_after: d,
+                    scope,
+                })
+            }
+            _ => {}
+        }
+        let Some(token) = grant.refresh_token.as_ref().map(|t| t.expose().to_string()) else {
+            return Err(PortError::GrantDead(Reason::new(ReasonCode::GrantExpired)));
+        };
+        let Some(rt) = s.refresh.get(&token).cloned() else {
+            return Err(PortError::GrantDead(Reason::with_platform_message(
+                ReasonCode::AuthorizationInvalid,
+                "invalid_grant",
+            )));
+        };
+        if let Some(r) = s.revoked_users.get(&rt.user) {
+            return Err(PortError::GrantDead(r.clone()));
+        }
+        if s.revoked_families.contains(&rt.family) {
+            return Err(PortError::GrantDead(Reason::with_platform_message(
+                ReasonCode::AuthorizationInvalid,
+                "invalid_grant",
+            )));
+        }
+        let result = match (rt.spent_at, &rt.successor) {
+            (Some(spent), Some((a, r))) => {
+                s.spent_token_sends += 1;
+                if self.grace.is_some_and(|g| spent.until(now) < g) {
+                    Ok(self.grant_from(a.clone(), Some(r.clone()), now))
+                } else {
+                    // Reuse of a rotated token: the whole family is revoked.
+                    s.revoked_families.insert(rt.family);
+                    Err(PortError::GrantDead(Reason::with_platform_message(
+                        ReasonCode::RefreshTokenReused,
+                        "refresh token reused",
+                    )))
+                }
+            }
+            _ => {
+                let (a, r) = self.mint(&mut s, &rt.user, rt.family, now);
+                let r = r.unwrap_or_default();
+                if let Some(entry) = s.refresh.get_mut(&token) {
+                    entry.spent_at = Some(now);
+                    entry.successor = Some((a.clone(), r.clone()));
+                }
+                Ok(self.grant_from(a, Some(r), now))
+            }
+        };
+        if matches!(fault, Some(Fault::AnswerLost)) {
+            return Err(unavailable(true));
+        }
+        result
+    }
+
+    async fn check(&self, grant: &Grant) -> Result<Account, PortError> {
+        let fault = self.fault(Op::Check).await;
+        if let Some(Fault::Error(e)) = fault {
+            self.lock().check_calls += 1;
+            return Err(e);
+        }
+        let now = self.clock.now();
+        let mut s = self.lock();
+        s.check_calls += 1;
+        match fault {
+            Some(Fault::Unavailable) | Some(Fault::AnswerLost) => return Err(unavailable(false)),
+            Some(Fault::RateLimited(d, scope)) => {
+                return Err(PortError::RateLimited {
+                    retry_after: d,
+                    scope,
+                })
+            }
+            _ => {}
+        }
+        let user = self.user_of(&s, grant.access_token.expose(), now)?;
+        drop(s);
+        Ok(self.account(&user))
+    }
+
+    async fn publish(&self, grant: &Grant, post: &Post) -> Result<Receipt, PortError> {
+        let fault = self.fault(Op::Publish).await;
+        if let Some(Fault::Error(e)) = fault {
+            self.lock().publish_calls += 1;
+            return Err(e);
+        }
+        let now = self.clock.now();
+        let mut s = self.lock();
+        s.publish_calls += 1;
+        match fault {
+            Some(Fault::Unavailable) => return Err(unavailable(false)),
+            Some(Fault::RateLimited(d, scope)) => {
+                return Err(PortError::RateLimited {
+                    retry_after: d,
+                    scope,
+                })
+            }
+            _ => {}
+        }
+        self.user_of(&s, grant.access_token.expose(), now)?;
+        if post.content.text.contains("#rejected") {
+            return Err(PortError::ContentRejected(Reason::with_platform_message(
+                ReasonCode::ContentRejected,
+                "duplicate content",
+            )));
+        }
+        let already = s.published.iter().any(|p| p.post == post.id);
+        if !(self.idempotent && already) {
+            s.published.push(Published {
+                post: post.id,
+                text: post.content.text.clone(),
+                at: now,
+                access_token_fingerprint: fingerprint(grant.access_token.expose()),
+            });
+        }
+        if matches!(fault, Some(Fault::AnswerLost)) {
+            return Err(unavailable(true));
+        }
+        Ok(Receipt {
+            platform_post_id: format!("{}", s.published.len()),
+            url: None,
+        })
+    }
+
+    async fn revoke(&self, grant: &Grant) -> Result<RevokeOutcome, PortError> {
+        let mut s = self.lock();
+        if let Some(rt) = grant
+            .refresh_token
+            .as_ref()
+            .and_then(|t| s.refresh.get(t.expose()).cloned())
+        {
+            s.revoked_families.insert(rt.family);
+        }
+        s.access.remove(grant.access_token.expose());
+        Ok(RevokeOutcome::Revoked)
+    }
+
+    fn renewable(&self, grant: &Grant) -> bool {
+        self.refreshable && grant.refresh_token.is_some()
+    }
+
+    fn lost_refresh_policy(&self) -> LostRefreshPolicy {
+        match self.grace {
+            Some(g) => LostRefreshPolicy::GracePeriod(g),
+            None => LostRefreshPolicy::ResendOnce,
+        }
+    }
+
+    fn idempotent_publish(&self) -> bool {
+        self.idempotent
+    }
+}
+
+/// Opens a store for virtual-time runs: flush waits hold the paused clock still, and the
+/// master key lives in a key file in `dir` so a reopen finds it.
+pub fn open_store(
+    dir: &std::path::Path,
+) -> Result<social_studio_storage::Store, social_studio_storage::StoreError> {
+    let mut config = social_studio_storage::StoreConfig::new(dir);
+    config.hold_virtual_time = true;
+    config.background_flush_ms = None;
+    social_studio_storage::Store::open(&config)
+}
+
+/// Waits for the first event matching `pred`, for at most `within` of (virtual) time.
+pub async fn wait_for_event(
+    rx: &mut tokio::sync::broadcast::Receiver<social_studio_storage::Event>,
+    within: Duration,
+    mut pred: impl FnMut(&social_studio_storage::Event) -> bool,
+) -> Option<social_studio_storage::Event> {
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if pred(&e) => return Some(e),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    };
+    tokio::time::timeout(within, wait).await.ok().flatten()
+}
+
+/// A post for `key` due at `due`.
+pub fn post_due(key: &social_studio_storage::ConnectionKey, due: Timestamp, text: &str) -> Post {
+    let mut p = social_studio_storage::fixtures::post(key, 0);
+    p.due_at = due;
+    p.content.text = text.to_string();
+    p.created_at = due;
+    p.updated_at = due;
+    p
+}
