@@ -54,8 +54,20 @@ pub struct Published {
     pub access_token_fingerprint: [u8; 8],
 }
 
+/// One call the platform received, for checking timing (backoff) afterwards.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub op: Op,
+    pub at: Timestamp,
+    /// `ok`, `rate_limited`, `unavailable`, `answer_lost`, `unauthorized`, `dead`, `error`.
+    pub result: &'static str,
+    /// For `rate_limited`: the retry-after it asked for.
+    pub retry_after: Option<Duration>,
+}
+
 #[derive(Default)]
 struct State {
+    calls: Vec<Call>,
     /// access token → (user, expires_at)
     access: HashMap<String, (String, Timestamp)>,
     /// refresh token → (user, family, spent, successor)
@@ -238,6 +250,33 @@ impl FakePlatform {
         self.lock().check_calls
     }
 
+    /// Every call received, in order, with its result.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    fn record<T>(&self, op: Op, result: &Result<T, PortError>) {
+        let (label, retry_after) = match result {
+            Ok(_) => ("ok", None),
+            Err(PortError::RateLimited { retry_after, .. }) => ("rate_limited", Some(*retry_after)),
+            Err(PortError::Unavailable {
+                maybe_delivered: true,
+                ..
+            }) => ("answer_lost", None),
+            Err(PortError::Unavailable { .. }) => ("unavailable", None),
+            Err(PortError::Unauthorized) => ("unauthorized", None),
+            Err(PortError::GrantDead(_)) => ("dead", None),
+            Err(_) => ("error", None),
+        };
+        let at = self.clock.now();
+        self.lock().calls.push(Call {
+            op,
+            at,
+            result: label,
+            retry_after,
+        });
+    }
+
     async fn fault(&self, op: Op) -> Option<Fault> {
         let f = self.lock().faults.get_mut(&op).and_then(|q| q.pop_front());
         match f {
@@ -266,20 +305,8 @@ impl FakePlatform {
     }
 }
 
-fn unavailable(maybe_delivered: bool) -> PortError {
-    PortError::Unavailable {
-        detail: "503 Service Unavailable".into(),
-        maybe_delivered,
-    }
-}
-
-#[async_trait]
-impl PlatformPort for FakePlatform {
-    fn platform(&self) -> Platform {
-        self.platform
-    }
-
-    async fn refresh(&self, grant: &Grant) -> Result<Grant, PortError> {
+impl FakePlatform {
+    async fn refresh_inner(&self, grant: &Grant) -> Result<Grant, PortError> {
         let fault = self.fault(Op::Refresh).await;
         if let Some(Fault::Error(e)) = fault {
             self.lock().refresh_calls += 1;
@@ -346,7 +373,7 @@ impl PlatformPort for FakePlatform {
         result
     }
 
-    async fn check(&self, grant: &Grant) -> Result<Account, PortError> {
+    async fn check_inner(&self, grant: &Grant) -> Result<Account, PortError> {
         let fault = self.fault(Op::Check).await;
         if let Some(Fault::Error(e)) = fault {
             self.lock().check_calls += 1;
@@ -370,7 +397,7 @@ impl PlatformPort for FakePlatform {
         Ok(self.account(&user))
     }
 
-    async fn publish(&self, grant: &Grant, post: &Post) -> Result<Receipt, PortError> {
+    async fn publish_inner(&self, grant: &Grant, post: &Post) -> Result<Receipt, PortError> {
         let fault = self.fault(Op::Publish).await;
         if let Some(Fault::Error(e)) = fault {
             self.lock().publish_calls += 1;
@@ -412,6 +439,38 @@ impl PlatformPort for FakePlatform {
             platform_post_id: format!("{}", s.published.len()),
             url: None,
         })
+    }
+}
+
+fn unavailable(maybe_delivered: bool) -> PortError {
+    PortError::Unavailable {
+        detail: "503 Service Unavailable".into(),
+        maybe_delivered,
+    }
+}
+
+#[async_trait]
+impl PlatformPort for FakePlatform {
+    fn platform(&self) -> Platform {
+        self.platform
+    }
+
+    async fn refresh(&self, grant: &Grant) -> Result<Grant, PortError> {
+        let result = self.refresh_inner(grant).await;
+        self.record(Op::Refresh, &result);
+        result
+    }
+
+    async fn check(&self, grant: &Grant) -> Result<Account, PortError> {
+        let result = self.check_inner(grant).await;
+        self.record(Op::Check, &result);
+        result
+    }
+
+    async fn publish(&self, grant: &Grant, post: &Post) -> Result<Receipt, PortError> {
+        let result = self.publish_inner(grant, post).await;
+        self.record(Op::Publish, &result);
+        result
     }
 
     async fn revoke(&self, grant: &Grant) -> Result<RevokeOutcome, PortError> {
