@@ -28,8 +28,8 @@ use social_studio_storage::{
 
 use crate::queue::{PublishOutcome, QueueMsg};
 use crate::{
-    Clock, EngineConfig, EngineError, EventBus, LostRefreshPolicy, PlatformPort, PortError,
-    RevokeOutcome,
+    Clock, EngineConfig, EngineError, EventBus, LimitScope, LostRefreshPolicy, PlatformPort,
+    PortError, RevokeOutcome,
 };
 
 /// What a connection looks like from outside (status API, the embedding app).
@@ -92,6 +92,8 @@ pub struct ConnectionArgs {
     pub queue: ActorRef<QueueMsg>,
     pub events: EventBus,
     pub seed: u64,
+    /// Shared by every connection of the platform: until when an app-wide rate limit holds.
+    pub platform_limit: Arc<std::sync::atomic::AtomicI64>,
 }
 
 pub struct ConnectionActor;
@@ -120,6 +122,10 @@ pub struct ConnectionState {
     answer_lost: bool,
     /// The "expiring soon" event went out for the current grant.
     warned: bool,
+    /// Until when this connection's rate limit holds: publishes already in the mailbox
+    /// wait it out instead of meeting the platform.
+    limited_until: Option<Timestamp>,
+    platform_limit: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl ConnectionState {
@@ -542,6 +548,25 @@ impl ConnectionState {
         if let Some(reason) = self.record.status.reason() {
             return PublishOutcome::NotActive(reason.clone());
         }
+        // A limit answered to an earlier publish still holds for the ones that were
+        // already on their way.
+        let now = self.now();
+        let app_wide = Timestamp::from_unix_millis(
+            self.platform_limit
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        if app_wide > now {
+            return PublishOutcome::RateLimited {
+                until: app_wide,
+                scope: LimitScope::Platform,
+            };
+        }
+        if let Some(until) = self.limited_until.filter(|u| *u > now) {
+            return PublishOutcome::RateLimited {
+                until,
+                scope: LimitScope::Connection,
+            };
+        }
         let mut refreshed = false;
         loop {
             let Some(grant) = self.grant.clone() else {
@@ -552,10 +577,17 @@ impl ConnectionState {
                 Ok(receipt) => return PublishOutcome::Published(receipt),
                 Err(PortError::ContentRejected(r)) => return PublishOutcome::Rejected(r),
                 Err(PortError::RateLimited { retry_after, scope }) => {
-                    return PublishOutcome::RateLimited {
-                        until: self.now().saturating_add(retry_after),
-                        scope,
+                    let until = self.now().saturating_add(retry_after);
+                    match scope {
+                        LimitScope::Connection => self.limited_until = Some(until),
+                        LimitScope::Platform => {
+                            self.platform_limit.fetch_max(
+                                until.unix_millis(),
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                        }
                     }
+                    return PublishOutcome::RateLimited { until, scope };
                 }
                 Err(PortError::Unavailable {
                     maybe_delivered,
@@ -674,6 +706,8 @@ impl Actor for ConnectionActor {
             fault_streak: 0,
             answer_lost: false,
             warned: false,
+            limited_until: None,
+            platform_limit: args.platform_limit,
         };
         // The first check lands anywhere in the coming interval: a fleet that boots
         // together does not check together.

@@ -113,6 +113,8 @@ pub struct SupervisorState {
     restarts: HashMap<ConnectionKey, VecDeque<tokio::time::Instant>>,
     restart_total: u64,
     seed: u64,
+    /// Per platform: until when an app-wide rate limit holds (shared with its connections).
+    platform_limits: HashMap<Platform, Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl SupervisorState {
@@ -177,6 +179,11 @@ impl SupervisorState {
             queue,
             events: self.events.clone(),
             seed,
+            platform_limit: self
+                .platform_limits
+                .get(&key.platform)
+                .cloned()
+                .unwrap_or_default(),
         };
         let (actor, _) = Actor::spawn_linked(None, ConnectionActor, args, myself.clone()).await?;
         self.connection_ids.insert(actor.get_id(), key.clone());
@@ -447,6 +454,10 @@ impl Actor for Supervisor {
             restarts: HashMap::new(),
             restart_total: 0,
             seed,
+            platform_limits: Platform::ALL
+                .into_iter()
+                .map(|p| (p, Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN))))
+                .collect(),
         };
         let cell = myself.get_cell();
         for platform in Platform::ALL {
