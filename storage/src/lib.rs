@@ -48,8 +48,8 @@ pub use post::{Content, Media, MediaKind, Post, PostId, PostState, Receipt};
 pub use reason::{Reason, ReasonCode};
 pub use secret::Secret;
 pub use store::{
-    Batch, Durability, EventPage, FlushStats, IntegrityReport, Loaded, Store, StoreConfig,
-    DEFAULT_CACHE_CAPACITY,
+    Batch, Durability, ErasedCounts, EventPage, FlushStats, IdempotentRequest, IntegrityReport,
+    Loaded, Store, StoreConfig, DEFAULT_CACHE_CAPACITY,
 };
 pub use timestamp::{Timestamp, TimestampParseError};
 pub use vault::{KeySource, MasterKey, VaultError};

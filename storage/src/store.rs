@@ -13,6 +13,7 @@
 //! | `events` | seq (8, big-endian) | [`Event`] |
 //! | `events_by_subject` | `pen \0 'c' platform \0 seq` and `pen \0 'p' id seq` | — |
 //! | `meta` | name | the master-key check value |
+//! | `idempotency` | `pen \0 key` | the posts a request with that `Idempotency-Key` created |
 //!
 //! A change that touches several trees is a [`Batch`] applied as one sled transaction, so
 //! a record and its index entries never disagree, even across a crash. Durability is on
@@ -47,6 +48,7 @@ const T_OAUTH_STATES: &str = "oauth_states";
 const T_EVENTS: &str = "events";
 const T_EVENTS_BY_SUBJECT: &str = "events_by_subject";
 const T_META: &str = "meta";
+const T_IDEMPOTENCY: &str = "idempotency";
 
 const KEY_CHECK: &[u8] = b"master_key_check";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"social-studio master key check v1";
@@ -126,6 +128,23 @@ impl EventPage {
     }
 }
 
+/// What a request carrying an `Idempotency-Key` created, so a retry creates nothing new.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdempotentRequest {
+    /// A digest of the request body, so a different request reusing the key is refused.
+    pub request_digest: [u8; 8],
+    pub posts: Vec<PostId>,
+    pub created_at: Timestamp,
+}
+
+/// What [`Store::erase_pen_name`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErasedCounts {
+    pub connections: usize,
+    pub posts: usize,
+    pub events: usize,
+}
+
 /// Result of [`Store::check_integrity`].
 #[derive(Debug, Default)]
 pub struct IntegrityReport {
@@ -153,6 +172,7 @@ struct Trees {
     events: sled::Tree,
     events_by_subject: sled::Tree,
     meta: sled::Tree,
+    idempotency: sled::Tree,
 }
 
 struct Inner {
@@ -472,6 +492,7 @@ impl Store {
             events: db.open_tree(T_EVENTS)?,
             events_by_subject: db.open_tree(T_EVENTS_BY_SUBJECT)?,
             meta: db.open_tree(T_META)?,
+            idempotency: db.open_tree(T_IDEMPOTENCY)?,
         };
         let vault = Vault::new(key);
         match trees.meta.get(KEY_CHECK)? {
@@ -994,6 +1015,98 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    // ---- idempotency ----
+
+    /// What a request with this `Idempotency-Key` created before, if anything.
+    pub fn idempotent_result(
+        &self,
+        pen: &PenName,
+        key: &str,
+    ) -> Result<Option<IdempotentRequest>, StoreError> {
+        let mut k = pen_prefix(pen);
+        k.extend_from_slice(key.as_bytes());
+        match self.inner.trees.idempotency.get(&k)? {
+            Some(v) => Ok(Some(codec::decode(T_IDEMPOTENCY, &k, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Remembers what a request created, durably; the first writer of a key wins and a
+    /// later one gets the earlier record back.
+    pub async fn remember_idempotent(
+        &self,
+        pen: &PenName,
+        key: &str,
+        record: &IdempotentRequest,
+    ) -> Result<IdempotentRequest, StoreError> {
+        let mut k = pen_prefix(pen);
+        k.extend_from_slice(key.as_bytes());
+        let value = codec::encode(record)?;
+        let previous = self.inner.trees.idempotency.compare_and_swap(
+            &k,
+            None as Option<&[u8]>,
+            Some(value),
+        )?;
+        self.sync().await?;
+        match previous {
+            Ok(()) => Ok(record.clone()),
+            Err(cas) => match cas.current {
+                Some(v) => Ok(codec::decode(T_IDEMPOTENCY, &k, &v)?),
+                None => Ok(record.clone()),
+            },
+        }
+    }
+
+    // ---- erasure ----
+
+    /// Erases everything a pen name owns: connections, grants, posts (and their index
+    /// entries), events and idempotency records, in one transaction per tree group.
+    /// The caller stops the pen name's actors first.
+    pub async fn erase_pen_name(&self, pen: &PenName) -> Result<ErasedCounts, StoreError> {
+        let t = &self.inner.trees;
+        let prefix = pen_prefix(pen);
+        let keys = |tree: &sled::Tree| -> Result<Vec<sled::IVec>, StoreError> {
+            tree.scan_prefix(&prefix)
+                .keys()
+                .map(|k| k.map_err(StoreError::from))
+                .collect()
+        };
+        let connections = keys(&t.connections)?;
+        let grants = keys(&t.grants)?;
+        let idempotency = keys(&t.idempotency)?;
+        let posts = self.posts_of_pen(pen)?;
+        let event_index = keys(&t.events_by_subject)?;
+        let mut batch = Batch::new();
+        for p in &posts {
+            batch.delete_post(p.id);
+        }
+        self.apply(batch)?;
+        let mut events = 0;
+        for k in &event_index {
+            if let Some(seq) = k.get(k.len().saturating_sub(8)..) {
+                if t.events.remove(seq)?.is_some() {
+                    events += 1;
+                }
+            }
+            t.events_by_subject.remove(k)?;
+        }
+        for k in &connections {
+            t.connections.remove(k)?;
+        }
+        for k in &grants {
+            t.grants.remove(k)?;
+        }
+        for k in &idempotency {
+            t.idempotency.remove(k)?;
+        }
+        self.sync().await?;
+        Ok(ErasedCounts {
+            connections: connections.len(),
+            posts: posts.len(),
+            events,
+        })
     }
 
     // ---- integrity ----

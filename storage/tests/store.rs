@@ -566,3 +566,73 @@ fn deleting_a_connection_and_its_posts_leaves_no_index_behind() {
     assert!(store.posts_of_pen(&k.pen_name).unwrap().is_empty());
     assert!(store.check_integrity().unwrap().problems.is_empty());
 }
+
+#[tokio::test]
+async fn erasing_a_pen_name_removes_everything_it_owns_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &MasterKey::generate());
+    let gone = key("gone", Platform::X);
+    let kept = key("gone2", Platform::X);
+    let mut b = Batch::new();
+    for k in [&gone, &kept] {
+        let p = post(k, 1);
+        b.put_connection(&connection(k))
+            .put_grant(k, &grant("t", Some("r")))
+            .put_post(&p)
+            .event(
+                Event::new(
+                    Timestamp::from_unix_millis(1),
+                    k.clone(),
+                    EventKind::PostState,
+                )
+                .post(p.id),
+            );
+    }
+    store.commit(b, Durability::Durable).await.unwrap();
+    let record = IdempotentRequest {
+        request_digest: [1; 8],
+        posts: vec![],
+        created_at: Timestamp::from_unix_millis(1),
+    };
+    store
+        .remember_idempotent(&gone.pen_name, "req-1", &record)
+        .await
+        .unwrap();
+    // A second request with the same key gets the first record back.
+    let other = IdempotentRequest {
+        request_digest: [2; 8],
+        ..record.clone()
+    };
+    assert_eq!(
+        store
+            .remember_idempotent(&gone.pen_name, "req-1", &other)
+            .await
+            .unwrap(),
+        record
+    );
+
+    let erased = store.erase_pen_name(&gone.pen_name).await.unwrap();
+    assert_eq!((erased.connections, erased.posts, erased.events), (1, 1, 1));
+    assert!(store.connections_of(&gone.pen_name).unwrap().is_empty());
+    assert!(store.grant(&gone).unwrap().is_none());
+    assert!(store.posts_of_pen(&gone.pen_name).unwrap().is_empty());
+    assert!(store
+        .events_of_connection(&gone, EventPage::newest(10))
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .idempotent_result(&gone.pen_name, "req-1")
+        .unwrap()
+        .is_none());
+    // The pen name whose id starts the same way is untouched.
+    assert_eq!(store.connections_of(&kept.pen_name).unwrap().len(), 1);
+    assert_eq!(store.posts_of_pen(&kept.pen_name).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .events_of_connection(&kept, EventPage::newest(10))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store.check_integrity().unwrap().problems.is_empty());
+}
