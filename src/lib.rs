@@ -1,3 +1,4 @@
 //! skeleton
 
+pub mod platforms;
 pub mod sandbox;

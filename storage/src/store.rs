@@ -800,6 +800,19 @@ impl Store {
         })
     }
 
+    /// How many posts a connection has in one state, from the index alone.
+    pub fn count_posts_of_connection(&self, key: &ConnectionKey, state: StateLabel) -> Result<usize, StoreError> {
+        let mut prefix = key.storage_key();
+        prefix.push(0);
+        prefix.push(label_byte(state));
+        let mut n = 0;
+        for item in self.inner.trees.posts_by_connection.scan_prefix(prefix).keys() {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Every post of a pen name, across its connections.
     pub fn posts_of_pen(&self, pen: &PenName) -> Result<Vec<Post>, StoreError> {
         self.posts_from_index(

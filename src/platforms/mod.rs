@@ -1,0 +1,353 @@
+//! Platform adapters: one module per platform, each speaking that platform's OAuth
+//! dialect and API, behind one interface.
+//!
+//! - [`Adapter`] is what the service needs at connect time (authorize, connect,
+//!   validate) on top of [`PlatformPort`], which is what the actors need afterwards
+//!   (refresh, check, publish, revoke). Every failure leaves an adapter already
+//!   classified — [`PortError`] for the actors, [`ConnectError`] for the connect flow,
+//!   [`ContentError`] for scheduling — so nobody downstream reads platform strings.
+//! - [`oauth`] is the shared OAuth 2.0 core on the `oauth2` crate (PKCE, client
+//!   authentication, token responses to [`Grant`]s, token-endpoint error
+//!   classification, RFC 7009 revocation). Nothing platform-specific lives there.
+//! - [`http`] builds the reqwest client (redirects off) and classifies transport
+//!   failures.
+//! - [`x`]: X (API v2).
+//!
+//! Adapters never read the system clock where an expiry is stored: connect takes `now`,
+//! and the calls of [`PlatformPort`] (which has no `now`) read the clock the adapter was
+//! given (`with_clock`), so the actors' virtual clock reaches them in tests.
+
+pub mod http;
+pub mod oauth;
+pub mod x;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use social_studio_actors::{PlatformPort, PortError};
+use social_studio_storage::{
+    Account, Grant, Post, PostKind, Reason, ReasonCode, Secret, Target, Timestamp,
+};
+
+pub use x::XAdapter;
+
+/// Endpoints and app credentials of one platform, from configuration. Every URL is
+/// overridable so that any platform can be pointed at the sandbox or another host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformSettings {
+    /// The app's client id, sent in every authorize and token request.
+    pub client_id: String,
+    /// The app's client secret; `Debug` prints `[redacted]`.
+    pub client_secret: Secret,
+    /// Where the author's browser is sent to consent.
+    pub auth_url: String,
+    /// Where codes and refresh tokens are exchanged.
+    pub token_url: String,
+    /// RFC 7009 revocation endpoint, where the platform has one; disconnect revokes there.
+    pub revoke_url: Option<String>,
+    /// Base of the platform's API (`https://api.x.com`), without a trailing slash.
+    pub api_base: String,
+}
+
+/// The settings could not make an adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A configured endpoint is not an absolute URL.
+    #[error("{field} is not an absolute URL ({value:?}): {source}")]
+    InvalidUrl {
+        field: &'static str,
+        value: String,
+        #[source]
+        source: url::ParseError,
+    },
+    /// A configured endpoint would carry secrets in clear text: it must be HTTPS, or
+    /// plain HTTP to a loopback address.
+    #[error("{field} must be an https:// URL (plain http only to a loopback address): {value:?}")]
+    InsecureUrl { field: &'static str, value: String },
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    HttpClient(#[from] http::ClientBuildError),
+}
+
+/// Where the author's browser is sent to authorize the app, and what the service must
+/// keep (sealed, with the `state`) until the platform sends the author back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizeRequest {
+    /// The platform's consent page, with every parameter of the request.
+    pub url: String,
+    /// PKCE verifier (RFC 7636), where the platform supports PKCE; the code exchange
+    /// must present it.
+    pub pkce_verifier: Option<Secret>,
+}
+
+/// What a finished connect produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connected {
+    /// The tokens, with their lifetimes measured from the `now` connect was given.
+    pub grant: Grant,
+    /// Who authorized: what "same account" means on a reconnect.
+    pub account: Account,
+    /// Where posts can land inside the account.
+    pub targets: Vec<Target>,
+}
+
+/// Why a connect failed, classified so that the service answers with a code and a
+/// remedy rather than a platform's words alone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The author chose not to authorize the app on the consent page.
+    #[error("the author declined to authorize the app{}", said(.platform_message))]
+    AccessDenied { platform_message: Option<String> },
+    /// The platform would not exchange the code (expired, already used, or the verifier
+    /// or redirect URI did not match): the author must start the connect again.
+    #[error("the platform refused the authorization code{}", said(.platform_message))]
+    CodeRejected { platform_message: Option<String> },
+    /// The platform rejected the app's own client id or secret: a configuration problem
+    /// for an administrator, not something the author can fix.
+    #[error("the platform rejected the app's credentials{}", said(.platform_message))]
+    AppCredentialsRejected { platform_message: Option<String> },
+    /// The account cannot be published to as authorized (a permission was not granted,
+    /// the account kind is not allowed…): the reason names what and how to fix it.
+    #[error("a posting requirement is unmet: {}", reason_text(.0))]
+    RequirementUnmet(Reason),
+    /// The platform refused the tokens it had just issued.
+    #[error("the platform refused the new authorization: {}", reason_text(.0))]
+    AuthorizationRefused(Reason),
+    /// The redirect URI handed to the adapter is not an absolute URL.
+    #[error("the redirect URI is not an absolute URL: {0}")]
+    InvalidRedirectUri(String),
+    /// The platform asked to slow down; the author can try again after the wait.
+    #[error("the platform is rate limiting; try again in {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    /// A passing fault (timeout, 5xx, unreadable answer): trying again may work.
+    #[error("the platform is unavailable: {detail}")]
+    Unavailable { detail: String },
+}
+
+impl ConnectError {
+    /// Stable machine-readable code for the HTTP API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConnectError::AccessDenied { .. } => "access_denied",
+            ConnectError::CodeRejected { .. } => "code_rejected",
+            ConnectError::AppCredentialsRejected { .. } => {
+                ReasonCode::AppCredentialsRejected.code()
+            }
+            ConnectError::RequirementUnmet(reason) | ConnectError::AuthorizationRefused(reason) => {
+                reason.code.code()
+            }
+            ConnectError::InvalidRedirectUri(_) => "invalid_redirect_uri",
+            ConnectError::RateLimited { .. } => ReasonCode::RateLimited.code(),
+            ConnectError::Unavailable { .. } => ReasonCode::PlatformUnavailable.code(),
+        }
+    }
+
+    /// Classifies the `error` a platform put on the redirect back to the service instead
+    /// of a code (RFC 6749 §4.1.2.1).
+    pub fn from_callback(error: &str, description: Option<&str>) -> ConnectError {
+        let said = match description {
+            Some(description) => format!("{error}: {description}"),
+            None => error.to_owned(),
+        };
+        match error {
+            "access_denied" => ConnectError::AccessDenied {
+                platform_message: Some(said),
+            },
+            "temporarily_unavailable" | "server_error" => {
+                ConnectError::Unavailable { detail: said }
+            }
+            // unauthorized_client, invalid_client, and the refusals of the request the
+            // service built (invalid_request, invalid_scope, unsupported_response_type):
+            // only an administrator can fix them.
+            _ => ConnectError::AppCredentialsRejected {
+                platform_message: Some(said),
+            },
+        }
+    }
+}
+
+impl From<PortError> for ConnectError {
+    fn from(error: PortError) -> ConnectError {
+        match error {
+            PortError::GrantDead(reason) => ConnectError::AuthorizationRefused(reason),
+            PortError::Unauthorized => {
+                ConnectError::AuthorizationRefused(Reason::new(ReasonCode::AuthorizationInvalid))
+            }
+            PortError::RequirementUnmet(reason)
+                if reason.code == ReasonCode::AppCredentialsRejected =>
+            {
+                ConnectError::AppCredentialsRejected {
+                    platform_message: reason.platform_message,
+                }
+            }
+            PortError::RequirementUnmet(reason) => ConnectError::RequirementUnmet(reason),
+            PortError::RateLimited { retry_after, .. } => ConnectError::RateLimited { retry_after },
+            PortError::Unavailable { detail, .. } => ConnectError::Unavailable { detail },
+            // Connect publishes nothing; a content refusal here means the platform
+            // answered something the adapter did not expect.
+            PortError::ContentRejected(reason) => ConnectError::Unavailable {
+                detail: reason_text(&reason),
+            },
+        }
+    }
+}
+
+/// ": what the platform said", or nothing when it said nothing.
+fn said(platform_message: &Option<String>) -> String {
+    platform_message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default()
+}
+
+fn reason_text(reason: &Reason) -> String {
+    match &reason.platform_message {
+        Some(m) => format!("{} ({m})", reason.code),
+        None => reason.code.to_string(),
+    }
+}
+
+/// One reason a post's content cannot be published on a platform, named so that the
+/// author sees exactly what to change. Serialises as `{"code": "...", ...fields}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum ContentError {
+    /// Neither text nor media.
+    #[error("the post is empty: add text or media")]
+    EmptyPost,
+    /// The text is longer than the platform allows, counted the platform's way.
+    #[error("the text counts {actual} characters; the limit is {limit}")]
+    TextTooLong { limit: usize, actual: usize },
+    #[error("the post has {actual} images; the limit is {limit}")]
+    TooManyImages { limit: usize, actual: usize },
+    #[error("the post has {actual} videos; the limit is {limit}")]
+    TooManyVideos { limit: usize, actual: usize },
+    /// Images and a video together, which the platform does not allow.
+    #[error("images and a video cannot be combined in one post")]
+    MixedMedia,
+    /// An animated GIF must be the only media of its post.
+    #[error("an animated GIF must be the only media of its post")]
+    GifNotAlone,
+    /// The engine cannot upload video to this platform yet.
+    #[error("video posts are not supported on this platform yet")]
+    VideoNotSupported,
+    /// The platform has no such kind of post.
+    #[error("this platform does not offer {kind:?} posts")]
+    KindNotOffered { kind: PostKind },
+}
+
+impl ContentError {
+    /// Stable machine-readable code (the same string the JSON form carries).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ContentError::EmptyPost => "empty_post",
+            ContentError::TextTooLong { .. } => "text_too_long",
+            ContentError::TooManyImages { .. } => "too_many_images",
+            ContentError::TooManyVideos { .. } => "too_many_videos",
+            ContentError::MixedMedia => "mixed_media",
+            ContentError::GifNotAlone => "gif_not_alone",
+            ContentError::VideoNotSupported => "video_not_supported",
+            ContentError::KindNotOffered { .. } => "kind_not_offered",
+        }
+    }
+}
+
+/// A platform adapter: the connect flow and content rules, on top of the
+/// [`PlatformPort`] the actors use.
+#[async_trait]
+pub trait Adapter: PlatformPort {
+    /// Where to send the author's browser. `state` comes from the service's single-use
+    /// store; a PKCE S256 verifier is generated here where the platform supports it.
+    fn authorize(&self, state: &str, redirect_uri: &str) -> Result<AuthorizeRequest, ConnectError>;
+
+    /// Exchanges the code (with the verifier and the exact `redirect_uri` of the
+    /// authorize request), then identifies the account and its targets and checks the
+    /// posting requirements. Lifetimes in the grant are measured from `now`.
+    async fn connect(
+        &self,
+        code: &str,
+        pkce_verifier: Option<&Secret>,
+        redirect_uri: &str,
+        now: Timestamp,
+    ) -> Result<Connected, ConnectError>;
+
+    /// The least scopes posting needs.
+    fn scopes(&self) -> &'static [&'static str];
+
+    /// Checks a post's content against the platform's rules before it is scheduled;
+    /// every refusal is named.
+    fn validate(&self, post: &Post) -> Result<(), Vec<ContentError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_error_codes_match_their_json_form() {
+        let all = [
+            ContentError::EmptyPost,
+            ContentError::TextTooLong {
+                limit: 280,
+                actual: 281,
+            },
+            ContentError::TooManyImages {
+                limit: 4,
+                actual: 5,
+            },
+            ContentError::TooManyVideos {
+                limit: 1,
+                actual: 2,
+            },
+            ContentError::MixedMedia,
+            ContentError::GifNotAlone,
+            ContentError::VideoNotSupported,
+            ContentError::KindNotOffered {
+                kind: PostKind::Pin,
+            },
+        ];
+        for error in all {
+            let json = serde_json::to_value(&error).unwrap();
+            assert_eq!(json["code"], error.code(), "{json}");
+        }
+        let json = serde_json::to_value(ContentError::TextTooLong {
+            limit: 280,
+            actual: 281,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"code": "text_too_long", "limit": 280, "actual": 281})
+        );
+    }
+
+    #[test]
+    fn callback_errors_are_classified() {
+        assert_eq!(
+            ConnectError::from_callback("access_denied", None).code(),
+            "access_denied"
+        );
+        assert_eq!(
+            ConnectError::from_callback("unauthorized_client", Some("nope")).code(),
+            "app_credentials_rejected"
+        );
+        assert_eq!(
+            ConnectError::from_callback("temporarily_unavailable", None).code(),
+            "platform_unavailable"
+        );
+    }
+
+    #[test]
+    fn settings_never_show_the_secret() {
+        let settings = PlatformSettings {
+            client_id: "id".into(),
+            client_secret: Secret::new("s3cr3t-value"),
+            auth_url: "https://x.com/i/oauth2/authorize".into(),
+            token_url: "https://api.x.com/2/oauth2/token".into(),
+            revoke_url: None,
+            api_base: "https://api.x.com".into(),
+        };
+        assert!(!format!("{settings:?}").contains("s3cr3t-value"));
+    }
+}
