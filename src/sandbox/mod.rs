@@ -32,6 +32,7 @@
 //! Adding a platform: write `name.rs` with a `Control` handle like [`XControl`], its
 //! `platform_routes` and `control_routes`, and mount them in [`app`].
 
+pub mod browser;
 mod faults;
 mod oauth;
 pub mod x;

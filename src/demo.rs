@@ -1,0 +1,355 @@
+//! `social-studio demo`: the service with the sandbox, and a narrated scenario a newcomer
+//! can watch — connect through the sandbox's authorize page, schedule posts, the
+//! platform revokes the grant, the connection is Expired with its reason and the posts
+//! pause, reconnect, the posts publish. Everything goes through the public HTTP API, as
+//! the product would use it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::{json, Value};
+use social_studio::config::Config;
+use social_studio::sandbox::{browser, Sandbox};
+use social_studio::studio::{Studio, StudioOptions};
+
+const PEN: &str = "jane-doe";
+const X_USER_ID: &str = "2244994945";
+
+/// Renders a connections answer as a table.
+pub fn connections_table(body: &Value) -> String {
+    let list = body.get("connections").unwrap_or(body);
+    let mut out = format!(
+        "{:<10} {:<15} {:<18} {:>9} {:>6}  {}\n",
+        "platform", "status", "account", "scheduled", "paused", "reason"
+    );
+    for c in list.as_array().into_iter().flatten() {
+        let reason = match c.get("reason") {
+            Some(r) if !r.is_null() => format!(
+                "{} — {}",
+                r["code"].as_str().unwrap_or(""),
+                r["remedy"].as_str().unwrap_or("")
+            ),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "{:<10} {:<15} {:<18} {:>9} {:>6}  {}\n",
+            c["platform"].as_str().unwrap_or(""),
+            c["status"].as_str().unwrap_or(""),
+            c["account"]["handle"].as_str().unwrap_or("-"),
+            c["scheduled"].as_u64().unwrap_or(0),
+            c["paused"].as_u64().unwrap_or(0),
+            reason
+        ));
+    }
+    out
+}
+
+struct Api {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("calling {path}"))?;
+        let status = res.status().as_u16();
+        let text = res.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let (s, v) = self.call(reqwest::Method::GET, path, None).await?;
+        if s >= 400 {
+            return Err(anyhow!("GET {path} answered {s}: {v}"));
+        }
+        Ok(v)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        let (s, v) = self.call(reqwest::Method::POST, path, Some(body)).await?;
+        if s >= 400 {
+            return Err(anyhow!("POST {path} answered {s}: {v}"));
+        }
+        Ok(v)
+    }
+
+    /// The connect flow as the product's popup runs it: authorize, the platform's page,
+    /// consent, and our callback page.
+    async fn connect_x(&self, username: &str) -> Result<()> {
+        let start = self
+            .post(
+                &format!("/v1/pen-names/{PEN}/connections/x/authorize"),
+                json!({}),
+            )
+            .await?;
+        let url = start["authorize_url"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no authorize_url"))?;
+        step(&format!(
+            "the author opens X's authorize page: {}",
+            short(url)
+        ));
+        let back = browser::consent(url, username, "authorize").await?;
+        step(&format!(
+            "signed in as {username}, chose \"Authorize app\"; X sends the browser back to {}",
+            short(&back)
+        ));
+        let page = self.client.get(&back).send().await?;
+        let ok = page.status().is_success();
+        let html = page.text().await?;
+        if !ok || !html.contains("postMessage") {
+            return Err(anyhow!("the callback page did not report success"));
+        }
+        step(
+            "the callback page tells the app's window the outcome (postMessage) and closes itself",
+        );
+        Ok(())
+    }
+
+    async fn x_entry(&self) -> Result<Value> {
+        let detail = self
+            .get(&format!("/v1/pen-names/{PEN}/connections/x"))
+            .await?;
+        Ok(detail.get("connection").cloned().unwrap_or(detail))
+    }
+
+    async fn posts(&self, state: &str) -> Result<Vec<Value>> {
+        let v = self
+            .get(&format!("/v1/pen-names/{PEN}/posts?state={state}"))
+            .await?;
+        Ok(v.get("posts")
+            .unwrap_or(&v)
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+fn short(url: &str) -> String {
+    if url.len() > 90 {
+        format!("{}…", &url[..90])
+    } else {
+        url.to_string()
+    }
+}
+
+fn step(line: &str) {
+    println!("   {line}");
+}
+
+fn heading(line: &str) {
+    println!("\n== {line}");
+}
+
+/// Waits for `cond` (checked every 200 ms) for at most `within`.
+async fn until<F, Fut>(within: Duration, mut cond: F) -> Result<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let end = Instant::now() + within;
+    loop {
+        if cond().await? {
+            return Ok(true);
+        }
+        if Instant::now() > end {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn check(holds: bool, claim: &str) -> Result<()> {
+    if holds {
+        println!("   ok  {claim}");
+        Ok(())
+    } else {
+        Err(anyhow!("{claim}: did not hold"))
+    }
+}
+
+async fn scenario(api: &Api, sandbox: &Sandbox) -> Result<()> {
+    heading("1. Connect X through the sandbox's authorize page (OAuth 2.0 with PKCE and state)");
+    api.connect_x("jane_writes").await?;
+    let entry = api.x_entry().await?;
+    check(entry["status"] == "active", "X is connected and active")?;
+    step(&format!(
+        "account {} — tokens sealed at rest, refreshed before they lapse",
+        entry["account"]["handle"].as_str().unwrap_or("?")
+    ));
+
+    heading("2. Schedule three posts");
+    let texts = [
+        "Chapter one is out today",
+        "Signing books in Leeds on Saturday",
+        "Thank you for reading",
+    ];
+    for (i, text) in texts.iter().enumerate() {
+        let at = time_in(Duration::from_secs(6 + 2 * i as u64));
+        let p = api
+            .post(
+                &format!("/v1/pen-names/{PEN}/posts"),
+                json!({"platform": "x", "text": text, "scheduled_at": at}),
+            )
+            .await?;
+        let post = p["posts"].get(0).cloned().unwrap_or(p.clone());
+        step(&format!(
+            "{} due {} — {}",
+            post["state"].as_str().unwrap_or("?"),
+            at,
+            text
+        ));
+    }
+
+    heading("3. The author revokes the app in X's settings");
+    sandbox.x().revoke_user_grants(X_USER_ID)?;
+    step("the sandbox now refuses every token of that user");
+    let (status, verify) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/pen-names/{PEN}/connections/x/verify"),
+            Some(json!({})),
+        )
+        .await?;
+    step(&format!(
+        "the app asks the engine to verify the connection: HTTP {status} {}",
+        verify["error"]["code"].as_str().unwrap_or("")
+    ));
+    let entry = api.x_entry().await?;
+    check(
+        entry["status"] == "expired",
+        "the engine noticed: the connection is expired",
+    )?;
+    step(&format!(
+        "reason {}: {} Remedy: {} (X said: {})",
+        entry["reason"]["code"].as_str().unwrap_or("?"),
+        entry["reason"]["message"].as_str().unwrap_or(""),
+        entry["reason"]["remedy"].as_str().unwrap_or(""),
+        entry["reason"]["platform_message"].as_str().unwrap_or("-")
+    ));
+    let paused = api.posts("paused").await?;
+    check(paused.len() == 3, "its three posts are paused — not failed")?;
+    check(api.posts("failed").await?.is_empty(), "no post failed")?;
+
+    heading("4. The author reconnects the same account");
+    api.connect_x("jane_writes").await?;
+    let entry = api.x_entry().await?;
+    check(entry["status"] == "active", "active again")?;
+    let published = until(Duration::from_secs(60), || async {
+        Ok(api.posts("published").await?.len() == 3)
+    })
+    .await?;
+    check(
+        published,
+        "the three posts published at their times, in order",
+    )?;
+    let tweets = sandbox.x().tweets(X_USER_ID);
+    let order: Vec<&str> = tweets.iter().map(|t| t.text.as_str()).collect();
+    step(&format!("on the sandbox's X: {order:?}"));
+    check(order == texts, "exactly once each, in due order")?;
+    Ok(())
+}
+
+fn time_in(d: Duration) -> String {
+    social_studio_storage::Timestamp::now_system()
+        .saturating_add(d)
+        .to_rfc3339()
+}
+
+/// Runs the demo. `Ok(true)` when every step held.
+pub async fn run(data_dir: PathBuf, once: bool) -> Result<bool> {
+    if data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir)
+            .with_context(|| format!("resetting {}", data_dir.display()))?;
+    }
+    let sandbox = Sandbox::start().await.context("starting the sandbox")?;
+    let mut config = Config::load(
+        None,
+        std::env::vars().filter(|(k, _)| k != "SOCIAL_STUDIO_DATA_DIR"),
+    )
+    .context("configuration")?;
+    config.data_dir = data_dir;
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?,
+    };
+    let addr = listener.local_addr()?;
+    config.public_url = format!("http://{addr}");
+    config.app_origin = format!("http://{addr}");
+    config.use_sandbox_for_unconfigured(&sandbox.base_url());
+    let studio = Studio::open(config, StudioOptions::default())
+        .await
+        .context("opening the engine")?;
+    let token = studio.admin_token().expose().to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(social_studio::http::serve(
+        studio.clone(),
+        listener,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    println!(
+        "Social Studio demo — engine on http://{addr}, sandbox platforms on {}",
+        sandbox.base_url()
+    );
+    let api = Api {
+        base: format!("http://{addr}"),
+        token: token.clone(),
+        client: reqwest::Client::new(),
+    };
+    let outcome = scenario(&api, &sandbox).await;
+    let ok = match &outcome {
+        Ok(()) => {
+            heading("Every step held.");
+            let table = api
+                .get(&format!("/v1/pen-names/{PEN}/connections"))
+                .await
+                .map(|b| connections_table(&b))
+                .unwrap_or_default();
+            print!("{table}");
+            true
+        }
+        Err(e) => {
+            println!("\n   FAILED  {e:#}");
+            false
+        }
+    };
+    if once || !ok {
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        studio.shutdown().await;
+        sandbox.shutdown().await;
+        return Ok(ok);
+    }
+    println!(
+        "\nStill serving; explore it (Ctrl-C to stop):\n  export TOKEN={token}\n  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/pen-names/{PEN}/connections\n  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/pen-names/{PEN}/posts\n  curl -sN -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/events\n  curl -s -X POST {}/sandbox/x/users/{X_USER_ID}/revoke   # revoke again, then POST …/connections/x/verify",
+        sandbox.base_url()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    studio.shutdown().await;
+    sandbox.shutdown().await;
+    Ok(true)
+}

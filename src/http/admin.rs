@@ -1,0 +1,218 @@
+//! Health, readiness, the attention list, the supervisor's view of the actor tree, and
+//! erasing a pen name.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Value};
+use social_studio_actors::{QueueStats, TreeReport};
+use social_studio_storage::Platform;
+use utoipa::ToSchema;
+
+use super::connections::ConfirmQuery;
+use super::error::ApiError;
+use super::extract::{ApiQuery, PenPath};
+use super::openapi::ErrorBody;
+use super::AppState;
+use crate::studio::views::AttentionItem;
+
+/// How long readiness waits for the engine to answer.
+const READY_WITHIN: Duration = Duration::from_secs(2);
+
+/// `{"status": "ok"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StatusBody {
+    pub(crate) status: &'static str,
+}
+
+/// `{"attention": [...]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AttentionBody {
+    #[schema(value_type = Vec<Object>)]
+    pub(crate) attention: Vec<AttentionItem>,
+}
+
+/// Connection actors by status.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConnectionCounts {
+    pub(crate) active: usize,
+    pub(crate) expired: usize,
+    pub(crate) error: usize,
+}
+
+/// One platform queue's depth.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct QueueBody {
+    #[schema(value_type = String)]
+    pub(crate) platform: Platform,
+    pub(crate) scheduled: usize,
+    pub(crate) paused: usize,
+    pub(crate) publishing: usize,
+    /// Connections currently backed off by a rate limit.
+    pub(crate) backed_off_connections: usize,
+    /// The whole platform is backed off (an app-wide rate limit).
+    pub(crate) platform_backed_off: bool,
+}
+
+/// The actor tree at a glance.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SupervisorBody {
+    pub(crate) connections: ConnectionCounts,
+    /// Connection actors restarted since boot.
+    pub(crate) restarts: u64,
+    pub(crate) queues: Vec<QueueBody>,
+}
+
+impl From<&TreeReport> for SupervisorBody {
+    fn from(report: &TreeReport) -> SupervisorBody {
+        SupervisorBody {
+            connections: ConnectionCounts {
+                active: report.connections_active,
+                expired: report.connections_expired,
+                error: report.connections_error,
+            },
+            restarts: report.restarts,
+            queues: report
+                .queues
+                .iter()
+                .map(|(platform, stats)| QueueBody::new(*platform, stats))
+                .collect(),
+        }
+    }
+}
+
+impl QueueBody {
+    fn new(platform: Platform, stats: &QueueStats) -> QueueBody {
+        QueueBody {
+            platform,
+            scheduled: stats.scheduled,
+            paused: stats.paused,
+            publishing: stats.publishing,
+            backed_off_connections: stats.backed_off_connections,
+            platform_backed_off: stats.platform_backed_off,
+        }
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "status",
+    responses((status = 200, description = "the process is up", body = StatusBody))
+)]
+pub(crate) async fn healthz() -> Json<StatusBody> {
+    Json(StatusBody { status: "ok" })
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "status",
+    responses(
+        (status = 200, description = "the engine answered within 2 s", body = StatusBody),
+        (status = 503, description = "not_ready", body = ErrorBody),
+    )
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(READY_WITHIN, state.studio.supervisor()).await {
+        Ok(Ok(_)) => Json(StatusBody { status: "ready" }).into_response(),
+        Ok(Err(e)) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("the engine is not ready: {e}"),
+        )
+        .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the engine did not answer within 2 s",
+        )
+        .into_response(),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/attention",
+    tag = "status",
+    responses(
+        (status = 200, description = "connections across pen names that need a person", body = AttentionBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[tracing::instrument(skip_all)]
+pub(crate) async fn attention_all(
+    State(state): State<AppState>,
+) -> Result<Json<AttentionBody>, ApiError> {
+    let attention = state.studio.attention(None).await?;
+    Ok(Json(AttentionBody { attention }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/pen-names/{pen}/attention",
+    tag = "status",
+    params(("pen" = String, Path, description = "pen name")),
+    responses(
+        (status = 200, description = "this pen name's connections that need a person", body = AttentionBody),
+        (status = 400, description = "invalid pen name", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[tracing::instrument(skip_all, fields(pen_name = %pen))]
+pub(crate) async fn attention_of_pen(
+    State(state): State<AppState>,
+    PenPath(pen): PenPath,
+) -> Result<Json<AttentionBody>, ApiError> {
+    let attention = state.studio.attention(Some(&pen)).await?;
+    Ok(Json(AttentionBody { attention }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/supervisor",
+    tag = "status",
+    responses(
+        (status = 200, description = "connections by status, restarts, queue depths per platform", body = SupervisorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 503, description = "the engine is not available", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[tracing::instrument(skip_all)]
+pub(crate) async fn supervisor(
+    State(state): State<AppState>,
+) -> Result<Json<SupervisorBody>, ApiError> {
+    let report = state.studio.supervisor().await?;
+    Ok(Json(SupervisorBody::from(&report)))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/pen-names/{pen}",
+    tag = "status",
+    params(("pen" = String, Path, description = "pen name"), ConfirmQuery),
+    responses(
+        (status = 200, description = "erased: grants revoked where possible; connections, posts and events removed", body = Object),
+        (status = 400, description = "invalid pen name or query", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 409, description = "confirmation_required, with what would be removed", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[tracing::instrument(skip_all, fields(pen_name = %pen))]
+pub(crate) async fn erase_pen_name(
+    State(state): State<AppState>,
+    PenPath(pen): PenPath,
+    ApiQuery(query): ApiQuery<ConfirmQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let erased = state.studio.erase_pen_name(&pen, query.confirm).await?;
+    tracing::info!(confirmed = query.confirm, "pen name erased");
+    Ok(Json(json!(erased)))
+}

@@ -1,0 +1,276 @@
+//! A pen name's connections: one entry per platform, one connection with its recent
+//! events, the start of an OAuth connect, verify, disconnect, and the app-password
+//! connect that Bluesky will use.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use social_studio_storage::{Platform, Secret};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery, KeyPath, OptionalJson, PenPath};
+use super::AppState;
+use crate::studio::views::{
+    AuthorizeStart, ConnectionEntry, DisconnectView, EventView, VerifyView,
+};
+use crate::studio::StudioError;
+
+/// How many recent events the detail of a connection shows.
+const RECENT_EVENTS: usize = 20;
+
+/// `{"connections": [...]}`: one entry per platform, in platform order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConnectionsBody {
+    #[schema(value_type = Vec<Object>)]
+    pub(crate) connections: Vec<ConnectionEntry>,
+}
+
+/// One connection and its most recent events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConnectionDetail {
+    #[schema(value_type = Object)]
+    pub(crate) connection: ConnectionEntry,
+    #[schema(value_type = Vec<Object>)]
+    pub(crate) events: Vec<EventView>,
+}
+
+/// Body of `POST …/authorize`: `{}` (or no body), or `{"replace": true}` to allow a
+/// different account to replace the connected one.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthorizeBody {
+    #[serde(default)]
+    pub(crate) replace: bool,
+}
+
+/// The answer to `POST …/authorize`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub(crate) struct AuthorizeBodyOut(pub(crate) AuthorizeStart);
+
+/// Body of `POST …/verify`: `{}` (or no body), or `{"test_post": "text"}` to also
+/// publish that text now and wait for the outcome.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyBody {
+    #[serde(default)]
+    pub(crate) test_post: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub(crate) struct VerifyBodyOut(pub(crate) VerifyView);
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub(crate) struct DisconnectBodyOut(pub(crate) DisconnectView);
+
+/// Body of the app-password connect. The password is a [`Secret`]: it never prints.
+/// Read by the engine's app-password connect once it exists; until then the body is only
+/// checked for shape.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AppPasswordBody {
+    /// The account's handle or DID.
+    pub(crate) identifier: String,
+    #[schema(value_type = String, format = Password)]
+    pub(crate) app_password: Secret,
+}
+
+/// `?confirm=true` on destructive routes.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ConfirmQuery {
+    /// Without it the route answers 409 `confirmation_required` with what it would affect.
+    #[serde(default)]
+    pub(crate) confirm: bool,
+}
+
+fn record_key(key: &social_studio_storage::ConnectionKey) {
+    let span = tracing::Span::current();
+    span.record("pen_name", key.pen_name.as_str());
+    span.record("platform", key.platform.id());
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/pen-names/{pen}/connections",
+    tag = "connections",
+    params(("pen" = String, Path, description = "pen name")),
+    responses(
+        (status = 200, description = "one entry per platform; a pen name nobody has used has every platform not_connected or not_configured", body = ConnectionsBody),
+        (status = 400, description = "invalid pen name", body = super::openapi::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[tracing::instrument(skip_all, fields(pen_name = %pen))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    PenPath(pen): PenPath,
+) -> Result<Json<ConnectionsBody>, ApiError> {
+    let connections = state.studio.connections(&pen).await?;
+    Ok(Json(ConnectionsBody { connections }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/pen-names/{pen}/connections/{platform}",
+    tag = "connections",
+    params(
+        ("pen" = String, Path, description = "pen name"),
+        ("platform" = String, Path, description = "facebook, instagram, tiktok, x, linkedin, pinterest, youtube, threads or bluesky"),
+    ),
+    responses(
+        (status = 200, description = "the connection and its recent events", body = ConnectionDetail),
+        (status = 400, description = "invalid pen name", body = super::openapi::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[tracing::instrument(skip_all, fields(pen_name, platform))]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    KeyPath(key): KeyPath,
+) -> Result<Json<ConnectionDetail>, ApiError> {
+    record_key(&key);
+    let connection = state.studio.connection(&key).await?;
+    let events = state.studio.connection_events(&key, RECENT_EVENTS)?;
+    Ok(Json(ConnectionDetail { connection, events }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/pen-names/{pen}/connections/{platform}/authorize",
+    tag = "connections",
+    params(
+        ("pen" = String, Path, description = "pen name"),
+        ("platform" = String, Path, description = "platform id"),
+    ),
+    request_body(content = Option<AuthorizeBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{authorize_url, state, expires_at}`: send the author's browser to authorize_url", body = AuthorizeBodyOut),
+        (status = 400, description = "invalid pen name or body", body = super::openapi::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
+        (status = 409, description = "platform_not_configured, or wrong_connect_flow (Bluesky)", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[tracing::instrument(skip_all, fields(pen_name, platform))]
+pub(crate) async fn authorize(
+    State(state): State<AppState>,
+    KeyPath(key): KeyPath,
+    OptionalJson(body): OptionalJson<AuthorizeBody>,
+) -> Result<Json<AuthorizeBodyOut>, ApiError> {
+    record_key(&key);
+    let start = state.studio.begin_connect(&key, body.replace).await?;
+    Ok(Json(AuthorizeBodyOut(start)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/pen-names/{pen}/connections/{platform}",
+    tag = "connections",
+    params(
+        ("pen" = String, Path, description = "pen name"),
+        ("platform" = String, Path, description = "platform id (bluesky)"),
+    ),
+    request_body(content = AppPasswordBody, content_type = "application/json"),
+    responses(
+        (status = 400, description = "invalid pen name or body", body = super::openapi::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
+        (status = 409, description = "platform_not_configured (Bluesky connect is not available yet), or wrong_connect_flow for a platform that connects through OAuth", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[tracing::instrument(skip_all, fields(pen_name, platform))]
+pub(crate) async fn connect_with_app_password(
+    State(_state): State<AppState>,
+    KeyPath(key): KeyPath,
+    ApiJson(body): ApiJson<AppPasswordBody>,
+) -> Result<StatusCode, ApiError> {
+    record_key(&key);
+    // The password is dropped here, unused: the engine has no app-password connect yet.
+    drop(body);
+    if key.platform == Platform::Bluesky {
+        return Err(StudioError::PlatformNotConfigured(Platform::Bluesky).into());
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "wrong_connect_flow",
+        format!(
+            "{} connects through the platform's consent page, not with an app password: POST /v1/pen-names/{}/connections/{}/authorize",
+            key.platform.display_name(),
+            key.pen_name,
+            key.platform.id()
+        ),
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/pen-names/{pen}/connections/{platform}/verify",
+    tag = "connections",
+    params(
+        ("pen" = String, Path, description = "pen name"),
+        ("platform" = String, Path, description = "platform id"),
+    ),
+    request_body(content = Option<VerifyBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the connection after the check, and the test post when one was asked for", body = VerifyBodyOut),
+        (status = 400, description = "invalid pen name or body", body = super::openapi::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
+        (status = 409, description = "not connected, or the connection needs attention (the reason says why)", body = super::openapi::ErrorBody),
+        (status = 422, description = "the test post was refused", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[tracing::instrument(skip_all, fields(pen_name, platform))]
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    KeyPath(key): KeyPath,
+    OptionalJson(body): OptionalJson<VerifyBody>,
+) -> Result<Json<VerifyBodyOut>, ApiError> {
+    record_key(&key);
+    let view = state.studio.verify(&key, body.test_post).await?;
+    Ok(Json(VerifyBodyOut(view)))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/pen-names/{pen}/connections/{platform}",
+    tag = "connections",
+    params(
+        ("pen" = String, Path, description = "pen name"),
+        ("platform" = String, Path, description = "platform id"),
+        ConfirmQuery,
+    ),
+    responses(
+        (status = 200, description = "disconnected: revoked where the platform allows, grant erased, scheduled posts failed with account_disconnected", body = DisconnectBodyOut),
+        (status = 400, description = "invalid pen name or query", body = super::openapi::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
+        (status = 409, description = "confirmation_required (with scheduled_posts_affected), or not_connected", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[tracing::instrument(skip_all, fields(pen_name, platform))]
+pub(crate) async fn disconnect(
+    State(state): State<AppState>,
+    KeyPath(key): KeyPath,
+    ApiQuery(query): ApiQuery<ConfirmQuery>,
+) -> Result<Json<DisconnectBodyOut>, ApiError> {
+    record_key(&key);
+    let view = state.studio.disconnect(&key, query.confirm).await?;
+    Ok(Json(DisconnectBodyOut(view)))
+}

@@ -1,0 +1,295 @@
+//! `ApiError`: every refusal the API answers, as `{"error": {"code", "message", ...}}`
+//! with its HTTP status — the engine's [`StudioError`]s (status and code decided by
+//! `StudioError` itself), axum's own rejections, the fallbacks for unknown routes and
+//! methods, panics, and a last-resort rewrite of any error response that is not JSON yet.
+
+use std::any::Any;
+use std::borrow::Cow;
+
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use crate::studio::StudioError;
+
+/// A refusal: status, stable machine-readable code, a sentence, and structured detail
+/// that is merged into the `error` object.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: Cow<'static, str>,
+    message: String,
+    detail: Option<Value>,
+}
+
+/// Marks a response that is an error on purpose but not JSON (the OAuth callback page),
+/// so that [`ensure_json_errors`] leaves it alone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NotJsonOnPurpose;
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// Adds structured detail; an object's fields are merged into the `error` object.
+    pub fn with_detail(mut self, detail: Value) -> ApiError {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn detail(&self) -> Option<&Value> {
+        self.detail.as_ref()
+    }
+
+    pub(crate) fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this route needs the admin token: send `Authorization: Bearer <admin token>`",
+        )
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+    }
+
+    /// The JSON body: `{"error": {"code", "message", ...detail}}`.
+    pub fn body(&self) -> Value {
+        let mut error = Map::new();
+        error.insert("code".into(), Value::String(self.code.to_string()));
+        error.insert("message".into(), Value::String(self.message.clone()));
+        match &self.detail {
+            Some(Value::Object(fields)) => {
+                for (k, v) in fields {
+                    // The code and message stay the ones above.
+                    if k != "code" && k != "message" {
+                        error.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            Some(other) => {
+                error.insert("detail".into(), other.clone());
+            }
+            None => {}
+        }
+        json!({ "error": error })
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<StudioError> for ApiError {
+    fn from(e: StudioError) -> ApiError {
+        let status =
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(code = e.code(), error = %e, "the engine failed a request");
+        }
+        let error = ApiError::new(status, e.code(), e.to_string());
+        match e.detail() {
+            Some(detail) => error.with_detail(detail),
+            None => error,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = self.body().to_string();
+        let mut response = (self.status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The code a bare status is answered with when nothing more specific is known.
+fn code_for_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        409 => "conflict",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "validation_failed",
+        429 => "rate_limited",
+        503 => "unavailable",
+        s if s >= 500 => "internal_error",
+        _ => "error",
+    }
+}
+
+/// A JSON body rejected by axum: 400 for bad syntax, 415 for a missing or wrong content
+/// type, 413 for a body over the limit, 422 for JSON of the wrong shape.
+pub(crate) fn from_json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "validation_failed",
+        _ if status.is_client_error() => "invalid_json",
+        _ => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                rejection.body_text(),
+            )
+        }
+    };
+    let status = if status.is_client_error() {
+        status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    ApiError::new(status, code, rejection.body_text())
+}
+
+/// A body that could not be read: too large (413), or cut off (400).
+pub(crate) fn from_bytes_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            rejection.body_text(),
+        )
+    } else {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            rejection.body_text(),
+        )
+    }
+}
+
+/// A path whose segments cannot be read (percent-encoding that is not UTF-8).
+pub(crate) fn from_path_rejection(rejection: PathRejection) -> ApiError {
+    if rejection.status().is_server_error() {
+        // A route whose template and extractor disagree: a bug here, not bad input.
+        tracing::error!(error = %rejection.body_text(), "path extractor does not fit its route");
+        return ApiError::internal("the route's parameters could not be read");
+    }
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_path",
+        rejection.body_text(),
+    )
+}
+
+pub(crate) fn from_query_rejection(rejection: QueryRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        rejection.body_text(),
+    )
+}
+
+/// The fallback for paths no route matches.
+pub(crate) async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {}", uri.path()),
+    )
+}
+
+/// The fallback for a known path asked with a method it does not have (axum adds the
+/// `Allow` header).
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not answer {method}", uri.path()),
+    )
+}
+
+/// What a handler that panicked answers. The panic's text stays in the log.
+pub(crate) fn panicked(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let text = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(not a string)");
+    tracing::error!(panic = text, "a request handler panicked");
+    ApiError::internal("the request failed inside the service; the log has the details")
+        .into_response()
+}
+
+/// Rewrites any error response that is not JSON (tower-http's 413, for one) into the
+/// API's error body, keeping its status and headers such as `Allow`.
+pub(crate) async fn ensure_json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    if response.extensions().get::<NotJsonOnPurpose>().is_some() {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, _body) = response.into_parts();
+    let message = match status.canonical_reason() {
+        Some(reason) => format!("{} {reason}", status.as_u16()),
+        None => status.as_u16().to_string(),
+    };
+    let error = ApiError::new(status, code_for_status(status), message);
+    let fresh = error.into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    let (fresh_parts, body) = fresh.into_parts();
+    for (name, value) in fresh_parts.headers.iter() {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    Response::from_parts(parts, body)
+}

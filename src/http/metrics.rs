@@ -1,0 +1,162 @@
+//! `GET /metrics`: Prometheus text.
+//!
+//! - `http_requests_total{method, route, status}` and
+//!   `http_request_duration_seconds{method, route, status}`, with the route template
+//!   (`/v1/pen-names/{pen}/posts`), never the raw path: pen names and ids would make a
+//!   series per author.
+//! - `social_studio_connections{status}`, `social_studio_connection_restarts`,
+//!   `social_studio_queue_posts{platform, state}` and
+//!   `social_studio_queue_backed_off_connections{platform}`: read from the supervisor at
+//!   scrape time.
+//! - `social_studio_events_total{kind}`: every event the engine emitted since this router
+//!   was built, counted by a task subscribed to the event bus.
+//!
+//! The recorder belongs to the router, not the process: the library never installs a
+//! global recorder behind an embedding application's back, and two routers in one test
+//! binary do not share counts.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use tokio::sync::broadcast;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::studio::Studio;
+
+/// This router's metrics.
+pub(crate) struct HttpMetrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl HttpMetrics {
+    /// A fresh recorder, and (inside a tokio runtime) the task that counts events.
+    pub(crate) fn start(studio: &Studio) -> Arc<HttpMetrics> {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let this = Arc::new(HttpMetrics { recorder, handle });
+        metrics::with_local_recorder(&this.recorder, || {
+            metrics::describe_counter!("http_requests_total", "HTTP requests answered");
+            metrics::describe_histogram!(
+                "http_request_duration_seconds",
+                metrics::Unit::Seconds,
+                "time to answer an HTTP request (to the response head)"
+            );
+            metrics::describe_counter!("social_studio_events_total", "events the engine emitted");
+            metrics::describe_gauge!("social_studio_connections", "connections by status");
+            metrics::describe_gauge!(
+                "social_studio_queue_posts",
+                "posts held by each platform queue, by state"
+            );
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // Holds a weak reference, so the task ends with the router (or the engine).
+            let weak = Arc::downgrade(&this);
+            runtime.spawn(count_events(studio.subscribe(), weak));
+        }
+        this
+    }
+
+    fn record<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.recorder, f)
+    }
+}
+
+async fn count_events(
+    mut events: broadcast::Receiver<social_studio_storage::Event>,
+    metrics: std::sync::Weak<HttpMetrics>,
+) {
+    loop {
+        let received = events.recv().await;
+        let Some(metrics) = metrics.upgrade() else {
+            return;
+        };
+        match received {
+            Ok(event) => {
+                let kind = serde_json::to_value(event.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "unknown".into());
+                metrics.record(|| {
+                    metrics::counter!("social_studio_events_total", "kind" => kind).increment(1)
+                });
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => metrics.record(|| {
+                metrics::counter!("social_studio_events_total", "kind" => "missed_by_metrics")
+                    .increment(missed)
+            }),
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Middleware: counts and times every request by route template and status.
+pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let elapsed = started.elapsed().as_secs_f64();
+    state.metrics.record(|| {
+        let labels = [("method", method), ("route", route), ("status", status)];
+        metrics::counter!("http_requests_total", &labels).increment(1);
+        metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed);
+    });
+    response
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "status",
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
+        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
+    // The engine's figures are read now rather than tracked, so they are never stale.
+    if let Ok(report) = state.studio.supervisor().await {
+        state.metrics.record(|| {
+            for (status, count) in [
+                ("active", report.connections_active),
+                ("expired", report.connections_expired),
+                ("error", report.connections_error),
+            ] {
+                metrics::gauge!("social_studio_connections", "status" => status).set(count as f64);
+            }
+            metrics::gauge!("social_studio_connection_restarts").set(report.restarts as f64);
+            for (platform, stats) in &report.queues {
+                let p = platform.id();
+                for (queue_state, count) in [
+                    ("scheduled", stats.scheduled),
+                    ("paused", stats.paused),
+                    ("publishing", stats.publishing),
+                ] {
+                    metrics::gauge!("social_studio_queue_posts", "platform" => p, "state" => queue_state)
+                        .set(count as f64);
+                }
+                metrics::gauge!("social_studio_queue_backed_off_connections", "platform" => p)
+                    .set(stats.backed_off_connections as f64);
+            }
+        });
+    }
+    let mut response = state.metrics.handle.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}

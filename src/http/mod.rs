@@ -1,0 +1,362 @@
+//! The HTTP status/admin API (axum), under `/v1`, JSON everywhere.
+//!
+//! One file per resource:
+//!
+//! | file | what |
+//! |---|---|
+//! | `connections.rs` | a pen name's connections: list, one with its events, authorize, verify, disconnect, app-password connect |
+//! | `oauth.rs` | the OAuth callback page that tells its opener window the outcome |
+//! | `posts.rs` | schedule (with `Idempotency-Key`), list, read, edit, cancel, retry, resolve |
+//! | `events.rs` | the server-sent event stream, with replay from the store after `Last-Event-ID` |
+//! | `admin.rs` | health, readiness, attention, supervisor, pen-name erasure |
+//! | `metrics.rs` | Prometheus text: requests by route and status, connections, queues, events |
+//! | `openapi.rs` | the OpenAPI document, generated from the handlers' annotations |
+//!
+//! Cross-cutting parts: `auth.rs` (the admin bearer token, compared in constant time),
+//! `error.rs` (one [`ApiError`]; every refusal, axum's own included, is
+//! `{"error": {"code", "message", ...}}`) and `extract.rs` (path, query and body
+//! extractors whose rejections are `ApiError`s).
+//!
+//! The route list is one table, [`routes`], that [`router`] is built from: whether a route
+//! needs the admin token is decided there and nowhere else, so a test can walk every
+//! protected route and a route added later cannot escape it.
+
+mod admin;
+mod auth;
+mod connections;
+mod error;
+mod events;
+mod extract;
+mod metrics;
+mod oauth;
+mod openapi;
+mod posts;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::studio::Studio;
+
+pub use error::ApiError;
+pub use openapi::ApiDoc;
+
+/// What every handler gets: the engine, the metrics it reports into, and the signal
+/// that the server is shutting down.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) studio: Studio,
+    pub(crate) metrics: Arc<metrics::HttpMetrics>,
+    /// Becomes `true` when [`serve`] starts its graceful shutdown: event streams never
+    /// end on their own, so they end on this, or the shutdown would wait for them forever.
+    pub(crate) closing: Arc<watch::Sender<bool>>,
+}
+
+/// The HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verb {
+    Get,
+    Post,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    pub fn as_method(self) -> axum::http::Method {
+        match self {
+            Verb::Get => axum::http::Method::GET,
+            Verb::Post => axum::http::Method::POST,
+            Verb::Patch => axum::http::Method::PATCH,
+            Verb::Delete => axum::http::Method::DELETE,
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Patch => MethodFilter::PATCH,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// One route of the API.
+pub struct RouteSpec {
+    pub method: Verb,
+    /// The path template, axum style (`/v1/pen-names/{pen}/posts/{id}`).
+    pub path: &'static str,
+    /// Requires `Authorization: Bearer <admin token>`.
+    pub protected: bool,
+    /// One line for people reading the table.
+    pub summary: &'static str,
+    /// Mounts the handler for the given method: taking the method as an argument keeps
+    /// the table's `method` and the mounted one from disagreeing.
+    mount: fn(MethodFilter) -> MethodRouter<AppState>,
+}
+
+impl std::fmt::Debug for RouteSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteSpec")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("protected", &self.protected)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The route table the router is built from.
+static ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        method: Verb::Get,
+        path: "/healthz",
+        protected: false,
+        summary: "liveness: always 200",
+        mount: |m| on(m, admin::healthz),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: "/readyz",
+        protected: false,
+        summary: "readiness: 200 when the engine answers within 2 s",
+        mount: |m| on(m, admin::readyz),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: crate::config::CALLBACK_PATH,
+        protected: false,
+        summary: "OAuth redirect target: an HTML page that reports to its opener",
+        mount: |m| on(m, oauth::callback),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: "/metrics",
+        protected: true,
+        summary: "Prometheus text",
+        mount: |m| on(m, metrics::render),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: "/openapi.json",
+        protected: true,
+        summary: "this API as OpenAPI 3.1",
+        mount: |m| on(m, openapi::document),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: "/v1/attention",
+        protected: true,
+        summary: "connections that need a person, across pen names",
+        mount: |m| on(m, admin::attention_all),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: "/v1/supervisor",
+        protected: true,
+        summary: "the actor tree: connections by status, restarts, queue depths",
+        mount: |m| on(m, admin::supervisor),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: "/v1/events",
+        protected: true,
+        summary: "every event, as server-sent events (Last-Event-ID replays)",
+        mount: |m| on(m, events::all),
+    },
+    RouteSpec {
+        method: Verb::Delete,
+        path: "/v1/pen-names/{pen}",
+        protected: true,
+        summary: "erase a pen name (dry run without ?confirm=true)",
+        mount: |m| on(m, admin::erase_pen_name),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: "/v1/pen-names/{pen}/attention",
+        protected: true,
+        summary: "one pen name's connections that need a person",
+        mount: |m| on(m, admin::attention_of_pen),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: "/v1/pen-names/{pen}/events",
+        protected: true,
+        summary: "one pen name's events, as server-sent events",
+        mount: |m| on(m, events::of_pen),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: "/v1/pen-names/{pen}/connections",
+        protected: true,
+        summary: "one entry per platform",
+        mount: |m| on(m, connections::list),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: "/v1/pen-names/{pen}/connections/{platform}",
+        protected: true,
+        summary: "one connection with its recent events",
+        mount: |m| on(m, connections::show),
+    },
+    RouteSpec {
+        method: Verb::Post,
+        path: "/v1/pen-names/{pen}/connections/{platform}",
+        protected: true,
+        summary: "connect with an identifier and app password (Bluesky)",
+        mount: |m| on(m, connections::connect_with_app_password),
+    },
+    RouteSpec {
+        method: Verb::Delete,
+        path: "/v1/pen-names/{pen}/connections/{platform}",
+        protected: true,
+        summary: "disconnect (409 with the affected count without ?confirm=true)",
+        mount: |m| on(m, connections::disconnect),
+    },
+    RouteSpec {
+        method: Verb::Post,
+        path: "/v1/pen-names/{pen}/connections/{platform}/authorize",
+        protected: true,
+        summary: "begin an OAuth connect: the URL to send the browser to",
+        mount: |m| on(m, connections::authorize),
+    },
+    RouteSpec {
+        method: Verb::Post,
+        path: "/v1/pen-names/{pen}/connections/{platform}/verify",
+        protected: true,
+        summary: "prove the grant alive, optionally with a test post",
+        mount: |m| on(m, connections::verify),
+    },
+    RouteSpec {
+        method: Verb::Post,
+        path: "/v1/pen-names/{pen}/posts",
+        protected: true,
+        summary: "schedule content on one or several platforms",
+        mount: |m| on(m, posts::schedule),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: "/v1/pen-names/{pen}/posts",
+        protected: true,
+        summary: "a pen name's posts, optionally in one state",
+        mount: |m| on(m, posts::list),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: "/v1/pen-names/{pen}/posts/{id}",
+        protected: true,
+        summary: "one post",
+        mount: |m| on(m, posts::show),
+    },
+    RouteSpec {
+        method: Verb::Patch,
+        path: "/v1/pen-names/{pen}/posts/{id}",
+        protected: true,
+        summary: "edit a post that has not been published",
+        mount: |m| on(m, posts::update),
+    },
+    RouteSpec {
+        method: Verb::Delete,
+        path: "/v1/pen-names/{pen}/posts/{id}",
+        protected: true,
+        summary: "cancel a post",
+        mount: |m| on(m, posts::cancel),
+    },
+    RouteSpec {
+        method: Verb::Post,
+        path: "/v1/pen-names/{pen}/posts/{id}/retry",
+        protected: true,
+        summary: "send a failed or held post again",
+        mount: |m| on(m, posts::retry),
+    },
+    RouteSpec {
+        method: Verb::Post,
+        path: "/v1/pen-names/{pen}/posts/{id}/resolve",
+        protected: true,
+        summary: "say whether an unconfirmed post appeared",
+        mount: |m| on(m, posts::resolve),
+    },
+];
+
+/// Every route of the API, as the router is built from it.
+pub fn routes() -> &'static [RouteSpec] {
+    ROUTES
+}
+
+/// The whole API as one router. A plain function, so tests can drive it with
+/// `tower::ServiceExt::oneshot` without a socket.
+pub fn router(studio: Studio) -> Router {
+    build(studio, Arc::new(watch::channel(false).0))
+}
+
+fn build(studio: Studio, closing: Arc<watch::Sender<bool>>) -> Router {
+    let max_body = studio.config().max_body_bytes;
+    let state = AppState {
+        metrics: metrics::HttpMetrics::start(&studio),
+        studio,
+        closing,
+    };
+    let mut app = Router::new();
+    for spec in ROUTES {
+        let mut handler = (spec.mount)(spec.method.filter());
+        if spec.protected {
+            handler = handler.route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_admin,
+            ));
+        }
+        app = app.route(spec.path, handler);
+    }
+    app
+        // Must come after every route: it is set on the method routers that exist.
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(error::not_found)
+        // Inner to outer. Both limits: tower-http's refuses a declared Content-Length
+        // up front; axum's caps what its extractors buffer from a body of unknown length.
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(CatchPanicLayer::custom(error::panicked))
+        // Spans name the route template, never the URI: the callback's query carries the
+        // authorization code and state.
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        // Anything still not JSON (tower-http's 413, say) becomes our error body.
+        .layer(axum::middleware::map_response(error::ensure_json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}
+
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str())
+        .unwrap_or("unmatched");
+    tracing::info_span!("http", method = %request.method(), route)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets requests in
+/// flight finish.
+pub async fn serve(
+    studio: Studio,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let closing = Arc::new(watch::channel(false).0);
+    let app = build(studio, closing.clone());
+    let signal = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await
+}

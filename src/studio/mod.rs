@@ -1,0 +1,547 @@
+//! `Studio`: the engine as an embedding application (and the HTTP API) uses it.
+//!
+//! Opened from a [`Config`], it opens the store, builds an adapter for every configured
+//! platform, starts the supervisor, and offers everything the product needs: each pen
+//! name's connections with status, reason and remedy; the OAuth connect flow (state,
+//! PKCE, callback); verify (with an optional test post); disconnect with a dry run;
+//! scheduling validated for every platform a request names; post edits, cancel, retry
+//! and resolve; the attention list; the event stream; and graceful shutdown.
+
+mod error;
+mod posts;
+pub mod views;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use rand::RngCore;
+use social_studio_actors::{Clock, Engine, EngineConfig, PlatformPort, SystemClock, TreeReport};
+use social_studio_storage::{
+    Batch, ConnectionKey, ConnectionStatus, Durability, Event, EventPage, KeySource, MasterKey,
+    PenName, PendingAuthorization, Platform, Secret, StateLabel, StateLookup, Store, StoreConfig,
+    Timestamp,
+};
+use tokio::sync::broadcast;
+
+pub use error::{FieldError, PlatformRefusal, StudioError};
+pub use posts::{MediaInput, NewPost, PlatformTarget, PostPatch};
+use views::{
+    AttentionItem, AuthorizeStart, ConnectionEntry, DisconnectView, EventView, ReasonView,
+};
+
+use crate::config::Config;
+use crate::platforms::{Adapter, ConnectError, XAdapter};
+
+/// File in the data directory holding the generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// How the service came up, for the operator (printed once by the binary).
+#[derive(Debug, Clone)]
+pub struct StartupNotes {
+    /// The admin token, when it was generated just now (printed once, never again).
+    pub generated_admin_token: Option<Secret>,
+    pub key_source: KeySource,
+    /// Platforms without an adapter or credentials (they report `not_configured`).
+    pub not_configured: Vec<Platform>,
+}
+
+/// Options that are not configuration: what the binary or a test decides.
+#[derive(Clone, Default)]
+pub struct StudioOptions {
+    /// Wall-clock source; the system clock when `None`.
+    pub clock: Option<Arc<dyn Clock>>,
+    /// Overrides of the engine's timing (tests).
+    pub engine: Option<EngineConfig>,
+}
+
+/// The engine, opened. Cheap to clone.
+#[derive(Clone)]
+pub struct Studio {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: Store,
+    engine: Engine,
+    adapters: HashMap<Platform, Arc<dyn Adapter>>,
+    clock: Arc<dyn Clock>,
+    admin_token: Secret,
+    notes: StartupNotes,
+}
+
+fn random_token(bytes: usize) -> String {
+    let mut raw = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// Reads the admin token file, or creates it (mode 0600). `Some` is a new token.
+fn admin_token_from_file(dir: &Path) -> Result<(Secret, bool), StudioError> {
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    let io = |e: std::io::Error| {
+        StudioError::Unavailable(format!("admin token file {}: {e}", path.display()))
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok((Secret::new(t.trim()), false)),
+        Ok(_) => Err(StudioError::Unavailable(format!(
+            "admin token file {} is empty: delete it to generate a new token",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io)?;
+            let token = random_token(32);
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            use std::io::Write;
+            let mut f = opts.open(&path).map_err(io)?;
+            f.write_all(token.as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            Ok((Secret::new(token), true))
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// An adapter for each platform that has settings and an implementation.
+fn build_adapters(config: &Config, clock: &Arc<dyn Clock>) -> HashMap<Platform, Arc<dyn Adapter>> {
+    let mut adapters: HashMap<Platform, Arc<dyn Adapter>> = HashMap::new();
+    for platform in Platform::ALL {
+        let Some(settings) = config.platform_settings(platform) else {
+            continue;
+        };
+        let built: Option<Arc<dyn Adapter>> = match platform {
+            Platform::X => match XAdapter::new(&settings) {
+                Ok(a) => Some(Arc::new(a.with_clock(clock.clone()))),
+                Err(e) => {
+                    tracing::error!(%platform, error = %e, "the platform's settings are unusable");
+                    None
+                }
+            },
+            // The other platforms' adapters come with their own issues.
+            _ => None,
+        };
+        if let Some(a) = built {
+            adapters.insert(platform, a);
+        }
+    }
+    adapters
+}
+
+impl Studio {
+    /// Opens the store in `config.data_dir`, starts every actor, and rebuilds every
+    /// connection and unfinished post.
+    pub async fn open(config: Config, options: StudioOptions) -> Result<Studio, StudioError> {
+        let clock = options
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemClock));
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StudioError::Unavailable(format!("data directory {}: {e}", config.data_dir.display()))
+        })?;
+        let store_config = StoreConfig::new(&config.data_dir);
+        let env_key = std::env::var(social_studio_storage::vault::MASTER_KEY_ENV).ok();
+        let (key, source) = match (&env_key, &config.master_key_file) {
+            (None, Some(file)) => MasterKey::load_or_create_file(file),
+            _ => MasterKey::resolve(&config.data_dir, env_key.as_deref()),
+        }
+        .map_err(|e| StudioError::Storage(e.into()))?;
+        if let KeySource::File { path, created } = &source {
+            tracing::warn!(
+                path = %path.display(),
+                created,
+                "the master key is a file beside the data it protects: fine for local use; in production set SOCIAL_STUDIO_MASTER_KEY"
+            );
+        }
+        let store = Store::open_with_key(&store_config, &key, source.clone())?;
+        let (admin_token, generated) = match &config.admin_token {
+            Some(t) => (t.clone(), false),
+            None => admin_token_from_file(&config.data_dir)?,
+        };
+        let adapters = build_adapters(&config, &clock);
+        let ports: Vec<Arc<dyn PlatformPort>> = adapters
+            .values()
+            .map(|a| a.clone() as Arc<dyn PlatformPort>)
+            .collect();
+        let mut engine_config = options.engine.clone().unwrap_or_default();
+        if options.engine.is_none() {
+            engine_config.expiring_soon_warning =
+                Duration::from_secs(u64::from(config.expiring_soon_days) * 86_400);
+            engine_config.lateness_window = config.lateness_window_secs.map(Duration::from_secs);
+            engine_config.publish_concurrency = config.publish_concurrency;
+        }
+        let engine = Engine::start(store.clone(), ports, clock.clone(), engine_config).await?;
+        let not_configured = Platform::ALL
+            .into_iter()
+            .filter(|p| !adapters.contains_key(p))
+            .collect();
+        let notes = StartupNotes {
+            generated_admin_token: generated.then(|| admin_token.clone()),
+            key_source: source,
+            not_configured,
+        };
+        Ok(Studio {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                engine,
+                adapters,
+                clock,
+                admin_token,
+                notes,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn startup_notes(&self) -> &StartupNotes {
+        &self.inner.notes
+    }
+
+    /// The admin token the HTTP API requires.
+    pub fn admin_token(&self) -> &Secret {
+        &self.inner.admin_token
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.inner.config.data_dir.clone()
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    fn adapter(&self, platform: Platform) -> Result<&Arc<dyn Adapter>, StudioError> {
+        self.inner
+            .adapters
+            .get(&platform)
+            .ok_or(StudioError::PlatformNotConfigured(platform))
+    }
+
+    pub fn is_configured(&self, platform: Platform) -> bool {
+        self.inner.adapters.contains_key(&platform)
+    }
+
+    /// Parses path segments the way every entry point must: a bad pen name is a named
+    /// error, an unknown platform is "not found".
+    pub fn parse_key(pen: &str, platform: &str) -> Result<ConnectionKey, StudioError> {
+        let pen = PenName::parse(pen)?;
+        let platform = Platform::from_id(platform)
+            .ok_or_else(|| StudioError::UnknownPlatform(platform.to_string()))?;
+        Ok(ConnectionKey::new(pen, platform))
+    }
+
+    // ---- connections ----
+
+    async fn entry(&self, key: &ConnectionKey) -> Result<ConnectionEntry, StudioError> {
+        let configured = self.is_configured(key.platform);
+        let Some(view) = self.inner.engine.status(key.clone()).await? else {
+            return Ok(ConnectionEntry::not_connected(key.platform, configured));
+        };
+        let c = &view.connection;
+        let (status, reason) = match &c.status {
+            ConnectionStatus::Active => ("active", None),
+            ConnectionStatus::Expired(r) => ("expired", Some(ReasonView::from(r))),
+            ConnectionStatus::Error(r) => ("error", Some(ReasonView::from(r))),
+        };
+        Ok(ConnectionEntry {
+            platform: key.platform,
+            status,
+            reason,
+            account: Some(c.account.clone()),
+            targets: c.targets.clone(),
+            expires_at: view.expires_at.map(Timestamp::to_rfc3339),
+            expiring_soon: view.expiring_soon,
+            renewable: view.renewable,
+            scheduled: self
+                .inner
+                .store
+                .count_posts_of_connection(key, StateLabel::Scheduled)?,
+            paused: self
+                .inner
+                .store
+                .count_posts_of_connection(key, StateLabel::Paused)?,
+        })
+    }
+
+    /// One entry per platform, in platform order. A pen name nobody has used has every
+    /// platform `not_connected` (or `not_configured`).
+    pub async fn connections(&self, pen: &PenName) -> Result<Vec<ConnectionEntry>, StudioError> {
+        let connected: Vec<Platform> = self
+            .inner
+            .store
+            .connections_of(pen)?
+            .into_iter()
+            .map(|c| c.key.platform)
+            .collect();
+        let mut out = Vec::with_capacity(Platform::ALL.len());
+        for p in Platform::ALL {
+            let key = ConnectionKey::new(pen.clone(), p);
+            if connected.contains(&p) {
+                out.push(self.entry(&key).await?);
+            } else {
+                out.push(ConnectionEntry::not_connected(p, self.is_configured(p)));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn connection(&self, key: &ConnectionKey) -> Result<ConnectionEntry, StudioError> {
+        self.entry(key).await
+    }
+
+    /// The connection's most recent events, newest first.
+    pub fn connection_events(
+        &self,
+        key: &ConnectionKey,
+        limit: usize,
+    ) -> Result<Vec<EventView>, StudioError> {
+        Ok(self
+            .inner
+            .store
+            .events_of_connection(key, EventPage::newest(limit))?
+            .iter()
+            .map(EventView::from)
+            .collect())
+    }
+
+    /// Starts a connect: the URL to send the author's browser to. The `state` is random,
+    /// single-use, bound to this pen name and platform, and expires.
+    pub async fn begin_connect(
+        &self,
+        key: &ConnectionKey,
+        replace: bool,
+    ) -> Result<AuthorizeStart, StudioError> {
+        if key.platform == Platform::Bluesky {
+            return Err(StudioError::WrongConnectFlow(key.platform));
+        }
+        let adapter = self.adapter(key.platform)?;
+        let state = random_token(24);
+        let redirect_uri = self.inner.config.redirect_uri();
+        let request = adapter.authorize(&state, &redirect_uri)?;
+        let now = self.now();
+        let expires_at = now.saturating_add(self.inner.config.oauth_state_ttl);
+        let mut b = Batch::new();
+        b.put_oauth_state(
+            &state,
+            &PendingAuthorization {
+                connection: key.clone(),
+                pkce_verifier: request.pkce_verifier,
+                redirect_uri,
+                created_at: now,
+                expires_at,
+                replace,
+            },
+        );
+        self.inner.store.commit(b, Durability::Durable).await?;
+        Ok(AuthorizeStart {
+            authorize_url: request.url,
+            state,
+            expires_at: expires_at.to_rfc3339(),
+        })
+    }
+
+    /// Finishes a connect from the platform's redirect. The state is checked (and spent)
+    /// before anything else, so a forged or replayed callback changes nothing.
+    pub async fn finish_connect(
+        &self,
+        state: Option<&str>,
+        code: Option<&str>,
+        error: Option<&str>,
+        error_description: Option<&str>,
+    ) -> Result<(PenName, ConnectionEntry), StudioError> {
+        let state = state
+            .filter(|s| !s.is_empty())
+            .ok_or(StudioError::InvalidState)?;
+        if state.len() > 256 {
+            return Err(StudioError::InvalidState);
+        }
+        let pending = match self.inner.store.take_oauth_state(state, self.now())? {
+            StateLookup::Taken(p) => p,
+            StateLookup::Expired => return Err(StudioError::StateExpired),
+            StateLookup::AlreadyUsed => return Err(StudioError::StateUsed),
+            StateLookup::Unknown => return Err(StudioError::InvalidState),
+        };
+        let key = pending.connection.clone();
+        if let Some(error) = error {
+            return Err(StudioError::Connect(ConnectError::from_callback(
+                error,
+                error_description,
+            )));
+        }
+        let code = code
+            .filter(|c| !c.is_empty())
+            .ok_or(StudioError::MissingParameter("code"))?;
+        let adapter = self.adapter(key.platform)?;
+        let connected = adapter
+            .connect(
+                code,
+                pending.pkce_verifier.as_ref(),
+                &pending.redirect_uri,
+                self.now(),
+            )
+            .await?;
+        self.inner
+            .engine
+            .connect(
+                key.clone(),
+                connected.account,
+                connected.targets,
+                connected.grant,
+                pending.replace,
+            )
+            .await?;
+        let entry = self.entry(&key).await?;
+        Ok((key.pen_name, entry))
+    }
+
+    /// Disconnects: without `confirm`, a dry run that says how many scheduled posts would
+    /// fail; with it, revokes at the platform where possible, erases the grant, and fails
+    /// the scheduled posts with `account_disconnected`.
+    pub async fn disconnect(
+        &self,
+        key: &ConnectionKey,
+        confirm: bool,
+    ) -> Result<DisconnectView, StudioError> {
+        if self.inner.store.connection(key)?.is_none() {
+            return Err(StudioError::NotConnected(key.platform));
+        }
+        if !confirm {
+            let store = &self.inner.store;
+            let affected = store.count_posts_of_connection(key, StateLabel::Scheduled)?
+                + store.count_posts_of_connection(key, StateLabel::Paused)?
+                + store.count_posts_of_connection(key, StateLabel::Held)?;
+            return Err(StudioError::ConfirmationRequired {
+                scheduled_posts_affected: affected,
+                detail: serde_json::json!({ "platform": key.platform }),
+            });
+        }
+        let report = self.inner.engine.disconnect(key.clone()).await?;
+        let (revoke, revoke_note) = match &report.revoke {
+            Ok(social_studio_actors::RevokeOutcome::Revoked) => ("revoked", None),
+            Ok(social_studio_actors::RevokeOutcome::NotSupported) => (
+                "not_supported",
+                Some(format!(
+                    "{} offers no way for apps to revoke access; remove the app in the account's settings on {} to finish.",
+                    key.platform.display_name(),
+                    key.platform.display_name()
+                )),
+            ),
+            Err(e) => ("failed", Some(format!("revoking at the platform failed ({e}); the grant was erased here anyway"))),
+        };
+        Ok(DisconnectView {
+            platform: key.platform,
+            revoke,
+            revoke_note,
+            posts_failed: report.posts_failed,
+        })
+    }
+
+    /// Connections across pen names (or one pen name's) that need a person.
+    pub async fn attention(
+        &self,
+        pen: Option<&PenName>,
+    ) -> Result<Vec<AttentionItem>, StudioError> {
+        let connections = match pen {
+            Some(p) => self.inner.store.connections_of(p)?,
+            None => self.inner.store.all_connections()?.items,
+        };
+        let mut out = Vec::new();
+        for c in connections {
+            let entry = self.entry(&c.key).await?;
+            let reason = match (&entry.reason, entry.expiring_soon) {
+                (Some(r), _) => r.clone(),
+                (None, true) => ReasonView {
+                    code: social_studio_storage::ReasonCode::GrantExpired.code(),
+                    message: "The platform's authorization for this account lapses soon and cannot be renewed without you.",
+                    remedy: "Reconnect the account before it lapses; nothing is lost if you do.",
+                    platform_message: entry.expires_at.as_ref().map(|e| format!("lapses at {e}")),
+                },
+                (None, false) => continue,
+            };
+            out.push(AttentionItem {
+                pen_name: c.key.pen_name.to_string(),
+                platform: c.key.platform,
+                status: entry.status,
+                reason,
+                expiring_soon: entry.expiring_soon,
+                expires_at: entry.expires_at,
+                paused_posts: entry.paused,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Erases a pen name: without `confirm`, says what it would remove; with it, revokes
+    /// every grant where possible and erases its connections, posts and events.
+    pub async fn erase_pen_name(
+        &self,
+        pen: &PenName,
+        confirm: bool,
+    ) -> Result<serde_json::Value, StudioError> {
+        let connections = self.inner.store.connections_of(pen)?;
+        let posts = self.inner.store.posts_of_pen(pen)?;
+        if !confirm {
+            let scheduled = posts.iter().filter(|p| p.state.is_pending()).count();
+            return Err(StudioError::ConfirmationRequired {
+                scheduled_posts_affected: scheduled,
+                detail: serde_json::json!({
+                    "connections": connections.iter().map(|c| c.key.platform).collect::<Vec<_>>(),
+                    "posts": posts.len(),
+                }),
+            });
+        }
+        let mut revoked = Vec::new();
+        for c in &connections {
+            if let Ok(v) = self.disconnect(&c.key, true).await {
+                revoked.push(serde_json::json!({ "platform": v.platform, "revoke": v.revoke }));
+            }
+        }
+        let erased = self.inner.store.erase_pen_name(pen).await?;
+        Ok(serde_json::json!({
+            "pen_name": pen.as_str(),
+            "connections": revoked,
+            "posts_erased": erased.posts,
+            "events_erased": erased.events,
+        }))
+    }
+
+    // ---- events and status ----
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.engine.subscribe()
+    }
+
+    /// Stored events after `seq`, in order (replay for a reconnecting event stream).
+    pub fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, StudioError> {
+        Ok(self.inner.store.events_after(seq, limit)?)
+    }
+
+    pub async fn supervisor(&self) -> Result<TreeReport, StudioError> {
+        Ok(self.inner.engine.tree().await?)
+    }
+
+    /// Stops every actor after it finishes what it holds, and flushes.
+    pub async fn shutdown(&self) {
+        self.inner.engine.shutdown().await;
+    }
+}

@@ -1,0 +1,508 @@
+//! `spawn_app()`: the whole service on a random loopback port, with a fresh data
+//! directory, X pointed at a fresh sandbox, and a known admin token — plus the few moves
+//! every test makes (authorised requests, the OAuth dance a browser does, reading an
+//! event stream).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::redirect::Policy;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use social_studio::config::Config;
+use social_studio::sandbox::Sandbox;
+use social_studio::studio::{Studio, StudioOptions};
+use social_studio_actors::{Clock, EngineConfig};
+use social_studio_storage::{Secret, Timestamp};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-5f1c9a0e7d";
+/// The sandbox's seeded X users.
+pub const JANE_ID: &str = "2244994945";
+pub const JANE: &str = "jane_writes";
+pub const OTHER: &str = "other_account";
+/// How long any awaited condition may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A wall clock the test moves by hand.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<Timestamp>,
+}
+
+impl ManualClock {
+    pub fn starting_now() -> Arc<ManualClock> {
+        Arc::new(ManualClock {
+            now: Mutex::new(Timestamp::now_system()),
+        })
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().unwrap();
+        *now = now.saturating_add(by);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.now.lock().unwrap()
+    }
+}
+
+/// What a test may change before the service opens.
+#[derive(Default)]
+pub struct AppOptions {
+    pub clock: Option<Arc<dyn Clock>>,
+    pub max_body_bytes: Option<usize>,
+    /// Capacity of the engine's event broadcast (small, to make a subscriber lag).
+    pub event_channel_capacity: Option<usize>,
+}
+
+/// The running service and everything a test needs to drive and inspect it.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// A browser-like client that does not follow redirects (tests read them).
+    pub client: reqwest::Client,
+    pub admin_token: String,
+    pub sandbox: Sandbox,
+    pub studio: Studio,
+    pub config: Config,
+    /// Kept alive for as long as the app; removed when the test ends.
+    pub data_dir: Arc<TempDir>,
+    options_clock: Option<Arc<dyn Clock>>,
+    options_engine: Option<EngineConfig>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let sandbox = Sandbox::start().await.expect("sandbox starts");
+    let data_dir = Arc::new(TempDir::new().expect("temp dir"));
+    let mut config = Config {
+        data_dir: data_dir.path().to_path_buf(),
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        ..Config::default()
+    };
+    if let Some(max) = options.max_body_bytes {
+        config.max_body_bytes = max;
+    }
+    config.use_sandbox_for_unconfigured(&sandbox.base_url());
+    let engine = options.event_channel_capacity.map(|capacity| EngineConfig {
+        event_channel_capacity: capacity,
+        ..EngineConfig::default()
+    });
+    start(sandbox, data_dir, config, options.clock, engine).await
+}
+
+/// Binds a port, points the public URL at it, opens the engine and serves.
+async fn start(
+    sandbox: Sandbox,
+    data_dir: Arc<TempDir>,
+    mut config: Config,
+    clock: Option<Arc<dyn Clock>>,
+    engine: Option<EngineConfig>,
+) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    config.listen = addr;
+    config.public_url = format!("http://{addr}");
+    config.app_origin = "http://app.example.test".into();
+    let studio = open_studio(&config, clock.clone(), engine.clone()).await;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(social_studio::http::serve(
+        studio.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .expect("client"),
+        admin_token: ADMIN_TOKEN.into(),
+        sandbox,
+        studio,
+        config,
+        data_dir,
+        options_clock: clock,
+        options_engine: engine,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+/// Opens the engine; right after a stop the previous one may still be letting go of the
+/// database, so this waits (with a deadline) until it can.
+async fn open_studio(
+    config: &Config,
+    clock: Option<Arc<dyn Clock>>,
+    engine: Option<EngineConfig>,
+) -> Studio {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let options = StudioOptions {
+            clock: clock.clone(),
+            engine: engine.clone(),
+        };
+        match Studio::open(config.clone(), options).await {
+            Ok(studio) => return studio,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "the engine cannot open yet");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the engine does not open: {e}"),
+        }
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request with the admin token.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_token)
+    }
+
+    /// Sends an authorised request (JSON body when given) and reads a JSON answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        read_json(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// The connection entry of `pen` on `platform`.
+    pub async fn connection(&self, pen: &str, platform: &str) -> Value {
+        let (status, body) = self
+            .get(&format!("/v1/pen-names/{pen}/connections/{platform}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["connection"].clone()
+    }
+
+    /// `POST …/authorize`: the authorize URL and state.
+    pub async fn authorize(&self, pen: &str) -> (String, String) {
+        let (status, body) = self
+            .post(
+                &format!("/v1/pen-names/{pen}/connections/x/authorize"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (
+            body["authorize_url"]
+                .as_str()
+                .expect("authorize_url")
+                .to_string(),
+            body["state"].as_str().expect("state").to_string(),
+        )
+    }
+
+    /// Does what a person in a browser does on the sandbox's consent page: opens it,
+    /// fills the form, and returns where the platform sends the browser back.
+    pub async fn consent(&self, authorize_url: &str, username: &str, decision: &str) -> String {
+        let page = self
+            .client
+            .get(authorize_url)
+            .send()
+            .await
+            .expect("consent page");
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.expect("consent html");
+        let mut form = hidden_fields(&html);
+        assert!(
+            form.iter().any(|(k, _)| k == "state"),
+            "the consent form carries the state: {html}"
+        );
+        form.push(("username".into(), username.into()));
+        form.push(("password".into(), "sandbox".into()));
+        form.push(("decision".into(), decision.into()));
+        let action = form_action(&html).expect("form action");
+        let answer = self
+            .client
+            .post(format!("{}{action}", self.sandbox.base_url()))
+            .form(&form)
+            .send()
+            .await
+            .expect("consent form posted");
+        assert_eq!(
+            answer.status(),
+            StatusCode::FOUND,
+            "the consent page redirects back"
+        );
+        answer
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .expect("Location")
+            .to_string()
+    }
+
+    /// Follows the platform's redirect to our callback: status, headers, HTML.
+    pub async fn follow_callback(
+        &self,
+        location: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        assert!(
+            location.starts_with(&self.config.redirect_uri()),
+            "the platform sends the browser back to our redirect URI: {location}"
+        );
+        let response = self.client.get(location).send().await.expect("callback");
+        let status = response.status();
+        let headers = response.headers().clone();
+        (
+            status,
+            headers,
+            response.text().await.expect("callback html"),
+        )
+    }
+
+    /// The full connect of `pen` to the X account `username`, through HTTP only.
+    pub async fn connect_x(&self, pen: &str, username: &str) -> Value {
+        let (url, _state) = self.authorize(pen).await;
+        let location = self.consent(&url, username, "authorize").await;
+        let (status, _headers, html) = self.follow_callback(&location).await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        self.connection(pen, "x").await
+    }
+
+    /// Schedules a post on X for `pen`, due a day from now.
+    pub async fn schedule_x(&self, pen: &str, text: &str) -> Value {
+        let (status, body) = self
+            .post(
+                &format!("/v1/pen-names/{pen}/posts"),
+                json!({"platform": "x", "text": text, "scheduled_at": in_a_day()}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["posts"][0].clone()
+    }
+
+    /// Stops serving and shuts the engine down; returns what a restart needs.
+    pub async fn stop(mut self) -> Stopped {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server ends cleanly");
+        }
+        self.studio.shutdown().await;
+        Stopped {
+            sandbox: self.sandbox,
+            data_dir: self.data_dir,
+            config: self.config,
+            clock: self.options_clock,
+            engine: self.options_engine,
+        }
+    }
+
+    /// Stops the service and starts it again on the same data directory.
+    pub async fn restart(self) -> TestApp {
+        let s = self.stop().await;
+        start(s.sandbox, s.data_dir, s.config, s.clock, s.engine).await
+    }
+
+    /// Opens the event stream at `path`, resuming after `last_event_id` when given.
+    pub async fn events(&self, path: &str, last_event_id: Option<u64>) -> SseReader {
+        let mut request = self.request(Method::GET, path);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.expect("event stream");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream")));
+        SseReader {
+            response,
+            buffer: String::new(),
+        }
+    }
+}
+
+/// What outlives a stopped service, for starting it again.
+pub struct Stopped {
+    pub sandbox: Sandbox,
+    pub data_dir: Arc<TempDir>,
+    pub config: Config,
+    clock: Option<Arc<dyn Clock>>,
+    engine: Option<EngineConfig>,
+}
+
+/// RFC 3339, a day from now.
+pub fn in_a_day() -> String {
+    Timestamp::now_system()
+        .saturating_add(Duration::from_secs(86_400))
+        .to_rfc3339()
+}
+
+pub async fn read_json(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    (status, value)
+}
+
+/// Asserts an error body: `{"error": {"code": code, "message": ...}}`.
+pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+/// `(name, value)` of every `<input type="hidden">` of a page, unescaped.
+fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    html.split("<input ")
+        .skip(1)
+        .filter(|tag| tag.starts_with("type=\"hidden\""))
+        .filter_map(|tag| {
+            let tag = &tag[..tag.find('>')?];
+            Some((attribute(tag, "name")?, attribute(tag, "value")?))
+        })
+        .collect()
+}
+
+fn form_action(html: &str) -> Option<String> {
+    let start = html.find("<form ")?;
+    let tag = &html[start..start + html[start..].find('>')?];
+    attribute(tag, "action")
+}
+
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+    let end = start + tag[start..].find('"')?;
+    Some(
+        tag[start..end]
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// One server-sent event as read off the wire.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: Option<u64>,
+    pub event: Option<String>,
+    pub data: Value,
+}
+
+/// Reads server-sent events off a streaming response.
+pub struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    /// The next event (comments and keep-alives skipped), or `None` if the stream ended.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(event) = parse_block(&block) {
+                    return Some(event);
+                }
+                continue;
+            }
+            let chunk = self.response.chunk().await.expect("stream readable")?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// The next event, failing the test if none comes within [`PATIENCE`].
+    pub async fn expect_next(&mut self) -> SseEvent {
+        tokio::time::timeout(PATIENCE, self.next())
+            .await
+            .expect("an event within the deadline")
+            .expect("the stream is still open")
+    }
+
+    /// Reads until an event satisfies `wanted`; returns it and everything read before.
+    pub async fn until(&mut self, wanted: impl Fn(&SseEvent) -> bool) -> (SseEvent, Vec<SseEvent>) {
+        let mut before = Vec::new();
+        loop {
+            let event = self.expect_next().await;
+            if wanted(&event) {
+                return (event, before);
+            }
+            before.push(event);
+        }
+    }
+}
+
+fn parse_block(block: &str) -> Option<SseEvent> {
+    let mut id = None;
+    let mut event = None;
+    let mut data = String::new();
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("id:") {
+            id = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("event:") {
+            event = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    if data.is_empty() {
+        return None;
+    }
+    Some(SseEvent {
+        id,
+        event,
+        data: serde_json::from_str(&data).expect("event data is JSON"),
+    })
+}

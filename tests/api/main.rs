@@ -1,0 +1,17 @@
+//! The HTTP status/admin API end to end: the real service on a loopback port, a fresh
+//! data directory per test, and X served by the sandbox.
+//!
+//! One test binary (so it links once); one module per concern.
+
+mod helpers;
+
+mod auth;
+mod connect;
+mod connections;
+mod errors;
+mod events;
+mod isolation;
+mod openapi;
+mod properties;
+mod restart;
+mod scheduling;
