@@ -801,12 +801,22 @@ impl Store {
     }
 
     /// How many posts a connection has in one state, from the index alone.
-    pub fn count_posts_of_connection(&self, key: &ConnectionKey, state: StateLabel) -> Result<usize, StoreError> {
+    pub fn count_posts_of_connection(
+        &self,
+        key: &ConnectionKey,
+        state: StateLabel,
+    ) -> Result<usize, StoreError> {
         let mut prefix = key.storage_key();
         prefix.push(0);
         prefix.push(label_byte(state));
         let mut n = 0;
-        for item in self.inner.trees.posts_by_connection.scan_prefix(prefix).keys() {
+        for item in self
+            .inner
+            .trees
+            .posts_by_connection
+            .scan_prefix(prefix)
+            .keys()
+        {
             item?;
             n += 1;
         }
