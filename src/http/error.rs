@@ -20,6 +20,8 @@ pub struct ApiError {
     status: StatusCode,
     code: Cow<'static, str>,
     message: String,
+    /// What a person can do about it, where the engine knows.
+    remedy: Option<&'static str>,
     detail: Option<Value>,
 }
 
@@ -38,8 +40,14 @@ impl ApiError {
             status,
             code: code.into(),
             message: message.into(),
+            remedy: None,
             detail: None,
         }
+    }
+
+    /// What a person can do about this refusal.
+    pub fn remedy(&self) -> &'static str {
+        self.remedy.unwrap_or("Check the request and try again.")
     }
 
     /// Adds structured detail; an object's fields are merged into the `error` object.
@@ -81,6 +89,9 @@ impl ApiError {
         let mut error = Map::new();
         error.insert("code".into(), Value::String(self.code.to_string()));
         error.insert("message".into(), Value::String(self.message.clone()));
+        if let Some(remedy) = self.remedy {
+            error.insert("remedy".into(), Value::String(remedy.into()));
+        }
         match &self.detail {
             Some(Value::Object(fields)) => {
                 for (k, v) in fields {
@@ -120,7 +131,8 @@ impl From<StudioError> for ApiError {
         if status.is_server_error() {
             tracing::error!(code = e.code(), error = %e, "the engine failed a request");
         }
-        let error = ApiError::new(status, e.code(), e.to_string());
+        let mut error = ApiError::new(status, e.code(), e.to_string());
+        error.remedy = Some(e.remedy());
         match e.detail() {
             Some(detail) => error.with_detail(detail),
             None => error,

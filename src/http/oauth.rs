@@ -19,7 +19,6 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, NotJsonOnPurpose};
 use super::AppState;
-use crate::studio::StudioError;
 
 /// The message `type` the embedding app listens for.
 pub const MESSAGE_TYPE: &str = "social-studio-connect";
@@ -56,34 +55,6 @@ fn parse_params(query: Option<&str>) -> Result<CallbackParams, ApiError> {
     Ok(params)
 }
 
-/// What a person can do about a failed connect, for the codes whose `StudioError` carries
-/// no reason of its own.
-fn remedy_for(code: &str) -> &'static str {
-    match code {
-        "invalid_state" | "invalid_callback" | "missing_parameter" => {
-            "This link did not come from Social Studio or is incomplete. Start connecting again from Social Studio."
-        }
-        "state_expired" => {
-            "The connect took too long. Start connecting again from Social Studio and finish within a few minutes."
-        }
-        "state_used" => {
-            "This authorization was already completed or attempted. Check the connection in Social Studio, and start connecting again if it is not connected."
-        }
-        "access_denied" => {
-            "Authorization was declined on the platform. Start connecting again and choose to authorize the app."
-        }
-        "code_rejected" => "The platform did not accept the authorization. Start connecting again.",
-        "platform_not_configured" | "app_credentials_rejected" | "invalid_redirect_uri" => {
-            "The service's app settings for this platform need an administrator. Contact support."
-        }
-        "rate_limited" | "platform_unavailable" | "engine_unavailable" => {
-            "The platform or the service is busy. Try connecting again in a few minutes."
-        }
-        "wrong_account" => "Connect the account that was connected before, or choose to replace it.",
-        _ => "Start connecting again from Social Studio. If it fails again, contact support.",
-    }
-}
-
 /// The `error` object of the message: code, message, remedy (the reason's own where the
 /// error carries one).
 fn error_object(error: &ApiError) -> Value {
@@ -91,7 +62,7 @@ fn error_object(error: &ApiError) -> Value {
     let remedy = reason
         .and_then(|r| r.get("remedy"))
         .and_then(Value::as_str)
-        .unwrap_or_else(|| remedy_for(error.code()));
+        .unwrap_or_else(|| error.remedy());
     let message = reason
         .and_then(|r| r.get("message"))
         .and_then(Value::as_str)
@@ -235,7 +206,7 @@ fn page(status: StatusCode, message: &Value, app_origin: &str) -> Response {
 pub(crate) async fn callback(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     let app_origin = state.studio.config().app_origin.clone();
     let outcome = match parse_params(query.as_deref()) {
-        Err(e) => Err(e),
+        Err(e) => Err((None, e)),
         Ok(p) => state
             .studio
             .finish_connect(
@@ -245,7 +216,7 @@ pub(crate) async fn callback(State(state): State<AppState>, RawQuery(query): Raw
                 p.error_description.as_deref(),
             )
             .await
-            .map_err(|e: StudioError| ApiError::from(e)),
+            .map_err(|f| (f.connection, ApiError::from(f.error))),
     };
     match outcome {
         Ok((pen, entry)) => {
@@ -264,13 +235,13 @@ pub(crate) async fn callback(State(state): State<AppState>, RawQuery(query): Raw
             });
             page(StatusCode::OK, &message, &app_origin)
         }
-        Err(error) => {
+        Err((connection, error)) => {
             tracing::info!(code = error.code(), "connect failed");
             let message = json!({
                 "type": MESSAGE_TYPE,
                 "ok": false,
-                "pen_name": Value::Null,
-                "platform": Value::Null,
+                "pen_name": connection.as_ref().map(|k| k.pen_name.as_str()),
+                "platform": connection.as_ref().map(|k| k.platform),
                 "status": Value::Null,
                 "error": error_object(&error),
             });

@@ -130,6 +130,39 @@ impl StudioError {
         }
     }
 
+    /// What a person can do about it, for refusals that carry no reason of their own
+    /// (a reason's remedy comes with the reason, in [`StudioError::detail`]).
+    pub fn remedy(&self) -> &'static str {
+        if let StudioError::WrongAccount { reason }
+        | StudioError::ConnectionNotActive { reason, .. }
+        | StudioError::TestPostFailed { reason }
+        | StudioError::Connect(ConnectError::RequirementUnmet(reason))
+        | StudioError::Connect(ConnectError::AuthorizationRefused(reason)) = self
+        {
+            return reason.remedy();
+        }
+        match self.code() {
+            "invalid_state" | "missing_parameter" => {
+                "This link did not come from Social Studio or is incomplete. Start connecting again from Social Studio."
+            }
+            "state_expired" => "The connect took too long. Start connecting again from Social Studio and finish within a few minutes.",
+            "state_used" => "This authorization was already completed or attempted. Check the connection in Social Studio, and start connecting again if it is not connected.",
+            "access_denied" => "Authorization was declined on the platform. Start connecting again and choose to authorize the app.",
+            "code_rejected" => "The platform did not accept the authorization. Start connecting again.",
+            "platform_not_configured" | "app_credentials_rejected" | "invalid_redirect_uri" => {
+                "The service's app settings for this platform need an administrator."
+            }
+            "rate_limited" | "platform_unavailable" | "engine_unavailable" => "The platform or the service is busy. Try again in a few minutes.",
+            "validation_failed" => "Change the post as each platform's errors say, then send it again.",
+            "confirmation_required" => "Repeat the request with ?confirm=true if this is what you want.",
+            "not_connected" => "Connect the account first.",
+            "idempotency_key_reused" => "Use a new Idempotency-Key for a different request.",
+            "invalid_transition" => "Check the post's state: only some states allow this.",
+            "storage_error" => "An administrator should check the service's data directory and logs.",
+            _ => "Check the request and try again.",
+        }
+    }
+
     /// The HTTP status this refusal is answered with.
     pub fn http_status(&self) -> u16 {
         match self {

@@ -38,6 +38,13 @@ use crate::platforms::{Adapter, ConnectError, XAdapter};
 /// File in the data directory holding the generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
+/// A connect that did not finish, and the connection it was for once the `state` said.
+#[derive(Debug)]
+pub struct ConnectFailure {
+    pub connection: Option<ConnectionKey>,
+    pub error: StudioError,
+}
+
 /// How the service came up, for the operator (printed once by the binary).
 #[derive(Debug, Clone)]
 pub struct StartupNotes {
@@ -368,19 +375,41 @@ impl Studio {
         code: Option<&str>,
         error: Option<&str>,
         error_description: Option<&str>,
-    ) -> Result<(PenName, ConnectionEntry), StudioError> {
-        let state = state
-            .filter(|s| !s.is_empty())
-            .ok_or(StudioError::InvalidState)?;
-        if state.len() > 256 {
-            return Err(StudioError::InvalidState);
-        }
-        let pending = match self.inner.store.take_oauth_state(state, self.now())? {
-            StateLookup::Taken(p) => p,
-            StateLookup::Expired => return Err(StudioError::StateExpired),
-            StateLookup::AlreadyUsed => return Err(StudioError::StateUsed),
-            StateLookup::Unknown => return Err(StudioError::InvalidState),
+    ) -> Result<(PenName, ConnectionEntry), ConnectFailure> {
+        let unknown = |error: StudioError| ConnectFailure {
+            connection: None,
+            error,
         };
+        let state = state
+            .filter(|s| !s.is_empty() && s.len() <= 256)
+            .ok_or_else(|| unknown(StudioError::InvalidState))?;
+        let lookup = self
+            .inner
+            .store
+            .take_oauth_state(state, self.now())
+            .map_err(|e| unknown(e.into()))?;
+        let pending = match lookup {
+            StateLookup::Taken(p) => p,
+            StateLookup::Expired => return Err(unknown(StudioError::StateExpired)),
+            StateLookup::AlreadyUsed => return Err(unknown(StudioError::StateUsed)),
+            StateLookup::Unknown => return Err(unknown(StudioError::InvalidState)),
+        };
+        let key = pending.connection.clone();
+        self.finish_pending(pending, code, error, error_description)
+            .await
+            .map_err(|error| ConnectFailure {
+                connection: Some(key),
+                error,
+            })
+    }
+
+    async fn finish_pending(
+        &self,
+        pending: PendingAuthorization,
+        code: Option<&str>,
+        error: Option<&str>,
+        error_description: Option<&str>,
+    ) -> Result<(PenName, ConnectionEntry), StudioError> {
         let key = pending.connection.clone();
         if let Some(error) = error {
             return Err(StudioError::Connect(ConnectError::from_callback(
