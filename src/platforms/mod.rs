@@ -12,13 +12,17 @@
 //! - [`http`] builds the reqwest client (redirects off) and classifies transport
 //!   failures.
 //! - [`x`]: X (API v2).
+//! - [`linkedin`]: LinkedIn (Posts API, members and organisations).
+//! - [`pinterest`]: Pinterest (API v5).
 //!
 //! Adapters never read the system clock where an expiry is stored: connect takes `now`,
 //! and the calls of [`PlatformPort`] (which has no `now`) read the clock the adapter was
 //! given (`with_clock`), so the actors' virtual clock reaches them in tests.
 
 pub mod http;
+pub mod linkedin;
 pub mod oauth;
+pub mod pinterest;
 pub mod x;
 
 use std::time::Duration;
@@ -30,6 +34,8 @@ use social_studio_storage::{
     Account, Grant, Post, PostKind, Reason, ReasonCode, Secret, Target, Timestamp,
 };
 
+pub use linkedin::LinkedinAdapter;
+pub use pinterest::PinterestAdapter;
 pub use x::XAdapter;
 
 /// Endpoints and app credentials of one platform, from configuration. Every URL is
@@ -151,9 +157,12 @@ impl ConnectError {
             None => error.to_owned(),
         };
         match error {
-            "access_denied" => ConnectError::AccessDenied {
-                platform_message: Some(said),
-            },
+            // LinkedIn reports a member who cancels as user_cancelled_*.
+            "access_denied" | "user_cancelled_authorize" | "user_cancelled_login" => {
+                ConnectError::AccessDenied {
+                    platform_message: Some(said),
+                }
+            }
             "temporarily_unavailable" | "server_error" => {
                 ConnectError::Unavailable { detail: said }
             }
@@ -235,6 +244,23 @@ pub enum ContentError {
     /// The platform has no such kind of post.
     #[error("this platform does not offer {kind:?} posts")]
     KindNotOffered { kind: PostKind },
+    /// The title is longer than the platform allows (Pinterest: 100 characters).
+    #[error("the title has {actual} characters; the limit is {limit}")]
+    TitleTooLong { limit: usize, actual: usize },
+    /// A link is longer than the platform allows (Pinterest: 2048 characters).
+    #[error("the link has {actual} characters; the limit is {limit}")]
+    LinkTooLong { limit: usize, actual: usize },
+    /// An image's alt text is longer than the platform allows (Pinterest: 500 characters).
+    #[error("the alt text has {actual} characters; the limit is {limit}")]
+    AltTextTooLong { limit: usize, actual: usize },
+    /// The platform publishes only into a chosen target (a Pinterest board), and none
+    /// was chosen.
+    #[error("choose where to publish (a {target}) before scheduling")]
+    TargetRequired { target: String },
+    /// The platform publishes nothing without media of this kind (a Pinterest pin needs
+    /// an image).
+    #[error("the post needs {what}")]
+    MediaRequired { what: String },
 }
 
 impl ContentError {
@@ -249,6 +275,11 @@ impl ContentError {
             ContentError::GifNotAlone => "gif_not_alone",
             ContentError::VideoNotSupported => "video_not_supported",
             ContentError::KindNotOffered { .. } => "kind_not_offered",
+            ContentError::TitleTooLong { .. } => "title_too_long",
+            ContentError::LinkTooLong { .. } => "link_too_long",
+            ContentError::AltTextTooLong { .. } => "alt_text_too_long",
+            ContentError::TargetRequired { .. } => "target_required",
+            ContentError::MediaRequired { .. } => "media_required",
         }
     }
 }
@@ -306,6 +337,24 @@ mod tests {
             ContentError::KindNotOffered {
                 kind: PostKind::Pin,
             },
+            ContentError::TitleTooLong {
+                limit: 100,
+                actual: 101,
+            },
+            ContentError::LinkTooLong {
+                limit: 2048,
+                actual: 2049,
+            },
+            ContentError::AltTextTooLong {
+                limit: 500,
+                actual: 501,
+            },
+            ContentError::TargetRequired {
+                target: "board".into(),
+            },
+            ContentError::MediaRequired {
+                what: "an image".into(),
+            },
         ];
         for error in all {
             let json = serde_json::to_value(&error).unwrap();
@@ -331,6 +380,10 @@ mod tests {
         assert_eq!(
             ConnectError::from_callback("unauthorized_client", Some("nope")).code(),
             "app_credentials_rejected"
+        );
+        assert_eq!(
+            ConnectError::from_callback("user_cancelled_authorize", None).code(),
+            "access_denied"
         );
         assert_eq!(
             ConnectError::from_callback("temporarily_unavailable", None).code(),

@@ -34,7 +34,9 @@
 
 pub mod browser;
 mod faults;
+pub mod linkedin;
 mod oauth;
+pub mod pinterest;
 pub mod x;
 
 #[cfg(test)]
@@ -60,9 +62,13 @@ use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 
 pub use faults::PendingFaults;
+pub use linkedin::{
+    LinkedinControl, LinkedinMember, LinkedinOrganization, LinkedinPost, LinkedinRole,
+};
 pub use oauth::{
     token_fingerprint, RevokeCause, RevokedToken, TokenKind, TokenOutcome, TokenRequest,
 };
+pub use pinterest::{PinterestBoard, PinterestControl, PinterestPin, PinterestUser};
 pub use x::{XControl, XTweet, XUser};
 
 use faults::ConnectionHandle;
@@ -114,6 +120,10 @@ pub struct Sandbox {
     addr: SocketAddr,
     /// Handle on X's simulated state, shared with the server's handlers.
     x: XControl,
+    /// Handle on Pinterest's simulated state.
+    pinterest: PinterestControl,
+    /// Handle on LinkedIn's simulated state.
+    linkedin: LinkedinControl,
     /// Dropping this sender is the stop signal for the accept loop and every connection.
     stop: Option<watch::Sender<()>>,
     /// The accept loop, awaited by `shutdown` so that it returns only once the port is free.
@@ -134,12 +144,20 @@ impl Sandbox {
             .map_err(|source| SandboxError::Bind { addr, source })?;
         let local = listener.local_addr().map_err(SandboxError::LocalAddr)?;
         let x = XControl::new();
+        let pinterest = PinterestControl::new();
+        let linkedin = LinkedinControl::new();
         let (stop, stopped) = watch::channel(());
-        let server = tokio::spawn(accept_loop(listener, app(&x), stopped));
+        let server = tokio::spawn(accept_loop(
+            listener,
+            app(&x, &pinterest, &linkedin),
+            stopped,
+        ));
         tracing::info!(addr = %local, "sandbox listening");
         Ok(Sandbox {
             addr: local,
             x,
+            pinterest,
+            linkedin,
             stop: Some(stop),
             server: Some(server),
         })
@@ -153,6 +171,16 @@ impl Sandbox {
     /// A handle to drive X's simulated state: act as the platform or as its user.
     pub fn x(&self) -> XControl {
         self.x.clone()
+    }
+
+    /// A handle to drive Pinterest's simulated state.
+    pub fn pinterest(&self) -> PinterestControl {
+        self.pinterest.clone()
+    }
+
+    /// A handle to drive LinkedIn's simulated state.
+    pub fn linkedin(&self) -> LinkedinControl {
+        self.linkedin.clone()
     }
 
     /// Stops accepting connections, lets requests in flight finish (briefly), and
@@ -182,11 +210,19 @@ impl fmt::Debug for Sandbox {
 
 /// The whole sandbox as one router: every platform under its prefix, plus an index page.
 /// A plain function so that tests can also drive it without a socket.
-pub(crate) fn app(x: &XControl) -> Router {
+pub(crate) fn app(
+    x: &XControl,
+    pinterest: &PinterestControl,
+    linkedin: &LinkedinControl,
+) -> Router {
     Router::new()
         .route("/", get(index))
         .nest("/x", x::platform_routes(x))
         .nest("/sandbox/x", x::control_routes(x))
+        .nest("/pinterest", pinterest::platform_routes(pinterest))
+        .nest("/sandbox/pinterest", pinterest::control_routes(pinterest))
+        .nest("/linkedin", linkedin::platform_routes(linkedin))
+        .nest("/sandbox/linkedin", linkedin::control_routes(linkedin))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.

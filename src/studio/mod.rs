@@ -33,7 +33,7 @@ use views::{
 };
 
 use crate::config::Config;
-use crate::platforms::{Adapter, ConnectError, XAdapter};
+use crate::platforms::{Adapter, ConnectError, LinkedinAdapter, PinterestAdapter, XAdapter};
 
 /// File in the data directory holding the generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -125,19 +125,25 @@ fn build_adapters(config: &Config, clock: &Arc<dyn Clock>) -> HashMap<Platform, 
         let Some(settings) = config.platform_settings(platform) else {
             continue;
         };
-        let built: Option<Arc<dyn Adapter>> = match platform {
-            Platform::X => match XAdapter::new(&settings) {
-                Ok(a) => Some(Arc::new(a.with_clock(clock.clone()))),
-                Err(e) => {
-                    tracing::error!(%platform, error = %e, "the platform's settings are unusable");
-                    None
+        let built: Result<Arc<dyn Adapter>, crate::platforms::SettingsError> =
+            match platform {
+                Platform::X => {
+                    XAdapter::new(&settings).map(|a| Arc::new(a.with_clock(clock.clone())) as _)
                 }
-            },
-            // The other platforms' adapters come with their own issues.
-            _ => None,
-        };
-        if let Some(a) = built {
-            adapters.insert(platform, a);
+                Platform::Linkedin => LinkedinAdapter::new(&settings)
+                    .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+                Platform::Pinterest => PinterestAdapter::new(&settings)
+                    .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+                // The other platforms' adapters come with their own issues.
+                _ => continue,
+            };
+        match built {
+            Ok(adapter) => {
+                adapters.insert(platform, adapter);
+            }
+            Err(e) => {
+                tracing::error!(%platform, error = %e, "the platform's settings are unusable")
+            }
         }
     }
     adapters
