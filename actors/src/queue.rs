@@ -117,7 +117,8 @@ pub enum QueueMsg {
     },
     Stats(RpcReplyPort<QueueStats>),
     /// Shutting down: dispatch nothing more; outcomes of calls in flight are still recorded.
-    Freeze,
+    /// Answered once every message before it has been handled.
+    Freeze(RpcReplyPort<()>),
     Wake,
 }
 
@@ -390,9 +391,15 @@ impl QueueState {
             if sent {
                 self.in_flight += 1;
             } else {
-                // Never reached the connection: it was not sent, so it can wait again.
+                // Never reached the connection: it was not sent, so it can wait again —
+                // but not on an actor that is gone, or the queue would spin on it. The
+                // supervisor registers the connection's next actor when there is one.
+                if let Some(slot) = self.slots.get_mut(&key) {
+                    slot.actor = None;
+                }
                 let mut back = post.clone();
                 back.state = PostState::Scheduled;
+                back.attempts = back.attempts.saturating_sub(1);
                 let _ = self
                     .commit_posts(&[(back.clone(), StateLabel::Publishing)])
                     .await;
@@ -967,11 +974,12 @@ impl Actor for QueueActor {
             QueueMsg::Stats(reply) => {
                 let _ = reply.send(state.stats());
             }
-            QueueMsg::Freeze => {
+            QueueMsg::Freeze(reply) => {
                 state.frozen = true;
                 if let Some((_, h)) = state.timer.take() {
                     h.abort();
                 }
+                let _ = reply.send(());
             }
             QueueMsg::Wake => {
                 state.timer = None;

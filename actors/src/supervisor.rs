@@ -653,7 +653,9 @@ impl Actor for Supervisor {
                 // Stop dispatching, let connections finish what they hold (their outcomes
                 // still reach the queues), then let the queues record them.
                 for q in state.queues.values() {
-                    let _ = q.cast(QueueMsg::Freeze);
+                    // Waited for, so no queue hands a post to a connection after the
+                    // connections start draining.
+                    let _ = ractor::call!(q, QueueMsg::Freeze);
                 }
                 let conns: Vec<_> = state.connections.values().cloned().collect();
                 state.connections.clear();
