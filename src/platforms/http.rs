@@ -111,6 +111,87 @@ pub fn body_excerpt(body: &[u8]) -> String {
     }
 }
 
+/// Fetches one image from its public URL for a platform that wants the bytes uploaded.
+/// `limit_for` gives the platform's size limit for a content type. Nothing has reached
+/// the platform yet, so no failure here can have published anything: a refusal of the
+/// image is `ContentRejected`, a passing fault of its host `Unavailable` (never
+/// delivered). Redirects are not followed, and the body is read in chunks so that a
+/// host lying about (or not sending) its length cannot make the engine buffer more than
+/// the platform accepts.
+pub async fn fetch_image(
+    client: &reqwest::Client,
+    media: &social_studio_storage::Media,
+    limit_for: impl Fn(&str) -> usize,
+) -> Result<(Vec<u8>, String), PortError> {
+    use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    use social_studio_storage::{Reason, ReasonCode};
+
+    let unusable = |why: String| {
+        PortError::ContentRejected(Reason::with_platform_message(
+            ReasonCode::ContentRejected,
+            format!("the image at {} {why}", media.url),
+        ))
+    };
+    let not_sent = |detail: String| PortError::Unavailable {
+        detail,
+        maybe_delivered: false,
+    };
+    let fetch_failed =
+        |error: reqwest::Error| not_sent(format!("fetching {}: {}", media.url, describe(&error)));
+    let mut response = client.get(&media.url).send().await.map_err(fetch_failed)?;
+    let status = response.status();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(not_sent(format!(
+            "fetching {} answered HTTP {status}",
+            media.url
+        )));
+    }
+    if status.is_redirection() {
+        return Err(unusable(format!(
+            "redirects (HTTP {status}); redirects are not followed, so give the \
+             image's final address"
+        )));
+    }
+    if !status.is_success() {
+        return Err(unusable(format!("could not be fetched (HTTP {status})")));
+    }
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_else(|| "application/octet-stream".to_owned());
+    if !(content_type.starts_with("image/") || content_type == "application/octet-stream") {
+        return Err(unusable(format!("is not an image ({content_type})")));
+    }
+    let limit = limit_for(&content_type);
+    let too_large = || {
+        unusable(format!(
+            "is larger than the platform's limit of {limit} bytes"
+        ))
+    };
+    let announced = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(announced.unwrap_or(0).min(limit));
+    while let Some(chunk) = response.chunk().await.map_err(fetch_failed)? {
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if bytes.is_empty() {
+        return Err(unusable("is empty".to_owned()));
+    }
+    Ok((bytes, content_type))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

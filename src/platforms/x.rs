@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::header::HeaderMap;
 use reqwest::multipart::{Form, Part};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::Deserialize;
@@ -309,85 +309,16 @@ impl XAdapter {
         }
     }
 
-    /// Fetches one media item from its public URL. Nothing has reached X yet, so no
-    /// failure here can have published anything.
+    /// Fetches one media item from its public URL (GIFs have their own, larger limit).
     async fn fetch_media(&self, media: &Media) -> Result<(Vec<u8>, String), PortError> {
-        let unusable = |why: String| {
-            PortError::ContentRejected(Reason::with_platform_message(
-                ReasonCode::ContentRejected,
-                format!("the image at {} {why}", media.url),
-            ))
-        };
-        let not_sent = |detail: String| PortError::Unavailable {
-            detail,
-            maybe_delivered: false,
-        };
-        let mut response = self.http.get(&media.url).send().await.map_err(|error| {
-            not_sent(format!(
-                "fetching {}: {}",
-                media.url,
-                http::describe(&error)
-            ))
-        })?;
-        let status = response.status();
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(not_sent(format!(
-                "fetching {} answered HTTP {status}",
-                media.url
-            )));
-        }
-        if status.is_redirection() {
-            return Err(unusable(format!(
-                "redirects (HTTP {status}); redirects are not followed, so give the \
-                 image's final address"
-            )));
-        }
-        if !status.is_success() {
-            return Err(unusable(format!("could not be fetched (HTTP {status})")));
-        }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .unwrap_or_else(|| "application/octet-stream".to_owned());
-        if !(content_type.starts_with("image/") || content_type == "application/octet-stream") {
-            return Err(unusable(format!("is not an image ({content_type})")));
-        }
-        let limit = if content_type == "image/gif" {
-            GIF_MAX_BYTES
-        } else {
-            IMAGE_MAX_BYTES
-        };
-        let too_large = || unusable(format!("is larger than X's limit of {limit} bytes"));
-        let announced = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if announced.is_some_and(|length| length > limit) {
-            return Err(too_large());
-        }
-        // Read in chunks so that a server lying about (or not sending) its length
-        // cannot make the engine buffer more than X would accept.
-        let mut bytes = Vec::with_capacity(announced.unwrap_or(0).min(limit));
-        while let Some(chunk) = response.chunk().await.map_err(|error| {
-            not_sent(format!(
-                "fetching {}: {}",
-                media.url,
-                http::describe(&error)
-            ))
-        })? {
-            if bytes.len() + chunk.len() > limit {
-                return Err(too_large());
+        http::fetch_image(&self.http, media, |content_type| {
+            if content_type == "image/gif" {
+                GIF_MAX_BYTES
+            } else {
+                IMAGE_MAX_BYTES
             }
-            bytes.extend_from_slice(&chunk);
-        }
-        if bytes.is_empty() {
-            return Err(unusable("is empty".to_owned()));
-        }
-        Ok((bytes, content_type))
+        })
+        .await
     }
 
     /// Uploads one image (`POST /2/media/upload`, one request, multipart) and returns
