@@ -95,10 +95,10 @@ impl Api {
 
     /// The connect flow as the product's popup runs it: authorize, the platform's page,
     /// consent, and our callback page.
-    async fn connect_x(&self, username: &str) -> Result<()> {
+    async fn connect_oauth(&self, platform: &str, name: &str, username: &str) -> Result<()> {
         let start = self
             .post(
-                &format!("/v1/pen-names/{PEN}/connections/x/authorize"),
+                &format!("/v1/pen-names/{PEN}/connections/{platform}/authorize"),
                 json!({}),
             )
             .await?;
@@ -106,12 +106,12 @@ impl Api {
             .as_str()
             .ok_or_else(|| anyhow!("no authorize_url"))?;
         step(&format!(
-            "the author opens X's authorize page: {}",
+            "the author opens {name}'s authorize page: {}",
             short(url)
         ));
         let back = browser::consent(url, username, "authorize").await?;
         step(&format!(
-            "signed in as {username}, chose \"Authorize app\"; X sends the browser back to {}",
+            "signed in as {username}, chose \"Authorize app\"; {name} sends the browser back to {}",
             short(&back)
         ));
         let page = self.client.get(&back).send().await?;
@@ -126,11 +126,19 @@ impl Api {
         Ok(())
     }
 
-    async fn x_entry(&self) -> Result<Value> {
+    async fn connect_x(&self, username: &str) -> Result<()> {
+        self.connect_oauth("x", "X", username).await
+    }
+
+    async fn entry(&self, platform: &str) -> Result<Value> {
         let detail = self
-            .get(&format!("/v1/pen-names/{PEN}/connections/x"))
+            .get(&format!("/v1/pen-names/{PEN}/connections/{platform}"))
             .await?;
         Ok(detail.get("connection").cloned().unwrap_or(detail))
+    }
+
+    async fn x_entry(&self) -> Result<Value> {
+        self.entry("x").await
     }
 
     async fn posts(&self, state: &str) -> Result<Vec<Value>> {
@@ -267,6 +275,145 @@ async fn scenario(api: &Api, sandbox: &Sandbox) -> Result<()> {
     let order: Vec<&str> = tweets.iter().map(|t| t.text.as_str()).collect();
     step(&format!("on the sandbox's X: {order:?}"));
     check(order == texts, "exactly once each, in due order")?;
+
+    tour(api, sandbox, 5, &stops()).await
+}
+
+/// Every other platform, each with the post it is for.
+fn stops() -> Vec<Stop> {
+    vec![
+        Stop {
+            platform: "linkedin",
+            name: "LinkedIn",
+            login: Login::OAuth("jane_writes"),
+            post: json!({"text": "New chapter (and a giveaway) — details below!"}),
+        },
+        Stop {
+            platform: "pinterest",
+            name: "Pinterest",
+            login: Login::OAuth("jane_writes"),
+            post: json!({
+                "kind": "pin",
+                "title": "The cover of book two",
+                "text": "Out in the spring",
+                "links": ["https://example.com/book-two"],
+                "media": [{"url": "https://example.com/covers/book-two.jpg", "kind": "image", "alt": "A blue book cover"}],
+            }),
+        },
+    ]
+}
+
+/// How the author connects one platform in the tour.
+enum Login {
+    /// OAuth through the sandbox's authorize page, signed in as this user.
+    OAuth(&'static str),
+    /// Bluesky: handle and app password (the engine keeps only the session).
+    AppPassword {
+        identifier: &'static str,
+        password: &'static str,
+    },
+}
+
+/// One platform of the tour: how to connect, and a post it publishes.
+struct Stop {
+    platform: &'static str,
+    name: &'static str,
+    login: Login,
+    /// The post's fields besides platform, target and time; `{sandbox}` in a string is
+    /// the sandbox's base URL (it serves the images and videos).
+    post: Value,
+}
+
+fn with_sandbox(value: &Value, base: &str) -> Value {
+    match value {
+        Value::String(s) => Value::String(s.replace("{sandbox}", base)),
+        Value::Array(items) => Value::Array(items.iter().map(|v| with_sandbox(v, base)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), with_sandbox(v, base)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Connects each platform and publishes one post of the kind it is for, through the
+/// same HTTP API, waiting for the platform's receipt.
+async fn tour(api: &Api, sandbox: &Sandbox, first: usize, stops: &[Stop]) -> Result<()> {
+    for (i, stop) in stops.iter().enumerate() {
+        heading(&format!(
+            "{}. {}: connect, then publish",
+            first + i,
+            stop.name
+        ));
+        match &stop.login {
+            Login::OAuth(username) => {
+                api.connect_oauth(stop.platform, stop.name, username)
+                    .await?
+            }
+            Login::AppPassword {
+                identifier,
+                password,
+            } => {
+                api.post(
+                    &format!("/v1/pen-names/{PEN}/connections/{}", stop.platform),
+                    json!({"identifier": identifier, "app_password": password}),
+                )
+                .await?;
+                step(&format!(
+                    "signed in as {identifier} with an app password; the engine keeps the session, never the password"
+                ));
+            }
+        }
+        let entry = api.entry(stop.platform).await?;
+        check(
+            entry["status"] == "active",
+            &format!("{} is connected and active", stop.name),
+        )?;
+        let mut body = with_sandbox(&stop.post, &sandbox.base_url());
+        body["platform"] = json!(stop.platform);
+        if let Some(target) = entry["targets"].get(0) {
+            step(&format!(
+                "account {}; publishing to {} {}",
+                entry["account"]["handle"].as_str().unwrap_or("?"),
+                target["kind"].as_str().unwrap_or("target"),
+                target["name"].as_str().unwrap_or("?")
+            ));
+            body["target"] = target["id"].clone();
+        }
+        body["scheduled_at"] = json!(time_in(Duration::from_secs(2)));
+        let created = api
+            .post(&format!("/v1/pen-names/{PEN}/posts"), body)
+            .await?;
+        let id = created["posts"][0]["id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("the schedule answer has no post id: {created}"))?
+            .to_string();
+        let end = Instant::now() + Duration::from_secs(60);
+        let (last, published) = loop {
+            let answer = api.get(&format!("/v1/pen-names/{PEN}/posts/{id}")).await?;
+            let done = answer.get("post").unwrap_or(&answer)["state"] == "published";
+            if done || Instant::now() > end {
+                break (answer, done);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let post = last.get("post").cloned().unwrap_or(last);
+        if !published {
+            return Err(anyhow!(
+                "the {} post did not publish: state {}, reason {}",
+                stop.name,
+                post["state"],
+                post["reason"]
+            ));
+        }
+        check(true, &format!("published on {}", stop.name))?;
+        step(&format!(
+            "receipt: {} {}",
+            post["receipt"]["id"].as_str().unwrap_or("?"),
+            post["receipt"]["url"].as_str().unwrap_or("")
+        ));
+    }
     Ok(())
 }
 
