@@ -215,11 +215,16 @@ impl TestApp {
         body["connection"].clone()
     }
 
-    /// `POST …/authorize`: the authorize URL and state.
+    /// `POST …/x/authorize`: the authorize URL and state.
     pub async fn authorize(&self, pen: &str) -> (String, String) {
+        self.authorize_on(pen, "x").await
+    }
+
+    /// `POST …/{platform}/authorize`: the authorize URL and state.
+    pub async fn authorize_on(&self, pen: &str, platform: &str) -> (String, String) {
         let (status, body) = self
             .post(
-                &format!("/v1/pen-names/{pen}/connections/x/authorize"),
+                &format!("/v1/pen-names/{pen}/connections/{platform}/authorize"),
                 json!({}),
             )
             .await;
@@ -294,11 +299,16 @@ impl TestApp {
 
     /// The full connect of `pen` to the X account `username`, through HTTP only.
     pub async fn connect_x(&self, pen: &str, username: &str) -> Value {
-        let (url, _state) = self.authorize(pen).await;
+        self.connect_oauth(pen, "x", username).await
+    }
+
+    /// The full OAuth connect of `pen` to `username` on `platform`, through HTTP only.
+    pub async fn connect_oauth(&self, pen: &str, platform: &str, username: &str) -> Value {
+        let (url, _state) = self.authorize_on(pen, platform).await;
         let location = self.consent(&url, username, "authorize").await;
         let (status, _headers, html) = self.follow_callback(&location).await;
         assert_eq!(status, StatusCode::OK, "{html}");
-        self.connection(pen, "x").await
+        self.connection(pen, platform).await
     }
 
     /// Schedules a post on X for `pen`, due a day from now.

@@ -9,6 +9,7 @@ mod auth;
 mod connect;
 mod connections;
 mod errors;
+mod every_platform;
 mod events;
 mod isolation;
 mod openapi;

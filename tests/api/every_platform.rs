@@ -1,0 +1,194 @@
+//! Every platform the product promises, through the HTTP API only and against its
+//! sandbox: connect, schedule, the grant dies at the platform, verify names why and the
+//! post pauses — it does not fail — the author reconnects, and the post publishes
+//! exactly once. One test per platform, so a failure names its platform.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use social_studio::sandbox::Sandbox;
+use social_studio_storage::Timestamp;
+
+use crate::helpers::{in_a_day, spawn_app, TestApp, PATIENCE};
+
+const PEN: &str = "jane";
+
+/// How the author connects.
+enum Login {
+    /// OAuth through the sandbox's consent page, signed in as this user.
+    OAuth(&'static str),
+    /// Bluesky: identifier and app password.
+    #[allow(dead_code)]
+    AppPassword(&'static str, &'static str),
+}
+
+/// One platform's life.
+struct Case {
+    platform: &'static str,
+    login: Login,
+    /// The post's fields besides platform, target and time.
+    post: Value,
+    /// The author removes the app at the platform: the grant is dead there.
+    kill_grant: fn(&Sandbox),
+    /// How many posts the platform holds for the account.
+    on_platform: fn(&Sandbox) -> usize,
+}
+
+async fn connect(app: &TestApp, case: &Case) -> Value {
+    match case.login {
+        Login::OAuth(username) => app.connect_oauth(PEN, case.platform, username).await,
+        Login::AppPassword(identifier, password) => {
+            let (status, body) = app
+                .post(
+                    &format!("/v1/pen-names/{PEN}/connections/{}", case.platform),
+                    json!({"identifier": identifier, "app_password": password}),
+                )
+                .await;
+            assert!(status.is_success(), "{status} {body}");
+            app.connection(PEN, case.platform).await
+        }
+    }
+}
+
+/// Reads the post until `wanted` holds (or `PATIENCE` runs out, which fails the test).
+async fn post_until(app: &TestApp, id: &str, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    let path = format!("/v1/pen-names/{PEN}/posts/{id}");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = app.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let post = body.get("post").cloned().unwrap_or(body);
+        if wanted(&post) {
+            return post;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the post never became {what}: {post}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn whole_life(case: Case) {
+    let app = spawn_app().await;
+    let platform = case.platform;
+
+    let entry = connect(&app, &case).await;
+    assert_eq!(entry["status"], "active", "{entry}");
+    assert!(entry["account"]["platform_id"].is_string(), "{entry}");
+
+    let mut body = case.post.clone();
+    body["platform"] = json!(platform);
+    if let Some(target) = entry["targets"].get(0) {
+        body["target"] = target["id"].clone();
+    }
+    body["scheduled_at"] = json!(in_a_day());
+    let (status, created) = app.post(&format!("/v1/pen-names/{PEN}/posts"), body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["posts"][0]["id"]
+        .as_str()
+        .expect("post id")
+        .to_string();
+
+    // The grant dies at the platform; verify notices and names why.
+    (case.kill_grant)(&app.sandbox);
+    let (_status, verify) = app
+        .post(
+            &format!("/v1/pen-names/{PEN}/connections/{platform}/verify"),
+            json!({}),
+        )
+        .await;
+    let entry = app.connection(PEN, platform).await;
+    assert_eq!(
+        entry["status"], "expired",
+        "verify: {verify}; entry: {entry}"
+    );
+    let reason = entry["reason"]["code"].as_str().expect("a named reason");
+    assert!(
+        entry["reason"]["remedy"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{entry}"
+    );
+
+    // The post pauses with that reason; nothing fails.
+    let paused = post_until(&app, &id, "paused", |p| p["state"] == "paused").await;
+    assert_eq!(paused["reason"]["code"], reason, "{paused}");
+
+    // Reconnect the same account: active, and the post is scheduled again.
+    let entry = connect(&app, &case).await;
+    assert_eq!(entry["status"], "active", "{entry}");
+    post_until(&app, &id, "scheduled", |p| p["state"] == "scheduled").await;
+
+    // Bring it forward and watch it publish, once.
+    let soon = Timestamp::now_system()
+        .saturating_add(Duration::from_secs(1))
+        .to_rfc3339();
+    let (status, patched) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/pen-names/{PEN}/posts/{id}"),
+            Some(json!({"scheduled_at": soon})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    let published = post_until(&app, &id, "published", |p| {
+        matches!(p["state"].as_str(), Some("published" | "failed" | "held"))
+    })
+    .await;
+    assert_eq!(published["state"], "published", "{published}");
+    assert!(published["receipt"]["id"].is_string(), "{published}");
+    assert_eq!(
+        (case.on_platform)(&app.sandbox),
+        1,
+        "exactly one post on {platform}"
+    );
+}
+
+#[tokio::test]
+async fn x() {
+    whole_life(Case {
+        platform: "x",
+        login: Login::OAuth("jane_writes"),
+        post: json!({"text": "Chapter one is out today"}),
+        kill_grant: |s| {
+            s.x().revoke_user_grants("2244994945").unwrap();
+        },
+        on_platform: |s| s.x().tweets("2244994945").len(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn linkedin() {
+    whole_life(Case {
+        platform: "linkedin",
+        login: Login::OAuth("jane_writes"),
+        post: json!({"text": "Chapter one is out today"}),
+        kill_grant: |s| {
+            s.linkedin().revoke_member_grants("li-member-1").unwrap();
+        },
+        on_platform: |s| s.linkedin().posts().len(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pinterest() {
+    whole_life(Case {
+        platform: "pinterest",
+        login: Login::OAuth("jane_writes"),
+        post: json!({
+            "kind": "pin",
+            "title": "The cover of book two",
+            "text": "Out in the spring",
+            "media": [{"url": "https://example.com/covers/book-two.jpg", "kind": "image", "alt": "A blue book cover"}],
+        }),
+        kill_grant: |s| {
+            s.pinterest().revoke_user_grants("549755885175").unwrap();
+        },
+        on_platform: |s| s.pinterest().pins("549755885175").len(),
+    })
+    .await;
+}
