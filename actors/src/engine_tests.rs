@@ -607,3 +607,92 @@ async fn a_restart_rebuilds_connections_and_posts_from_storage() {
     .unwrap();
     assert_eq!(fake.published().len(), 1);
 }
+
+/// A dispatched post reaches its connection only once its Publishing state is durable,
+/// and a shutdown that comes while that flush is still running puts it back to
+/// Scheduled: it was never sent, so it must not come back Unconfirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_still_flushing_at_shutdown_goes_back_to_waiting() {
+    use std::sync::{Condvar, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let hook_gate = gate.clone();
+    let hook = Box::new(move || {
+        let (held, changed) = &*hook_gate;
+        let mut held = held.lock().unwrap();
+        while *held {
+            held = changed.wait(held).unwrap();
+        }
+    });
+    let mut config = social_studio_storage::StoreConfig::new(dir.path());
+    config.background_flush_ms = None;
+    let store = Store::open_with_flush_hook(
+        &config,
+        &social_studio_storage::MasterKey::generate(),
+        social_studio_storage::KeySource::Provided,
+        hook,
+    )
+    .unwrap();
+    let clock = Arc::new(TokioClock::starting_at(Timestamp::now_system()));
+    let fake = FakePlatform::new(Platform::X, clock.clone(), HOUR);
+    let engine = Engine::start(
+        store.clone(),
+        vec![Arc::new(fake.clone())],
+        clock.clone(),
+        EngineConfig::default(),
+    )
+    .await
+    .unwrap();
+    let key = ConnectionKey::new(PenName::parse("jane").unwrap(), Platform::X);
+    engine
+        .connect(
+            key.clone(),
+            fake.account("jane"),
+            vec![],
+            fake.issue_grant("jane"),
+            false,
+        )
+        .await
+        .unwrap();
+    let post = post_due(
+        &key,
+        clock.now().saturating_add(Duration::from_millis(200)),
+        "held at the flush",
+    );
+    let id = engine.schedule(post).await.unwrap().id;
+
+    // Hold every flush from now on, and wait for the queue to dispatch the post.
+    *gate.0.lock().unwrap() = true;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !matches!(
+        store.post(id).unwrap().unwrap().state,
+        PostState::Publishing
+    ) {
+        assert!(tokio::time::Instant::now() < deadline, "never dispatched");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut shutdown = tokio::spawn(async move { engine.shutdown().await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut shutdown)
+            .await
+            .is_err(),
+        "shutdown finished while a dispatch was still flushing"
+    );
+    assert!(
+        fake.published().is_empty(),
+        "the post reached the platform before its Publishing state was durable"
+    );
+
+    *gate.0.lock().unwrap() = false;
+    gate.1.notify_all();
+    shutdown.await.unwrap();
+    let after = store.post(id).unwrap().unwrap();
+    assert!(
+        matches!(after.state, PostState::Scheduled),
+        "{:?}",
+        after.state
+    );
+    assert_eq!(after.attempts, 0);
+    assert!(fake.published().is_empty());
+}

@@ -117,9 +117,16 @@ pub enum QueueMsg {
     },
     Stats(RpcReplyPort<QueueStats>),
     /// Shutting down: dispatch nothing more; outcomes of calls in flight are still recorded.
-    /// Answered once every message before it has been handled.
+    /// Answered once every message before it has been handled and no dispatched batch is
+    /// still waiting for its flush (those go back to Scheduled, never sent).
     Freeze(RpcReplyPort<()>),
     Wake,
+    /// A dispatched batch's flush finished (`durable`) or failed: its posts may now go to
+    /// their connections, or go back to waiting.
+    Flushed {
+        posts: Vec<Post>,
+        durable: bool,
+    },
 }
 
 pub struct QueueArgs {
@@ -151,7 +158,10 @@ impl Slot {
 struct Entry {
     key: ConnectionKey,
     ready_at: Timestamp,
+    /// Publishing on disk (or on its way there).
     publishing: bool,
+    /// Handed to its connection actor: its outcome will come back.
+    sent: bool,
 }
 
 pub struct QueueState {
@@ -169,7 +179,13 @@ pub struct QueueState {
     platform_backoff: Option<Timestamp>,
     /// Posts whose connection should be checked before they are due.
     prechecks: BTreeSet<(Timestamp, PostId)>,
+    /// Posts handed to connection actors whose outcome has not come back.
     in_flight: usize,
+    /// Posts dispatched as Publishing whose flush has not finished: not yet sent, but
+    /// counted against the concurrency cap.
+    flushing: usize,
+    /// Freeze requests waiting for the batches still flushing.
+    freeze_waiters: Vec<RpcReplyPort<()>>,
     timer: crate::Timer<QueueMsg>,
     frozen: bool,
 }
@@ -197,6 +213,7 @@ impl QueueState {
                 key: post.connection.clone(),
                 ready_at: at,
                 publishing: false,
+                sent: false,
             },
         );
         if let Some(slot) = self.slots.get_mut(&post.connection) {
@@ -316,7 +333,7 @@ impl QueueState {
         let cap = self.config.publish_concurrency.max(1);
         let mut batch = Vec::new();
         let mut held = Vec::new();
-        while self.in_flight + batch.len() < cap {
+        while self.in_flight + self.flushing + batch.len() < cap {
             let Some(&(at, id)) = self.ready.first() else {
                 break;
             };
@@ -357,10 +374,44 @@ impl QueueState {
             batch.push((post, StateLabel::Scheduled));
         }
         held.extend(batch.iter().cloned());
-        if !held.is_empty() {
-            // One durable commit for the whole batch: every post is Publishing on disk
-            // before any of them reaches its connection.
-            if let Err(e) = self.commit_posts(&held).await {
+        if held.is_empty() {
+            self.rearm(myself);
+            return;
+        }
+        // One write for the whole batch, made durable by the store's flusher while this
+        // queue goes on with other messages: every post is Publishing on disk before any
+        // of them reaches its connection (`Flushed` sends them), and many dispatch passes
+        // share one flush instead of each waiting for its own.
+        let now = self.now();
+        let mut b = Batch::new();
+        for (p, from) in &held {
+            b.put_post(p);
+            b.event(post_event(now, p, *from));
+        }
+        match self.store.apply(b) {
+            Ok(events) => {
+                let posts: Vec<Post> = batch.into_iter().map(|(p, _)| p).collect();
+                self.flushing += posts.len();
+                let store = self.store.clone();
+                let bus = self.events.clone();
+                let queue = myself.clone();
+                tokio::spawn(async move {
+                    let durable = match store.sync().await {
+                        Ok(()) => {
+                            bus.publish(events);
+                            true
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "could not make a dispatch durable");
+                            false
+                        }
+                    };
+                    // The queue is gone only at shutdown, after it froze with nothing
+                    // flushing.
+                    let _ = queue.cast(QueueMsg::Flushed { posts, durable });
+                });
+            }
+            Err(e) => {
                 tracing::error!(platform = %self.platform, error = %e, "could not persist dispatch; retrying shortly");
                 for (p, _) in batch {
                     if let Some(e) = self.entries.get_mut(&p.id) {
@@ -370,43 +421,72 @@ impl QueueState {
                     back.state = PostState::Scheduled;
                     self.track(&back);
                 }
-                self.rearm(myself);
-                return;
             }
         }
-        for (post, _) in batch {
+        self.rearm(myself);
+    }
+
+    /// A dispatched batch is durable (or could not be made so): hands each post that is
+    /// still wanted to its connection, or puts it back to wait.
+    async fn flushed(&mut self, posts: Vec<Post>, durable: bool, myself: &ActorRef<QueueMsg>) {
+        self.flushing = self.flushing.saturating_sub(posts.len());
+        let mut back_to_wait = Vec::new();
+        for post in posts {
+            // Forgotten meanwhile (its connection was disconnected): nothing to send.
+            let wanted = self
+                .entries
+                .get(&post.id)
+                .is_some_and(|e| e.publishing && !e.sent);
+            if !wanted {
+                continue;
+            }
             let key = post.connection.clone();
-            let sent = self
-                .slots
-                .get(&key)
-                .and_then(|s| s.actor.as_ref())
-                .map(|a| {
+            let actor = self.slots.get(&key).and_then(|s| s.actor.clone());
+            let sent = durable
+                && !self.frozen
+                && actor.is_some_and(|a| {
                     a.cast(ConnectionMsg::Publish {
                         post: Box::new(post.clone()),
                         queue: myself.clone(),
                     })
                     .is_ok()
-                })
-                .unwrap_or(false);
+                });
             if sent {
                 self.in_flight += 1;
-            } else {
-                // Never reached the connection: it was not sent, so it can wait again —
-                // but not on an actor that is gone, or the queue would spin on it. The
-                // supervisor registers the connection's next actor when there is one.
+                if let Some(e) = self.entries.get_mut(&post.id) {
+                    e.sent = true;
+                }
+                continue;
+            }
+            // Never reached the connection, so it can wait again — but not on an actor
+            // that is gone, or the queue would spin on it: the supervisor registers the
+            // connection's next actor when there is one.
+            if durable && !self.frozen {
                 if let Some(slot) = self.slots.get_mut(&key) {
                     slot.actor = None;
                 }
-                let mut back = post.clone();
-                back.state = PostState::Scheduled;
-                back.attempts = back.attempts.saturating_sub(1);
-                let _ = self
-                    .commit_posts(&[(back.clone(), StateLabel::Publishing)])
-                    .await;
-                self.track(&back);
+            }
+            if let Some(e) = self.entries.get_mut(&post.id) {
+                e.publishing = false;
+            }
+            let mut back = post;
+            back.state = PostState::Scheduled;
+            back.attempts = back.attempts.saturating_sub(1);
+            back_to_wait.push((back, StateLabel::Publishing));
+        }
+        if !back_to_wait.is_empty() {
+            if let Err(e) = self.commit_posts(&back_to_wait).await {
+                tracing::error!(platform = %self.platform, error = %e, "could not put unsent posts back to Scheduled");
+            }
+            for (p, _) in &back_to_wait {
+                self.track(p);
             }
         }
-        self.rearm(myself);
+        if self.flushing == 0 {
+            for waiter in self.freeze_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
     }
 
     fn next_deadline(&self) -> Option<Timestamp> {
@@ -414,7 +494,7 @@ impl QueueState {
         let mut consider = |t: Timestamp| next = Some(next.map_or(t, |n: Timestamp| n.min(t)));
         if let Some(t) = self.platform_backoff {
             consider(t);
-        } else if self.in_flight < self.config.publish_concurrency.max(1) {
+        } else if self.in_flight + self.flushing < self.config.publish_concurrency.max(1) {
             if let Some(&(t, _)) = self.ready.first() {
                 consider(t);
             }
@@ -495,13 +575,13 @@ impl QueueState {
         key: &ConnectionKey,
         outcome: PublishOutcome,
     ) -> Result<(), EngineError> {
-        self.in_flight = self.in_flight.saturating_sub(1);
         let Some(entry) = self.entries.get(&id) else {
-            return Ok(()); // forgotten meanwhile (disconnected)
+            return Ok(()); // forgotten meanwhile (disconnected, or its actor restarted)
         };
-        if !entry.publishing {
+        if !entry.sent {
             return Ok(());
         }
+        self.in_flight = self.in_flight.saturating_sub(1);
         let mut post = self.load_post(id)?;
         let from = post.state.label();
         let now = self.now();
@@ -569,7 +649,7 @@ impl QueueState {
         let ids: Vec<PostId> = self
             .entries
             .iter()
-            .filter(|(_, e)| e.publishing && e.key == *key)
+            .filter(|(_, e)| e.sent && e.key == *key)
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -817,7 +897,7 @@ impl QueueState {
             ) {
                 let from = p.state.label();
                 let mut p = p;
-                if from == StateLabel::Publishing {
+                if self.entries.get(&p.id).is_some_and(|e| e.sent) {
                     self.in_flight = self.in_flight.saturating_sub(1);
                 }
                 p.state = PostState::Failed(reason.clone());
@@ -850,7 +930,7 @@ impl QueueState {
                 s.backed_off_connections += 1;
             }
         }
-        s.publishing = self.in_flight;
+        s.publishing = self.in_flight + self.flushing;
         s.platform_backed_off = self.platform_backoff.is_some();
         s
     }
@@ -880,6 +960,8 @@ impl Actor for QueueActor {
             platform_backoff: None,
             prechecks: BTreeSet::new(),
             in_flight: 0,
+            flushing: 0,
+            freeze_waiters: Vec::new(),
             timer: None,
             frozen: false,
         })
@@ -979,10 +1061,17 @@ impl Actor for QueueActor {
                 if let Some((_, h)) = state.timer.take() {
                     h.abort();
                 }
-                let _ = reply.send(());
+                if state.flushing == 0 {
+                    let _ = reply.send(());
+                } else {
+                    state.freeze_waiters.push(reply);
+                }
             }
             QueueMsg::Wake => {
                 state.timer = None;
+            }
+            QueueMsg::Flushed { posts, durable } => {
+                state.flushed(posts, durable, &myself).await;
             }
         }
         state.dispatch(&myself).await;

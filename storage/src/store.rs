@@ -467,6 +467,17 @@ impl Store {
         Store::open_inner(config, key, source, None)
     }
 
+    /// [`Store::open_with_key`], with `hook` run on the flusher thread before every flush
+    /// — for tests that must hold a flush open to see what waits for it.
+    pub fn open_with_flush_hook(
+        config: &StoreConfig,
+        key: &MasterKey,
+        source: KeySource,
+        hook: Box<dyn Fn() + Send + 'static>,
+    ) -> Result<Store, StoreError> {
+        Store::open_inner(config, key, source, Some(hook))
+    }
+
     fn open_inner(
         config: &StoreConfig,
         key: &MasterKey,
