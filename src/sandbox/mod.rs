@@ -11,6 +11,8 @@
 //! |---|---|---|
 //! | `/x` | `x` | X (API v2, OAuth 2.0 authorization code with PKCE) |
 //! | `/sandbox/x` | `x` | JSON controls for a person poking the demo with curl |
+//! | `/tiktok` | `tiktok` | TikTok (Login Kit for Web, Content Posting API) |
+//! | `/sandbox/tiktok` | `tiktok` | TikTok's controls |
 //!
 //! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation)
 //! and `faults` (injected failures, stalls, lost answers and rate limits), plus the
@@ -37,6 +39,7 @@ mod faults;
 pub mod linkedin;
 mod oauth;
 pub mod pinterest;
+pub mod tiktok;
 pub mod x;
 
 #[cfg(test)]
@@ -69,6 +72,7 @@ pub use oauth::{
     token_fingerprint, RevokeCause, RevokedToken, TokenKind, TokenOutcome, TokenRequest,
 };
 pub use pinterest::{PinterestBoard, PinterestControl, PinterestPin, PinterestUser};
+pub use tiktok::{TiktokControl, TiktokCreator, TiktokPost};
 pub use x::{XControl, XTweet, XUser};
 
 use faults::ConnectionHandle;
@@ -124,6 +128,8 @@ pub struct Sandbox {
     pinterest: PinterestControl,
     /// Handle on LinkedIn's simulated state.
     linkedin: LinkedinControl,
+    /// Handle on TikTok's simulated state.
+    tiktok: TiktokControl,
     /// Dropping this sender is the stop signal for the accept loop and every connection.
     stop: Option<watch::Sender<()>>,
     /// The accept loop, awaited by `shutdown` so that it returns only once the port is free.
@@ -146,10 +152,11 @@ impl Sandbox {
         let x = XControl::new();
         let pinterest = PinterestControl::new();
         let linkedin = LinkedinControl::new();
+        let tiktok = TiktokControl::new();
         let (stop, stopped) = watch::channel(());
         let server = tokio::spawn(accept_loop(
             listener,
-            app(&x, &pinterest, &linkedin),
+            app(&x, &pinterest, &linkedin, &tiktok),
             stopped,
         ));
         tracing::info!(addr = %local, "sandbox listening");
@@ -158,6 +165,7 @@ impl Sandbox {
             x,
             pinterest,
             linkedin,
+            tiktok,
             stop: Some(stop),
             server: Some(server),
         })
@@ -181,6 +189,11 @@ impl Sandbox {
     /// A handle to drive LinkedIn's simulated state.
     pub fn linkedin(&self) -> LinkedinControl {
         self.linkedin.clone()
+    }
+
+    /// A handle to drive TikTok's simulated state.
+    pub fn tiktok(&self) -> TiktokControl {
+        self.tiktok.clone()
     }
 
     /// Stops accepting connections, lets requests in flight finish (briefly), and
@@ -214,6 +227,7 @@ pub(crate) fn app(
     x: &XControl,
     pinterest: &PinterestControl,
     linkedin: &LinkedinControl,
+    tiktok: &TiktokControl,
 ) -> Router {
     Router::new()
         .route("/", get(index))
@@ -223,6 +237,8 @@ pub(crate) fn app(
         .nest("/sandbox/pinterest", pinterest::control_routes(pinterest))
         .nest("/linkedin", linkedin::platform_routes(linkedin))
         .nest("/sandbox/linkedin", linkedin::control_routes(linkedin))
+        .nest("/tiktok", tiktok::platform_routes(tiktok))
+        .nest("/sandbox/tiktok", tiktok::control_routes(tiktok))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.
@@ -235,6 +251,9 @@ async fn index() -> Html<&'static str> {
         "<code>/x/2/oauth2/revoke</code>, <code>/x/2/users/me</code>, <code>/x/2/tweets</code>, ",
         "<code>/x/2/media/upload</code>; controls under <code>/sandbox/x</code> ",
         "(try <code>GET /sandbox/x/state</code>)</li>",
+        "<li>TikTok: <code>/tiktok/v2/auth/authorize/</code>, <code>/tiktok/v2/oauth/token/</code>, ",
+        "<code>/tiktok/v2/post/publish/video/init/</code>, <code>/tiktok/media/sample.mp4</code>; ",
+        "controls under <code>/sandbox/tiktok</code></li>",
         "</ul></body></html>",
     ))
 }
