@@ -452,7 +452,12 @@ impl ConnectionState {
                     refreshed = true;
                     match self.refresh().await {
                         Ok(true) => continue,
-                        Ok(false) => return Ok(()),
+                        // The refresh failed in passing and is planned again; the check
+                        // waits too, or the next wake would check (and refresh) at once.
+                        Ok(false) => {
+                            self.check_at = self.plan_retry();
+                            return Ok(());
+                        }
                         Err(r) => return Err(r),
                     }
                 }

@@ -696,3 +696,36 @@ async fn a_dispatch_still_flushing_at_shutdown_goes_back_to_waiting() {
     assert_eq!(after.attempts, 0);
     assert!(fake.published().is_empty());
 }
+
+/// A health check that finds the access token refused refreshes; when that refresh fails
+/// in passing, the check backs off with it instead of checking (and refreshing) again at
+/// once in a loop.
+#[tokio::test(start_paused = true)]
+async fn a_check_whose_refresh_fails_in_passing_backs_off_instead_of_spinning() {
+    let w = world(30 * DAY, |f| f).await;
+    let _key = w.connect("jane", "jane").await;
+    w.fake.expire_access("jane");
+    w.fake.script(
+        Op::Refresh,
+        [Fault::Unavailable, Fault::Unavailable, Fault::Unavailable],
+    );
+    // The daily health check comes within a day; then the refreshes, the last one good.
+    let deadline = tokio::time::Instant::now() + 3 * DAY;
+    while w.fake.refresh_calls() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "never refreshed");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let at: Vec<Timestamp> = w
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| matches!(c.op, Op::Refresh))
+        .map(|c| c.at)
+        .collect();
+    for pair in at.windows(2) {
+        assert!(
+            pair[0].until(pair[1]) >= Duration::from_secs(1),
+            "refreshes at {at:?}: a failed refresh was followed at once by another"
+        );
+    }
+}
