@@ -300,6 +300,16 @@ fn stops() -> Vec<Stop> {
                 "media": [{"url": "https://example.com/covers/book-two.jpg", "kind": "image", "alt": "A blue book cover"}],
             }),
         },
+        Stop {
+            platform: "tiktok",
+            name: "TikTok",
+            login: Login::OAuth("jane_tok"),
+            post: json!({
+                "kind": "video",
+                "text": "Chapter one, read aloud. #booktok",
+                "media": [{"url": "{sandbox}/tiktok/media/sample.mp4", "kind": "video"}],
+            }),
+        },
     ]
 }
 

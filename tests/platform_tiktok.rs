@@ -19,7 +19,7 @@ use social_studio_storage::{
     TargetKind, Timestamp,
 };
 
-const CLIENT_KEY: &str = "sandbox-tiktok-client-key";
+const CLIENT_KEY: &str = "sandbox-tiktok-client";
 const CLIENT_SECRET: &str = "sandbox-tiktok-secret";
 const REDIRECT_URI: &str = "http://127.0.0.1:9/oauth/tiktok/callback";
 const JANE: &str = "jane_tok";

@@ -75,7 +75,7 @@ use super::oauth::{
 use super::x::SANDBOX_PASSWORD;
 use super::{lock, SandboxError, Secret};
 
-const DEFAULT_CLIENT_KEY: &str = "sandbox-tiktok-client-key";
+const DEFAULT_CLIENT_KEY: &str = "sandbox-tiktok-client";
 const DEFAULT_CLIENT_SECRET: &str = "sandbox-tiktok-secret";
 /// The newest doc: access tokens last 2 hours…
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(2 * 60 * 60);
@@ -305,7 +305,7 @@ impl TiktokControl {
         lock(&self.world)
     }
 
-    /// The client key the sandbox accepts (default `sandbox-tiktok-client-key`).
+    /// The client key the sandbox accepts (default `sandbox-tiktok-client`).
     pub fn client_key(&self) -> String {
         self.world().client_key.clone()
     }

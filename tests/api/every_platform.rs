@@ -70,6 +70,21 @@ async fn post_until(app: &TestApp, id: &str, what: &str, wanted: impl Fn(&Value)
     }
 }
 
+/// `{sandbox}` in a string of `value` becomes the sandbox's base URL (it serves the
+/// images and videos posts point at).
+fn with_sandbox(value: &Value, base: &str) -> Value {
+    match value {
+        Value::String(s) => Value::String(s.replace("{sandbox}", base)),
+        Value::Array(items) => Value::Array(items.iter().map(|v| with_sandbox(v, base)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), with_sandbox(v, base)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 async fn whole_life(case: Case) {
     let app = spawn_app().await;
     let platform = case.platform;
@@ -78,7 +93,7 @@ async fn whole_life(case: Case) {
     assert_eq!(entry["status"], "active", "{entry}");
     assert!(entry["account"]["platform_id"].is_string(), "{entry}");
 
-    let mut body = case.post.clone();
+    let mut body = with_sandbox(&case.post, &app.sandbox.base_url());
     body["platform"] = json!(platform);
     if let Some(target) = entry["targets"].get(0) {
         body["target"] = target["id"].clone();
@@ -189,6 +204,30 @@ async fn pinterest() {
             s.pinterest().revoke_user_grants("549755885175").unwrap();
         },
         on_platform: |s| s.pinterest().pins("549755885175").len(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tiktok() {
+    whole_life(Case {
+        platform: "tiktok",
+        login: Login::OAuth("jane_tok"),
+        post: json!({
+            "kind": "video",
+            "text": "Chapter one, read aloud. #booktok",
+            "media": [{"url": "{sandbox}/tiktok/media/sample.mp4", "kind": "video"}],
+        }),
+        kill_grant: |s| {
+            s.tiktok().revoke_user_grants("jane_tok").unwrap();
+        },
+        on_platform: |s| {
+            s.tiktok()
+                .posts("jane_tok")
+                .iter()
+                .filter(|p| p.post_id.is_some())
+                .count()
+        },
     })
     .await;
 }
