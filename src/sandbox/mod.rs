@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `/x` | `x` | X (API v2, OAuth 2.0 authorization code with PKCE) |
 //! | `/sandbox/x` | `x` | JSON controls for a person poking the demo with curl |
+//! | `/facebook`, `/instagram` | `meta` | Meta Graph API (Facebook Login, Pages, Instagram containers), one shared world; controls under `/sandbox/meta` |
 //!
 //! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation)
 //! and `faults` (injected failures, stalls, lost answers and rate limits), plus the
@@ -35,6 +36,7 @@
 pub mod browser;
 mod faults;
 pub mod linkedin;
+pub mod meta;
 mod oauth;
 pub mod pinterest;
 pub mod x;
@@ -65,6 +67,7 @@ pub use faults::PendingFaults;
 pub use linkedin::{
     LinkedinControl, LinkedinMember, LinkedinOrganization, LinkedinPost, LinkedinRole,
 };
+pub use meta::{FacebookPost, GraphFault, InstagramMedia, MetaControl};
 pub use oauth::{
     token_fingerprint, RevokeCause, RevokedToken, TokenKind, TokenOutcome, TokenRequest,
 };
@@ -124,6 +127,8 @@ pub struct Sandbox {
     pinterest: PinterestControl,
     /// Handle on LinkedIn's simulated state.
     linkedin: LinkedinControl,
+    /// Handle on the Graph API's simulated state (Facebook and Instagram share it).
+    meta: MetaControl,
     /// Dropping this sender is the stop signal for the accept loop and every connection.
     stop: Option<watch::Sender<()>>,
     /// The accept loop, awaited by `shutdown` so that it returns only once the port is free.
@@ -146,10 +151,11 @@ impl Sandbox {
         let x = XControl::new();
         let pinterest = PinterestControl::new();
         let linkedin = LinkedinControl::new();
+        let meta = MetaControl::new();
         let (stop, stopped) = watch::channel(());
         let server = tokio::spawn(accept_loop(
             listener,
-            app(&x, &pinterest, &linkedin),
+            app(&x, &pinterest, &linkedin, &meta),
             stopped,
         ));
         tracing::info!(addr = %local, "sandbox listening");
@@ -158,6 +164,7 @@ impl Sandbox {
             x,
             pinterest,
             linkedin,
+            meta,
             stop: Some(stop),
             server: Some(server),
         })
@@ -181,6 +188,11 @@ impl Sandbox {
     /// A handle to drive LinkedIn's simulated state.
     pub fn linkedin(&self) -> LinkedinControl {
         self.linkedin.clone()
+    }
+
+    /// A handle to drive the Graph API's simulated state (Facebook Pages and Instagram).
+    pub fn meta(&self) -> MetaControl {
+        self.meta.clone()
     }
 
     /// Stops accepting connections, lets requests in flight finish (briefly), and
@@ -214,6 +226,7 @@ pub(crate) fn app(
     x: &XControl,
     pinterest: &PinterestControl,
     linkedin: &LinkedinControl,
+    meta: &MetaControl,
 ) -> Router {
     Router::new()
         .route("/", get(index))
@@ -223,6 +236,9 @@ pub(crate) fn app(
         .nest("/sandbox/pinterest", pinterest::control_routes(pinterest))
         .nest("/linkedin", linkedin::platform_routes(linkedin))
         .nest("/sandbox/linkedin", linkedin::control_routes(linkedin))
+        .nest("/facebook", meta::platform_routes(meta))
+        .nest("/instagram", meta::platform_routes(meta))
+        .nest("/sandbox/meta", meta::control_routes(meta))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.
@@ -235,6 +251,10 @@ async fn index() -> Html<&'static str> {
         "<code>/x/2/oauth2/revoke</code>, <code>/x/2/users/me</code>, <code>/x/2/tweets</code>, ",
         "<code>/x/2/media/upload</code>; controls under <code>/sandbox/x</code> ",
         "(try <code>GET /sandbox/x/state</code>)</li>",
+        "<li>Facebook and Instagram (one Graph API): <code>/facebook/v25.0/dialog/oauth</code>, ",
+        "<code>/facebook/v25.0/oauth/access_token</code>, <code>/facebook/v25.0/me/accounts</code>, ",
+        "<code>/instagram/v25.0/{ig-user-id}/media</code>; media files under <code>/facebook/media/</code>; ",
+        "controls under <code>/sandbox/meta</code> (try <code>GET /sandbox/meta/state</code>)</li>",
         "</ul></body></html>",
     ))
 }
