@@ -15,12 +15,17 @@
 //! - [`linkedin`]: LinkedIn (Posts API, members and organisations).
 //! - [`pinterest`]: Pinterest (API v5).
 //! - [`tiktok`]: TikTok (Content Posting API, Direct Post).
+//! - [`graph`]: the Meta Graph API parts Facebook and Instagram share; [`facebook`]:
+//!   Facebook Pages; [`instagram`]: Instagram through Facebook Login.
 //!
 //! Adapters never read the system clock where an expiry is stored: connect takes `now`,
 //! and the calls of [`PlatformPort`] (which has no `now`) read the clock the adapter was
 //! given (`with_clock`), so the actors' virtual clock reaches them in tests.
 
+pub mod facebook;
+pub mod graph;
 pub mod http;
+pub mod instagram;
 pub mod linkedin;
 pub mod oauth;
 pub mod pinterest;
@@ -36,6 +41,8 @@ use social_studio_storage::{
     Account, Grant, Post, PostKind, Reason, ReasonCode, Secret, Target, Timestamp,
 };
 
+pub use facebook::FacebookAdapter;
+pub use instagram::InstagramAdapter;
 pub use linkedin::LinkedinAdapter;
 pub use pinterest::PinterestAdapter;
 pub use tiktok::TiktokAdapter;
@@ -264,6 +271,12 @@ pub enum ContentError {
     /// an image).
     #[error("the post needs {what}")]
     MediaRequired { what: String },
+    /// More hashtags than the platform allows (Instagram: 30).
+    #[error("the text has {actual} hashtags; the limit is {limit}")]
+    TooManyHashtags { limit: usize, actual: usize },
+    /// More @mentions than the platform allows (Instagram: 20).
+    #[error("the text has {actual} mentions; the limit is {limit}")]
+    TooManyMentions { limit: usize, actual: usize },
 }
 
 impl ContentError {
@@ -283,6 +296,8 @@ impl ContentError {
             ContentError::AltTextTooLong { .. } => "alt_text_too_long",
             ContentError::TargetRequired { .. } => "target_required",
             ContentError::MediaRequired { .. } => "media_required",
+            ContentError::TooManyHashtags { .. } => "too_many_hashtags",
+            ContentError::TooManyMentions { .. } => "too_many_mentions",
         }
     }
 }
@@ -357,6 +372,14 @@ mod tests {
             },
             ContentError::MediaRequired {
                 what: "an image".into(),
+            },
+            ContentError::TooManyHashtags {
+                limit: 30,
+                actual: 31,
+            },
+            ContentError::TooManyMentions {
+                limit: 20,
+                actual: 21,
             },
         ];
         for error in all {

@@ -13,6 +13,7 @@
 //! | `/sandbox/x` | `x` | JSON controls for a person poking the demo with curl |
 //! | `/tiktok` | `tiktok` | TikTok (Login Kit for Web, Content Posting API) |
 //! | `/sandbox/tiktok` | `tiktok` | TikTok's controls |
+//! | `/facebook`, `/instagram` | `meta` | Meta Graph API (Facebook Login, Pages, Instagram containers), one shared world; controls under `/sandbox/meta` |
 //!
 //! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation)
 //! and `faults` (injected failures, stalls, lost answers and rate limits), plus the
@@ -37,6 +38,7 @@
 pub mod browser;
 mod faults;
 pub mod linkedin;
+pub mod meta;
 mod oauth;
 pub mod pinterest;
 pub mod tiktok;
@@ -68,6 +70,7 @@ pub use faults::PendingFaults;
 pub use linkedin::{
     LinkedinControl, LinkedinMember, LinkedinOrganization, LinkedinPost, LinkedinRole,
 };
+pub use meta::{FacebookPost, GraphFault, InstagramMedia, MetaControl};
 pub use oauth::{
     token_fingerprint, RevokeCause, RevokedToken, TokenKind, TokenOutcome, TokenRequest,
 };
@@ -130,6 +133,8 @@ pub struct Sandbox {
     linkedin: LinkedinControl,
     /// Handle on TikTok's simulated state.
     tiktok: TiktokControl,
+    /// Handle on the Graph API's simulated state (Facebook and Instagram share it).
+    meta: MetaControl,
     /// Dropping this sender is the stop signal for the accept loop and every connection.
     stop: Option<watch::Sender<()>>,
     /// The accept loop, awaited by `shutdown` so that it returns only once the port is free.
@@ -153,10 +158,11 @@ impl Sandbox {
         let pinterest = PinterestControl::new();
         let linkedin = LinkedinControl::new();
         let tiktok = TiktokControl::new();
+        let meta = MetaControl::new();
         let (stop, stopped) = watch::channel(());
         let server = tokio::spawn(accept_loop(
             listener,
-            app(&x, &pinterest, &linkedin, &tiktok),
+            app(&x, &pinterest, &linkedin, &tiktok, &meta),
             stopped,
         ));
         tracing::info!(addr = %local, "sandbox listening");
@@ -166,6 +172,7 @@ impl Sandbox {
             pinterest,
             linkedin,
             tiktok,
+            meta,
             stop: Some(stop),
             server: Some(server),
         })
@@ -194,6 +201,11 @@ impl Sandbox {
     /// A handle to drive TikTok's simulated state.
     pub fn tiktok(&self) -> TiktokControl {
         self.tiktok.clone()
+    }
+
+    /// A handle to drive the Graph API's simulated state (Facebook Pages and Instagram).
+    pub fn meta(&self) -> MetaControl {
+        self.meta.clone()
     }
 
     /// Stops accepting connections, lets requests in flight finish (briefly), and
@@ -228,6 +240,7 @@ pub(crate) fn app(
     pinterest: &PinterestControl,
     linkedin: &LinkedinControl,
     tiktok: &TiktokControl,
+    meta: &MetaControl,
 ) -> Router {
     Router::new()
         .route("/", get(index))
@@ -239,6 +252,9 @@ pub(crate) fn app(
         .nest("/sandbox/linkedin", linkedin::control_routes(linkedin))
         .nest("/tiktok", tiktok::platform_routes(tiktok))
         .nest("/sandbox/tiktok", tiktok::control_routes(tiktok))
+        .nest("/facebook", meta::platform_routes(meta))
+        .nest("/instagram", meta::platform_routes(meta))
+        .nest("/sandbox/meta", meta::control_routes(meta))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.
@@ -254,6 +270,10 @@ async fn index() -> Html<&'static str> {
         "<li>TikTok: <code>/tiktok/v2/auth/authorize/</code>, <code>/tiktok/v2/oauth/token/</code>, ",
         "<code>/tiktok/v2/post/publish/video/init/</code>, <code>/tiktok/media/sample.mp4</code>; ",
         "controls under <code>/sandbox/tiktok</code></li>",
+        "<li>Facebook and Instagram (one Graph API): <code>/facebook/v25.0/dialog/oauth</code>, ",
+        "<code>/facebook/v25.0/oauth/access_token</code>, <code>/facebook/v25.0/me/accounts</code>, ",
+        "<code>/instagram/v25.0/{ig-user-id}/media</code>; media files under <code>/facebook/media/</code>; ",
+        "controls under <code>/sandbox/meta</code> (try <code>GET /sandbox/meta/state</code>)</li>",
         "</ul></body></html>",
     ))
 }

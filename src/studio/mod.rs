@@ -34,7 +34,8 @@ use views::{
 
 use crate::config::Config;
 use crate::platforms::{
-    Adapter, ConnectError, LinkedinAdapter, PinterestAdapter, TiktokAdapter, XAdapter,
+    Adapter, ConnectError, FacebookAdapter, InstagramAdapter, LinkedinAdapter, PinterestAdapter,
+    TiktokAdapter, XAdapter,
 };
 
 /// File in the data directory holding the generated admin token.
@@ -137,6 +138,10 @@ fn build_adapters(config: &Config, clock: &Arc<dyn Clock>) -> HashMap<Platform, 
                 Platform::Pinterest => PinterestAdapter::new(&settings)
                     .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
                 Platform::Tiktok => TiktokAdapter::new(&settings)
+                    .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+                Platform::Facebook => FacebookAdapter::new(&settings)
+                    .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+                Platform::Instagram => InstagramAdapter::new(&settings)
                     .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
                 // The other platforms' adapters come with their own issues.
                 _ => continue,

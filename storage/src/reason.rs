@@ -119,6 +119,12 @@ reason_codes! {
     ConnectionNotActive => "connection_not_active",
         "The post is waiting because its account connection needs attention.",
         "Fix the connection as its own message says; the post resumes when it is active again.";
+    AccountCheckpointed => "account_checkpointed",
+        "The platform locked the account behind a security checkpoint, which suspends every app's access until it is cleared.",
+        "Log in to the platform's website and complete its security check, then reconnect.";
+    AccountUnconfirmed => "account_unconfirmed",
+        "The platform will not let apps act for an account whose owner has not confirmed it.",
+        "Confirm the account as the platform asks (its email or phone confirmation), then reconnect.";
 }
 
 impl fmt::Display for ReasonCode {

@@ -1,0 +1,649 @@
+//! The Meta Graph API parts Facebook Pages and Instagram share: Facebook Login's
+//! authorize URL and code exchange, the long-lived token exchange, `debug_token`,
+//! revocation through `DELETE /me/permissions`, and the one classification of Graph's
+//! error envelope and usage headers.
+//!
+//! Graph is not RFC 6749 on the wire: the token endpoint is a `GET` with the client
+//! secret in the query and answers errors in Graph's own envelope
+//! (`{"error":{"message","type","code","error_subcode","fbtrace_id"}}`), so this module
+//! speaks it itself instead of going through [`super::oauth`]. No PKCE: Facebook Login
+//! documents PKCE only for its "OIDC Code Flow with PKCE", which it calls still in
+//! testing, not for the manual code flow used here; `state` protects the callback.
+//!
+//! | Graph answered | class |
+//! |---|---|
+//! | code 190, subcode 458 (app removed) | `GrantDead(revoked_by_user)` |
+//! | code 190, subcode 459 (checkpointed) | `GrantDead(account_checkpointed)` |
+//! | code 190, subcode 460 (password changed) | `GrantDead(password_changed)` |
+//! | code 190, subcode 463 (expired) | `GrantDead(grant_expired)` |
+//! | code 190, subcode 464 (unconfirmed user) | `GrantDead(account_unconfirmed)` |
+//! | code 190, subcode 467 or none (invalid, logged out), code 102 | `GrantDead(authorization_invalid)` |
+//! | code 10, 200–299 (permission) | `RequirementUnmet(permission_removed)` |
+//! | code 368 (blocked for policy) | `RequirementUnmet(account_suspended)` |
+//! | code 4 (app) | `RateLimited(platform)` |
+//! | codes 17 (user), 32 (Page), 613 (custom), 80001 (Pages BUC), 80002 (Instagram BUC), 9 (Instagram publishing) | `RateLimited(connection)` |
+//! | code 4 with subcode 2207051 (Instagram: restricted as spam), 506 (duplicate), 36000, and any other 4xx on a publish | `ContentRejected` |
+//! | codes 1, 2, -2 (container expired), 9007 (media not ready), 5xx, timeouts | `Unavailable` |
+//!
+//! A rate limit waits for the largest `estimated_time_to_regain_access` (minutes) any
+//! usage header (`X-Business-Use-Case-Usage`, `X-Page-Usage`, `X-App-Usage`) announces;
+//! ⚠ Meta publishes no wait for the codes themselves, so without one the queue waits
+//! [`DEFAULT_RATE_WAIT`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::{RequestBuilder, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+use social_studio_actors::{Clock, LimitScope, PortError, RevokeOutcome, SystemClock};
+use social_studio_storage::{Reason, ReasonCode, Secret, Timestamp};
+use url::Url;
+
+use super::http::{self, body_excerpt};
+use super::oauth::check_endpoint;
+use super::{AuthorizeRequest, ConnectError, PlatformSettings, SettingsError};
+
+/// What a rate limit waits when no usage header says how long: Meta's app and user
+/// limits are rolling one-hour windows, so a few minutes lets usage fall without
+/// stalling posts for the whole hour.
+pub const DEFAULT_RATE_WAIT: Duration = Duration::from_secs(5 * 60);
+
+/// The usage headers that can carry `estimated_time_to_regain_access`.
+const USAGE_HEADERS: &[&str] = &[
+    "x-business-use-case-usage",
+    "x-page-usage",
+    "x-app-usage",
+    "x-ad-account-usage",
+];
+
+/// Graph's error envelope, as far as the engine reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct GraphError {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub code: i64,
+    #[serde(default)]
+    pub error_subcode: Option<i64>,
+    /// The message Meta writes for people, where it wrote one.
+    #[serde(default)]
+    pub error_user_msg: Option<String>,
+    #[serde(default)]
+    pub fbtrace_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    error: GraphError,
+}
+
+impl GraphError {
+    /// Reads the envelope from a body, if it is one.
+    pub fn parse(body: &[u8]) -> Option<GraphError> {
+        serde_json::from_slice::<Envelope>(body)
+            .ok()
+            .map(|e| e.error)
+    }
+
+    /// What Meta said, with its codes, for [`Reason::platform_message`].
+    pub fn said(&self) -> String {
+        let mut text = self
+            .error_user_msg
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| self.message.clone());
+        match self.error_subcode {
+            Some(sub) => text.push_str(&format!(" (code {}, subcode {sub})", self.code)),
+            None => text.push_str(&format!(" (code {})", self.code)),
+        }
+        text
+    }
+}
+
+/// Which kind of call failed: the same code means different things on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// Identity, targets, token checks: nothing is created.
+    Read,
+    /// Anything that creates content (posts, photos, containers, media_publish).
+    Publish,
+}
+
+/// The reason a code-190 family error names.
+pub fn dead_grant_reason(code: i64, subcode: Option<i64>) -> ReasonCode {
+    match (code, subcode) {
+        (190, Some(458)) => ReasonCode::RevokedByUser,
+        (190, Some(459)) => ReasonCode::AccountCheckpointed,
+        (190, Some(460)) => ReasonCode::PasswordChanged,
+        (190, Some(463)) => ReasonCode::GrantExpired,
+        (190, Some(464)) => ReasonCode::AccountUnconfirmed,
+        _ => ReasonCode::AuthorizationInvalid,
+    }
+}
+
+/// Classifies a Graph error already read from its envelope.
+pub fn classify_error(error: &GraphError, headers: &HeaderMap, call: Call) -> PortError {
+    let reason = |code: ReasonCode| Reason::with_platform_message(code, error.said());
+    let limited = |scope: LimitScope| PortError::RateLimited {
+        retry_after: usage_wait(headers).unwrap_or(DEFAULT_RATE_WAIT),
+        scope,
+    };
+    let unavailable = || PortError::Unavailable {
+        detail: format!("Graph answered {}", error.said()),
+        maybe_delivered: false,
+    };
+    match (error.code, error.error_subcode) {
+        (190, subcode) => PortError::GrantDead(reason(dead_grant_reason(190, subcode))),
+        (102, _) => PortError::GrantDead(reason(ReasonCode::AuthorizationInvalid)),
+        (4, Some(2_207_051)) => PortError::ContentRejected(reason(ReasonCode::ContentRejected)),
+        (4, _) => limited(LimitScope::Platform),
+        (17 | 32 | 613 | 80_001 | 80_002 | 9, _) => limited(LimitScope::Connection),
+        (10 | 200..=299, _) => PortError::RequirementUnmet(reason(ReasonCode::PermissionRemoved)),
+        (368, _) => PortError::RequirementUnmet(reason(ReasonCode::AccountSuspended)),
+        (1 | 2 | -2 | 9007, _) => unavailable(),
+        _ if call == Call::Publish => {
+            PortError::ContentRejected(reason(ReasonCode::ContentRejected))
+        }
+        _ => unavailable(),
+    }
+}
+
+/// Classifies a Graph answer that is not a 2xx.
+pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], call: Call) -> PortError {
+    match GraphError::parse(body) {
+        // Graph sends its envelope with 400, 403 and 500 alike: the code decides, except
+        // that a 5xx whose code says nothing more is a passing fault.
+        Some(error) if !(status.is_server_error() && matches!(error.code, 0..=2)) => {
+            classify_error(&error, headers, call)
+        }
+        _ if status.is_server_error() => http::server_error(status, body_excerpt(body)),
+        _ if status == StatusCode::TOO_MANY_REQUESTS => PortError::RateLimited {
+            retry_after: usage_wait(headers).unwrap_or(DEFAULT_RATE_WAIT),
+            scope: LimitScope::Connection,
+        },
+        _ => PortError::Unavailable {
+            detail: format!("Graph answered HTTP {status}: {}", body_excerpt(body)),
+            maybe_delivered: false,
+        },
+    }
+}
+
+/// The largest `estimated_time_to_regain_access` (minutes) in any usage header.
+/// `X-Business-Use-Case-Usage` maps business ids to arrays of objects; the others are one
+/// object. Absent, zero or unreadable means "not said".
+pub fn usage_wait(headers: &HeaderMap) -> Option<Duration> {
+    fn minutes(value: &Value) -> Option<u64> {
+        match value {
+            Value::Object(map) => {
+                let own = map
+                    .get("estimated_time_to_regain_access")
+                    .and_then(Value::as_u64);
+                map.values().filter_map(minutes).chain(own).max()
+            }
+            Value::Array(items) => items.iter().filter_map(minutes).max(),
+            _ => None,
+        }
+    }
+    USAGE_HEADERS
+        .iter()
+        .filter_map(|name| headers.get(*name)?.to_str().ok())
+        .filter_map(|text| serde_json::from_str::<Value>(text).ok())
+        .filter_map(|value| minutes(&value))
+        .max()
+        .filter(|m| *m > 0)
+        .map(|m| Duration::from_secs(m.saturating_mul(60)))
+}
+
+/// A token answer of `/oauth/access_token`.
+#[derive(Debug, Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    /// Absent for tokens that do not expire.
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// A user access token and when it lapses.
+#[derive(Debug, Clone)]
+pub struct UserToken {
+    pub token: Secret,
+    /// `None` where Graph gave no lifetime.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// `GET /debug_token`'s `data`, as far as the engine reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TokenDebug {
+    #[serde(default)]
+    pub is_valid: bool,
+    /// Unix seconds; 0 means the token does not expire.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Unix seconds when the app's access to the person's data lapses (90 days after
+    /// their last use of the app).
+    #[serde(default)]
+    pub data_access_expires_at: Option<i64>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Set on a Page token.
+    #[serde(default)]
+    pub profile_id: Option<String>,
+    /// Why the token is invalid, where it is (same code and subcode as the envelope).
+    #[serde(default)]
+    pub error: Option<DebugError>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DebugError {
+    #[serde(default)]
+    pub code: i64,
+    #[serde(default)]
+    pub subcode: Option<i64>,
+    #[serde(default)]
+    pub message: String,
+}
+
+impl TokenDebug {
+    /// The dead-grant failure an invalid token stands for.
+    pub fn invalid(&self) -> PortError {
+        let error = self.error.clone().unwrap_or_default();
+        let code = if error.code == 0 { 190 } else { error.code };
+        let message = if error.message.is_empty() {
+            "debug_token says the token is not valid".to_owned()
+        } else {
+            error.message.clone()
+        };
+        PortError::GrantDead(Reason::with_platform_message(
+            dead_grant_reason(code, error.subcode),
+            message,
+        ))
+    }
+
+    /// When the token lapses; `None` for a token that does not expire.
+    pub fn expires(&self) -> Option<Timestamp> {
+        self.expires_at
+            .filter(|s| *s > 0)
+            .map(|s| Timestamp::from_unix_millis(s.saturating_mul(1000)))
+    }
+}
+
+/// One Meta app on the Graph API: Facebook Login for it, and signed Graph calls.
+pub struct GraphApp {
+    pub http: reqwest::Client,
+    auth_url: Url,
+    token_url: Url,
+    /// `https://graph.facebook.com/v25.0`, no trailing slash.
+    api_base: String,
+    client_id: String,
+    client_secret: Secret,
+    /// Time for token lifetimes.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for GraphApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphApp")
+            .field("client_id", &self.client_id)
+            .field("api_base", &self.api_base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GraphApp {
+    pub fn new(settings: &PlatformSettings) -> Result<GraphApp, SettingsError> {
+        check_endpoint("api_base", &settings.api_base)?;
+        Ok(GraphApp {
+            http: http::client(http::DEFAULT_TIMEOUT)?,
+            auth_url: check_endpoint("auth_url", &settings.auth_url)?,
+            token_url: check_endpoint("token_url", &settings.token_url)?,
+            api_base: settings.api_base.trim_end_matches('/').to_owned(),
+            client_id: settings.client_id.clone(),
+            client_secret: settings.client_secret.clone(),
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api_base)
+    }
+
+    /// The app access token `{app-id}|{app-secret}` that `debug_token` takes.
+    fn app_token(&self) -> String {
+        format!("{}|{}", self.client_id, self.client_secret.expose())
+    }
+
+    /// Facebook Login's dialog URL: `client_id`, `redirect_uri`, `state`, the scopes
+    /// comma-separated as Meta writes them, `response_type=code`.
+    pub fn authorize(
+        &self,
+        state: &str,
+        redirect_uri: &str,
+        scopes: &[&str],
+    ) -> Result<AuthorizeRequest, ConnectError> {
+        if Url::parse(redirect_uri).is_err() {
+            return Err(ConnectError::InvalidRedirectUri(redirect_uri.to_owned()));
+        }
+        let mut url = self.auth_url.clone();
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("state", state)
+            .append_pair("response_type", "code")
+            .append_pair("scope", &scopes.join(","));
+        Ok(AuthorizeRequest {
+            url: url.into(),
+            pkce_verifier: None,
+        })
+    }
+
+    /// Exchanges the code for a short-lived user token, then that for a long-lived one.
+    pub async fn connect_token(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        now: Timestamp,
+    ) -> Result<UserToken, ConnectError> {
+        if Url::parse(redirect_uri).is_err() {
+            return Err(ConnectError::InvalidRedirectUri(redirect_uri.to_owned()));
+        }
+        let short = self
+            .token(
+                &[
+                    ("client_id", self.client_id.as_str()),
+                    ("redirect_uri", redirect_uri),
+                    ("client_secret", self.client_secret.expose()),
+                    ("code", code),
+                ],
+                now,
+            )
+            .await
+            .map_err(|failure| failure.on_code_exchange())?;
+        self.exchange_long_lived(&short.token, now)
+            .await
+            .map_err(|failure| failure.on_code_exchange())
+    }
+
+    /// `grant_type=fb_exchange_token`: a long-lived user token (about 60 days) for a
+    /// valid user token. An expired token cannot be exchanged.
+    pub async fn exchange_long_lived(
+        &self,
+        token: &Secret,
+        now: Timestamp,
+    ) -> Result<UserToken, TokenFailure> {
+        self.token(
+            &[
+                ("grant_type", "fb_exchange_token"),
+                ("client_id", self.client_id.as_str()),
+                ("client_secret", self.client_secret.expose()),
+                ("fb_exchange_token", token.expose()),
+            ],
+            now,
+        )
+        .await
+    }
+
+    async fn token(
+        &self,
+        query: &[(&str, &str)],
+        now: Timestamp,
+    ) -> Result<UserToken, TokenFailure> {
+        let plain = |port: PortError| TokenFailure { error: None, port };
+        let response = self
+            .http
+            .get(self.token_url.clone())
+            .query(query)
+            .send()
+            .await
+            .map_err(|error| plain(http::transport_failure(&error)))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| plain(http::transport_failure(&error)))?;
+        if !status.is_success() {
+            return Err(TokenFailure {
+                error: GraphError::parse(&body),
+                port: classify(status, &headers, &body, Call::Read),
+            });
+        }
+        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|error| {
+            plain(PortError::Unavailable {
+                detail: format!(
+                    "Graph's token answer could not be read ({error}): {}",
+                    body_excerpt(&body)
+                ),
+                maybe_delivered: false,
+            })
+        })?;
+        Ok(UserToken {
+            token: Secret::new(answer.access_token),
+            expires_at: answer
+                .expires_in
+                .filter(|s| *s > 0)
+                .map(|s| now.saturating_add(Duration::from_secs(s))),
+        })
+    }
+
+    /// `GET /debug_token?input_token=…` with the app token.
+    pub async fn debug_token(&self, token: &Secret) -> Result<TokenDebug, PortError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            data: TokenDebug,
+        }
+        let app_token = self.app_token();
+        let request = self.http.get(self.url("/debug_token")).query(&[
+            ("input_token", token.expose()),
+            ("access_token", app_token.as_str()),
+        ]);
+        let body = self.send(request, Call::Read).await?;
+        serde_json::from_slice::<Answer>(&body)
+            .map(|a| a.data)
+            .map_err(|error| unreadable("debug_token", &error, &body))
+    }
+
+    /// `DELETE /me/permissions`: de-authorizes the app for the person, which ends every
+    /// token of this app for them.
+    pub async fn revoke(&self, user_token: &Secret) -> Result<RevokeOutcome, PortError> {
+        let request = self
+            .http
+            .delete(self.url("/me/permissions"))
+            .bearer_auth(user_token.expose());
+        match self.send(request, Call::Read).await {
+            Ok(_) => Ok(RevokeOutcome::Revoked),
+            // Already dead at Meta: nothing left to revoke.
+            Err(PortError::GrantDead(_)) => Ok(RevokeOutcome::Revoked),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// `GET {path}` with `token`, read as `T`.
+    pub async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        token: &Secret,
+    ) -> Result<T, PortError> {
+        let request = self
+            .http
+            .get(self.url(path))
+            .query(query)
+            .bearer_auth(token.expose());
+        let body = self.send(request, Call::Read).await?;
+        serde_json::from_slice(&body).map_err(|error| unreadable(path, &error, &body))
+    }
+
+    /// `POST {path}` with a form, for calls that create something. A 2xx whose body
+    /// cannot be read may still have created it (`maybe_delivered`).
+    pub async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        form: &[(String, String)],
+        token: &Secret,
+    ) -> Result<T, PortError> {
+        let request = self
+            .http
+            .post(self.url(path))
+            .form(form)
+            .bearer_auth(token.expose());
+        let body = self.send(request, Call::Publish).await?;
+        serde_json::from_slice(&body).map_err(|error| PortError::Unavailable {
+            detail: format!(
+                "Graph's answer to {path} could not be read ({error}): {}",
+                body_excerpt(&body)
+            ),
+            maybe_delivered: true,
+        })
+    }
+
+    /// Sends one call and returns its body, or the classified failure.
+    pub async fn send(&self, request: RequestBuilder, call: Call) -> Result<Vec<u8>, PortError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|error| http::transport_failure(&error))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| http::transport_failure(&error))?;
+        if status.is_success() {
+            return Ok(body.to_vec());
+        }
+        Err(classify(status, &headers, &body, call))
+    }
+}
+
+/// A failed token request: Graph's own error where it sent one, and its class for the
+/// actors; [`TokenFailure::on_code_exchange`] re-judges it for the connect flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFailure {
+    pub error: Option<GraphError>,
+    pub port: PortError,
+}
+
+impl TokenFailure {
+    /// At connect, Graph's "invalid code" family (code 100, e.g. subcode 36009 "This
+    /// authorization code has been used", or a 190 on the code just issued) means the
+    /// author must start again, and codes 1 and 101 about the app ("Error validating
+    /// client secret", "Invalid application ID") mean its credentials are wrong.
+    pub fn on_code_exchange(self) -> ConnectError {
+        match &self.error {
+            Some(e) if matches!(e.code, 1 | 101) => ConnectError::AppCredentialsRejected {
+                platform_message: Some(e.said()),
+            },
+            Some(e) if matches!(e.code, 100 | 190) => ConnectError::CodeRejected {
+                platform_message: Some(e.said()),
+            },
+            _ => ConnectError::from(self.port),
+        }
+    }
+}
+
+fn unreadable(what: &str, error: &serde_json::Error, body: &[u8]) -> PortError {
+    PortError::Unavailable {
+        detail: format!(
+            "Graph's {what} answer could not be read ({error}): {}",
+            body_excerpt(body)
+        ),
+        maybe_delivered: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn envelope(code: i64, subcode: Option<i64>) -> Vec<u8> {
+        serde_json::json!({"error": {"message": "m", "type": "OAuthException", "code": code,
+            "error_subcode": subcode, "fbtrace_id": "A1"}})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn usage_headers_give_the_longest_announced_wait() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(usage_wait(&headers), None);
+        headers.insert(
+            "x-app-usage",
+            HeaderValue::from_static(r#"{"call_count":100,"total_time":20,"total_cputime":5}"#),
+        );
+        assert_eq!(usage_wait(&headers), None, "no estimate, no wait");
+        headers.insert(
+            "x-business-use-case-usage",
+            HeaderValue::from_static(
+                r#"{"1":[{"type":"pages","call_count":100,"estimated_time_to_regain_access":4}],"2":[{"type":"instagram","estimated_time_to_regain_access":9}]}"#,
+            ),
+        );
+        assert_eq!(usage_wait(&headers), Some(Duration::from_secs(9 * 60)));
+        headers.insert("x-page-usage", HeaderValue::from_static("not json"));
+        assert_eq!(usage_wait(&headers), Some(Duration::from_secs(9 * 60)));
+    }
+
+    #[test]
+    fn codes_are_classified_by_the_table() {
+        let none = HeaderMap::new();
+        let class =
+            |code, sub, call| classify(StatusCode::BAD_REQUEST, &none, &envelope(code, sub), call);
+        assert!(
+            matches!(class(190, Some(460), Call::Read), PortError::GrantDead(r) if r.code == ReasonCode::PasswordChanged)
+        );
+        assert!(matches!(
+            class(4, None, Call::Read),
+            PortError::RateLimited {
+                scope: LimitScope::Platform,
+                ..
+            }
+        ));
+        assert!(matches!(
+            class(4, Some(2_207_051), Call::Publish),
+            PortError::ContentRejected(_)
+        ));
+        assert!(matches!(
+            class(9, Some(2_207_042), Call::Publish),
+            PortError::RateLimited {
+                scope: LimitScope::Connection,
+                ..
+            }
+        ));
+        assert!(matches!(
+            class(100, None, Call::Publish),
+            PortError::ContentRejected(_)
+        ));
+        assert!(matches!(
+            class(100, None, Call::Read),
+            PortError::Unavailable { .. }
+        ));
+        assert!(
+            matches!(class(368, None, Call::Publish), PortError::RequirementUnmet(r) if r.code == ReasonCode::AccountSuspended)
+        );
+        assert!(matches!(
+            classify(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &none,
+                &envelope(2, None),
+                Call::Publish
+            ),
+            PortError::Unavailable {
+                maybe_delivered: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(StatusCode::BAD_GATEWAY, &none, b"<html>", Call::Publish),
+            PortError::Unavailable {
+                maybe_delivered: true,
+                ..
+            }
+        ));
+    }
+}
