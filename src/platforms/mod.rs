@@ -14,6 +14,7 @@
 //! - [`x`]: X (API v2).
 //! - [`linkedin`]: LinkedIn (Posts API, members and organisations).
 //! - [`pinterest`]: Pinterest (API v5).
+//! - [`threads`]: Threads (containers, self-renewing long-lived tokens).
 //!
 //! Adapters never read the system clock where an expiry is stored: connect takes `now`,
 //! and the calls of [`PlatformPort`] (which has no `now`) read the clock the adapter was
@@ -23,6 +24,7 @@ pub mod http;
 pub mod linkedin;
 pub mod oauth;
 pub mod pinterest;
+pub mod threads;
 pub mod x;
 
 use std::time::Duration;
@@ -36,6 +38,7 @@ use social_studio_storage::{
 
 pub use linkedin::LinkedinAdapter;
 pub use pinterest::PinterestAdapter;
+pub use threads::ThreadsAdapter;
 pub use x::XAdapter;
 
 /// Endpoints and app credentials of one platform, from configuration. Every URL is

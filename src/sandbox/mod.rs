@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `/x` | `x` | X (API v2, OAuth 2.0 authorization code with PKCE) |
 //! | `/sandbox/x` | `x` | JSON controls for a person poking the demo with curl |
+//! | `/threads` | `threads` | Threads (containers, long-lived tokens; controls under `/sandbox/threads`) |
 //!
 //! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation)
 //! and `faults` (injected failures, stalls, lost answers and rate limits), plus the
@@ -37,6 +38,7 @@ mod faults;
 pub mod linkedin;
 mod oauth;
 pub mod pinterest;
+pub mod threads;
 pub mod x;
 
 #[cfg(test)]
@@ -69,6 +71,7 @@ pub use oauth::{
     token_fingerprint, RevokeCause, RevokedToken, TokenKind, TokenOutcome, TokenRequest,
 };
 pub use pinterest::{PinterestBoard, PinterestControl, PinterestPin, PinterestUser};
+pub use threads::{ThreadsControl, ThreadsPost, ThreadsUser};
 pub use x::{XControl, XTweet, XUser};
 
 use faults::ConnectionHandle;
@@ -124,6 +127,8 @@ pub struct Sandbox {
     pinterest: PinterestControl,
     /// Handle on LinkedIn's simulated state.
     linkedin: LinkedinControl,
+    /// Handle on Threads' simulated state.
+    threads: ThreadsControl,
     /// Dropping this sender is the stop signal for the accept loop and every connection.
     stop: Option<watch::Sender<()>>,
     /// The accept loop, awaited by `shutdown` so that it returns only once the port is free.
@@ -146,10 +151,11 @@ impl Sandbox {
         let x = XControl::new();
         let pinterest = PinterestControl::new();
         let linkedin = LinkedinControl::new();
+        let threads = ThreadsControl::new();
         let (stop, stopped) = watch::channel(());
         let server = tokio::spawn(accept_loop(
             listener,
-            app(&x, &pinterest, &linkedin),
+            app(&x, &pinterest, &linkedin, &threads),
             stopped,
         ));
         tracing::info!(addr = %local, "sandbox listening");
@@ -158,6 +164,7 @@ impl Sandbox {
             x,
             pinterest,
             linkedin,
+            threads,
             stop: Some(stop),
             server: Some(server),
         })
@@ -181,6 +188,11 @@ impl Sandbox {
     /// A handle to drive LinkedIn's simulated state.
     pub fn linkedin(&self) -> LinkedinControl {
         self.linkedin.clone()
+    }
+
+    /// A handle to drive Threads' simulated state.
+    pub fn threads(&self) -> ThreadsControl {
+        self.threads.clone()
     }
 
     /// Stops accepting connections, lets requests in flight finish (briefly), and
@@ -214,6 +226,7 @@ pub(crate) fn app(
     x: &XControl,
     pinterest: &PinterestControl,
     linkedin: &LinkedinControl,
+    threads: &ThreadsControl,
 ) -> Router {
     Router::new()
         .route("/", get(index))
@@ -223,6 +236,8 @@ pub(crate) fn app(
         .nest("/sandbox/pinterest", pinterest::control_routes(pinterest))
         .nest("/linkedin", linkedin::platform_routes(linkedin))
         .nest("/sandbox/linkedin", linkedin::control_routes(linkedin))
+        .nest("/threads", threads::platform_routes(threads))
+        .nest("/sandbox/threads", threads::control_routes(threads))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.
@@ -235,6 +250,10 @@ async fn index() -> Html<&'static str> {
         "<code>/x/2/oauth2/revoke</code>, <code>/x/2/users/me</code>, <code>/x/2/tweets</code>, ",
         "<code>/x/2/media/upload</code>; controls under <code>/sandbox/x</code> ",
         "(try <code>GET /sandbox/x/state</code>)</li>",
+        "<li>Threads: <code>/threads/oauth/authorize</code>, <code>/threads/oauth/access_token</code>, ",
+        "<code>/threads/access_token</code>, <code>/threads/refresh_access_token</code>, ",
+        "<code>/threads/v1.0/me</code>, <code>/threads/v1.0/{user}/threads</code>; controls under ",
+        "<code>/sandbox/threads</code></li>",
         "</ul></body></html>",
     ))
 }
