@@ -17,6 +17,7 @@
 //! - [`tiktok`]: TikTok (Content Posting API, Direct Post).
 //! - [`graph`]: the Meta Graph API parts Facebook and Instagram share; [`facebook`]:
 //!   Facebook Pages; [`instagram`]: Instagram through Facebook Login.
+//! - [`threads`]: Threads (containers, self-renewing long-lived tokens).
 //!
 //! Adapters never read the system clock where an expiry is stored: connect takes `now`,
 //! and the calls of [`PlatformPort`] (which has no `now`) read the clock the adapter was
@@ -29,6 +30,7 @@ pub mod instagram;
 pub mod linkedin;
 pub mod oauth;
 pub mod pinterest;
+pub mod threads;
 pub mod tiktok;
 pub mod x;
 
@@ -45,6 +47,7 @@ pub use facebook::FacebookAdapter;
 pub use instagram::InstagramAdapter;
 pub use linkedin::LinkedinAdapter;
 pub use pinterest::PinterestAdapter;
+pub use threads::ThreadsAdapter;
 pub use tiktok::TiktokAdapter;
 pub use x::XAdapter;
 

@@ -14,6 +14,7 @@
 //! | `/tiktok` | `tiktok` | TikTok (Login Kit for Web, Content Posting API) |
 //! | `/sandbox/tiktok` | `tiktok` | TikTok's controls |
 //! | `/facebook`, `/instagram` | `meta` | Meta Graph API (Facebook Login, Pages, Instagram containers), one shared world; controls under `/sandbox/meta` |
+//! | `/threads` | `threads` | Threads (containers, long-lived tokens; controls under `/sandbox/threads`) |
 //!
 //! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation)
 //! and `faults` (injected failures, stalls, lost answers and rate limits), plus the
@@ -41,6 +42,7 @@ pub mod linkedin;
 pub mod meta;
 mod oauth;
 pub mod pinterest;
+pub mod threads;
 pub mod tiktok;
 pub mod x;
 
@@ -75,6 +77,7 @@ pub use oauth::{
     token_fingerprint, RevokeCause, RevokedToken, TokenKind, TokenOutcome, TokenRequest,
 };
 pub use pinterest::{PinterestBoard, PinterestControl, PinterestPin, PinterestUser};
+pub use threads::{ThreadsControl, ThreadsPost, ThreadsUser};
 pub use tiktok::{TiktokControl, TiktokCreator, TiktokPost};
 pub use x::{XControl, XTweet, XUser};
 
@@ -135,6 +138,8 @@ pub struct Sandbox {
     tiktok: TiktokControl,
     /// Handle on the Graph API's simulated state (Facebook and Instagram share it).
     meta: MetaControl,
+    /// Handle on Threads' simulated state.
+    threads: ThreadsControl,
     /// Dropping this sender is the stop signal for the accept loop and every connection.
     stop: Option<watch::Sender<()>>,
     /// The accept loop, awaited by `shutdown` so that it returns only once the port is free.
@@ -159,10 +164,11 @@ impl Sandbox {
         let linkedin = LinkedinControl::new();
         let tiktok = TiktokControl::new();
         let meta = MetaControl::new();
+        let threads = ThreadsControl::new();
         let (stop, stopped) = watch::channel(());
         let server = tokio::spawn(accept_loop(
             listener,
-            app(&x, &pinterest, &linkedin, &tiktok, &meta),
+            app(&x, &pinterest, &linkedin, &tiktok, &meta, &threads),
             stopped,
         ));
         tracing::info!(addr = %local, "sandbox listening");
@@ -173,6 +179,7 @@ impl Sandbox {
             linkedin,
             tiktok,
             meta,
+            threads,
             stop: Some(stop),
             server: Some(server),
         })
@@ -208,6 +215,11 @@ impl Sandbox {
         self.meta.clone()
     }
 
+    /// A handle to drive Threads' simulated state.
+    pub fn threads(&self) -> ThreadsControl {
+        self.threads.clone()
+    }
+
     /// Stops accepting connections, lets requests in flight finish (briefly), and
     /// returns once the server has stopped.
     pub async fn shutdown(mut self) {
@@ -241,6 +253,7 @@ pub(crate) fn app(
     linkedin: &LinkedinControl,
     tiktok: &TiktokControl,
     meta: &MetaControl,
+    threads: &ThreadsControl,
 ) -> Router {
     Router::new()
         .route("/", get(index))
@@ -255,6 +268,8 @@ pub(crate) fn app(
         .nest("/facebook", meta::platform_routes(meta))
         .nest("/instagram", meta::platform_routes(meta))
         .nest("/sandbox/meta", meta::control_routes(meta))
+        .nest("/threads", threads::platform_routes(threads))
+        .nest("/sandbox/threads", threads::control_routes(threads))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.
@@ -274,6 +289,10 @@ async fn index() -> Html<&'static str> {
         "<code>/facebook/v25.0/oauth/access_token</code>, <code>/facebook/v25.0/me/accounts</code>, ",
         "<code>/instagram/v25.0/{ig-user-id}/media</code>; media files under <code>/facebook/media/</code>; ",
         "controls under <code>/sandbox/meta</code> (try <code>GET /sandbox/meta/state</code>)</li>",
+        "<li>Threads: <code>/threads/oauth/authorize</code>, <code>/threads/oauth/access_token</code>, ",
+        "<code>/threads/access_token</code>, <code>/threads/refresh_access_token</code>, ",
+        "<code>/threads/v1.0/me</code>, <code>/threads/v1.0/{user}/threads</code>; controls under ",
+        "<code>/sandbox/threads</code></li>",
         "</ul></body></html>",
     ))
 }

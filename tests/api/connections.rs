@@ -22,6 +22,7 @@ async fn a_pen_name_nobody_used_has_every_platform_unconnected() {
             "tiktok",
             "facebook",
             "instagram",
+            "threads",
         ];
         let expected = if implemented.iter().any(|p| entry["platform"] == *p) {
             "not_connected"
