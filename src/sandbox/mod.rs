@@ -11,6 +11,8 @@
 //! |---|---|---|
 //! | `/x` | `x` | X (API v2, OAuth 2.0 authorization code with PKCE) |
 //! | `/sandbox/x` | `x` | JSON controls for a person poking the demo with curl |
+//! | `/youtube` | `youtube` | YouTube (Data API v3, Google OAuth, resumable uploads, quota) |
+//! | `/sandbox/youtube` | `youtube` | its controls, and a sample video at `media/sample.mp4` |
 //!
 //! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation)
 //! and `faults` (injected failures, stalls, lost answers and rate limits), plus the
@@ -38,6 +40,7 @@ pub mod linkedin;
 mod oauth;
 pub mod pinterest;
 pub mod x;
+pub mod youtube;
 
 #[cfg(test)]
 mod tests;
@@ -70,6 +73,7 @@ pub use oauth::{
 };
 pub use pinterest::{PinterestBoard, PinterestControl, PinterestPin, PinterestUser};
 pub use x::{XControl, XTweet, XUser};
+pub use youtube::{AuthorizeSeen, YoutubeChannel, YoutubeControl, YoutubeUser, YoutubeVideo};
 
 use faults::ConnectionHandle;
 
@@ -124,6 +128,8 @@ pub struct Sandbox {
     pinterest: PinterestControl,
     /// Handle on LinkedIn's simulated state.
     linkedin: LinkedinControl,
+    /// Handle on YouTube's simulated state.
+    youtube: YoutubeControl,
     /// Dropping this sender is the stop signal for the accept loop and every connection.
     stop: Option<watch::Sender<()>>,
     /// The accept loop, awaited by `shutdown` so that it returns only once the port is free.
@@ -146,10 +152,11 @@ impl Sandbox {
         let x = XControl::new();
         let pinterest = PinterestControl::new();
         let linkedin = LinkedinControl::new();
+        let youtube = YoutubeControl::new();
         let (stop, stopped) = watch::channel(());
         let server = tokio::spawn(accept_loop(
             listener,
-            app(&x, &pinterest, &linkedin),
+            app(&x, &pinterest, &linkedin, &youtube),
             stopped,
         ));
         tracing::info!(addr = %local, "sandbox listening");
@@ -158,6 +165,7 @@ impl Sandbox {
             x,
             pinterest,
             linkedin,
+            youtube,
             stop: Some(stop),
             server: Some(server),
         })
@@ -181,6 +189,11 @@ impl Sandbox {
     /// A handle to drive LinkedIn's simulated state.
     pub fn linkedin(&self) -> LinkedinControl {
         self.linkedin.clone()
+    }
+
+    /// A handle to drive YouTube's simulated state.
+    pub fn youtube(&self) -> YoutubeControl {
+        self.youtube.clone()
     }
 
     /// Stops accepting connections, lets requests in flight finish (briefly), and
@@ -214,6 +227,7 @@ pub(crate) fn app(
     x: &XControl,
     pinterest: &PinterestControl,
     linkedin: &LinkedinControl,
+    youtube: &YoutubeControl,
 ) -> Router {
     Router::new()
         .route("/", get(index))
@@ -223,6 +237,8 @@ pub(crate) fn app(
         .nest("/sandbox/pinterest", pinterest::control_routes(pinterest))
         .nest("/linkedin", linkedin::platform_routes(linkedin))
         .nest("/sandbox/linkedin", linkedin::control_routes(linkedin))
+        .nest("/youtube", youtube::platform_routes(youtube))
+        .nest("/sandbox/youtube", youtube::control_routes(youtube))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.

@@ -33,7 +33,9 @@ use views::{
 };
 
 use crate::config::Config;
-use crate::platforms::{Adapter, ConnectError, LinkedinAdapter, PinterestAdapter, XAdapter};
+use crate::platforms::{
+    Adapter, ConnectError, LinkedinAdapter, PinterestAdapter, XAdapter, YoutubeAdapter,
+};
 
 /// File in the data directory holding the generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -133,6 +135,8 @@ fn build_adapters(config: &Config, clock: &Arc<dyn Clock>) -> HashMap<Platform, 
                 Platform::Linkedin => LinkedinAdapter::new(&settings)
                     .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
                 Platform::Pinterest => PinterestAdapter::new(&settings)
+                    .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+                Platform::Youtube => YoutubeAdapter::new(&settings)
                     .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
                 // The other platforms' adapters come with their own issues.
                 _ => continue,

@@ -119,6 +119,9 @@ reason_codes! {
     ConnectionNotActive => "connection_not_active",
         "The post is waiting because its account connection needs attention.",
         "Fix the connection as its own message says; the post resumes when it is active again.";
+    YoutubeChannelRequired => "youtube_channel_required",
+        "The Google account has no YouTube channel, and videos can only be published to a channel.",
+        "Create a YouTube channel for this Google account (in YouTube: Create a channel), then reconnect.";
 }
 
 impl fmt::Display for ReasonCode {

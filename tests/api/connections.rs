@@ -15,7 +15,7 @@ async fn a_pen_name_nobody_used_has_every_platform_unconnected() {
     assert_eq!(entries.len(), 9);
     for entry in entries {
         // The platforms with an adapter are pointed at the sandbox; the rest have none yet.
-        let implemented = ["x", "linkedin", "pinterest"];
+        let implemented = ["x", "linkedin", "pinterest", "youtube"];
         let expected = if implemented.iter().any(|p| entry["platform"] == *p) {
             "not_connected"
         } else {
