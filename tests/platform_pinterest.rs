@@ -527,7 +527,10 @@ async fn validation_names_every_refusal() {
             edit(&|p| p.content.media.push(image("https://example.com/2.jpg"))),
             vec!["too_many_images"],
         ),
-        (edit(&|p| p.kind = PostKind::Feed), vec!["kind_not_offered"]),
+        (
+            edit(&|p| p.kind = PostKind::Feed),
+            vec!["not_offered_by_platform"],
+        ),
         (
             edit(&|p| {
                 p.target = None;

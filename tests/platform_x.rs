@@ -732,7 +732,7 @@ async fn validation_counts_like_x_and_names_every_refusal() {
     );
     let mut pin = post("a pin");
     pin.kind = PostKind::Pin;
-    assert_eq!(refusals(&pin), ["kind_not_offered"]);
+    assert_eq!(refusals(&pin), ["not_offered_by_platform"]);
 
     // Publishing checks again, so an invalid post never reaches X.
     let grant: Grant = w.connect(now()).await.grant;

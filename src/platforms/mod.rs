@@ -18,6 +18,7 @@
 //! - [`graph`]: the Meta Graph API parts Facebook and Instagram share; [`facebook`]:
 //!   Facebook Pages; [`instagram`]: Instagram through Facebook Login.
 //! - [`threads`]: Threads (containers, self-renewing long-lived tokens).
+//! - [`youtube`]: YouTube (Data API v3, resumable uploads, the project's daily quota).
 //!
 //! Adapters never read the system clock where an expiry is stored: connect takes `now`,
 //! and the calls of [`PlatformPort`] (which has no `now`) read the clock the adapter was
@@ -33,6 +34,7 @@ pub mod pinterest;
 pub mod threads;
 pub mod tiktok;
 pub mod x;
+pub mod youtube;
 
 use std::time::Duration;
 
@@ -50,6 +52,7 @@ pub use pinterest::PinterestAdapter;
 pub use threads::ThreadsAdapter;
 pub use tiktok::TiktokAdapter;
 pub use x::XAdapter;
+pub use youtube::YoutubeAdapter;
 
 /// Endpoints and app credentials of one platform, from configuration. Every URL is
 /// overridable so that any platform can be pointed at the sandbox or another host.
@@ -254,8 +257,10 @@ pub enum ContentError {
     /// The engine cannot upload video to this platform yet.
     #[error("video posts are not supported on this platform yet")]
     VideoNotSupported,
-    /// The platform has no such kind of post.
+    /// The platform has no such kind of post (or none its public API can publish).
+    /// Its code is the catalogue's word, `not_offered_by_platform`.
     #[error("this platform does not offer {kind:?} posts")]
+    #[serde(rename = "not_offered_by_platform")]
     KindNotOffered { kind: PostKind },
     /// The title is longer than the platform allows (Pinterest: 100 characters).
     #[error("the title has {actual} characters; the limit is {limit}")]
@@ -280,6 +285,17 @@ pub enum ContentError {
     /// More @mentions than the platform allows (Instagram: 20).
     #[error("the text has {actual} mentions; the limit is {limit}")]
     TooManyMentions { limit: usize, actual: usize },
+    /// The platform publishes nothing without a title (a YouTube video).
+    #[error("the post needs a title")]
+    TitleRequired,
+    /// The text is longer than the platform allows, counted in UTF-8 bytes (YouTube
+    /// descriptions: 5000 bytes).
+    #[error("the text takes {actual} bytes; the limit is {limit} bytes")]
+    TextTooManyBytes { limit: usize, actual: usize },
+    /// A field holds characters the platform refuses (YouTube: `<` and `>` in a title
+    /// or description).
+    #[error("the {field} may not contain {characters}")]
+    ForbiddenCharacters { field: String, characters: String },
 }
 
 impl ContentError {
@@ -293,7 +309,7 @@ impl ContentError {
             ContentError::MixedMedia => "mixed_media",
             ContentError::GifNotAlone => "gif_not_alone",
             ContentError::VideoNotSupported => "video_not_supported",
-            ContentError::KindNotOffered { .. } => "kind_not_offered",
+            ContentError::KindNotOffered { .. } => "not_offered_by_platform",
             ContentError::TitleTooLong { .. } => "title_too_long",
             ContentError::LinkTooLong { .. } => "link_too_long",
             ContentError::AltTextTooLong { .. } => "alt_text_too_long",
@@ -301,6 +317,9 @@ impl ContentError {
             ContentError::MediaRequired { .. } => "media_required",
             ContentError::TooManyHashtags { .. } => "too_many_hashtags",
             ContentError::TooManyMentions { .. } => "too_many_mentions",
+            ContentError::TitleRequired => "title_required",
+            ContentError::TextTooManyBytes { .. } => "text_too_many_bytes",
+            ContentError::ForbiddenCharacters { .. } => "forbidden_characters",
         }
     }
 }
@@ -383,6 +402,15 @@ mod tests {
             ContentError::TooManyMentions {
                 limit: 20,
                 actual: 21,
+            },
+            ContentError::TitleRequired,
+            ContentError::TextTooManyBytes {
+                limit: 5000,
+                actual: 5001,
+            },
+            ContentError::ForbiddenCharacters {
+                field: "title".into(),
+                characters: "< and >".into(),
             },
         ];
         for error in all {

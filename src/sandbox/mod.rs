@@ -15,6 +15,8 @@
 //! | `/sandbox/tiktok` | `tiktok` | TikTok's controls |
 //! | `/facebook`, `/instagram` | `meta` | Meta Graph API (Facebook Login, Pages, Instagram containers), one shared world; controls under `/sandbox/meta` |
 //! | `/threads` | `threads` | Threads (containers, long-lived tokens; controls under `/sandbox/threads`) |
+//! | `/youtube` | `youtube` | YouTube (Data API v3, Google OAuth, resumable uploads, quota) |
+//! | `/sandbox/youtube` | `youtube` | its controls, and a sample video at `media/sample.mp4` |
 //!
 //! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation)
 //! and `faults` (injected failures, stalls, lost answers and rate limits), plus the
@@ -45,6 +47,7 @@ pub mod pinterest;
 pub mod threads;
 pub mod tiktok;
 pub mod x;
+pub mod youtube;
 
 #[cfg(test)]
 mod tests;
@@ -80,6 +83,7 @@ pub use pinterest::{PinterestBoard, PinterestControl, PinterestPin, PinterestUse
 pub use threads::{ThreadsControl, ThreadsPost, ThreadsUser};
 pub use tiktok::{TiktokControl, TiktokCreator, TiktokPost};
 pub use x::{XControl, XTweet, XUser};
+pub use youtube::{AuthorizeSeen, YoutubeChannel, YoutubeControl, YoutubeUser, YoutubeVideo};
 
 use faults::ConnectionHandle;
 
@@ -140,6 +144,8 @@ pub struct Sandbox {
     meta: MetaControl,
     /// Handle on Threads' simulated state.
     threads: ThreadsControl,
+    /// Handle on YouTube's simulated state.
+    youtube: YoutubeControl,
     /// Dropping this sender is the stop signal for the accept loop and every connection.
     stop: Option<watch::Sender<()>>,
     /// The accept loop, awaited by `shutdown` so that it returns only once the port is free.
@@ -165,10 +171,13 @@ impl Sandbox {
         let tiktok = TiktokControl::new();
         let meta = MetaControl::new();
         let threads = ThreadsControl::new();
+        let youtube = YoutubeControl::new();
         let (stop, stopped) = watch::channel(());
         let server = tokio::spawn(accept_loop(
             listener,
-            app(&x, &pinterest, &linkedin, &tiktok, &meta, &threads),
+            app(
+                &x, &pinterest, &linkedin, &tiktok, &meta, &threads, &youtube,
+            ),
             stopped,
         ));
         tracing::info!(addr = %local, "sandbox listening");
@@ -180,6 +189,7 @@ impl Sandbox {
             tiktok,
             meta,
             threads,
+            youtube,
             stop: Some(stop),
             server: Some(server),
         })
@@ -220,6 +230,11 @@ impl Sandbox {
         self.threads.clone()
     }
 
+    /// A handle to drive YouTube's simulated state.
+    pub fn youtube(&self) -> YoutubeControl {
+        self.youtube.clone()
+    }
+
     /// Stops accepting connections, lets requests in flight finish (briefly), and
     /// returns once the server has stopped.
     pub async fn shutdown(mut self) {
@@ -254,6 +269,7 @@ pub(crate) fn app(
     tiktok: &TiktokControl,
     meta: &MetaControl,
     threads: &ThreadsControl,
+    youtube: &YoutubeControl,
 ) -> Router {
     Router::new()
         .route("/", get(index))
@@ -270,6 +286,8 @@ pub(crate) fn app(
         .nest("/sandbox/meta", meta::control_routes(meta))
         .nest("/threads", threads::platform_routes(threads))
         .nest("/sandbox/threads", threads::control_routes(threads))
+        .nest("/youtube", youtube::platform_routes(youtube))
+        .nest("/sandbox/youtube", youtube::control_routes(youtube))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.

@@ -924,4 +924,56 @@ impl TokenStore {
     pub(crate) fn revoked(&self) -> &[RevokedToken] {
         &self.revoked
     }
+
+    /// A new access token for a live refresh token that stays live: refresh tokens that
+    /// do not rotate (Google). Nothing is spent, so the same refresh token works again.
+    pub(crate) fn renew(
+        &mut self,
+        refresh_token: &str,
+        client_id: &str,
+        access_lifetime: Duration,
+    ) -> Result<IssuedTokens, RefreshRejection> {
+        let record = self
+            .refresh
+            .get(refresh_token)
+            .ok_or(RefreshRejection::Unknown)?;
+        if record.state != RefreshState::Live {
+            return Err(RefreshRejection::Revoked);
+        }
+        let family_id = record.family;
+        let family = self
+            .families
+            .get(&family_id)
+            .ok_or(RefreshRejection::Unknown)?;
+        if family.client_id != client_id {
+            return Err(RefreshRejection::WrongClient);
+        }
+        let scopes = family.scopes.clone();
+        Ok(self.mint(family_id, scopes, access_lifetime, false))
+    }
+
+    /// Revokes the whole grant a live access or refresh token belongs to (Google revokes
+    /// the refresh token with its access tokens and the other way round). False when the
+    /// token is unknown or no longer usable.
+    pub(crate) fn revoke_grant_of(&mut self, token: &str) -> bool {
+        let now = Instant::now();
+        let family = self
+            .refresh
+            .get(token)
+            .filter(|r| r.state == RefreshState::Live)
+            .map(|r| r.family)
+            .or_else(|| {
+                self.access
+                    .get(token)
+                    .filter(|a| !a.revoked && a.expires_at > now)
+                    .map(|a| a.family)
+            });
+        match family {
+            Some(family) => {
+                self.revoke_family(family, RevokeCause::RevokeEndpoint);
+                true
+            }
+            None => false,
+        }
+    }
 }

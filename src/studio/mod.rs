@@ -35,7 +35,7 @@ use views::{
 use crate::config::Config;
 use crate::platforms::{
     Adapter, ConnectError, FacebookAdapter, InstagramAdapter, LinkedinAdapter, PinterestAdapter,
-    ThreadsAdapter, TiktokAdapter, XAdapter,
+    ThreadsAdapter, TiktokAdapter, XAdapter, YoutubeAdapter,
 };
 
 /// File in the data directory holding the generated admin token.
@@ -144,6 +144,8 @@ fn build_adapters(config: &Config, clock: &Arc<dyn Clock>) -> HashMap<Platform, 
                 Platform::Instagram => InstagramAdapter::new(&settings)
                     .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
                 Platform::Threads => ThreadsAdapter::new(&settings)
+                    .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+                Platform::Youtube => YoutubeAdapter::new(&settings)
                     .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
                 // The other platforms' adapters come with their own issues.
                 _ => continue,

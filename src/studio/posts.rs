@@ -131,7 +131,7 @@ impl Studio {
         if !caps.post_kinds.contains(&post.kind) {
             let offered: Vec<&str> = caps.post_kinds.iter().map(|k| k.id()).collect();
             errors.push(FieldError::new(
-                "kind_not_offered",
+                "not_offered_by_platform",
                 format!(
                     "{} offers {} posts, not {}",
                     platform.display_name(),

@@ -125,6 +125,9 @@ reason_codes! {
     AccountUnconfirmed => "account_unconfirmed",
         "The platform will not let apps act for an account whose owner has not confirmed it.",
         "Confirm the account as the platform asks (its email or phone confirmation), then reconnect.";
+    YoutubeChannelRequired => "youtube_channel_required",
+        "The Google account has no YouTube channel, and videos can only be published to a channel.",
+        "Create a YouTube channel for this Google account (in YouTube: Create a channel), then reconnect.";
 }
 
 impl fmt::Display for ReasonCode {

@@ -23,6 +23,7 @@ async fn a_pen_name_nobody_used_has_every_platform_unconnected() {
             "facebook",
             "instagram",
             "threads",
+            "youtube",
         ];
         let expected = if implemented.iter().any(|p| entry["platform"] == *p) {
             "not_connected"
