@@ -14,11 +14,13 @@
 //! - [`x`]: X (API v2).
 //! - [`linkedin`]: LinkedIn (Posts API, members and organisations).
 //! - [`pinterest`]: Pinterest (API v5).
+//! - [`bluesky`]: Bluesky (AT Protocol, app passwords).
 //!
 //! Adapters never read the system clock where an expiry is stored: connect takes `now`,
 //! and the calls of [`PlatformPort`] (which has no `now`) read the clock the adapter was
 //! given (`with_clock`), so the actors' virtual clock reaches them in tests.
 
+pub mod bluesky;
 pub mod http;
 pub mod linkedin;
 pub mod oauth;
@@ -34,6 +36,7 @@ use social_studio_storage::{
     Account, Grant, Post, PostKind, Reason, ReasonCode, Secret, Target, Timestamp,
 };
 
+pub use bluesky::BlueskyAdapter;
 pub use linkedin::LinkedinAdapter;
 pub use pinterest::PinterestAdapter;
 pub use x::XAdapter;
@@ -261,6 +264,10 @@ pub enum ContentError {
     /// an image).
     #[error("the post needs {what}")]
     MediaRequired { what: String },
+    /// The text is longer in UTF-8 bytes than the platform allows (Bluesky: 3000), even
+    /// where it has few enough characters.
+    #[error("the text is {actual} bytes long; the limit is {limit} bytes")]
+    TextTooManyBytes { limit: usize, actual: usize },
 }
 
 impl ContentError {
@@ -280,6 +287,7 @@ impl ContentError {
             ContentError::AltTextTooLong { .. } => "alt_text_too_long",
             ContentError::TargetRequired { .. } => "target_required",
             ContentError::MediaRequired { .. } => "media_required",
+            ContentError::TextTooManyBytes { .. } => "text_too_many_bytes",
         }
     }
 }
@@ -302,6 +310,23 @@ pub trait Adapter: PlatformPort {
         redirect_uri: &str,
         now: Timestamp,
     ) -> Result<Connected, ConnectError>;
+
+    /// Connects with an identifier and an app password instead of a consent page
+    /// (Bluesky). The password is consumed: an adapter sends it once and keeps nothing.
+    /// Platforms that connect through OAuth refuse it.
+    async fn connect_with_app_password(
+        &self,
+        _identifier: &str,
+        _app_password: Secret,
+        _now: Timestamp,
+    ) -> Result<Connected, ConnectError> {
+        Err(ConnectError::RequirementUnmet(
+            Reason::with_platform_message(
+                ReasonCode::NotOfferedByPlatform,
+                "this platform connects through its consent page, not with an app password",
+            ),
+        ))
+    }
 
     /// The least scopes posting needs.
     fn scopes(&self) -> &'static [&'static str];
@@ -354,6 +379,10 @@ mod tests {
             },
             ContentError::MediaRequired {
                 what: "an image".into(),
+            },
+            ContentError::TextTooManyBytes {
+                limit: 3000,
+                actual: 3001,
             },
         ];
         for error in all {

@@ -11,6 +11,8 @@
 //! |---|---|---|
 //! | `/x` | `x` | X (API v2, OAuth 2.0 authorization code with PKCE) |
 //! | `/sandbox/x` | `x` | JSON controls for a person poking the demo with curl |
+//! | `/bluesky` | `bluesky` | Bluesky: a PDS (`/bluesky/xrpc/...`) and a PLC directory (`/bluesky/plc/{did}`) |
+//! | `/sandbox/bluesky` | `bluesky` | Bluesky controls: state, revoke an app password, a PNG to attach |
 //!
 //! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation)
 //! and `faults` (injected failures, stalls, lost answers and rate limits), plus the
@@ -32,6 +34,7 @@
 //! Adding a platform: write `name.rs` with a `Control` handle like [`XControl`], its
 //! `platform_routes` and `control_routes`, and mount them in [`app`].
 
+pub mod bluesky;
 pub mod browser;
 mod faults;
 pub mod linkedin;
@@ -61,6 +64,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 
+pub use bluesky::{BlueskyControl, BskyRecord, RefreshOutcome};
 pub use faults::PendingFaults;
 pub use linkedin::{
     LinkedinControl, LinkedinMember, LinkedinOrganization, LinkedinPost, LinkedinRole,
@@ -124,6 +128,8 @@ pub struct Sandbox {
     pinterest: PinterestControl,
     /// Handle on LinkedIn's simulated state.
     linkedin: LinkedinControl,
+    /// Handle on Bluesky's simulated PDS and PLC directory.
+    bluesky: BlueskyControl,
     /// Dropping this sender is the stop signal for the accept loop and every connection.
     stop: Option<watch::Sender<()>>,
     /// The accept loop, awaited by `shutdown` so that it returns only once the port is free.
@@ -146,10 +152,11 @@ impl Sandbox {
         let x = XControl::new();
         let pinterest = PinterestControl::new();
         let linkedin = LinkedinControl::new();
+        let bluesky = BlueskyControl::new(&format!("http://{local}"));
         let (stop, stopped) = watch::channel(());
         let server = tokio::spawn(accept_loop(
             listener,
-            app(&x, &pinterest, &linkedin),
+            app(&x, &pinterest, &linkedin, &bluesky),
             stopped,
         ));
         tracing::info!(addr = %local, "sandbox listening");
@@ -158,6 +165,7 @@ impl Sandbox {
             x,
             pinterest,
             linkedin,
+            bluesky,
             stop: Some(stop),
             server: Some(server),
         })
@@ -181,6 +189,11 @@ impl Sandbox {
     /// A handle to drive LinkedIn's simulated state.
     pub fn linkedin(&self) -> LinkedinControl {
         self.linkedin.clone()
+    }
+
+    /// A handle to drive Bluesky's simulated PDS.
+    pub fn bluesky(&self) -> BlueskyControl {
+        self.bluesky.clone()
     }
 
     /// Stops accepting connections, lets requests in flight finish (briefly), and
@@ -214,6 +227,7 @@ pub(crate) fn app(
     x: &XControl,
     pinterest: &PinterestControl,
     linkedin: &LinkedinControl,
+    bluesky: &BlueskyControl,
 ) -> Router {
     Router::new()
         .route("/", get(index))
@@ -223,6 +237,8 @@ pub(crate) fn app(
         .nest("/sandbox/pinterest", pinterest::control_routes(pinterest))
         .nest("/linkedin", linkedin::platform_routes(linkedin))
         .nest("/sandbox/linkedin", linkedin::control_routes(linkedin))
+        .nest("/bluesky", bluesky::platform_routes(bluesky))
+        .nest("/sandbox/bluesky", bluesky::control_routes(bluesky))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.
@@ -235,6 +251,9 @@ async fn index() -> Html<&'static str> {
         "<code>/x/2/oauth2/revoke</code>, <code>/x/2/users/me</code>, <code>/x/2/tweets</code>, ",
         "<code>/x/2/media/upload</code>; controls under <code>/sandbox/x</code> ",
         "(try <code>GET /sandbox/x/state</code>)</li>",
+        "<li>Bluesky: a PDS at <code>/bluesky/xrpc/...</code> and a PLC directory at ",
+        "<code>/bluesky/plc/{did}</code>; controls under <code>/sandbox/bluesky</code> ",
+        "(try <code>GET /sandbox/bluesky/state</code>)</li>",
         "</ul></body></html>",
     ))
 }

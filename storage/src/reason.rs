@@ -119,6 +119,9 @@ reason_codes! {
     ConnectionNotActive => "connection_not_active",
         "The post is waiting because its account connection needs attention.",
         "Fix the connection as its own message says; the post resumes when it is active again.";
+    AppPasswordRejected => "app_password_rejected",
+        "The platform did not accept this identifier and app password: one of them is wrong, or the app password was revoked.",
+        "Check the handle, or create a new app password in Bluesky's settings (Settings → Privacy and security → App passwords) and connect with it.";
 }
 
 impl fmt::Display for ReasonCode {
