@@ -1,6 +1,6 @@
 //! A pen name's connections: one entry per platform, one connection with its recent
-//! events, the start of an OAuth connect, verify, disconnect, and the app-password
-//! connect that Bluesky will use.
+//! events, the start of an OAuth connect, verify, disconnect, and Bluesky's
+//! app-password connect.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,7 +15,6 @@ use super::AppState;
 use crate::studio::views::{
     AuthorizeStart, ConnectionEntry, DisconnectView, EventView, VerifyView,
 };
-use crate::studio::StudioError;
 
 /// How many recent events the detail of a connection shows.
 const RECENT_EVENTS: usize = 20;
@@ -70,18 +69,26 @@ pub(crate) struct VerifyBodyOut(pub(crate) VerifyView);
 #[schema(value_type = Object)]
 pub(crate) struct DisconnectBodyOut(pub(crate) DisconnectView);
 
-/// Body of the app-password connect. The password is a [`Secret`]: it never prints.
-/// Read by the engine's app-password connect once it exists; until then the body is only
-/// checked for shape.
-#[allow(dead_code)]
+/// Body of the app-password connect. The password is a [`Secret`]: it never prints, and
+/// the engine sends it once to sign in and keeps nothing.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AppPasswordBody {
     /// The account's handle or DID.
     pub(crate) identifier: String,
+    /// An app password (`xxxx-xxxx-xxxx-xxxx`), never the account's main password.
     #[schema(value_type = String, format = Password)]
     pub(crate) app_password: Secret,
+    /// Allow a different account to replace the connected one.
+    #[serde(default)]
+    pub(crate) replace: bool,
 }
+
+/// The answer to the app-password connect: the connection as it now stands.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub(crate) struct ConnectedBodyOut(pub(crate) ConnectionEntry);
 
 /// `?confirm=true` on destructive routes.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -185,25 +192,43 @@ pub(crate) async fn authorize(
     ),
     request_body(content = AppPasswordBody, content_type = "application/json"),
     responses(
+        (status = 200, description = "connected: the connection as it now stands", body = ConnectedBodyOut),
         (status = 400, description = "invalid pen name or body", body = super::openapi::ErrorBody),
         (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
         (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
-        (status = 409, description = "platform_not_configured (Bluesky connect is not available yet), or wrong_connect_flow for a platform that connects through OAuth", body = super::openapi::ErrorBody),
+        (status = 409, description = "platform_not_configured, wrong_account, or wrong_connect_flow for a platform that connects through OAuth", body = super::openapi::ErrorBody),
+        (status = 422, description = "app_password_required (not an app password), app_password_rejected (wrong or revoked), account_suspended", body = super::openapi::ErrorBody),
+        (status = 429, description = "the platform is rate limiting sign-ins", body = super::openapi::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
 #[tracing::instrument(skip_all, fields(pen_name, platform))]
 pub(crate) async fn connect_with_app_password(
-    State(_state): State<AppState>,
+    State(state): State<AppState>,
     KeyPath(key): KeyPath,
     ApiJson(body): ApiJson<AppPasswordBody>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<ConnectedBodyOut>, ApiError> {
     record_key(&key);
-    // The password is dropped here, unused: the engine has no app-password connect yet.
-    drop(body);
+    let AppPasswordBody {
+        identifier,
+        app_password,
+        replace,
+    } = body;
     if key.platform == Platform::Bluesky {
-        return Err(StudioError::PlatformNotConfigured(Platform::Bluesky).into());
+        let entry = state
+            .studio
+            .connect_with_app_password(
+                &key.pen_name,
+                key.platform,
+                &identifier,
+                app_password,
+                replace,
+            )
+            .await?;
+        return Ok(Json(ConnectedBodyOut(entry)));
     }
+    // Not an app-password platform: the password is dropped unused.
+    drop(app_password);
     Err(ApiError::new(
         StatusCode::CONFLICT,
         "wrong_connect_flow",

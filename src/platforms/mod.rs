@@ -19,11 +19,13 @@
 //!   Facebook Pages; [`instagram`]: Instagram through Facebook Login.
 //! - [`threads`]: Threads (containers, self-renewing long-lived tokens).
 //! - [`youtube`]: YouTube (Data API v3, resumable uploads, the project's daily quota).
+//! - [`bluesky`]: Bluesky (AT Protocol, app passwords).
 //!
 //! Adapters never read the system clock where an expiry is stored: connect takes `now`,
 //! and the calls of [`PlatformPort`] (which has no `now`) read the clock the adapter was
 //! given (`with_clock`), so the actors' virtual clock reaches them in tests.
 
+pub mod bluesky;
 pub mod facebook;
 pub mod graph;
 pub mod http;
@@ -45,6 +47,7 @@ use social_studio_storage::{
     Account, Grant, Post, PostKind, Reason, ReasonCode, Secret, Target, Timestamp,
 };
 
+pub use bluesky::BlueskyAdapter;
 pub use facebook::FacebookAdapter;
 pub use instagram::InstagramAdapter;
 pub use linkedin::LinkedinAdapter;
@@ -342,6 +345,23 @@ pub trait Adapter: PlatformPort {
         redirect_uri: &str,
         now: Timestamp,
     ) -> Result<Connected, ConnectError>;
+
+    /// Connects with an identifier and an app password instead of a consent page
+    /// (Bluesky). The password is consumed: an adapter sends it once and keeps nothing.
+    /// Platforms that connect through OAuth refuse it.
+    async fn connect_with_app_password(
+        &self,
+        _identifier: &str,
+        _app_password: Secret,
+        _now: Timestamp,
+    ) -> Result<Connected, ConnectError> {
+        Err(ConnectError::RequirementUnmet(
+            Reason::with_platform_message(
+                ReasonCode::NotOfferedByPlatform,
+                "this platform connects through its consent page, not with an app password",
+            ),
+        ))
+    }
 
     /// The least scopes posting needs.
     fn scopes(&self) -> &'static [&'static str];

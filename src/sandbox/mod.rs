@@ -17,6 +17,8 @@
 //! | `/threads` | `threads` | Threads (containers, long-lived tokens; controls under `/sandbox/threads`) |
 //! | `/youtube` | `youtube` | YouTube (Data API v3, Google OAuth, resumable uploads, quota) |
 //! | `/sandbox/youtube` | `youtube` | its controls, and a sample video at `media/sample.mp4` |
+//! | `/bluesky` | `bluesky` | Bluesky: a PDS (`/bluesky/xrpc/...`) and a PLC directory (`/bluesky/plc/{did}`) |
+//! | `/sandbox/bluesky` | `bluesky` | Bluesky controls: state, revoke an app password, a PNG to attach |
 //!
 //! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation)
 //! and `faults` (injected failures, stalls, lost answers and rate limits), plus the
@@ -38,6 +40,7 @@
 //! Adding a platform: write `name.rs` with a `Control` handle like [`XControl`], its
 //! `platform_routes` and `control_routes`, and mount them in [`app`].
 
+pub mod bluesky;
 pub mod browser;
 mod faults;
 pub mod linkedin;
@@ -71,6 +74,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 
+pub use bluesky::{BlueskyControl, BskyRecord, RefreshOutcome};
 pub use faults::PendingFaults;
 pub use linkedin::{
     LinkedinControl, LinkedinMember, LinkedinOrganization, LinkedinPost, LinkedinRole,
@@ -128,6 +132,20 @@ impl IntoResponse for SandboxError {
     }
 }
 
+/// Every platform's control handle: what the server's handlers share with the
+/// [`Sandbox`] accessors.
+#[derive(Clone)]
+pub(crate) struct Controls {
+    pub(crate) x: XControl,
+    pub(crate) pinterest: PinterestControl,
+    pub(crate) linkedin: LinkedinControl,
+    pub(crate) tiktok: TiktokControl,
+    pub(crate) meta: MetaControl,
+    pub(crate) threads: ThreadsControl,
+    pub(crate) youtube: YoutubeControl,
+    pub(crate) bluesky: BlueskyControl,
+}
+
 /// A running sandbox. Dropping it, or calling [`Sandbox::shutdown`], stops the server.
 pub struct Sandbox {
     /// Where the server listens; read once at start so `base_url` never fails.
@@ -146,6 +164,8 @@ pub struct Sandbox {
     threads: ThreadsControl,
     /// Handle on YouTube's simulated state.
     youtube: YoutubeControl,
+    /// Handle on Bluesky's simulated PDS and PLC directory.
+    bluesky: BlueskyControl,
     /// Dropping this sender is the stop signal for the accept loop and every connection.
     stop: Option<watch::Sender<()>>,
     /// The accept loop, awaited by `shutdown` so that it returns only once the port is free.
@@ -172,14 +192,19 @@ impl Sandbox {
         let meta = MetaControl::new();
         let threads = ThreadsControl::new();
         let youtube = YoutubeControl::new();
+        let bluesky = BlueskyControl::new(&format!("http://{local}"));
+        let controls = Controls {
+            x: x.clone(),
+            pinterest: pinterest.clone(),
+            linkedin: linkedin.clone(),
+            tiktok: tiktok.clone(),
+            meta: meta.clone(),
+            threads: threads.clone(),
+            youtube: youtube.clone(),
+            bluesky: bluesky.clone(),
+        };
         let (stop, stopped) = watch::channel(());
-        let server = tokio::spawn(accept_loop(
-            listener,
-            app(
-                &x, &pinterest, &linkedin, &tiktok, &meta, &threads, &youtube,
-            ),
-            stopped,
-        ));
+        let server = tokio::spawn(accept_loop(listener, app(&controls), stopped));
         tracing::info!(addr = %local, "sandbox listening");
         Ok(Sandbox {
             addr: local,
@@ -190,6 +215,7 @@ impl Sandbox {
             meta,
             threads,
             youtube,
+            bluesky,
             stop: Some(stop),
             server: Some(server),
         })
@@ -235,6 +261,11 @@ impl Sandbox {
         self.youtube.clone()
     }
 
+    /// A handle to drive Bluesky's simulated PDS.
+    pub fn bluesky(&self) -> BlueskyControl {
+        self.bluesky.clone()
+    }
+
     /// Stops accepting connections, lets requests in flight finish (briefly), and
     /// returns once the server has stopped.
     pub async fn shutdown(mut self) {
@@ -262,15 +293,17 @@ impl fmt::Debug for Sandbox {
 
 /// The whole sandbox as one router: every platform under its prefix, plus an index page.
 /// A plain function so that tests can also drive it without a socket.
-pub(crate) fn app(
-    x: &XControl,
-    pinterest: &PinterestControl,
-    linkedin: &LinkedinControl,
-    tiktok: &TiktokControl,
-    meta: &MetaControl,
-    threads: &ThreadsControl,
-    youtube: &YoutubeControl,
-) -> Router {
+pub(crate) fn app(c: &Controls) -> Router {
+    let Controls {
+        x,
+        pinterest,
+        linkedin,
+        tiktok,
+        meta,
+        threads,
+        youtube,
+        bluesky,
+    } = c;
     Router::new()
         .route("/", get(index))
         .nest("/x", x::platform_routes(x))
@@ -288,6 +321,8 @@ pub(crate) fn app(
         .nest("/sandbox/threads", threads::control_routes(threads))
         .nest("/youtube", youtube::platform_routes(youtube))
         .nest("/sandbox/youtube", youtube::control_routes(youtube))
+        .nest("/bluesky", bluesky::platform_routes(bluesky))
+        .nest("/sandbox/bluesky", bluesky::control_routes(bluesky))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.
@@ -311,6 +346,9 @@ async fn index() -> Html<&'static str> {
         "<code>/threads/access_token</code>, <code>/threads/refresh_access_token</code>, ",
         "<code>/threads/v1.0/me</code>, <code>/threads/v1.0/{user}/threads</code>; controls under ",
         "<code>/sandbox/threads</code></li>",
+        "<li>Bluesky: a PDS at <code>/bluesky/xrpc/...</code> and a PLC directory at ",
+        "<code>/bluesky/plc/{did}</code>; controls under <code>/sandbox/bluesky</code> ",
+        "(try <code>GET /sandbox/bluesky/state</code>)</li>",
         "</ul></body></html>",
     ))
 }

@@ -33,9 +33,10 @@ use views::{
 };
 
 use crate::config::Config;
+use crate::platforms::bluesky::BlueskySettings;
 use crate::platforms::{
-    Adapter, ConnectError, FacebookAdapter, InstagramAdapter, LinkedinAdapter, PinterestAdapter,
-    ThreadsAdapter, TiktokAdapter, XAdapter, YoutubeAdapter,
+    Adapter, BlueskyAdapter, ConnectError, Connected, FacebookAdapter, InstagramAdapter,
+    LinkedinAdapter, PinterestAdapter, ThreadsAdapter, TiktokAdapter, XAdapter, YoutubeAdapter,
 };
 
 /// File in the data directory holding the generated admin token.
@@ -147,8 +148,11 @@ fn build_adapters(config: &Config, clock: &Arc<dyn Clock>) -> HashMap<Platform, 
                     .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
                 Platform::Youtube => YoutubeAdapter::new(&settings)
                     .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
-                // The other platforms' adapters come with their own issues.
-                _ => continue,
+                Platform::Bluesky => BlueskyAdapter::new(&BlueskySettings {
+                    service: settings.api_base.clone(),
+                    plc_directory: config.bluesky_plc_directory(),
+                })
+                .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
             };
         match built {
             Ok(adapter) => {
@@ -448,6 +452,18 @@ impl Studio {
                 self.now(),
             )
             .await?;
+        let entry = self.install(&key, connected, pending.replace).await?;
+        Ok((key.pen_name, entry))
+    }
+
+    /// Creates or replaces the connection with what a finished connect produced: the
+    /// engine seals and stores the grant and starts the connection's actor.
+    async fn install(
+        &self,
+        key: &ConnectionKey,
+        connected: Connected,
+        replace: bool,
+    ) -> Result<ConnectionEntry, StudioError> {
         self.inner
             .engine
             .connect(
@@ -455,11 +471,33 @@ impl Studio {
                 connected.account,
                 connected.targets,
                 connected.grant,
-                pending.replace,
+                replace,
             )
             .await?;
-        let entry = self.entry(&key).await?;
-        Ok((key.pen_name, entry))
+        self.entry(key).await
+    }
+
+    /// Connects a platform that signs in with an identifier and an app password
+    /// (Bluesky) instead of a consent page. The password is consumed by the adapter's
+    /// one sign-in call and never stored; the connection is created (or, with `replace`,
+    /// replaced by another account) exactly as an OAuth callback does.
+    pub async fn connect_with_app_password(
+        &self,
+        pen: &PenName,
+        platform: Platform,
+        identifier: &str,
+        app_password: Secret,
+        replace: bool,
+    ) -> Result<ConnectionEntry, StudioError> {
+        if platform != Platform::Bluesky {
+            return Err(StudioError::WrongConnectFlow(platform));
+        }
+        let key = ConnectionKey::new(pen.clone(), platform);
+        let adapter = self.adapter(platform)?;
+        let connected = adapter
+            .connect_with_app_password(identifier, app_password, self.now())
+            .await?;
+        self.install(&key, connected, replace).await
     }
 
     /// Disconnects: without `confirm`, a dry run that says how many scheduled posts would

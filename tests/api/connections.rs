@@ -14,22 +14,8 @@ async fn a_pen_name_nobody_used_has_every_platform_unconnected() {
     let entries = body["connections"].as_array().unwrap();
     assert_eq!(entries.len(), 9);
     for entry in entries {
-        // The platforms with an adapter are pointed at the sandbox; the rest have none yet.
-        let implemented = [
-            "x",
-            "linkedin",
-            "pinterest",
-            "tiktok",
-            "facebook",
-            "instagram",
-            "threads",
-            "youtube",
-        ];
-        let expected = if implemented.iter().any(|p| entry["platform"] == *p) {
-            "not_connected"
-        } else {
-            "not_configured"
-        };
+        // Every platform has an adapter, pointed at the sandbox.
+        let expected = "not_connected";
         assert_eq!(entry["status"], expected, "{entry}");
     }
 }
@@ -151,33 +137,53 @@ async fn disconnect_needs_confirmation_then_fails_the_scheduled_posts() {
 }
 
 #[tokio::test]
-async fn app_password_connect_is_not_available_yet() {
+async fn app_password_connect_is_for_bluesky_only() {
     let app = spawn_app().await;
-    let credentials =
-        json!({"identifier": "jane.bsky.social", "app_password": "abcd-efgh-ijkl-mnop"});
+    let path = "/v1/pen-names/jane/connections/bluesky";
+    // Not an app password: refused by name, before Bluesky is asked.
     let (status, body) = app
         .post(
-            "/v1/pen-names/jane/connections/bluesky",
-            credentials.clone(),
+            path,
+            json!({"identifier": "jane.sandbox.test", "app_password": "hunter2"}),
         )
         .await;
     assert_error(
         status,
         &body,
-        StatusCode::CONFLICT,
-        "platform_not_configured",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "app_password_required",
     );
+    // A wrong one: Bluesky refuses it, and the answer never repeats it.
+    let (status, body) = app
+        .post(
+            path,
+            json!({"identifier": "jane.sandbox.test", "app_password": "zzzz-zzzz-zzzz-zzzz"}),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "app_password_rejected",
+    );
+    assert!(!body.to_string().contains("zzzz-zzzz"));
+    // The sandbox's seeded account connects.
+    let credentials =
+        json!({"identifier": "jane.sandbox.test", "app_password": "abcd-efgh-ijkl-mnop"});
+    let (status, body) = app.post(path, credentials.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "active", "{body}");
     assert!(!body.to_string().contains("abcd-efgh"));
     let (status, body) = app
         .post("/v1/pen-names/jane/connections/x", credentials)
         .await;
     assert_error(status, &body, StatusCode::CONFLICT, "wrong_connect_flow");
-    // Bluesky has no browser flow either.
+    // Bluesky has no browser flow.
     let (status, body) = app
         .post(
             "/v1/pen-names/jane/connections/bluesky/authorize",
             json!({}),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_error(status, &body, StatusCode::CONFLICT, "wrong_connect_flow");
 }

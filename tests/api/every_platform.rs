@@ -19,14 +19,14 @@ enum Login {
     /// OAuth through the sandbox's consent page, signed in as this user.
     OAuth(&'static str),
     /// Bluesky: identifier and app password.
-    #[allow(dead_code)]
-    AppPassword(&'static str, &'static str),
+    AppPassword(&'static str, String),
 }
 
 /// One platform's life.
 struct Case {
     platform: &'static str,
-    login: Login,
+    /// Asked at every connect (a Bluesky reconnect needs a new app password).
+    login: fn(&Sandbox) -> Login,
     /// The post's fields besides platform, target and time.
     post: Value,
     /// The author removes the app at the platform: the grant is dead there.
@@ -36,7 +36,7 @@ struct Case {
 }
 
 async fn connect(app: &TestApp, case: &Case) -> Value {
-    match case.login {
+    match (case.login)(&app.sandbox) {
         Login::OAuth(username) => app.connect_oauth(PEN, case.platform, username).await,
         Login::AppPassword(identifier, password) => {
             let (status, body) = app
@@ -165,7 +165,7 @@ async fn whole_life(case: Case) {
 async fn x() {
     whole_life(Case {
         platform: "x",
-        login: Login::OAuth("jane_writes"),
+        login: |_| Login::OAuth("jane_writes"),
         post: json!({"text": "Chapter one is out today"}),
         kill_grant: |s| {
             s.x().revoke_user_grants("2244994945").unwrap();
@@ -179,7 +179,7 @@ async fn x() {
 async fn linkedin() {
     whole_life(Case {
         platform: "linkedin",
-        login: Login::OAuth("jane_writes"),
+        login: |_| Login::OAuth("jane_writes"),
         post: json!({"text": "Chapter one is out today"}),
         kill_grant: |s| {
             s.linkedin().revoke_member_grants("li-member-1").unwrap();
@@ -193,7 +193,7 @@ async fn linkedin() {
 async fn pinterest() {
     whole_life(Case {
         platform: "pinterest",
-        login: Login::OAuth("jane_writes"),
+        login: |_| Login::OAuth("jane_writes"),
         post: json!({
             "kind": "pin",
             "title": "The cover of book two",
@@ -212,7 +212,7 @@ async fn pinterest() {
 async fn tiktok() {
     whole_life(Case {
         platform: "tiktok",
-        login: Login::OAuth("jane_tok"),
+        login: |_| Login::OAuth("jane_tok"),
         post: json!({
             "kind": "video",
             "text": "Chapter one, read aloud. #booktok",
@@ -228,6 +228,120 @@ async fn tiktok() {
                 .filter(|p| p.post_id.is_some())
                 .count()
         },
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn facebook() {
+    whole_life(Case {
+        platform: "facebook",
+        login: |_| Login::OAuth("meta_publisher"),
+        post: json!({
+            "text": "Book two is out.",
+            "links": ["https://example.com/book-two"],
+            "media": [{"url": "{sandbox}/facebook/media/cover.jpg", "kind": "image", "alt": "The cover"}],
+        }),
+        kill_grant: |s| {
+            s.meta()
+                .remove_app("meta_publisher", "sandbox-facebook-client")
+                .unwrap();
+        },
+        on_platform: |s| s.meta().page_posts("2001").len(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn instagram() {
+    whole_life(Case {
+        platform: "instagram",
+        login: |_| Login::OAuth("meta_publisher"),
+        post: json!({
+            "text": "The cover. #books",
+            "media": [{"url": "{sandbox}/instagram/media/cover.jpg", "kind": "image", "alt": "The cover"}],
+        }),
+        kill_grant: |s| {
+            s.meta()
+                .remove_app("meta_publisher", "sandbox-instagram-client")
+                .unwrap();
+        },
+        on_platform: |s| s.meta().instagram_media("3001").len(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn threads() {
+    whole_life(Case {
+        platform: "threads",
+        login: |_| Login::OAuth("jane_threads"),
+        post: json!({
+            "text": "Book two is out",
+            "links": ["https://example.com/book-two"],
+            "media": [{"url": "{sandbox}/threads/media/cover.jpg", "kind": "image", "alt": "The cover"}],
+        }),
+        kill_grant: |s| {
+            s.threads()
+                .invalidate_tokens("jane_threads", 460, "password changed")
+                .unwrap();
+        },
+        on_platform: |s| s.threads().posts("jane_threads").len(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn youtube() {
+    whole_life(Case {
+        platform: "youtube",
+        login: |_| Login::OAuth("jane_writes"),
+        post: json!({
+            "kind": "video",
+            "title": "Book two: chapter one",
+            "text": "Chapter one, read aloud.",
+            "media": [{"url": "{sandbox}/sandbox/youtube/media/sample.mp4", "kind": "video"}],
+        }),
+        kill_grant: |s| {
+            s.youtube().revoke_user_grants("jane_writes").unwrap();
+        },
+        on_platform: |s| s.youtube().videos().len(),
+    })
+    .await;
+}
+
+/// Each Bluesky connect signs in with a new app password; the grant dies when the
+/// author revokes the one in use.
+static BLUESKY_APP_PASSWORDS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+fn bluesky_app_password_name(n: usize) -> String {
+    format!("studio-{n}")
+}
+
+#[tokio::test]
+async fn bluesky() {
+    whole_life(Case {
+        platform: "bluesky",
+        login: |s| {
+            let n = BLUESKY_APP_PASSWORDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let password = s
+                .bluesky()
+                .create_app_password("jane.sandbox.test", &bluesky_app_password_name(n))
+                .unwrap();
+            Login::AppPassword("jane.sandbox.test", password)
+        },
+        post: json!({
+            "text": "Book two is out! https://example.com/book-two thanks @alex.sandbox.test #amwriting",
+            "links": ["https://example.com/book-two"],
+        }),
+        kill_grant: |s| {
+            let n = BLUESKY_APP_PASSWORDS.load(std::sync::atomic::Ordering::SeqCst);
+            s.bluesky()
+                .revoke_app_password("jane.sandbox.test", &bluesky_app_password_name(n))
+                .unwrap();
+        },
+        on_platform: |s| s.bluesky().records("did:plc:janewritessandbox0000").len(),
     })
     .await;
 }

@@ -260,7 +260,11 @@ impl TestApp {
         let action = form_action(&html).expect("form action");
         let answer = self
             .client
-            .post(format!("{}{action}", self.sandbox.base_url()))
+            .post(
+                reqwest::Url::parse(authorize_url)
+                    .and_then(|page| page.join(&action))
+                    .expect("the form's action resolves against its page"),
+            )
             .form(&form)
             .send()
             .await
