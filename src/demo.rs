@@ -310,6 +310,58 @@ fn stops() -> Vec<Stop> {
                 "media": [{"url": "{sandbox}/tiktok/media/sample.mp4", "kind": "video"}],
             }),
         },
+        Stop {
+            platform: "youtube",
+            name: "YouTube",
+            login: Login::OAuth("jane_writes"),
+            post: json!({
+                "kind": "video",
+                "title": "Book two: chapter one",
+                "text": "Chapter one, read aloud.",
+                "media": [{"url": "{sandbox}/sandbox/youtube/media/sample.mp4", "kind": "video"}],
+            }),
+        },
+        Stop {
+            platform: "facebook",
+            name: "Facebook Page",
+            login: Login::OAuth("meta_publisher"),
+            post: json!({
+                "text": "Book two is out.",
+                "links": ["https://example.com/book-two"],
+                "media": [{"url": "{sandbox}/facebook/media/cover.jpg", "kind": "image", "alt": "The cover of book two"}],
+            }),
+        },
+        Stop {
+            platform: "instagram",
+            name: "Instagram",
+            login: Login::OAuth("meta_publisher"),
+            post: json!({
+                "text": "The cover. #books",
+                "media": [{"url": "{sandbox}/instagram/media/cover.jpg", "kind": "image", "alt": "The cover of book two"}],
+            }),
+        },
+        Stop {
+            platform: "threads",
+            name: "Threads",
+            login: Login::OAuth("jane_threads"),
+            post: json!({
+                "text": "Book two is out",
+                "links": ["https://example.com/book-two"],
+                "media": [{"url": "{sandbox}/threads/media/cover.jpg", "kind": "image", "alt": "The cover of book two"}],
+            }),
+        },
+        Stop {
+            platform: "bluesky",
+            name: "Bluesky",
+            login: Login::AppPassword {
+                identifier: "jane.sandbox.test",
+                password: "abcd-efgh-ijkl-mnop",
+            },
+            post: json!({
+                "text": "Book two is out! https://example.com/book-two thanks @alex.sandbox.test #amwriting",
+                "links": ["https://example.com/book-two"],
+            }),
+        },
     ]
 }
 
