@@ -659,6 +659,11 @@ async fn the_queue_holds_a_post_beyond_the_quota_and_publishes_it_after_pacific_
     let held = store.post(held_id).unwrap().unwrap();
     assert_eq!(held.state, PostState::Scheduled);
     assert_eq!(held.next_attempt_at, Some(midnight));
+    assert_eq!(
+        held.reason().map(|r| r.code),
+        Some(ReasonCode::RateLimited),
+        "held with the reason a person sees"
+    );
     assert_eq!(sandbox.youtube().videos().len(), 1);
 
     // Virtual time runs on to Pacific midnight; the queue tries again by itself.

@@ -231,6 +231,24 @@ async fn rate_limits_and_passing_faults_keep_the_connection_active_and_the_post_
     assert!(!evs
         .iter()
         .any(|e| e.to == Some(StateLabel::Failed) || e.to == Some(StateLabel::Paused)));
+    // Each wait named why: the limit first, then the passing faults.
+    let waits: Vec<Option<ReasonCode>> = evs
+        .iter()
+        .rev()
+        .filter(|e| e.post == Some(id) && e.to == Some(StateLabel::Scheduled))
+        .filter(|e| e.from == Some(StateLabel::Publishing))
+        .map(|e| e.reason.as_ref().map(|r| r.code))
+        .collect();
+    assert_eq!(
+        waits,
+        [
+            Some(ReasonCode::RateLimited),
+            Some(ReasonCode::PlatformUnavailable),
+            Some(ReasonCode::PlatformUnavailable)
+        ],
+        "{evs:?}"
+    );
+    assert!(w.store.post(id).unwrap().unwrap().waiting.is_none());
 }
 
 #[tokio::test(start_paused = true)]

@@ -194,7 +194,7 @@ fn post_event(now: Timestamp, post: &Post, from: StateLabel) -> Event {
     Event::new(now, post.connection.clone(), EventKind::PostState)
         .post(post.id)
         .transition(Some(from), Some(post.state.label()))
-        .reason(post.state.reason().cloned())
+        .reason(post.reason().cloned())
 }
 
 impl QueueState {
@@ -367,6 +367,7 @@ impl QueueState {
                 continue;
             }
             post.state = PostState::Publishing;
+            post.waiting = None;
             post.attempts += 1;
             if let Some(e) = self.entries.get_mut(&id) {
                 e.publishing = true;
@@ -590,6 +591,7 @@ impl QueueState {
             PublishOutcome::Published(receipt) => {
                 post.state = PostState::Published(receipt);
                 post.next_attempt_at = None;
+                post.waiting = None;
                 self.entries.remove(&id);
                 self.commit_outcome(&post, from)?;
             }
@@ -607,6 +609,7 @@ impl QueueState {
                 let paused = self.slots.get(key).and_then(|s| s.paused.clone());
                 post.state = PostState::Paused(paused.unwrap_or(reason));
                 post.next_attempt_at = None;
+                post.waiting = None;
                 self.entries.remove(&id);
                 self.commit_posts(&[(post.clone(), from)]).await?;
                 self.track(&post);
@@ -614,6 +617,16 @@ impl QueueState {
             PublishOutcome::RateLimited { until, scope } => {
                 post.state = PostState::Scheduled;
                 post.next_attempt_at = Some(until);
+                post.waiting = Some(Reason::with_platform_message(
+                    ReasonCode::RateLimited,
+                    format!(
+                        "the platform takes no more until {until} ({})",
+                        match scope {
+                            LimitScope::Connection => "this account",
+                            LimitScope::Platform => "every account on it",
+                        }
+                    ),
+                ));
                 self.entries.remove(&id);
                 self.commit_posts(&[(post.clone(), from)]).await?;
                 match scope {
@@ -632,9 +645,10 @@ impl QueueState {
                 }
                 self.track(&post);
             }
-            PublishOutcome::Retry { at, reason: _ } => {
+            PublishOutcome::Retry { at, reason } => {
                 post.state = PostState::Scheduled;
                 post.next_attempt_at = Some(at);
+                post.waiting = Some(reason);
                 self.entries.remove(&id);
                 self.commit_posts(&[(post.clone(), from)]).await?;
                 self.track(&post);
@@ -803,6 +817,7 @@ impl QueueState {
         };
         let now = self.now();
         post.next_attempt_at = Some(now);
+        post.waiting = None;
         post.updated_at = now;
         self.commit_posts(&[(post.clone(), from)]).await?;
         self.track(&post);
@@ -843,6 +858,7 @@ impl QueueState {
         };
         let now = self.now();
         post.next_attempt_at = Some(now);
+        post.waiting = None;
         post.updated_at = now;
         self.commit_posts(&[(post.clone(), StateLabel::Unconfirmed)])
             .await?;
@@ -872,6 +888,7 @@ impl QueueState {
         post.due_at = new.due_at;
         post.target = new.target;
         post.next_attempt_at = None;
+        post.waiting = None;
         post.updated_at = self.now();
         let was_tracked = self.untrack(post.id).is_some();
         self.commit_posts(&[(post.clone(), old.state.label())])

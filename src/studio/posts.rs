@@ -282,6 +282,7 @@ impl Studio {
                 },
                 due_at: due,
                 next_attempt_at: None,
+                waiting: None,
                 state: PostState::Scheduled,
                 attempts: 0,
                 created_at: now,

@@ -152,7 +152,7 @@ impl From<&Post> for PostView {
                 .filter(|t| *t > p.due_at)
                 .map(Timestamp::to_rfc3339),
             state: p.state.label(),
-            reason: p.state.reason().map(ReasonView::from),
+            reason: p.reason().map(ReasonView::from),
             attempts: p.attempts,
             receipt: p.receipt().map(ReceiptView::from),
             created_at: p.created_at.to_rfc3339(),

@@ -67,6 +67,7 @@ pub fn post(key: &ConnectionKey, i: u64) -> Post {
         },
         due_at: due,
         next_attempt_at: None,
+        waiting: None,
         state: PostState::Scheduled,
         attempts: 0,
         created_at: Timestamp::from_unix_millis(1_700_000_000_000),

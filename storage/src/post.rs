@@ -173,9 +173,17 @@ pub struct Post {
     pub attempts: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Why a Scheduled post waits past its due time (`rate_limited` — a platform's limit
+    /// or daily quota — or `platform_unavailable`), cleared when it is tried again.
+    pub waiting: Option<Reason>,
 }
 
 impl Post {
+    /// The reason a person sees on this post: its state's, or why it is waiting.
+    pub fn reason(&self) -> Option<&Reason> {
+        self.state.reason().or(self.waiting.as_ref())
+    }
+
     /// When the queue should next try this post.
     pub fn ready_at(&self) -> Timestamp {
         match self.next_attempt_at {
