@@ -112,24 +112,49 @@ pub fn body_excerpt(body: &[u8]) -> String {
 }
 
 /// Fetches one image from its public URL for a platform that wants the bytes uploaded.
-/// `limit_for` gives the platform's size limit for a content type. Nothing has reached
-/// the platform yet, so no failure here can have published anything: a refusal of the
-/// image is `ContentRejected`, a passing fault of its host `Unavailable` (never
-/// delivered). Redirects are not followed, and the body is read in chunks so that a
-/// host lying about (or not sending) its length cannot make the engine buffer more than
-/// the platform accepts.
+/// `limit_for` gives the platform's size limit for a content type; anything but an
+/// image (or an untyped body) is refused. See [`fetch_media`].
 pub async fn fetch_image(
     client: &reqwest::Client,
     media: &social_studio_storage::Media,
     limit_for: impl Fn(&str) -> usize,
 ) -> Result<(Vec<u8>, String), PortError> {
-    use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
-    use social_studio_storage::{Reason, ReasonCode};
+    fetch_media(client, media, |content_type| {
+        if content_type.starts_with("image/") || content_type == "application/octet-stream" {
+            Ok((content_type.to_owned(), limit_for(content_type)))
+        } else {
+            Err(format!("is not an image ({content_type})"))
+        }
+    })
+    .await
+}
 
+/// Fetches one image or video from its public URL for a platform that wants the bytes
+/// uploaded. `accept` looks at the content type the host announced (lowercase, without
+/// parameters; `application/octet-stream` when it sent none) and answers the type to
+/// upload as and the platform's size limit for it, or why the platform cannot take it.
+///
+/// Nothing has reached the platform yet, so no failure here can have published anything:
+/// a refusal of the file is `ContentRejected`, a passing fault of its host `Unavailable`
+/// (never delivered). Redirects are not followed, and the body is read in chunks so that
+/// a host lying about (or not sending) its length cannot make the engine buffer more than
+/// the platform accepts.
+pub async fn fetch_media(
+    client: &reqwest::Client,
+    media: &social_studio_storage::Media,
+    accept: impl Fn(&str) -> Result<(String, usize), String>,
+) -> Result<(Vec<u8>, String), PortError> {
+    use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    use social_studio_storage::{MediaKind, Reason, ReasonCode};
+
+    let noun = match media.kind {
+        MediaKind::Image => "image",
+        MediaKind::Video => "video",
+    };
     let unusable = |why: String| {
         PortError::ContentRejected(Reason::with_platform_message(
             ReasonCode::ContentRejected,
-            format!("the image at {} {why}", media.url),
+            format!("the {noun} at {} {why}", media.url),
         ))
     };
     let not_sent = |detail: String| PortError::Unavailable {
@@ -149,23 +174,20 @@ pub async fn fetch_image(
     if status.is_redirection() {
         return Err(unusable(format!(
             "redirects (HTTP {status}); redirects are not followed, so give the \
-             image's final address"
+             {noun}'s final address"
         )));
     }
     if !status.is_success() {
         return Err(unusable(format!("could not be fetched (HTTP {status})")));
     }
-    let content_type = response
+    let announced_type = response
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_else(|| "application/octet-stream".to_owned());
-    if !(content_type.starts_with("image/") || content_type == "application/octet-stream") {
-        return Err(unusable(format!("is not an image ({content_type})")));
-    }
-    let limit = limit_for(&content_type);
+    let (content_type, limit) = accept(&announced_type).map_err(unusable)?;
     let too_large = || {
         unusable(format!(
             "is larger than the platform's limit of {limit} bytes"

@@ -7,12 +7,10 @@
 //! 128 MB); 1 to 1000 chunks, uploaded in order, each a `PUT` with `Content-Range:
 //! bytes {first}-{last}/{total}`.
 
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use reqwest::StatusCode;
 use social_studio_actors::PortError;
-use social_studio_storage::{Media, Reason, ReasonCode};
+use social_studio_storage::Media;
 
-use super::super::http::describe;
+use super::super::http::fetch_media;
 
 pub(super) const MB: u64 = 1024 * 1024;
 pub(super) const MIN_CHUNK: u64 = 5 * MB;
@@ -51,84 +49,23 @@ pub(super) fn ranges(size: u64, chunk: u64, count: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Fetches the video. Nothing has reached TikTok yet, so no failure here can have
-/// published anything: a refusal of the video is `ContentRejected`, a passing fault of
-/// its host `Unavailable` (never delivered). Redirects are not followed, and the body is
-/// read in chunks so that a host lying about its length cannot make the engine buffer
-/// more than [`MAX_UPLOAD_BYTES`].
+/// Fetches the video (see [`fetch_media`]): MP4, WebM or MOV (an untyped body is sent as
+/// MP4), at most [`MAX_UPLOAD_BYTES`].
 pub(super) async fn fetch_video(
     client: &reqwest::Client,
     media: &Media,
 ) -> Result<(Vec<u8>, String), PortError> {
-    let unusable = |why: String| {
-        PortError::ContentRejected(Reason::with_platform_message(
-            ReasonCode::ContentRejected,
-            format!("the video at {} {why}", media.url),
-        ))
-    };
-    let not_sent = |detail: String| PortError::Unavailable {
-        detail,
-        maybe_delivered: false,
-    };
-    let fetch_failed =
-        |error: reqwest::Error| not_sent(format!("fetching {}: {}", media.url, describe(&error)));
-    let mut response = client.get(&media.url).send().await.map_err(fetch_failed)?;
-    let status = response.status();
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        return Err(not_sent(format!(
-            "fetching {} answered HTTP {status}",
-            media.url
-        )));
-    }
-    if status.is_redirection() {
-        return Err(unusable(format!(
-            "redirects (HTTP {status}); redirects are not followed, so give the video's final address"
-        )));
-    }
-    if !status.is_success() {
-        return Err(unusable(format!("could not be fetched (HTTP {status})")));
-    }
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_else(|| "application/octet-stream".to_owned());
-    let content_type = match content_type.as_str() {
-        "video/mp4" | "video/quicktime" | "video/webm" => content_type,
+    fetch_media(client, media, |content_type| match content_type {
+        "video/mp4" | "video/quicktime" | "video/webm" => {
+            Ok((content_type.to_owned(), MAX_UPLOAD_BYTES))
+        }
         // TikTok takes MP4 (recommended), WebM and MOV; an untyped body is sent as MP4.
-        "application/octet-stream" => "video/mp4".to_owned(),
-        other => {
-            return Err(unusable(format!(
-                "is not a video TikTok takes (MP4, WebM or MOV): {other}"
-            )))
-        }
-    };
-    let too_large = || {
-        unusable(format!(
-            "is larger than the engine's upload limit of {MAX_UPLOAD_BYTES} bytes"
-        ))
-    };
-    let announced = response
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if announced.is_some_and(|length| length > MAX_UPLOAD_BYTES) {
-        return Err(too_large());
-    }
-    let mut bytes = Vec::with_capacity(announced.unwrap_or(0).min(MAX_UPLOAD_BYTES));
-    while let Some(chunk) = response.chunk().await.map_err(fetch_failed)? {
-        if bytes.len() + chunk.len() > MAX_UPLOAD_BYTES {
-            return Err(too_large());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    if bytes.is_empty() {
-        return Err(unusable("is empty".to_owned()));
-    }
-    Ok((bytes, content_type))
+        "application/octet-stream" => Ok(("video/mp4".to_owned(), MAX_UPLOAD_BYTES)),
+        other => Err(format!(
+            "is not a video TikTok takes (MP4, WebM or MOV): {other}"
+        )),
+    })
+    .await
 }
 
 #[cfg(test)]

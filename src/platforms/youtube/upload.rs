@@ -20,7 +20,6 @@
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
-use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use social_studio_actors::PortError;
@@ -109,82 +108,18 @@ impl YoutubeAdapter {
             .await
     }
 
-    /// Fetches the video from its public URL, bounded by the configured size.
+    /// Fetches the video from its public URL, bounded by the configured size (see
+    /// [`http::fetch_media`]).
     async fn fetch_video(&self, media: &Media) -> Result<(Vec<u8>, String), PortError> {
         let limit = self.upload.max_video_bytes;
-        let unusable = |why: String| {
-            PortError::ContentRejected(Reason::with_platform_message(
-                ReasonCode::ContentRejected,
-                format!("the video at {} {why}", media.url),
-            ))
-        };
-        let not_sent = |detail: String| PortError::Unavailable {
-            detail,
-            maybe_delivered: false,
-        };
-        let fetch_failed = |error: reqwest::Error| {
-            not_sent(format!(
-                "fetching {}: {}",
-                media.url,
-                http::describe(&error)
-            ))
-        };
-        let mut response = self
-            .http
-            .get(&media.url)
-            .send()
-            .await
-            .map_err(fetch_failed)?;
-        let status = response.status();
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(not_sent(format!(
-                "fetching {} answered HTTP {status}",
-                media.url
-            )));
-        }
-        if status.is_redirection() {
-            return Err(unusable(format!(
-                "redirects (HTTP {status}); redirects are not followed, so give the video's \
-                 final address"
-            )));
-        }
-        if !status.is_success() {
-            return Err(unusable(format!("could not be fetched (HTTP {status})")));
-        }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .unwrap_or_else(|| "application/octet-stream".to_owned());
-        if !(content_type.starts_with("video/") || content_type == "application/octet-stream") {
-            return Err(unusable(format!("is not a video ({content_type})")));
-        }
-        let too_large = || {
-            unusable(format!(
-                "is larger than the engine's limit of {limit} bytes"
-            ))
-        };
-        let announced = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if announced.is_some_and(|length| length > limit) {
-            return Err(too_large());
-        }
-        let mut bytes = Vec::with_capacity(announced.unwrap_or(0).min(limit));
-        while let Some(chunk) = response.chunk().await.map_err(fetch_failed)? {
-            if bytes.len() + chunk.len() > limit {
-                return Err(too_large());
+        http::fetch_media(&self.http, media, |content_type| {
+            if content_type.starts_with("video/") || content_type == "application/octet-stream" {
+                Ok((content_type.to_owned(), limit))
+            } else {
+                Err(format!("is not a video ({content_type})"))
             }
-            bytes.extend_from_slice(&chunk);
-        }
-        if bytes.is_empty() {
-            return Err(unusable("is empty".to_owned()));
-        }
-        Ok((bytes, content_type))
+        })
+        .await
     }
 
     /// The metadata Google receives.
