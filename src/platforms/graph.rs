@@ -72,6 +72,9 @@ pub struct GraphError {
     /// The message Meta writes for people, where it wrote one.
     #[serde(default)]
     pub error_user_msg: Option<String>,
+    /// Meta's own hint that trying again may work.
+    #[serde(default)]
+    pub is_transient: Option<bool>,
     #[serde(default)]
     pub fbtrace_id: Option<String>,
 }

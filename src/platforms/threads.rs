@@ -64,7 +64,7 @@ use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
 };
-pub use graph::{GraphError, Step};
+pub use graph::{GraphError, Step, ThreadsReading};
 pub use text::{length as text_length, MAX_TEXT};
 
 /// The least scopes posting needs: every endpoint needs `threads_basic` (and refreshing
@@ -332,11 +332,8 @@ impl ThreadsAdapter {
         if let Some(error) = GraphError::parse(&body) {
             // 101: invalid application id; 1349026: a Meta app id where the Threads app
             // id belongs; code 1 "Error validating client secret".
-            let about_client = matches!(error.code, Some(101 | 1_349_026))
-                || error
-                    .message
-                    .as_deref()
-                    .is_some_and(|m| m.to_ascii_lowercase().contains("client secret"));
+            let about_client = matches!(error.code, 101 | 1_349_026)
+                || error.message.to_ascii_lowercase().contains("client secret");
             if about_client {
                 return Err(TokenFailure::Client(error.said()));
             }

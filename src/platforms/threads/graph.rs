@@ -3,8 +3,9 @@
 //! rate limits signalled by codes in the body (not reliably by HTTP 429), and the
 //! `X-Business-Use-Case-Usage` header that says how long until access returns.
 //!
-//! Nothing here is Threads-specific: Facebook and Instagram answer the same way, so the
-//! lead can fold this module into a shared Graph module later. The judgement of what an
+//! The envelope, its quoting, the subcodes of a dead token and the usage headers are the
+//! shared [`crate::platforms::graph`] ones; what stays here is how Threads judges them
+//! for each step of its calls. The judgement of what an
 //! error means for one call (a content refusal on a publish, an unexpected answer
 //! elsewhere) stays with the caller through [`Step`].
 //!
@@ -33,99 +34,57 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
-use serde::Deserialize;
 use social_studio_actors::{LimitScope, PortError};
 use social_studio_storage::{Reason, ReasonCode, Timestamp};
 
+pub use super::super::graph::GraphError;
+use super::super::graph::{dead_grant_reason, usage_wait};
 use super::super::http::{self, body_excerpt};
 
 /// What to wait after a rate limit that does not say how long.
 pub const DEFAULT_RATE_WAIT: Duration = Duration::from_secs(60 * 60);
 
-/// The `error` object of a Graph error answer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct GraphError {
-    #[serde(default)]
-    pub message: Option<String>,
-    #[serde(default, rename = "type")]
-    pub kind: Option<String>,
-    #[serde(default)]
-    pub code: Option<i64>,
-    #[serde(default)]
-    pub error_subcode: Option<i64>,
-    #[serde(default)]
-    pub error_user_title: Option<String>,
-    #[serde(default)]
-    pub error_user_msg: Option<String>,
-    #[serde(default)]
-    pub is_transient: Option<bool>,
-    #[serde(default)]
-    pub fbtrace_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    error: GraphError,
-}
-
-impl GraphError {
-    /// Reads a Graph error answer; `None` when the body is not one (a proxy's page).
-    pub fn parse(body: &[u8]) -> Option<GraphError> {
-        serde_json::from_slice::<Envelope>(body)
-            .ok()
-            .map(|e| e.error)
-            .filter(|e| e.code.is_some() || e.message.is_some())
-    }
-
-    /// What the platform said, for a reason: the message meant for people where there is
-    /// one, the developer message otherwise, and the codes either way.
-    pub fn said(&self) -> String {
-        let message = self
-            .error_user_msg
-            .as_deref()
-            .or(self.message.as_deref())
-            .filter(|m| !m.is_empty())
-            .unwrap_or("no message");
-        match (self.code, self.error_subcode) {
-            (Some(code), Some(sub)) => format!("{message} (code {code}, subcode {sub})"),
-            (Some(code), None) => format!("{message} (code {code})"),
-            _ => message.to_owned(),
-        }
-    }
-
+/// What Threads' answers mean beyond the shared Graph envelope ([`GraphError`], parsed
+/// and quoted the same way for Facebook, Instagram and Threads).
+pub trait ThreadsReading {
     /// The reason a dead token (code 190, 102) is recorded with, by subcode.
-    pub fn token_reason(&self) -> Reason {
-        let code = match self.error_subcode {
-            Some(458) => ReasonCode::RevokedByUser,
-            Some(460) => ReasonCode::PasswordChanged,
-            Some(463) => ReasonCode::GrantExpired,
-            _ => ReasonCode::AuthorizationInvalid,
-        };
-        Reason::with_platform_message(code, self.said())
-    }
-
+    fn token_reason(&self) -> Reason;
     /// Whether the error kills the token.
-    pub fn is_token_error(&self) -> bool {
-        matches!(self.code, Some(190 | 102))
-    }
-
+    fn is_token_error(&self) -> bool;
     /// Whether the error is a missing permission.
-    pub fn is_permission_error(&self) -> bool {
-        matches!(self.code, Some(10 | 200..=299))
+    fn is_permission_error(&self) -> bool;
+    /// The scope of a rate-limit error, `None` when it is not one.
+    fn rate_limit_scope(&self) -> Option<LimitScope>;
+    /// Whether Meta says trying again may work.
+    fn is_transient(&self) -> bool;
+}
+
+impl ThreadsReading for GraphError {
+    fn token_reason(&self) -> Reason {
+        Reason::with_platform_message(
+            dead_grant_reason(self.code, self.error_subcode),
+            self.said(),
+        )
     }
 
-    /// The scope of a rate-limit error, `None` when it is not one.
-    pub fn rate_limit_scope(&self) -> Option<LimitScope> {
-        match self.code? {
+    fn is_token_error(&self) -> bool {
+        matches!(self.code, 190 | 102)
+    }
+
+    fn is_permission_error(&self) -> bool {
+        matches!(self.code, 10 | 200..=299)
+    }
+
+    fn rate_limit_scope(&self) -> Option<LimitScope> {
+        match self.code {
             4 => Some(LimitScope::Platform),
             9 | 17 | 32 | 613 | 80_000..=80_099 => Some(LimitScope::Connection),
             _ => None,
         }
     }
 
-    /// Whether Meta says trying again may work.
-    pub fn is_transient(&self) -> bool {
-        self.is_transient == Some(true) || matches!(self.code, Some(1 | 2))
+    fn is_transient(&self) -> bool {
+        self.is_transient == Some(true) || matches!(self.code, 1 | 2)
     }
 }
 
@@ -143,24 +102,9 @@ pub enum Step {
 }
 
 /// The wait a rate limit announces: the largest `estimated_time_to_regain_access` of
-/// `X-Business-Use-Case-Usage` (minutes), else `Retry-After`.
+/// Meta's usage headers, else `Retry-After`.
 pub fn rate_limit_wait(headers: &HeaderMap, now: Timestamp) -> Option<Duration> {
-    let buc = headers
-        .get("x-business-use-case-usage")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
-        .and_then(|usage| {
-            let minutes = usage
-                .as_object()?
-                .values()
-                .filter_map(|entries| entries.as_array())
-                .flatten()
-                .filter_map(|entry| entry.get("estimated_time_to_regain_access")?.as_u64())
-                .max()?;
-            Some(Duration::from_secs(minutes.saturating_mul(60)))
-        })
-        .filter(|wait| !wait.is_zero());
-    buc.or_else(|| http::retry_after(headers, now))
+    usage_wait(headers).or_else(|| http::retry_after(headers, now))
 }
 
 /// Classifies an answer that is not a 2xx.
@@ -201,7 +145,7 @@ pub fn classify(
             error.said(),
         ));
     }
-    if error.code == Some(368) {
+    if error.code == 368 {
         return PortError::RequirementUnmet(Reason::with_platform_message(
             ReasonCode::AccountSuspended,
             error.said(),
@@ -209,7 +153,7 @@ pub fn classify(
     }
     if error.is_transient() || status.is_server_error() {
         // Code 1 is "an unknown error": on the publishing call itself the post may exist.
-        let maybe_delivered = step == Step::Publish && error.code == Some(1)
+        let maybe_delivered = step == Step::Publish && error.code == 1
             || matches!(
                 status,
                 StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
