@@ -105,6 +105,32 @@ pub(crate) fn parse_query(query: Option<&str>) -> Result<HashMap<String, String>
     parse_pairs(query.unwrap_or_default().as_bytes())
 }
 
+/// The parameters of an authorize page request, or the 400 page a browser shows when
+/// they cannot be read.
+pub(crate) fn authorize_query(
+    query: Option<&str>,
+) -> Result<HashMap<String, String>, UnreadablePage> {
+    parse_query(query).map_err(UnreadablePage)
+}
+
+/// The fields of a consent form the browser posted, or the 400 page.
+pub(crate) fn consent_form(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<HashMap<String, String>, UnreadablePage> {
+    parse_form(headers, body).map_err(UnreadablePage)
+}
+
+/// A browser's request that could not be read: answered with a 400 page saying why.
+#[derive(Debug)]
+pub(crate) struct UnreadablePage(FormError);
+
+impl IntoResponse for UnreadablePage {
+    fn into_response(self) -> Response {
+        (StatusCode::BAD_REQUEST, error_page(&self.0.to_string())).into_response()
+    }
+}
+
 fn parse_pairs(input: &[u8]) -> Result<HashMap<String, String>, FormError> {
     let mut map = HashMap::new();
     for (key, value) in form_urlencoded::parse(input) {

@@ -515,15 +515,9 @@ async fn authorize_page(
     State(pinterest): State<PinterestControl>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = match oauth::parse_query(query.as_deref()) {
+    let params = match oauth::authorize_query(query.as_deref()) {
         Ok(params) => params,
-        Err(reason) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                oauth::error_page(&reason.to_string()),
-            )
-                .into_response()
-        }
+        Err(page) => return page.into_response(),
     };
     let client_id = pinterest.client_id();
     match check_authorize(&params, &client_id) {
@@ -544,15 +538,9 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match oauth::parse_form(&headers, &body) {
+    let form = match oauth::consent_form(&headers, &body) {
         Ok(form) => form,
-        Err(reason) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                oauth::error_page(&reason.to_string()),
-            )
-                .into_response()
-        }
+        Err(page) => return page.into_response(),
     };
     let mut world = pinterest.world();
     let request = match check_authorize(&form, &world.client_id) {

@@ -655,15 +655,9 @@ async fn authorize_page(
     State(threads): State<ThreadsControl>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = match oauth::parse_query(query.as_deref()) {
+    let params = match oauth::authorize_query(query.as_deref()) {
         Ok(params) => params,
-        Err(reason) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                oauth::error_page(&reason.to_string()),
-            )
-                .into_response()
-        }
+        Err(page) => return page.into_response(),
     };
     match check_authorize(&params, &threads.client_id()) {
         Ok(request) => oauth::consent_page(&ConsentPage {
@@ -683,15 +677,9 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match oauth::parse_form(&headers, &body) {
+    let form = match oauth::consent_form(&headers, &body) {
         Ok(form) => form,
-        Err(reason) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                oauth::error_page(&reason.to_string()),
-            )
-                .into_response()
-        }
+        Err(page) => return page.into_response(),
     };
     let mut world = threads.world();
     let request = match check_authorize(&form, &world.client_id) {

@@ -661,15 +661,9 @@ async fn authorize_page(
     State(tiktok): State<TiktokControl>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = match oauth::parse_query(query.as_deref()) {
+    let params = match oauth::authorize_query(query.as_deref()) {
         Ok(params) => params,
-        Err(reason) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                oauth::error_page(&reason.to_string()),
-            )
-                .into_response()
-        }
+        Err(page) => return page.into_response(),
     };
     let client_key = tiktok.client_key();
     match check_authorize(&params, &client_key) {
@@ -690,15 +684,9 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match oauth::parse_form(&headers, &body) {
+    let form = match oauth::consent_form(&headers, &body) {
         Ok(form) => form_scopes(form),
-        Err(reason) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                oauth::error_page(&reason.to_string()),
-            )
-                .into_response()
-        }
+        Err(page) => return page.into_response(),
     };
     let mut world = tiktok.world();
     let request = match check_authorize(&form, &world.client_key) {

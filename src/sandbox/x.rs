@@ -840,15 +840,9 @@ fn invalid(
 
 /// `GET /i/oauth2/authorize`: the login-and-consent page, or why there is none.
 async fn authorize_page(State(x): State<XControl>, RawQuery(query): RawQuery) -> Response {
-    let params = match oauth::parse_query(query.as_deref()) {
+    let params = match oauth::authorize_query(query.as_deref()) {
         Ok(params) => params,
-        Err(reason) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                oauth::error_page(&reason.to_string()),
-            )
-                .into_response();
-        }
+        Err(page) => return page.into_response(),
     };
     let world = x.world();
     match oauth::check_authorize_request(&params, &world.registration()) {
@@ -870,15 +864,9 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match oauth::parse_form(&headers, &body) {
+    let form = match oauth::consent_form(&headers, &body) {
         Ok(form) => form,
-        Err(reason) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                oauth::error_page(&reason.to_string()),
-            )
-                .into_response();
-        }
+        Err(page) => return page.into_response(),
     };
     let mut world = x.world();
     // The hidden fields come back from the browser: check them all again.

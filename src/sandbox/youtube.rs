@@ -605,15 +605,9 @@ async fn authorize_page(
     State(youtube): State<YoutubeControl>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = match oauth::parse_query(query.as_deref()) {
+    let params = match oauth::authorize_query(query.as_deref()) {
         Ok(params) => params,
-        Err(reason) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                oauth::error_page(&reason.to_string()),
-            )
-                .into_response()
-        }
+        Err(page) => return page.into_response(),
     };
     let mut world = youtube.world();
     let get = |name: &str| params.get(name).cloned();
