@@ -325,17 +325,7 @@ impl BlueskyAdapter {
     async fn exchange(
         request: RequestBuilder,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), PortError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|error| http::transport_failure(&error))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| http::transport_failure(&error))?;
-        Ok((status, headers, body.to_vec()))
+        http::exchange(request).await
     }
 
     /// Sends one call and returns its body, or the classified failure.

@@ -397,19 +397,10 @@ impl GraphApp {
         now: Timestamp,
     ) -> Result<UserToken, TokenFailure> {
         let plain = |port: PortError| TokenFailure { error: None, port };
-        let response = self
-            .http
-            .get(self.token_url.clone())
-            .query(query)
-            .send()
-            .await
-            .map_err(|error| plain(http::transport_failure(&error)))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| plain(http::transport_failure(&error)))?;
+        let (status, headers, body) =
+            http::exchange(self.http.get(self.token_url.clone()).query(query))
+                .await
+                .map_err(plain)?;
         if !status.is_success() {
             return Err(TokenFailure {
                 error: GraphError::parse(&body),
@@ -507,18 +498,9 @@ impl GraphApp {
 
     /// Sends one call and returns its body, or the classified failure.
     pub async fn send(&self, request: RequestBuilder, call: Call) -> Result<Vec<u8>, PortError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|error| http::transport_failure(&error))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| http::transport_failure(&error))?;
+        let (status, headers, body) = http::exchange(request).await?;
         if status.is_success() {
-            return Ok(body.to_vec());
+            return Ok(body);
         }
         Err(classify(status, &headers, &body, call))
     }

@@ -61,6 +61,25 @@ pub fn transport_failure(error: &reqwest::Error) -> PortError {
     }
 }
 
+/// Sends one request and reads its whole answer: status, headers and body, whatever the
+/// status. A failure to send or to read is classified by [`transport_failure`]; what
+/// the status means is the caller's to judge.
+pub async fn exchange(
+    request: reqwest::RequestBuilder,
+) -> Result<(StatusCode, HeaderMap, Vec<u8>), PortError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|error| transport_failure(&error))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| transport_failure(&error))?;
+    Ok((status, headers, body.to_vec()))
+}
+
 /// Classifies a 5xx answer. A gateway that answers 502 or 504 lost the origin's answer,
 /// so the origin may have acted; any other 5xx is the platform saying it did not.
 pub fn server_error(status: StatusCode, detail: impl Into<String>) -> PortError {

@@ -451,18 +451,9 @@ impl LinkedinAdapter {
         request: RequestBuilder,
         call: Call,
     ) -> Result<(HeaderMap, Vec<u8>), PortError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|error| http::transport_failure(&error))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| http::transport_failure(&error))?;
+        let (status, headers, body) = http::exchange(request).await?;
         if status.is_success() {
-            return Ok((headers, body.to_vec()));
+            return Ok((headers, body));
         }
         Err(self.classify(status, &body, call))
     }

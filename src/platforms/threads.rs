@@ -316,18 +316,9 @@ impl ThreadsAdapter {
 
     /// A token request: the answer, or the failure judged once for both callers.
     async fn token_call(&self, request: RequestBuilder) -> Result<Vec<u8>, TokenFailure> {
-        let response = request
-            .send()
-            .await
-            .map_err(|error| TokenFailure::Port(http::transport_failure(&error)))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| TokenFailure::Port(http::transport_failure(&error)))?;
+        let (status, headers, body) = http::exchange(request).await.map_err(TokenFailure::Port)?;
         if status.is_success() {
-            return Ok(body.to_vec());
+            return Ok(body);
         }
         if let Some(error) = GraphError::parse(&body) {
             // 101: invalid application id; 1349026: a Meta app id where the Threads app

@@ -302,16 +302,7 @@ impl TiktokAdapter {
         request: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<T, PortError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|error| http::transport_failure(&error))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| http::transport_failure(&error))?;
+        let (status, headers, body) = http::exchange(request).await?;
         let envelope = serde_json::from_slice::<Envelope<T>>(&body);
         if let Ok(Envelope {
             data: Some(data),

@@ -203,18 +203,9 @@ impl XAdapter {
 
     /// Sends one API call and returns its body, or the classified failure.
     async fn api(&self, request: RequestBuilder, call: Call) -> Result<Vec<u8>, PortError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|error| http::transport_failure(&error))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| http::transport_failure(&error))?;
+        let (status, headers, body) = http::exchange(request).await?;
         if status.is_success() {
-            return Ok(body.to_vec());
+            return Ok(body);
         }
         Err(self.classify(status, &headers, &body, call))
     }
