@@ -386,19 +386,6 @@ struct Stop {
     post: Value,
 }
 
-fn with_sandbox(value: &Value, base: &str) -> Value {
-    match value {
-        Value::String(s) => Value::String(s.replace("{sandbox}", base)),
-        Value::Array(items) => Value::Array(items.iter().map(|v| with_sandbox(v, base)).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), with_sandbox(v, base)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
 /// Connects each platform and publishes one post of the kind it is for, through the
 /// same HTTP API, waiting for the platform's receipt.
 async fn tour(api: &Api, sandbox: &Sandbox, first: usize, stops: &[Stop]) -> Result<()> {
@@ -432,7 +419,7 @@ async fn tour(api: &Api, sandbox: &Sandbox, first: usize, stops: &[Stop]) -> Res
             entry["status"] == "active",
             &format!("{} is connected and active", stop.name),
         )?;
-        let mut body = with_sandbox(&stop.post, &sandbox.base_url());
+        let mut body = sandbox.fill_in(&stop.post);
         body["platform"] = json!(stop.platform);
         if let Some(target) = entry["targets"].get(0) {
             step(&format!(

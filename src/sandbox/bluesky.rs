@@ -321,13 +321,7 @@ impl BlueskyControl {
 
     /// The next `calls` XRPC calls answer `status`.
     pub fn fail_next(&self, calls: u32, status: StatusCode) -> Result<(), SandboxError> {
-        if !status.is_server_error() {
-            return Err(SandboxError::InvalidSetting(format!(
-                "{status} is not a 5xx"
-            )));
-        }
-        self.faults.fail_next(calls, status);
-        Ok(())
+        self.faults.fail_next(calls, status)
     }
 
     /// The next `calls` XRPC calls are processed but lose their answer.

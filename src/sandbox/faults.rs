@@ -18,7 +18,7 @@ use axum::response::Response;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::lock;
+use super::{lock, SandboxError};
 
 /// Faults armed for the next calls of one platform. Each kind counts down on its own.
 #[derive(Debug, Clone, Copy)]
@@ -80,10 +80,18 @@ pub(crate) struct Faults {
 }
 
 impl Faults {
-    pub(crate) fn fail_next(&self, calls: u32, status: StatusCode) {
+    /// The next `calls` calls answer `status` unprocessed; only a 5xx is a fault the
+    /// platform could answer that way.
+    pub(crate) fn fail_next(&self, calls: u32, status: StatusCode) -> Result<(), SandboxError> {
+        if !status.is_server_error() {
+            return Err(SandboxError::InvalidSetting(format!(
+                "fail_next takes a 5xx status, not {status}"
+            )));
+        }
         let mut armed = lock(&self.armed);
         armed.fail = calls;
         armed.fail_status = status;
+        Ok(())
     }
 
     pub(crate) fn stall_next(&self, calls: u32, delay: Duration) {

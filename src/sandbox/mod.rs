@@ -226,6 +226,25 @@ impl Sandbox {
         format!("http://{}", self.addr)
     }
 
+    /// `value` with `{sandbox}` in every string replaced by [`Sandbox::base_url`]: a post
+    /// written once that points at the images and videos this sandbox serves.
+    pub fn fill_in(&self, value: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        fn fill(value: &Value, base: &str) -> Value {
+            match value {
+                Value::String(s) => Value::String(s.replace("{sandbox}", base)),
+                Value::Array(items) => Value::Array(items.iter().map(|v| fill(v, base)).collect()),
+                Value::Object(map) => Value::Object(
+                    map.iter()
+                        .map(|(k, v)| (k.clone(), fill(v, base)))
+                        .collect(),
+                ),
+                other => other.clone(),
+            }
+        }
+        fill(value, &self.base_url())
+    }
+
     /// A handle to drive X's simulated state: act as the platform or as its user.
     pub fn x(&self) -> XControl {
         self.x.clone()

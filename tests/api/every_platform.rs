@@ -70,21 +70,6 @@ async fn post_until(app: &TestApp, id: &str, what: &str, wanted: impl Fn(&Value)
     }
 }
 
-/// `{sandbox}` in a string of `value` becomes the sandbox's base URL (it serves the
-/// images and videos posts point at).
-fn with_sandbox(value: &Value, base: &str) -> Value {
-    match value {
-        Value::String(s) => Value::String(s.replace("{sandbox}", base)),
-        Value::Array(items) => Value::Array(items.iter().map(|v| with_sandbox(v, base)).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), with_sandbox(v, base)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
 async fn whole_life(case: Case) {
     let app = spawn_app().await;
     let platform = case.platform;
@@ -93,7 +78,7 @@ async fn whole_life(case: Case) {
     assert_eq!(entry["status"], "active", "{entry}");
     assert!(entry["account"]["platform_id"].is_string(), "{entry}");
 
-    let mut body = with_sandbox(&case.post, &app.sandbox.base_url());
+    let mut body = app.sandbox.fill_in(&case.post);
     body["platform"] = json!(platform);
     if let Some(target) = entry["targets"].get(0) {
         body["target"] = target["id"].clone();
