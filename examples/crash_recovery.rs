@@ -285,6 +285,11 @@ async fn child(dir: &Path) -> Result<(), String> {
     if !publishing {
         return Err("the last post did not reach Publishing".into());
     }
+    // The queue writes Publishing at once and has the store's flusher make it durable
+    // before the post goes to its connection; the post is read above before that flush
+    // may have finished. Waiting on a flush of our own (which covers every write before
+    // it) means the kill below finds Publishing on disk, not a state that was never sent.
+    store.sync().await.map_err(|e| e.to_string())?;
     println!("READY");
     let _ = std::io::stdout().flush();
     std::future::pending::<()>().await;
