@@ -166,6 +166,39 @@ async fn connect_offers_the_pages_with_their_tokens_and_no_expiry() {
 }
 
 #[tokio::test]
+async fn every_page_of_me_accounts_is_offered_not_only_the_first_answer() {
+    let w = world().await;
+    let (second, _) = w
+        .meta()
+        .add_page(PUBLISHER, "Jane's Backlist", None)
+        .unwrap();
+    let (third, _) = w.meta().add_page(PUBLISHER, "Jane's Events", None).unwrap();
+    // Graph answers one Page at a time; the rest sit behind paging.cursors.after.
+    w.meta().set_page_size(1);
+    let connected = w.connect().await;
+    let ids: Vec<&str> = connected.targets.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, [JANE_PAGE, second.as_str(), third.as_str()]);
+    let tokens: Vec<&str> = connected
+        .grant
+        .target_tokens
+        .iter()
+        .map(|t| t.target_id.as_str())
+        .collect();
+    assert_eq!(
+        tokens, ids,
+        "each Page from a later answer brings its token"
+    );
+    // The Page from the last answer is publishable with that token.
+    let mut post = page_post(Content {
+        text: "Signing at the library on Saturday.".into(),
+        ..Content::default()
+    });
+    post.target = Some(third.clone());
+    w.adapter.publish(&connected.grant, &post).await.unwrap();
+    assert_eq!(w.meta().page_posts(&third).len(), 1);
+}
+
+#[tokio::test]
 async fn the_long_lived_exchange_gives_sixty_days() {
     let w = world().await;
     let connected = w.connect().await;

@@ -139,6 +139,29 @@ async fn connect_offers_the_professional_account_with_a_sixty_day_grant() {
 }
 
 #[tokio::test]
+async fn professional_accounts_behind_later_pages_of_me_accounts_are_offered() {
+    let w = world().await;
+    let (_, second) = w
+        .meta()
+        .add_page(PUBLISHER, "Jane's Backlist", Some("janebacklist"))
+        .unwrap();
+    w.meta().add_page(PUBLISHER, "No Instagram", None).unwrap();
+    let (_, fourth) = w
+        .meta()
+        .add_page(PUBLISHER, "Jane's Events", Some("janeevents"))
+        .unwrap();
+    w.meta().set_page_size(2);
+    let connected = w.connect(PUBLISHER).await;
+    let ids: Vec<String> = connected.targets.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(
+        ids,
+        [BUSINESS_IG.to_string(), second.unwrap(), fourth.unwrap()],
+        "a Page without Instagram is skipped; the others, on both answers, are offered"
+    );
+    assert!(connected.targets[2].name.contains("@janeevents"));
+}
+
+#[tokio::test]
 async fn each_requirement_refusal_is_named() {
     let w = world().await;
     let code = |r: Result<Connected, ConnectError>| match r {

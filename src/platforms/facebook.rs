@@ -9,7 +9,7 @@
 //!   short-lived user token, exchanged at once for a long-lived one
 //!   (`grant_type=fb_exchange_token`); `debug_token` then says which scopes the person
 //!   really granted (the dialog lets them untick some).
-//! - Targets: `GET /me/accounts?fields=id,name,access_token,tasks`. Only Pages on which
+//! - Targets: `GET /me/accounts?fields=id,name,access_token,tasks`, every page of it. Only Pages on which
 //!   the person may `CREATE_CONTENT` are offered; none at all is a personal profile
 //!   (`personal_profile_not_allowed`), Pages but none with that task is `not_page_admin`.
 //!   Each offered Page's token goes into the grant's `target_tokens`.
@@ -62,7 +62,8 @@ pub const MAX_TEXT: usize = 63_206;
 /// the Page composer shows as one grid.
 pub const MAX_IMAGES: usize = 10;
 
-/// Pages asked for in one `/me/accounts` call: more than any author manages.
+/// Pages asked for in one `/me/accounts` call (Graph's default is 25); further ones
+/// are read by following the cursor.
 const PAGES_LIMIT: &str = "100";
 
 /// The Facebook Page adapter.
@@ -96,12 +97,6 @@ impl Me {
             kind: AccountKind::Personal,
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct Pages {
-    #[serde(default)]
-    data: Vec<Page>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -334,9 +329,9 @@ impl Adapter for FacebookAdapter {
             .graph
             .get("/me", &[("fields", "id,name")], &user.token)
             .await?;
-        let pages: Pages = self
+        let pages: Vec<Page> = self
             .graph
-            .get(
+            .get_all(
                 "/me/accounts",
                 &[
                     ("fields", "id,name,access_token,tasks"),
@@ -345,7 +340,7 @@ impl Adapter for FacebookAdapter {
                 &user.token,
             )
             .await?;
-        if pages.data.is_empty() {
+        if pages.is_empty() {
             return Err(ConnectError::RequirementUnmet(
                 Reason::with_platform_message(
                     ReasonCode::PersonalProfileNotAllowed,
@@ -356,7 +351,7 @@ impl Adapter for FacebookAdapter {
         let mut targets = Vec::new();
         let mut target_tokens = Vec::new();
         let mut refused = Vec::new();
-        for page in pages.data {
+        for page in pages {
             match page.access_token {
                 Some(token) if page.tasks.iter().any(|t| t == CREATE_CONTENT) => {
                     target_tokens.push(TargetToken {

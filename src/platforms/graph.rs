@@ -50,6 +50,10 @@ use super::{AuthorizeRequest, ConnectError, PlatformSettings, SettingsError};
 /// stalling posts for the whole hour.
 pub const DEFAULT_RATE_WAIT: Duration = Duration::from_secs(5 * 60);
 
+/// Answers of one paged edge read at most by [`GraphApp::get_all`]: with `limit=100`,
+/// two thousand Pages.
+pub const MAX_EDGE_PAGES: usize = 20;
+
 /// The usage headers that can carry `estimated_time_to_regain_access`.
 const USAGE_HEADERS: &[&str] = &[
     "x-business-use-case-usage",
@@ -471,6 +475,64 @@ impl GraphApp {
             .bearer_auth(token.expose());
         let body = self.send(request, Call::Read).await?;
         serde_json::from_slice(&body).map_err(|error| unreadable(path, &error, &body))
+    }
+
+    /// Every item of a paged edge (`/me/accounts`): `GET {path}` again with
+    /// `after={cursor}` for as long as Graph's `paging` has a `next` page. The cursor,
+    /// not the `next` URL, is followed, so the token only ever goes to the configured
+    /// Graph host. At most [`MAX_EDGE_PAGES`] answers are read; a longer edge is cut
+    /// there with a warning rather than read without end.
+    pub async fn get_all<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        token: &Secret,
+    ) -> Result<Vec<T>, PortError> {
+        #[derive(Deserialize)]
+        struct Answer<T> {
+            #[serde(default = "Vec::new")]
+            data: Vec<T>,
+            #[serde(default)]
+            paging: Option<Paging>,
+        }
+        #[derive(Deserialize)]
+        struct Paging {
+            #[serde(default)]
+            next: Option<String>,
+            #[serde(default)]
+            cursors: Option<Cursors>,
+        }
+        #[derive(Deserialize)]
+        struct Cursors {
+            #[serde(default)]
+            after: Option<String>,
+        }
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_EDGE_PAGES {
+            let mut page_query = query.to_vec();
+            if let Some(cursor) = after.as_deref() {
+                page_query.push(("after", cursor));
+            }
+            let answer: Answer<T> = self.get(path, &page_query, token).await?;
+            items.extend(answer.data);
+            let next = answer
+                .paging
+                .filter(|paging| paging.next.is_some())
+                .and_then(|paging| paging.cursors?.after)
+                // A cursor that does not move would read the same page forever.
+                .filter(|cursor| after.as_deref() != Some(cursor.as_str()));
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => return Ok(items),
+            }
+        }
+        tracing::warn!(
+            path,
+            items = items.len(),
+            "Graph edge longer than {MAX_EDGE_PAGES} pages; the rest is not read"
+        );
+        Ok(items)
     }
 
     /// `POST {path}` with a form, for calls that create something. A 2xx whose body

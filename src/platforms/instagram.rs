@@ -88,12 +88,6 @@ impl std::fmt::Debug for InstagramAdapter {
 }
 
 #[derive(Debug, Deserialize)]
-struct Pages {
-    #[serde(default)]
-    data: Vec<PageRef>,
-}
-
-#[derive(Debug, Deserialize)]
 struct PageRef {
     id: String,
     #[serde(default)]
@@ -515,9 +509,9 @@ impl Adapter for InstagramAdapter {
             .graph
             .get("/me", &[("fields", "id,name")], &user.token)
             .await?;
-        let pages: Pages = self
+        let pages: Vec<PageRef> = self
             .graph
-            .get(
+            .get_all(
                 "/me/accounts",
                 &[("fields", "id,name"), ("limit", "100")],
                 &user.token,
@@ -525,7 +519,7 @@ impl Adapter for InstagramAdapter {
             .await?;
         let mut targets = Vec::new();
         let mut personal = Vec::new();
-        for page in &pages.data {
+        for page in &pages {
             let linked: PageInstagram = self
                 .graph
                 .get(
@@ -559,7 +553,7 @@ impl Adapter for InstagramAdapter {
             let reason = if personal.is_empty() {
                 Reason::with_platform_message(
                     ReasonCode::InstagramNotLinkedToPage,
-                    if pages.data.is_empty() {
+                    if pages.is_empty() {
                         "the Facebook account manages no Page".to_owned()
                     } else {
                         "no Page the Facebook account manages has an Instagram account".to_owned()

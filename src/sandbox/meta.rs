@@ -251,6 +251,8 @@ struct World {
     /// Unix seconds of each media_publish, per IG user, for the rolling 24 h quota.
     publishes: Vec<(String, u64)>,
     quota_total: u64,
+    /// The most items one answer of a paged edge holds, whatever `limit` asks.
+    page_size: usize,
     polls_to_finish: u32,
     failing_containers: u32,
     container_polls: u64,
@@ -357,6 +359,7 @@ impl World {
             media: Vec::new(),
             publishes: Vec::new(),
             quota_total: 50,
+            page_size: 100,
             polls_to_finish: 2,
             failing_containers: 0,
             container_polls: 0,
@@ -571,6 +574,49 @@ impl MetaControl {
     /// The next `count` containers end in ERROR instead of FINISHED.
     pub fn fail_next_containers(&self, count: u32) {
         self.world().failing_containers = count;
+    }
+
+    /// The most Pages one `/me/accounts` answer holds (100 by default); the rest come
+    /// behind `paging.cursors.after`, as Graph pages its edges.
+    pub fn set_page_size(&self, size: usize) {
+        self.world().page_size = size.max(1);
+    }
+
+    /// A further Page for `username`, with every task, linked to a new professional
+    /// (business) Instagram account named `instagram`, if given. Returns the Page id and
+    /// the Instagram account id.
+    pub fn add_page(
+        &self,
+        username: &str,
+        name: &str,
+        instagram: Option<&str>,
+    ) -> Result<(String, Option<String>), SandboxError> {
+        let mut world = self.world();
+        let owner = world.user_by_name(username)?.id.clone();
+        let page_id = world.id();
+        let ig = match instagram {
+            Some(ig_name) => {
+                let id = world.id();
+                world.instagram.push(InstagramAccount {
+                    id: id.clone(),
+                    username: ig_name.into(),
+                    kind: IgKind::Business,
+                });
+                Some(id)
+            }
+            None => None,
+        };
+        world.pages.push(MetaPage {
+            id: page_id.clone(),
+            name: name.into(),
+            owner,
+            tasks: ["ANALYZE", "MODERATE", "CREATE_CONTENT", "MANAGE"]
+                .map(String::from)
+                .to_vec(),
+            instagram_business_account: ig.clone(),
+            connected_instagram_account: None,
+        });
+        Ok((page_id, ig))
     }
 
     /// The `quota_total` of `content_publishing_limit` (50 by default).
@@ -1040,12 +1086,37 @@ async fn read_edge(
     match (node.as_str(), edge.as_str()) {
         ("me", "accounts") => {
             permission(&record, "pages_show_list")?;
-            let owned: Vec<MetaPage> = world
+            let all: Vec<MetaPage> = world
                 .pages
                 .iter()
                 .filter(|page| page.owner == record.user_id)
                 .cloned()
                 .collect();
+            // Graph's cursors are opaque; here one is the offset it stands for.
+            let offset = match p.get("after") {
+                None => 0,
+                Some(cursor) => cursor
+                    .strip_prefix("cursor-")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|n| *n <= all.len())
+                    .ok_or_else(|| {
+                        GraphFault::new(400, 100, None, "(#100) The after cursor is invalid.")
+                    })?,
+            };
+            let limit = p
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(25)
+                .clamp(1, world.page_size);
+            let owned: Vec<MetaPage> = all.iter().skip(offset).take(limit).cloned().collect();
+            let end = offset + owned.len();
+            let mut paging = json!({"cursors": {
+                "before": format!("cursor-{offset}"),
+                "after": format!("cursor-{end}"),
+            }});
+            if end < all.len() {
+                paging["next"] = json!(format!("/me/accounts?limit={limit}&after=cursor-{end}"));
+            }
             // A Page token from a long-lived user token does not expire.
             let expires_at = match record.kind {
                 TokenKind::Long => None,
@@ -1061,9 +1132,7 @@ async fn read_edge(
                 });
                 pages.push(json!({"id": page.id, "name": page.name, "access_token": token, "tasks": page.tasks, "category": "Author"}));
             }
-            Ok(Json(
-                json!({"data": pages, "paging": {"cursors": {"before": "QVFI", "after": "QVFI"}}}),
-            ))
+            Ok(Json(json!({"data": pages, "paging": paging})))
         }
         (ig, "content_publishing_limit") => {
             own_instagram(&world, &record, ig)?;
