@@ -13,10 +13,7 @@
 //! first use, and a missing `node`/`npm` fails the test with a message saying so.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -44,155 +41,53 @@ const SCOPES: &[&str] = &["openid", "offline_access", "post.write", "profile.rea
 const GRANT_REFUSED: &str = "grant request is invalid";
 const LOGIN: &str = "alice";
 
+#[path = "support/node.rs"]
+mod node;
+use node::NodeServer;
+
 // ---------------------------------------------------------------------------------------
 // The server process
 // ---------------------------------------------------------------------------------------
-
-fn oidc_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("oidc")
-}
-
-/// Checks `node`, and installs `tests/oidc/node_modules` with `npm ci` if it is missing —
-/// once per test binary, whichever test gets here first; the others wait for it.
-fn ensure_node_modules() {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        let dir = oidc_dir();
-        version_of("node").map_err(|e| {
-            format!(
-                "the OIDC conformance tests need Node.js (>= 20) to run tests/oidc/server.mjs, \
-                 but `node` could not be run: {e}. Install Node.js and npm."
-            )
-        })?;
-        if dir
-            .join("node_modules")
-            .join("oidc-provider")
-            .join("package.json")
-            .is_file()
-        {
-            return Ok(());
-        }
-        version_of("npm").map_err(|e| {
-            format!(
-                "tests/oidc/node_modules is missing and `npm` could not be run to install it: \
-                 {e}. Install npm (it comes with Node.js), or run `npm ci` in {}.",
-                dir.display()
-            )
-        })?;
-        let out = Command::new("npm")
-            .arg("ci")
-            .arg("--no-audit")
-            .arg("--no-fund")
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("`npm ci` in {} could not start: {e}", dir.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "`npm ci` in {} failed ({}):\n{}\n{}",
-                dir.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(())
-    });
-    if let Err(message) = ready {
-        panic!("{message}");
-    }
-}
-
-fn version_of(program: &str) -> Result<String, String> {
-    let out = Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("`{program} --version` exited with {}", out.status));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
 
 /// A running `server.mjs`. Dropping it stops the server (and prints its log if the test
 /// is failing).
 struct OidcServer {
     issuer: String,
-    child: Child,
-    /// The server exits when its stdin closes; held open until drop.
-    stdin: Option<ChildStdin>,
-    log: Arc<Mutex<String>>,
+    node: NodeServer,
 }
 
 impl OidcServer {
     /// Starts a fresh server (new keys, no state) with the given access-token lifetime.
     fn start(access_token_ttl: u32) -> OidcServer {
-        ensure_node_modules();
-        let dir = oidc_dir();
-        let mut child = Command::new("node")
-            .arg(dir.join("server.mjs"))
-            .args(["--port", "0", "--redirect-uris", REDIRECT_URI])
-            .args(["--access-token-ttl", &access_token_ttl.to_string()])
-            .arg("--log")
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("`node tests/oidc/server.mjs` could not start: {e}"));
-        let stdin = child.stdin.take();
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // The contract is one line; anything more would be a server bug worth seeing.
-            for line in lines.map_while(Result::ok) {
-                eprintln!("oidc server stdout (unexpected): {line}");
-            }
-        });
-        let mut server = OidcServer {
-            issuer: String::new(),
-            child,
-            stdin,
-            log,
-        };
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => {
-                let issuer = line
-                    .strip_prefix("READY ")
-                    .unwrap_or_else(|| panic!("expected `READY <issuer>`, got {line:?}"));
-                server.issuer = issuer.trim().to_owned();
-            }
-            Err(e) => panic!(
-                "server.mjs did not print READY within 20 s ({e}); stderr:\n{}",
-                server.log()
-            ),
+        let dir = node::peer_dir("oidc");
+        node::ensure_node_modules(
+            &dir,
+            "oidc-provider/package.json",
+            "the OIDC conformance tests (tests/oidc/server.mjs)",
+        );
+        let ttl = access_token_ttl.to_string();
+        let node = NodeServer::start(
+            &dir,
+            "server.mjs",
+            &[
+                "--port",
+                "0",
+                "--redirect-uris",
+                REDIRECT_URI,
+                "--access-token-ttl",
+                &ttl,
+                "--log",
+            ],
+            Duration::from_secs(20),
+        );
+        OidcServer {
+            issuer: node.ready.clone(),
+            node,
         }
-        server
     }
 
     fn log(&self) -> String {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+        self.node.log()
     }
 
     fn url(&self, path: &str) -> String {
@@ -226,17 +121,6 @@ impl OidcServer {
             issuer: self.issuer.clone(),
             refreshes: Mutex::new(Vec::new()),
         })
-    }
-}
-
-impl Drop for OidcServer {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- oidc server {} log ----\n{}", self.issuer, self.log());
-        }
     }
 }
 

@@ -238,13 +238,23 @@ async fn a_taken_down_account_and_a_rate_limited_sign_in_are_classified() {
         }
         other => panic!("{other:?}"),
     }
+    let grant = w.connect().await.grant;
     w.sandbox.bluesky().take_down(JANE_HANDLE).unwrap();
+    // The session names the takedown...
+    match w.adapter.refresh(&grant).await {
+        Err(PortError::RequirementUnmet(reason)) => {
+            assert_eq!(reason.code, ReasonCode::AccountSuspended)
+        }
+        other => panic!("{other:?}"),
+    }
+    // ...a new sign-in with an app password cannot: the reference PDS refuses it as a
+    // wrong password (tests/pds_conformance.rs shows it).
     let error = w
         .adapter
         .connect_with_app_password(JANE_HANDLE, Secret::new(JANE_APP_PASSWORD), now())
         .await
         .unwrap_err();
-    assert_eq!(connect_code(&error), "account_suspended", "{error:?}");
+    assert_eq!(connect_code(&error), "app_password_rejected", "{error:?}");
 }
 
 #[tokio::test]

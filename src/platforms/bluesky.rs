@@ -40,7 +40,7 @@
 //! | refresh: `InvalidToken`, `AuthenticationRequired` | `GrantDead(authorization_invalid)` |
 //! | `AccountTakedown`, a session `takendown`/`suspended` | `RequirementUnmet(account_suspended)` |
 //! | 429 `RateLimitExceeded` | `RateLimited` until `RateLimit-Reset` (else the policy window) |
-//! | createSession 401 `AuthenticationRequired` | connect refused, `app_password_rejected` |
+//! | createSession 401 `AuthenticationRequired` | connect refused, `app_password_rejected` (also what the reference PDS answers an app password of a taken-down account: only the session names a takedown) |
 //! | 400 `InvalidRequest` on a post or upload | `ContentRejected` with Bluesky's message |
 //! | 5xx, timeouts, lost answers | `Unavailable` |
 

@@ -258,7 +258,8 @@ impl BlueskyControl {
         Ok(password)
     }
 
-    /// Takes an account down: sign-ins and calls answer `AccountTakedown`.
+    /// Takes an account down: refreshes and calls answer `AccountTakedown`; a sign-in
+    /// with an app password is refused as a wrong password (as on the reference PDS).
     pub fn take_down(&self, handle: &str) -> Result<(), SandboxError> {
         let mut world = lock(&self.world);
         let account = world
@@ -677,6 +678,19 @@ async fn create_session(State(bsky): State<BlueskyControl>, body: Bytes) -> Resp
         )
     };
     let Some(account) = found else { return wrong() };
+    // As the reference PDS (`AccountManager.login`): a taken-down account is named only
+    // to its main password; an app password of it is simply not accepted.
+    if account.takendown {
+        return if account.main_password.expose() == input.password {
+            xrpc_error(
+                StatusCode::UNAUTHORIZED,
+                "AccountTakedown",
+                "Account has been taken down",
+            )
+        } else {
+            wrong()
+        };
+    }
     let (scope, app_password) = if account.main_password.expose() == input.password {
         ("com.atproto.access", None)
     } else if let Some(p) = account
@@ -688,13 +702,6 @@ async fn create_session(State(bsky): State<BlueskyControl>, body: Bytes) -> Resp
     } else {
         return wrong();
     };
-    if account.takendown {
-        return xrpc_error(
-            StatusCode::UNAUTHORIZED,
-            "AccountTakedown",
-            "Account has been taken down",
-        );
-    }
     let id = world.id();
     let refresh_exp = world.now() + REFRESH_LIFETIME.as_secs();
     world.refresh_tokens.insert(
