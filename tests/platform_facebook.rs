@@ -476,6 +476,69 @@ async fn rate_limit_codes_and_usage_headers_make_the_queue_back_off() {
 }
 
 #[tokio::test]
+async fn usage_at_its_limit_on_a_successful_answer_holds_off_the_next_publish() {
+    let w = world().await;
+    let grant = w.connect().await.grant;
+    // Graph refuses the same message twice in a row (#506): each post says something new.
+    let post = |n: u32| {
+        page_post(Content {
+            text: format!("News, part {n}."),
+            ..Content::default()
+        })
+    };
+    // Below 100% nothing is held.
+    w.meta().set_usage_headers(&[(
+        "X-App-Usage",
+        r#"{"call_count":88,"total_cputime":20,"total_time":31}"#,
+    )]);
+    w.adapter.publish(&grant, &post(1)).await.unwrap();
+    w.adapter.publish(&grant, &post(2)).await.unwrap();
+    // The Page's usage reaches its limit on a publish that succeeds, with Meta's estimate:
+    // the next publish with that Page is held for it, without a call.
+    w.meta().set_usage_headers(&[(
+        "X-Business-Use-Case-Usage",
+        r#"{"2001":[{"type":"pages","call_count":100,"total_cputime":9,"total_time":14,"estimated_time_to_regain_access":12}]}"#,
+    )]);
+    w.adapter.publish(&grant, &post(3)).await.unwrap();
+    w.meta().set_usage_headers(&[]);
+    match w.adapter.publish(&grant, &post(4)).await {
+        Err(PortError::RateLimited { retry_after, scope }) => {
+            assert_eq!(scope, LimitScope::Connection);
+            assert!(
+                retry_after <= Duration::from_secs(12 * 60)
+                    && retry_after > Duration::from_secs(11 * 60),
+                "{retry_after:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        w.meta().page_posts(JANE_PAGE).len(),
+        3,
+        "the held post was not sent"
+    );
+
+    // The app's own usage at 100% without an estimate holds every connection of the app,
+    // for the default wait.
+    let other =
+        FacebookAdapter::new(&settings(&w.sandbox.base_url(), FACEBOOK_CLIENT_SECRET)).unwrap();
+    w.meta().set_usage_headers(&[(
+        "X-App-Usage",
+        r#"{"call_count":100,"total_cputime":40,"total_time":52}"#,
+    )]);
+    other.publish(&grant, &post(5)).await.unwrap();
+    w.meta().set_usage_headers(&[]);
+    match other.publish(&grant, &post(6)).await {
+        Err(PortError::RateLimited { retry_after, scope }) => {
+            assert_eq!(scope, LimitScope::Platform);
+            assert!(retry_after > Duration::ZERO, "{retry_after:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.meta().page_posts(JANE_PAGE).len(), 4);
+}
+
+#[tokio::test]
 async fn a_server_error_is_a_passing_fault() {
     let w = world().await;
     let grant = w.connect().await.grant;

@@ -233,6 +233,7 @@ impl PlatformPort for FacebookAdapter {
             return Err(rejected("choose a Page to publish to".into()));
         };
         let token = Self::page_token(grant, page_id)?;
+        self.graph.held(token)?;
         let content = &post.content;
         let message = content.text.trim().to_owned();
         let link = content.links.first().cloned();

@@ -28,7 +28,10 @@
 //! A rate limit waits for the largest `estimated_time_to_regain_access` (minutes) any
 //! usage header (`X-Business-Use-Case-Usage`, `X-Page-Usage`, `X-App-Usage`) announces;
 //! ⚠ Meta publishes no wait for the codes themselves, so without one the queue waits
-//! [`DEFAULT_RATE_WAIT`].
+//! [`DEFAULT_RATE_WAIT`]. Graph sends the same headers on successful answers: one that
+//! shows a usage figure at 100% or an estimated wait holds off the next publish before
+//! it is sent ([`usage_hold`], [`GraphApp::held`]) — for the Page or account whose token
+//! it came with, or for every connection when it is the app's own `X-App-Usage`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -183,26 +186,77 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], call: Call
 /// `X-Business-Use-Case-Usage` maps business ids to arrays of objects; the others are one
 /// object. Absent, zero or unreadable means "not said".
 pub fn usage_wait(headers: &HeaderMap) -> Option<Duration> {
-    fn minutes(value: &Value) -> Option<u64> {
-        match value {
-            Value::Object(map) => {
-                let own = map
-                    .get("estimated_time_to_regain_access")
-                    .and_then(Value::as_u64);
-                map.values().filter_map(minutes).chain(own).max()
-            }
-            Value::Array(items) => items.iter().filter_map(minutes).max(),
-            _ => None,
-        }
-    }
-    USAGE_HEADERS
-        .iter()
-        .filter_map(|name| headers.get(*name)?.to_str().ok())
-        .filter_map(|text| serde_json::from_str::<Value>(text).ok())
-        .filter_map(|value| minutes(&value))
+    usage_values(headers)
+        .filter_map(|(_, value)| largest(&value, &["estimated_time_to_regain_access"]))
         .max()
         .filter(|m| *m > 0)
-        .map(|m| Duration::from_secs(m.saturating_mul(60)))
+        .map(minutes)
+}
+
+/// What the usage headers of a *successful* answer say about the calls after it. Meta
+/// throttles an app, Page or business once any of its usage figures (`call_count`,
+/// `total_cputime`, `total_time`, in percent) reaches 100, and says
+/// `estimated_time_to_regain_access` (minutes) when it already does. Either is a reason
+/// not to send the next publish: `Some` with how long to hold off (the estimate, else
+/// [`DEFAULT_RATE_WAIT`]) and whom it concerns (`X-App-Usage` the whole app, the others
+/// one Page or business; the app's hold wins). Below 100 and without an estimate, nothing.
+pub fn usage_hold(headers: &HeaderMap) -> Option<(Duration, LimitScope)> {
+    usage_values(headers)
+        .filter_map(|(name, value)| {
+            let wait = match largest(&value, &["estimated_time_to_regain_access"]) {
+                Some(m) if m > 0 => minutes(m),
+                _ if largest(&value, &["call_count", "total_cputime", "total_time"])
+                    .is_some_and(|p| p >= 100) =>
+                {
+                    DEFAULT_RATE_WAIT
+                }
+                _ => return None,
+            };
+            let scope = if name == "x-app-usage" {
+                LimitScope::Platform
+            } else {
+                LimitScope::Connection
+            };
+            Some((wait, scope))
+        })
+        .reduce(|(w1, s1), (w2, s2)| {
+            let scope = if s1 == LimitScope::Platform || s2 == LimitScope::Platform {
+                LimitScope::Platform
+            } else {
+                LimitScope::Connection
+            };
+            (w1.max(w2), scope)
+        })
+}
+
+/// Each usage header present and readable as JSON, with its name.
+fn usage_values(headers: &HeaderMap) -> impl Iterator<Item = (&'static str, Value)> + '_ {
+    USAGE_HEADERS.iter().filter_map(|name| {
+        let text = headers.get(*name)?.to_str().ok()?;
+        Some((*name, serde_json::from_str::<Value>(text).ok()?))
+    })
+}
+
+/// The largest number under any of `keys`, at any depth: `X-Business-Use-Case-Usage`
+/// maps business ids to arrays of objects; the others are one object.
+fn largest(value: &Value, keys: &[&str]) -> Option<u64> {
+    match value {
+        Value::Object(map) => {
+            let own = keys
+                .iter()
+                .filter_map(|k| map.get(*k).and_then(Value::as_u64));
+            map.values()
+                .filter_map(|v| largest(v, keys))
+                .chain(own)
+                .max()
+        }
+        Value::Array(items) => items.iter().filter_map(|v| largest(v, keys)).max(),
+        _ => None,
+    }
+}
+
+fn minutes(m: u64) -> Duration {
+    Duration::from_secs(m.saturating_mul(60))
 }
 
 /// A token answer of `/oauth/access_token`.
@@ -291,6 +345,9 @@ pub struct GraphApp {
     client_secret: Secret,
     /// Time for token lifetimes.
     pub clock: Arc<dyn Clock>,
+    /// Until when usage headers on successful answers said to hold off publishing: the
+    /// app's hold under `None`, a token's (one Page or account) under its fingerprint.
+    holds: std::sync::Mutex<std::collections::HashMap<Option<u64>, Timestamp>>,
 }
 
 impl std::fmt::Debug for GraphApp {
@@ -313,6 +370,7 @@ impl GraphApp {
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
             clock: Arc::new(SystemClock),
+            holds: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -473,7 +531,7 @@ impl GraphApp {
             .get(self.url(path))
             .query(query)
             .bearer_auth(token.expose());
-        let body = self.send(request, Call::Read).await?;
+        let body = self.send_as(request, Call::Read, token).await?;
         serde_json::from_slice(&body).map_err(|error| unreadable(path, &error, &body))
     }
 
@@ -548,7 +606,7 @@ impl GraphApp {
             .post(self.url(path))
             .form(form)
             .bearer_auth(token.expose());
-        let body = self.send(request, Call::Publish).await?;
+        let body = self.send_as(request, Call::Publish, token).await?;
         serde_json::from_slice(&body).map_err(|error| PortError::Unavailable {
             detail: format!(
                 "Graph's answer to {path} could not be read ({error}): {}",
@@ -556,6 +614,58 @@ impl GraphApp {
             ),
             maybe_delivered: true,
         })
+    }
+
+    /// [`GraphApp::send`] with `token`, whose successful answers' usage headers are
+    /// kept: a figure at 100% or an estimated wait holds off the next publish with that
+    /// token (or, for `X-App-Usage`, with any) — see [`GraphApp::held`].
+    async fn send_as(
+        &self,
+        request: RequestBuilder,
+        call: Call,
+        token: &Secret,
+    ) -> Result<Vec<u8>, PortError> {
+        let (status, headers, body) = http::exchange(request).await?;
+        if !status.is_success() {
+            return Err(classify(status, &headers, &body, call));
+        }
+        if let Some((wait, scope)) = usage_hold(&headers) {
+            let until = self.clock.now().saturating_add(wait);
+            let key = match scope {
+                LimitScope::Platform => None,
+                LimitScope::Connection => Some(fingerprint(token)),
+            };
+            tracing::warn!(
+                ?scope,
+                wait_secs = wait.as_secs(),
+                "Graph usage at its limit; holding off publishing"
+            );
+            let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = holds.entry(key).or_insert(until);
+            *entry = (*entry).max(until);
+        }
+        Ok(body)
+    }
+
+    /// Refuses to start a publish with `token` while a usage header said to hold off:
+    /// `RateLimited` for what is left of the wait, so the queue holds the post instead of
+    /// spending a call Meta would throttle (or count against a Page at its limit).
+    pub fn held(&self, token: &Secret) -> Result<(), PortError> {
+        let now = self.clock.now();
+        let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+        holds.retain(|_, until| *until > now);
+        for (key, scope) in [
+            (None, LimitScope::Platform),
+            (Some(fingerprint(token)), LimitScope::Connection),
+        ] {
+            if let Some(until) = holds.get(&key) {
+                return Err(PortError::RateLimited {
+                    retry_after: now.until(*until),
+                    scope,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Sends one call and returns its body, or the classified failure.
@@ -566,6 +676,14 @@ impl GraphApp {
         }
         Err(classify(status, &headers, &body, call))
     }
+}
+
+/// A key for a token in memory that is not the token.
+fn fingerprint(token: &Secret) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    token.expose().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A failed token request: Graph's own error where it sent one, and its class for the
@@ -634,6 +752,39 @@ mod tests {
         assert_eq!(usage_wait(&headers), Some(Duration::from_secs(9 * 60)));
         headers.insert("x-page-usage", HeaderValue::from_static("not json"));
         assert_eq!(usage_wait(&headers), Some(Duration::from_secs(9 * 60)));
+    }
+
+    #[test]
+    fn a_successful_answer_holds_off_publishing_only_at_the_limit() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-page-usage",
+            HeaderValue::from_static(r#"{"call_count":99,"total_time":40,"total_cputime":7}"#),
+        );
+        assert_eq!(usage_hold(&headers), None, "below 100%: nothing");
+        headers.insert(
+            "x-business-use-case-usage",
+            HeaderValue::from_static(
+                r#"{"1":[{"type":"pages","call_count":3,"total_time":100,"estimated_time_to_regain_access":0}]}"#,
+            ),
+        );
+        assert_eq!(
+            usage_hold(&headers),
+            Some((DEFAULT_RATE_WAIT, LimitScope::Connection)),
+            "a Page at 100% without an estimate: the default wait, for that connection"
+        );
+        headers.insert(
+            "x-app-usage",
+            HeaderValue::from_static(r#"{"call_count":12,"estimated_time_to_regain_access":2}"#),
+        );
+        assert_eq!(
+            usage_hold(&headers),
+            Some((
+                DEFAULT_RATE_WAIT.max(Duration::from_secs(120)),
+                LimitScope::Platform
+            )),
+            "the app's hold concerns every connection; the longer wait wins"
+        );
     }
 
     #[test]

@@ -385,6 +385,7 @@ impl PlatformPort for InstagramAdapter {
             ));
         };
         let token = &grant.access_token;
+        self.graph.held(token)?;
         self.check_quota(ig, token).await?;
         let media = &post.content.media;
         let caption = post.content.text.trim().to_owned();

@@ -253,6 +253,8 @@ struct World {
     quota_total: u64,
     /// The most items one answer of a paged edge holds, whatever `limit` asks.
     page_size: usize,
+    /// Usage headers every answer that is not an injected fault carries.
+    usage_headers: Vec<(String, String)>,
     polls_to_finish: u32,
     failing_containers: u32,
     container_polls: u64,
@@ -360,6 +362,7 @@ impl World {
             publishes: Vec::new(),
             quota_total: 50,
             page_size: 100,
+            usage_headers: Vec::new(),
             polls_to_finish: 2,
             failing_containers: 0,
             container_polls: 0,
@@ -576,6 +579,16 @@ impl MetaControl {
         self.world().failing_containers = count;
     }
 
+    /// From now on every answer (but injected faults) carries these usage headers, as
+    /// Graph reports usage on successful calls too (`X-App-Usage`, `X-Page-Usage`,
+    /// `X-Business-Use-Case-Usage`). An empty list stops them.
+    pub fn set_usage_headers(&self, headers: &[(&str, &str)]) {
+        self.world().usage_headers = headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+    }
+
     /// The most Pages one `/me/accounts` answer holds (100 by default); the rest come
     /// behind `paging.cursors.after`, as Graph pages its edges.
     pub fn set_page_size(&self, size: usize) {
@@ -674,7 +687,19 @@ async fn faults(State(meta): State<MetaControl>, request: Request, next: Next) -
     let fault = meta.world().faults.pop_front();
     match fault {
         Some(fault) => fault.into_response(),
-        None => next.run(request).await,
+        None => {
+            let mut response = next.run(request).await;
+            let usage = meta.world().usage_headers.clone();
+            for (name, value) in usage {
+                if let (Ok(name), Ok(value)) = (
+                    axum::http::HeaderName::from_bytes(name.as_bytes()),
+                    axum::http::HeaderValue::from_str(&value),
+                ) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
     }
 }
 
