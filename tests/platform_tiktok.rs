@@ -413,6 +413,39 @@ async fn publish_by_chunked_upload_sends_every_chunk_in_order() {
 }
 
 #[tokio::test]
+async fn a_video_longer_than_the_creator_may_post_is_refused_before_it_is_uploaded() {
+    let w = world().await;
+    let connected = w.connect().await;
+    // Jane's creator info allows 600 s.
+    w.sandbox
+        .tiktok()
+        .add_video_lasting("too-long.mp4", 256 * 1024, 601);
+    w.sandbox
+        .tiktok()
+        .add_video_lasting("just-right.mp4", 256 * 1024, 600);
+    let too_long = clip(&w.video_url("too-long.mp4"));
+    let just_right = clip(&w.video_url("just-right.mp4"));
+    let adapter = w.adapter.with_upload_mode(UploadMode::FileUpload);
+    match adapter.publish(&connected.grant, &too_long).await {
+        Err(PortError::ContentRejected(reason)) => {
+            assert_eq!(reason.code, ReasonCode::ContentRejected);
+            let said = reason.platform_message.unwrap_or_default();
+            assert!(said.contains("601.0 s") && said.contains("600 s"), "{said}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        w.sandbox.tiktok().posts(JANE).is_empty(),
+        "nothing was sent to TikTok"
+    );
+    adapter
+        .publish(&connected.grant, &just_right)
+        .await
+        .unwrap();
+    assert_eq!(w.sandbox.tiktok().posts(JANE).len(), 1);
+}
+
+#[tokio::test]
 async fn auto_mode_uploads_a_plain_http_video_from_another_host() {
     let sandbox = Sandbox::start().await.unwrap();
     let base = sandbox.base_url();

@@ -35,7 +35,11 @@
 //!   whose remedy says what to do. Posts to private accounts go through, and TikTok
 //!   itself makes them `SELF_ONLY`.
 //! - Content: exactly one video; the caption (title, text and links not already in the
-//!   text) is at most 2200 UTF-16 code units.
+//!   text) is at most 2200 UTF-16 code units. A video the engine uploads itself is
+//!   measured from its MP4/MOV movie header first: longer than the creator info's
+//!   `max_video_post_duration_sec` is `ContentRejected` before any chunk is sent. A
+//!   pulled video (the engine never holds it) and one whose header cannot be read (WebM)
+//!   are left to TikTok's own `duration_check_failed`.
 //!
 //! | TikTok answered | class |
 //! |---|---|
@@ -204,6 +208,9 @@ struct CreatorInfo {
     duet_disabled: bool,
     #[serde(default)]
     stitch_disabled: bool,
+    /// The longest video this creator may post, in seconds.
+    #[serde(default)]
+    max_video_post_duration_sec: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -491,8 +498,23 @@ impl TiktokAdapter {
         grant: &Grant,
         post_info: &Value,
         video: &Media,
+        max_secs: Option<u64>,
     ) -> Result<String, PortError> {
         let (bytes, content_type) = upload::fetch_video(&self.upload_http, video).await?;
+        // Refused before the upload, with the creator's own limit, rather than after
+        // sending every chunk for TikTok to answer `duration_check_failed`.
+        if let (Some(max), Some(length)) = (max_secs, upload::video_duration(&bytes)) {
+            if length > Duration::from_secs(max) {
+                return Err(PortError::ContentRejected(Reason::with_platform_message(
+                    ReasonCode::ContentRejected,
+                    format!(
+                        "the video lasts {:.1} s; this TikTok account may post videos of at \
+                         most {max} s (max_video_post_duration_sec)",
+                        length.as_secs_f64()
+                    ),
+                )));
+            }
+        }
         let size = bytes.len() as u64;
         let (chunk, count) = upload::plan(size, self.chunk_size);
         let init = self
@@ -776,6 +798,7 @@ impl PlatformPort for TiktokAdapter {
                 maybe_delivered: false,
             });
         };
+        let max_secs = creator.max_video_post_duration_sec;
         let post_info = json!({
             "title": caption(post),
             "privacy_level": privacy,
@@ -804,12 +827,12 @@ impl PlatformPort for TiktokAdapter {
                         platform = "tiktok",
                         "the video's domain is not verified with TikTok; uploading the file instead"
                     );
-                    self.upload_file(grant, &post_info, video).await?
+                    self.upload_file(grant, &post_info, video, max_secs).await?
                 }
                 Err(other) => return Err(other),
             }
         } else {
-            self.upload_file(grant, &post_info, video).await?
+            self.upload_file(grant, &post_info, video, max_secs).await?
         };
         tracing::info!(platform = "tiktok", %publish_id, privacy, "post handed to TikTok");
         self.await_outcome(grant, &publish_id, creator.creator_username.as_deref())
@@ -1016,6 +1039,7 @@ mod tests {
             comment_disabled: false,
             duet_disabled: false,
             stitch_disabled: false,
+            max_video_post_duration_sec: Some(600),
         };
         assert_eq!(
             privacy_level(&creator(&["SELF_ONLY", "PUBLIC_TO_EVERYONE"])),

@@ -51,7 +51,8 @@
 //! - The daily post cap per creator (unpublished by TikTok) is 15 here.
 //!
 //! Not simulated: photo posts, inbox (draft) uploads, webhooks, and checking the video
-//! itself (format, duration).
+//! itself (format, duration). Its videos are MP4 headers with a length
+//! ([`TiktokControl::add_video_lasting`]) and filler, so an uploader can measure them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -228,24 +229,55 @@ fn creator(
 }
 
 /// A few hundred bytes that start like an MP4 (`ftyp` box), then filler.
-fn sample_video(size: usize) -> Vec<u8> {
+/// How long the sandbox's videos last unless said otherwise.
+pub const SAMPLE_VIDEO_SECS: u32 = 30;
+
+/// `size` bytes of an MP4 file lasting `secs`: `ftyp`, a `moov` with its movie header
+/// (`mvhd`, timescale 1000) and an `mdat` of filler. Enough of an MP4 for a reader of
+/// its length; no player would show it.
+fn sample_video(size: usize, secs: u32) -> Vec<u8> {
+    let be = |v: u32| v.to_be_bytes();
+    let mut mvhd = Vec::with_capacity(108);
+    mvhd.extend_from_slice(&be(108));
+    mvhd.extend_from_slice(b"mvhd");
+    mvhd.extend_from_slice(&[0, 0, 0, 0]); // version 0, no flags
+    mvhd.extend_from_slice(&be(0)); // created
+    mvhd.extend_from_slice(&be(0)); // modified
+    mvhd.extend_from_slice(&be(1000)); // timescale
+    mvhd.extend_from_slice(&be(secs.saturating_mul(1000))); // duration
+    mvhd.extend_from_slice(&be(0x0001_0000)); // rate 1.0
+    mvhd.extend_from_slice(&0x0100u16.to_be_bytes()); // volume 1.0
+    mvhd.extend_from_slice(&[0; 10]);
+    for cell in [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
+        mvhd.extend_from_slice(&be(cell)); // identity matrix
+    }
+    mvhd.extend_from_slice(&[0; 24]);
+    mvhd.extend_from_slice(&be(2)); // next track id
     let mut bytes = vec![0, 0, 0, 0x18];
     bytes.extend_from_slice(b"ftypmp42");
     bytes.extend_from_slice(&[0, 0, 0, 0]);
     bytes.extend_from_slice(b"mp42isom");
+    bytes.extend_from_slice(&be(8 + mvhd.len() as u32));
+    bytes.extend_from_slice(b"moov");
+    bytes.extend_from_slice(&mvhd);
+    let mdat = size.saturating_sub(bytes.len()).max(8);
+    bytes.extend_from_slice(&be(u32::try_from(mdat).unwrap_or(u32::MAX)));
+    bytes.extend_from_slice(b"mdat");
     let mut filler: u8 = 0;
     while bytes.len() < size {
         filler = filler.wrapping_add(31);
         bytes.push(filler);
     }
-    bytes.truncate(size.max(24));
     bytes
 }
 
 impl World {
     fn new() -> Self {
         let mut media = HashMap::new();
-        media.insert("sample.mp4".to_owned(), sample_video(64 * 1024));
+        media.insert(
+            "sample.mp4".to_owned(),
+            sample_video(64 * 1024, SAMPLE_VIDEO_SECS),
+        );
         World {
             client_key: DEFAULT_CLIENT_KEY.into(),
             client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
@@ -338,11 +370,17 @@ impl TiktokControl {
         self.world().init_errors.push(code.into());
     }
 
-    /// Serves `size` bytes of video at `/tiktok/media/{name}`; returns the path.
+    /// Serves `size` bytes of video at `/tiktok/media/{name}`, lasting
+    /// [`SAMPLE_VIDEO_SECS`]; returns the path.
     pub fn add_video(&self, name: &str, size: usize) -> String {
+        self.add_video_lasting(name, size, SAMPLE_VIDEO_SECS)
+    }
+
+    /// [`TiktokControl::add_video`] for a video of `secs` seconds.
+    pub fn add_video_lasting(&self, name: &str, size: usize, secs: u32) -> String {
         self.world()
             .media
-            .insert(name.to_owned(), sample_video(size));
+            .insert(name.to_owned(), sample_video(size, secs));
         format!("/tiktok/media/{name}")
     }
 

@@ -68,9 +68,38 @@ pub(super) async fn fetch_video(
     .await
 }
 
+/// How long an MP4 or MOV video lasts, from its movie header (`moov/mvhd`): `None` when
+/// the header cannot be read (WebM, or a file the parser does not take), and then TikTok
+/// judges the length itself (`duration_check_failed`).
+pub(super) fn video_duration(bytes: &[u8]) -> Option<std::time::Duration> {
+    // The parser trusts box sizes; a malformed file must not take the adapter down.
+    std::panic::catch_unwind(|| {
+        let reader =
+            mp4::Mp4Reader::read_header(std::io::Cursor::new(bytes), bytes.len() as u64).ok()?;
+        let mvhd = &reader.moov.mvhd;
+        let millis = u128::from(mvhd.duration) * 1000 / u128::from(mvhd.timescale).max(1);
+        Some(std::time::Duration::from_millis(
+            u64::try_from(millis).unwrap_or(u64::MAX),
+        ))
+    })
+    .ok()
+    .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_is_not_a_readable_mp4_has_no_length_and_does_not_panic() {
+        assert_eq!(video_duration(b""), None);
+        assert_eq!(video_duration(b"\x1aE\xdf\xa3 a WebM header"), None);
+        // A box claiming more than the file holds.
+        let mut lying = vec![0xff, 0xff, 0xff, 0xf0];
+        lying.extend_from_slice(b"moov");
+        lying.extend_from_slice(&[0; 64]);
+        assert_eq!(video_duration(&lying), None);
+    }
 
     #[test]
     fn small_videos_go_whole_and_large_ones_in_bounded_chunks() {
