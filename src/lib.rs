@@ -11,6 +11,10 @@
 //!   the demo and the tests; it never imports the adapters.
 //! - [`config`]: the TOML file and `SOCIAL_STUDIO_*` environment overrides.
 
+// Module docs name their private helpers (`token`, `upload`, …) for readers of the
+// source; rustdoc shows those names as plain text.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod config;
 pub mod http;
 pub mod platforms;

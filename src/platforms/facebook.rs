@@ -55,7 +55,7 @@ const POSTING_SCOPES: &[&str] = &["pages_show_list", "pages_manage_posts"];
 pub const CREATE_CONTENT: &str = "CREATE_CONTENT";
 
 /// ⚠ Meta documents no length limit for Page posts; 63,206 characters is the limit
-/// widely reported for Facebook posts [C].
+/// widely reported for Facebook posts \[C\].
 pub const MAX_TEXT: usize = 63_206;
 
 /// Photos attached to one post. ⚠ Not documented by Meta; ten keeps posts within what
