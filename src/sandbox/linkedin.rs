@@ -62,9 +62,8 @@ use tokio::time::Instant;
 use super::faults::{inject, FaultPoint, Faults, PendingFaults};
 use super::oauth::{
     self, deadline, random_token, token_fingerprint, AccessRejection, AuthorizeRejection,
-    AuthorizeRequest, ConsentPage, RevokeCause, TokenOutcome, TokenOwner, TokenRequest, TokenStore,
+    AuthorizeRequest, ConsentFlow, RevokeCause, TokenOutcome, TokenOwner, TokenRequest, TokenStore,
 };
-use super::x::SANDBOX_PASSWORD;
 use super::{lock, SandboxError, Secret};
 
 const DEFAULT_CLIENT_ID: &str = "sandbox-linkedin-client";
@@ -780,29 +779,23 @@ fn check_authorize(
     })
 }
 
-const AUTHORIZE_ACTION: &str = "/linkedin/oauth/v2/authorization";
+/// LinkedIn's own error code for a member who refuses.
+const CONSENT: ConsentFlow = ConsentFlow {
+    platform: "LinkedIn",
+    action: "/linkedin/oauth/v2/authorization",
+    denied: &[
+        ("error", "user_cancelled_authorize"),
+        ("error_description", "The user cancelled the authorization"),
+    ],
+};
 
 /// `GET /oauth/v2/authorization`.
 async fn authorize_page(
     State(linkedin): State<LinkedinControl>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = match oauth::authorize_query(query.as_deref()) {
-        Ok(params) => params,
-        Err(page) => return page.into_response(),
-    };
     let world = linkedin.world();
-    match check_authorize(&params, &world) {
-        Ok(request) => oauth::consent_page(&ConsentPage {
-            platform: "LinkedIn",
-            action: AUTHORIZE_ACTION,
-            request: &request,
-            error: None,
-            username: "",
-        })
-        .into_response(),
-        Err(rejection) => rejection.into_response(),
-    }
+    CONSENT.page(query.as_deref(), |params| check_authorize(params, &world))
 }
 
 /// `POST /oauth/v2/authorization`: the member signed in and chose Allow or Cancel.
@@ -811,55 +804,18 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match oauth::consent_form(&headers, &body) {
-        Ok(form) => form,
-        Err(page) => return page.into_response(),
-    };
-    let mut world = linkedin.world();
-    let request = match check_authorize(&form, &world) {
-        Ok(request) => request,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
-    let username = field("username").trim();
-    let page_again = |error: &str| {
-        oauth::consent_page(&ConsentPage {
-            platform: "LinkedIn",
-            action: AUTHORIZE_ACTION,
-            request: &request,
-            error: Some(error),
-            username,
-        })
-        .into_response()
-    };
-    let with_state = |mut params: Vec<(&'static str, String)>| {
-        if !request.state.is_empty() {
-            params.push(("state", request.state.clone()));
-        }
-        params
-    };
-    match field("decision") {
-        // LinkedIn's own error code for a member who refuses.
-        "cancel" => {
-            let params = with_state(vec![
-                ("error", "user_cancelled_authorize".to_owned()),
-                (
-                    "error_description",
-                    "The user cancelled the authorization".to_owned(),
-                ),
-            ]);
-            let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            oauth::redirect_to(&request.redirect_uri, &pairs)
-        }
-        "authorize" => {
-            let member = world
+    CONSENT.decide(
+        &mut *linkedin.world(),
+        &headers,
+        &body,
+        |world, form| check_authorize(form, world),
+        |world, request, username| {
+            let sub = world
                 .members
                 .iter()
-                .find(|m| m.username.eq_ignore_ascii_case(username))
-                .map(|m| m.sub.clone());
-            let Some(sub) = member.filter(|_| field("password") == SANDBOX_PASSWORD) else {
-                return page_again("Wrong username or password.");
-            };
+                .find(|m| m.username.eq_ignore_ascii_case(username))?
+                .sub
+                .clone();
             let now = Instant::now();
             world.codes.retain(|_, c| c.expires_at > now);
             let code = random_token(32);
@@ -880,12 +836,9 @@ async fn authorize_decision(
                 sub,
                 "member authorized the app; code issued"
             );
-            let params = with_state(vec![("code", code)]);
-            let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            oauth::redirect_to(&request.redirect_uri, &pairs)
-        }
-        _ => page_again("Choose Allow or Cancel."),
-    }
+            Some(vec![("code", code)])
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------

@@ -406,6 +406,98 @@ pub(crate) fn redirect_to(redirect_uri: &str, params: &[(&str, &str)]) -> Respon
     }
 }
 
+/// One platform's login-and-consent flow at its authorize endpoint. The steps are the
+/// same everywhere — read the request, check it, show the page; on the posted form check
+/// the hidden fields again (they come back from the browser), then cancel, sign in and
+/// issue a code, or show the page again — and only these differ.
+pub(crate) struct ConsentFlow {
+    /// The platform's name, for the page.
+    pub(crate) platform: &'static str,
+    /// The path the form posts to (the authorize endpoint itself).
+    pub(crate) action: &'static str,
+    /// What the platform sends back when the person cancels (`state` is added).
+    pub(crate) denied: &'static [(&'static str, &'static str)],
+}
+
+impl ConsentFlow {
+    /// `GET`: the consent page for a request `check` accepts, or its refusal.
+    pub(crate) fn page<R: IntoResponse>(
+        &self,
+        query: Option<&str>,
+        check: impl FnOnce(&HashMap<String, String>) -> Result<AuthorizeRequest, R>,
+    ) -> Response {
+        let params = match authorize_query(query) {
+            Ok(params) => params,
+            Err(page) => return page.into_response(),
+        };
+        match check(&params) {
+            Ok(request) => self.show(&request, None, ""),
+            Err(rejection) => rejection.into_response(),
+        }
+    }
+
+    /// `POST`: the person's choice. `check` re-checks the hidden fields against the
+    /// platform's `world`; with the sandbox password, `sign_in` finds the account the
+    /// username names, issues a code for it and says what goes back with `state`
+    /// (`code`, and whatever else the platform adds); `None`: no such account.
+    pub(crate) fn decide<W, R: IntoResponse>(
+        &self,
+        world: &mut W,
+        headers: &HeaderMap,
+        body: &[u8],
+        check: impl FnOnce(&W, &HashMap<String, String>) -> Result<AuthorizeRequest, R>,
+        sign_in: impl FnOnce(&mut W, &AuthorizeRequest, &str) -> Option<Vec<(&'static str, String)>>,
+    ) -> Response {
+        let form = match consent_form(headers, body) {
+            Ok(form) => form,
+            Err(page) => return page.into_response(),
+        };
+        let request = match check(world, &form) {
+            Ok(request) => request,
+            Err(rejection) => return rejection.into_response(),
+        };
+        let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+        let username = field("username").trim();
+        match field("decision") {
+            "cancel" => redirect_with_state(&request, self.denied),
+            "authorize" => {
+                let granted = (field("password") == super::x::SANDBOX_PASSWORD)
+                    .then(|| sign_in(world, &request, username))
+                    .flatten();
+                match granted {
+                    Some(params) => {
+                        let pairs: Vec<(&str, &str)> =
+                            params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                        redirect_with_state(&request, &pairs)
+                    }
+                    None => self.show(&request, Some("Wrong username or password."), username),
+                }
+            }
+            _ => self.show(&request, Some("Choose Authorize app or Cancel."), username),
+        }
+    }
+
+    fn show(&self, request: &AuthorizeRequest, error: Option<&str>, username: &str) -> Response {
+        consent_page(&ConsentPage {
+            platform: self.platform,
+            action: self.action,
+            request,
+            error,
+            username,
+        })
+        .into_response()
+    }
+}
+
+/// A 302 back to the client with `params` and the request's `state` (when it had one).
+fn redirect_with_state(request: &AuthorizeRequest, params: &[(&str, &str)]) -> Response {
+    let mut all = params.to_vec();
+    if !request.state.is_empty() {
+        all.push(("state", &request.state));
+    }
+    redirect_to(&request.redirect_uri, &all)
+}
+
 /// What the login-and-consent page shows.
 pub(crate) struct ConsentPage<'a> {
     /// The platform's name, for the title.

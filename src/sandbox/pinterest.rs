@@ -57,10 +57,9 @@ use tokio::time::Instant;
 
 use super::faults::{inject, FaultPoint, Faults, PendingFaults};
 use super::oauth::{
-    self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, ConsentPage, IssuedTokens,
+    self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, ConsentFlow, IssuedTokens,
     RefreshRejection, RevokeCause, TokenOutcome, TokenRequest, TokenStore,
 };
-use super::x::SANDBOX_PASSWORD;
 use super::{lock, SandboxError, Secret};
 
 const DEFAULT_CLIENT_ID: &str = "sandbox-pinterest-client";
@@ -505,26 +504,20 @@ fn check_authorize(
     })
 }
 
+const CONSENT: ConsentFlow = ConsentFlow {
+    platform: "Pinterest",
+    action: "/pinterest/oauth/",
+    denied: &[("error", "access_denied")],
+};
+
 async fn authorize_page(
     State(pinterest): State<PinterestControl>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = match oauth::authorize_query(query.as_deref()) {
-        Ok(params) => params,
-        Err(page) => return page.into_response(),
-    };
     let client_id = pinterest.client_id();
-    match check_authorize(&params, &client_id) {
-        Ok(request) => oauth::consent_page(&ConsentPage {
-            platform: "Pinterest",
-            action: "/pinterest/oauth/",
-            request: &request,
-            error: None,
-            username: "",
-        })
-        .into_response(),
-        Err(rejection) => rejection.into_response(),
-    }
+    CONSENT.page(query.as_deref(), |params| {
+        check_authorize(params, &client_id)
+    })
 }
 
 async fn authorize_decision(
@@ -532,41 +525,18 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match oauth::consent_form(&headers, &body) {
-        Ok(form) => form,
-        Err(page) => return page.into_response(),
-    };
-    let mut world = pinterest.world();
-    let request = match check_authorize(&form, &world.client_id) {
-        Ok(request) => request,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
-    let username = field("username").trim();
-    let page_again = |error: &str| {
-        oauth::consent_page(&ConsentPage {
-            platform: "Pinterest",
-            action: "/pinterest/oauth/",
-            request: &request,
-            error: Some(error),
-            username,
-        })
-        .into_response()
-    };
-    match field("decision") {
-        "cancel" => oauth::redirect_to(
-            &request.redirect_uri,
-            &[("error", "access_denied"), ("state", &request.state)],
-        ),
-        "authorize" => {
-            let user = world
+    CONSENT.decide(
+        &mut *pinterest.world(),
+        &headers,
+        &body,
+        |world, form| check_authorize(form, &world.client_id),
+        |world, request, username| {
+            let user_id = world
                 .users
                 .iter()
-                .find(|u| u.username.eq_ignore_ascii_case(username))
-                .map(|u| u.id.clone());
-            let Some(user_id) = user.filter(|_| field("password") == SANDBOX_PASSWORD) else {
-                return page_again("Wrong username or password.");
-            };
+                .find(|u| u.username.eq_ignore_ascii_case(username))?
+                .id
+                .clone();
             let now = Instant::now();
             world.codes.retain(|_, c| c.expires_at > now);
             let code = oauth::random_token(32);
@@ -582,13 +552,9 @@ async fn authorize_decision(
                     family: None,
                 },
             );
-            oauth::redirect_to(
-                &request.redirect_uri,
-                &[("state", &request.state), ("code", &code)],
-            )
-        }
-        _ => page_again("Choose Authorize app or Cancel."),
-    }
+            Some(vec![("code", code)])
+        },
+    )
 }
 
 /// A token-endpoint refusal, and how the log records it.

@@ -60,8 +60,7 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::faults::{inject, ConnectionHandle, FaultPoint, Faults, PendingFaults};
-use super::oauth::{self, AuthorizeRejection, AuthorizeRequest, ConsentPage};
-use super::x::SANDBOX_PASSWORD;
+use super::oauth::{self, AuthorizeRejection, AuthorizeRequest, ConsentFlow};
 use super::{lock, SandboxError, Secret};
 
 const DEFAULT_CLIENT_ID: &str = "sandbox-threads-client";
@@ -645,25 +644,24 @@ fn check_authorize(
     })
 }
 
+const CONSENT: ConsentFlow = ConsentFlow {
+    platform: "Threads",
+    action: "/threads/oauth/authorize",
+    denied: &[
+        ("error", "access_denied"),
+        ("error_reason", "user_denied"),
+        ("error_description", "Permissions error"),
+    ],
+};
+
 async fn authorize_page(
     State(threads): State<ThreadsControl>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = match oauth::authorize_query(query.as_deref()) {
-        Ok(params) => params,
-        Err(page) => return page.into_response(),
-    };
-    match check_authorize(&params, &threads.client_id()) {
-        Ok(request) => oauth::consent_page(&ConsentPage {
-            platform: "Threads",
-            action: "/threads/oauth/authorize",
-            request: &request,
-            error: None,
-            username: "",
-        })
-        .into_response(),
-        Err(rejection) => rejection.into_response(),
-    }
+    let client_id = threads.client_id();
+    CONSENT.page(query.as_deref(), |params| {
+        check_authorize(params, &client_id)
+    })
 }
 
 async fn authorize_decision(
@@ -671,46 +669,18 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match oauth::consent_form(&headers, &body) {
-        Ok(form) => form,
-        Err(page) => return page.into_response(),
-    };
-    let mut world = threads.world();
-    let request = match check_authorize(&form, &world.client_id) {
-        Ok(request) => request,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
-    let username = field("username").trim();
-    let page_again = |error: &str| {
-        oauth::consent_page(&ConsentPage {
-            platform: "Threads",
-            action: "/threads/oauth/authorize",
-            request: &request,
-            error: Some(error),
-            username,
-        })
-        .into_response()
-    };
-    match field("decision") {
-        "cancel" => oauth::redirect_to(
-            &request.redirect_uri,
-            &[
-                ("error", "access_denied"),
-                ("error_reason", "user_denied"),
-                ("error_description", "Permissions error"),
-                ("state", &request.state),
-            ],
-        ),
-        "authorize" => {
-            let user = world
+    CONSENT.decide(
+        &mut *threads.world(),
+        &headers,
+        &body,
+        |world, form| check_authorize(form, &world.client_id),
+        |world, request, username| {
+            let user_id = world
                 .users
                 .iter()
-                .find(|u| u.username.eq_ignore_ascii_case(username))
-                .map(|u| u.id.clone());
-            let Some(user_id) = user.filter(|_| field("password") == SANDBOX_PASSWORD) else {
-                return page_again("Wrong username or password.");
-            };
+                .find(|u| u.username.eq_ignore_ascii_case(username))?
+                .id
+                .clone();
             let now = world.now();
             world.codes.retain(|_, c| c.expires_at > now);
             let code = oauth::random_token(32);
@@ -725,13 +695,9 @@ async fn authorize_decision(
                     spent: false,
                 },
             );
-            oauth::redirect_to(
-                &request.redirect_uri,
-                &[("code", &code), ("state", &request.state)],
-            )
-        }
-        _ => page_again("Choose Authorize app or Cancel."),
-    }
+            Some(vec![("code", code)])
+        },
+    )
 }
 
 /// Reads a form body, or the query where the body is empty (Graph takes either).

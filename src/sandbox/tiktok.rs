@@ -70,10 +70,9 @@ use tokio::time::Instant;
 
 use super::faults::{inject, FaultPoint, Faults, PendingFaults};
 use super::oauth::{
-    self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, ConsentPage, IssuedTokens,
+    self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, ConsentFlow, IssuedTokens,
     RefreshRejection, RevokeCause, TokenOutcome, TokenRequest, TokenStore,
 };
-use super::x::SANDBOX_PASSWORD;
 use super::{lock, SandboxError, Secret};
 
 const DEFAULT_CLIENT_KEY: &str = "sandbox-tiktok-client";
@@ -689,26 +688,23 @@ fn form_scopes(mut form: HashMap<String, String>) -> HashMap<String, String> {
     form
 }
 
+const CONSENT: ConsentFlow = ConsentFlow {
+    platform: "TikTok",
+    action: "/tiktok/v2/auth/authorize/",
+    denied: &[
+        ("error", "access_denied"),
+        ("error_description", "The user denied the authorization."),
+    ],
+};
+
 async fn authorize_page(
     State(tiktok): State<TiktokControl>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = match oauth::authorize_query(query.as_deref()) {
-        Ok(params) => params,
-        Err(page) => return page.into_response(),
-    };
     let client_key = tiktok.client_key();
-    match check_authorize(&params, &client_key) {
-        Ok(request) => oauth::consent_page(&ConsentPage {
-            platform: "TikTok",
-            action: "/tiktok/v2/auth/authorize/",
-            request: &request,
-            error: None,
-            username: "",
-        })
-        .into_response(),
-        Err(rejection) => rejection.into_response(),
-    }
+    CONSENT.page(query.as_deref(), |params| {
+        check_authorize(params, &client_key)
+    })
 }
 
 async fn authorize_decision(
@@ -716,45 +712,18 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match oauth::consent_form(&headers, &body) {
-        Ok(form) => form_scopes(form),
-        Err(page) => return page.into_response(),
-    };
-    let mut world = tiktok.world();
-    let request = match check_authorize(&form, &world.client_key) {
-        Ok(request) => request,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
-    let username = field("username").trim();
-    let page_again = |error: &str| {
-        oauth::consent_page(&ConsentPage {
-            platform: "TikTok",
-            action: "/tiktok/v2/auth/authorize/",
-            request: &request,
-            error: Some(error),
-            username,
-        })
-        .into_response()
-    };
-    match field("decision") {
-        "cancel" => oauth::redirect_to(
-            &request.redirect_uri,
-            &[
-                ("error", "access_denied"),
-                ("error_description", "The user denied the authorization."),
-                ("state", &request.state),
-            ],
-        ),
-        "authorize" => {
-            let user = world
+    CONSENT.decide(
+        &mut *tiktok.world(),
+        &headers,
+        &body,
+        |world, form| check_authorize(&form_scopes(form.clone()), &world.client_key),
+        |world, request, username| {
+            let user_id = world
                 .creators
                 .iter()
-                .find(|c| c.username.eq_ignore_ascii_case(username))
-                .map(|c| c.open_id.clone());
-            let Some(user_id) = user.filter(|_| field("password") == SANDBOX_PASSWORD) else {
-                return page_again("Wrong username or password.");
-            };
+                .find(|c| c.username.eq_ignore_ascii_case(username))?
+                .open_id
+                .clone();
             let now = Instant::now();
             world.codes.retain(|_, c| c.expires_at > now);
             let code = oauth::random_token(32);
@@ -771,18 +740,9 @@ async fn authorize_decision(
                     family: None,
                 },
             );
-            let scopes = request.scopes.join(",");
-            oauth::redirect_to(
-                &request.redirect_uri,
-                &[
-                    ("code", &code),
-                    ("scopes", &scopes),
-                    ("state", &request.state),
-                ],
-            )
-        }
-        _ => page_again("Choose Authorize app or Cancel."),
-    }
+            Some(vec![("code", code), ("scopes", request.scopes.join(","))])
+        },
+    )
 }
 
 /// A token-endpoint error: `{"error","error_description","log_id"}`.

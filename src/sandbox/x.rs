@@ -49,7 +49,7 @@ use tokio::time::Instant;
 use super::faults::{inject, FaultPoint, Faults, PendingFaults};
 use super::oauth::{
     self, token_fingerprint, AuthorizationCodes, ClientRegistration, CodeGrant, CodeRejection,
-    ConsentPage, FormError, IssuedTokens, RefreshRejection, RevokeCause, RevokedToken,
+    ConsentFlow, FormError, IssuedTokens, RefreshRejection, RevokeCause, RevokedToken,
     TokenOutcome, TokenOwner, TokenRequest, TokenStore,
 };
 use super::{lock, SandboxError, Secret};
@@ -832,24 +832,18 @@ fn invalid(
     }
 }
 
+const CONSENT: ConsentFlow = ConsentFlow {
+    platform: "X",
+    action: "/x/i/oauth2/authorize",
+    denied: &[("error", "access_denied")],
+};
+
 /// `GET /i/oauth2/authorize`: the login-and-consent page, or why there is none.
 async fn authorize_page(State(x): State<XControl>, RawQuery(query): RawQuery) -> Response {
-    let params = match oauth::authorize_query(query.as_deref()) {
-        Ok(params) => params,
-        Err(page) => return page.into_response(),
-    };
     let world = x.world();
-    match oauth::check_authorize_request(&params, &world.registration()) {
-        Ok(request) => oauth::consent_page(&ConsentPage {
-            platform: "X",
-            action: "/x/i/oauth2/authorize",
-            request: &request,
-            error: None,
-            username: "",
-        })
-        .into_response(),
-        Err(rejection) => rejection.into_response(),
-    }
+    CONSENT.page(query.as_deref(), |params| {
+        oauth::check_authorize_request(params, &world.registration())
+    })
 }
 
 /// `POST /i/oauth2/authorize`: the person logged in and chose Authorize or Cancel.
@@ -858,43 +852,19 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match oauth::consent_form(&headers, &body) {
-        Ok(form) => form,
-        Err(page) => return page.into_response(),
-    };
-    let mut world = x.world();
-    // The hidden fields come back from the browser: check them all again.
-    let request = match oauth::check_authorize_request(&form, &world.registration()) {
-        Ok(request) => request,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
-    let username = field("username").trim();
-    let page_again = |error: &str| {
-        oauth::consent_page(&ConsentPage {
-            platform: "X",
-            action: "/x/i/oauth2/authorize",
-            request: &request,
-            error: Some(error),
-            username,
-        })
-        .into_response()
-    };
-    match field("decision") {
-        "cancel" => oauth::redirect_to(
-            &request.redirect_uri,
-            &[("error", "access_denied"), ("state", &request.state)],
-        ),
-        "authorize" => {
+    CONSENT.decide(
+        &mut *x.world(),
+        &headers,
+        &body,
+        |world, form| oauth::check_authorize_request(form, &world.registration()),
+        |world, request, username| {
             let handle = username.trim_start_matches('@');
-            let user = world
+            let user_id = world
                 .users
                 .iter()
-                .find(|u| u.username.eq_ignore_ascii_case(handle))
-                .map(|u| u.id.clone());
-            let Some(user_id) = user.filter(|_| field("password") == SANDBOX_PASSWORD) else {
-                return page_again("Wrong username or password.");
-            };
+                .find(|u| u.username.eq_ignore_ascii_case(handle))?
+                .id
+                .clone();
             let lifetime = world.code_lifetime;
             let code = world.codes.issue(
                 CodeGrant {
@@ -911,13 +881,9 @@ async fn authorize_decision(
                 user_id,
                 "user authorized the app; code issued"
             );
-            oauth::redirect_to(
-                &request.redirect_uri,
-                &[("state", &request.state), ("code", &code)],
-            )
-        }
-        _ => page_again("Choose Authorize app or Cancel."),
-    }
+            Some(vec![("code", code)])
+        },
+    )
 }
 
 /// `POST /2/oauth2/token`.
