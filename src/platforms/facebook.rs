@@ -35,7 +35,7 @@ use social_studio_storage::{
     Secret, Target, TargetKind, TargetToken, Timestamp,
 };
 
-use super::graph::{GraphApp, TokenDebug};
+use super::graph::GraphApp;
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -146,20 +146,6 @@ impl FacebookAdapter {
                 ))
             })
     }
-
-    fn missing_scopes(debug: &TokenDebug) -> Option<Reason> {
-        let missing: Vec<&str> = POSTING_SCOPES
-            .iter()
-            .copied()
-            .filter(|needed| !debug.scopes.iter().any(|s| s == needed))
-            .collect();
-        (!missing.is_empty()).then(|| {
-            Reason::with_platform_message(
-                ReasonCode::PermissionRemoved,
-                format!("Facebook did not grant {}", missing.join(", ")),
-            )
-        })
-    }
 }
 
 fn rejected(words: String) -> PortError {
@@ -209,12 +195,7 @@ impl PlatformPort for FacebookAdapter {
         let mut user_id = None;
         for page in &grant.target_tokens {
             let debug = self.graph.debug_token(&page.token).await?;
-            if !debug.is_valid {
-                return Err(debug.invalid());
-            }
-            if let Some(reason) = Self::missing_scopes(&debug) {
-                return Err(PortError::RequirementUnmet(reason));
-            }
+            debug.proves("Facebook", POSTING_SCOPES)?;
             user_id = user_id.or(debug.user_id);
         }
         let id = user_id
@@ -320,12 +301,7 @@ impl Adapter for FacebookAdapter {
     ) -> Result<Connected, ConnectError> {
         let user = self.graph.connect_token(code, redirect_uri, now).await?;
         let debug = self.graph.debug_token(&user.token).await?;
-        if !debug.is_valid {
-            return Err(debug.invalid().into());
-        }
-        if let Some(reason) = Self::missing_scopes(&debug) {
-            return Err(ConnectError::RequirementUnmet(reason));
-        }
+        debug.proves("Facebook", POSTING_SCOPES)?;
         let me: Me = self
             .graph
             .get("/me", &[("fields", "id,name")], &user.token)

@@ -311,6 +311,18 @@ pub struct DebugError {
 }
 
 impl TokenDebug {
+    /// That the token is alive and holds every `needed` scope: the dead-grant failure
+    /// ([`TokenDebug::invalid`]) or `permission_removed` naming what `who` lacks.
+    pub fn proves(&self, who: &str, needed: &[&str]) -> Result<(), PortError> {
+        if !self.is_valid {
+            return Err(self.invalid());
+        }
+        match super::ungranted(who, needed, &self.scopes) {
+            Some(reason) => Err(PortError::RequirementUnmet(reason)),
+            None => Ok(()),
+        }
+    }
+
     /// The dead-grant failure an invalid token stands for.
     pub fn invalid(&self) -> PortError {
         let error = self.error.clone().unwrap_or_default();

@@ -351,20 +351,7 @@ impl PlatformPort for InstagramAdapter {
     #[tracing::instrument(skip_all, fields(platform = "instagram"))]
     async fn check(&self, grant: &Grant) -> Result<Account, PortError> {
         let debug = self.graph.debug_token(&grant.access_token).await?;
-        if !debug.is_valid {
-            return Err(debug.invalid());
-        }
-        let missing: Vec<&str> = POSTING_SCOPES
-            .iter()
-            .copied()
-            .filter(|needed| !debug.scopes.iter().any(|s| s == needed))
-            .collect();
-        if !missing.is_empty() {
-            return Err(PortError::RequirementUnmet(Reason::with_platform_message(
-                ReasonCode::PermissionRemoved,
-                format!("Instagram no longer grants {}", missing.join(", ")),
-            )));
-        }
+        debug.proves("Instagram", POSTING_SCOPES)?;
         let id = debug
             .user_id
             .or_else(|| grant.endpoint.clone())
@@ -489,23 +476,13 @@ impl Adapter for InstagramAdapter {
     ) -> Result<Connected, ConnectError> {
         let user = self.graph.connect_token(code, redirect_uri, now).await?;
         let debug = self.graph.debug_token(&user.token).await?;
-        if !debug.is_valid {
-            return Err(debug.invalid().into());
-        }
-        let missing: Vec<&str> = POSTING_SCOPES
+        // The Pages the accounts are linked to are listed with pages_show_list.
+        let needed: Vec<&str> = POSTING_SCOPES
             .iter()
-            .chain(["pages_show_list"].iter())
             .copied()
-            .filter(|needed| !debug.scopes.iter().any(|s| s == needed))
+            .chain(["pages_show_list"])
             .collect();
-        if !missing.is_empty() {
-            return Err(ConnectError::RequirementUnmet(
-                Reason::with_platform_message(
-                    ReasonCode::PermissionRemoved,
-                    format!("Facebook did not grant {}", missing.join(", ")),
-                ),
-            ));
-        }
+        debug.proves("Facebook", &needed)?;
         let me: Me = self
             .graph
             .get("/me", &[("fields", "id,name")], &user.token)

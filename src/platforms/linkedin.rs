@@ -793,19 +793,9 @@ impl Adapter for LinkedinAdapter {
             .map_err(TokenError::into_connect_error)?;
         normalise_scopes(&mut grant);
 
-        let missing: Vec<&str> = REQUIRED_SCOPES
-            .iter()
-            .copied()
-            .filter(|needed| !grant.scopes.iter().any(|s| s == needed))
-            .collect();
-        if !missing.is_empty() {
+        if let Some(reason) = super::ungranted("LinkedIn", REQUIRED_SCOPES, &grant.scopes) {
             self.discard(&grant, now).await;
-            return Err(ConnectError::RequirementUnmet(
-                Reason::with_platform_message(
-                    ReasonCode::PermissionRemoved,
-                    format!("LinkedIn did not grant {}", missing.join(", ")),
-                ),
-            ));
+            return Err(ConnectError::RequirementUnmet(reason));
         }
 
         let user = match self.userinfo(&grant).await {

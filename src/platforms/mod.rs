@@ -229,6 +229,23 @@ fn said(platform_message: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// The scopes a connection needs that `granted` lacks, as the reason its author sees:
+/// `permission_removed`, naming what `who` did not grant (consent screens let a person
+/// untick scopes). `None` when every needed scope was granted.
+pub(crate) fn ungranted(who: &str, needed: &[&str], granted: &[String]) -> Option<Reason> {
+    let missing: Vec<&str> = needed
+        .iter()
+        .copied()
+        .filter(|needed| !granted.iter().any(|s| s == needed))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        Reason::with_platform_message(
+            ReasonCode::PermissionRemoved,
+            format!("{who} did not grant {}", missing.join(", ")),
+        )
+    })
+}
+
 fn reason_text(reason: &Reason) -> String {
     match &reason.platform_message {
         Some(m) => format!("{} ({m})", reason.code),

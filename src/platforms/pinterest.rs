@@ -503,18 +503,8 @@ impl Adapter for PinterestAdapter {
             .map_err(token::TokenFailure::into_connect_error)?;
 
         // Nothing to discard on failure below: Pinterest cannot revoke a user's tokens.
-        let missing: Vec<&str> = POSTING_SCOPES
-            .iter()
-            .copied()
-            .filter(|needed| !grant.scopes.iter().any(|s| s == needed))
-            .collect();
-        if !missing.is_empty() {
-            return Err(ConnectError::RequirementUnmet(
-                Reason::with_platform_message(
-                    ReasonCode::PermissionRemoved,
-                    format!("Pinterest did not grant {}", missing.join(", ")),
-                ),
-            ));
+        if let Some(reason) = super::ungranted("Pinterest", POSTING_SCOPES, &grant.scopes) {
+            return Err(ConnectError::RequirementUnmet(reason));
         }
         if grant.refresh_token.is_none() {
             return Err(ConnectError::RequirementUnmet(

@@ -970,18 +970,8 @@ impl TiktokAdapter {
         grant: &Grant,
         open_id: Option<&str>,
     ) -> Result<(Account, Target), ConnectError> {
-        let missing: Vec<&str> = SCOPES
-            .iter()
-            .copied()
-            .filter(|needed| !grant.scopes.iter().any(|s| s == needed))
-            .collect();
-        if !missing.is_empty() {
-            return Err(ConnectError::RequirementUnmet(
-                Reason::with_platform_message(
-                    ReasonCode::PermissionRemoved,
-                    format!("TikTok did not grant {}", missing.join(", ")),
-                ),
-            ));
+        if let Some(reason) = super::ungranted("TikTok", SCOPES, &grant.scopes) {
+            return Err(ConnectError::RequirementUnmet(reason));
         }
         if grant.refresh_token.is_none() {
             return Err(ConnectError::RequirementUnmet(Reason::with_platform_message(

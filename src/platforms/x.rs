@@ -566,27 +566,18 @@ impl Adapter for XAdapter {
             .await
             .map_err(TokenError::into_connect_error)?;
 
-        let missing: Vec<&str> = POSTING_SCOPES
-            .iter()
-            .copied()
-            .filter(|needed| !grant.scopes.iter().any(|s| s == needed))
-            .collect();
-        let unmet = if !missing.is_empty() {
-            Some(format!("X did not grant {}", missing.join(", ")))
-        } else if grant.refresh_token.is_none() {
-            Some(
-                "X issued no refresh token (offline.access was not granted), so the \
-                 connection would lapse in two hours"
-                    .to_owned(),
-            )
-        } else {
-            None
-        };
-        if let Some(message) = unmet {
+        let unmet = super::ungranted("X", POSTING_SCOPES, &grant.scopes).or_else(|| {
+            grant.refresh_token.is_none().then(|| {
+                Reason::with_platform_message(
+                    ReasonCode::PermissionRemoved,
+                    "X issued no refresh token (offline.access was not granted), so the \
+                     connection would lapse in two hours",
+                )
+            })
+        });
+        if let Some(reason) = unmet {
             self.discard(&grant, now).await;
-            return Err(ConnectError::RequirementUnmet(
-                Reason::with_platform_message(ReasonCode::PermissionRemoved, message),
-            ));
+            return Err(ConnectError::RequirementUnmet(reason));
         }
 
         let user = match self.me(&grant).await {

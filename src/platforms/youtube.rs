@@ -559,27 +559,18 @@ impl Adapter for YoutubeAdapter {
             .map_err(TokenError::into_connect_error)?;
 
         // Google's consent screen lets the author untick scopes one by one.
-        let missing: Vec<&str> = SCOPES
-            .iter()
-            .copied()
-            .filter(|needed| !grant.scopes.iter().any(|s| s == needed))
-            .collect();
-        let unmet = if !missing.is_empty() {
-            Some(format!("Google did not grant {}", missing.join(", ")))
-        } else if grant.refresh_token.is_none() {
-            Some(
-                "Google issued no refresh token (access_type=offline was not honoured), so \
-                 the connection would lapse within the hour"
-                    .to_owned(),
-            )
-        } else {
-            None
-        };
-        if let Some(message) = unmet {
+        let unmet = super::ungranted("Google", SCOPES, &grant.scopes).or_else(|| {
+            grant.refresh_token.is_none().then(|| {
+                Reason::with_platform_message(
+                    ReasonCode::PermissionRemoved,
+                    "Google issued no refresh token (access_type=offline was not honoured), \
+                     so the connection would lapse within the hour",
+                )
+            })
+        });
+        if let Some(reason) = unmet {
             self.discard(&grant, now).await;
-            return Err(ConnectError::RequirementUnmet(
-                Reason::with_platform_message(ReasonCode::PermissionRemoved, message),
-            ));
+            return Err(ConnectError::RequirementUnmet(reason));
         }
 
         let channel = match self.my_channel(&grant).await {
