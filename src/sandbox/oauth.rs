@@ -663,8 +663,11 @@ impl AuthorizationCodes {
         if record.grant.redirect_uri != redirect_uri {
             return Err(CodeRejection::RedirectMismatch);
         }
-        if !verifier_is_well_formed(verifier)
-            || s256_challenge(verifier) != record.grant.code_challenge
+        // A code issued without a challenge (a platform without PKCE) asks for no
+        // verifier; one issued with a challenge must be redeemed with its verifier.
+        if !record.grant.code_challenge.is_empty()
+            && (!verifier_is_well_formed(verifier)
+                || s256_challenge(verifier) != record.grant.code_challenge)
         {
             return Err(CodeRejection::VerifierMismatch);
         }

@@ -57,8 +57,9 @@ use tokio::time::Instant;
 
 use super::faults::{inject, FaultPoint, Faults, PendingFaults};
 use super::oauth::{
-    self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, ConsentFlow, IssuedTokens,
-    RefreshRejection, RevokeCause, TokenOutcome, TokenRequest, TokenStore,
+    self, token_fingerprint, AuthorizationCodes, AuthorizeRejection, AuthorizeRequest, CodeGrant,
+    CodeRejection, ConsentFlow, IssuedTokens, RefreshRejection, RevokeCause, TokenOutcome,
+    TokenRequest, TokenStore,
 };
 use super::{lock, SandboxError, Secret};
 
@@ -143,18 +144,6 @@ impl std::fmt::Debug for PinterestControl {
     }
 }
 
-/// A single-use authorization code (no PKCE on Pinterest).
-struct Code {
-    client_id: String,
-    redirect_uri: String,
-    user_id: String,
-    scopes: Vec<String>,
-    expires_at: Instant,
-    spent: bool,
-    /// What the code was exchanged for, revoked if the code is replayed.
-    family: Option<u64>,
-}
-
 struct Window {
     started: Instant,
     started_unix: u64,
@@ -170,7 +159,7 @@ struct World {
     users: Vec<PinterestUser>,
     boards: Vec<PinterestBoard>,
     pins: Vec<PinterestPin>,
-    codes: HashMap<String, Code>,
+    codes: AuthorizationCodes,
     tokens: TokenStore,
     token_log: Vec<TokenRequest>,
     /// For each code exchange, whether it asked for `continuous_refresh=true`.
@@ -208,7 +197,7 @@ impl World {
                 board("549755813003", "549755885176", "Recipes"),
             ],
             pins: Vec::new(),
-            codes: HashMap::new(),
+            codes: AuthorizationCodes::default(),
             tokens: TokenStore::default(),
             token_log: Vec::new(),
             continuous_refresh_asked: Vec::new(),
@@ -537,20 +526,16 @@ async fn authorize_decision(
                 .find(|u| u.username.eq_ignore_ascii_case(username))?
                 .id
                 .clone();
-            let now = Instant::now();
-            world.codes.retain(|_, c| c.expires_at > now);
-            let code = oauth::random_token(32);
-            world.codes.insert(
-                code.clone(),
-                Code {
+            // No PKCE on Pinterest: the code carries no challenge.
+            let code = world.codes.issue(
+                CodeGrant {
                     client_id: request.client_id.clone(),
                     redirect_uri: request.redirect_uri.clone(),
+                    code_challenge: String::new(),
                     user_id,
                     scopes: request.scopes.clone(),
-                    expires_at: oauth::deadline(now, CODE_LIFETIME),
-                    spent: false,
-                    family: None,
                 },
+                CODE_LIFETIME,
             );
             Some(vec![("code", code)])
         },
@@ -609,30 +594,25 @@ impl World {
                 let redirect_uri = param("redirect_uri")?;
                 self.continuous_refresh_asked
                     .push(form.get("continuous_refresh").map(String::as_str) == Some("true"));
-                let Some(record) = self.codes.get_mut(code) else {
-                    return Err(grant_invalid(TokenOutcome::InvalidCode));
-                };
-                if record.spent {
-                    // A replayed code: what it produced is revoked (RFC 6749 §4.1.2).
-                    if let Some(family) = record.family {
-                        self.tokens.revoke_family(family, RevokeCause::CodeReplayed);
+                let grant = match self.codes.redeem(code, &client_id, redirect_uri, "") {
+                    Ok(grant) => grant,
+                    Err(CodeRejection::Replayed { family }) => {
+                        // What a replayed code produced is revoked (RFC 6749 §4.1.2).
+                        if let Some(family) = family {
+                            self.tokens.revoke_family(family, RevokeCause::CodeReplayed);
+                        }
+                        return Err(grant_invalid(TokenOutcome::InvalidCode));
                     }
-                    return Err(grant_invalid(TokenOutcome::InvalidCode));
-                }
-                record.spent = true;
-                if record.expires_at <= Instant::now()
-                    || record.client_id != client_id
-                    || record.redirect_uri != redirect_uri
-                {
-                    return Err(grant_invalid(TokenOutcome::InvalidCode));
-                }
-                let (user_id, scopes) = (record.user_id.clone(), record.scopes.clone());
-                let issued =
-                    self.tokens
-                        .issue(&user_id, &client_id, scopes, self.access_lifetime, true);
-                if let Some(record) = self.codes.get_mut(code) {
-                    record.family = Some(issued.family);
-                }
+                    Err(_) => return Err(grant_invalid(TokenOutcome::InvalidCode)),
+                };
+                let issued = self.tokens.issue(
+                    &grant.user_id,
+                    &client_id,
+                    grant.scopes,
+                    self.access_lifetime,
+                    true,
+                );
+                self.codes.link_family(code, issued.family);
                 Ok((issued, "authorization_code"))
             }
             "refresh_token" => {
