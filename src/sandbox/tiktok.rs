@@ -70,8 +70,9 @@ use tokio::time::Instant;
 
 use super::faults::{inject, FaultPoint, Faults, PendingFaults};
 use super::oauth::{
-    self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, ConsentFlow, IssuedTokens,
-    RefreshRejection, RevokeCause, TokenOutcome, TokenRequest, TokenStore,
+    self, token_fingerprint, AuthorizationCodes, AuthorizeRejection, AuthorizeRequest, CodeGrant,
+    CodeRejection, ConsentFlow, IssuedTokens, RefreshRejection, RevokeCause, TokenOutcome,
+    TokenRequest, TokenStore,
 };
 use super::{lock, SandboxError, Secret};
 
@@ -160,17 +161,6 @@ impl std::fmt::Debug for TiktokControl {
     }
 }
 
-struct Code {
-    client_key: String,
-    redirect_uri: String,
-    user_id: String,
-    scopes: Vec<String>,
-    code_challenge: Option<String>,
-    expires_at: Instant,
-    spent: bool,
-    family: Option<u64>,
-}
-
 struct Upload {
     publish_id: String,
     token: String,
@@ -189,7 +179,7 @@ struct World {
     access_lifetime: Duration,
     audited: bool,
     creators: Vec<TiktokCreator>,
-    codes: HashMap<String, Code>,
+    codes: AuthorizationCodes,
     tokens: TokenStore,
     token_log: Vec<TokenRequest>,
     refresh_calls: u64,
@@ -293,7 +283,7 @@ impl World {
                     false,
                 ),
             ],
-            codes: HashMap::new(),
+            codes: AuthorizationCodes::default(),
             tokens: TokenStore::default(),
             token_log: Vec::new(),
             refresh_calls: 0,
@@ -724,21 +714,16 @@ async fn authorize_decision(
                 .find(|c| c.username.eq_ignore_ascii_case(username))?
                 .open_id
                 .clone();
-            let now = Instant::now();
-            world.codes.retain(|_, c| c.expires_at > now);
-            let code = oauth::random_token(32);
-            world.codes.insert(
-                code.clone(),
-                Code {
-                    client_key: request.client_id.clone(),
+            // PKCE is optional here: without a challenge the code asks for no verifier.
+            let code = world.codes.issue(
+                CodeGrant {
+                    client_id: request.client_id.clone(),
                     redirect_uri: request.redirect_uri.clone(),
+                    code_challenge: request.code_challenge.clone(),
                     user_id,
                     scopes: request.scopes.clone(),
-                    code_challenge: Some(request.code_challenge.clone()).filter(|c| !c.is_empty()),
-                    expires_at: oauth::deadline(now, CODE_LIFETIME),
-                    spent: false,
-                    family: None,
                 },
+                CODE_LIFETIME,
             );
             Some(vec![("code", code), ("scopes", request.scopes.join(","))])
         },
@@ -809,52 +794,33 @@ impl World {
                 let code = param("code")?;
                 *credential = Some(token_fingerprint(code));
                 let redirect_uri = param("redirect_uri")?;
-                let verifier = form.get("code_verifier").map(String::as_str);
-                let Some(record) = self.codes.get_mut(code) else {
-                    return Err(invalid_grant(
-                        "Authorization code is expired.",
-                        TokenOutcome::InvalidCode,
-                    ));
-                };
-                if record.spent {
-                    if let Some(family) = record.family {
-                        self.tokens.revoke_family(family, RevokeCause::CodeReplayed);
+                let verifier = form.get("code_verifier").map_or("", String::as_str);
+                let expired =
+                    || invalid_grant("Authorization code is expired.", TokenOutcome::InvalidCode);
+                let grant = match self.codes.redeem(code, &client_key, redirect_uri, verifier) {
+                    Ok(grant) => grant,
+                    Err(CodeRejection::Replayed { family }) => {
+                        if let Some(family) = family {
+                            self.tokens.revoke_family(family, RevokeCause::CodeReplayed);
+                        }
+                        return Err(expired());
                     }
-                    return Err(invalid_grant(
-                        "Authorization code is expired.",
-                        TokenOutcome::InvalidCode,
-                    ));
-                }
-                record.spent = true;
-                let verifier_ok = match (&record.code_challenge, verifier) {
-                    (None, _) => true,
-                    (Some(challenge), Some(verifier)) => {
-                        oauth::s256_challenge(verifier) == *challenge
+                    Err(CodeRejection::VerifierMismatch) => {
+                        return Err(invalid_grant(
+                            "Code verifier or code challenge is invalid.",
+                            TokenOutcome::InvalidCode,
+                        ))
                     }
-                    (Some(_), None) => false,
+                    Err(_) => return Err(expired()),
                 };
-                if !verifier_ok {
-                    return Err(invalid_grant(
-                        "Code verifier or code challenge is invalid.",
-                        TokenOutcome::InvalidCode,
-                    ));
-                }
-                if record.expires_at <= Instant::now()
-                    || record.client_key != client_key
-                    || record.redirect_uri != redirect_uri
-                {
-                    return Err(invalid_grant(
-                        "Authorization code is expired.",
-                        TokenOutcome::InvalidCode,
-                    ));
-                }
-                let (user_id, scopes) = (record.user_id.clone(), record.scopes.clone());
-                let issued =
-                    self.tokens
-                        .issue(&user_id, &client_key, scopes, self.access_lifetime, true);
-                if let Some(record) = self.codes.get_mut(code) {
-                    record.family = Some(issued.family);
-                }
+                let issued = self.tokens.issue(
+                    &grant.user_id,
+                    &client_key,
+                    grant.scopes,
+                    self.access_lifetime,
+                    true,
+                );
+                self.codes.link_family(code, issued.family);
                 Ok(issued)
             }
             "refresh_token" => {
