@@ -61,8 +61,9 @@ use tokio::time::Instant;
 
 use super::faults::{inject, FaultPoint, Faults, PendingFaults};
 use super::oauth::{
-    self, deadline, random_token, token_fingerprint, AccessRejection, AuthorizeRejection,
-    AuthorizeRequest, ConsentFlow, RevokeCause, TokenOutcome, TokenOwner, TokenRequest, TokenStore,
+    self, deadline, random_token, token_fingerprint, AccessRejection, AuthorizationCodes,
+    AuthorizeRejection, AuthorizeRequest, CodeGrant, ConsentFlow, RevokeCause, TokenOutcome,
+    TokenOwner, TokenRequest, TokenStore,
 };
 use super::{lock, SandboxError, Secret};
 
@@ -343,16 +344,6 @@ impl LinkedinControl {
     }
 }
 
-/// An authorization code and what it was issued for.
-struct Code {
-    client_id: String,
-    redirect_uri: String,
-    member: String,
-    scopes: Vec<String>,
-    expires_at: Instant,
-    spent: bool,
-}
-
 /// A partner refresh token: not rotated, lapses a fixed time after the first consent.
 struct RefreshRecord {
     member: String,
@@ -381,7 +372,7 @@ struct World {
     members: Vec<LinkedinMember>,
     organizations: Vec<LinkedinOrganization>,
     roles: Vec<LinkedinRole>,
-    codes: HashMap<String, Code>,
+    codes: AuthorizationCodes,
     tokens: TokenStore,
     refresh: HashMap<String, RefreshRecord>,
     token_log: Vec<TokenRequest>,
@@ -445,7 +436,7 @@ impl World {
                     state: "APPROVED".into(),
                 },
             ],
-            codes: HashMap::new(),
+            codes: AuthorizationCodes::default(),
             tokens: TokenStore::default(),
             refresh: HashMap::new(),
             token_log: Vec::new(),
@@ -816,20 +807,17 @@ async fn authorize_decision(
                 .find(|m| m.username.eq_ignore_ascii_case(username))?
                 .sub
                 .clone();
-            let now = Instant::now();
-            world.codes.retain(|_, c| c.expires_at > now);
-            let code = random_token(32);
-            let expires_at = deadline(now, world.code_lifetime);
-            world.codes.insert(
-                code.clone(),
-                Code {
+            // No PKCE on LinkedIn: the code carries no challenge.
+            let lifetime = world.code_lifetime;
+            let code = world.codes.issue(
+                CodeGrant {
                     client_id: request.client_id.clone(),
                     redirect_uri: request.redirect_uri.clone(),
-                    member: sub.clone(),
+                    code_challenge: String::new(),
+                    user_id: sub.clone(),
                     scopes: request.scopes.clone(),
-                    expires_at,
-                    spent: false,
                 },
+                lifetime,
             );
             tracing::info!(
                 platform = "linkedin",
@@ -897,16 +885,12 @@ impl World {
                 };
                 entry.credential = Some(token_fingerprint(code));
                 let now = Instant::now();
-                let usable = match self.codes.get_mut(code) {
-                    Some(record) if !record.spent => {
-                        record.spent = true;
-                        (record.expires_at > now
-                            && record.client_id == self.client_id
-                            && record.redirect_uri == redirect_uri)
-                            .then(|| (record.member.clone(), record.scopes.clone()))
-                    }
-                    _ => None,
-                };
+                // Single use; LinkedIn revokes nothing when a code is replayed.
+                let usable = self
+                    .codes
+                    .redeem(code, &self.client_id, redirect_uri, "")
+                    .ok()
+                    .map(|grant| (grant.user_id, grant.scopes));
                 let Some((member, scopes)) = usable else {
                     entry.outcome = TokenOutcome::InvalidCode;
                     return token_error(
