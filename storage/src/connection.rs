@@ -7,7 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{PenName, Platform, Reason, Timestamp};
+use crate::codec::{decode_body, CodecProblem, Record};
+use crate::{GrantFacts, PenName, Platform, Reason, Timestamp};
 
 /// Names one connection: the unit of ownership of a grant and of scheduled posts.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -171,6 +172,20 @@ pub struct RefreshInFlight {
     pub token_fingerprint: [u8; 8],
 }
 
+impl ConnectionKey {
+    /// Reads a storage key (`pen_name \0 platform_id`) back, for naming a record whose
+    /// value cannot be read. `None` when the key is not a connection key.
+    pub fn from_storage_key(key: &[u8]) -> Option<ConnectionKey> {
+        let at = key.iter().position(|&b| b == 0)?;
+        let pen = std::str::from_utf8(&key[..at]).ok()?;
+        let platform = std::str::from_utf8(&key[at + 1..]).ok()?;
+        Some(ConnectionKey::new(
+            PenName::parse(pen).ok()?,
+            Platform::from_id(platform)?,
+        ))
+    }
+}
+
 /// The stored record of a connection (its grant is stored separately, sealed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {
@@ -183,4 +198,47 @@ pub struct Connection {
     /// When the current status began, for "expired since…".
     pub status_since: Timestamp,
     pub refresh_in_flight: Option<RefreshInFlight>,
+    /// The grant's non-secret facts (lifetimes, whether it holds a refresh token), kept
+    /// beside the status so a status page never unseals a token. `None` when the grant
+    /// could not be read.
+    pub grant: Option<GrantFacts>,
+}
+
+/// A connection as format version 1 stored it (before [`Connection::grant`]).
+#[derive(Deserialize)]
+struct ConnectionV1 {
+    key: ConnectionKey,
+    status: ConnectionStatus,
+    account: Account,
+    targets: Vec<Target>,
+    connected_at: Timestamp,
+    status_since: Timestamp,
+    refresh_in_flight: Option<RefreshInFlight>,
+}
+
+impl Record for Connection {
+    const KIND: &'static str = "connection";
+    /// 2: gained `grant` (the grant's non-secret facts).
+    const VERSION: u8 = 2;
+
+    fn upgrade(version: u8, body: &[u8]) -> Result<Connection, CodecProblem> {
+        match version {
+            // The facts come from the sealed grant, which only the migration can open; it
+            // fills them in. Read alone, a version-1 record says "not known".
+            1 => {
+                let v1: ConnectionV1 = decode_body(body)?;
+                Ok(Connection {
+                    key: v1.key,
+                    status: v1.status,
+                    account: v1.account,
+                    targets: v1.targets,
+                    connected_at: v1.connected_at,
+                    status_since: v1.status_since,
+                    refresh_in_flight: v1.refresh_in_flight,
+                    grant: None,
+                })
+            }
+            v => Err(CodecProblem::UnknownVersion(v)),
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 use crate::codec::{CodecError, EncodeError};
 use crate::vault::VaultError;
+use crate::ConnectionKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -18,6 +19,23 @@ pub enum StoreError {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("the data directory {path} was written by a newer release (store format {found}); this release reads formats up to {supported}. Run that release again, or restore a backup taken before the upgrade")]
+    NewerFormat {
+        path: std::path::PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("the data directory {path} cannot be upgraded: {detail}")]
+    Migration {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    #[error("a write for {key} was refused: its writer no longer owns the connection (epoch {epoch}, newest {newest})")]
+    Fenced {
+        key: ConnectionKey,
+        epoch: u64,
+        newest: u64,
     },
     #[error("the store's flusher has stopped; durable writes are no longer possible")]
     FlusherStopped,

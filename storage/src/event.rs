@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::Record;
 use crate::{ConnectionKey, PostId, Reason, StateLabel, Timestamp};
 
 /// What kind of change an event records.
@@ -72,4 +73,9 @@ impl Event {
         self.detail = Some(detail.into());
         self
     }
+}
+
+impl Record for Event {
+    const KIND: &'static str = "event";
+    const VERSION: u8 = 1;
 }

@@ -29,6 +29,7 @@ pub fn connection(key: &ConnectionKey) -> Connection {
         connected_at: Timestamp::from_unix_millis(1_700_000_000_000),
         status_since: Timestamp::from_unix_millis(1_700_000_000_000),
         refresh_in_flight: None,
+        grant: None,
     }
 }
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::Record;
 use crate::{Secret, Timestamp};
 
 /// A token a platform issues for one target inside the account (Facebook Page tokens).
@@ -33,7 +34,33 @@ pub struct Grant {
     pub endpoint: Option<String>,
 }
 
+impl Record for Grant {
+    const KIND: &'static str = "grant";
+    const VERSION: u8 = 1;
+}
+
+/// What can be said about a grant without opening it: its lifetimes and whether it holds
+/// a refresh token. Stored with the connection, so showing a connection's status never
+/// unseals a token, on any node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantFacts {
+    pub issued_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub refresh_expires_at: Option<Timestamp>,
+    pub has_refresh_token: bool,
+}
+
 impl Grant {
+    /// The grant's non-secret facts.
+    pub fn facts(&self) -> GrantFacts {
+        GrantFacts {
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            refresh_expires_at: self.refresh_expires_at,
+            has_refresh_token: self.refresh_token.is_some(),
+        }
+    }
+
     /// A non-reversible 8-byte fingerprint of the refresh token, to recognise it later
     /// without storing it in plain text (see `RefreshInFlight`).
     pub fn refresh_fingerprint(&self) -> Option<[u8; 8]> {

@@ -1,6 +1,6 @@
 //! # social-studio-storage
 //!
-//! The Social Studio engine's data model and its persistence in sled.
+//! The Social Studio engine's data model, the store port, and its embedded backend.
 //!
 //! - The words of the domain as types that can only hold valid values: [`PenName`]
 //!   (parsed, never merely wrapped), [`Platform`] and what each supports, [`ConnectionKey`]
@@ -8,48 +8,64 @@
 //!   its cause and remedy), [`Account`], [`Target`], [`Grant`] (secret fields in
 //!   [`Secret`], which never prints), [`Post`] and its [`PostState`] lifecycle, and the
 //!   audit [`Event`].
-//! - [`codec`]: the one way records become bytes — a format-version byte, then bincode.
+//! - [`Store`] (module [`port`]): the port the actors and `Studio` use — batches applied
+//!   atomically ([`Batch`]), durability per commit, events numbered in commit order and
+//!   delivered once durable, ownership fencing, constant-time post counts, and scans that
+//!   name what they cannot read.
+//! - [`codec`]: the one way records become bytes — each kind of record with its own
+//!   format version, older versions upgraded on read, newer ones refused.
 //! - [`vault`]: grants are sealed (XChaCha20-Poly1305, the connection key as associated
-//!   data) before they reach sled.
-//! - [`Store`]: the trees, multi-tree transactions ([`Batch`]), durability on demand with
-//!   group commit, and the queries the actors and the HTTP API need.
+//!   data) before they reach any backend.
+//! - [`SledStore`]: the port on an embedded sled database — a layout with no index keyed
+//!   by state, atomic commits through a redo journal, group commit with `fdatasync`, and
+//!   the upgrade of older data directories.
 //!
 //! Storage knows nothing of actors or HTTP.
 
+mod batch;
 pub mod codec;
 mod connection;
 mod error;
 mod event;
 #[doc(hidden)]
 pub mod fixtures;
+#[cfg(test)]
+mod golden;
 mod grant;
+mod idempotency;
 mod oauth;
 mod pen_name;
 mod platform;
+pub mod port;
 mod post;
 mod reason;
 mod secret;
-mod store;
+mod sled_store;
 mod timestamp;
 pub mod vault;
 
-pub use codec::{CodecError, CodecProblem};
+pub use batch::{Batch, BatchOp};
+pub use codec::{CodecError, CodecProblem, Record};
 pub use connection::{
     Account, AccountKind, Connection, ConnectionKey, ConnectionStatus, RefreshInFlight, StateLabel,
     Target, TargetKind,
 };
 pub use error::StoreError;
 pub use event::{Event, EventKind};
-pub use grant::{fingerprint, Grant, TargetToken};
+pub use grant::{fingerprint, Grant, GrantFacts, TargetToken};
+pub use idempotency::IdempotentRequest;
 pub use oauth::{PendingAuthorization, StateLookup};
 pub use pen_name::{PenName, PenNameError, PEN_NAME_MAX_LEN};
 pub use platform::{Capabilities, Platform, PostKind, Renewal, UnknownPlatform};
-pub use post::{Content, Media, MediaKind, Post, PostId, PostState, Receipt};
+pub use port::{
+    CommitFuture, Committed, Durability, Epoch, ErasedCounts, EventPage, IntegrityReport, Loaded,
+    PostCounts, SharedStore, Store, StoreInfo, UnreadableRecord,
+};
+pub use post::{Content, Media, MediaKind, Post, PostBody, PostId, PostState, PostStatus, Receipt};
 pub use reason::{Reason, ReasonCode};
 pub use secret::Secret;
-pub use store::{
-    Batch, Durability, ErasedCounts, EventPage, FlushStats, IdempotentRequest, IntegrityReport,
-    Loaded, Store, StoreConfig, DEFAULT_CACHE_CAPACITY,
+pub use sled_store::{
+    FlushStats, SledStore, StoreConfig, DEFAULT_CACHE_CAPACITY, DEFAULT_EVENT_CAPACITY,
 };
 pub use timestamp::{Timestamp, TimestampParseError};
 pub use vault::{KeySource, MasterKey, VaultError};

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::Record;
 use crate::{ConnectionKey, Secret, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +20,11 @@ pub struct PendingAuthorization {
     pub expires_at: Timestamp,
     /// The caller asked to replace the connected account with whatever account comes back.
     pub replace: bool,
+}
+
+impl Record for PendingAuthorization {
+    const KIND: &'static str = "pending_authorization";
+    const VERSION: u8 = 1;
 }
 
 /// What looking up a `state` found.

@@ -10,6 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::Record;
 use crate::{ConnectionKey, PostKind, Reason, StateLabel, Timestamp};
 
 /// A post id: a UUIDv7, so ids sort roughly by creation time.
@@ -118,9 +119,18 @@ impl PostState {
         }
     }
 
-    /// Waiting to be published: these posts sit in the platform's due index.
+    /// Waiting to be published.
     pub fn is_pending(&self) -> bool {
         matches!(self, PostState::Scheduled | PostState::Paused(_))
+    }
+
+    /// Held by a platform queue: waiting, paused, or mid-publish. These are the posts a
+    /// queue rebuilds at boot; every other state waits for a person or is finished.
+    pub fn is_queued(&self) -> bool {
+        matches!(
+            self,
+            PostState::Scheduled | PostState::Paused(_) | PostState::Publishing
+        )
     }
 
     /// Nothing further will happen to the post without a person.
@@ -129,28 +139,6 @@ impl PostState {
             self,
             PostState::Published(_) | PostState::Failed(_) | PostState::Cancelled
         )
-    }
-
-    /// One byte per state for index keys. Never renumber.
-    pub fn index_byte(&self) -> u8 {
-        label_byte(self.label())
-    }
-}
-
-/// Index byte of a state label (posts-by-connection index). Never renumber.
-pub fn label_byte(label: StateLabel) -> u8 {
-    match label {
-        StateLabel::Scheduled => 1,
-        StateLabel::Paused => 2,
-        StateLabel::Publishing => 3,
-        StateLabel::Published => 4,
-        StateLabel::Failed => 5,
-        StateLabel::Unconfirmed => 6,
-        StateLabel::Held => 7,
-        StateLabel::Cancelled => 8,
-        StateLabel::NotConnected | StateLabel::Active | StateLabel::Expired | StateLabel::Error => {
-            0
-        }
     }
 }
 
@@ -198,4 +186,101 @@ impl Post {
             _ => None,
         }
     }
+
+    /// What the author wrote: the part of a post that changes only when it is edited.
+    pub fn body(&self) -> PostBody {
+        PostBody {
+            id: self.id,
+            group_id: self.group_id,
+            connection: self.connection.clone(),
+            target: self.target.clone(),
+            kind: self.kind,
+            content: self.content.clone(),
+            due_at: self.due_at,
+            created_at: self.created_at,
+        }
+    }
+
+    /// Where the post stands: the part every transition rewrites.
+    pub fn status(&self) -> PostStatus {
+        PostStatus {
+            id: self.id,
+            connection: self.connection.clone(),
+            due_at: self.due_at,
+            next_attempt_at: self.next_attempt_at,
+            state: self.state.clone(),
+            attempts: self.attempts,
+            updated_at: self.updated_at,
+            waiting: self.waiting.clone(),
+        }
+    }
+
+    /// A post from its two stored halves.
+    pub fn from_parts(body: PostBody, status: PostStatus) -> Post {
+        Post {
+            id: body.id,
+            group_id: body.group_id,
+            connection: body.connection,
+            target: body.target,
+            kind: body.kind,
+            content: body.content,
+            due_at: status.due_at,
+            next_attempt_at: status.next_attempt_at,
+            state: status.state,
+            attempts: status.attempts,
+            created_at: body.created_at,
+            updated_at: status.updated_at,
+            waiting: status.waiting,
+        }
+    }
+}
+
+/// The stored half of a post that an edit changes: its content, target and kind. Written
+/// when the post is scheduled or edited, never by a state transition, so a transition
+/// rewrites a few dozen bytes instead of the whole post.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostBody {
+    pub id: PostId,
+    pub group_id: Option<PostId>,
+    pub connection: ConnectionKey,
+    pub target: Option<String>,
+    pub kind: PostKind,
+    pub content: Content,
+    /// The due time as scheduled (the status carries the one the queue follows; they agree).
+    pub due_at: Timestamp,
+    pub created_at: Timestamp,
+}
+
+impl Record for PostBody {
+    const KIND: &'static str = "post_body";
+    const VERSION: u8 = 1;
+}
+
+/// The stored half of a post that every transition rewrites. It carries the connection
+/// and due time too, so a platform queue rebuilds itself at boot from statuses alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostStatus {
+    pub id: PostId,
+    pub connection: ConnectionKey,
+    pub due_at: Timestamp,
+    pub next_attempt_at: Option<Timestamp>,
+    pub state: PostState,
+    pub attempts: u32,
+    pub updated_at: Timestamp,
+    pub waiting: Option<Reason>,
+}
+
+impl PostStatus {
+    /// When the queue should next try this post (see [`Post::ready_at`]).
+    pub fn ready_at(&self) -> Timestamp {
+        match self.next_attempt_at {
+            Some(t) if t > self.due_at => t,
+            _ => self.due_at,
+        }
+    }
+}
+
+impl Record for PostStatus {
+    const KIND: &'static str = "post_status";
+    const VERSION: u8 = 1;
 }

@@ -4,7 +4,7 @@
 //!
 //! SIGKILL leaves the page cache intact, so this shows ordering and atomicity — that an
 //! acknowledgement is never given before the change is in sled's log, and that recovery
-//! never exposes half a transaction — not that a flush reached the platter. That a
+//! never exposes half a commit (the journal finishes it) — not that a flush reached the platter. That a
 //! durable commit waits for its flush is shown by the store's unit tests.
 
 use std::collections::HashMap;
@@ -33,6 +33,9 @@ fn sigkill_at_random_points_loses_no_acknowledged_write() {
     let mut acked: HashMap<PostId, u8> = HashMap::new();
     let mut rng = rand::thread_rng();
     let mut total_acks = 0usize;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
 
     for run in 0..KILLS {
         let mut child = Command::new(env!("CARGO_BIN_EXE_storage-crash-writer"))
@@ -83,11 +86,11 @@ fn sigkill_at_random_points_loses_no_acknowledged_write() {
         total_acks += seen;
 
         let store =
-            Store::open_with_key(&StoreConfig::new(dir.path()), &master, KeySource::Provided)
+            SledStore::open_with_key(&StoreConfig::new(dir.path()), &master, KeySource::Provided)
                 .unwrap_or_else(|e| panic!("run {run}: store does not reopen after SIGKILL: {e}"));
         for (id, state) in &acked {
-            let post = store
-                .post(*id)
+            let post = rt
+                .block_on(store.post(*id))
                 .unwrap_or_else(|e| panic!("run {run}: torn record {id}: {e}"))
                 .unwrap_or_else(|| panic!("run {run}: acknowledged post {id} is missing"));
             let stored = order(post.state.label().as_str());
@@ -96,7 +99,7 @@ fn sigkill_at_random_points_loses_no_acknowledged_write() {
                 "run {run}: post {id} went back from {state} to {stored}"
             );
         }
-        let report = store.check_integrity().unwrap();
+        let report = rt.block_on(store.check_integrity()).unwrap();
         assert!(
             report.problems.is_empty(),
             "run {run}: {:?}",

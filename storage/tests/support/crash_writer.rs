@@ -27,7 +27,7 @@ fn main() {
         }
     };
     let store =
-        match Store::open_with_key(&StoreConfig::new(&args[1]), &master, KeySource::Provided) {
+        match SledStore::open_with_key(&StoreConfig::new(&args[1]), &master, KeySource::Provided) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("open failed: {e}");
@@ -56,9 +56,10 @@ fn main() {
                 let mut conn = connection(&k);
                 for n in 0u64.. {
                     // Each post goes Scheduled → Publishing → Published, one durable commit
-                    // per step, each step touching posts, both indexes, events and the
-                    // connection in one transaction.
+                    // per step, each step touching the post, its counts, an event and the
+                    // connection in one atomic commit.
                     let mut p = post(&k, n);
+                    let mut first = true;
                     for state in [
                         PostState::Scheduled,
                         PostState::Publishing,
@@ -68,11 +69,17 @@ fn main() {
                         }),
                     ] {
                         let from = p.state.label();
+                        let new = std::mem::take(&mut first);
                         p.state = state;
                         p.attempts += 1;
                         conn.status_since = Timestamp::from_unix_millis(n as i64);
                         let mut b = Batch::new();
-                        b.put_post(&p).put_connection(&conn).event(
+                        if new {
+                            b.put_post(&p);
+                        } else {
+                            b.put_post_status(&p);
+                        }
+                        b.put_connection(&conn).event(
                             Event::new(
                                 Timestamp::from_unix_millis(0),
                                 k.clone(),

@@ -1,0 +1,485 @@
+//! Format 1, read for the upgrade to format 2.
+//!
+//! Format 1 was one sled database in `db/` whose records all began with the version byte 1,
+//! with posts stored whole. Its `Post` changed shape once without a new version (commit
+//! 1b8d4ad added `waiting`), so a format-1 post is read as the later shape and, failing
+//! that, as the earlier one: the two cannot be mistaken for each other, because the
+//! decoder insists every byte is used (the earlier shape is one field short of the later).
+//!
+//! Every record is carried over; one that cannot be read is kept whole in the quarantine
+//! tree and named as unreadable, never dropped.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::codec::{self, CodecProblem, KeyDisplay, Record};
+use crate::port::PostCounts;
+use crate::vault::{Vault, VaultError};
+use crate::{
+    Connection, ConnectionKey, Content, Event, Grant, IdempotentRequest, Platform, Post, PostId,
+    PostKind, PostState, Reason, StoreError, Timestamp,
+};
+
+use super::layout::{self, OAuthStateRecord, Quarantined, Trees, Write, T};
+use super::migrate;
+use super::writer::apply_writes;
+
+/// A format-1 post as written from 1b8d4ad on (with `waiting`).
+#[derive(Deserialize)]
+struct PostWithWaiting {
+    id: PostId,
+    group_id: Option<PostId>,
+    connection: ConnectionKey,
+    target: Option<String>,
+    kind: PostKind,
+    content: Content,
+    due_at: Timestamp,
+    next_attempt_at: Option<Timestamp>,
+    state: PostState,
+    attempts: u32,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    waiting: Option<Reason>,
+}
+
+/// A format-1 post as written before 1b8d4ad.
+#[derive(Deserialize)]
+struct PostBeforeWaiting {
+    id: PostId,
+    group_id: Option<PostId>,
+    connection: ConnectionKey,
+    target: Option<String>,
+    kind: PostKind,
+    content: Content,
+    due_at: Timestamp,
+    next_attempt_at: Option<Timestamp>,
+    state: PostState,
+    attempts: u32,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+/// Which shape a format-1 post had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum V1PostShape {
+    WithWaiting,
+    BeforeWaiting,
+}
+
+/// Reads a format-1 post of either shape.
+pub(crate) fn decode_v1_post(bytes: &[u8]) -> Result<(Post, V1PostShape), CodecProblem> {
+    let (&version, body) = bytes.split_first().ok_or(CodecProblem::Empty)?;
+    if version != 1 {
+        return Err(CodecProblem::UnknownVersion(version));
+    }
+    let later = match codec::decode_body::<PostWithWaiting>(body) {
+        Ok(p) => {
+            return Ok((
+                Post {
+                    id: p.id,
+                    group_id: p.group_id,
+                    connection: p.connection,
+                    target: p.target,
+                    kind: p.kind,
+                    content: p.content,
+                    due_at: p.due_at,
+                    next_attempt_at: p.next_attempt_at,
+                    state: p.state,
+                    attempts: p.attempts,
+                    created_at: p.created_at,
+                    updated_at: p.updated_at,
+                    waiting: p.waiting,
+                },
+                V1PostShape::WithWaiting,
+            ))
+        }
+        Err(e) => e,
+    };
+    match codec::decode_body::<PostBeforeWaiting>(body) {
+        Ok(p) => Ok((
+            Post {
+                id: p.id,
+                group_id: p.group_id,
+                connection: p.connection,
+                target: p.target,
+                kind: p.kind,
+                content: p.content,
+                due_at: p.due_at,
+                next_attempt_at: p.next_attempt_at,
+                state: p.state,
+                attempts: p.attempts,
+                created_at: p.created_at,
+                updated_at: p.updated_at,
+                waiting: None,
+            },
+            V1PostShape::BeforeWaiting,
+        )),
+        Err(earlier) => Err(CodecProblem::Malformed(format!(
+            "neither format-1 post shape reads it: {later} / {earlier}"
+        ))),
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    connections: usize,
+    grants: usize,
+    posts: usize,
+    posts_before_waiting: usize,
+    events: usize,
+    oauth_states: usize,
+    idempotency: usize,
+    quarantined: usize,
+}
+
+/// Upgrades `data_dir/db` (format 1) to `data_dir/sled` (format 2). See [`migrate`] for the
+/// steps and why each is safe to repeat.
+pub(crate) fn migrate_v1(data_dir: &Path, vault: &Vault) -> Result<Vec<String>, StoreError> {
+    let fail = |detail: String| StoreError::Migration {
+        path: data_dir.to_path_buf(),
+        detail,
+    };
+    let v1_path = data_dir.join(layout::V1_DIR);
+    let old = sled::Config::new().path(&v1_path).open().map_err(|e| {
+        fail(format!(
+            "the format-1 database in {} does not open: {e}",
+            v1_path.display()
+        ))
+    })?;
+    // The key first: a wrong key changes nothing.
+    let old_meta = old.open_tree("meta")?;
+    if let Some(sealed) = old_meta.get(layout::META_KEY_CHECK)? {
+        vault
+            .open(layout::META_KEY_CHECK, &sealed, String::new)
+            .map_err(|_| VaultError::WrongMasterKey)?;
+    }
+    let target = data_dir.join(layout::MIGRATING_DIR);
+    if target.exists() {
+        std::fs::remove_dir_all(&target).map_err(|source| StoreError::DataDir {
+            path: target.clone(),
+            source,
+        })?;
+    }
+    let new = sled::Config::new().path(&target).open()?;
+    let trees = Trees::open(&new)?;
+    let mut tally = Tally::default();
+    let mut out = Batcher::new(&trees);
+
+    // Who each post and event belonged to, from the old indexes, to name a record that
+    // cannot be read.
+    let mut post_owner: HashMap<PostId, ConnectionKey> = HashMap::new();
+    for k in old.open_tree("posts_by_connection")?.iter().keys() {
+        let k = k?;
+        if let (Some(c), Some(id)) = (layout::connection_of_index_key(&k), layout::id_suffix(&k)) {
+            post_owner.insert(id, c);
+        }
+    }
+    let mut event_owner: HashMap<u64, ConnectionKey> = HashMap::new();
+    for k in old.open_tree("events_by_subject")?.iter().keys() {
+        let k = k?;
+        if let (Some(c), Some(seq)) = (v1_event_subject(&k), layout::seq_suffix(&k)) {
+            event_owner.insert(seq, c);
+        }
+    }
+
+    let quarantine = |out: &mut Batcher,
+                      tally: &mut Tally,
+                      q: Quarantined|
+     -> Result<(), StoreError> {
+        tracing::warn!(tree = %q.tree, key = %KeyDisplay(q.key.clone()), problem = %q.problem, "a format-1 record cannot be read; keeping it in quarantine");
+        tally.quarantined += 1;
+        out.put(
+            T::Quarantine,
+            layout::quarantine_key(&q.tree, &q.key),
+            codec::encode(&q)?,
+        )
+    };
+
+    let old_grants = old.open_tree("grants")?;
+    for item in old.open_tree("connections")?.iter() {
+        let (k, v) = item?;
+        match codec::decode::<Connection>("connections", &k, &v) {
+            Ok(mut c) => {
+                if let Some(sealed) = old_grants.get(&k)? {
+                    let facts = vault
+                        .open(&layout::grant_aad(&k), &sealed, String::new)
+                        .ok()
+                        .and_then(|plain| codec::decode::<Grant>("grants", &k, &plain).ok())
+                        .map(|g| g.facts());
+                    c.grant = facts;
+                }
+                out.put(T::Connections, k.to_vec(), codec::encode(&c)?)?;
+                tally.connections += 1;
+            }
+            Err(e) => quarantine(
+                &mut out,
+                &mut tally,
+                Quarantined {
+                    kind: Connection::KIND.into(),
+                    tree: "connections".into(),
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                    problem: e.problem.to_string(),
+                    connection: ConnectionKey::from_storage_key(&k),
+                    post: None,
+                },
+            )?,
+        }
+    }
+    // Sealed grants move as they are: same key, same associated data. One that does not
+    // open stays where it is and is named when the engine reads it at boot.
+    for item in old_grants.iter() {
+        let (k, v) = item?;
+        out.put(T::Grants, k.to_vec(), v.to_vec())?;
+        tally.grants += 1;
+    }
+
+    let mut counts: HashMap<ConnectionKey, PostCounts> = HashMap::new();
+    for item in old.open_tree("posts")?.iter() {
+        let (k, v) = item?;
+        match decode_v1_post(&v) {
+            Ok((post, shape)) if post.id.as_bytes() == k.as_ref() => {
+                let id = post.id.as_bytes().to_vec();
+                let tree = if post.state.is_queued() {
+                    T::Queued
+                } else {
+                    T::Settled
+                };
+                out.put(tree, id.clone(), codec::encode(&post.status())?)?;
+                out.put(T::PostBodies, id, codec::encode(&post.body())?)?;
+                out.put(
+                    T::PostsByConnection,
+                    layout::by_connection_key(&post.connection, post.id),
+                    Vec::new(),
+                )?;
+                counts
+                    .entry(post.connection.clone())
+                    .or_default()
+                    .apply(None, Some(post.state.label()));
+                tally.posts += 1;
+                if shape == V1PostShape::BeforeWaiting {
+                    tally.posts_before_waiting += 1;
+                }
+            }
+            Ok((post, _)) => quarantine(
+                &mut out,
+                &mut tally,
+                Quarantined {
+                    kind: "post".into(),
+                    tree: "posts".into(),
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                    problem: format!("it is stored under another id than its own ({})", post.id),
+                    connection: layout::post_id_key(&k).and_then(|id| post_owner.get(&id).cloned()),
+                    post: layout::post_id_key(&k),
+                },
+            )?,
+            Err(problem) => quarantine(
+                &mut out,
+                &mut tally,
+                Quarantined {
+                    kind: "post".into(),
+                    tree: "posts".into(),
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                    problem: problem.to_string(),
+                    connection: layout::post_id_key(&k).and_then(|id| post_owner.get(&id).cloned()),
+                    post: layout::post_id_key(&k),
+                },
+            )?,
+        }
+    }
+    for (key, c) in &counts {
+        out.put(T::Counts, key.storage_key(), codec::encode(c)?)?;
+    }
+
+    let mut seq_high = 0;
+    for item in old.open_tree("events")?.iter() {
+        let (k, v) = item?;
+        let seq = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes).ok();
+        seq_high = seq_high.max(seq.unwrap_or(0));
+        match codec::decode::<Event>("events", &k, &v) {
+            Ok(e) if Some(e.seq) == seq => {
+                out.put(T::Events, k.to_vec(), v.to_vec())?;
+                out.put(
+                    T::EventsByConnection,
+                    layout::event_by_connection_key(&e.connection, e.seq),
+                    Vec::new(),
+                )?;
+                tally.events += 1;
+            }
+            other => quarantine(
+                &mut out,
+                &mut tally,
+                Quarantined {
+                    kind: Event::KIND.into(),
+                    tree: "events".into(),
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                    problem: match other {
+                        Err(e) => e.problem.to_string(),
+                        Ok(e) => {
+                            format!("it is stored under another number than its own ({})", e.seq)
+                        }
+                    },
+                    connection: seq.and_then(|s| event_owner.get(&s).cloned()),
+                    post: None,
+                },
+            )?,
+        }
+    }
+
+    for item in old.open_tree("oauth_states")?.iter() {
+        let (k, v) = item?;
+        match codec::decode::<OAuthStateRecord>("oauth_states", &k, &v) {
+            Ok(_) => {
+                out.put(T::OAuthStates, k.to_vec(), v.to_vec())?;
+                tally.oauth_states += 1;
+            }
+            Err(e) => quarantine(
+                &mut out,
+                &mut tally,
+                Quarantined {
+                    kind: OAuthStateRecord::KIND.into(),
+                    tree: "oauth_states".into(),
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                    problem: e.problem.to_string(),
+                    connection: None,
+                    post: None,
+                },
+            )?,
+        }
+    }
+    for item in old.open_tree("idempotency")?.iter() {
+        let (k, v) = item?;
+        match codec::decode::<IdempotentRequest>("idempotency", &k, &v) {
+            Ok(_) => {
+                out.put(T::Idempotency, k.to_vec(), v.to_vec())?;
+                tally.idempotency += 1;
+            }
+            Err(e) => quarantine(
+                &mut out,
+                &mut tally,
+                Quarantined {
+                    kind: IdempotentRequest::KIND.into(),
+                    tree: "idempotency".into(),
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                    problem: e.problem.to_string(),
+                    connection: None,
+                    post: None,
+                },
+            )?,
+        }
+    }
+    if let Some(check) = old_meta.get(layout::META_KEY_CHECK)? {
+        out.put(T::Meta, layout::META_KEY_CHECK.to_vec(), check.to_vec())?;
+    }
+    out.put(
+        T::Meta,
+        super::writer::SEQ_HIGH.to_vec(),
+        seq_high.to_be_bytes().to_vec(),
+    )?;
+    out.put(
+        T::Meta,
+        layout::META_FORMAT.to_vec(),
+        layout::FORMAT.to_be_bytes().to_vec(),
+    )?;
+    out.finish()?;
+
+    // Durable, closed, then switched over.
+    new.flush()?;
+    let log = target.join("db");
+    std::fs::File::open(&log)
+        .and_then(|f| f.sync_data())
+        .map_err(|source| StoreError::DataDir { path: log, source })?;
+    drop(trees);
+    drop(new);
+    drop(old_grants);
+    drop(old_meta);
+    drop(old);
+    let sled_dir = data_dir.join(layout::SLED_DIR);
+    if sled_dir.exists() {
+        // A directory from an attempt that renamed but never wrote `format`.
+        std::fs::remove_dir_all(&sled_dir).map_err(|source| StoreError::DataDir {
+            path: sled_dir.clone(),
+            source,
+        })?;
+    }
+    std::fs::rename(&target, &sled_dir).map_err(|source| StoreError::DataDir {
+        path: sled_dir.clone(),
+        source,
+    })?;
+    migrate::sync_dir(data_dir)?;
+    migrate::write_format(data_dir)?;
+    migrate::retire_v1(data_dir)?;
+
+    let mut said = vec![format!(
+        "upgraded the data directory from store format 1 to {}: {} connections, {} grants, {} posts ({} written before posts said why they wait), {} events, {} OAuth states, {} idempotency records carried over",
+        layout::FORMAT,
+        tally.connections,
+        tally.grants,
+        tally.posts,
+        tally.posts_before_waiting,
+        tally.events,
+        tally.oauth_states,
+        tally.idempotency,
+    )];
+    if tally.quarantined > 0 {
+        said.push(format!(
+            "{} format-1 records could not be read; they are kept whole in quarantine and listed as unreadable",
+            tally.quarantined
+        ));
+    }
+    Ok(said)
+}
+
+/// The connection of a format-1 `events_by_subject` key: `pen \0 'c' platform \0 seq`
+/// (connection entries) or `pen \0 'p' id seq` (post entries, which name no platform).
+fn v1_event_subject(key: &[u8]) -> Option<ConnectionKey> {
+    let at = key.iter().position(|&b| b == 0)?;
+    if key.get(at + 1) != Some(&b'c') {
+        return None;
+    }
+    let rest = &key[at + 2..];
+    let end = rest.iter().position(|&b| b == 0)?;
+    let pen = std::str::from_utf8(&key[..at]).ok()?;
+    let platform = std::str::from_utf8(&rest[..end]).ok()?;
+    Some(ConnectionKey::new(
+        crate::PenName::parse(pen).ok()?,
+        Platform::from_id(platform)?,
+    ))
+}
+
+/// Writes the new database in batches of plain inserts (it is not live yet: atomicity
+/// comes from the switch-over, not from each write).
+struct Batcher<'a> {
+    trees: &'a Trees,
+    writes: Vec<Write>,
+}
+
+impl<'a> Batcher<'a> {
+    fn new(trees: &'a Trees) -> Batcher<'a> {
+        Batcher {
+            trees,
+            writes: Vec::with_capacity(4096),
+        }
+    }
+
+    fn put(&mut self, t: T, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
+        self.writes.push(Write::put(t, key, value));
+        if self.writes.len() >= 4096 {
+            self.finish()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), StoreError> {
+        apply_writes(self.trees, &self.writes)?;
+        self.writes.clear();
+        Ok(())
+    }
+}
