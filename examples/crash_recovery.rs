@@ -188,15 +188,15 @@ fn key() -> ConnectionKey {
     )
 }
 
-async fn poll_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
+async fn poll_until(deadline: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
     let end = Instant::now() + deadline;
     while Instant::now() < end {
-        if cond() {
+        if cond().await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    cond()
+    cond().await
 }
 
 /// The child: brings the engine into the state the parent kills it in.
@@ -233,14 +233,19 @@ async fn child(dir: &Path) -> Result<(), String> {
                 .id,
         );
     }
-    let all_published = poll_until(Duration::from_secs(30), || {
-        published.iter().all(|id| {
-            store
+    let all_published = poll_until(Duration::from_secs(30), async || {
+        for id in &published {
+            let done = store
                 .post(*id)
+                .await
                 .ok()
                 .flatten()
-                .is_some_and(|p| p.state.label() == StateLabel::Published)
-        })
+                .is_some_and(|p| p.state.label() == StateLabel::Published);
+            if !done {
+                return false;
+            }
+        }
+        true
     })
     .await;
     if !all_published {
@@ -262,7 +267,7 @@ async fn child(dir: &Path) -> Result<(), String> {
     tokio::spawn(async move {
         let _ = e.verify(key()).await;
     });
-    if !poll_until(Duration::from_secs(30), || {
+    if !poll_until(Duration::from_secs(30), async || {
         platform.read().rotated_then_hung
     })
     .await
@@ -274,9 +279,10 @@ async fn child(dir: &Path) -> Result<(), String> {
         .schedule(post_due(&key(), clock.now(), "mid-publish"))
         .await
         .map_err(|e| e.to_string())?;
-    let publishing = poll_until(Duration::from_secs(30), || {
+    let publishing = poll_until(Duration::from_secs(30), async || {
         store
             .post(mid.id)
+            .await
             .ok()
             .flatten()
             .is_some_and(|p| p.state.label() == StateLabel::Publishing)
@@ -382,15 +388,21 @@ async fn parent() {
         "the engine restarts on the same data directory",
     );
     let Ok(engine) = engine else { return };
-    let expired = poll_until(Duration::from_secs(30), || {
+    let expired = poll_until(Duration::from_secs(30), async || {
         store
             .connection(&key())
+            .await
             .ok()
             .flatten()
             .is_some_and(|c| !c.status.is_active())
     })
     .await;
-    let status = store.connection(&key()).ok().flatten().map(|c| c.status);
+    let status = store
+        .connection(&key())
+        .await
+        .ok()
+        .flatten()
+        .map(|c| c.status);
     n.say(format!(
         "after restart the connection is {:?}",
         status.as_ref().map(|s| s.label())
@@ -408,7 +420,11 @@ async fn parent() {
         "the old refresh token was resent exactly once, at recovery",
     );
 
-    let posts = store.posts_of_connection(&key(), None).unwrap_or_default();
+    let posts = store
+        .posts_of_connection(&key())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
     let count = |label: StateLabel| posts.iter().filter(|p| p.state.label() == label).count();
     n.say(format!(
         "posts: {} published, {} paused, {} unconfirmed, {} failed",

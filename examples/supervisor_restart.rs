@@ -121,6 +121,7 @@ fn main() {
         let john_changes = w
             .store
             .events_of_connection(&john, social_studio_storage::EventPage::newest(500))
+            .await
             .unwrap_or_default()
             .into_iter()
             .filter(|e| e.kind == EventKind::ConnectionStatus)

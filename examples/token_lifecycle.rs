@@ -52,7 +52,7 @@ fn main() {
         tokio::time::sleep(2 * DAY).await;
         n.say(format!("{}: the posts' due times have passed", w.now()));
         for id in posts {
-            n.check(w.state(id) == StateLabel::Paused, format!("post {id} is Paused, not Failed"));
+            n.check(w.state(id).await == StateLabel::Paused, format!("post {id} is Paused, not Failed"));
         }
         n.check(w.fake.publish_calls() == 0, "nothing was sent with the dead grant");
 

@@ -43,11 +43,16 @@ fn main() {
             let e = w.post_reaches(id, StateLabel::Published, DAY).await;
             n.check(e.is_some(), format!("post {id} published"));
         }
-        let failed = posts.iter().filter(|&&id| w.state(id) == StateLabel::Failed).count();
+        let mut failed = 0;
+        for &id in &posts {
+            if w.state(id).await == StateLabel::Failed {
+                failed += 1;
+            }
+        }
         n.check(failed == 0, "no post failed");
         let left_active = w
             .store
-            .events_of_connection(&key, social_studio_storage::EventPage::newest(1000))
+            .events_of_connection(&key, social_studio_storage::EventPage::newest(1000)).await
             .unwrap_or_default()
             .into_iter()
             .filter(|e| e.kind == EventKind::ConnectionStatus && e.to != Some(StateLabel::Active))

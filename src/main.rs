@@ -121,6 +121,20 @@ fn announce(studio: &Studio, listener: &tokio::net::TcpListener) -> Result<()> {
         "social-studio listening on http://{addr} (data in {})",
         studio.data_dir().display()
     );
+    eprintln!(
+        "store: {} (format {}) in {}",
+        notes.store.backend, notes.store.format, notes.store.location
+    );
+    for line in &notes.store.opened {
+        eprintln!("store: {line}");
+    }
+    let unreadable = studio.unreadable(None);
+    if !unreadable.is_empty() {
+        eprintln!(
+            "store: {} stored records cannot be read; they are named in /v1/supervisor and the attention list",
+            unreadable.len()
+        );
+    }
     if let Some(token) = &notes.generated_admin_token {
         eprintln!(
             "admin token (printed once; kept in {}): {}",

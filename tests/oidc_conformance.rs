@@ -29,7 +29,8 @@ use social_studio_actors::{
 };
 use social_studio_storage::{
     Account, AccountKind, ConnectionKey, ConnectionStatus, EventKind, EventPage, Grant, PenName,
-    Platform, Post, Reason, ReasonCode, Receipt, Secret, StateLabel, Store, StoreConfig, Timestamp,
+    Platform, Post, Reason, ReasonCode, Receipt, Secret, SledStore, StateLabel, StoreConfig,
+    Timestamp,
 };
 
 const CLIENT_ID: &str = "studio-test";
@@ -541,7 +542,7 @@ struct Running {
 /// An engine on a fresh store with `platform` as its only port, and `grant` connected.
 async fn engine_with(platform: Arc<OidcPlatform>, grant: Grant) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+    let store = Arc::new(SledStore::open(&StoreConfig::new(dir.path())).unwrap());
     let port: Arc<dyn PlatformPort> = platform.clone();
     let engine = Engine::start(
         store,
@@ -567,7 +568,7 @@ async fn engine_with(platform: Arc<OidcPlatform>, grant: Grant) -> Running {
     }
 }
 
-fn events(
+async fn events(
     engine: &Engine,
     key: &ConnectionKey,
     kind: EventKind,
@@ -575,6 +576,7 @@ fn events(
     let mut all = engine
         .store()
         .events_of_connection(key, EventPage::newest(1000))
+        .await
         .unwrap();
     all.retain(|e| e.kind == kind);
     all.reverse(); // oldest first
@@ -582,9 +584,9 @@ fn events(
 }
 
 /// Polls `condition` every 50 ms until it holds or `within` passes.
-async fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+async fn wait_until(within: Duration, what: &str, mut condition: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + within;
-    while !condition() {
+    while !condition().await {
         assert!(
             Instant::now() < deadline,
             "timed out after {within:?} waiting for {what}"
@@ -752,9 +754,12 @@ async fn the_engine_refreshes_ahead_of_expiry_and_never_resends_a_rotated_token(
     let started = Instant::now();
     let running = engine_with(platform.clone(), grant).await;
 
-    wait_until(Duration::from_secs(40), "3 refreshes", || {
+    wait_until(Duration::from_secs(40), "3 refreshes", async || {
         platform.refreshes().len() >= 3
-            && events(&running.engine, &running.key, EventKind::GrantRenewed).len() >= 3
+            && events(&running.engine, &running.key, EventKind::GrantRenewed)
+                .await
+                .len()
+                >= 3
     })
     .await;
     let elapsed = started.elapsed();
@@ -796,7 +801,13 @@ async fn the_engine_refreshes_ahead_of_expiry_and_never_resends_a_rotated_token(
     // (a) The grant still works after the rotations: the stored refresh token is the
     // newest one, the server holds it active, the access token works, and the engine can
     // refresh once more (oidc-provider would have revoked everything on a reuse).
-    let stored = running.engine.store().grant(&running.key).unwrap().unwrap();
+    let stored = running
+        .engine
+        .store()
+        .grant(&running.key)
+        .await
+        .unwrap()
+        .unwrap();
     let newest = platform
         .refreshes()
         .last()
@@ -826,11 +837,13 @@ async fn the_engine_refreshes_ahead_of_expiry_and_never_resends_a_rotated_token(
     assert!(log.len() >= 4);
 
     // Active all along: the only status change is the connect itself.
-    let changes = events(&running.engine, &running.key, EventKind::ConnectionStatus);
+    let changes = events(&running.engine, &running.key, EventKind::ConnectionStatus).await;
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0].to, Some(StateLabel::Active));
     assert_eq!(
-        events(&running.engine, &running.key, EventKind::GrantRenewed).len(),
+        events(&running.engine, &running.key, EventKind::GrantRenewed)
+            .await
+            .len(),
         platform.successful_refreshes()
     );
     running.engine.shutdown().await;
@@ -881,7 +894,7 @@ async fn a_grant_revoked_at_the_server_expires_the_connection_on_the_next_refres
     let log = platform.refreshes();
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].outcome, Err(PortError::GrantDead(expected.clone())));
-    let changes = events(&running.engine, &running.key, EventKind::ConnectionStatus);
+    let changes = events(&running.engine, &running.key, EventKind::ConnectionStatus).await;
     let last = changes.last().unwrap();
     assert_eq!(
         (last.from, last.to, last.reason.clone()),

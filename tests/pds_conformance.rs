@@ -603,7 +603,7 @@ async fn through_the_engine_a_revoked_app_password_pauses_and_a_reconnect_publis
     let error = studio.verify(&key, None).await.unwrap_err();
     assert_eq!(error.code(), "revoked_by_user", "{error}");
     assert_eq!(studio.connection(&key).await.unwrap().status, "expired");
-    let paused = studio.post(&pen, id).unwrap();
+    let paused = studio.post(&pen, id).await.unwrap();
     assert_eq!(paused.state, StateLabel::Paused);
     assert_eq!(paused.reason.unwrap().code, "revoked_by_user");
 
@@ -619,7 +619,10 @@ async fn through_the_engine_a_revoked_app_password_pauses_and_a_reconnect_publis
         )
         .await
         .unwrap();
-    assert_eq!(studio.post(&pen, id).unwrap().state, StateLabel::Scheduled);
+    assert_eq!(
+        studio.post(&pen, id).await.unwrap().state,
+        StateLabel::Scheduled
+    );
     studio
         .update_post(
             &pen,
@@ -648,7 +651,7 @@ async fn through_the_engine_a_revoked_app_password_pauses_and_a_reconnect_publis
     let records = pds.posts_of(&jane).await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["value"]["text"], "Launch day #amwriting");
-    let view = studio.post(&pen, id).unwrap();
+    let view = studio.post(&pen, id).await.unwrap();
     assert_eq!(view.state, StateLabel::Published);
     assert_eq!(
         view.receipt.unwrap().id,

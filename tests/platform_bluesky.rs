@@ -654,7 +654,12 @@ async fn the_engine_connects_stores_no_password_verifies_by_refreshing_and_ends_
         .await
         .unwrap_err();
     assert_eq!(error.code(), "app_password_required");
-    assert!(studio.store().connection(&bsky_key()).unwrap().is_none());
+    assert!(studio
+        .store()
+        .connection(&bsky_key())
+        .await
+        .unwrap()
+        .is_none());
     // The OAuth flow is the wrong one for Bluesky, and the app password the wrong one for X.
     assert_eq!(
         studio
@@ -687,7 +692,7 @@ async fn the_engine_connects_stores_no_password_verifies_by_refreshing_and_ends_
         .await
         .unwrap();
     assert_eq!(entry.status, "active");
-    let grant = studio.store().grant(&bsky_key()).unwrap().unwrap();
+    let grant = studio.store().grant(&bsky_key()).await.unwrap().unwrap();
     assert!(!serde_json::to_string(&grant)
         .unwrap()
         .contains(JANE_APP_PASSWORD));
@@ -695,7 +700,7 @@ async fn the_engine_connects_stores_no_password_verifies_by_refreshing_and_ends_
 
     // Verify refreshes (the stored grant rotates) and passes.
     studio.verify(&bsky_key(), None).await.unwrap();
-    let rotated = studio.store().grant(&bsky_key()).unwrap().unwrap();
+    let rotated = studio.store().grant(&bsky_key()).await.unwrap().unwrap();
     assert_ne!(rotated.refresh_token, grant.refresh_token);
     assert!(sandbox
         .bluesky()

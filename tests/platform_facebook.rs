@@ -135,7 +135,7 @@ async fn connect_offers_the_pages_with_their_tokens_and_no_expiry() {
     for scope in SCOPES {
         assert!(grant.scopes.iter().any(|s| s == scope), "{scope}");
     }
-    assert!(!w.adapter.renewable(grant));
+    assert!(!w.adapter.renewable(&grant.facts()));
     assert!(!format!("{connected:?}").contains(grant.access_token.expose()));
     // Short-lived, long-lived, and the Page token from /me/accounts.
     assert_eq!(

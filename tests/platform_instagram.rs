@@ -134,7 +134,10 @@ async fn connect_offers_the_professional_account_with_a_sixty_day_grant() {
         "the long-lived token's lifetime, read from the exchange"
     );
     assert!(grant.target_tokens.is_empty());
-    assert!(!w.adapter.renewable(grant), "warned about, not renewed");
+    assert!(
+        !w.adapter.renewable(&grant.facts()),
+        "warned about, not renewed"
+    );
     assert_eq!(w.adapter.check(grant).await.unwrap().platform_id, "1001");
 }
 

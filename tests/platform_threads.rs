@@ -188,7 +188,7 @@ async fn connect_exchanges_the_code_for_a_long_lived_token_with_its_lifetime() {
             .is_long_lived(grant.access_token.expose()),
         "the grant holds the long-lived token, not the one-hour one"
     );
-    assert!(w.adapter.renewable(grant));
+    assert!(w.adapter.renewable(&grant.facts()));
     assert_eq!(connected.account.platform_id, JANE_ID);
     assert_eq!(connected.account.handle, JANE);
     assert_eq!(connected.targets.len(), 1);
@@ -296,7 +296,7 @@ async fn a_token_that_lapses_within_24_hours_is_not_renewable() {
         grant.expires_at,
         Some(grant.issued_at.saturating_add(12 * HOUR))
     );
-    assert!(!w.adapter.renewable(&grant));
+    assert!(!w.adapter.renewable(&grant.facts()));
 }
 
 #[tokio::test]

@@ -656,7 +656,7 @@ async fn the_queue_holds_a_post_beyond_the_quota_and_publishes_it_after_pacific_
         [(held_id, StateLabel::Scheduled)],
         "held, not failed"
     );
-    let held = store.post(held_id).unwrap().unwrap();
+    let held = store.post(held_id).await.unwrap().unwrap();
     assert_eq!(held.state, PostState::Scheduled);
     assert_eq!(held.next_attempt_at, Some(midnight));
     assert_eq!(
@@ -676,7 +676,7 @@ async fn the_queue_holds_a_post_beyond_the_quota_and_publishes_it_after_pacific_
     let videos = sandbox.youtube().videos();
     assert_eq!(videos.len(), 2);
     assert!(videos.iter().all(|v| v.matches_sample));
-    let held = store.post(held_id).unwrap().unwrap();
+    let held = store.post(held_id).await.unwrap().unwrap();
     assert!(
         matches!(held.state, PostState::Published(_)),
         "{:?}",

@@ -46,13 +46,13 @@ use social_studio_actors::connection::{
 };
 use social_studio_actors::queue::QueueMsg;
 use social_studio_actors::{
-    Engine, EngineConfig, EventBus, PlatformPort, PortError, RevokeOutcome, SystemClock,
+    Engine, EngineConfig, PlatformPort, PortError, RevokeOutcome, SystemClock,
 };
 use social_studio_storage::fixtures;
 use social_studio_storage::{
     Account, AccountKind, Batch, Connection, ConnectionKey, Durability, Event, EventKind, Grant,
-    KeySource, MasterKey, Platform, Post, PostState, Receipt, Secret, StateLabel, Store,
-    StoreConfig, Timestamp,
+    KeySource, MasterKey, Platform, Post, PostState, Receipt, Secret, SharedStore, SledStore,
+    StateLabel, Store, StoreConfig, Timestamp,
 };
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -552,19 +552,30 @@ fn bench_grant(i: usize, now: Timestamp) -> Grant {
     }
 }
 
-fn open_store(dir: &std::path::Path) -> Res<Store> {
-    Ok(Store::open_with_key(
-        &StoreConfig::new(dir),
+fn open_store(dir: &std::path::Path) -> Res<SledStore> {
+    open_store_with_feed(dir, social_studio_storage::DEFAULT_EVENT_CAPACITY)
+}
+
+/// A store whose event feed holds `capacity` events, so a counting subscriber never lags.
+fn open_store_with_feed(dir: &std::path::Path, capacity: usize) -> Res<SledStore> {
+    let mut config = StoreConfig::new(dir);
+    config.event_capacity = capacity;
+    Ok(SledStore::open_with_key(
+        &config,
         &MasterKey::generate(),
         KeySource::Provided,
     )?)
+}
+
+fn shared(store: &SledStore) -> SharedStore {
+    Arc::new(store.clone())
 }
 
 const CONN_BATCH: usize = 256;
 const POST_BATCH: usize = 512;
 
 /// Connections `0..n` with their grants, with `Store::apply` in batches.
-fn write_connections(store: &Store, n: usize, now: Timestamp) -> Res<Duration> {
+fn write_connections(store: &SledStore, n: usize, now: Timestamp) -> Res<Duration> {
     let t = Instant::now();
     let mut b = Batch::new();
     for i in 0..n {
@@ -572,20 +583,22 @@ fn write_connections(store: &Store, n: usize, now: Timestamp) -> Res<Duration> {
         let mut c: Connection = fixtures::connection(&k);
         c.connected_at = now;
         c.status_since = now;
-        b.put_connection(&c).put_grant(&k, &bench_grant(i, now));
+        let grant = bench_grant(i, now);
+        c.grant = Some(grant.facts());
+        b.put_connection(&c).put_grant(&k, &grant);
         if (i + 1) % CONN_BATCH == 0 {
-            store.apply(std::mem::take(&mut b))?;
+            store.commit_blocking(std::mem::take(&mut b), Durability::Buffered)?;
         }
     }
     if !b.is_empty() {
-        store.apply(b)?;
+        store.commit_blocking(b, Durability::Buffered)?;
     }
     Ok(t.elapsed())
 }
 
 /// `posts` Scheduled posts spread round-robin over connections `0..conns`, all due `due`.
 fn write_posts(
-    store: &Store,
+    store: &SledStore,
     posts: usize,
     conns: usize,
     due: Timestamp,
@@ -601,11 +614,11 @@ fn write_posts(
         p.updated_at = now;
         b.put_post(&p);
         if (j + 1) % POST_BATCH == 0 {
-            store.apply(std::mem::take(&mut b))?;
+            store.commit_blocking(std::mem::take(&mut b), Durability::Buffered)?;
         }
     }
     if !b.is_empty() {
-        store.apply(b)?;
+        store.commit_blocking(b, Durability::Buffered)?;
     }
     Ok(t.elapsed())
 }
@@ -757,7 +770,7 @@ impl Actor for QueueSink {
 }
 
 /// Inline sizes of what a connection keeps, for the per-connection breakdown.
-async fn struct_sizes(store: &Store) -> Res<Vec<(&'static str, usize)>> {
+async fn struct_sizes(store: &SledStore) -> Res<Vec<(&'static str, usize)>> {
     let (cs, cj) = Actor::spawn(None, ConnSink, ()).await?;
     let (qs, qj) = Actor::spawn(None, QueueSink, ()).await?;
     let k = conn_key(0);
@@ -766,12 +779,11 @@ async fn struct_sizes(store: &Store) -> Res<Vec<(&'static str, usize)>> {
     let args = ConnectionArgs {
         record: fixtures::connection(&k),
         grant: Some(bench_grant(0, now)),
-        store: store.clone(),
+        store: shared(store),
         port: ports(&calls, None).swap_remove(0),
         clock: Arc::new(SystemClock),
         config: Arc::new(EngineConfig::default()),
         queue: qs.clone(),
-        events: EventBus::new(16),
         seed: 1,
         platform_limit: Arc::new(AtomicI64::new(0)),
     };
@@ -843,7 +855,7 @@ async fn fleet(opts: &Opts) -> Res<()> {
     let classes0 = classes();
     let t = Instant::now();
     let engine = Engine::start(
-        store.clone(),
+        shared(&store),
         ports(&calls, None),
         Arc::new(SystemClock),
         config,
@@ -1135,7 +1147,7 @@ fn apply_cost(per_batch: usize, run_for: Duration) -> Res<SledRow> {
         for p in chunk {
             b.put_post(p);
         }
-        store.apply(b)?;
+        store.commit_blocking(b, Durability::Buffered)?;
     }
     let stats0 = store.flush_stats();
     let cpu0 = cpu_time();
@@ -1161,7 +1173,7 @@ fn apply_cost(per_batch: usize, run_for: Duration) -> Res<SledRow> {
                     .transition(Some(from), Some(p.state.label())),
             );
         }
-        store.apply(b)?;
+        store.commit_blocking(b, Durability::Buffered)?;
         changes += per_batch as u64;
     }
     let secs = start.elapsed().as_secs_f64();
@@ -1515,7 +1527,7 @@ async fn publish_run(opts: &Opts, http: Option<&HttpTarget>) -> Res<RunReport> {
     let posts = opts.dispatch_posts;
     let load_start = loadavg();
     let dir = tempfile::tempdir()?;
-    let store = open_store(dir.path())?;
+    let store = open_store_with_feed(dir.path(), 2 * posts + 1024)?;
     let now = Timestamp::now_system();
     write_connections(&store, conns, now)?;
     // Far enough ahead that the posts are written and the engine has booted before they
@@ -1530,13 +1542,12 @@ async fn publish_run(opts: &Opts, http: Option<&HttpTarget>) -> Res<RunReport> {
     let calls = Arc::new(Calls::default());
     let config = EngineConfig {
         publish_concurrency: opts.publish_concurrency,
-        event_channel_capacity: 2 * posts + 1024,
         jitter_seed: Some(7),
         ..EngineConfig::default()
     };
     let t = Instant::now();
     let engine = Engine::start(
-        store.clone(),
+        shared(&store),
         ports(&calls, http),
         Arc::new(SystemClock),
         config,
@@ -1594,7 +1605,7 @@ async fn publish_run(opts: &Opts, http: Option<&HttpTarget>) -> Res<RunReport> {
     let mut retried = 0;
     let mut max_attempts = 0;
     for i in 0..conns {
-        for p in store.posts_of_connection(&conn_key(i), None)? {
+        for p in store.posts_of_connection(&conn_key(i)).await?.items {
             if p.state.label() == StateLabel::Published {
                 verified += 1;
             }

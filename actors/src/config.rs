@@ -30,8 +30,6 @@ pub struct EngineConfig {
     pub lateness_window: Option<Duration>,
     /// Seed for the jitter, for reproducible runs; `None` draws one.
     pub jitter_seed: Option<u64>,
-    /// Capacity of the event broadcast channel (slow subscribers lag, never block).
-    pub event_channel_capacity: usize,
 }
 
 impl Default for EngineConfig {
@@ -48,7 +46,6 @@ impl Default for EngineConfig {
             publish_concurrency: 8,
             lateness_window: None,
             jitter_seed: None,
-            event_channel_capacity: 4096,
         }
     }
 }

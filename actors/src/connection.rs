@@ -21,15 +21,15 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use social_studio_storage::{
-    fingerprint, Account, Batch, Connection, ConnectionKey, ConnectionStatus, Durability, Event,
-    EventKind, Grant, Post, Reason, ReasonCode, RefreshInFlight, StateLabel, Store, Target,
-    Timestamp,
+    fingerprint, Account, Batch, Connection, ConnectionKey, ConnectionStatus, Durability, Epoch,
+    Event, EventKind, Grant, Post, Reason, ReasonCode, RefreshInFlight, SharedStore, StateLabel,
+    Target, Timestamp,
 };
 
 use crate::queue::{PublishOutcome, QueueMsg};
 use crate::{
-    Clock, EngineConfig, EngineError, EventBus, LimitScope, LostRefreshPolicy, PlatformPort,
-    PortError, RevokeOutcome,
+    Clock, EngineConfig, EngineError, LimitScope, LostRefreshPolicy, PlatformPort, PortError,
+    RevokeOutcome,
 };
 
 /// What a connection looks like from outside (status API, the embedding app).
@@ -42,6 +42,39 @@ pub struct ConnectionView {
     pub renewable: bool,
     /// A grant that cannot be renewed without the author is within its warning window.
     pub expiring_soon: bool,
+}
+
+impl ConnectionView {
+    /// How a stored connection stands now, from its record alone: the grant's facts are
+    /// kept beside the status, so no token is unsealed and no actor is asked. `port`
+    /// decides what "renewable" means for its platform (`None`: not configured).
+    pub fn of(
+        connection: Connection,
+        port: Option<&dyn PlatformPort>,
+        now: Timestamp,
+        warning: std::time::Duration,
+    ) -> ConnectionView {
+        let renewable = match (&connection.grant, port) {
+            (Some(f), Some(p)) => p.renewable(f),
+            _ => false,
+        };
+        let expires_at = connection.grant.as_ref().and_then(|f| {
+            if renewable {
+                f.refresh_expires_at.or(f.expires_at)
+            } else {
+                f.expires_at
+            }
+        });
+        let expiring_soon = !renewable
+            && connection.status.is_active()
+            && expires_at.is_some_and(|e| now >= e.saturating_sub(warning));
+        ConnectionView {
+            connection,
+            expires_at,
+            renewable,
+            expiring_soon,
+        }
+    }
 }
 
 /// What disconnecting did.
@@ -85,12 +118,11 @@ pub struct ConnectionArgs {
     pub record: Connection,
     /// `None` when the stored grant cannot be read: the connection is then Expired.
     pub grant: Option<Grant>,
-    pub store: Store,
+    pub store: SharedStore,
     pub port: Arc<dyn PlatformPort>,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<EngineConfig>,
     pub queue: ActorRef<QueueMsg>,
-    pub events: EventBus,
     pub seed: u64,
     /// Shared by every connection of the platform: until when an app-wide rate limit holds.
     pub platform_limit: Arc<std::sync::atomic::AtomicI64>,
@@ -101,12 +133,14 @@ pub struct ConnectionActor;
 pub struct ConnectionState {
     record: Connection,
     grant: Option<Grant>,
-    store: Store,
+    store: SharedStore,
+    /// This actor's claim on the connection: every write it makes is fenced by it, so an
+    /// actor that was replaced can never write over its successor.
+    epoch: Epoch,
     port: Arc<dyn PlatformPort>,
     clock: Arc<dyn Clock>,
     config: Arc<EngineConfig>,
     queue: ActorRef<QueueMsg>,
-    events: EventBus,
     rng: SmallRng,
     /// The armed timer: when, and the task that will send `Wake`.
     timer: crate::Timer<ConnectionMsg>,
@@ -138,27 +172,25 @@ impl ConnectionState {
     }
 
     fn renewable(&self) -> bool {
-        self.grant.as_ref().is_some_and(|g| self.port.renewable(g))
+        self.grant
+            .as_ref()
+            .is_some_and(|g| self.port.renewable(&g.facts()))
     }
 
     fn view(&self) -> ConnectionView {
-        let expires_at = self.grant.as_ref().and_then(|g| {
-            if self.port.renewable(g) {
-                g.refresh_expires_at.or(g.expires_at)
-            } else {
-                g.expires_at
-            }
-        });
-        let expiring_soon = !self.renewable()
-            && self.record.status.is_active()
-            && expires_at
-                .is_some_and(|e| self.now() >= e.saturating_sub(self.config.expiring_soon_warning));
-        ConnectionView {
-            connection: self.record.clone(),
-            expires_at,
-            renewable: self.renewable(),
-            expiring_soon,
-        }
+        ConnectionView::of(
+            self.record.clone(),
+            Some(&*self.port),
+            self.now(),
+            self.config.expiring_soon_warning,
+        )
+    }
+
+    /// A batch fenced by this actor's claim on the connection.
+    fn batch(&self) -> Batch {
+        let mut b = Batch::new();
+        b.fence(self.key(), self.epoch);
+        b
     }
 
     fn jitter(&mut self) -> f64 {
@@ -169,7 +201,7 @@ impl ConnectionState {
     fn plan_refresh(&mut self) {
         self.refresh_at = None;
         let Some(g) = &self.grant else { return };
-        if !self.port.renewable(g) {
+        if !self.port.renewable(&g.facts()) {
             return;
         }
         let Some(expires) = g.expires_at else { return };
@@ -236,9 +268,9 @@ impl ConnectionState {
         }
     }
 
+    /// Commits durably; the store publishes the events once they are on disk.
     async fn persist(&self, batch: Batch) -> Result<(), EngineError> {
-        let events = self.store.commit(batch, Durability::Durable).await?;
-        self.events.publish(events);
+        self.store.commit(batch, Durability::Durable).await?;
         Ok(())
     }
 
@@ -251,7 +283,7 @@ impl ConnectionState {
         let now = self.now();
         self.record.status = status.clone();
         self.record.status_since = now;
-        let mut b = Batch::new();
+        let mut b = self.batch();
         b.put_connection(&self.record).event(
             Event::new(now, self.key().clone(), EventKind::ConnectionStatus)
                 .transition(Some(from.label()), Some(status.label()))
@@ -281,7 +313,8 @@ impl ConnectionState {
     /// Stores a new grant (and clears any refresh marker) durably before it is used.
     async fn install_grant(&mut self, grant: Grant, kind: EventKind) -> Result<(), EngineError> {
         self.record.refresh_in_flight = None;
-        let mut b = Batch::new();
+        self.record.grant = Some(grant.facts());
+        let mut b = self.batch();
         b.put_grant(self.key(), &grant)
             .put_connection(&self.record)
             .event(
@@ -312,17 +345,16 @@ impl ConnectionState {
             started_at: self.now(),
             token_fingerprint: Self::sent_fingerprint(grant),
         });
-        let mut b = Batch::new();
+        let mut b = self.batch();
         b.put_connection(&self.record);
-        self.store.commit(b, Durability::Durable).await?;
-        Ok(())
+        self.persist(b).await
     }
 
     async fn clear_refresh_marker(&mut self) -> Result<(), EngineError> {
         if self.record.refresh_in_flight.take().is_some() {
-            let mut b = Batch::new();
+            let mut b = self.batch();
             b.put_connection(&self.record);
-            self.store.commit(b, Durability::Durable).await?;
+            self.persist(b).await?;
         }
         Ok(())
     }
@@ -396,7 +428,7 @@ impl ConnectionState {
     /// The platform rejected the refresh. Another path may have rotated the grant: reload
     /// it and check it before declaring the connection Expired.
     async fn refresh_rejected(&mut self, sent: &Grant, reason: Reason) -> Result<bool, Reason> {
-        if let Ok(Some(stored)) = self.store.grant(self.key()) {
+        if let Ok(Some(stored)) = self.store.grant(self.key()).await {
             if Self::sent_fingerprint(&stored) != Self::sent_fingerprint(sent)
                 && self.port.check(&stored).await.is_ok()
             {
@@ -528,6 +560,7 @@ impl ConnectionState {
         let already = self
             .store
             .events_of_connection(self.key(), social_studio_storage::EventPage::newest(20))
+            .await
             .map(|es| {
                 es.iter().any(|e| {
                     e.kind == EventKind::ExpiringSoon && e.detail.as_deref() == Some(&detail)
@@ -535,7 +568,7 @@ impl ConnectionState {
             })
             .unwrap_or(false);
         if !already {
-            let mut b = Batch::new();
+            let mut b = self.batch();
             b.event(
                 Event::new(self.now(), self.key().clone(), EventKind::ExpiringSoon)
                     .transition(Some(StateLabel::Active), Some(StateLabel::Active))
@@ -694,15 +727,16 @@ impl Actor for ConnectionActor {
         args: ConnectionArgs,
     ) -> Result<ConnectionState, ActorProcessingErr> {
         let now = args.clock.now();
+        let epoch = args.store.claim(&args.record.key).await?;
         let mut state = ConnectionState {
             record: args.record,
             grant: args.grant,
             store: args.store,
+            epoch,
             port: args.port,
             clock: args.clock,
             config: args.config,
             queue: args.queue,
-            events: args.events,
             rng: SmallRng::seed_from_u64(args.seed),
             timer: None,
             refresh_at: None,
@@ -776,11 +810,7 @@ async fn handle_message(
         match msg {
             ConnectionMsg::Publish { post, queue } => {
                 let outcome = state.publish(&post).await;
-                let _ = queue.cast(QueueMsg::Outcome {
-                    id: post.id,
-                    key: post.connection.clone(),
-                    outcome,
-                });
+                let _ = queue.cast(QueueMsg::Outcome { post, outcome });
             }
             ConnectionMsg::Wake => {
                 state.timer = None;
@@ -873,7 +903,7 @@ async fn handle_message(
                         )
                         .await?
                         .success_or_unavailable()??;
-                    let mut b = Batch::new();
+                    let mut b = state.batch();
                     b.delete_connection(state.key())
                         .delete_grant(state.key())
                         .event(

@@ -6,20 +6,22 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorRef};
 use social_studio_storage::{
-    Account, ConnectionKey, Event, Grant, PenName, Post, PostId, Store, Target,
+    Account, Connection, ConnectionKey, Event, Grant, PenName, Post, PostId, SharedStore, Target,
 };
 use tokio::sync::broadcast;
 
 use crate::connection::{ConnectionView, DisconnectReport};
 use crate::supervisor::{ConnectRequest, Supervisor, SupervisorArgs, SupervisorMsg, TreeReport};
-use crate::{Clock, EngineConfig, EngineError, EventBus, PlatformPort};
+use crate::{Clock, EngineConfig, EngineError, PlatformPort};
 
 /// A running engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
     supervisor: ActorRef<SupervisorMsg>,
-    events: EventBus,
-    store: Store,
+    store: SharedStore,
+    ports: Arc<HashMap<social_studio_storage::Platform, Arc<dyn PlatformPort>>>,
+    clock: Arc<dyn Clock>,
+    config: Arc<EngineConfig>,
     join: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -27,38 +29,52 @@ impl Engine {
     /// Boots from `store`: every connection and unfinished post is rebuilt before this
     /// returns.
     pub async fn start(
-        store: Store,
+        store: SharedStore,
         ports: Vec<Arc<dyn PlatformPort>>,
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
-        let events = EventBus::new(config.event_channel_capacity);
         let ports: HashMap<_, _> = ports.into_iter().map(|p| (p.platform(), p)).collect();
+        let config = Arc::new(config);
         let args = SupervisorArgs {
             store: store.clone(),
-            ports,
-            clock,
-            config: Arc::new(config),
-            events: events.clone(),
+            ports: ports.clone(),
+            clock: clock.clone(),
+            config: config.clone(),
         };
         let (supervisor, join) = Actor::spawn(None, Supervisor, args)
             .await
             .map_err(|e| EngineError::Unavailable(format!("the supervisor did not start: {e}")))?;
         Ok(Engine {
             supervisor,
-            events,
             store,
+            ports: Arc::new(ports),
+            clock,
+            config,
             join: Arc::new(tokio::sync::Mutex::new(Some(join))),
         })
     }
 
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &SharedStore {
         &self.store
     }
 
-    /// Every event from now on (connection status, post state, expiring soon, recovered).
+    /// Every event from now on (connection status, post state, expiring soon, recovered),
+    /// once durable, in sequence order: the store's own feed.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+        self.store.subscribe()
+    }
+
+    /// How a stored connection stands now, without asking its actor: any node that can
+    /// read the store can answer.
+    pub fn view(&self, connection: Connection) -> ConnectionView {
+        let port = self.ports.get(&connection.key.platform).map(|p| &**p);
+        ConnectionView::of(
+            connection,
+            port,
+            self.clock.now(),
+            self.config.expiring_soon_warning,
+        )
     }
 
     /// Connects (or reconnects) an account. A reconnect that brings another account than

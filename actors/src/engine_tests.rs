@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use social_studio_storage::{
     ConnectionKey, ConnectionStatus, Event, EventKind, PenName, Platform, PostState, Reason,
-    ReasonCode, StateLabel, Store, Timestamp,
+    ReasonCode, SharedStore, StateLabel, Timestamp,
 };
 use tokio::sync::broadcast::Receiver;
 
@@ -18,7 +18,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 struct World {
     _dir: tempfile::TempDir,
-    store: Store,
+    store: SharedStore,
     fake: FakePlatform,
     clock: Arc<TokioClock>,
     engine: Engine,
@@ -94,10 +94,18 @@ impl World {
         label: StateLabel,
         within: Duration,
     ) -> Event {
-        let pen = self.store.post(id).unwrap().unwrap().connection.pen_name;
+        let pen = self
+            .store
+            .post(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .connection
+            .pen_name;
         let stored = self
             .store
             .events_of_post(&pen, id, social_studio_storage::EventPage::newest(100))
+            .await
             .unwrap();
         if let Some(e) = stored.into_iter().find(|e| e.to == Some(label)) {
             return e;
@@ -118,6 +126,7 @@ impl World {
         let stored = self
             .store
             .events_of_connection(key, social_studio_storage::EventPage::newest(200))
+            .await
             .unwrap();
         if let Some(e) = stored
             .into_iter()
@@ -132,8 +141,8 @@ impl World {
         .unwrap_or_else(|| panic!("{key} never became {label}"))
     }
 
-    fn post_state(&self, id: social_studio_storage::PostId) -> PostState {
-        self.store.post(id).unwrap().unwrap().state
+    async fn post_state(&self, id: social_studio_storage::PostId) -> PostState {
+        self.store.post(id).await.unwrap().unwrap().state
     }
 }
 
@@ -159,10 +168,10 @@ async fn grant_dead_expires_the_connection_and_pauses_its_posts() {
     assert_eq!(e.reason.unwrap().code, ReasonCode::PasswordChanged);
     w.post_reaches(first, StateLabel::Paused, DAY).await;
     assert!(
-        matches!(w.post_state(first), PostState::Paused(r) if r.code == ReasonCode::PasswordChanged)
+        matches!(w.post_state(first).await, PostState::Paused(r) if r.code == ReasonCode::PasswordChanged)
     );
     assert!(
-        matches!(w.post_state(second), PostState::Paused(_)),
+        matches!(w.post_state(second).await, PostState::Paused(_)),
         "not failed: paused"
     );
     let status = w.engine.status(key).await.unwrap().unwrap();
@@ -227,6 +236,7 @@ async fn rate_limits_and_passing_faults_keep_the_connection_active_and_the_post_
     let evs = w
         .store
         .events_of_connection(&key, social_studio_storage::EventPage::newest(100))
+        .await
         .unwrap();
     assert!(!evs
         .iter()
@@ -248,7 +258,7 @@ async fn rate_limits_and_passing_faults_keep_the_connection_active_and_the_post_
         ],
         "{evs:?}"
     );
-    assert!(w.store.post(id).unwrap().unwrap().waiting.is_none());
+    assert!(w.store.post(id).await.unwrap().unwrap().waiting.is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -261,7 +271,7 @@ async fn content_rejected_fails_only_that_post() {
     let good = w.schedule(&key, Duration::from_secs(120), "fine").await;
     w.post_reaches(bad, StateLabel::Failed, DAY).await;
     assert!(
-        matches!(w.post_state(bad), PostState::Failed(r) if r.code == ReasonCode::ContentRejected)
+        matches!(w.post_state(bad).await, PostState::Failed(r) if r.code == ReasonCode::ContentRejected)
     );
     w.post_reaches(good, StateLabel::Published, DAY).await;
 }
@@ -398,7 +408,7 @@ async fn a_silently_revoked_grant_is_found_before_the_post_is_due() {
     let e = w
         .connection_becomes(&key, StateLabel::Expired, 10 * DAY)
         .await;
-    let due = w.store.post(id).unwrap().unwrap().due_at;
+    let due = w.store.post(id).await.unwrap().unwrap().due_at;
     assert!(
         e.at <= due.saturating_sub(HOUR),
         "found at {} for a post due {}",
@@ -426,7 +436,7 @@ async fn pen_name_a_expiring_never_pauses_pen_name_b_on_the_same_platform() {
     let pb = w.schedule(&b, HOUR, "from b").await;
     w.connection_becomes(&a, StateLabel::Expired, DAY).await;
     w.post_reaches(pb, StateLabel::Published, DAY).await;
-    assert!(matches!(w.post_state(pa), PostState::Paused(_)));
+    assert!(matches!(w.post_state(pa).await, PostState::Paused(_)));
     assert!(w
         .engine
         .status(b)
@@ -451,7 +461,7 @@ async fn reconnecting_resumes_paused_posts_in_due_order_and_a_different_account_
     w.connection_becomes(&key, StateLabel::Expired, DAY).await;
     tokio::time::sleep(DAY).await;
     for id in ids {
-        assert!(matches!(w.post_state(id), PostState::Paused(_)));
+        assert!(matches!(w.post_state(id).await, PostState::Paused(_)));
     }
     // Another account is refused and changes nothing.
     let other = w.fake.issue_grant("mallory");
@@ -463,7 +473,7 @@ async fn reconnecting_resumes_paused_posts_in_due_order_and_a_different_account_
     assert!(
         matches!(err, crate::EngineError::WrongAccount { ref reason, .. } if reason.code == ReasonCode::WrongAccount)
     );
-    assert!(matches!(w.post_state(ids[0]), PostState::Paused(_)));
+    assert!(matches!(w.post_state(ids[0]).await, PostState::Paused(_)));
     // The same account comes back: everything publishes, overdue, in due order.
     let grant = w.fake.issue_grant("jane");
     w.engine
@@ -490,11 +500,11 @@ async fn disconnect_fails_scheduled_posts_with_account_disconnected() {
     assert!(report.revoke.is_ok());
     for id in ids {
         assert!(
-            matches!(w.post_state(id), PostState::Failed(r) if r.code == ReasonCode::AccountDisconnected)
+            matches!(w.post_state(id).await, PostState::Failed(r) if r.code == ReasonCode::AccountDisconnected)
         );
     }
     assert!(w.engine.status(key.clone()).await.unwrap().is_none());
-    assert!(w.store.grant(&key).unwrap().is_none());
+    assert!(w.store.grant(&key).await.unwrap().is_none());
     tokio::time::sleep(3 * DAY).await;
     assert_eq!(w.fake.publish_calls(), 0);
     w.connection_becomes(&key, StateLabel::NotConnected, Duration::from_secs(1))
@@ -645,13 +655,15 @@ async fn a_dispatch_still_flushing_at_shutdown_goes_back_to_waiting() {
     });
     let mut config = social_studio_storage::StoreConfig::new(dir.path());
     config.background_flush_ms = None;
-    let store = Store::open_with_flush_hook(
-        &config,
-        &social_studio_storage::MasterKey::generate(),
-        social_studio_storage::KeySource::Provided,
-        hook,
-    )
-    .unwrap();
+    let store: SharedStore = Arc::new(
+        social_studio_storage::SledStore::open_with_flush_hook(
+            &config,
+            &social_studio_storage::MasterKey::generate(),
+            social_studio_storage::KeySource::Provided,
+            hook,
+        )
+        .unwrap(),
+    );
     let clock = Arc::new(TokioClock::starting_at(Timestamp::now_system()));
     let fake = FakePlatform::new(Platform::X, clock.clone(), HOUR);
     let engine = Engine::start(
@@ -684,7 +696,7 @@ async fn a_dispatch_still_flushing_at_shutdown_goes_back_to_waiting() {
     *gate.0.lock().unwrap() = true;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !matches!(
-        store.post(id).unwrap().unwrap().state,
+        store.post(id).await.unwrap().unwrap().state,
         PostState::Publishing
     ) {
         assert!(tokio::time::Instant::now() < deadline, "never dispatched");
@@ -705,7 +717,7 @@ async fn a_dispatch_still_flushing_at_shutdown_goes_back_to_waiting() {
     *gate.0.lock().unwrap() = false;
     gate.1.notify_all();
     shutdown.await.unwrap();
-    let after = store.post(id).unwrap().unwrap();
+    let after = store.post(id).await.unwrap().unwrap();
     assert!(
         matches!(after.state, PostState::Scheduled),
         "{:?}",

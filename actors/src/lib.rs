@@ -16,12 +16,15 @@
 //!   connection, backs off for rate limits, persists every transition before the next step.
 //! - [`supervisor`]: boot, routing, restart budget, graceful shutdown.
 //! - [`Engine`]: the async handle over all of it.
+//!
+//! The actors reach storage only through the store port
+//! ([`social_studio_storage::Store`]); events reach subscribers through the store's own
+//! durable, in-order feed.
 
 pub mod config;
 pub mod connection;
 mod engine;
 mod error;
-mod events;
 pub mod ports;
 pub mod queue;
 pub mod supervisor;
@@ -32,7 +35,6 @@ pub use config::EngineConfig;
 pub use connection::{ConnectionView, DisconnectReport};
 pub use engine::Engine;
 pub use error::EngineError;
-pub use events::EventBus;
 pub use ports::{
     Clock, LimitScope, LostRefreshPolicy, PlatformPort, PortError, RevokeOutcome, SystemClock,
     TokioClock,

@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use social_studio_storage::{Account, Grant, Platform, Post, Reason, Receipt, Timestamp};
+use social_studio_storage::{
+    Account, Grant, GrantFacts, Platform, Post, Reason, Receipt, Timestamp,
+};
 
 /// How far a rate limit reaches, which decides what the queue holds back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,10 +97,11 @@ pub trait PlatformPort: Send + Sync + 'static {
     /// Revokes the grant at the platform, where it can.
     async fn revoke(&self, grant: &Grant) -> Result<RevokeOutcome, PortError>;
 
-    /// Whether a grant can be renewed without the author. Defaults to "has a refresh
-    /// token"; Threads renews its access token itself.
-    fn renewable(&self, grant: &Grant) -> bool {
-        grant.refresh_token.is_some()
+    /// Whether a grant can be renewed without the author, judged from its non-secret
+    /// facts (so a status page can say it without unsealing a token). Defaults to "has a
+    /// refresh token"; Threads renews its access token itself.
+    fn renewable(&self, grant: &GrantFacts) -> bool {
+        grant.has_refresh_token
     }
 
     /// What to do about a refresh whose answer was lost.

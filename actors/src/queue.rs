@@ -2,7 +2,9 @@
 //! connection on it.
 //!
 //! - Posts are ordered by ready time in one ordered set, with **one** timer for the next
-//!   thing due — no timer per post, no polling.
+//!   thing due — no timer per post, no polling. The order lives only here: the store
+//!   keeps no index by time, and the queue rebuilds the order at boot from the statuses
+//!   of the posts it held.
 //! - Each post is dispatched through its connection actor (the token never leaves it).
 //! - Pause and resume per connection; rate limits hold back the connection or the whole
 //!   platform, whichever the limit covers, without failing or pausing any post; at most
@@ -11,6 +13,10 @@
 //!   its connection may call the platform. A post found Publishing at boot may have
 //!   reached the platform, so it becomes Unconfirmed and is never re-sent silently
 //!   (unless the platform's publishing is idempotent).
+//! - Throughput comes from batching, never from weakening those promises: one dispatch
+//!   batch at a time is on its way to the disk (the slots freed meanwhile all go into the
+//!   next one), and publish outcomes that arrive together are applied as one commit,
+//!   before the queue handles anything else.
 //! - The queue is the only writer of post records once a post is scheduled.
 
 use std::collections::{BTreeSet, HashMap};
@@ -18,12 +24,15 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use social_studio_storage::{
-    Batch, ConnectionKey, Durability, Event, EventKind, Platform, Post, PostId, PostState, Reason,
-    ReasonCode, Receipt, StateLabel, Store, Timestamp,
+    Batch, ConnectionKey, Durability, Event, EventKind, Platform, Post, PostId, PostState,
+    PostStatus, Reason, ReasonCode, Receipt, SharedStore, StateLabel, Timestamp,
 };
 
 use crate::connection::ConnectionMsg;
-use crate::{Clock, EngineConfig, EngineError, EventBus, LimitScope};
+use crate::{Clock, EngineConfig, EngineError, LimitScope};
+
+/// The most posts one dispatch commit carries.
+const DISPATCH_BATCH: usize = 512;
 
 /// What a connection answers about one publish.
 #[derive(Debug, Clone)]
@@ -59,7 +68,8 @@ pub struct QueueStats {
 }
 
 pub enum QueueMsg {
-    /// A connection exists (again); `paused` when it is not Active.
+    /// A connection exists (again); `paused` when it is not Active (or its record cannot
+    /// be read, so no actor speaks for it).
     Register {
         key: ConnectionKey,
         actor: Option<ActorRef<ConnectionMsg>>,
@@ -71,8 +81,9 @@ pub enum QueueMsg {
         key: ConnectionKey,
         actor: Option<ActorRef<ConnectionMsg>>,
     },
-    /// Rebuild from storage: Scheduled, Paused and Publishing posts of this platform.
-    Load(Vec<Post>),
+    /// Rebuild from storage: the statuses of this platform's Scheduled, Paused and
+    /// Publishing posts.
+    Load(Vec<PostStatus>),
     Schedule {
         post: Box<Post>,
         reply: RpcReplyPort<Result<Post, EngineError>>,
@@ -104,11 +115,13 @@ pub enum QueueMsg {
     Resume {
         key: ConnectionKey,
     },
+    /// A connection's answer about a post it was handed (the post comes back with it).
     Outcome {
-        id: PostId,
-        key: ConnectionKey,
+        post: Box<Post>,
         outcome: PublishOutcome,
     },
+    /// Apply the outcomes gathered so far (sent by the queue to itself after the first).
+    CommitOutcomes,
     /// The connection is being disconnected: fail its posts (`account_disconnected`) and
     /// forget it. Answers how many posts failed.
     Disconnected {
@@ -131,10 +144,9 @@ pub enum QueueMsg {
 
 pub struct QueueArgs {
     pub platform: Platform,
-    pub store: Store,
+    pub store: SharedStore,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<EngineConfig>,
-    pub events: EventBus,
     /// The platform's publishing is idempotent (engine-chosen record keys).
     pub idempotent_publish: bool,
 }
@@ -166,10 +178,9 @@ struct Entry {
 
 pub struct QueueState {
     platform: Platform,
-    store: Store,
+    store: SharedStore,
     clock: Arc<dyn Clock>,
     config: Arc<EngineConfig>,
-    events: EventBus,
     idempotent: bool,
     slots: HashMap<ConnectionKey, Slot>,
     entries: HashMap<PostId, Entry>,
@@ -184,6 +195,13 @@ pub struct QueueState {
     /// Posts dispatched as Publishing whose flush has not finished: not yet sent, but
     /// counted against the concurrency cap.
     flushing: usize,
+    /// A dispatch batch is on its way to the disk; the next waits for it, and takes every
+    /// slot freed meanwhile.
+    dispatching: bool,
+    /// Outcomes received and not yet applied, with the state each post left.
+    outcomes: Vec<(Post, StateLabel)>,
+    /// A `CommitOutcomes` is in the mailbox.
+    outcomes_scheduled: bool,
     /// Freeze requests waiting for the batches still flushing.
     freeze_waiters: Vec<RpcReplyPort<()>>,
     timer: crate::Timer<QueueMsg>,
@@ -205,26 +223,42 @@ impl QueueState {
     /// Adds a waiting (Scheduled or Paused) post to its connection and, if it can go,
     /// to the ready set.
     fn track(&mut self, post: &Post) {
-        let now = self.now();
-        let at = post.ready_at();
-        self.entries.insert(
+        self.track_parts(
             post.id,
+            &post.connection,
+            post.ready_at(),
+            post.due_at,
+            matches!(post.state, PostState::Scheduled),
+        );
+    }
+
+    fn track_parts(
+        &mut self,
+        id: PostId,
+        key: &ConnectionKey,
+        at: Timestamp,
+        due_at: Timestamp,
+        scheduled: bool,
+    ) {
+        let now = self.now();
+        self.entries.insert(
+            id,
             Entry {
-                key: post.connection.clone(),
+                key: key.clone(),
                 ready_at: at,
                 publishing: false,
                 sent: false,
             },
         );
-        if let Some(slot) = self.slots.get_mut(&post.connection) {
-            slot.posts.insert((at, post.id));
-            if slot.dispatchable(now) && matches!(post.state, PostState::Scheduled) {
-                self.ready.insert((at, post.id));
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.posts.insert((at, id));
+            if slot.dispatchable(now) && scheduled {
+                self.ready.insert((at, id));
             }
         }
-        let check_at = post.due_at.saturating_sub(self.config.precheck_lead);
-        if post.due_at > now {
-            self.prechecks.insert((check_at, post.id));
+        if due_at > now {
+            self.prechecks
+                .insert((due_at.saturating_sub(self.config.precheck_lead), id));
         }
     }
 
@@ -237,43 +271,61 @@ impl QueueState {
         Some(e)
     }
 
-    /// Applies post changes durably, then broadcasts their events.
+    /// Applies post transitions durably (each with its event) before the caller goes on.
     async fn commit_posts(&self, posts: &[(Post, StateLabel)]) -> Result<(), EngineError> {
         if posts.is_empty() {
             return Ok(());
         }
+        self.store
+            .commit(self.transitions(posts), Durability::Durable)
+            .await?;
+        Ok(())
+    }
+
+    /// The batch of status writes (and their events) for these transitions.
+    fn transitions(&self, posts: &[(Post, StateLabel)]) -> Batch {
         let now = self.now();
         let mut b = Batch::new();
         for (p, from) in posts {
-            b.put_post(p);
+            b.put_post_status(p);
             if p.state.label() != *from {
                 b.event(post_event(now, p, *from));
             }
         }
-        let events = self.store.commit(b, Durability::Durable).await?;
-        self.events.publish(events);
-        Ok(())
+        b
     }
 
-    /// Applies post changes at once and makes them durable in the background; their
-    /// events go out when the flush completes. Used for outcomes, whose next step is only
-    /// telling people, so many outcomes share one flush.
-    fn commit_outcome(&self, post: &Post, from: StateLabel) -> Result<(), EngineError> {
-        let mut b = Batch::new();
-        b.put_post(post).event(post_event(self.now(), post, from));
-        let events = self.store.apply(b)?;
-        let store = self.store.clone();
-        let bus = self.events.clone();
+    /// Applies the outcomes gathered so far as one commit. Made durable by the next group
+    /// commit (their next step is only telling people); posts that wait again are tracked
+    /// once their transition is in the commit order, so a later dispatch of them lands
+    /// after it.
+    fn commit_outcomes(&mut self) {
+        if self.outcomes.is_empty() {
+            return;
+        }
+        let outcomes = std::mem::take(&mut self.outcomes);
+        // The place in the commit order is taken here; the future only reports.
+        let commit = self
+            .store
+            .commit(self.transitions(&outcomes), Durability::Buffered);
+        let platform = self.platform;
         tokio::spawn(async move {
-            if store.sync().await.is_ok() {
-                bus.publish(events);
+            if let Err(error) = commit.await {
+                tracing::error!(%platform, %error, "could not record publish outcomes");
             }
         });
-        Ok(())
+        for (post, _) in &outcomes {
+            if post.state.is_pending() {
+                self.track(post);
+            }
+        }
     }
 
-    fn load_post(&self, id: PostId) -> Result<Post, EngineError> {
-        self.store.post(id)?.ok_or(EngineError::PostNotFound(id))
+    async fn load_post(&self, id: PostId) -> Result<Post, EngineError> {
+        self.store
+            .post(id)
+            .await?
+            .ok_or(EngineError::PostNotFound(id))
     }
 
     /// Moves a connection's Scheduled posts into or out of the ready set.
@@ -293,6 +345,7 @@ impl QueueState {
     }
 
     async fn dispatch(&mut self, myself: &ActorRef<QueueMsg>) {
+        self.commit_outcomes();
         if self.frozen {
             return;
         }
@@ -330,10 +383,16 @@ impl QueueState {
             return;
         }
         self.platform_backoff = None;
+        if self.dispatching {
+            // The batch on its way to the disk comes back as `Flushed`, and the next one
+            // is cut then, with every slot freed meanwhile.
+            self.rearm(myself);
+            return;
+        }
         let cap = self.config.publish_concurrency.max(1);
         let mut batch = Vec::new();
         let mut held = Vec::new();
-        while self.in_flight + self.flushing + batch.len() < cap {
+        while self.in_flight + self.flushing + batch.len() < cap && batch.len() < DISPATCH_BATCH {
             let Some(&(at, id)) = self.ready.first() else {
                 break;
             };
@@ -345,9 +404,15 @@ impl QueueState {
                 continue;
             };
             let key = entry.key.clone();
-            let mut post = match self.load_post(id) {
-                Ok(p) if matches!(p.state, PostState::Scheduled) => p,
-                Ok(_) | Err(_) => {
+            let mut post = match self.store.post(id).await {
+                Ok(Some(p)) if matches!(p.state, PostState::Scheduled) => p,
+                Ok(_) => {
+                    self.untrack(id);
+                    continue;
+                }
+                Err(error) => {
+                    // Named in the store's unreadable list; it cannot be sent.
+                    tracing::error!(post = %id, %error, "a queued post cannot be read; it is not sent");
                     self.untrack(id);
                     continue;
                 }
@@ -379,57 +444,35 @@ impl QueueState {
             self.rearm(myself);
             return;
         }
-        // One write for the whole batch, made durable by the store's flusher while this
-        // queue goes on with other messages: every post is Publishing on disk before any
-        // of them reaches its connection (`Flushed` sends them), and many dispatch passes
-        // share one flush instead of each waiting for its own.
-        let now = self.now();
-        let mut b = Batch::new();
-        for (p, from) in &held {
-            b.put_post(p);
-            b.event(post_event(now, p, *from));
-        }
-        match self.store.apply(b) {
-            Ok(events) => {
-                let posts: Vec<Post> = batch.into_iter().map(|(p, _)| p).collect();
-                self.flushing += posts.len();
-                let store = self.store.clone();
-                let bus = self.events.clone();
-                let queue = myself.clone();
-                tokio::spawn(async move {
-                    let durable = match store.sync().await {
-                        Ok(()) => {
-                            bus.publish(events);
-                            true
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "could not make a dispatch durable");
-                            false
-                        }
-                    };
-                    // The queue is gone only at shutdown, after it froze with nothing
-                    // flushing.
-                    let _ = queue.cast(QueueMsg::Flushed { posts, durable });
-                });
-            }
-            Err(e) => {
-                tracing::error!(platform = %self.platform, error = %e, "could not persist dispatch; retrying shortly");
-                for (p, _) in batch {
-                    if let Some(e) = self.entries.get_mut(&p.id) {
-                        e.publishing = false;
-                    }
-                    let mut back = p.clone();
-                    back.state = PostState::Scheduled;
-                    self.track(&back);
+        // One commit for the whole batch, made durable by the store's group commit while
+        // this queue goes on with other messages: every post is Publishing on disk before
+        // any of them reaches its connection (`Flushed` sends them).
+        let commit = self
+            .store
+            .commit(self.transitions(&held), Durability::Durable);
+        let posts: Vec<Post> = batch.into_iter().map(|(p, _)| p).collect();
+        self.flushing += posts.len();
+        self.dispatching = true;
+        let queue = myself.clone();
+        let platform = self.platform;
+        tokio::spawn(async move {
+            let durable = match commit.await {
+                Ok(_) => true,
+                Err(error) => {
+                    tracing::error!(%platform, %error, "could not make a dispatch durable; its posts wait again");
+                    false
                 }
-            }
-        }
+            };
+            // The queue is gone only at shutdown, after it froze with nothing flushing.
+            let _ = queue.cast(QueueMsg::Flushed { posts, durable });
+        });
         self.rearm(myself);
     }
 
     /// A dispatched batch is durable (or could not be made so): hands each post that is
     /// still wanted to its connection, or puts it back to wait.
     async fn flushed(&mut self, posts: Vec<Post>, durable: bool, myself: &ActorRef<QueueMsg>) {
+        self.dispatching = false;
         self.flushing = self.flushing.saturating_sub(posts.len());
         let mut back_to_wait = Vec::new();
         for post in posts {
@@ -495,7 +538,9 @@ impl QueueState {
         let mut consider = |t: Timestamp| next = Some(next.map_or(t, |n: Timestamp| n.min(t)));
         if let Some(t) = self.platform_backoff {
             consider(t);
-        } else if self.in_flight + self.flushing < self.config.publish_concurrency.max(1) {
+        } else if !self.dispatching
+            && self.in_flight + self.flushing < self.config.publish_concurrency.max(1)
+        {
             if let Some(&(t, _)) = self.ready.first() {
                 consider(t);
             }
@@ -535,7 +580,7 @@ impl QueueState {
         let now = self.now();
         let mut changed = Vec::new();
         for id in ids {
-            let mut p = self.load_post(id)?;
+            let mut p = self.load_post(id).await?;
             if matches!(p.state, PostState::Scheduled)
                 || matches!(&p.state, PostState::Paused(r) if *r != reason)
             {
@@ -557,7 +602,7 @@ impl QueueState {
         let now = self.now();
         let mut changed = Vec::new();
         for id in ids {
-            let mut p = self.load_post(id)?;
+            let mut p = self.load_post(id).await?;
             if matches!(p.state, PostState::Paused(_)) {
                 p.state = PostState::Scheduled;
                 p.updated_at = now;
@@ -570,20 +615,19 @@ impl QueueState {
         Ok(())
     }
 
-    async fn outcome(
-        &mut self,
-        id: PostId,
-        key: &ConnectionKey,
-        outcome: PublishOutcome,
-    ) -> Result<(), EngineError> {
+    /// Takes in one connection's answer. Nothing is written yet: outcomes are applied
+    /// together by [`QueueState::commit_outcomes`] before the queue handles anything else.
+    fn outcome(&mut self, mut post: Post, outcome: PublishOutcome, myself: &ActorRef<QueueMsg>) {
+        let id = post.id;
+        let key = post.connection.clone();
         let Some(entry) = self.entries.get(&id) else {
-            return Ok(()); // forgotten meanwhile (disconnected, or its actor restarted)
+            return; // forgotten meanwhile (disconnected, or its actor restarted)
         };
         if !entry.sent {
-            return Ok(());
+            return;
         }
         self.in_flight = self.in_flight.saturating_sub(1);
-        let mut post = self.load_post(id)?;
+        self.entries.remove(&id);
         let from = post.state.label();
         let now = self.now();
         post.updated_at = now;
@@ -592,27 +636,14 @@ impl QueueState {
                 post.state = PostState::Published(receipt);
                 post.next_attempt_at = None;
                 post.waiting = None;
-                self.entries.remove(&id);
-                self.commit_outcome(&post, from)?;
             }
-            PublishOutcome::Rejected(reason) => {
-                post.state = PostState::Failed(reason);
-                self.entries.remove(&id);
-                self.commit_outcome(&post, from)?;
-            }
-            PublishOutcome::Unconfirmed => {
-                post.state = PostState::Unconfirmed;
-                self.entries.remove(&id);
-                self.commit_outcome(&post, from)?;
-            }
+            PublishOutcome::Rejected(reason) => post.state = PostState::Failed(reason),
+            PublishOutcome::Unconfirmed => post.state = PostState::Unconfirmed,
             PublishOutcome::NotActive(reason) => {
-                let paused = self.slots.get(key).and_then(|s| s.paused.clone());
+                let paused = self.slots.get(&key).and_then(|s| s.paused.clone());
                 post.state = PostState::Paused(paused.unwrap_or(reason));
                 post.next_attempt_at = None;
                 post.waiting = None;
-                self.entries.remove(&id);
-                self.commit_posts(&[(post.clone(), from)]).await?;
-                self.track(&post);
             }
             PublishOutcome::RateLimited { until, scope } => {
                 post.state = PostState::Scheduled;
@@ -627,34 +658,31 @@ impl QueueState {
                         }
                     ),
                 ));
-                self.entries.remove(&id);
-                self.commit_posts(&[(post.clone(), from)]).await?;
                 match scope {
                     LimitScope::Connection => {
-                        if let Some(slot) = self.slots.get_mut(key) {
+                        if let Some(slot) = self.slots.get_mut(&key) {
                             let until = slot.backoff_until.map_or(until, |b| b.max(until));
                             slot.backoff_until = Some(until);
                             self.backoffs.insert((until, key.clone()));
                         }
-                        self.refresh_slot_readiness(key);
+                        self.refresh_slot_readiness(&key);
                     }
                     LimitScope::Platform => {
                         self.platform_backoff =
                             Some(self.platform_backoff.map_or(until, |b| b.max(until)));
                     }
                 }
-                self.track(&post);
             }
             PublishOutcome::Retry { at, reason } => {
                 post.state = PostState::Scheduled;
                 post.next_attempt_at = Some(at);
                 post.waiting = Some(reason);
-                self.entries.remove(&id);
-                self.commit_posts(&[(post.clone(), from)]).await?;
-                self.track(&post);
             }
         }
-        Ok(())
+        self.outcomes.push((post, from));
+        if !self.outcomes_scheduled {
+            self.outcomes_scheduled = myself.cast(QueueMsg::CommitOutcomes).is_ok();
+        }
     }
 
     /// Posts of `key` that were handed to a connection actor that has since died: they
@@ -669,7 +697,7 @@ impl QueueState {
         for id in ids {
             self.in_flight = self.in_flight.saturating_sub(1);
             self.entries.remove(&id);
-            let mut p = self.load_post(id)?;
+            let mut p = self.load_post(id).await?;
             if !matches!(p.state, PostState::Publishing) {
                 continue;
             }
@@ -688,55 +716,68 @@ impl QueueState {
         Ok(())
     }
 
-    async fn load(&mut self, posts: Vec<Post>) -> Result<(), EngineError> {
+    /// Rebuilds the queue from the statuses its posts had at the last stop.
+    async fn load(&mut self, statuses: Vec<PostStatus>) -> Result<(), EngineError> {
         let now = self.now();
-        let mut changed = Vec::new();
+        let mut batch = Batch::new();
         let mut waiting = Vec::new();
-        for mut p in posts {
-            if p.connection.platform != self.platform {
+        for mut s in statuses {
+            if s.connection.platform != self.platform {
                 continue;
             }
-            let from = p.state.label();
-            let paused = self.slots.get(&p.connection).map(|s| s.paused.clone());
-            match (&p.state, paused) {
+            let from = s.state.label();
+            let paused = self
+                .slots
+                .get(&s.connection)
+                .map(|slot| slot.paused.clone());
+            match (&s.state, paused) {
                 // Its connection is gone: nothing can publish it; fail it with the reason.
-                (_, None) if !matches!(p.state, PostState::Publishing) => {
-                    p.state = PostState::Failed(Reason::new(ReasonCode::AccountDisconnected));
+                (_, None) if !matches!(s.state, PostState::Publishing) => {
+                    s.state = PostState::Failed(Reason::new(ReasonCode::AccountDisconnected));
                 }
                 (PostState::Publishing, _) => {
-                    p.state = if self.idempotent {
+                    s.state = if self.idempotent {
                         PostState::Scheduled
                     } else {
                         PostState::Unconfirmed
                     };
                 }
-                (PostState::Scheduled, Some(Some(reason))) => p.state = PostState::Paused(reason),
+                (PostState::Scheduled, Some(Some(reason))) => s.state = PostState::Paused(reason),
                 (PostState::Paused(r), Some(Some(reason))) if *r != reason => {
-                    p.state = PostState::Paused(reason)
+                    s.state = PostState::Paused(reason)
                 }
-                (PostState::Paused(_), Some(None)) => p.state = PostState::Scheduled,
+                (PostState::Paused(_), Some(None)) => s.state = PostState::Scheduled,
                 _ => {}
             }
-            if p.state.label() != from {
-                p.updated_at = now;
-                changed.push((p.clone(), from));
+            if s.state.label() != from {
+                s.updated_at = now;
+                batch.put_status(&s).event(
+                    Event::new(now, s.connection.clone(), EventKind::PostState)
+                        .post(s.id)
+                        .transition(Some(from), Some(s.state.label()))
+                        .reason(s.state.reason().or(s.waiting.as_ref()).cloned()),
+                );
             }
-            if p.state.is_pending() {
-                waiting.push(p);
+            if s.state.is_pending() {
+                waiting.push(s);
             }
         }
-        self.commit_posts(&changed).await?;
-        for p in &waiting {
-            self.track(p);
+        if !batch.is_empty() {
+            self.store.commit(batch, Durability::Durable).await?;
+        }
+        for s in &waiting {
+            self.track_parts(
+                s.id,
+                &s.connection,
+                s.ready_at(),
+                s.due_at,
+                matches!(s.state, PostState::Scheduled),
+            );
         }
         Ok(())
     }
 
-    async fn schedule(
-        &mut self,
-        mut post: Post,
-        myself: &ActorRef<QueueMsg>,
-    ) -> Result<Post, EngineError> {
+    async fn schedule(&mut self, mut post: Post) -> Result<Post, EngineError> {
         let Some(slot) = self.slots.get(&post.connection) else {
             return Err(EngineError::NotConnected(post.connection.clone()));
         };
@@ -751,8 +792,7 @@ impl QueueState {
                 .transition(None, Some(post.state.label()))
                 .reason(post.state.reason().cloned()),
         );
-        let events = self.store.commit(b, Durability::Durable).await?;
-        self.events.publish(events);
+        self.store.commit(b, Durability::Durable).await?;
         self.track(&post);
         // Due within the lead time already: check the grant now.
         if post.due_at.saturating_sub(self.config.precheck_lead) <= self.now() {
@@ -764,12 +804,11 @@ impl QueueState {
                 let _ = a.cast(ConnectionMsg::CheckBeforePost);
             }
         }
-        self.dispatch(myself).await;
         Ok(post)
     }
 
     async fn cancel(&mut self, id: PostId) -> Result<Post, EngineError> {
-        let mut post = self.load_post(id)?;
+        let mut post = self.load_post(id).await?;
         if post.connection.platform != self.platform {
             return Err(EngineError::PostNotFound(id));
         }
@@ -791,12 +830,8 @@ impl QueueState {
         Ok(post)
     }
 
-    async fn retry(
-        &mut self,
-        id: PostId,
-        myself: &ActorRef<QueueMsg>,
-    ) -> Result<Post, EngineError> {
-        let mut post = self.load_post(id)?;
+    async fn retry(&mut self, id: PostId) -> Result<Post, EngineError> {
+        let mut post = self.load_post(id).await?;
         match post.state {
             PostState::Failed(_) | PostState::Held(_) => {}
             ref s => {
@@ -821,17 +856,11 @@ impl QueueState {
         post.updated_at = now;
         self.commit_posts(&[(post.clone(), from)]).await?;
         self.track(&post);
-        self.dispatch(myself).await;
         Ok(post)
     }
 
-    async fn resolve(
-        &mut self,
-        id: PostId,
-        published: bool,
-        myself: &ActorRef<QueueMsg>,
-    ) -> Result<Post, EngineError> {
-        let mut post = self.load_post(id)?;
+    async fn resolve(&mut self, id: PostId, published: bool) -> Result<Post, EngineError> {
+        let mut post = self.load_post(id).await?;
         if !matches!(post.state, PostState::Unconfirmed) {
             return Err(EngineError::InvalidTransition {
                 id,
@@ -863,16 +892,11 @@ impl QueueState {
         self.commit_posts(&[(post.clone(), StateLabel::Unconfirmed)])
             .await?;
         self.track(&post);
-        self.dispatch(myself).await;
         Ok(post)
     }
 
-    async fn update(
-        &mut self,
-        new: Post,
-        myself: &ActorRef<QueueMsg>,
-    ) -> Result<Post, EngineError> {
-        let old = self.load_post(new.id)?;
+    async fn update(&mut self, new: Post) -> Result<Post, EngineError> {
+        let old = self.load_post(new.id).await?;
         match old.state {
             PostState::Scheduled | PostState::Paused(_) | PostState::Held(_) => {}
             ref s => {
@@ -891,12 +915,13 @@ impl QueueState {
         post.waiting = None;
         post.updated_at = self.now();
         let was_tracked = self.untrack(post.id).is_some();
-        self.commit_posts(&[(post.clone(), old.state.label())])
-            .await?;
+        // The body changed too: the whole post is written.
+        let mut b = Batch::new();
+        b.put_post(&post);
+        self.store.commit(b, Durability::Durable).await?;
         if was_tracked {
             self.track(&post);
         }
-        self.dispatch(myself).await;
         Ok(post)
     }
 
@@ -904,7 +929,11 @@ impl QueueState {
         let now = self.now();
         let reason = Reason::new(ReasonCode::AccountDisconnected);
         let mut changed = Vec::new();
-        for p in self.store.posts_of_connection(key, None)? {
+        let posts = self.store.posts_of_connection(key).await?;
+        for unreadable in &posts.unreadable {
+            tracing::error!(connection = %key, record = %unreadable.key, problem = %unreadable.problem, "a post of a disconnected account cannot be read; it stays as it is and is named as unreadable");
+        }
+        for p in posts.items {
             if matches!(
                 p.state,
                 PostState::Scheduled
@@ -968,7 +997,6 @@ impl Actor for QueueActor {
             store: args.store,
             clock: args.clock,
             config: args.config,
-            events: args.events,
             idempotent: args.idempotent_publish,
             slots: HashMap::new(),
             entries: HashMap::new(),
@@ -978,6 +1006,9 @@ impl Actor for QueueActor {
             prechecks: BTreeSet::new(),
             in_flight: 0,
             flushing: 0,
+            dispatching: false,
+            outcomes: Vec::new(),
+            outcomes_scheduled: false,
             freeze_waiters: Vec::new(),
             timer: None,
             frozen: false,
@@ -989,6 +1020,8 @@ impl Actor for QueueActor {
         _myself: ActorRef<QueueMsg>,
         state: &mut QueueState,
     ) -> Result<(), ActorProcessingErr> {
+        // A stop after a drain has nothing pending; anything else still gets written.
+        state.commit_outcomes();
         if let Some((_, h)) = state.timer.take() {
             h.abort();
         }
@@ -1001,7 +1034,17 @@ impl Actor for QueueActor {
         msg: QueueMsg,
         state: &mut QueueState,
     ) -> Result<(), ActorProcessingErr> {
+        if let QueueMsg::Outcome { post, outcome } = msg {
+            // Gathered; applied together when `CommitOutcomes` (or any other message)
+            // comes.
+            state.outcome(*post, outcome, &myself);
+            return Ok(());
+        }
+        // Every other message sees the outcomes already applied.
+        state.commit_outcomes();
         match msg {
+            QueueMsg::Outcome { .. } => {}
+            QueueMsg::CommitOutcomes => state.outcomes_scheduled = false,
             QueueMsg::Register { key, actor, paused } => {
                 let slot = state.slots.entry(key.clone()).or_insert_with(|| Slot {
                     actor: None,
@@ -1022,13 +1065,13 @@ impl Actor for QueueActor {
                 }
                 state.refresh_slot_readiness(&key);
             }
-            QueueMsg::Load(posts) => {
-                if let Err(e) = state.load(posts).await {
+            QueueMsg::Load(statuses) => {
+                if let Err(e) = state.load(statuses).await {
                     tracing::error!(platform = %state.platform, error = %e, "could not load posts");
                 }
             }
             QueueMsg::Schedule { post, reply } => {
-                let r = state.schedule(*post, &myself).await;
+                let r = state.schedule(*post).await;
                 let _ = reply.send(r);
             }
             QueueMsg::Cancel { id, reply } => {
@@ -1036,7 +1079,7 @@ impl Actor for QueueActor {
                 let _ = reply.send(r);
             }
             QueueMsg::Retry { id, reply } => {
-                let r = state.retry(id, &myself).await;
+                let r = state.retry(id).await;
                 let _ = reply.send(r);
             }
             QueueMsg::Resolve {
@@ -1044,11 +1087,11 @@ impl Actor for QueueActor {
                 published,
                 reply,
             } => {
-                let r = state.resolve(id, published, &myself).await;
+                let r = state.resolve(id, published).await;
                 let _ = reply.send(r);
             }
             QueueMsg::Update { post, reply } => {
-                let r = state.update(*post, &myself).await;
+                let r = state.update(*post).await;
                 let _ = reply.send(r);
             }
             QueueMsg::Pause { key, reason } => {
@@ -1059,11 +1102,6 @@ impl Actor for QueueActor {
             QueueMsg::Resume { key } => {
                 if let Err(e) = state.resume(&key).await {
                     tracing::error!(connection = %key, error = %e, "could not resume posts");
-                }
-            }
-            QueueMsg::Outcome { id, key, outcome } => {
-                if let Err(e) = state.outcome(id, &key, outcome).await {
-                    tracing::error!(post = %id, error = %e, "could not record a publish outcome");
                 }
             }
             QueueMsg::Disconnected { key, reply } => {

@@ -13,14 +13,15 @@ use ractor::{
 };
 use social_studio_storage::{
     Account, Batch, Connection, ConnectionKey, ConnectionStatus, Durability, Event, EventKind,
-    Grant, PenName, Platform, Post, PostId, Reason, ReasonCode, StateLabel, Store, Target,
+    Grant, PenName, Platform, Post, PostId, PostStatus, Reason, ReasonCode, SharedStore,
+    StateLabel, StoreError, Target, UnreadableRecord,
 };
 
 use crate::connection::{
     ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionView, DisconnectReport,
 };
 use crate::queue::{QueueActor, QueueArgs, QueueMsg, QueueStats};
-use crate::{Clock, EngineConfig, EngineError, EventBus, PlatformPort};
+use crate::{Clock, EngineConfig, EngineError, PlatformPort};
 
 /// The actor tree at a glance.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +32,8 @@ pub struct TreeReport {
     /// Connection actors restarted since boot.
     pub restarts: u64,
     pub queues: Vec<(Platform, QueueStats)>,
+    /// Stored records that cannot be read, each named with what it belonged to.
+    pub unreadable: Vec<UnreadableRecord>,
 }
 
 type Reply<T> = RpcReplyPort<Result<T, EngineError>>;
@@ -91,21 +94,19 @@ pub struct ConnectRequest {
 }
 
 pub struct SupervisorArgs {
-    pub store: Store,
+    pub store: SharedStore,
     pub ports: HashMap<Platform, Arc<dyn PlatformPort>>,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<EngineConfig>,
-    pub events: EventBus,
 }
 
 pub struct Supervisor;
 
 pub struct SupervisorState {
-    store: Store,
+    store: SharedStore,
     ports: HashMap<Platform, Arc<dyn PlatformPort>>,
     clock: Arc<dyn Clock>,
     config: Arc<EngineConfig>,
-    events: EventBus,
     queues: HashMap<Platform, ActorRef<QueueMsg>>,
     queue_ids: HashMap<ActorId, Platform>,
     connections: HashMap<ConnectionKey, ActorRef<ConnectionMsg>>,
@@ -136,7 +137,6 @@ impl SupervisorState {
             store: self.store.clone(),
             clock: self.clock.clone(),
             config: self.config.clone(),
-            events: self.events.clone(),
             idempotent_publish: self
                 .ports
                 .get(&platform)
@@ -177,7 +177,6 @@ impl SupervisorState {
             clock: self.clock.clone(),
             config: self.config.clone(),
             queue,
-            events: self.events.clone(),
             seed,
             platform_limit: self
                 .platform_limits
@@ -212,10 +211,14 @@ impl SupervisorState {
         if let Some(a) = self.live_connection(key) {
             return Ok(Some(a.clone()));
         }
-        let Some(record) = self.store.connection(key)? else {
-            return Ok(None);
+        let record = match self.store.connection(key).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Ok(None),
+            // A record that cannot be read has no actor; a new connect replaces it.
+            Err(StoreError::Codec(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
-        let grant = self.store.grant(key).ok().flatten();
+        let grant = self.store.grant(key).await.ok().flatten();
         self.restarts.remove(key);
         let actor = self
             .spawn_connection(record, grant, myself)
@@ -229,21 +232,19 @@ impl SupervisorState {
         Ok(actor)
     }
 
-    fn view_from_store(&self, key: &ConnectionKey) -> Result<Option<ConnectionView>, EngineError> {
-        let Some(connection) = self.store.connection(key)? else {
+    async fn view_from_store(
+        &self,
+        key: &ConnectionKey,
+    ) -> Result<Option<ConnectionView>, EngineError> {
+        let Some(connection) = self.store.connection(key).await? else {
             return Ok(None);
         };
-        let grant = self.store.grant(key).ok().flatten();
-        let renewable = match (&grant, self.ports.get(&key.platform)) {
-            (Some(g), Some(p)) => p.renewable(g),
-            _ => false,
-        };
-        Ok(Some(ConnectionView {
+        Ok(Some(ConnectionView::of(
             connection,
-            expires_at: grant.as_ref().and_then(|g| g.expires_at),
-            renewable,
-            expiring_soon: false,
-        }))
+            self.ports.get(&key.platform).map(|p| &**p),
+            self.clock.now(),
+            self.config.expiring_soon_warning,
+        )))
     }
 
     async fn connect(
@@ -287,6 +288,7 @@ impl SupervisorState {
                     connected_at: now,
                     status_since: now,
                     refresh_in_flight: None,
+                    grant: Some(grant.facts()),
                 };
                 let mut b = Batch::new();
                 b.put_connection(&record).put_grant(&key, &grant).event(
@@ -294,8 +296,7 @@ impl SupervisorState {
                         .transition(Some(StateLabel::NotConnected), Some(StateLabel::Active)),
                 );
                 let result = async {
-                    let events = self.store.commit(b, Durability::Durable).await?;
-                    self.events.publish(events);
+                    self.store.commit(b, Durability::Durable).await?;
                     let actor = self
                         .spawn_connection(record, Some(grant), myself)
                         .await
@@ -305,10 +306,14 @@ impl SupervisorState {
                         actor: actor.clone(),
                         paused: None,
                     })?;
+                    // Posts a record that could not be read had paused go again.
+                    self.queue(key.platform)?
+                        .cast(QueueMsg::Resume { key: key.clone() })?;
                     match actor {
                         Some(a) => Ok(ractor::call!(a, ConnectionMsg::Status)?),
                         None => self
-                            .view_from_store(&key)?
+                            .view_from_store(&key)
+                            .await?
                             .ok_or(EngineError::NotConnected(key.clone())),
                     }
                 }
@@ -322,8 +327,8 @@ impl SupervisorState {
     }
 
     /// The post, if it belongs to this pen name (another pen name's post is "not found").
-    fn owned_post(&self, pen: &PenName, id: PostId) -> Result<Post, EngineError> {
-        match self.store.post(id)? {
+    async fn owned_post(&self, pen: &PenName, id: PostId) -> Result<Post, EngineError> {
+        match self.store.post(id).await? {
             Some(p) if p.connection.pen_name == *pen => Ok(p),
             _ => Err(EngineError::PostNotFound(id)),
         }
@@ -345,7 +350,7 @@ impl SupervisorState {
         let Ok(queue) = self.queue(key.platform).cloned() else {
             return;
         };
-        let record = match self.store.connection(&key) {
+        let record = match self.store.connection(&key).await {
             Ok(Some(r)) => r,
             Ok(None) => return, // disconnected meanwhile
             Err(e) => {
@@ -371,7 +376,7 @@ impl SupervisorState {
                 .reason(Some(reason.clone())),
             );
             match self.store.commit(b, Durability::Durable).await {
-                Ok(events) => self.events.publish(events),
+                Ok(_) => {}
                 Err(e) => {
                     tracing::error!(connection = %key, error = %e, "cannot record too many restarts")
                 }
@@ -384,7 +389,7 @@ impl SupervisorState {
             return;
         }
         self.restart_total += 1;
-        let grant = self.store.grant(&key).ok().flatten();
+        let grant = self.store.grant(&key).await.ok().flatten();
         match self.spawn_connection(record, grant, myself).await {
             Ok(actor) => {
                 tracing::warn!(connection = %key, "connection actor restarted from storage");
@@ -396,19 +401,67 @@ impl SupervisorState {
         }
     }
 
+    /// Disconnects a connection whose record cannot be read (it has no actor): revokes
+    /// its grant where the grant still opens, fails its readable posts as any disconnect
+    /// does, and erases it. A connection that does not exist at all is "not connected".
+    async fn disconnect_unreadable(
+        &mut self,
+        key: ConnectionKey,
+    ) -> Result<DisconnectReport, EngineError> {
+        match self.store.connection(&key).await {
+            Err(StoreError::Codec(_)) => {}
+            Ok(_) => return Err(EngineError::NotConnected(key)),
+            Err(e) => return Err(e.into()),
+        }
+        let revoke = match (self.store.grant(&key).await, self.ports.get(&key.platform)) {
+            (Ok(Some(grant)), Some(port)) => port.revoke(&grant).await,
+            (_, None) => Ok(crate::RevokeOutcome::NotSupported),
+            (_, Some(_)) => Err(crate::PortError::Unavailable {
+                detail: "the connection's stored grant cannot be read, so it could not be revoked at the platform".into(),
+                maybe_delivered: false,
+            }),
+        };
+        let queue = self.queue(key.platform)?.clone();
+        let posts_failed = crate::connection::CallResultExt::success_or_unavailable(
+            queue
+                .call(
+                    |r| QueueMsg::Disconnected {
+                        key: key.clone(),
+                        reply: r,
+                    },
+                    None,
+                )
+                .await?,
+        )??;
+        let mut b = Batch::new();
+        b.delete_connection(&key).delete_grant(&key).event(
+            Event::new(self.clock.now(), key.clone(), EventKind::ConnectionStatus)
+                .transition(None, Some(StateLabel::NotConnected))
+                .reason(Some(Reason::new(ReasonCode::AccountDisconnected))),
+        );
+        self.store.commit(b, Durability::Durable).await?;
+        Ok(DisconnectReport {
+            revoke,
+            posts_failed,
+        })
+    }
+
     async fn queue_failed(&mut self, platform: Platform, myself: &ActorCell) {
         tracing::error!(%platform, "platform queue failed; rebuilding it from storage");
         let Ok(queue) = self.spawn_queue(platform, myself).await else {
             return;
         };
-        for (key, actor) in self
+        let connections: Vec<_> = self
             .connections
             .iter()
             .filter(|(k, _)| k.platform == platform)
-        {
+            .map(|(k, a)| (k.clone(), a.clone()))
+            .collect();
+        for (key, actor) in &connections {
             let paused = self
                 .store
                 .connection(key)
+                .await
                 .ok()
                 .flatten()
                 .and_then(|c| c.status.reason().cloned());
@@ -419,7 +472,7 @@ impl SupervisorState {
             });
             let _ = actor.cast(ConnectionMsg::Rebind(queue.clone()));
         }
-        if let Ok(loaded) = self.store.queued_posts() {
+        if let Ok(loaded) = self.store.queued_posts().await {
             let posts = loaded
                 .items
                 .into_iter()
@@ -446,7 +499,6 @@ impl Actor for Supervisor {
             ports: args.ports,
             clock: args.clock,
             config: args.config,
-            events: args.events,
             queues: HashMap::new(),
             queue_ids: HashMap::new(),
             connections: HashMap::new(),
@@ -464,14 +516,11 @@ impl Actor for Supervisor {
             state.spawn_queue(platform, &cell).await?;
         }
         // Every connection, then every unfinished post, from storage.
-        let loaded = state.store.all_connections()?;
-        for e in &loaded.unreadable {
-            tracing::error!(error = %e, "skipping an unreadable connection record");
-        }
+        let loaded = state.store.all_connections().await?;
         for record in loaded.items {
             let key = record.key.clone();
             let paused = record.status.reason().cloned();
-            let grant = match state.store.grant(&key) {
+            let grant = match state.store.grant(&key).await {
                 Ok(g) => g,
                 Err(e) => {
                     tracing::error!(connection = %key, error = %e, "stored grant unreadable");
@@ -490,11 +539,27 @@ impl Actor for Supervisor {
                 .queue(key.platform)?
                 .cast(QueueMsg::Register { key, actor, paused })?;
         }
-        let posts = state.store.queued_posts()?;
-        for e in &posts.unreadable {
-            tracing::error!(error = %e, "skipping an unreadable post record");
+        // A connection whose record cannot be read has no actor, but its posts are kept:
+        // they wait, paused with a reason, instead of being failed as disconnected.
+        for unreadable in &loaded.unreadable {
+            tracing::error!(record = %unreadable.key, problem = %unreadable.problem, "a connection record cannot be read; its posts wait");
+            if let Some(key) = unreadable.connection.clone() {
+                let reason = Reason::with_platform_message(
+                    ReasonCode::RecordUnreadable,
+                    unreadable.problem.clone(),
+                );
+                state.queue(key.platform)?.cast(QueueMsg::Register {
+                    key,
+                    actor: None,
+                    paused: Some(reason),
+                })?;
+            }
         }
-        let mut by_platform: HashMap<Platform, Vec<Post>> = HashMap::new();
+        let posts = state.store.queued_posts().await?;
+        for e in &posts.unreadable {
+            tracing::error!(record = %e.key, problem = %e.problem, "a queued post cannot be read; it is named as unreadable and not sent");
+        }
+        let mut by_platform: HashMap<Platform, Vec<PostStatus>> = HashMap::new();
         for p in posts.items {
             by_platform
                 .entry(p.connection.platform)
@@ -531,7 +596,8 @@ impl Actor for Supervisor {
                         }
                     }
                     Ok(None) => {
-                        let _ = reply.send(Err(EngineError::NotConnected(key)));
+                        let r = state.disconnect_unreadable(key).await;
+                        let _ = reply.send(r);
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e));
@@ -551,7 +617,7 @@ impl Actor for Supervisor {
                     });
                 }
                 None => {
-                    let _ = reply.send(state.view_from_store(&key));
+                    let _ = reply.send(state.view_from_store(&key).await);
                 }
             },
             SupervisorMsg::Verify { key, reply } => match state.live_connection(&key) {
@@ -565,7 +631,7 @@ impl Actor for Supervisor {
                     }
                 }
                 None => {
-                    let r = match state.view_from_store(&key) {
+                    let r = match state.view_from_store(&key).await {
                         Ok(Some(v)) => Err(EngineError::ConnectionNotActive {
                             status: v.connection.status.label(),
                             reason: v
@@ -590,7 +656,7 @@ impl Actor for Supervisor {
                 }
             }
             SupervisorMsg::Update { post, reply } => {
-                match state.owned_post(&post.connection.pen_name, post.id) {
+                match state.owned_post(&post.connection.pen_name, post.id).await {
                     Ok(existing) => match state.queue(existing.connection.platform) {
                         Ok(q) => forward(q, QueueMsg::Update { post, reply }),
                         Err(e) => {
@@ -607,36 +673,39 @@ impl Actor for Supervisor {
                     id,
                     reply,
                 })
+                .await
             }
             SupervisorMsg::Retry { pen, id, reply } => {
                 route_post(state, &pen, id, reply, |id, reply| QueueMsg::Retry {
                     id,
                     reply,
                 })
+                .await
             }
             SupervisorMsg::Resolve {
                 pen,
                 id,
                 published,
                 reply,
-            } => route_post(state, &pen, id, reply, move |id, reply| QueueMsg::Resolve {
-                id,
-                published,
-                reply,
-            }),
+            } => {
+                route_post(state, &pen, id, reply, move |id, reply| QueueMsg::Resolve {
+                    id,
+                    published,
+                    reply,
+                })
+                .await
+            }
             SupervisorMsg::Tree(reply) => {
                 let mut report = TreeReport {
                     restarts: state.restart_total,
+                    unreadable: state.store.unreadable(),
                     ..TreeReport::default()
                 };
-                if let Ok(all) = state.store.all_connections() {
-                    for c in all.items {
-                        match c.status {
-                            ConnectionStatus::Active => report.connections_active += 1,
-                            ConnectionStatus::Expired(_) => report.connections_expired += 1,
-                            ConnectionStatus::Error(_) => report.connections_error += 1,
-                        }
-                    }
+                // Counted by the store as statuses change: constant time at any size.
+                if let Ok(counts) = state.store.connection_counts().await {
+                    report.connections_active = counts.active as usize;
+                    report.connections_expired = counts.expired as usize;
+                    report.connections_error = counts.error as usize;
                 }
                 let queues: Vec<_> = state.queues.iter().map(|(p, q)| (*p, q.clone())).collect();
                 tokio::spawn(async move {
@@ -748,7 +817,7 @@ fn forward(q: &ActorRef<QueueMsg>, msg: QueueMsg) {
     }
 }
 
-fn route_post(
+async fn route_post(
     state: &SupervisorState,
     pen: &PenName,
     id: PostId,
@@ -757,6 +826,7 @@ fn route_post(
 ) {
     match state
         .owned_post(pen, id)
+        .await
         .and_then(|p| state.queue(p.connection.platform).cloned())
     {
         Ok(q) => forward(&q, make(id, reply)),

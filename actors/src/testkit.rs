@@ -486,8 +486,8 @@ impl PlatformPort for FakePlatform {
         Ok(RevokeOutcome::Revoked)
     }
 
-    fn renewable(&self, grant: &Grant) -> bool {
-        self.refreshable && grant.refresh_token.is_some()
+    fn renewable(&self, grant: &social_studio_storage::GrantFacts) -> bool {
+        self.refreshable && grant.has_refresh_token
     }
 
     fn lost_refresh_policy(&self) -> LostRefreshPolicy {
@@ -506,11 +506,11 @@ impl PlatformPort for FakePlatform {
 /// master key lives in a key file in `dir` so a reopen finds it.
 pub fn open_store(
     dir: &std::path::Path,
-) -> Result<social_studio_storage::Store, social_studio_storage::StoreError> {
+) -> Result<social_studio_storage::SharedStore, social_studio_storage::StoreError> {
     let mut config = social_studio_storage::StoreConfig::new(dir);
     config.hold_virtual_time = true;
     config.background_flush_ms = None;
-    social_studio_storage::Store::open(&config)
+    Ok(Arc::new(social_studio_storage::SledStore::open(&config)?))
 }
 
 /// Waits for the first event matching `pred`, for at most `within` of (virtual) time.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use social_studio_actors::testkit::{open_store, wait_for_event, FakePlatform};
 use social_studio_actors::{Clock, Engine, EngineConfig, TokioClock};
 use social_studio_storage::{
-    ConnectionKey, Event, PenName, Platform, PostId, StateLabel, Store, Timestamp,
+    ConnectionKey, Event, PenName, Platform, PostId, SharedStore, StateLabel, Timestamp,
 };
 use tokio::sync::broadcast::Receiver;
 
@@ -55,7 +55,7 @@ impl Narrator {
 /// A fresh engine on virtual time with one fake platform.
 pub struct World {
     pub dir: tempfile::TempDir,
-    pub store: Store,
+    pub store: SharedStore,
     pub clock: Arc<TokioClock>,
     pub fake: FakePlatform,
     pub engine: Engine,
@@ -111,9 +111,10 @@ impl World {
         self.engine.schedule(post).await.expect("schedule").id
     }
 
-    pub fn state(&self, id: PostId) -> StateLabel {
+    pub async fn state(&self, id: PostId) -> StateLabel {
         self.store
             .post(id)
+            .await
             .ok()
             .flatten()
             .map(|p| p.state.label())
@@ -130,6 +131,7 @@ impl World {
         if let Some(pen) = self
             .store
             .post(id)
+            .await
             .ok()
             .flatten()
             .map(|p| p.connection.pen_name)
@@ -137,6 +139,7 @@ impl World {
             let stored = self
                 .store
                 .events_of_post(&pen, id, social_studio_storage::EventPage::newest(100))
+                .await
                 .unwrap_or_default();
             if let Some(e) = stored.into_iter().find(|e| e.to == Some(label)) {
                 return Some(e);

@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::extract::{ApiQuery, PenPath};
 use super::openapi::ErrorBody;
 use super::AppState;
-use crate::studio::views::AttentionItem;
+use crate::studio::views::{AttentionItem, UnreadableView};
 
 /// How long readiness waits for the engine to answer.
 const READY_WITHIN: Duration = Duration::from_secs(2);
@@ -29,11 +29,30 @@ pub(crate) struct StatusBody {
     pub(crate) status: &'static str,
 }
 
-/// `{"attention": [...]}`.
+/// Readiness: `ready`, and — without failing it — how many stored records cannot be read.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ReadyBody {
+    pub(crate) status: &'static str,
+    pub(crate) unreadable_records: UnreadableCount,
+}
+
+/// A count and a code only: `/readyz` needs no token, so it names nothing.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UnreadableCount {
+    pub(crate) count: usize,
+    /// `record_unreadable` when `count` > 0, else null. The records are named in
+    /// `/v1/supervisor` and the attention list.
+    pub(crate) code: Option<&'static str>,
+}
+
+/// `{"attention": [...], "unreadable": [...]}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AttentionBody {
     #[schema(value_type = Vec<Object>)]
     pub(crate) attention: Vec<AttentionItem>,
+    /// Stored records that cannot be read, each with what it belonged to.
+    #[schema(value_type = Vec<Object>)]
+    pub(crate) unreadable: Vec<UnreadableView>,
 }
 
 /// Connection actors by status.
@@ -65,6 +84,9 @@ pub(crate) struct SupervisorBody {
     /// Connection actors restarted since boot.
     pub(crate) restarts: u64,
     pub(crate) queues: Vec<QueueBody>,
+    /// Stored records that cannot be read, each named with what it belonged to.
+    #[schema(value_type = Vec<Object>)]
+    pub(crate) unreadable: Vec<UnreadableView>,
 }
 
 impl From<&TreeReport> for SupervisorBody {
@@ -81,6 +103,7 @@ impl From<&TreeReport> for SupervisorBody {
                 .iter()
                 .map(|(platform, stats)| QueueBody::new(*platform, stats))
                 .collect(),
+            unreadable: report.unreadable.iter().map(UnreadableView::from).collect(),
         }
     }
 }
@@ -113,13 +136,23 @@ pub(crate) async fn healthz() -> Json<StatusBody> {
     path = "/readyz",
     tag = "status",
     responses(
-        (status = 200, description = "the engine answered within 2 s", body = StatusBody),
+        (status = 200, description = "the engine answered within 2 s; unreadable records are counted, never a reason to fail", body = ReadyBody),
         (status = 503, description = "not_ready", body = ErrorBody),
     )
 )]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(READY_WITHIN, state.studio.supervisor()).await {
-        Ok(Ok(_)) => Json(StatusBody { status: "ready" }).into_response(),
+        Ok(Ok(report)) => {
+            let count = report.unreadable.len();
+            Json(ReadyBody {
+                status: "ready",
+                unreadable_records: UnreadableCount {
+                    count,
+                    code: (count > 0).then_some("record_unreadable"),
+                },
+            })
+            .into_response()
+        }
         Ok(Err(e)) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
@@ -149,8 +182,11 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 pub(crate) async fn attention_all(
     State(state): State<AppState>,
 ) -> Result<Json<AttentionBody>, ApiError> {
-    let attention = state.studio.attention(None).await?;
-    Ok(Json(AttentionBody { attention }))
+    let (attention, unreadable) = state.studio.attention(None).await?;
+    Ok(Json(AttentionBody {
+        attention,
+        unreadable,
+    }))
 }
 
 #[utoipa::path(
@@ -170,8 +206,11 @@ pub(crate) async fn attention_of_pen(
     State(state): State<AppState>,
     PenPath(pen): PenPath,
 ) -> Result<Json<AttentionBody>, ApiError> {
-    let attention = state.studio.attention(Some(&pen)).await?;
-    Ok(Json(AttentionBody { attention }))
+    let (attention, unreadable) = state.studio.attention(Some(&pen)).await?;
+    Ok(Json(AttentionBody {
+        attention,
+        unreadable,
+    }))
 }
 
 #[utoipa::path(

@@ -149,7 +149,7 @@ pub(crate) async fn show(
 ) -> Result<Json<ConnectionDetail>, ApiError> {
     record_key(&key);
     let connection = state.studio.connection(&key).await?;
-    let events = state.studio.connection_events(&key, RECENT_EVENTS)?;
+    let events = state.studio.connection_events(&key, RECENT_EVENTS).await?;
     Ok(Json(ConnectionDetail { connection, events }))
 }
 

@@ -206,10 +206,14 @@ impl Pump {
     async fn replay(&mut self) -> Result<(), Stop> {
         let mut position = self.seen.unwrap_or(0);
         loop {
-            let page = self.studio.events_after(position, PAGE).map_err(|e| {
-                tracing::error!(error = %e, "cannot read stored events for the stream");
-                Stop::StoreFailed
-            })?;
+            let page = self
+                .studio
+                .events_after(position, PAGE)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot read stored events for the stream");
+                    Stop::StoreFailed
+                })?;
             for event in &page {
                 position = position.max(event.seq);
                 self.send(event).await?;

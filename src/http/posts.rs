@@ -28,6 +28,16 @@ pub(crate) struct PostsBody {
     pub(crate) posts: Vec<PostView>,
 }
 
+/// `{"posts": [...], "unreadable": [...]}`: every post that can be read, and every one
+/// that cannot, named by id with why — never an error because one is unreadable.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PostListBody {
+    #[schema(value_type = Vec<Object>)]
+    pub(crate) posts: Vec<PostView>,
+    #[schema(value_type = Vec<Object>)]
+    pub(crate) unreadable: Vec<crate::studio::views::UnreadableView>,
+}
+
 /// One post.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(transparent)]
@@ -146,7 +156,7 @@ pub(crate) async fn schedule(
     tag = "posts",
     params(("pen" = String, Path, description = "pen name"), ListQuery),
     responses(
-        (status = 200, description = "the pen name's posts, newest due first", body = PostsBody),
+        (status = 200, description = "the pen name's posts, newest due first, and those that cannot be read", body = PostListBody),
         (status = 400, description = "invalid pen name, or invalid_state_filter", body = ErrorBody),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
     ),
@@ -157,10 +167,13 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     PenPath(pen): PenPath,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<PostsBody>, ApiError> {
+) -> Result<Json<PostListBody>, ApiError> {
     let filter = query.state.as_deref().map(parse_state_filter).transpose()?;
-    let posts = state.studio.posts(&pen, filter)?;
-    Ok(Json(PostsBody { posts }))
+    let list = state.studio.posts(&pen, filter).await?;
+    Ok(Json(PostListBody {
+        posts: list.posts,
+        unreadable: list.unreadable,
+    }))
 }
 
 #[utoipa::path(
@@ -182,7 +195,7 @@ pub(crate) async fn show(
     path: PostPath,
 ) -> Result<Json<PostBody>, ApiError> {
     record_pen(&path.pen);
-    Ok(Json(PostBody(state.studio.post(&path.pen, path.id)?)))
+    Ok(Json(PostBody(state.studio.post(&path.pen, path.id).await?)))
 }
 
 #[utoipa::path(

@@ -760,9 +760,9 @@ impl PlatformPort for LinkedinAdapter {
 
     /// Renewable only with a refresh token that has not lapsed: self-serve grants have
     /// none, and a partner's lapses 365 days after the first consent.
-    fn renewable(&self, grant: &Grant) -> bool {
+    fn renewable(&self, grant: &social_studio_storage::GrantFacts) -> bool {
         let now = self.clock.now();
-        grant.refresh_token.is_some() && grant.refresh_expires_at.is_none_or(|at| at > now)
+        grant.has_refresh_token && grant.refresh_expires_at.is_none_or(|at| at > now)
     }
 
     fn expiry_reason(&self) -> Reason {

@@ -799,7 +799,7 @@ impl PlatformPort for ThreadsAdapter {
 
     /// A long-lived token renews itself, provided it lives past the 24 hours before
     /// which Threads refuses to refresh it.
-    fn renewable(&self, grant: &Grant) -> bool {
+    fn renewable(&self, grant: &social_studio_storage::GrantFacts) -> bool {
         grant
             .expires_at
             .is_some_and(|e| e > grant.issued_at.saturating_add(MIN_REFRESH_AGE))
@@ -959,8 +959,8 @@ mod tests {
             api_base: "https://graph.threads.net/v1.0".into(),
         };
         let adapter = ThreadsAdapter::new(&settings).unwrap();
-        assert!(adapter.renewable(&grant(lifetime)));
-        assert!(!adapter.renewable(&grant(Duration::from_secs(3600))));
+        assert!(adapter.renewable(&grant(lifetime).facts()));
+        assert!(!adapter.renewable(&grant(Duration::from_secs(3600)).facts()));
     }
 
     #[test]

@@ -20,16 +20,17 @@ use base64::Engine as _;
 use rand::RngCore;
 use social_studio_actors::{Clock, Engine, EngineConfig, PlatformPort, SystemClock, TreeReport};
 use social_studio_storage::{
-    Batch, ConnectionKey, ConnectionStatus, Durability, Event, EventPage, KeySource, MasterKey,
-    PenName, PendingAuthorization, Platform, Secret, StateLabel, StateLookup, Store, StoreConfig,
-    Timestamp,
+    Batch, Connection, ConnectionKey, ConnectionStatus, Durability, Event, EventPage, KeySource,
+    MasterKey, PenName, PendingAuthorization, Platform, Secret, SharedStore, SledStore, StateLabel,
+    StateLookup, StoreConfig, StoreError, StoreInfo, Timestamp, UnreadableRecord,
 };
 use tokio::sync::broadcast;
 
 pub use error::{FieldError, PlatformRefusal, StudioError};
-pub use posts::{MediaInput, NewPost, PlatformTarget, PostPatch};
+pub use posts::{MediaInput, NewPost, PlatformTarget, PostList, PostPatch};
 use views::{
     AttentionItem, AuthorizeStart, ConnectionEntry, DisconnectView, EventView, ReasonView,
+    UnreadableView,
 };
 
 use crate::config::Config;
@@ -57,6 +58,9 @@ pub struct StartupNotes {
     pub key_source: KeySource,
     /// Platforms without an adapter or credentials (they report `not_configured`).
     pub not_configured: Vec<Platform>,
+    /// The store, and what opening it did (an upgrade of an older data directory, a
+    /// replayed journal, a finished erasure).
+    pub store: StoreInfo,
 }
 
 /// Options that are not configuration: what the binary or a test decides.
@@ -66,6 +70,9 @@ pub struct StudioOptions {
     pub clock: Option<Arc<dyn Clock>>,
     /// Overrides of the engine's timing (tests).
     pub engine: Option<EngineConfig>,
+    /// Capacity of the store's event feed (a subscriber that falls further behind lags
+    /// and replays from the store); the store's default when `None`.
+    pub event_capacity: Option<usize>,
 }
 
 /// The engine, opened. Cheap to clone.
@@ -76,7 +83,7 @@ pub struct Studio {
 
 struct Inner {
     config: Config,
-    store: Store,
+    store: SharedStore,
     engine: Engine,
     adapters: HashMap<Platform, Arc<dyn Adapter>>,
     clock: Arc<dyn Clock>,
@@ -177,7 +184,10 @@ impl Studio {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             StudioError::Unavailable(format!("data directory {}: {e}", config.data_dir.display()))
         })?;
-        let store_config = StoreConfig::new(&config.data_dir);
+        let mut store_config = StoreConfig::new(&config.data_dir);
+        if let Some(capacity) = options.event_capacity {
+            store_config.event_capacity = capacity;
+        }
         let env_key = std::env::var(social_studio_storage::vault::MASTER_KEY_ENV).ok();
         let (key, source) = match (&env_key, &config.master_key_file) {
             (None, Some(file)) => MasterKey::load_or_create_file(file),
@@ -191,7 +201,11 @@ impl Studio {
                 "the master key is a file beside the data it protects: fine for local use; in production set SOCIAL_STUDIO_MASTER_KEY"
             );
         }
-        let store = Store::open_with_key(&store_config, &key, source.clone())?;
+        let store: SharedStore = Arc::new(SledStore::open_with_key(
+            &store_config,
+            &key,
+            source.clone(),
+        )?);
         let (admin_token, generated) = match &config.admin_token {
             Some(t) => (t.clone(), false),
             None => admin_token_from_file(&config.data_dir)?,
@@ -217,6 +231,7 @@ impl Studio {
             generated_admin_token: generated.then(|| admin_token.clone()),
             key_source: source,
             not_configured,
+            store: store.info(),
         };
         Ok(Studio {
             inner: Arc::new(Inner {
@@ -235,7 +250,7 @@ impl Studio {
         &self.inner.config
     }
 
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &SharedStore {
         &self.inner.store
     }
 
@@ -282,52 +297,68 @@ impl Studio {
 
     // ---- connections ----
 
+    /// One platform's entry, from the store alone: the connection record (which keeps its
+    /// grant's facts beside its status) and its post counts, both constant-time reads —
+    /// no actor is asked and no token is unsealed.
     async fn entry(&self, key: &ConnectionKey) -> Result<ConnectionEntry, StudioError> {
-        let configured = self.is_configured(key.platform);
-        let Some(view) = self.inner.engine.status(key.clone()).await? else {
-            return Ok(ConnectionEntry::not_connected(key.platform, configured));
-        };
-        let c = &view.connection;
+        match self.inner.store.connection(key).await {
+            Ok(Some(c)) => self.entry_of(c).await,
+            Ok(None) => Ok(ConnectionEntry::not_connected(
+                key.platform,
+                self.is_configured(key.platform),
+            )),
+            Err(StoreError::Codec(e)) => Ok(ConnectionEntry::unreadable(
+                key.platform,
+                &e.problem.to_string(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn entry_of(&self, c: Connection) -> Result<ConnectionEntry, StudioError> {
+        let counts = self.inner.store.post_counts(&c.key).await?;
+        let view = self.inner.engine.view(c);
+        let c = view.connection;
         let (status, reason) = match &c.status {
             ConnectionStatus::Active => ("active", None),
             ConnectionStatus::Expired(r) => ("expired", Some(ReasonView::from(r))),
             ConnectionStatus::Error(r) => ("error", Some(ReasonView::from(r))),
         };
         Ok(ConnectionEntry {
-            platform: key.platform,
+            platform: c.key.platform,
             status,
             reason,
-            account: Some(c.account.clone()),
-            targets: c.targets.clone(),
+            account: Some(c.account),
+            targets: c.targets,
             expires_at: view.expires_at.map(Timestamp::to_rfc3339),
             expiring_soon: view.expiring_soon,
             renewable: view.renewable,
-            scheduled: self
-                .inner
-                .store
-                .count_posts_of_connection(key, StateLabel::Scheduled)?,
-            paused: self
-                .inner
-                .store
-                .count_posts_of_connection(key, StateLabel::Paused)?,
+            scheduled: counts.scheduled as usize,
+            paused: counts.paused as usize,
         })
     }
 
     /// One entry per platform, in platform order. A pen name nobody has used has every
-    /// platform `not_connected` (or `not_configured`).
+    /// platform `not_connected` (or `not_configured`); a connection whose record cannot be
+    /// read is `error` with `record_unreadable`.
     pub async fn connections(&self, pen: &PenName) -> Result<Vec<ConnectionEntry>, StudioError> {
-        let connected: Vec<Platform> = self
-            .inner
-            .store
-            .connections_of(pen)?
+        let loaded = self.inner.store.connections_of(pen).await?;
+        let mut by_platform: HashMap<Platform, Connection> = loaded
+            .items
             .into_iter()
-            .map(|c| c.key.platform)
+            .map(|c| (c.key.platform, c))
+            .collect();
+        let unreadable: HashMap<Platform, String> = loaded
+            .unreadable
+            .into_iter()
+            .filter_map(|u| Some((u.connection?.platform, u.problem)))
             .collect();
         let mut out = Vec::with_capacity(Platform::ALL.len());
         for p in Platform::ALL {
-            let key = ConnectionKey::new(pen.clone(), p);
-            if connected.contains(&p) {
-                out.push(self.entry(&key).await?);
+            if let Some(c) = by_platform.remove(&p) {
+                out.push(self.entry_of(c).await?);
+            } else if let Some(problem) = unreadable.get(&p) {
+                out.push(ConnectionEntry::unreadable(p, problem));
             } else {
                 out.push(ConnectionEntry::not_connected(p, self.is_configured(p)));
             }
@@ -340,7 +371,7 @@ impl Studio {
     }
 
     /// The connection's most recent events, newest first.
-    pub fn connection_events(
+    pub async fn connection_events(
         &self,
         key: &ConnectionKey,
         limit: usize,
@@ -348,7 +379,8 @@ impl Studio {
         Ok(self
             .inner
             .store
-            .events_of_connection(key, EventPage::newest(limit))?
+            .events_of_connection(key, EventPage::newest(limit))
+            .await?
             .iter()
             .map(EventView::from)
             .collect())
@@ -410,6 +442,7 @@ impl Studio {
             .inner
             .store
             .take_oauth_state(state, self.now())
+            .await
             .map_err(|e| unknown(e.into()))?;
         let pending = match lookup {
             StateLookup::Taken(p) => p,
@@ -508,14 +541,17 @@ impl Studio {
         key: &ConnectionKey,
         confirm: bool,
     ) -> Result<DisconnectView, StudioError> {
-        if self.inner.store.connection(key)?.is_none() {
-            return Err(StudioError::NotConnected(key.platform));
+        match self.inner.store.connection(key).await {
+            Ok(Some(_)) | Err(StoreError::Codec(_)) => {}
+            Ok(None) => return Err(StudioError::NotConnected(key.platform)),
+            Err(e) => return Err(e.into()),
         }
         if !confirm {
-            let store = &self.inner.store;
-            let affected = store.count_posts_of_connection(key, StateLabel::Scheduled)?
-                + store.count_posts_of_connection(key, StateLabel::Paused)?
-                + store.count_posts_of_connection(key, StateLabel::Held)?;
+            let counts = self.inner.store.post_counts(key).await?;
+            let affected = [StateLabel::Scheduled, StateLabel::Paused, StateLabel::Held]
+                .iter()
+                .map(|&l| counts.get(l) as usize)
+                .sum();
             return Err(StudioError::ConfirmationRequired {
                 scheduled_posts_affected: affected,
                 detail: serde_json::json!({ "platform": key.platform }),
@@ -542,18 +578,20 @@ impl Studio {
         })
     }
 
-    /// Connections across pen names (or one pen name's) that need a person.
+    /// Connections across pen names (or one pen name's) that need a person, and the
+    /// stored records that cannot be read.
     pub async fn attention(
         &self,
         pen: Option<&PenName>,
-    ) -> Result<Vec<AttentionItem>, StudioError> {
+    ) -> Result<(Vec<AttentionItem>, Vec<UnreadableView>), StudioError> {
         let connections = match pen {
-            Some(p) => self.inner.store.connections_of(p)?,
-            None => self.inner.store.all_connections()?.items,
+            Some(p) => self.inner.store.connections_of(p).await?.items,
+            None => self.inner.store.all_connections().await?.items,
         };
         let mut out = Vec::new();
         for c in connections {
-            let entry = self.entry(&c.key).await?;
+            let pen_name = c.key.pen_name.to_string();
+            let entry = self.entry_of(c).await?;
             let reason = match (&entry.reason, entry.expiring_soon) {
                 (Some(r), _) => r.clone(),
                 (None, true) => ReasonView {
@@ -565,8 +603,8 @@ impl Studio {
                 (None, false) => continue,
             };
             out.push(AttentionItem {
-                pen_name: c.key.pen_name.to_string(),
-                platform: c.key.platform,
+                pen_name,
+                platform: entry.platform,
                 status: entry.status,
                 reason,
                 expiring_soon: entry.expiring_soon,
@@ -574,31 +612,69 @@ impl Studio {
                 paused_posts: entry.paused,
             });
         }
-        Ok(out)
+        let unreadable = self.unreadable(pen);
+        // A connection whose own record cannot be read needs a person like any other.
+        for u in &unreadable {
+            if u.kind == "connection" {
+                if let (Some(pen_name), Some(platform)) = (&u.pen_name, u.platform) {
+                    out.push(AttentionItem {
+                        pen_name: pen_name.clone(),
+                        platform,
+                        status: "error",
+                        reason: u.reason.clone(),
+                        expiring_soon: false,
+                        expires_at: None,
+                        paused_posts: 0,
+                    });
+                }
+            }
+        }
+        Ok((out, unreadable))
+    }
+
+    /// Stored records that cannot be read (of one pen name, or all), each with what it
+    /// belonged to, why, and what to do.
+    pub fn unreadable(&self, pen: Option<&PenName>) -> Vec<UnreadableView> {
+        self.inner
+            .store
+            .unreadable()
+            .iter()
+            .filter(|u| pen.is_none() || u.pen_name.as_ref() == pen)
+            .map(UnreadableView::from)
+            .collect()
     }
 
     /// Erases a pen name: without `confirm`, says what it would remove; with it, revokes
-    /// every grant where possible and erases its connections, posts and events.
+    /// every grant where possible and erases its connections, posts and events — also the
+    /// records among them that cannot be read.
     pub async fn erase_pen_name(
         &self,
         pen: &PenName,
         confirm: bool,
     ) -> Result<serde_json::Value, StudioError> {
-        let connections = self.inner.store.connections_of(pen)?;
-        let posts = self.inner.store.posts_of_pen(pen)?;
+        let connections = self.inner.store.connections_of(pen).await?;
+        let posts = self.inner.store.posts_of_pen(pen).await?;
         if !confirm {
-            let scheduled = posts.iter().filter(|p| p.state.is_pending()).count();
+            let scheduled = posts.items.iter().filter(|p| p.state.is_pending()).count();
             return Err(StudioError::ConfirmationRequired {
                 scheduled_posts_affected: scheduled,
                 detail: serde_json::json!({
-                    "connections": connections.iter().map(|c| c.key.platform).collect::<Vec<_>>(),
-                    "posts": posts.len(),
+                    "connections": connections.items.iter().map(|c| c.key.platform)
+                        .chain(connections.unreadable.iter().filter_map(|u| u.connection.as_ref().map(|c| c.platform)))
+                        .collect::<Vec<_>>(),
+                    "posts": posts.items.len() + posts.unreadable.len(),
                 }),
             });
         }
+        let keys = connections.items.iter().map(|c| c.key.clone()).chain(
+            connections
+                .unreadable
+                .iter()
+                .filter_map(|u: &UnreadableRecord| u.connection.clone()),
+        );
         let mut revoked = Vec::new();
-        for c in &connections {
-            if let Ok(v) = self.disconnect(&c.key, true).await {
+        for key in keys {
+            if let Ok(v) = self.disconnect(&key, true).await {
                 revoked.push(serde_json::json!({ "platform": v.platform, "revoke": v.revoke }));
             }
         }
@@ -608,6 +684,7 @@ impl Studio {
             "connections": revoked,
             "posts_erased": erased.posts,
             "events_erased": erased.events,
+            "unreadable_erased": erased.unreadable,
         }))
     }
 
@@ -618,8 +695,8 @@ impl Studio {
     }
 
     /// Stored events after `seq`, in order (replay for a reconnecting event stream).
-    pub fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, StudioError> {
-        Ok(self.inner.store.events_after(seq, limit)?)
+    pub async fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, StudioError> {
+        Ok(self.inner.store.events_after(seq, limit).await?)
     }
 
     pub async fn supervisor(&self) -> Result<TreeReport, StudioError> {

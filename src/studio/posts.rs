@@ -10,8 +10,16 @@ use social_studio_storage::{
 };
 
 use super::error::{FieldError, PlatformRefusal, StudioError};
-use super::views::PostView;
+use super::views::{PostView, UnreadableView};
 use super::Studio;
+
+/// A pen name's posts as listed: every one that can be read, and every one that cannot,
+/// by id — a listing never fails because one post is unreadable.
+#[derive(Debug, Clone, Serialize)]
+pub struct PostList {
+    pub posts: Vec<PostView>,
+    pub unreadable: Vec<UnreadableView>,
+}
 
 /// One platform a request posts to, with its target where the platform needs one.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -111,7 +119,7 @@ fn parse_media(items: &[MediaInput], errors: &mut Vec<FieldError>) -> Vec<Media>
 
 impl Studio {
     /// Checks one post against its platform and connection. Returns every refusal.
-    fn validate_for(&self, post: &Post, kind_given: bool) -> Vec<FieldError> {
+    async fn validate_for(&self, post: &Post, kind_given: bool) -> Vec<FieldError> {
         let platform = post.connection.platform;
         let mut errors = Vec::new();
         let caps = platform.capabilities();
@@ -143,7 +151,7 @@ impl Studio {
                 return errors;
             }
         }
-        match self.inner.store.connection(&post.connection) {
+        match self.inner.store.connection(&post.connection).await {
             Ok(Some(c)) => {
                 if let Some(t) = &post.target {
                     if !c.targets.is_empty() && !c.targets.iter().any(|x| &x.id == t) {
@@ -191,11 +199,11 @@ impl Studio {
     ) -> Result<(Vec<PostView>, bool), StudioError> {
         let digest = fingerprint(&serde_json::to_string(&request).unwrap_or_default());
         if let Some(key) = idempotency_key {
-            if let Some(prior) = self.inner.store.idempotent_result(pen, key)? {
+            if let Some(prior) = self.inner.store.idempotent_result(pen, key).await? {
                 if prior.request_digest != digest {
                     return Err(StudioError::IdempotencyKeyReused);
                 }
-                return Ok((self.posts_by_id(&prior.posts)?, false));
+                return Ok((self.posts_by_id(&prior.posts).await?, false));
             }
         }
         let targets: Vec<PlatformTarget> = match (&request.platform, &request.platforms) {
@@ -288,7 +296,7 @@ impl Studio {
                 created_at: now,
                 updated_at: now,
             };
-            errors.extend(self.validate_for(&post, request.kind.is_some()));
+            errors.extend(self.validate_for(&post, request.kind.is_some()).await);
             if errors.is_empty() {
                 posts.push(post);
             } else {
@@ -314,7 +322,7 @@ impl Studio {
                 .remember_idempotent(pen, key, &record)
                 .await?;
             if winner != record {
-                return Ok((self.posts_by_id(&winner.posts)?, false));
+                return Ok((self.posts_by_id(&winner.posts).await?, false));
             }
         }
         let mut out = Vec::with_capacity(posts.len());
@@ -325,39 +333,44 @@ impl Studio {
         Ok((out, true))
     }
 
-    fn posts_by_id(&self, ids: &[PostId]) -> Result<Vec<PostView>, StudioError> {
+    async fn posts_by_id(&self, ids: &[PostId]) -> Result<Vec<PostView>, StudioError> {
         let mut out = Vec::new();
         for id in ids {
-            if let Some(p) = self.inner.store.post(*id)? {
+            if let Some(p) = self.inner.store.post(*id).await? {
                 out.push(PostView::from(&p));
             }
         }
         Ok(out)
     }
 
-    /// A pen name's posts, optionally in one state, newest due first.
-    pub fn posts(
+    /// A pen name's posts, optionally in one state, newest due first — and, never hidden,
+    /// the posts of it that cannot be read.
+    pub async fn posts(
         &self,
         pen: &PenName,
         state: Option<StateLabel>,
-    ) -> Result<Vec<PostView>, StudioError> {
-        let mut posts = self.inner.store.posts_of_pen(pen)?;
+    ) -> Result<PostList, StudioError> {
+        let loaded = self.inner.store.posts_of_pen(pen).await?;
+        let mut posts = loaded.items;
         if let Some(s) = state {
             posts.retain(|p| p.state.label() == s);
         }
         posts.sort_by_key(|p| std::cmp::Reverse((p.due_at, p.id)));
-        Ok(posts.iter().map(PostView::from).collect())
+        Ok(PostList {
+            posts: posts.iter().map(PostView::from).collect(),
+            unreadable: loaded.unreadable.iter().map(UnreadableView::from).collect(),
+        })
     }
 
-    fn owned(&self, pen: &PenName, id: PostId) -> Result<Post, StudioError> {
-        match self.inner.store.post(id)? {
+    async fn owned(&self, pen: &PenName, id: PostId) -> Result<Post, StudioError> {
+        match self.inner.store.post(id).await? {
             Some(p) if p.connection.pen_name == *pen => Ok(p),
             _ => Err(StudioError::PostNotFound(id)),
         }
     }
 
-    pub fn post(&self, pen: &PenName, id: PostId) -> Result<PostView, StudioError> {
-        Ok(PostView::from(&self.owned(pen, id)?))
+    pub async fn post(&self, pen: &PenName, id: PostId) -> Result<PostView, StudioError> {
+        Ok(PostView::from(&self.owned(pen, id).await?))
     }
 
     /// Edits text, media or time of a post that is Scheduled, Paused or Held; the result
@@ -368,7 +381,7 @@ impl Studio {
         id: PostId,
         patch: PostPatch,
     ) -> Result<PostView, StudioError> {
-        let mut post = self.owned(pen, id)?;
+        let mut post = self.owned(pen, id).await?;
         if !matches!(
             post.state,
             PostState::Scheduled | PostState::Paused(_) | PostState::Held(_)
@@ -399,7 +412,7 @@ impl Studio {
                     source,
                 })?;
         }
-        errors.extend(self.validate_for(&post, true));
+        errors.extend(self.validate_for(&post, true).await);
         if !errors.is_empty() {
             return Err(StudioError::ValidationFailed(vec![PlatformRefusal {
                 platform: post.connection.platform.id().into(),
@@ -410,7 +423,7 @@ impl Studio {
     }
 
     pub async fn cancel_post(&self, pen: &PenName, id: PostId) -> Result<PostView, StudioError> {
-        self.owned(pen, id)?;
+        self.owned(pen, id).await?;
         Ok(PostView::from(
             &self.inner.engine.cancel(pen.clone(), id).await?,
         ))
@@ -418,7 +431,7 @@ impl Studio {
 
     /// Sends a Failed or Held post again.
     pub async fn retry_post(&self, pen: &PenName, id: PostId) -> Result<PostView, StudioError> {
-        self.owned(pen, id)?;
+        self.owned(pen, id).await?;
         Ok(PostView::from(
             &self.inner.engine.retry(pen.clone(), id).await?,
         ))
@@ -431,7 +444,7 @@ impl Studio {
         id: PostId,
         published: bool,
     ) -> Result<PostView, StudioError> {
-        self.owned(pen, id)?;
+        self.owned(pen, id).await?;
         Ok(PostView::from(
             &self
                 .inner
@@ -448,7 +461,7 @@ impl Studio {
         key: &ConnectionKey,
         test_post: Option<String>,
     ) -> Result<super::views::VerifyView, StudioError> {
-        if self.inner.store.connection(key)?.is_none() {
+        if self.inner.store.connection(key).await?.is_none() {
             return Err(StudioError::NotConnected(key.platform));
         }
         self.inner.engine.verify(key.clone()).await?;
@@ -473,7 +486,7 @@ impl Studio {
                 .ok_or(StudioError::NotFound)?;
             let done = async {
                 loop {
-                    if let Ok(Some(p)) = self.inner.store.post(id) {
+                    if let Ok(Some(p)) = self.inner.store.post(id).await {
                         if !matches!(p.state, PostState::Scheduled | PostState::Publishing) {
                             return p;
                         }

@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 use social_studio_storage::{
-    Account, Event, Media, Platform, Post, Reason, Receipt, StateLabel, Target, Timestamp,
+    Account, Event, Media, Platform, Post, Reason, ReasonCode, Receipt, StateLabel, Target,
+    Timestamp, UnreadableRecord,
 };
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -62,6 +63,50 @@ impl ConnectionEntry {
             renewable: false,
             scheduled: 0,
             paused: 0,
+        }
+    }
+}
+
+impl ConnectionEntry {
+    /// A connection whose stored record cannot be read: it needs a person, and says so.
+    pub fn unreadable(platform: Platform, problem: &str) -> ConnectionEntry {
+        ConnectionEntry {
+            reason: Some(ReasonView::from(&Reason::with_platform_message(
+                ReasonCode::RecordUnreadable,
+                problem,
+            ))),
+            status: "error",
+            ..ConnectionEntry::not_connected(platform, true)
+        }
+    }
+}
+
+/// A stored record that cannot be read, named so a person can find what it belonged to.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UnreadableView {
+    /// The kind of record (`connection`, `post`, `event`…).
+    pub kind: String,
+    /// Where it is stored.
+    pub key: String,
+    pub pen_name: Option<String>,
+    pub platform: Option<Platform>,
+    pub post_id: Option<String>,
+    /// `record_unreadable`, why, and what to do.
+    pub reason: ReasonView,
+}
+
+impl From<&UnreadableRecord> for UnreadableView {
+    fn from(u: &UnreadableRecord) -> UnreadableView {
+        UnreadableView {
+            kind: u.kind.clone(),
+            key: u.key.clone(),
+            pen_name: u.pen_name.as_ref().map(|p| p.to_string()),
+            platform: u.connection.as_ref().map(|c| c.platform),
+            post_id: u.post.map(|p| p.to_string()),
+            reason: ReasonView::from(&Reason::with_platform_message(
+                ReasonCode::RecordUnreadable,
+                u.problem.clone(),
+            )),
         }
     }
 }

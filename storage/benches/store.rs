@@ -2,8 +2,9 @@
 //! with group commit and with a flush per change; and bytes on disk per connection and
 //! per post. Run with `cargo bench -p social-studio-storage`; prints a Markdown table.
 //!
-//! One "change" is what the engine writes for a post transition: the post, both of its
-//! index entries and an event, in one transaction, durable before it returns.
+//! One "change" is what the engine writes when it schedules a post: the post (body,
+//! status, index entry, counts) and an event, in one atomic commit, durable before it
+//! returns.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,8 +14,8 @@ use social_studio_storage::*;
 
 const RUN_FOR: Duration = Duration::from_secs(3);
 
-fn fresh_store(dir: &Path) -> Store {
-    Store::open_with_key(
+fn fresh_store(dir: &Path) -> SledStore {
+    SledStore::open_with_key(
         &StoreConfig::new(dir),
         &MasterKey::generate(),
         KeySource::Provided,
@@ -54,7 +55,7 @@ async fn durable_rate(writers: usize, grouped: bool) -> (f64, FlushStats) {
                     let s = store.clone();
                     let b = change(&k, n);
                     tokio::task::spawn_blocking(move || {
-                        s.apply(b).expect("apply");
+                        s.commit_blocking(b, Durability::Buffered).expect("apply");
                         s.flush_unshared().expect("flush");
                     })
                     .await
@@ -91,7 +92,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// Bytes the directory grows by per record, after writing `n` records and closing.
-fn bytes_per(n: u64, write: impl Fn(&Store, u64) -> Batch) -> (f64, f64) {
+fn bytes_per(n: u64, write: impl Fn(&SledStore, u64) -> Batch) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = {
         let s = fresh_store(dir.path());
@@ -101,10 +102,12 @@ fn bytes_per(n: u64, write: impl Fn(&Store, u64) -> Batch) -> (f64, f64) {
     };
     let mk = MasterKey::generate();
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_with_key(&StoreConfig::new(dir.path()), &mk, KeySource::Provided)
+    let store = SledStore::open_with_key(&StoreConfig::new(dir.path()), &mk, KeySource::Provided)
         .expect("open");
     for i in 0..n {
-        store.apply(write(&store, i)).expect("apply");
+        store
+            .commit_blocking(write(&store, i), Durability::Buffered)
+            .expect("apply");
     }
     store.flush_unshared().expect("flush");
     let sled_size = store.size_on_disk().expect("size");
@@ -160,5 +163,5 @@ fn main() {
     );
     println!("|---|---:|---:|");
     println!("| connection + sealed grant | {conn_bytes:.0} | {conn_sled:.0} |");
-    println!("| post + its two index entries | {post_bytes:.0} | {post_sled:.0} |");
+    println!("| post (body, status, index entry, counts) | {post_bytes:.0} | {post_sled:.0} |");
 }

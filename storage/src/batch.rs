@@ -96,8 +96,13 @@ impl Batch {
 
     /// A state transition of a post whose body is unchanged.
     pub fn put_post_status(&mut self, post: &Post) -> &mut Batch {
+        self.put_status(&post.status())
+    }
+
+    /// A state transition, from the status alone (a queue rebuilt at boot holds no more).
+    pub fn put_status(&mut self, status: &PostStatus) -> &mut Batch {
         self.ops
-            .push(BatchOp::PutPostStatus(Box::new(post.status())));
+            .push(BatchOp::PutPostStatus(Box::new(status.clone())));
         self
     }
 

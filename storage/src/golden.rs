@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::codec::{self, Record};
 use crate::fixtures::key;
-use crate::port::PostCounts;
+use crate::port::{ConnectionCounts, PostCounts};
 use crate::sled_store::golden_samples as internal;
 use crate::*;
 
@@ -371,6 +371,11 @@ fn todays_records_match_their_golden_bytes() {
         check_current(&pending()),
         check_current(&idempotent()),
         check_current(&counts()),
+        check_current(&[ConnectionCounts {
+            active: 3,
+            expired: 2,
+            error: 1,
+        }]),
         internal::check_current_internal(),
     ]
     .into_iter()
@@ -439,6 +444,7 @@ fn every_older_version_still_reads() {
             "pending_authorization" => PendingAuthorization::VERSION,
             "idempotent_request" => IdempotentRequest::VERSION,
             "post_counts" => PostCounts::VERSION,
+            "connection_counts" => ConnectionCounts::VERSION,
             other => internal::version_of(other)
                 .unwrap_or_else(|| panic!("a golden file of an unknown kind: {name}")),
         };

@@ -58,8 +58,8 @@ pub use oauth::{PendingAuthorization, StateLookup};
 pub use pen_name::{PenName, PenNameError, PEN_NAME_MAX_LEN};
 pub use platform::{Capabilities, Platform, PostKind, Renewal, UnknownPlatform};
 pub use port::{
-    CommitFuture, Committed, Durability, Epoch, ErasedCounts, EventPage, IntegrityReport, Loaded,
-    PostCounts, SharedStore, Store, StoreInfo, UnreadableRecord,
+    CommitFuture, Committed, ConnectionCounts, Durability, Epoch, ErasedCounts, EventPage,
+    IntegrityReport, Loaded, PostCounts, SharedStore, Store, StoreInfo, UnreadableRecord,
 };
 pub use post::{Content, Media, MediaKind, Post, PostBody, PostId, PostState, PostStatus, Receipt};
 pub use reason::{Reason, ReasonCode};

@@ -169,6 +169,44 @@ impl crate::codec::Record for PostCounts {
     const VERSION: u8 = 1;
 }
 
+/// How many connections are in each status, across pen names. Kept current with every
+/// status change, so any node can answer without reading every connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConnectionCounts {
+    pub active: u64,
+    pub expired: u64,
+    pub error: u64,
+}
+
+impl ConnectionCounts {
+    /// Moves one connection from `from` (none: new) to `to` (none: removed).
+    pub fn apply(&mut self, from: Option<StateLabel>, to: Option<StateLabel>) {
+        for (label, up) in [(from, false), (to, true)] {
+            let Some(label) = label else { continue };
+            let n = match label {
+                StateLabel::Active => &mut self.active,
+                StateLabel::Expired => &mut self.expired,
+                StateLabel::Error => &mut self.error,
+                _ => continue,
+            };
+            *n = if up {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1)
+            };
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.active + self.expired + self.error
+    }
+}
+
+impl crate::codec::Record for ConnectionCounts {
+    const KIND: &'static str = "connection_counts";
+    const VERSION: u8 = 1;
+}
+
 /// One page of events, newest first.
 #[derive(Debug, Clone, Copy)]
 pub struct EventPage {
@@ -247,6 +285,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every connection of every pen name, for boot.
     async fn all_connections(&self) -> Result<Loaded<Connection>, StoreError>;
+
+    /// How many connections are in each status, in constant time.
+    async fn connection_counts(&self) -> Result<ConnectionCounts, StoreError>;
 
     async fn grant(&self, key: &ConnectionKey) -> Result<Option<Grant>, StoreError>;
 

@@ -128,6 +128,9 @@ reason_codes! {
     YoutubeChannelRequired => "youtube_channel_required",
         "The Google account has no YouTube channel, and videos can only be published to a channel.",
         "Create a YouTube channel for this Google account (in YouTube: Create a channel), then reconnect.";
+    RecordUnreadable => "record_unreadable",
+        "The engine cannot read this account connection's stored record, so it cannot act for it; its scheduled posts are kept and wait.",
+        "Reconnect the account to replace the record; an administrator should check the service log for the storage error that names it.";
     AppPasswordRejected => "app_password_rejected",
         "The platform did not accept this identifier and app password: one of them is wrong, or the app password was revoked.",
         "Check the handle, or create a new app password in Bluesky's settings (Settings → Privacy and security → App passwords) and connect with it.";

@@ -79,7 +79,7 @@ async fn assert_nothing_changed(app: &TestApp, pen: &str) {
             "{entry}"
         );
     }
-    assert!(app.studio.events_after(0, 100).unwrap().is_empty());
+    assert!(app.studio.events_after(0, 100).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -175,13 +175,13 @@ async fn a_used_state_is_refused_and_the_connection_is_untouched() {
     let (status, _, _) = app.follow_callback(&location).await;
     assert_eq!(status, StatusCode::OK);
     let before = app.connection("jane", "x").await;
-    let events_before = app.studio.events_after(0, 100).unwrap().len();
+    let events_before = app.studio.events_after(0, 100).await.unwrap().len();
 
     let (status, headers, html) = app.follow_callback(&location).await;
     assert_refused(status, &headers, &html, "state_used");
     assert_eq!(app.connection("jane", "x").await, before);
     assert_eq!(
-        app.studio.events_after(0, 100).unwrap().len(),
+        app.studio.events_after(0, 100).await.unwrap().len(),
         events_before
     );
 }

@@ -66,7 +66,7 @@ async fn reconnecting_with_last_event_id_replays_then_goes_live() {
         .await;
     assert_eq!(status, StatusCode::OK);
 
-    let stored = app.studio.events_after(0, 1000).unwrap();
+    let stored = app.studio.events_after(0, 1000).await.unwrap();
     assert!(stored.len() >= 2, "{stored:?}");
     let resume_after = stored[0].seq;
     let missed: Vec<u64> = stored[1..].iter().map(|e| e.seq).collect();
@@ -111,6 +111,7 @@ async fn a_stream_from_the_start_replays_everything_stored() {
     let stored: Vec<u64> = app
         .studio
         .events_after(0, 1000)
+        .await
         .unwrap()
         .iter()
         .map(|e| e.seq)
@@ -137,6 +138,7 @@ async fn a_client_that_falls_behind_gets_the_missed_events_from_the_store() {
     let resume = app
         .studio
         .events_after(0, 10_000)
+        .await
         .unwrap()
         .last()
         .unwrap()
@@ -162,6 +164,7 @@ async fn a_client_that_falls_behind_gets_the_missed_events_from_the_store() {
     let expected: Vec<u64> = app
         .studio
         .events_after(resume, 10_000)
+        .await
         .unwrap()
         .iter()
         .map(|e| e.seq)

@@ -73,7 +73,7 @@ pub struct TestApp {
     /// Kept alive for as long as the app; removed when the test ends.
     pub data_dir: Arc<TempDir>,
     options_clock: Option<Arc<dyn Clock>>,
-    options_engine: Option<EngineConfig>,
+    options_engine: Tuning,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -94,11 +94,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         config.max_body_bytes = max;
     }
     config.use_sandbox_for_unconfigured(&sandbox.base_url());
-    let engine = options.event_channel_capacity.map(|capacity| EngineConfig {
-        event_channel_capacity: capacity,
-        ..EngineConfig::default()
-    });
-    start(sandbox, data_dir, config, options.clock, engine).await
+    let tuning = Tuning {
+        engine: None,
+        event_capacity: options.event_channel_capacity,
+    };
+    start(sandbox, data_dir, config, options.clock, tuning).await
 }
 
 /// Binds a port, points the public URL at it, opens the engine and serves.
@@ -107,7 +107,7 @@ async fn start(
     data_dir: Arc<TempDir>,
     mut config: Config,
     clock: Option<Arc<dyn Clock>>,
-    engine: Option<EngineConfig>,
+    engine: Tuning,
 ) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -145,16 +145,20 @@ async fn start(
 
 /// Opens the engine; right after a stop the previous one may still be letting go of the
 /// database, so this waits (with a deadline) until it can.
-async fn open_studio(
-    config: &Config,
-    clock: Option<Arc<dyn Clock>>,
-    engine: Option<EngineConfig>,
-) -> Studio {
+/// What a test tunes beyond the configuration: the engine's timing and the event feed.
+#[derive(Clone, Default)]
+pub struct Tuning {
+    pub engine: Option<EngineConfig>,
+    pub event_capacity: Option<usize>,
+}
+
+async fn open_studio(config: &Config, clock: Option<Arc<dyn Clock>>, engine: Tuning) -> Studio {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let options = StudioOptions {
             clock: clock.clone(),
-            engine: engine.clone(),
+            engine: engine.engine.clone(),
+            event_capacity: engine.event_capacity,
         };
         match Studio::open(config.clone(), options).await {
             Ok(studio) => return studio,
@@ -380,7 +384,7 @@ pub struct Stopped {
     pub data_dir: Arc<TempDir>,
     pub config: Config,
     clock: Option<Arc<dyn Clock>>,
-    engine: Option<EngineConfig>,
+    engine: Tuning,
 }
 
 /// RFC 3339, a day from now.

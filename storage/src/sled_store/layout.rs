@@ -14,7 +14,7 @@
 //! | `events_by_connection` | `pen \0 platform \0 seq` | — |
 //! | `oauth_states` | state | expiry, used flag, sealed [`PendingAuthorization`](crate::PendingAuthorization) |
 //! | `idempotency` | `pen \0 key` | [`IdempotentRequest`](crate::IdempotentRequest) |
-//! | `meta` | name | format, master-key check value, erasures in progress |
+//! | `meta` | name | format, master-key check value, connection counts, erasures in progress |
 //! | `quarantine` | `tree \0 key` | a record that could not be read when it was migrated |
 //! | `journal` | `head`, `chunk N` | the last commit's writes, for redo after a crash |
 //!
@@ -43,6 +43,8 @@ pub(crate) const V1_DIR: &str = "db";
 
 pub(crate) const META_FORMAT: &[u8] = b"format";
 pub(crate) const META_KEY_CHECK: &[u8] = b"master_key_check";
+/// The store-wide [`ConnectionCounts`](crate::port::ConnectionCounts).
+pub(crate) const META_CONNECTION_COUNTS: &[u8] = b"connection_counts";
 pub(crate) const KEY_CHECK_PLAINTEXT: &[u8] = b"social-studio master key check v1";
 /// `erasing \0 pen`: an erasure that began and must be finished.
 pub(crate) const META_ERASING: &[u8] = b"erasing\0";

@@ -15,7 +15,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::codec::{self, CodecProblem, KeyDisplay, Record};
-use crate::port::PostCounts;
+use crate::port::{ConnectionCounts, PostCounts};
 use crate::vault::{Vault, VaultError};
 use crate::{
     Connection, ConnectionKey, Content, Event, Grant, IdempotentRequest, Platform, Post, PostId,
@@ -198,10 +198,12 @@ pub(crate) fn migrate_v1(data_dir: &Path, vault: &Vault) -> Result<Vec<String>, 
     };
 
     let old_grants = old.open_tree("grants")?;
+    let mut by_status = ConnectionCounts::default();
     for item in old.open_tree("connections")?.iter() {
         let (k, v) = item?;
         match codec::decode::<Connection>("connections", &k, &v) {
             Ok(mut c) => {
+                by_status.apply(None, Some(c.status.label()));
                 if let Some(sealed) = old_grants.get(&k)? {
                     let facts = vault
                         .open(&layout::grant_aad(&k), &sealed, String::new)
@@ -294,6 +296,11 @@ pub(crate) fn migrate_v1(data_dir: &Path, vault: &Vault) -> Result<Vec<String>, 
     for (key, c) in &counts {
         out.put(T::Counts, key.storage_key(), codec::encode(c)?)?;
     }
+    out.put(
+        T::Meta,
+        layout::META_CONNECTION_COUNTS.to_vec(),
+        codec::encode(&by_status)?,
+    )?;
 
     let mut seq_high = 0;
     for item in old.open_tree("events")?.iter() {

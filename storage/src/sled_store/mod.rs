@@ -447,16 +447,17 @@ fn describe_unreadable(t: T, kind: &str, key: &[u8], problem: &str) -> Unreadabl
 impl Store for SledStore {
     fn commit(&self, batch: Batch, durability: Durability) -> CommitFuture {
         let applied = self.apply(batch);
+        if durability == Durability::Buffered {
+            // Held now, not when (or whether) the caller polls the future.
+            if let Some(last) = applied.as_ref().ok().and_then(|events| events.last()) {
+                self.hold_clock_until_published(last.seq);
+            }
+        }
         let store = self.clone();
         Box::pin(async move {
             let events = applied?;
-            match durability {
-                Durability::Durable => store.wait_durable().await?,
-                Durability::Buffered => {
-                    if let Some(last) = events.last() {
-                        store.hold_clock_until_published(last.seq);
-                    }
-                }
+            if durability == Durability::Durable {
+                store.wait_durable().await?;
             }
             Ok(Committed { events })
         })
@@ -488,6 +489,10 @@ impl Store for SledStore {
 
     async fn all_connections(&self) -> Result<Loaded<Connection>, StoreError> {
         self.connections_with_prefix(&[])
+    }
+
+    async fn connection_counts(&self) -> Result<crate::port::ConnectionCounts, StoreError> {
+        self.connection_counts_sync()
     }
 
     async fn grant(&self, key: &ConnectionKey) -> Result<Option<Grant>, StoreError> {

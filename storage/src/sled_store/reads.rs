@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use crate::codec::{self, KeyDisplay};
-use crate::port::{EventPage, IntegrityReport, Loaded, PostCounts, UnreadableRecord};
+use crate::port::{
+    ConnectionCounts, EventPage, IntegrityReport, Loaded, PostCounts, UnreadableRecord,
+};
 use crate::{
     Connection, ConnectionKey, Event, Grant, Post, PostBody, PostId, PostStatus, StoreError,
 };
@@ -43,6 +45,13 @@ impl SledStore {
             }
         }
         Ok(loaded)
+    }
+
+    pub(crate) fn connection_counts_sync(&self) -> Result<ConnectionCounts, StoreError> {
+        match self.tree(T::Meta).get(layout::META_CONNECTION_COUNTS)? {
+            Some(v) => self.decode(T::Meta, layout::META_CONNECTION_COUNTS, &v),
+            None => Ok(ConnectionCounts::default()),
+        }
     }
 
     pub(crate) fn grant_sync(&self, key: &ConnectionKey) -> Result<Option<Grant>, StoreError> {
@@ -235,10 +244,15 @@ impl SledStore {
     pub(crate) fn check_integrity_sync(&self) -> Result<IntegrityReport, StoreError> {
         let mut r = IntegrityReport::default();
         let mut connections = HashSet::new();
+        let mut by_status = ConnectionCounts::default();
         for item in self.tree(T::Connections).iter() {
             let (k, v) = item?;
             r.connections += 1;
-            match self.decode::<Connection>(T::Connections, &k, &v) {
+            let decoded = self.decode::<Connection>(T::Connections, &k, &v);
+            if let Ok(c) = &decoded {
+                by_status.apply(None, Some(c.status.label()));
+            }
+            match decoded {
                 Ok(c) if c.key.storage_key() != k.as_ref() => r.problems.push(format!(
                     "connection under {} claims key {}",
                     KeyDisplay(k.to_vec()),
@@ -248,6 +262,12 @@ impl SledStore {
                 Err(e) => r.problems.push(e.to_string()),
             }
             connections.insert(k.to_vec());
+        }
+        let stored = self.connection_counts_sync()?;
+        if stored != by_status {
+            r.problems.push(format!(
+                "connection counts say {stored:?}, the connections say {by_status:?}"
+            ));
         }
         for item in self.tree(T::Grants).iter() {
             let (k, v) = item?;

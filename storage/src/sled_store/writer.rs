@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use crate::batch::{encoded, Batch, BatchOp};
 use crate::codec::{self, Record};
 use crate::connection::pen_prefix;
-use crate::port::{ErasedCounts, PostCounts};
+use crate::port::{ConnectionCounts, ErasedCounts, PostCounts};
 use crate::{
     ConnectionKey, Event, IdempotentRequest, PenName, PostBody, PostId, PostStatus, StateLabel,
     StateLookup, StoreError, Timestamp,
@@ -21,6 +21,11 @@ use super::{SledStore, WriterState};
 /// A batch op with every byte that does not depend on the store already computed.
 pub(crate) enum Staged {
     Write(Write),
+    /// A connection record written (`Some`, with its status) or removed (`None`).
+    Connection {
+        key: Vec<u8>,
+        value: Option<(Vec<u8>, StateLabel)>,
+    },
     Post {
         status: Box<PostStatus>,
         status_bytes: Vec<u8>,
@@ -41,6 +46,10 @@ struct Plan {
     posts: HashMap<PostId, Located>,
     /// (connection, from, to) for every post that changed state, in order.
     moves: Vec<(ConnectionKey, Option<StateLabel>, Option<StateLabel>)>,
+    /// Connections this batch already wrote, with their status now (`None`: removed).
+    connections: HashMap<Vec<u8>, Option<StateLabel>>,
+    /// (from, to) for every connection whose status changed, in order.
+    connection_moves: Vec<(Option<StateLabel>, Option<StateLabel>)>,
 }
 
 /// Writes in one erasure commit; an erasure of a large pen name is several, protected by
@@ -74,10 +83,8 @@ impl SledStore {
         let mut plan = Plan::default();
         let seq_before = w.seq_high;
         for s in staged {
-            if let Err(e) = self.plan(&mut plan, &mut w, s) {
-                // Nothing was written; numbers handed out are simply not used.
-                return Err(e);
-            }
+            // On failure nothing was written; numbers handed out are simply not used.
+            self.plan(&mut plan, &mut w, s)?;
         }
         self.plan_counts(&mut plan)?;
         self.write_locked(w.seq_high, &plan.writes)?;
@@ -105,14 +112,14 @@ impl SledStore {
 
     pub(crate) fn stage(&self, op: BatchOp) -> Result<Staged, StoreError> {
         Ok(match op {
-            BatchOp::PutConnection(c) => Staged::Write(Write::put(
-                T::Connections,
-                c.key.storage_key(),
-                encoded(&*c)?,
-            )),
-            BatchOp::DeleteConnection(k) => {
-                Staged::Write(Write::remove(T::Connections, k.storage_key()))
-            }
+            BatchOp::PutConnection(c) => Staged::Connection {
+                key: c.key.storage_key(),
+                value: Some((encoded(&*c)?, c.status.label())),
+            },
+            BatchOp::DeleteConnection(k) => Staged::Connection {
+                key: k.storage_key(),
+                value: None,
+            },
             BatchOp::PutGrant(k, plain) => {
                 let key = k.storage_key();
                 let sealed = self.inner.vault.seal(&layout::grant_aad(&key), &plain);
@@ -149,6 +156,25 @@ impl SledStore {
     fn plan(&self, plan: &mut Plan, w: &mut WriterState, s: Staged) -> Result<(), StoreError> {
         match s {
             Staged::Write(write) => plan.writes.push(write),
+            Staged::Connection { key, value } => {
+                let before = match plan.connections.get(&key) {
+                    Some(known) => *known,
+                    None => self.tree(T::Connections).get(&key)?.and_then(|v| {
+                        codec::decode::<crate::Connection>("connections", &key, &v)
+                            .ok()
+                            .map(|c| c.status.label())
+                    }),
+                };
+                let after = value.as_ref().map(|(_, label)| *label);
+                if before != after {
+                    plan.connection_moves.push((before, after));
+                }
+                plan.connections.insert(key.clone(), after);
+                plan.writes.push(match value {
+                    Some((bytes, _)) => Write::put(T::Connections, key, bytes),
+                    None => Write::remove(T::Connections, key),
+                });
+            }
             Staged::Post {
                 status,
                 status_bytes,
@@ -255,8 +281,20 @@ impl SledStore {
         Ok(None)
     }
 
-    /// One counts record per connection the batch moved posts of.
+    /// One counts record per connection the batch moved posts of, and the store's
+    /// connection counts when a status changed.
     fn plan_counts(&self, plan: &mut Plan) -> Result<(), StoreError> {
+        if !plan.connection_moves.is_empty() {
+            let mut counts = self.connection_counts_sync().unwrap_or_default();
+            for (from, to) in std::mem::take(&mut plan.connection_moves) {
+                counts.apply(from, to);
+            }
+            plan.writes.push(Write::put(
+                T::Meta,
+                layout::META_CONNECTION_COUNTS.to_vec(),
+                encoded(&counts)?,
+            ));
+        }
         if plan.moves.is_empty() {
             return Ok(());
         }
@@ -442,6 +480,31 @@ impl SledStore {
         let mut removals = Vec::new();
         let connections = keys(T::Connections)?;
         counts.connections = connections.len();
+        // The store-wide connection counts lose the erased connections that could be read
+        // (an unreadable one was never counted).
+        let mut totals = self.connection_counts_sync().unwrap_or_default();
+        let mut recount = false;
+        for k in &connections {
+            if let Some(v) = self.tree(T::Connections).get(k)? {
+                match codec::decode::<crate::Connection>("connections", k, &v) {
+                    Ok(c) => totals.apply(Some(c.status.label()), None),
+                    // What it counted as is unknown: count the survivors afresh instead.
+                    Err(_) => recount = true,
+                }
+            }
+        }
+        if recount {
+            totals = ConnectionCounts::default();
+            for item in self.tree(T::Connections).iter() {
+                let (k, v) = item?;
+                if k.starts_with(&prefix) {
+                    continue;
+                }
+                if let Ok(c) = codec::decode::<crate::Connection>("connections", &k, &v) {
+                    totals.apply(None, Some(c.status.label()));
+                }
+            }
+        }
         for (t, list) in [
             (T::Connections, connections),
             (T::Grants, keys(T::Grants)?),
@@ -500,7 +563,14 @@ impl SledStore {
         for chunk in removals.chunks(ERASE_CHUNK) {
             self.write(chunk)?;
         }
-        self.write(&[Write::remove(T::Meta, marker)])?;
+        self.write(&[
+            Write::put(
+                T::Meta,
+                layout::META_CONNECTION_COUNTS.to_vec(),
+                encoded(&totals)?,
+            ),
+            Write::remove(T::Meta, marker),
+        ])?;
         self.inner
             .unreadable
             .lock()
