@@ -32,7 +32,7 @@
 //! Prints Markdown. Figures taken while other work runs on the machine are provisional:
 //! the load average is printed at every section.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -64,6 +64,9 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 // (the memory windows), so the throughput sections pay one relaxed load per call.
 
 struct Counting;
+
+/// The allocator underneath the counting: mimalloc, as the engine's binary uses.
+static INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
@@ -97,7 +100,7 @@ fn count_free(size: usize) {
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
+        let p = INNER.alloc(layout);
         if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
             count_alloc(layout.size());
         }
@@ -105,7 +108,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(layout);
+        let p = INNER.alloc_zeroed(layout);
         if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
             count_alloc(layout.size());
         }
@@ -113,14 +116,14 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
+        INNER.dealloc(ptr, layout);
         if COUNTING.load(Ordering::Relaxed) {
             count_free(layout.size());
         }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
+        let p = INNER.realloc(ptr, layout, new_size);
         if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
             count_free(layout.size());
             count_alloc(new_size);

@@ -34,6 +34,10 @@ use crate::{Clock, EngineConfig, EngineError, LimitScope};
 /// The most posts one dispatch commit carries.
 const DISPATCH_BATCH: usize = 512;
 
+/// How long publish outcomes may gather before they are applied on their own. Most are
+/// applied sooner, in the same commit as the next dispatch batch.
+const OUTCOME_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// What a connection answers about one publish.
 #[derive(Debug, Clone)]
 pub enum PublishOutcome {
@@ -120,7 +124,8 @@ pub enum QueueMsg {
         post: Box<Post>,
         outcome: PublishOutcome,
     },
-    /// Apply the outcomes gathered so far (sent by the queue to itself after the first).
+    /// Apply the outcomes gathered so far (sent by the queue to itself, a moment after
+    /// the first).
     CommitOutcomes,
     /// The connection is being disconnected: fail its posts (`account_disconnected`) and
     /// forget it. Answers how many posts failed.
@@ -200,7 +205,7 @@ pub struct QueueState {
     dispatching: bool,
     /// Outcomes received and not yet applied, with the state each post left.
     outcomes: Vec<(Post, StateLabel)>,
-    /// A `CommitOutcomes` is in the mailbox.
+    /// A `CommitOutcomes` is on its way.
     outcomes_scheduled: bool,
     /// Freeze requests waiting for the batches still flushing.
     freeze_waiters: Vec<RpcReplyPort<()>>,
@@ -284,21 +289,23 @@ impl QueueState {
 
     /// The batch of status writes (and their events) for these transitions.
     fn transitions(&self, posts: &[(Post, StateLabel)]) -> Batch {
-        let now = self.now();
         let mut b = Batch::new();
+        self.add_transitions(&mut b, posts);
+        b
+    }
+
+    fn add_transitions(&self, b: &mut Batch, posts: &[(Post, StateLabel)]) {
+        let now = self.now();
         for (p, from) in posts {
             b.put_post_status(p);
             if p.state.label() != *from {
                 b.event(post_event(now, p, *from));
             }
         }
-        b
     }
 
-    /// Applies the outcomes gathered so far as one commit. Made durable by the next group
-    /// commit (their next step is only telling people); posts that wait again are tracked
-    /// once their transition is in the commit order, so a later dispatch of them lands
-    /// after it.
+    /// Applies the outcomes gathered so far as one commit of their own. Made durable by
+    /// the next group commit (their next step is only telling people).
     fn commit_outcomes(&mut self) {
         if self.outcomes.is_empty() {
             return;
@@ -314,7 +321,13 @@ impl QueueState {
                 tracing::error!(%platform, %error, "could not record publish outcomes");
             }
         });
-        for (post, _) in &outcomes {
+        self.track_outcomes(&outcomes);
+    }
+
+    /// Posts whose outcome sends them back to wait are tracked once their transition has
+    /// its place in the commit order, so a later dispatch of them lands after it.
+    fn track_outcomes(&mut self, outcomes: &[(Post, StateLabel)]) {
+        for (post, _) in outcomes {
             if post.state.is_pending() {
                 self.track(post);
             }
@@ -344,10 +357,20 @@ impl QueueState {
         }
     }
 
+    /// Cuts the next dispatch batch, if one can go, and commits it together with the
+    /// outcomes gathered so far; otherwise commits those outcomes on their own.
     async fn dispatch(&mut self, myself: &ActorRef<QueueMsg>) {
-        self.commit_outcomes();
+        let sent = self.dispatch_batch(myself).await;
+        if !sent {
+            self.commit_outcomes();
+        }
+        self.rearm(myself);
+    }
+
+    /// Returns whether a batch (carrying the gathered outcomes too) was committed.
+    async fn dispatch_batch(&mut self, myself: &ActorRef<QueueMsg>) -> bool {
         if self.frozen {
-            return;
+            return false;
         }
         let now = self.now();
         // Connection backoffs that ran out.
@@ -379,15 +402,13 @@ impl QueueState {
             }
         }
         if self.platform_backoff.is_some_and(|t| t > now) {
-            self.rearm(myself);
-            return;
+            return false;
         }
         self.platform_backoff = None;
         if self.dispatching {
             // The batch on its way to the disk comes back as `Flushed`, and the next one
             // is cut then, with every slot freed meanwhile.
-            self.rearm(myself);
-            return;
+            return false;
         }
         let cap = self.config.publish_concurrency.max(1);
         let mut batch = Vec::new();
@@ -439,17 +460,19 @@ impl QueueState {
             }
             batch.push((post, StateLabel::Scheduled));
         }
-        held.extend(batch.iter().cloned());
-        if held.is_empty() {
-            self.rearm(myself);
-            return;
+        if held.is_empty() && batch.is_empty() {
+            return false;
         }
-        // One commit for the whole batch, made durable by the store's group commit while
-        // this queue goes on with other messages: every post is Publishing on disk before
-        // any of them reaches its connection (`Flushed` sends them).
-        let commit = self
-            .store
-            .commit(self.transitions(&held), Durability::Durable);
+        // One commit for the whole batch and the outcomes gathered so far, made durable by
+        // the store's group commit while this queue goes on with other messages: every
+        // post is Publishing on disk before any of them reaches its connection (`Flushed`
+        // sends them).
+        let outcomes = std::mem::take(&mut self.outcomes);
+        let mut b = self.transitions(&outcomes);
+        self.add_transitions(&mut b, &held);
+        self.add_transitions(&mut b, &batch);
+        let commit = self.store.commit(b, Durability::Durable);
+        self.track_outcomes(&outcomes);
         let posts: Vec<Post> = batch.into_iter().map(|(p, _)| p).collect();
         self.flushing += posts.len();
         self.dispatching = true;
@@ -466,7 +489,7 @@ impl QueueState {
             // The queue is gone only at shutdown, after it froze with nothing flushing.
             let _ = queue.cast(QueueMsg::Flushed { posts, durable });
         });
-        self.rearm(myself);
+        true
     }
 
     /// A dispatched batch is durable (or could not be made so): hands each post that is
@@ -681,7 +704,9 @@ impl QueueState {
         }
         self.outcomes.push((post, from));
         if !self.outcomes_scheduled {
-            self.outcomes_scheduled = myself.cast(QueueMsg::CommitOutcomes).is_ok();
+            // Most of the time a dispatch batch carries them sooner.
+            myself.send_after(OUTCOME_GATHER, || QueueMsg::CommitOutcomes);
+            self.outcomes_scheduled = true;
         }
     }
 
@@ -1034,14 +1059,18 @@ impl Actor for QueueActor {
         msg: QueueMsg,
         state: &mut QueueState,
     ) -> Result<(), ActorProcessingErr> {
-        if let QueueMsg::Outcome { post, outcome } = msg {
-            // Gathered; applied together when `CommitOutcomes` (or any other message)
-            // comes.
-            state.outcome(*post, outcome, &myself);
-            return Ok(());
+        match msg {
+            QueueMsg::Outcome { post, outcome } => {
+                // Gathered; applied with the next dispatch batch, or on their own when
+                // `CommitOutcomes` comes first.
+                state.outcome(*post, outcome, &myself);
+                return Ok(());
+            }
+            // These only free slots or time: their dispatch applies the outcomes.
+            QueueMsg::CommitOutcomes | QueueMsg::Wake | QueueMsg::Flushed { .. } => {}
+            // Every other message sees the outcomes already applied.
+            _ => state.commit_outcomes(),
         }
-        // Every other message sees the outcomes already applied.
-        state.commit_outcomes();
         match msg {
             QueueMsg::Outcome { .. } => {}
             QueueMsg::CommitOutcomes => state.outcomes_scheduled = false,

@@ -454,11 +454,11 @@ async fn an_unreadable_record_is_named_everywhere_and_the_rest_stays_usable() {
 
     // A status from a newer release, and garbage over one connection.
     let mut raw = sled
-        .raw_get_for_tests("posts_queued", bad.id.as_bytes())
+        .raw_get_for_tests("post_status", bad.id.as_bytes())
         .unwrap()
         .unwrap();
     raw[0] = 77;
-    sled.raw_insert_for_tests("posts_queued", bad.id.as_bytes(), &raw)
+    sled.raw_insert_for_tests("post_status", bad.id.as_bytes(), &raw)
         .unwrap();
     let broken = key("jane", Platform::X);
     sled.raw_insert_for_tests("connections", &broken.storage_key(), &[2, 0xff, 0xff, 0xff])
@@ -466,7 +466,7 @@ async fn an_unreadable_record_is_named_everywhere_and_the_rest_stays_usable() {
 
     match store.post(bad.id).await {
         Err(StoreError::Codec(e)) => {
-            assert_eq!(e.tree, "posts_queued");
+            assert_eq!(e.tree, "post_status");
             assert_eq!(
                 e.problem,
                 CodecProblem::NewerVersion {
@@ -1001,4 +1001,59 @@ async fn a_data_directory_of_a_newer_format_is_refused_before_anything_is_read()
         before,
         "nothing was touched"
     );
+}
+
+/// A connection's events stay listable, newest first and page by page, across as many
+/// commits as it takes for its references to spill into older chunks; another
+/// connection's events in the same commits never show; erasure takes exactly them.
+#[tokio::test]
+async fn a_long_event_history_pages_newest_first_and_erases_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &MasterKey::generate());
+    let mine = key("jane", Platform::X);
+    let other = key("john", Platform::X);
+    let mut expected = Vec::new();
+    for i in 0..700i64 {
+        let mut b = Batch::new();
+        b.event(
+            Event::new(
+                Timestamp::from_unix_millis(i),
+                mine.clone(),
+                EventKind::GrantRenewed,
+            )
+            .detail(format!("{i}")),
+        );
+        b.event(Event::new(
+            Timestamp::from_unix_millis(i),
+            other.clone(),
+            EventKind::GrantRenewed,
+        ));
+        let events = store.commit(b, Durability::Buffered).await.unwrap().events;
+        expected.push(events[0].seq);
+    }
+    store.sync().await.unwrap();
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .events_of_connection(&mine, EventPage { before, limit: 100 })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.iter().all(|e| e.connection == mine));
+        before = page.last().map(|e| e.seq);
+        seen.extend(page.iter().map(|e| e.seq));
+    }
+    expected.reverse();
+    assert_eq!(seen, expected, "every event, newest first, once");
+    assert_eq!(store.events_after(0, 10_000).await.unwrap().len(), 1400);
+    assert!(store.check_integrity().await.unwrap().problems.is_empty());
+    let erased = store.erase_pen_name(&mine.pen_name).await.unwrap();
+    assert_eq!(erased.events, 700);
+    let left = store.events_after(0, 10_000).await.unwrap();
+    assert_eq!(left.len(), 700);
+    assert!(left.iter().all(|e| e.connection == other));
+    assert!(store.check_integrity().await.unwrap().problems.is_empty());
 }

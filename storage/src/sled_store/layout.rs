@@ -6,22 +6,25 @@
 //! | `connections` | `pen \0 platform` | [`Connection`](crate::Connection) |
 //! | `grants` | `pen \0 platform` | [`Grant`](crate::Grant), sealed with the key as associated data |
 //! | `post_bodies` | post id (16) | [`PostBody`](crate::PostBody) |
-//! | `posts_queued` | post id (16) | [`PostStatus`](crate::PostStatus) of a Scheduled, Paused or Publishing post |
-//! | `posts_settled` | post id (16) | [`PostStatus`](crate::PostStatus) of any other post |
+//! | `post_status` | post id (16) | [`PostStatus`](crate::PostStatus) |
+//! | `posts_queued` | post id (16) | — (the post is Scheduled, Paused or Publishing) |
 //! | `posts_by_connection` | `pen \0 platform \0 id` | — |
 //! | `post_counts` | `pen \0 platform` | [`PostCounts`](crate::PostCounts) |
-//! | `events` | seq (8, big-endian) | [`Event`](crate::Event) |
-//! | `events_by_connection` | `pen \0 platform \0 seq` | — |
+//! | `events` | first seq (8, big-endian) | [`EventGroup`]: a commit's events (up to 512), in order |
+//! | `events_by_connection` | `pen \0 platform \0` + `ff`×8 (the head) or + first group seq (older chunks) | [`EventRefs`]: the groups holding the connection's events |
 //! | `oauth_states` | state | expiry, used flag, sealed [`PendingAuthorization`](crate::PendingAuthorization) |
 //! | `idempotency` | `pen \0 key` | [`IdempotentRequest`](crate::IdempotentRequest) |
 //! | `meta` | name | format, master-key check value, connection counts, erasures in progress |
 //! | `quarantine` | `tree \0 key` | a record that could not be read when it was migrated |
 //! | `journal` | `head`, `chunk N` | the last commit's writes, for redo after a crash |
 //!
-//! No key holds a post's state or its ready time: a transition rewrites one small status
-//! record (moving it between `posts_queued` and `posts_settled` when it leaves or rejoins
-//! a queue) and never rewrites index entries. The queues keep due order in memory and
-//! rebuild it at boot from `posts_queued`.
+//! No key holds a post's state or its ready time: a transition overwrites one small status
+//! record in place (and adds or removes the post's id in `posts_queued` when it joins or
+//! leaves a queue). The queues keep due order in memory and rebuild it at boot from
+//! `posts_queued`. A commit's events are one record, and each connection's list of the
+//! records that hold its events is rewritten in place: a dispatch of 256 posts over 100
+//! connections adds one key, not 512 — in sled every new key costs a node copy, and the
+//! splits it causes copy the parent index node.
 
 use serde::{Deserialize, Serialize};
 
@@ -55,8 +58,8 @@ pub(crate) enum T {
     Connections = 0,
     Grants = 1,
     PostBodies = 2,
-    Queued = 3,
-    Settled = 4,
+    Status = 3,
+    Queued = 4,
     PostsByConnection = 5,
     Counts = 6,
     Events = 7,
@@ -72,8 +75,8 @@ impl T {
         T::Connections,
         T::Grants,
         T::PostBodies,
+        T::Status,
         T::Queued,
-        T::Settled,
         T::PostsByConnection,
         T::Counts,
         T::Events,
@@ -89,8 +92,8 @@ impl T {
             T::Connections => "connections",
             T::Grants => "grants",
             T::PostBodies => "post_bodies",
+            T::Status => "post_status",
             T::Queued => "posts_queued",
-            T::Settled => "posts_settled",
             T::PostsByConnection => "posts_by_connection",
             T::Counts => "post_counts",
             T::Events => "events",
@@ -193,6 +196,54 @@ pub(crate) fn journal_chunk_key(i: u32) -> Vec<u8> {
     k
 }
 
+/// A commit's events (at most [`EVENT_GROUP_MAX`]; a larger commit writes several), in
+/// sequence order, keyed by the first one's number. An erasure may take some out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EventGroup {
+    pub(crate) events: Vec<crate::Event>,
+}
+
+pub(crate) const EVENT_GROUP_MAX: usize = 512;
+
+/// The keys of the event groups that hold a connection's events, oldest first. The head
+/// record takes new keys; past [`EVENT_REFS_HEAD_MAX`] it is moved to a chunk of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EventRefs {
+    pub(crate) groups: Vec<u64>,
+}
+
+impl Record for EventRefs {
+    const KIND: &'static str = "event_refs";
+    const VERSION: u8 = 1;
+}
+
+pub(crate) const EVENT_REFS_HEAD_MAX: usize = 256;
+
+/// The head of a connection's event references.
+pub(crate) fn event_refs_head(key: &ConnectionKey) -> Vec<u8> {
+    let mut k = connection_prefix(key);
+    k.extend_from_slice(&[0xff; 8]);
+    k
+}
+
+/// An older chunk of a connection's event references, keyed by its first group.
+pub(crate) fn event_refs_chunk(key: &ConnectionKey, first: u64) -> Vec<u8> {
+    let mut k = connection_prefix(key);
+    k.extend_from_slice(&first.to_be_bytes());
+    k
+}
+
+impl Record for EventGroup {
+    const KIND: &'static str = "event_group";
+    const VERSION: u8 = 1;
+}
+
+impl EventGroup {
+    pub(crate) fn last(&self) -> u64 {
+        self.events.last().map_or(0, |e| e.seq)
+    }
+}
+
 /// A record that could not be read when its data directory was upgraded. Kept whole —
 /// nothing is dropped — and reported until a person erases what it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,12 +292,6 @@ pub(crate) fn by_connection_key(key: &ConnectionKey, id: PostId) -> Vec<u8> {
 pub(crate) fn connection_prefix(key: &ConnectionKey) -> Vec<u8> {
     let mut k = key.storage_key();
     k.push(0);
-    k
-}
-
-pub(crate) fn event_by_connection_key(key: &ConnectionKey, seq: u64) -> Vec<u8> {
-    let mut k = connection_prefix(key);
-    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -302,18 +347,6 @@ pub(crate) fn connection_of_index_key(key: &[u8]) -> Option<ConnectionKey> {
 
 pub(crate) fn post_id_key(key: &[u8]) -> Option<PostId> {
     Some(PostId::from_bytes(<[u8; 16]>::try_from(key).ok()?))
-}
-
-/// The smallest key above every key starting with `prefix` (`None`: no such key).
-pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 pub(crate) fn missing(what: &str) -> CodecProblem {

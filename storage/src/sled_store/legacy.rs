@@ -244,12 +244,10 @@ pub(crate) fn migrate_v1(data_dir: &Path, vault: &Vault) -> Result<Vec<String>, 
         match decode_v1_post(&v) {
             Ok((post, shape)) if post.id.as_bytes() == k.as_ref() => {
                 let id = post.id.as_bytes().to_vec();
-                let tree = if post.state.is_queued() {
-                    T::Queued
-                } else {
-                    T::Settled
-                };
-                out.put(tree, id.clone(), codec::encode(&post.status())?)?;
+                out.put(T::Status, id.clone(), codec::encode(&post.status())?)?;
+                if post.state.is_queued() {
+                    out.put(T::Queued, id.clone(), Vec::new())?;
+                }
                 out.put(T::PostBodies, id, codec::encode(&post.body())?)?;
                 out.put(
                     T::PostsByConnection,
@@ -303,18 +301,40 @@ pub(crate) fn migrate_v1(data_dir: &Path, vault: &Vault) -> Result<Vec<String>, 
     )?;
 
     let mut seq_high = 0;
+    // Format-1 events become groups of consecutive events, and each connection's list of
+    // the groups that hold its events.
+    let mut group: Vec<Event> = Vec::new();
+    let mut refs: HashMap<ConnectionKey, Vec<u64>> = HashMap::new();
+    let flush_group = |out: &mut Batcher,
+                       group: &mut Vec<Event>,
+                       refs: &mut HashMap<ConnectionKey, Vec<u64>>|
+     -> Result<(), StoreError> {
+        let Some(first) = group.first().map(|e| e.seq) else {
+            return Ok(());
+        };
+        for e in group.iter() {
+            let list = refs.entry(e.connection.clone()).or_default();
+            if list.last() != Some(&first) {
+                list.push(first);
+            }
+        }
+        let events = std::mem::take(group);
+        out.put(
+            T::Events,
+            first.to_be_bytes().to_vec(),
+            codec::encode(&layout::EventGroup { events })?,
+        )
+    };
     for item in old.open_tree("events")?.iter() {
         let (k, v) = item?;
         let seq = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes).ok();
         seq_high = seq_high.max(seq.unwrap_or(0));
         match codec::decode::<Event>("events", &k, &v) {
             Ok(e) if Some(e.seq) == seq => {
-                out.put(T::Events, k.to_vec(), v.to_vec())?;
-                out.put(
-                    T::EventsByConnection,
-                    layout::event_by_connection_key(&e.connection, e.seq),
-                    Vec::new(),
-                )?;
+                group.push(e);
+                if group.len() >= layout::EVENT_GROUP_MAX {
+                    flush_group(&mut out, &mut group, &mut refs)?;
+                }
                 tally.events += 1;
             }
             other => quarantine(
@@ -338,6 +358,21 @@ pub(crate) fn migrate_v1(data_dir: &Path, vault: &Vault) -> Result<Vec<String>, 
         }
     }
 
+    flush_group(&mut out, &mut group, &mut refs)?;
+    for (key, list) in refs {
+        let chunks: Vec<&[u64]> = list.chunks(layout::EVENT_REFS_HEAD_MAX).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let refs = layout::EventRefs {
+                groups: chunk.to_vec(),
+            };
+            let k = if i + 1 == chunks.len() {
+                layout::event_refs_head(&key)
+            } else {
+                layout::event_refs_chunk(&key, chunk[0])
+            };
+            out.put(T::EventsByConnection, k, codec::encode(&refs)?)?;
+        }
+    }
     for item in old.open_tree("oauth_states")?.iter() {
         let (k, v) = item?;
         match codec::decode::<OAuthStateRecord>("oauth_states", &k, &v) {

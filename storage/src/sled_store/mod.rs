@@ -422,7 +422,7 @@ fn describe_unreadable(t: T, kind: &str, key: &[u8], problem: &str) -> Unreadabl
         T::Connections | T::Grants | T::Counts => (ConnectionKey::from_storage_key(key), None),
         T::PostsByConnection => (layout::connection_of_index_key(key), layout::id_suffix(key)),
         T::EventsByConnection => (layout::connection_of_index_key(key), None),
-        T::PostBodies | T::Queued | T::Settled => (None, layout::post_id_key(key)),
+        T::PostBodies | T::Status | T::Queued => (None, layout::post_id_key(key)),
         _ => (None, None),
     };
     let pen_name = connection.as_ref().map(|c| c.pen_name.clone()).or_else(|| {
@@ -633,7 +633,7 @@ mod tests;
 /// Samples of the records only this backend stores, for the golden-record test.
 #[cfg(test)]
 pub(crate) mod golden_samples {
-    use super::layout::{Journal, OAuthStateRecord, Quarantined, Write, T};
+    use super::layout::{EventGroup, EventRefs, Journal, OAuthStateRecord, Quarantined, Write, T};
     use crate::codec::Record;
     use crate::fixtures::key;
     use crate::{Platform, PostId, Timestamp};
@@ -643,8 +643,8 @@ pub(crate) mod golden_samples {
             seq_high: 42,
             chunks: 0,
             writes: vec![
-                Write::put(T::Queued, vec![1; 16], vec![1, 2, 3]),
-                Write::remove(T::Settled, vec![1; 16]),
+                Write::put(T::Status, vec![1; 16], vec![1, 2, 3]),
+                Write::remove(T::Queued, vec![1; 16]),
             ],
         }];
         let quarantined = vec![Quarantined {
@@ -661,7 +661,18 @@ pub(crate) mod golden_samples {
             used: false,
             sealed: vec![1, 2, 3],
         }];
+        let mut events = crate::golden::sample_events();
+        events.truncate(2);
+        for e in &mut events {
+            e.connection = key("golden", Platform::X);
+        }
+        let groups = vec![EventGroup { events }];
+        let refs = vec![EventRefs {
+            groups: vec![1, 513, 1025],
+        }];
         [
+            crate::golden::check_current(&groups),
+            crate::golden::check_current(&refs),
             crate::golden::check_current(&journal),
             crate::golden::check_current(&quarantined),
             crate::golden::check_current(&states),
@@ -674,6 +685,8 @@ pub(crate) mod golden_samples {
     pub(crate) fn version_of(kind: &str) -> Option<u8> {
         Some(match kind {
             "journal" => Journal::VERSION,
+            "event_group" => EventGroup::VERSION,
+            "event_refs" => EventRefs::VERSION,
             "quarantined" => Quarantined::VERSION,
             "oauth_state" => OAuthStateRecord::VERSION,
             _ => return None,

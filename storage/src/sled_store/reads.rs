@@ -12,7 +12,7 @@ use crate::{
     Connection, ConnectionKey, Event, Grant, Post, PostBody, PostId, PostStatus, StoreError,
 };
 
-use super::layout::{self, T};
+use super::layout::{self, EventGroup, EventRefs, T};
 use super::{describe_unreadable, SledStore};
 
 impl SledStore {
@@ -64,13 +64,10 @@ impl SledStore {
 
     pub(crate) fn post_sync(&self, id: PostId) -> Result<Option<Post>, StoreError> {
         let key = id.as_bytes();
-        let mut status = None;
-        for tree in [T::Queued, T::Settled] {
-            if let Some(bytes) = self.tree(tree).get(key)? {
-                status = Some(self.decode::<PostStatus>(tree, key, &bytes)?);
-                break;
-            }
-        }
+        let status = match self.tree(T::Status).get(key)? {
+            Some(bytes) => Some(self.decode::<PostStatus>(T::Status, key, &bytes)?),
+            None => None,
+        };
         let body = self.tree(T::PostBodies).get(key)?;
         match (status, body) {
             (None, None) => Ok(None),
@@ -79,7 +76,7 @@ impl SledStore {
                 Ok(Some(Post::from_parts(body, status)))
             }
             (Some(_), None) => Err(self.missing(T::PostBodies, "post_body", key, "its body")),
-            (None, Some(_)) => Err(self.missing(T::Queued, "post_status", key, "its status")),
+            (None, Some(_)) => Err(self.missing(T::Status, "post_status", key, "its status")),
         }
     }
 
@@ -115,7 +112,7 @@ impl SledStore {
                         .unreadable
                         .lock()
                         .unwrap_or_else(|e| e.into_inner());
-                    for tree in [T::Queued, T::Settled, T::PostBodies] {
+                    for tree in [T::Status, T::PostBodies] {
                         if let Some(r) =
                             map.get_mut(&(tree.name().to_string(), id.as_bytes().to_vec()))
                         {
@@ -132,14 +129,27 @@ impl SledStore {
         Ok(loaded)
     }
 
+    /// The statuses of the posts in `posts_queued`, read in id order (which is the
+    /// status tree's order, so a cold boot reads each page once).
     pub(crate) fn queued_sync(&self) -> Result<Loaded<PostStatus>, StoreError> {
         let mut loaded = Loaded::default();
-        for item in self.tree(T::Queued).iter() {
-            let (k, v) = item?;
-            match self.decode::<PostStatus>(T::Queued, &k, &v) {
+        for k in self.tree(T::Queued).iter().keys() {
+            let k = k?;
+            let Some(v) = self.tree(T::Status).get(&k)? else {
+                let problem = layout::missing("its status");
+                self.note_unreadable(T::Status, "post_status", &k, &problem.to_string());
+                loaded.unreadable.push(describe_unreadable(
+                    T::Status,
+                    "post_status",
+                    &k,
+                    &problem.to_string(),
+                ));
+                continue;
+            };
+            match self.decode::<PostStatus>(T::Status, &k, &v) {
                 Ok(s) => loaded.items.push(s),
                 Err(e) => loaded.unreadable.push(describe_unreadable(
-                    T::Queued,
+                    T::Status,
                     "post_status",
                     &k,
                     &problem_of(&e),
@@ -169,49 +179,27 @@ impl SledStore {
         if seq >= durable {
             return Ok(out);
         }
-        let start = seq.saturating_add(1).to_be_bytes();
-        let end = durable.to_be_bytes();
-        for item in self.tree(T::Events).range(start..=end) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item?;
-            // An event that cannot be read is named (and logged) rather than ending the
-            // stream for good at its number.
-            if let Ok(e) = self.decode_logged::<Event>(T::Events, &k, &v) {
-                out.push(e);
-            }
-        }
-        Ok(out)
-    }
-
-    pub(crate) fn events_of_connection_sync(
-        &self,
-        key: &ConnectionKey,
-        page: EventPage,
-    ) -> Result<Vec<Event>, StoreError> {
-        let prefix = layout::connection_prefix(key);
-        let end = match page.before {
-            Some(seq) => layout::event_by_connection_key(key, seq),
-            None => layout::prefix_end(&prefix).unwrap_or_else(|| vec![0xff; prefix.len() + 9]),
-        };
-        let mut out = Vec::new();
-        for k in self
-            .tree(T::EventsByConnection)
-            .range(prefix.clone()..end)
-            .keys()
-            .rev()
+        let events = self.tree(T::Events);
+        // The group holding seq + 1 may begin before it.
+        let from = match events
+            .range(..=seq.saturating_add(1).to_be_bytes())
+            .next_back()
         {
-            if out.len() >= page.limit {
-                break;
-            }
-            let k = k?;
-            let Some(seq) = layout::seq_suffix(&k) else {
+            Some(item) => item?.0.to_vec(),
+            None => seq.saturating_add(1).to_be_bytes().to_vec(),
+        };
+        for item in events.range(from..=durable.to_be_bytes().to_vec()) {
+            let (k, v) = item?;
+            // A group that cannot be read is named (and logged) rather than ending the
+            // stream for good at its numbers.
+            let Ok(group) = self.decode_logged::<EventGroup>(T::Events, &k, &v) else {
                 continue;
             };
-            let key = seq.to_be_bytes();
-            if let Some(v) = self.tree(T::Events).get(key)? {
-                if let Ok(e) = self.decode_logged::<Event>(T::Events, &key, &v) {
+            for e in group.events {
+                if e.seq > seq && e.seq <= durable {
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
                     out.push(e);
                 }
             }
@@ -219,12 +207,74 @@ impl SledStore {
         Ok(out)
     }
 
-    pub(crate) fn event_sync(&self, seq: u64) -> Result<Option<Event>, StoreError> {
-        let k = seq.to_be_bytes();
-        match self.tree(T::Events).get(k)? {
-            Some(v) => Ok(Some(self.decode(T::Events, &k, &v)?)),
-            None => Ok(None),
+    /// A connection's events, newest first: its references (the head, then older
+    /// chunks), each group read and filtered to the connection.
+    pub(crate) fn events_of_connection_sync(
+        &self,
+        key: &ConnectionKey,
+        page: EventPage,
+    ) -> Result<Vec<Event>, StoreError> {
+        let refs_tree = self.tree(T::EventsByConnection);
+        let head_key = layout::event_refs_head(key);
+        let mut lists: Vec<Vec<u64>> = Vec::new();
+        if let Some(v) = refs_tree.get(&head_key)? {
+            lists.push(
+                self.decode::<EventRefs>(T::EventsByConnection, &head_key, &v)?
+                    .groups,
+            );
         }
+        let mut chunks = refs_tree
+            .range(layout::connection_prefix(key)..head_key.clone())
+            .rev();
+        let mut out = Vec::new();
+        loop {
+            let Some(groups) = lists.pop() else {
+                match chunks.next() {
+                    Some(item) => {
+                        let (k, v) = item?;
+                        lists.push(
+                            self.decode::<EventRefs>(T::EventsByConnection, &k, &v)?
+                                .groups,
+                        );
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            for first in groups.into_iter().rev() {
+                if out.len() >= page.limit {
+                    return Ok(out);
+                }
+                if page.before.is_some_and(|b| first >= b) {
+                    continue;
+                }
+                let gk = first.to_be_bytes();
+                let Some(v) = self.tree(T::Events).get(gk)? else {
+                    continue;
+                };
+                let Ok(group) = self.decode_logged::<EventGroup>(T::Events, &gk, &v) else {
+                    continue;
+                };
+                for e in group.events.into_iter().rev() {
+                    if out.len() >= page.limit {
+                        break;
+                    }
+                    if page.before.is_none_or(|b| e.seq < b) && e.connection == *key {
+                        out.push(e);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn event_sync(&self, seq: u64) -> Result<Option<Event>, StoreError> {
+        let Some(item) = self.tree(T::Events).range(..=seq.to_be_bytes()).next_back() else {
+            return Ok(None);
+        };
+        let (k, v) = item?;
+        let group: EventGroup = self.decode(T::Events, &k, &v)?;
+        Ok(group.events.into_iter().find(|e| e.seq == seq))
     }
 
     fn decode_logged<R: codec::Record>(
@@ -300,44 +350,58 @@ impl SledStore {
         }
         let mut counted: HashMap<ConnectionKey, PostCounts> = HashMap::new();
         let mut statuses = HashSet::new();
-        for tree in [T::Queued, T::Settled] {
-            for item in self.tree(tree).iter() {
-                let (k, v) = item?;
-                let Some(id) = layout::post_id_key(&k) else {
-                    r.problems.push(format!(
-                        "malformed post key {} in {}",
-                        KeyDisplay(k.to_vec()),
-                        tree.name()
-                    ));
-                    continue;
-                };
-                if !statuses.insert(id) {
-                    r.problems
-                        .push(format!("post {id} has a status in both status trees"));
-                }
-                match self.decode::<PostStatus>(tree, &k, &v) {
-                    Ok(s) => {
-                        if s.state.is_queued() != (tree == T::Queued) {
-                            r.problems.push(format!(
-                                "post {id} is {} but filed in {}",
-                                s.state.label(),
-                                tree.name()
-                            ));
-                        }
-                        if indexed.get(&id) != Some(&s.connection) {
-                            r.problems.push(format!(
-                                "post {id} has no index entry under {}",
-                                s.connection
-                            ));
-                        }
-                        counted
-                            .entry(s.connection.clone())
-                            .or_default()
-                            .apply(None, Some(s.state.label()));
+        let mut queued_states = HashSet::new();
+        for item in self.tree(T::Status).iter() {
+            let (k, v) = item?;
+            let Some(id) = layout::post_id_key(&k) else {
+                r.problems.push(format!(
+                    "malformed post key {} in post_status",
+                    KeyDisplay(k.to_vec())
+                ));
+                continue;
+            };
+            statuses.insert(id);
+            match self.decode::<PostStatus>(T::Status, &k, &v) {
+                Ok(s) => {
+                    if s.state.is_queued() {
+                        queued_states.insert(id);
                     }
-                    Err(e) => r.problems.push(e.to_string()),
+                    if indexed.get(&id) != Some(&s.connection) {
+                        r.problems.push(format!(
+                            "post {id} has no index entry under {}",
+                            s.connection
+                        ));
+                    }
+                    counted
+                        .entry(s.connection.clone())
+                        .or_default()
+                        .apply(None, Some(s.state.label()));
                 }
+                Err(e) => r.problems.push(e.to_string()),
             }
+        }
+        let mut in_queue = HashSet::new();
+        for k in self.tree(T::Queued).iter().keys() {
+            let k = k?;
+            match layout::post_id_key(&k) {
+                Some(id) => {
+                    in_queue.insert(id);
+                }
+                None => r.problems.push(format!(
+                    "malformed key {} in posts_queued",
+                    KeyDisplay(k.to_vec())
+                )),
+            }
+        }
+        for id in queued_states.symmetric_difference(&in_queue) {
+            r.problems.push(format!(
+                "post {id} is {} posts_queued but its state says otherwise",
+                if in_queue.contains(id) {
+                    "in"
+                } else {
+                    "missing from"
+                }
+            ));
         }
         for item in self.tree(T::PostBodies).iter() {
             let (k, v) = item?;
@@ -391,38 +455,60 @@ impl SledStore {
                 r.problems.push(format!("{key} has posts but no counts"));
             }
         }
-        let mut events = HashSet::new();
+        // Every group in order; every connection with events in a group lists that group,
+        // and lists nothing else.
+        let mut holds: HashMap<ConnectionKey, HashSet<u64>> = HashMap::new();
+        let mut last_seq = 0;
         for item in self.tree(T::Events).iter() {
             let (k, v) = item?;
-            r.events += 1;
-            match self.decode::<Event>(T::Events, &k, &v) {
-                Ok(e) => {
-                    events.insert(e.seq);
-                    if e.seq.to_be_bytes() != k.as_ref() {
-                        r.problems
-                            .push(format!("event {} is stored under another number", e.seq));
+            let key_seq = layout::seq_suffix(&k).unwrap_or(0);
+            match self.decode::<EventGroup>(T::Events, &k, &v) {
+                Ok(g) => {
+                    r.events += g.events.len();
+                    let ordered = g.events.windows(2).all(|w| w[0].seq < w[1].seq);
+                    let first = g.events.first().map_or(0, |e| e.seq);
+                    if g.events.is_empty() || !ordered || first < key_seq || key_seq <= last_seq {
+                        r.problems.push(format!("event group {key_seq} is empty, out of order, or overlaps the one before"));
+                    }
+                    last_seq = g.last();
+                    for e in &g.events {
+                        holds
+                            .entry(e.connection.clone())
+                            .or_default()
+                            .insert(key_seq);
                     }
                 }
                 Err(e) => r.problems.push(e.to_string()),
             }
         }
-        let mut indexed_events = 0;
-        for k in self.tree(T::EventsByConnection).iter().keys() {
-            let k = k?;
-            indexed_events += 1;
-            match layout::seq_suffix(&k) {
-                Some(seq) if self.tree(T::Events).contains_key(seq.to_be_bytes())? => {}
-                _ => r.problems.push(format!(
-                    "event index {} points at no event",
+        let mut listed: HashMap<ConnectionKey, HashSet<u64>> = HashMap::new();
+        for item in self.tree(T::EventsByConnection).iter() {
+            let (k, v) = item?;
+            let Some(c) = layout::connection_of_index_key(&k) else {
+                r.problems.push(format!(
+                    "malformed event reference key {}",
                     KeyDisplay(k.to_vec())
-                )),
+                ));
+                continue;
+            };
+            match self.decode::<EventRefs>(T::EventsByConnection, &k, &v) {
+                Ok(refs) => listed.entry(c).or_default().extend(refs.groups),
+                Err(e) => r.problems.push(e.to_string()),
             }
         }
-        if indexed_events != r.events {
-            r.problems.push(format!(
-                "{indexed_events} event index entries for {} events",
-                r.events
-            ));
+        for (c, groups) in &holds {
+            if listed.get(c) != Some(groups) {
+                r.problems.push(format!(
+                    "the event references of {c} disagree with the groups that hold its events"
+                ));
+            }
+        }
+        for c in listed.keys() {
+            if !holds.contains_key(c) {
+                r.problems.push(format!(
+                    "{c} lists event groups that hold none of its events"
+                ));
+            }
         }
         Ok(r)
     }

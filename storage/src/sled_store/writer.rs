@@ -15,7 +15,10 @@ use crate::{
 };
 
 use super::flusher::Request;
-use super::layout::{self, Journal, JournalRef, OAuthStateRecord, Quarantined, Trees, Write, T};
+use super::layout::{
+    self, EventGroup, EventRefs, Journal, JournalRef, OAuthStateRecord, Quarantined, Trees, Write,
+    T,
+};
 use super::{SledStore, WriterState};
 
 /// A batch op with every byte that does not depend on the store already computed.
@@ -35,12 +38,15 @@ pub(crate) enum Staged {
     Event(Box<Event>),
 }
 
-/// Where a post's status lives, and what it says.
-type Located = Option<(T, Option<PostStatus>)>;
+/// Whether a post has a status, and what it says (`Some(None)`: it has one that does not
+/// decode).
+type Located = Option<Option<PostStatus>>;
 
 #[derive(Default)]
 struct Plan {
     writes: Vec<Write>,
+    /// The batch's events, numbered once the batch is planned (grouped by connection).
+    pending_events: Vec<Event>,
     events: Vec<Event>,
     /// Posts this batch already moved: later ops of the same batch see them there.
     posts: HashMap<PostId, Located>,
@@ -84,8 +90,9 @@ impl SledStore {
         let seq_before = w.seq_high;
         for s in staged {
             // On failure nothing was written; numbers handed out are simply not used.
-            self.plan(&mut plan, &mut w, s)?;
+            self.plan(&mut plan, s)?;
         }
+        self.plan_events(&mut plan, &mut w)?;
         self.plan_counts(&mut plan)?;
         self.write_locked(w.seq_high, &plan.writes)?;
         if w.seq_high != seq_before {
@@ -153,7 +160,7 @@ impl SledStore {
         })
     }
 
-    fn plan(&self, plan: &mut Plan, w: &mut WriterState, s: Staged) -> Result<(), StoreError> {
+    fn plan(&self, plan: &mut Plan, s: Staged) -> Result<(), StoreError> {
         match s {
             Staged::Write(write) => plan.writes.push(write),
             Staged::Connection { key, value } => {
@@ -181,26 +188,30 @@ impl SledStore {
                 body_bytes,
             } => {
                 let id = status.id;
+                let key = id.as_bytes().to_vec();
                 let old = match plan.posts.get(&id) {
                     Some(located) => located.clone(),
                     None => self.locate_post(id)?,
                 };
-                let new_tree = if status.state.is_queued() {
-                    T::Queued
-                } else {
-                    T::Settled
-                };
-                if let Some((old_tree, _)) = &old {
-                    if *old_tree != new_tree {
-                        plan.writes
-                            .push(Write::remove(*old_tree, id.as_bytes().to_vec()));
+                let was_queued = old
+                    .as_ref()
+                    .and_then(|o| o.as_ref())
+                    .map(|s| s.state.is_queued());
+                match (was_queued, status.state.is_queued()) {
+                    (Some(true), true) | (Some(false), false) => {}
+                    (_, true) => plan
+                        .writes
+                        .push(Write::put(T::Queued, key.clone(), Vec::new())),
+                    (_, false) => {
+                        if old.is_some() {
+                            plan.writes.push(Write::remove(T::Queued, key.clone()));
+                        }
                     }
                 }
                 plan.writes
-                    .push(Write::put(new_tree, id.as_bytes().to_vec(), status_bytes));
+                    .push(Write::put(T::Status, key.clone(), status_bytes));
                 if let Some(body) = body_bytes {
-                    plan.writes
-                        .push(Write::put(T::PostBodies, id.as_bytes().to_vec(), body));
+                    plan.writes.push(Write::put(T::PostBodies, key, body));
                 }
                 if old.is_none() {
                     plan.writes.push(Write::put(
@@ -209,12 +220,10 @@ impl SledStore {
                         Vec::new(),
                     ));
                 }
-                let from = old
-                    .as_ref()
-                    .and_then(|(_, s)| s.as_ref().map(|s| s.state.label()));
+                let from = old.flatten().map(|s| s.state.label());
                 plan.moves
                     .push((status.connection.clone(), from, Some(status.state.label())));
-                plan.posts.insert(id, Some((new_tree, Some(*status))));
+                plan.posts.insert(id, Some(Some(*status)));
             }
             Staged::DeletePost(id) => {
                 let old = match plan.posts.get(&id) {
@@ -222,25 +231,26 @@ impl SledStore {
                     None => self.locate_post(id)?,
                 };
                 let key = id.as_bytes().to_vec();
-                let connection = match &old {
-                    Some((_, Some(status))) => Some(status.connection.clone()),
-                    _ => self
+                let label = old
+                    .as_ref()
+                    .and_then(|o| o.as_ref())
+                    .map(|s| s.state.label());
+                let connection = match old.as_ref().and_then(|o| o.as_ref()) {
+                    Some(status) => Some(status.connection.clone()),
+                    None => self
                         .tree(T::PostBodies)
                         .get(&key)?
                         .and_then(|b| codec::decode::<PostBody>("post_bodies", &key, &b).ok())
                         .map(|b| b.connection),
                 };
-                if let Some((tree, status)) = &old {
-                    plan.writes.push(Write::remove(*tree, key.clone()));
+                if old.is_some() {
                     if let Some(c) = &connection {
-                        plan.moves.push((
-                            c.clone(),
-                            status.as_ref().map(|s| s.state.label()),
-                            None,
-                        ));
+                        plan.moves.push((c.clone(), label, None));
                     }
                 }
-                plan.writes.push(Write::remove(T::PostBodies, key));
+                for t in [T::Status, T::Queued, T::PostBodies] {
+                    plan.writes.push(Write::remove(t, key.clone()));
+                }
                 if let Some(c) = &connection {
                     plan.writes.push(Write::remove(
                         T::PostsByConnection,
@@ -249,36 +259,73 @@ impl SledStore {
                 }
                 plan.posts.insert(id, None);
             }
-            Staged::Event(mut e) => {
-                w.seq_high += 1;
-                e.seq = w.seq_high;
-                plan.writes.push(Write::put(
-                    T::Events,
-                    e.seq.to_be_bytes().to_vec(),
-                    encoded(&*e)?,
-                ));
-                plan.writes.push(Write::put(
-                    T::EventsByConnection,
-                    layout::event_by_connection_key(&e.connection, e.seq),
-                    Vec::new(),
-                ));
-                plan.events.push(*e);
-            }
+            Staged::Event(e) => plan.pending_events.push(*e),
         }
         Ok(())
     }
 
-    /// Where a post's status is now, and what it says (`None` inside when it does not
-    /// decode: the post is overwritten all the same, and its counts may be off by one,
-    /// which `check_integrity` reports).
-    fn locate_post(&self, id: PostId) -> Result<Located, StoreError> {
-        for tree in [T::Queued, T::Settled] {
-            if let Some(bytes) = self.tree(tree).get(id.as_bytes())? {
-                let status = codec::decode::<PostStatus>(tree.name(), id.as_bytes(), &bytes).ok();
-                return Ok(Some((tree, status)));
-            }
+    /// Numbers the batch's events in order and writes them as one group (several past
+    /// [`layout::EVENT_GROUP_MAX`]); each connection among them gets the group's key
+    /// appended to its references, rewritten in place.
+    fn plan_events(&self, plan: &mut Plan, w: &mut WriterState) -> Result<(), StoreError> {
+        if plan.pending_events.is_empty() {
+            return Ok(());
         }
-        Ok(None)
+        let mut refs: Vec<(ConnectionKey, Vec<u64>)> = Vec::new();
+        let pending = std::mem::take(&mut plan.pending_events);
+        for chunk in pending.chunks(layout::EVENT_GROUP_MAX) {
+            let first = w.seq_high + 1;
+            let mut events = chunk.to_vec();
+            for e in &mut events {
+                w.seq_high += 1;
+                e.seq = w.seq_high;
+                match refs.iter_mut().find(|(k, _)| *k == e.connection) {
+                    Some((_, keys)) => {
+                        if keys.last() != Some(&first) {
+                            keys.push(first);
+                        }
+                    }
+                    None => refs.push((e.connection.clone(), vec![first])),
+                }
+            }
+            let group = EventGroup { events };
+            plan.writes.push(Write::put(
+                T::Events,
+                first.to_be_bytes().to_vec(),
+                encoded(&group)?,
+            ));
+            plan.events.extend(group.events);
+        }
+        for (key, groups) in refs {
+            let head_key = layout::event_refs_head(&key);
+            let mut head: EventRefs = match self.tree(T::EventsByConnection).get(&head_key)? {
+                Some(v) => codec::decode("events_by_connection", &head_key, &v).unwrap_or_default(),
+                None => EventRefs::default(),
+            };
+            head.groups.extend(groups);
+            if head.groups.len() > layout::EVENT_REFS_HEAD_MAX {
+                let chunk_key = layout::event_refs_chunk(&key, head.groups[0]);
+                plan.writes.push(Write::put(
+                    T::EventsByConnection,
+                    chunk_key,
+                    encoded(&head)?,
+                ));
+                head = EventRefs::default();
+            }
+            plan.writes
+                .push(Write::put(T::EventsByConnection, head_key, encoded(&head)?));
+        }
+        Ok(())
+    }
+
+    /// Whether a post has a status now, and what it says (a status that does not decode
+    /// is overwritten all the same; the post's counts may then be off by one, which
+    /// `check_integrity` reports).
+    fn locate_post(&self, id: PostId) -> Result<Located, StoreError> {
+        Ok(self
+            .tree(T::Status)
+            .get(id.as_bytes())?
+            .map(|bytes| codec::decode::<PostStatus>(T::Status.name(), id.as_bytes(), &bytes).ok()))
     }
 
     /// One counts record per connection the batch moved posts of, and the store's
@@ -516,18 +563,44 @@ impl SledStore {
         for k in keys(T::PostsByConnection)? {
             if let Some(id) = layout::id_suffix(&k) {
                 counts.posts += 1;
-                for t in [T::PostBodies, T::Queued, T::Settled] {
+                for t in [T::PostBodies, T::Status, T::Queued] {
                     removals.push(Write::remove(t, id.as_bytes().to_vec()));
                 }
             }
             removals.push(Write::remove(T::PostsByConnection, k));
         }
-        for k in keys(T::EventsByConnection)? {
-            if let Some(seq) = layout::seq_suffix(&k) {
-                counts.events += 1;
-                removals.push(Write::remove(T::Events, seq.to_be_bytes().to_vec()));
+        // Event groups hold several pen names' events: each one this pen name appears in
+        // is rewritten without its events (or removed when nothing is left).
+        let mut groups = std::collections::BTreeSet::new();
+        for item in self.tree(T::EventsByConnection).scan_prefix(&prefix) {
+            let (k, v) = item?;
+            if let Ok(refs) = codec::decode::<EventRefs>("events_by_connection", &k, &v) {
+                groups.extend(refs.groups);
             }
-            removals.push(Write::remove(T::EventsByConnection, k));
+            removals.push(Write::remove(T::EventsByConnection, k.to_vec()));
+        }
+        for first in groups {
+            let gk = first.to_be_bytes();
+            let Some(v) = self.tree(T::Events).get(gk)? else {
+                continue;
+            };
+            match codec::decode::<EventGroup>("events", &gk, &v) {
+                Ok(mut group) => {
+                    let before = group.events.len();
+                    group.events.retain(|e| e.connection.pen_name != *pen);
+                    counts.events += before - group.events.len();
+                    removals.push(if group.events.is_empty() {
+                        Write::remove(T::Events, gk.to_vec())
+                    } else {
+                        Write::put(T::Events, gk.to_vec(), encoded(&group)?)
+                    });
+                }
+                // Named in the unreadable list when read; which pen names it held cannot
+                // be told, so it stays.
+                Err(e) => {
+                    tracing::error!(error = %e, "an event group of an erased pen name cannot be read; left as it is")
+                }
+            }
         }
         for item in self.tree(T::Quarantine).iter() {
             let (k, v) = item?;
@@ -642,11 +715,12 @@ pub(crate) fn apply_writes(trees: &Trees, writes: &[Write]) -> Result<(), StoreE
 /// every key they touch), and returns the highest event number ever handed out with how
 /// many writes were replayed.
 pub(crate) fn replay_journal(trees: &Trees) -> Result<(u64, usize), StoreError> {
-    let last_event = trees
-        .get(T::Events)
-        .last()?
-        .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
-        .map_or(0, u64::from_be_bytes);
+    let last_event = match trees.get(T::Events).last()? {
+        Some((k, v)) => codec::decode::<EventGroup>("events", &k, &v)
+            .map(|g| g.last())
+            .unwrap_or_else(|_| <[u8; 8]>::try_from(k.as_ref()).map_or(0, u64::from_be_bytes)),
+        None => 0,
+    };
     let stored_high = trees
         .get(T::Meta)
         .get(SEQ_HIGH)?
@@ -723,8 +797,9 @@ pub(crate) fn plan_for_tests(
 ) -> Vec<Write> {
     let mut plan = Plan::default();
     for s in staged {
-        store.plan(&mut plan, w, s).unwrap();
+        store.plan(&mut plan, s).unwrap();
     }
+    store.plan_events(&mut plan, w).unwrap();
     store.plan_counts(&mut plan).unwrap();
     plan.writes
 }
