@@ -12,6 +12,7 @@
 #   THREADS       wrk threads (wrk -t)                           default 2
 #   ROUNDS        measured rounds; each runs engine then hello   default 2
 #   OUT           also write the Markdown table to this file     default: none
+#   POSTS         posts scheduled on the connected account       default 1000
 #
 # Installs wrk from Debian if missing (needs root), builds both examples in release mode,
 # starts them on 127.0.0.1 (random ports), warms up, measures, prints a Markdown table
@@ -25,6 +26,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-2}
 OUT=${OUT:-}
+POSTS=${POSTS:-1000}
 PEN=bench-author
 START_TIMEOUT=${START_TIMEOUT:-120}
 
@@ -101,7 +103,7 @@ wait_listening() {
 # The engine reads stdin until it closes: give it a FIFO that only this script holds
 # open, so it stops even if this script is killed without running its trap.
 mkfifo "$WORK/engine.stdin"
-"$BIN/http_bench_server" <"$WORK/engine.stdin" >"$WORK/engine.out" 2>"$WORK/engine.err" &
+BENCH_POSTS=$POSTS "$BIN/http_bench_server" <"$WORK/engine.stdin" >"$WORK/engine.out" 2>"$WORK/engine.err" &
 ENGINE_PID=$!
 exec 3>"$WORK/engine.stdin"
 "$BIN/hello_axum" 0 </dev/null >"$WORK/hello.out" 2>"$WORK/hello.err" 3>&- &
@@ -219,7 +221,7 @@ WRK_VERSION=$(wrk -v 2>&1 | head -n1 | awk '{ print $2 }' || true)
 			$2 == "hello"  { hr += $3; hp += $6; hc += $12; hn++ }
 			END { printf "throughput %.2f×, p99 %.2f×, server CPU per request %.1f×", (er/en) / (hr/hn), (ep/en) / (hp/hn), (ec/en) / (hc/hn) }')"
 	echo
-	echo "Setup: wrk ${WRK_VERSION:-?} \`-t$THREADS -c$CONNECTIONS -d$DURATION --latency\` after a ${WARMUP} warm-up per server; loopback (127.0.0.1), HTTP/1.1 keep-alive; both servers multi-thread tokio (one worker per core); the engine route with \`Authorization: Bearer <admin token>\`, pen name \`$PEN\` connected to X (sandbox) with scheduled posts, the other eight platforms not connected; engine logging as \`social-studio serve\` (\`warn,social_studio=info\`, RUST_LOG=${RUST_LOG:-unset}). Release build (\`debug = 1\`)."
+	echo "Setup: wrk ${WRK_VERSION:-?} \`-t$THREADS -c$CONNECTIONS -d$DURATION --latency\` after a ${WARMUP} warm-up per server; loopback (127.0.0.1), HTTP/1.1 keep-alive; both servers multi-thread tokio (one worker per core); the engine route with \`Authorization: Bearer <admin token>\`, pen name \`$PEN\` connected to X (sandbox) with $POSTS scheduled posts, the other eight platforms not connected; engine logging as \`social-studio serve\` (\`warn,social_studio=info\`, RUST_LOG=${RUST_LOG:-unset}). Release build (\`debug = 1\`)."
 	echo
 	echo "Machine: $(uname -m), ${NPROC} CPU(s), ${CPU_MODEL:-unknown CPU}, Linux $(uname -r)."
 	echo

@@ -8,6 +8,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+/// The same allocator as the `social-studio` binary, so the comparison is like for like.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn hello() -> Json<Value> {
     Json(json!({ "hello": "world" }))
 }

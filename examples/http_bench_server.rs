@@ -26,6 +26,10 @@ use social_studio::sandbox::{browser, Sandbox, XUser};
 use social_studio::studio::{Studio, StudioOptions};
 use social_studio_storage::{Platform, Timestamp};
 
+/// The same allocator as the `social-studio` binary, so the comparison is like for like.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PEN: &str = "bench-author";
 /// An account of our own on the sandbox's X (it seeds only the demo's).
 const X_USER_ID: &str = "3141592653";

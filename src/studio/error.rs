@@ -4,7 +4,7 @@
 use serde::Serialize;
 use social_studio_actors::EngineError;
 use social_studio_storage::{
-    PenNameError, Platform, PostId, Reason, StateLabel, StoreError, TimestampParseError,
+    PenNameError, Platform, PostId, Reason, ReasonCode, StateLabel, StoreError, TimestampParseError,
 };
 
 use crate::platforms::{ConnectError, ContentError};
@@ -125,6 +125,7 @@ impl StudioError {
             StudioError::InvalidTransition { .. } => "invalid_transition",
             StudioError::IdempotencyKeyReused => "idempotency_key_reused",
             StudioError::TestPostFailed { reason } => reason.code.code(),
+            StudioError::Storage(e) if is_record_problem(e) => "record_unreadable",
             StudioError::Storage(_) => "storage_error",
             StudioError::Unavailable(_) => "engine_unavailable",
         }
@@ -159,6 +160,7 @@ impl StudioError {
             "idempotency_key_reused" => "Use a new Idempotency-Key for a different request.",
             "invalid_transition" => "Check the post's state: only some states allow this.",
             "storage_error" => "An administrator should check the service's data directory and logs.",
+            "record_unreadable" => ReasonCode::RecordUnreadable.remedy(),
             _ => "Check the request and try again.",
         }
     }
@@ -226,9 +228,24 @@ impl StudioError {
             | StudioError::Connect(ConnectError::AuthorizationRefused(reason)) => {
                 Some(serde_json::json!({ "reason": super::views::ReasonView::from(reason) }))
             }
+            StudioError::Storage(e) if is_record_problem(e) => {
+                let reason =
+                    Reason::with_platform_message(ReasonCode::RecordUnreadable, e.to_string());
+                Some(serde_json::json!({ "reason": super::views::ReasonView::from(&reason) }))
+            }
             _ => None,
         }
     }
+}
+
+/// A stored record that does not decode or open: named `record_unreadable`, with its
+/// reason and remedy, rather than a bare storage error.
+fn is_record_problem(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Codec(_)
+            | StoreError::Vault(social_studio_storage::VaultError::Unopenable { .. })
+    )
 }
 
 impl From<EngineError> for StudioError {

@@ -666,6 +666,9 @@ impl Studio {
                 }),
             });
         }
+        // Counted before the disconnects below, which already remove an unreadable
+        // connection record.
+        let unreadable_before = self.unreadable(Some(pen)).len();
         let keys = connections.items.iter().map(|c| c.key.clone()).chain(
             connections
                 .unreadable
@@ -684,7 +687,7 @@ impl Studio {
             "connections": revoked,
             "posts_erased": erased.posts,
             "events_erased": erased.events,
-            "unreadable_erased": erased.unreadable,
+            "unreadable_erased": erased.unreadable.max(unreadable_before),
         }))
     }
 

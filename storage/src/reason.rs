@@ -129,8 +129,8 @@ reason_codes! {
         "The Google account has no YouTube channel, and videos can only be published to a channel.",
         "Create a YouTube channel for this Google account (in YouTube: Create a channel), then reconnect.";
     RecordUnreadable => "record_unreadable",
-        "The engine cannot read this account connection's stored record, so it cannot act for it; its scheduled posts are kept and wait.",
-        "Reconnect the account to replace the record; an administrator should check the service log for the storage error that names it.";
+        "The engine cannot read a stored record (the connection or post named here), so it cannot act on it; it is kept, not dropped, and a connection's scheduled posts wait.",
+        "For a connection, reconnect the account: that replaces the record and its posts resume. For a post, schedule it again if it is still wanted. An administrator should check the service log for the storage error that names the record.";
     AppPasswordRejected => "app_password_rejected",
         "The platform did not accept this identifier and app password: one of them is wrong, or the app password was revoked.",
         "Check the handle, or create a new app password in Bluesky's settings (Settings → Privacy and security → App passwords) and connect with it.";

@@ -2,14 +2,19 @@
 //! that reconnects with `Last-Event-ID` gets what it missed, then live events, without
 //! duplicates or gaps at the seam.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{header, Request};
 use reqwest::StatusCode;
+use serde_json::{json, Value};
 use social_studio::http::router;
 use tokio_stream::StreamExt;
 use tower::ServiceExt;
 
-use crate::helpers::{spawn_app, spawn_app_with, AppOptions, ADMIN_TOKEN, JANE, JANE_ID, PATIENCE};
+use crate::helpers::{
+    in_a_day, spawn_app, spawn_app_with, AppOptions, ADMIN_TOKEN, JANE, JANE_ID, OTHER, PATIENCE,
+};
 
 #[tokio::test]
 async fn a_live_client_sees_the_connection_expire_with_its_reason() {
@@ -203,4 +208,124 @@ async fn an_open_stream_does_not_hold_up_a_shutdown() {
         .await
         .expect("the stream ends");
     assert!(end.is_none());
+}
+
+/// Several writers at once — pen names and platforms whose queues commit on their own —
+/// while a client reads the stream, drops it part-way and resumes with `Last-Event-ID`
+/// several times: across all its connections it gets every stored event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sse_resume_never_skips_an_event_under_concurrent_writers() {
+    /// Events read on one connection before it is dropped.
+    const SEGMENT: usize = 7;
+    /// Schedule-then-cancel rounds per writer.
+    const ROUNDS: usize = 25;
+
+    let app = Arc::new(spawn_app().await);
+    app.connect_x("jane", JANE).await;
+    app.connect_x("bob", OTHER).await;
+    let linkedin = app.connect_oauth("jane", "linkedin", "jane_writes").await;
+    assert_eq!(linkedin["status"], "active", "{linkedin}");
+    let linkedin_target = linkedin["targets"][0]["id"].clone();
+    let lanes: Vec<(&str, Value)> = vec![
+        ("jane", json!({"platform": "x"})),
+        ("bob", json!({"platform": "x"})),
+        (
+            "jane",
+            json!({"platform": "linkedin", "target": linkedin_target}),
+        ),
+    ];
+
+    // From the start: the connects are replayed first, then what the writers do.
+    let mut stream = app.events("/v1/events", Some(0)).await;
+    let mut writers = Vec::new();
+    for w in 0..2 * lanes.len() {
+        let (pen, lane) = lanes[w % lanes.len()].clone();
+        let app = app.clone();
+        writers.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                let mut body = lane.clone();
+                body["text"] = json!(format!("writer {w}, round {round}"));
+                body["scheduled_at"] = json!(in_a_day());
+                let (status, created) = app.post(&format!("/v1/pen-names/{pen}/posts"), body).await;
+                assert_eq!(status, StatusCode::CREATED, "{created}");
+                let id = created["posts"][0]["id"].as_str().expect("post id");
+                let (status, cancelled) =
+                    app.delete(&format!("/v1/pen-names/{pen}/posts/{id}")).await;
+                assert_eq!(status, StatusCode::OK, "{cancelled}");
+            }
+        }));
+    }
+    let writes = writers.len() * ROUNDS;
+    let all_written = async move {
+        for writer in writers {
+            writer.await.expect("a writer finished without failing");
+        }
+    };
+    tokio::pin!(all_written);
+
+    // While they write: read a part, drop the connection, resume after the last id seen.
+    let mut received: Vec<u64> = Vec::new();
+    let mut resumed_while_writing = 0;
+    let mut written = false;
+    let reading = async {
+        while !written {
+            let mut in_segment = 0;
+            while in_segment < SEGMENT && !written {
+                tokio::select! {
+                    () = &mut all_written, if !written => written = true,
+                    event = stream.next() => {
+                        let event = event.expect("the stream stays open");
+                        assert_eq!(event.id, event.data["id"].as_u64(), "{event:?}");
+                        received.push(event.id.expect("every event has an id"));
+                        in_segment += 1;
+                    }
+                }
+            }
+            if !written {
+                resumed_while_writing += 1;
+            }
+            stream = app.events("/v1/events", received.last().copied()).await;
+        }
+    };
+    tokio::time::timeout(3 * PATIENCE, reading)
+        .await
+        .expect("the writers finish");
+    assert!(
+        resumed_while_writing >= 2,
+        "the client resumed {resumed_while_writing} times while the writers wrote"
+    );
+
+    // Everything is written; read the last connection until it has caught up.
+    let stored: Vec<u64> = app
+        .studio
+        .events_after(0, 1_000_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert!(
+        stored.len() >= 2 * writes,
+        "each schedule and each cancel is an event: {} stored for {writes} writes",
+        stored.len()
+    );
+    let last = *stored.last().unwrap();
+    while received.last().is_none_or(|&id| id < last) {
+        received.push(
+            stream
+                .expect_next()
+                .await
+                .id
+                .expect("every event has an id"),
+        );
+    }
+
+    let out_of_order: Vec<&[u64]> = received.windows(2).filter(|w| w[0] >= w[1]).collect();
+    assert!(
+        out_of_order.is_empty(),
+        "ids strictly increase across the connections (no duplicate, no reordering): {out_of_order:?}"
+    );
+    let missing: Vec<&u64> = stored.iter().filter(|s| !received.contains(s)).collect();
+    assert!(missing.is_empty(), "stored events never sent: {missing:?}");
+    assert_eq!(received, stored, "every stored event once, in order");
 }

@@ -387,6 +387,21 @@ pub struct Stopped {
     engine: Tuning,
 }
 
+impl Stopped {
+    /// Starts the service again on this data directory — after a test changed it while
+    /// nothing had it open.
+    pub async fn start(self) -> TestApp {
+        start(
+            self.sandbox,
+            self.data_dir,
+            self.config,
+            self.clock,
+            self.engine,
+        )
+        .await
+    }
+}
+
 /// RFC 3339, a day from now.
 pub fn in_a_day() -> String {
     Timestamp::now_system()

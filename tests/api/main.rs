@@ -16,3 +16,4 @@ mod openapi;
 mod properties;
 mod restart;
 mod scheduling;
+mod unreadable;

@@ -148,15 +148,48 @@ impl SledStore {
             };
             match self.decode::<PostStatus>(T::Status, &k, &v) {
                 Ok(s) => loaded.items.push(s),
-                Err(e) => loaded.unreadable.push(describe_unreadable(
-                    T::Status,
-                    "post_status",
-                    &k,
-                    &problem_of(&e),
-                )),
+                Err(e) => {
+                    let mut record =
+                        describe_unreadable(T::Status, "post_status", &k, &problem_of(&e));
+                    self.name_post_owner(&mut record, &k);
+                    loaded.unreadable.push(record);
+                }
             }
         }
         Ok(loaded)
+    }
+
+    /// Fills in who an unreadable post record belonged to, from whichever half of the
+    /// post still reads, and names it so in the unreadable list — so the pen name's own
+    /// attention list shows it before anyone has listed its posts.
+    pub(crate) fn name_post_owner(&self, record: &mut UnreadableRecord, id_key: &[u8]) {
+        let owner = self
+            .tree(T::PostBodies)
+            .get(id_key)
+            .ok()
+            .flatten()
+            .and_then(|b| codec::decode::<PostBody>("post_bodies", id_key, &b).ok())
+            .map(|b| b.connection)
+            .or_else(|| {
+                let status = self.tree(T::Status).get(id_key).ok().flatten()?;
+                codec::decode::<PostStatus>("post_status", id_key, &status)
+                    .ok()
+                    .map(|s| s.connection)
+            });
+        let Some(owner) = owner else { return };
+        record.pen_name = Some(owner.pen_name.clone());
+        record.connection = Some(owner.clone());
+        let mut map = self
+            .inner
+            .unreadable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for tree in [T::Status, T::PostBodies] {
+            if let Some(r) = map.get_mut(&(tree.name().to_string(), id_key.to_vec())) {
+                r.connection = Some(owner.clone());
+                r.pen_name = Some(owner.pen_name.clone());
+            }
+        }
     }
 
     pub(crate) fn counts_sync(&self, key: &ConnectionKey) -> Result<PostCounts, StoreError> {
