@@ -14,6 +14,10 @@
 #   OUT           also write the Markdown table to this file     default: none
 #   POSTS         posts scheduled on the connected account       default 1000
 #
+# A third server, an axum hello-world whose answer is padded to the engine's answer size
+# (`hello_axum` with HELLO_BODY_BYTES), shows what the answer's size costs on its own: over
+# loopback the receiving side's TCP work is charged to the sender.
+#
 # Installs wrk from Debian if missing (needs root), builds both examples in release mode,
 # starts them on 127.0.0.1 (random ports), warms up, measures, prints a Markdown table
 # (requests/s, p50 and p99 from wrk's --latency distribution, CPU of each side) and stops
@@ -58,14 +62,15 @@ log "building the examples (release)"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/social-studio-http-bench.XXXXXX")
 ENGINE_PID=
 HELLO_PID=
+SIZED_PID=
 cleanup() {
 	local status=$?
 	trap - EXIT INT TERM
 	exec 3>&- # closing the engine's stdin also stops it
-	for pid in $ENGINE_PID $HELLO_PID; do
+	for pid in $ENGINE_PID $HELLO_PID $SIZED_PID; do
 		kill -TERM "$pid" 2>/dev/null || true
 	done
-	for pid in $ENGINE_PID $HELLO_PID; do
+	for pid in $ENGINE_PID $HELLO_PID $SIZED_PID; do
 		for _ in $(seq 100); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
@@ -116,7 +121,13 @@ read -r _ HELLO_BASE <<<"$HELLO_LINE"
 [ -n "$TOKEN" ] || die "http_bench_server printed no token"
 ENGINE_URL=$ENGINE_BASE/v1/pen-names/$PEN/connections
 HELLO_URL=$HELLO_BASE/
-log "engine: $ENGINE_URL (pid $ENGINE_PID); hello: $HELLO_URL (pid $HELLO_PID)"
+ENGINE_BYTES=$(curl -s -H "Authorization: Bearer $TOKEN" "$ENGINE_URL" | wc -c)
+HELLO_BODY_BYTES=$ENGINE_BYTES "$BIN/hello_axum" 0 </dev/null >"$WORK/sized.out" 2>"$WORK/sized.err" 3>&- &
+SIZED_PID=$!
+SIZED_LINE=$(wait_listening hello_axum "$SIZED_PID" "$WORK/sized.out") || exit 1
+read -r _ SIZED_BASE <<<"$SIZED_LINE"
+SIZED_URL=$SIZED_BASE/
+log "engine: $ENGINE_URL (pid $ENGINE_PID, $ENGINE_BYTES-byte answers); hello: $HELLO_URL (pid $HELLO_PID); hello padded to the same size: $SIZED_URL (pid $SIZED_PID)"
 
 # ---- measuring ----
 TICKS=$(getconf CLK_TCK)
@@ -189,11 +200,13 @@ run_wrk() {
 log "warming up: ${WARMUP} each"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -H "Authorization: Bearer $TOKEN" "$ENGINE_URL" >/dev/null 3>&-
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$HELLO_URL" >/dev/null 3>&-
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$SIZED_URL" >/dev/null 3>&-
 
 for round in $(seq "$ROUNDS"); do
 	log "round $round/$ROUNDS: engine, then hello (${DURATION} each)"
 	run_wrk engine "$ENGINE_URL" "$ENGINE_PID" "$round" -H "Authorization: Bearer $TOKEN"
 	run_wrk hello "$HELLO_URL" "$HELLO_PID" "$round"
+	run_wrk sized "$SIZED_URL" "$SIZED_PID" "$round"
 done
 
 # ---- the table ----
@@ -208,6 +221,9 @@ WRK_VERSION=$(wrk -v 2>&1 | head -n1 | awk '{ print $2 }' || true)
 		if [ "$target" = engine ]; then
 			route="GET /v1/pen-names/$PEN/connections"
 			server="engine (http_bench_server)"
+		elif [ "$target" = sized ]; then
+			route="GET /"
+			server="axum hello-world, answer padded to $ENGINE_BYTES bytes"
 		else
 			route="GET /"
 			server="axum hello-world"
@@ -219,9 +235,10 @@ WRK_VERSION=$(wrk -v 2>&1 | head -n1 | awk '{ print $2 }' || true)
 		printf '%s\n' "${ROWS[@]}" | awk -F'|' '
 			$2 == "engine" { er += $3; ep += $6; ec += $12; en++ }
 			$2 == "hello"  { hr += $3; hp += $6; hc += $12; hn++ }
-			END { printf "throughput %.2f×, p99 %.2f×, server CPU per request %.1f×", (er/en) / (hr/hn), (ep/en) / (hp/hn), (ec/en) / (hc/hn) }')"
+			$2 == "sized"  { sr += $3; sc += $12; sn++ }
+			END { printf "throughput %.2f×, p99 %.2f×, server CPU per request %.1f×; against the hello-world padded to the same answer size: throughput %.2f×, server CPU per request %.1f×", (er/en) / (hr/hn), (ep/en) / (hp/hn), (ec/en) / (hc/hn), (er/en) / (sr/sn), (ec/en) / (sc/sn) }')"
 	echo
-	echo "Setup: wrk ${WRK_VERSION:-?} \`-t$THREADS -c$CONNECTIONS -d$DURATION --latency\` after a ${WARMUP} warm-up per server; loopback (127.0.0.1), HTTP/1.1 keep-alive; both servers multi-thread tokio (one worker per core); the engine route with \`Authorization: Bearer <admin token>\`, pen name \`$PEN\` connected to X (sandbox) with $POSTS scheduled posts, the other eight platforms not connected; engine logging as \`social-studio serve\` (\`warn,social_studio=info\`, RUST_LOG=${RUST_LOG:-unset}). Release build (\`debug = 1\`)."
+	echo "Setup: wrk ${WRK_VERSION:-?} \`-t$THREADS -c$CONNECTIONS -d$DURATION --latency\` after a ${WARMUP} warm-up per server; loopback (127.0.0.1), HTTP/1.1 keep-alive; all servers multi-thread tokio (one worker per core) and mimalloc; the engine route with \`Authorization: Bearer <admin token>\`, pen name \`$PEN\` connected to X (sandbox) with $POSTS scheduled posts, the other eight platforms not connected; engine logging as \`social-studio serve\` (\`warn,social_studio=info\`, RUST_LOG=${RUST_LOG:-unset}). Release build (\`debug = 1\`)."
 	echo
 	echo "Machine: $(uname -m), ${NPROC} CPU(s), ${CPU_MODEL:-unknown CPU}, Linux $(uname -r)."
 	echo

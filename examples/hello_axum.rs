@@ -3,6 +3,8 @@
 //!
 //! `cargo run --release --example hello_axum -- [PORT]` — port 0 (the default) takes any
 //! free port; the bound address is printed as `LISTENING http://127.0.0.1:PORT`.
+//! `HELLO_BODY_BYTES=N` pads the body to about N bytes, to see what a larger answer costs
+//! on its own (over loopback, the receiving side's TCP work is charged to the sender).
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -12,8 +14,14 @@ use serde_json::{json, Value};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-async fn hello() -> Json<Value> {
-    Json(json!({ "hello": "world" }))
+async fn hello(
+    axum::extract::State(pad): axum::extract::State<std::sync::Arc<String>>,
+) -> Json<Value> {
+    if pad.is_empty() {
+        Json(json!({ "hello": "world" }))
+    } else {
+        Json(json!({ "hello": "world", "pad": pad.as_str() }))
+    }
 }
 
 fn main() -> std::io::Result<()> {
@@ -29,7 +37,12 @@ fn main() -> std::io::Result<()> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         println!("LISTENING http://{}", listener.local_addr()?);
-        let app = Router::new().route("/", get(hello));
+        let pad: usize = std::env::var("HELLO_BODY_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let pad = std::sync::Arc::new("x".repeat(pad.saturating_sub(30)));
+        let app = Router::new().route("/", get(hello)).with_state(pad);
         axum::serve(listener, app).await
     })
 }

@@ -178,7 +178,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     ),
     security(("admin_token" = []))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 pub(crate) async fn attention_all(
     State(state): State<AppState>,
 ) -> Result<Json<AttentionBody>, ApiError> {
@@ -201,7 +201,7 @@ pub(crate) async fn attention_all(
     ),
     security(("admin_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(pen_name = %pen))]
+#[tracing::instrument(level = "debug", skip_all, fields(pen_name = %pen))]
 pub(crate) async fn attention_of_pen(
     State(state): State<AppState>,
     PenPath(pen): PenPath,
@@ -224,7 +224,7 @@ pub(crate) async fn attention_of_pen(
     ),
     security(("admin_token" = []))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 pub(crate) async fn supervisor(
     State(state): State<AppState>,
 ) -> Result<Json<SupervisorBody>, ApiError> {

@@ -5,33 +5,19 @@
 //! neither the token's bytes nor its length can be learned from how long a refusal takes.
 //! The token is never logged, and a refusal never says what was wrong with what was sent.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::error::ApiError;
-use super::AppState;
-
-/// Middleware on every protected route.
-pub(crate) async fn require_admin(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let presented = request
+/// Whether the request carries the admin token (see [`super::layers::AdminLayer`]).
+pub(crate) fn is_admin(request: &Request, expected: &str) -> bool {
+    request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
-    match presented {
-        Some(token) if token_matches(token, state.studio.admin_token().expose()) => {
-            next.run(request).await
-        }
-        _ => ApiError::unauthorized().into_response(),
-    }
+        .and_then(bearer_token)
+        .is_some_and(|token| token_matches(token, expected))
 }
 
 /// The token of an `Authorization: Bearer <token>` value (the scheme is

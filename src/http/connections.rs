@@ -117,7 +117,7 @@ fn record_key(key: &social_studio_storage::ConnectionKey) {
     ),
     security(("admin_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(pen_name = %pen))]
+#[tracing::instrument(level = "debug", skip_all, fields(pen_name = %pen))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     PenPath(pen): PenPath,
@@ -142,7 +142,7 @@ pub(crate) async fn list(
     ),
     security(("admin_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(pen_name, platform))]
+#[tracing::instrument(level = "debug", skip_all, fields(pen_name, platform))]
 pub(crate) async fn show(
     State(state): State<AppState>,
     KeyPath(key): KeyPath,

@@ -26,7 +26,7 @@ pub struct ApiError {
 }
 
 /// Marks a response that is an error on purpose but not JSON (the OAuth callback page),
-/// so that [`ensure_json_errors`] leaves it alone.
+/// so that [`ensure_json_error`] leaves it alone.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NotJsonOnPurpose;
 
@@ -274,7 +274,7 @@ pub(crate) fn panicked(panic: Box<dyn Any + Send + 'static>) -> Response {
 
 /// Rewrites any error response that is not JSON (tower-http's 413, for one) into the
 /// API's error body, keeping its status and headers such as `Allow`.
-pub(crate) async fn ensure_json_errors(response: Response) -> Response {
+pub(crate) fn ensure_json_error(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;

@@ -12,7 +12,9 @@
 //! | `metrics.rs` | Prometheus text: requests by route and status, connections, queues, events |
 //! | `openapi.rs` | the OpenAPI document, generated from the handlers' annotations |
 //!
-//! Cross-cutting parts: `auth.rs` (the admin bearer token, compared in constant time),
+//! Cross-cutting parts: `layers.rs` (the request layers: metrics and JSON errors on every
+//! route, the admin token on the protected ones), `auth.rs` (the admin bearer token,
+//! compared in constant time),
 //! `error.rs` (one [`ApiError`]; every refusal, axum's own included, is
 //! `{"error": {"code", "message", ...}}`) and `extract.rs` (path, query and body
 //! extractors whose rejections are `ApiError`s).
@@ -27,6 +29,7 @@ mod connections;
 mod error;
 mod events;
 mod extract;
+mod layers;
 mod metrics;
 mod oauth;
 mod openapi;
@@ -49,14 +52,25 @@ pub use error::ApiError;
 pub use openapi::ApiDoc;
 
 /// What every handler gets: the engine, the metrics it reports into, and the signal
-/// that the server is shutting down.
+/// that the server is shutting down. One `Arc`: every middleware layer clones the state
+/// for every request, and one reference count is cheaper to move than three.
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<Shared>);
+
+pub(crate) struct Shared {
     pub(crate) studio: Studio,
     pub(crate) metrics: Arc<metrics::HttpMetrics>,
     /// Becomes `true` when [`serve`] starts its graceful shutdown: event streams never
     /// end on their own, so they end on this, or the shutdown would wait for them forever.
     pub(crate) closing: Arc<watch::Sender<bool>>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The HTTP methods the API uses.
@@ -297,19 +311,18 @@ pub fn router(studio: Studio) -> Router {
 
 fn build(studio: Studio, closing: Arc<watch::Sender<bool>>) -> Router {
     let max_body = studio.config().max_body_bytes;
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         metrics: metrics::HttpMetrics::start(&studio),
         studio,
         closing,
-    };
+    }));
     let mut app = Router::new();
     for spec in ROUTES {
         let mut handler = (spec.mount)(spec.method.filter());
         if spec.protected {
-            handler = handler.route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                auth::require_admin,
-            ));
+            handler = handler.route_layer(layers::AdminLayer {
+                studio: state.studio.clone(),
+            });
         }
         app = app.route(spec.path, handler);
     }
@@ -325,22 +338,34 @@ fn build(studio: Studio, closing: Arc<watch::Sender<bool>>) -> Router {
         // Spans name the route template, never the URI: the callback's query carries the
         // authorization code and state.
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        // Anything still not JSON (tower-http's 413, say) becomes our error body.
-        .layer(axum::middleware::map_response(error::ensure_json_errors))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
+        // Counted and timed; anything still not JSON (tower-http's 413, say) becomes our
+        // error body.
+        .layer(layers::ObserveLayer {
+            metrics: state.metrics.clone(),
+        })
         .with_state(state)
 }
 
+/// A span per request, naming the route template. Reads get theirs at debug level: they
+/// are the busiest requests and log nothing at info, and a span at info costs every one of
+/// them a formatted allocation; requests that change something keep theirs at info, so the
+/// few lines they log say which route they came from.
 fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str())
         .unwrap_or("unmatched");
-    tracing::info_span!("http", method = %request.method(), route)
+    if request.method() == axum::http::Method::GET {
+        tracing::debug_span!("http", method = %request.method(), route)
+    } else {
+        tracing::info_span!("http", method = %request.method(), route)
+    }
+}
+
+/// The route template as the static string of the route table, when it is one of ours.
+pub(crate) fn static_route(route: &str) -> Option<&'static str> {
+    ROUTES.iter().map(|r| r.path).find(|p| *p == route)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then lets requests in

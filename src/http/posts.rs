@@ -162,7 +162,7 @@ pub(crate) async fn schedule(
     ),
     security(("admin_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(pen_name = %pen))]
+#[tracing::instrument(level = "debug", skip_all, fields(pen_name = %pen))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     PenPath(pen): PenPath,
@@ -189,7 +189,7 @@ pub(crate) async fn list(
     ),
     security(("admin_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(pen_name, post_id = %path.id))]
+#[tracing::instrument(level = "debug", skip_all, fields(pen_name, post_id = %path.id))]
 pub(crate) async fn show(
     State(state): State<AppState>,
     path: PostPath,
