@@ -1441,7 +1441,7 @@ struct Progress {
     last: Option<Instant>,
 }
 
-/// Counts post outcomes on the event bus until `target` posts are final.
+/// Counts post outcomes in the store's event feed until `target` posts are final.
 async fn count_outcomes(
     mut rx: tokio::sync::broadcast::Receiver<Event>,
     target: usize,
@@ -1654,7 +1654,7 @@ fn run_rows(opts: &Opts, r: &RunReport) {
     );
     if r.finished {
         println!(
-            "| due instant → last Published (durable, on the event bus) | {:.2} s |",
+            "| due instant → last Published (durable, in the event feed) | {:.2} s |",
             r.secs
         );
     } else {
@@ -1918,7 +1918,7 @@ async fn burst_section(opts: &Opts) -> Res<()> {
         per_k(after.cpu.saturating_sub(before.cpu))
     );
     println!(
-        "\nCPU by thread (engine process): {}.\n\nTargets: p99 lateness ≤ 10 s → {}; ≤ 100 ms CPU per 1,000 posts → {}. (A BullMQ + Redis queue with fsync on every write: 21–27 s and 313–408 ms on this kind of machine.)\n",
+        "\nCPU by thread (engine process): {}.\n\nTargets: p99 lateness ≤ 10 s → {}; ≤ 100 ms CPU per 1,000 posts → {}. Run `../shared/peers/bullmq` in the same hour for the comparison (README, Figures).\n",
         r.threads,
         if p99_known && after.p99 <= 10_000 {
             "met"
