@@ -60,24 +60,13 @@ pub(crate) struct ResolveBody {
     pub(crate) published: bool,
 }
 
-/// The post states a list can be filtered by, by their lowercase labels.
-const POST_STATES: [StateLabel; 8] = [
-    StateLabel::Scheduled,
-    StateLabel::Paused,
-    StateLabel::Publishing,
-    StateLabel::Published,
-    StateLabel::Failed,
-    StateLabel::Unconfirmed,
-    StateLabel::Held,
-    StateLabel::Cancelled,
-];
-
+/// A post state named by its lowercase label, as a list filter.
 fn parse_state_filter(raw: &str) -> Result<StateLabel, ApiError> {
-    POST_STATES
+    StateLabel::POST
         .into_iter()
         .find(|s| s.as_str() == raw)
         .ok_or_else(|| {
-            let known: Vec<&str> = POST_STATES.iter().map(|s| s.as_str()).collect();
+            let known: Vec<&str> = StateLabel::POST.iter().map(|s| s.as_str()).collect();
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_state_filter",

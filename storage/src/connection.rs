@@ -96,6 +96,34 @@ pub enum StateLabel {
 }
 
 impl StateLabel {
+    /// Every label, connection states first.
+    pub const ALL: [StateLabel; 12] = [
+        StateLabel::NotConnected,
+        StateLabel::Active,
+        StateLabel::Expired,
+        StateLabel::Error,
+        StateLabel::Scheduled,
+        StateLabel::Paused,
+        StateLabel::Publishing,
+        StateLabel::Published,
+        StateLabel::Failed,
+        StateLabel::Unconfirmed,
+        StateLabel::Held,
+        StateLabel::Cancelled,
+    ];
+
+    /// The labels a post can carry (the last eight of [`StateLabel::ALL`]).
+    pub const POST: [StateLabel; 8] = [
+        StateLabel::Scheduled,
+        StateLabel::Paused,
+        StateLabel::Publishing,
+        StateLabel::Published,
+        StateLabel::Failed,
+        StateLabel::Unconfirmed,
+        StateLabel::Held,
+        StateLabel::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             StateLabel::NotConnected => "not_connected",
@@ -240,5 +268,38 @@ impl Record for Connection {
             }
             v => Err(CodecProblem::UnknownVersion(v)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StateLabel;
+
+    #[test]
+    fn every_label_is_listed_once_and_post_labels_are_the_post_states() {
+        // No wildcard: a new variant stops this compiling, the reminder to list it in ALL.
+        let is_post = |l: StateLabel| match l {
+            StateLabel::NotConnected
+            | StateLabel::Active
+            | StateLabel::Expired
+            | StateLabel::Error => false,
+            StateLabel::Scheduled
+            | StateLabel::Paused
+            | StateLabel::Publishing
+            | StateLabel::Published
+            | StateLabel::Failed
+            | StateLabel::Unconfirmed
+            | StateLabel::Held
+            | StateLabel::Cancelled => true,
+        };
+        let mut names: Vec<&str> = StateLabel::ALL.iter().map(|l| l.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), StateLabel::ALL.len());
+        let posts: Vec<StateLabel> = StateLabel::ALL
+            .into_iter()
+            .filter(|l| is_post(*l))
+            .collect();
+        assert_eq!(posts, StateLabel::POST);
     }
 }

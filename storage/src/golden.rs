@@ -266,20 +266,7 @@ pub(crate) fn sample_events() -> Vec<Event> {
         EventKind::Recovered,
         EventKind::GrantRenewed,
     ];
-    let labels = [
-        StateLabel::NotConnected,
-        StateLabel::Active,
-        StateLabel::Expired,
-        StateLabel::Error,
-        StateLabel::Scheduled,
-        StateLabel::Paused,
-        StateLabel::Publishing,
-        StateLabel::Published,
-        StateLabel::Failed,
-        StateLabel::Unconfirmed,
-        StateLabel::Held,
-        StateLabel::Cancelled,
-    ];
+    let labels = StateLabel::ALL;
     labels
         .iter()
         .enumerate()

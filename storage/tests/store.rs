@@ -163,16 +163,7 @@ async fn counts_follow_every_transition_and_queued_posts_are_exactly_the_queued_
     let store = open(dir.path(), &MasterKey::generate());
     let (k, posts, _) = every_kind_of_record(&store).await;
     let counts = store.post_counts(&k).await.unwrap();
-    for label in [
-        StateLabel::Scheduled,
-        StateLabel::Paused,
-        StateLabel::Publishing,
-        StateLabel::Published,
-        StateLabel::Failed,
-        StateLabel::Unconfirmed,
-        StateLabel::Held,
-        StateLabel::Cancelled,
-    ] {
+    for label in StateLabel::POST {
         assert_eq!(counts.get(label), 1, "{label}");
     }
     let queued = store.queued_posts().await.unwrap();

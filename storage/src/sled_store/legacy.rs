@@ -26,21 +26,12 @@ use super::layout::{self, OAuthStateRecord, Quarantined, Trees, Write, T};
 use super::migrate;
 use super::writer::apply_writes;
 
-/// A format-1 post as written from 1b8d4ad on (with `waiting`).
+/// A format-1 post as written from 1b8d4ad on: the earlier shape with `waiting` after it.
+/// bincode writes a struct as its fields in order, with nothing around them, so the
+/// nested `before` reads the same bytes as the flat record did.
 #[derive(Deserialize)]
 struct PostWithWaiting {
-    id: PostId,
-    group_id: Option<PostId>,
-    connection: ConnectionKey,
-    target: Option<String>,
-    kind: PostKind,
-    content: Content,
-    due_at: Timestamp,
-    next_attempt_at: Option<Timestamp>,
-    state: PostState,
-    attempts: u32,
-    created_at: Timestamp,
-    updated_at: Timestamp,
+    before: PostBeforeWaiting,
     waiting: Option<Reason>,
 }
 
@@ -61,6 +52,26 @@ struct PostBeforeWaiting {
     updated_at: Timestamp,
 }
 
+impl PostBeforeWaiting {
+    fn into_post(self, waiting: Option<Reason>) -> Post {
+        Post {
+            id: self.id,
+            group_id: self.group_id,
+            connection: self.connection,
+            target: self.target,
+            kind: self.kind,
+            content: self.content,
+            due_at: self.due_at,
+            next_attempt_at: self.next_attempt_at,
+            state: self.state,
+            attempts: self.attempts,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            waiting,
+        }
+    }
+}
+
 /// Which shape a format-1 post had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum V1PostShape {
@@ -75,47 +86,11 @@ pub(crate) fn decode_v1_post(bytes: &[u8]) -> Result<(Post, V1PostShape), CodecP
         return Err(CodecProblem::UnknownVersion(version));
     }
     let later = match codec::decode_body::<PostWithWaiting>(body) {
-        Ok(p) => {
-            return Ok((
-                Post {
-                    id: p.id,
-                    group_id: p.group_id,
-                    connection: p.connection,
-                    target: p.target,
-                    kind: p.kind,
-                    content: p.content,
-                    due_at: p.due_at,
-                    next_attempt_at: p.next_attempt_at,
-                    state: p.state,
-                    attempts: p.attempts,
-                    created_at: p.created_at,
-                    updated_at: p.updated_at,
-                    waiting: p.waiting,
-                },
-                V1PostShape::WithWaiting,
-            ))
-        }
+        Ok(p) => return Ok((p.before.into_post(p.waiting), V1PostShape::WithWaiting)),
         Err(e) => e,
     };
     match codec::decode_body::<PostBeforeWaiting>(body) {
-        Ok(p) => Ok((
-            Post {
-                id: p.id,
-                group_id: p.group_id,
-                connection: p.connection,
-                target: p.target,
-                kind: p.kind,
-                content: p.content,
-                due_at: p.due_at,
-                next_attempt_at: p.next_attempt_at,
-                state: p.state,
-                attempts: p.attempts,
-                created_at: p.created_at,
-                updated_at: p.updated_at,
-                waiting: None,
-            },
-            V1PostShape::BeforeWaiting,
-        )),
+        Ok(p) => Ok((p.into_post(None), V1PostShape::BeforeWaiting)),
         Err(earlier) => Err(CodecProblem::Malformed(format!(
             "neither format-1 post shape reads it: {later} / {earlier}"
         ))),
