@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use social_studio::sandbox::Sandbox;
 use social_studio_storage::Timestamp;
 
-use crate::helpers::{in_a_day, spawn_app, TestApp, PATIENCE};
+use crate::helpers::{in_a_day, spawn_app, TestApp};
 
 const PEN: &str = "jane";
 
@@ -48,25 +48,6 @@ async fn connect(app: &TestApp, case: &Case) -> Value {
             assert!(status.is_success(), "{status} {body}");
             app.connection(PEN, case.platform).await
         }
-    }
-}
-
-/// Reads the post until `wanted` holds (or `PATIENCE` runs out, which fails the test).
-async fn post_until(app: &TestApp, id: &str, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-    let path = format!("/v1/pen-names/{PEN}/posts/{id}");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let (status, body) = app.get(&path).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let post = body.get("post").cloned().unwrap_or(body);
-        if wanted(&post) {
-            return post;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the post never became {what}: {post}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -113,13 +94,16 @@ async fn whole_life(case: Case) {
     );
 
     // The post pauses with that reason; nothing fails.
-    let paused = post_until(&app, &id, "paused", |p| p["state"] == "paused").await;
+    let paused = app
+        .post_until(PEN, &id, "paused", |p| p["state"] == "paused")
+        .await;
     assert_eq!(paused["reason"]["code"], reason, "{paused}");
 
     // Reconnect the same account: active, and the post is scheduled again.
     let entry = connect(&app, &case).await;
     assert_eq!(entry["status"], "active", "{entry}");
-    post_until(&app, &id, "scheduled", |p| p["state"] == "scheduled").await;
+    app.post_until(PEN, &id, "scheduled", |p| p["state"] == "scheduled")
+        .await;
 
     // Bring it forward and watch it publish, once.
     let soon = Timestamp::now_system()
@@ -133,10 +117,11 @@ async fn whole_life(case: Case) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{patched}");
-    let published = post_until(&app, &id, "published", |p| {
-        matches!(p["state"].as_str(), Some("published" | "failed" | "held"))
-    })
-    .await;
+    let published = app
+        .post_until(PEN, &id, "published", |p| {
+            matches!(p["state"].as_str(), Some("published" | "failed" | "held"))
+        })
+        .await;
     assert_eq!(published["state"], "published", "{published}");
     assert!(published["receipt"]["id"].is_string(), "{published}");
     assert_eq!(

@@ -143,8 +143,6 @@ async fn start(
     }
 }
 
-/// Opens the engine; right after a stop the previous one may still be letting go of the
-/// database, so this waits (with a deadline) until it can.
 /// What a test tunes beyond the configuration: the engine's timing and the event feed.
 #[derive(Clone, Default)]
 pub struct Tuning {
@@ -152,6 +150,8 @@ pub struct Tuning {
     pub event_capacity: Option<usize>,
 }
 
+/// Opens the engine; right after a stop the previous one may still be letting go of the
+/// database, so this waits (with a deadline) until it can.
 async fn open_studio(config: &Config, clock: Option<Arc<dyn Clock>>, engine: Tuning) -> Studio {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
@@ -200,6 +200,32 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, None).await
+    }
+
+    /// Reads `pen`'s post `id` until `wanted` holds; fails the test, naming `what` it waited
+    /// for, when [`PATIENCE`] runs out.
+    pub async fn post_until(
+        &self,
+        pen: &str,
+        id: &str,
+        what: &str,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let path = format!("/v1/pen-names/{pen}/posts/{id}");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let (status, body) = self.get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let post = body.get("post").cloned().unwrap_or(body);
+            if wanted(&post) {
+                return post;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the post never became {what}: {post}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {

@@ -110,23 +110,6 @@ fn naming_post<'a>(list: &'a Value, id: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-/// Reads the post until `wanted` holds; fails the test after [`PATIENCE`].
-async fn post_until(app: &TestApp, id: &str, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-    let path = format!("/v1/pen-names/{PEN}/posts/{id}");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let post = ok(app, &path).await;
-        if wanted(&post) {
-            return post;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the post never became {what}: {post}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_unreadable_post_is_named_never_a_500() {
     let app = spawn_app().await;
@@ -249,7 +232,9 @@ async fn a_connection_whose_record_cannot_be_read_keeps_its_posts() {
 
     // Its posts wait, paused with the reason — they are not failed as disconnected.
     for id in &ids {
-        let post = post_until(&app, id, "paused", |p| p["state"] != "scheduled").await;
+        let post = app
+            .post_until(PEN, id, "paused", |p| p["state"] != "scheduled")
+            .await;
         assert_eq!(post["state"], "paused", "{post}");
         assert_eq!(post["reason"]["code"], "record_unreadable", "{post}");
         assert!(
@@ -324,7 +309,8 @@ async fn a_connection_whose_record_cannot_be_read_keeps_its_posts() {
     assert_eq!(entry["status"], "active", "{entry}");
     assert_eq!(entry["account"]["platform_id"], JANE_ID, "{entry}");
     for id in &ids {
-        post_until(&app, id, "scheduled again", |p| p["state"] == "scheduled").await;
+        app.post_until(PEN, id, "scheduled again", |p| p["state"] == "scheduled")
+            .await;
     }
     let ready = readiness(&app).await;
     assert_eq!(
@@ -352,10 +338,11 @@ async fn a_connection_whose_record_cannot_be_read_keeps_its_posts() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{patched}");
-    let published = post_until(&app, &ids[0], "published", |p| {
-        !matches!(p["state"].as_str(), Some("scheduled" | "publishing"))
-    })
-    .await;
+    let published = app
+        .post_until(PEN, &ids[0], "published", |p| {
+            !matches!(p["state"].as_str(), Some("scheduled" | "publishing"))
+        })
+        .await;
     assert_eq!(published["state"], "published", "{published}");
     assert!(published["receipt"]["id"].is_string(), "{published}");
     let tweets = app.sandbox.x().tweets(JANE_ID);
