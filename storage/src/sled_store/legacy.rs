@@ -109,6 +109,42 @@ struct Tally {
     quarantined: usize,
 }
 
+/// Copies every record of the format-1 tree `tree` that reads as `R` into `to` unchanged,
+/// and hands the rest to `quarantine`; answers how many were copied.
+fn carry_verbatim<R: Record>(
+    old: &sled::Db,
+    tree: &'static str,
+    to: T,
+    out: &mut Batcher<'_>,
+    tally: &mut Tally,
+    quarantine: &impl Fn(&mut Batcher<'_>, &mut Tally, Quarantined) -> Result<(), StoreError>,
+) -> Result<usize, StoreError> {
+    let mut carried = 0;
+    for item in old.open_tree(tree)?.iter() {
+        let (k, v) = item?;
+        match codec::decode::<R>(tree, &k, &v) {
+            Ok(_) => {
+                out.put(to, k.to_vec(), v.to_vec())?;
+                carried += 1;
+            }
+            Err(e) => quarantine(
+                out,
+                tally,
+                Quarantined {
+                    kind: R::KIND.into(),
+                    tree: tree.into(),
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                    problem: e.problem.to_string(),
+                    connection: None,
+                    post: None,
+                },
+            )?,
+        }
+    }
+    Ok(carried)
+}
+
 /// Upgrades `data_dir/db` (format 1) to `data_dir/sled` (format 2). See [`migrate`] for the
 /// steps and why each is safe to repeat.
 pub(crate) fn migrate_v1(data_dir: &Path, vault: &Vault) -> Result<Vec<String>, StoreError> {
@@ -348,50 +384,24 @@ pub(crate) fn migrate_v1(data_dir: &Path, vault: &Vault) -> Result<Vec<String>, 
             out.put(T::EventsByConnection, k, codec::encode(&refs)?)?;
         }
     }
-    for item in old.open_tree("oauth_states")?.iter() {
-        let (k, v) = item?;
-        match codec::decode::<OAuthStateRecord>("oauth_states", &k, &v) {
-            Ok(_) => {
-                out.put(T::OAuthStates, k.to_vec(), v.to_vec())?;
-                tally.oauth_states += 1;
-            }
-            Err(e) => quarantine(
-                &mut out,
-                &mut tally,
-                Quarantined {
-                    kind: OAuthStateRecord::KIND.into(),
-                    tree: "oauth_states".into(),
-                    key: k.to_vec(),
-                    value: v.to_vec(),
-                    problem: e.problem.to_string(),
-                    connection: None,
-                    post: None,
-                },
-            )?,
-        }
-    }
-    for item in old.open_tree("idempotency")?.iter() {
-        let (k, v) = item?;
-        match codec::decode::<IdempotentRequest>("idempotency", &k, &v) {
-            Ok(_) => {
-                out.put(T::Idempotency, k.to_vec(), v.to_vec())?;
-                tally.idempotency += 1;
-            }
-            Err(e) => quarantine(
-                &mut out,
-                &mut tally,
-                Quarantined {
-                    kind: IdempotentRequest::KIND.into(),
-                    tree: "idempotency".into(),
-                    key: k.to_vec(),
-                    value: v.to_vec(),
-                    problem: e.problem.to_string(),
-                    connection: None,
-                    post: None,
-                },
-            )?,
-        }
-    }
+    // OAuth states and idempotency answers keep their format-1 encoding: carried byte for
+    // byte once they are known to read.
+    tally.oauth_states = carry_verbatim::<OAuthStateRecord>(
+        &old,
+        "oauth_states",
+        T::OAuthStates,
+        &mut out,
+        &mut tally,
+        &quarantine,
+    )?;
+    tally.idempotency = carry_verbatim::<IdempotentRequest>(
+        &old,
+        "idempotency",
+        T::Idempotency,
+        &mut out,
+        &mut tally,
+        &quarantine,
+    )?;
     if let Some(check) = old_meta.get(layout::META_KEY_CHECK)? {
         out.put(T::Meta, layout::META_KEY_CHECK.to_vec(), check.to_vec())?;
     }
