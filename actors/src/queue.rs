@@ -213,11 +213,12 @@ pub struct QueueState {
     frozen: bool,
 }
 
-fn post_event(now: Timestamp, post: &Post, from: StateLabel) -> Event {
-    Event::new(now, post.connection.clone(), EventKind::PostState)
-        .post(post.id)
-        .transition(Some(from), Some(post.state.label()))
-        .reason(post.reason().cloned())
+/// The event of a post's transition from `from` to the status it has now.
+fn post_event(now: Timestamp, status: &PostStatus, from: StateLabel) -> Event {
+    Event::new(now, status.connection.clone(), EventKind::PostState)
+        .post(status.id)
+        .transition(Some(from), Some(status.state.label()))
+        .reason(status.reason().cloned())
 }
 
 impl QueueState {
@@ -297,10 +298,11 @@ impl QueueState {
     fn add_transitions(&self, b: &mut Batch, posts: &[(Post, StateLabel)]) {
         let now = self.now();
         for (p, from) in posts {
-            b.put_post_status(p);
+            let status = p.status();
             if p.state.label() != *from {
-                b.event(post_event(now, p, *from));
+                b.event(post_event(now, &status, *from));
             }
+            b.put_status(&status);
         }
     }
 
@@ -776,12 +778,7 @@ impl QueueState {
             }
             if s.state.label() != from {
                 s.updated_at = now;
-                batch.put_status(&s).event(
-                    Event::new(now, s.connection.clone(), EventKind::PostState)
-                        .post(s.id)
-                        .transition(Some(from), Some(s.state.label()))
-                        .reason(s.state.reason().or(s.waiting.as_ref()).cloned()),
-                );
+                batch.put_status(&s).event(post_event(now, &s, from));
             }
             if s.state.is_pending() {
                 waiting.push(s);

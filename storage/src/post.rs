@@ -172,12 +172,9 @@ impl Post {
         self.state.reason().or(self.waiting.as_ref())
     }
 
-    /// When the queue should next try this post.
+    /// When the queue should next try this post: its due time, or a later retry time.
     pub fn ready_at(&self) -> Timestamp {
-        match self.next_attempt_at {
-            Some(t) if t > self.due_at => t,
-            _ => self.due_at,
-        }
+        ready_at(self.due_at, self.next_attempt_at)
     }
 
     pub fn receipt(&self) -> Option<&crate::post::Receipt> {
@@ -271,12 +268,21 @@ pub struct PostStatus {
 }
 
 impl PostStatus {
-    /// When the queue should next try this post (see [`Post::ready_at`]).
+    /// See [`Post::reason`].
+    pub fn reason(&self) -> Option<&Reason> {
+        self.state.reason().or(self.waiting.as_ref())
+    }
+
+    /// See [`Post::ready_at`].
     pub fn ready_at(&self) -> Timestamp {
-        match self.next_attempt_at {
-            Some(t) if t > self.due_at => t,
-            _ => self.due_at,
-        }
+        ready_at(self.due_at, self.next_attempt_at)
+    }
+}
+
+fn ready_at(due_at: Timestamp, next_attempt_at: Option<Timestamp>) -> Timestamp {
+    match next_attempt_at {
+        Some(t) if t > due_at => t,
+        _ => due_at,
     }
 }
 

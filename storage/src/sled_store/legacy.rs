@@ -252,7 +252,7 @@ pub(crate) fn migrate_v1(data_dir: &Path, vault: &Vault) -> Result<Vec<String>, 
     let mut counts: HashMap<ConnectionKey, PostCounts> = HashMap::new();
     for item in old.open_tree("posts")?.iter() {
         let (k, v) = item?;
-        match decode_v1_post(&v) {
+        let problem = match decode_v1_post(&v) {
             Ok((post, shape)) if post.id.as_bytes() == k.as_ref() => {
                 let id = post.id.as_bytes().to_vec();
                 out.put(T::Status, id.clone(), codec::encode(&post.status())?)?;
@@ -273,34 +273,24 @@ pub(crate) fn migrate_v1(data_dir: &Path, vault: &Vault) -> Result<Vec<String>, 
                 if shape == V1PostShape::BeforeWaiting {
                     tally.posts_before_waiting += 1;
                 }
+                continue;
             }
-            Ok((post, _)) => quarantine(
-                &mut out,
-                &mut tally,
-                Quarantined {
-                    kind: "post".into(),
-                    tree: "posts".into(),
-                    key: k.to_vec(),
-                    value: v.to_vec(),
-                    problem: format!("it is stored under another id than its own ({})", post.id),
-                    connection: layout::post_id_key(&k).and_then(|id| post_owner.get(&id).cloned()),
-                    post: layout::post_id_key(&k),
-                },
-            )?,
-            Err(problem) => quarantine(
-                &mut out,
-                &mut tally,
-                Quarantined {
-                    kind: "post".into(),
-                    tree: "posts".into(),
-                    key: k.to_vec(),
-                    value: v.to_vec(),
-                    problem: problem.to_string(),
-                    connection: layout::post_id_key(&k).and_then(|id| post_owner.get(&id).cloned()),
-                    post: layout::post_id_key(&k),
-                },
-            )?,
-        }
+            Ok((post, _)) => format!("it is stored under another id than its own ({})", post.id),
+            Err(problem) => problem.to_string(),
+        };
+        quarantine(
+            &mut out,
+            &mut tally,
+            Quarantined {
+                kind: "post".into(),
+                tree: "posts".into(),
+                key: k.to_vec(),
+                value: v.to_vec(),
+                problem,
+                connection: layout::post_id_key(&k).and_then(|id| post_owner.get(&id).cloned()),
+                post: layout::post_id_key(&k),
+            },
+        )?;
     }
     for (key, c) in &counts {
         out.put(T::Counts, key.storage_key(), codec::encode(c)?)?;
