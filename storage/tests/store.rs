@@ -1048,3 +1048,165 @@ async fn a_long_event_history_pages_newest_first_and_erases_cleanly() {
     assert!(left.iter().all(|e| e.connection == other));
     assert!(store.check_integrity().await.unwrap().problems.is_empty());
 }
+
+/// The key of a connection's newest event references (`storage key`, 0, then eight 0xff
+/// bytes): the layout's, spelled out so the test can break that record.
+fn event_refs_head_key(k: &ConnectionKey) -> Vec<u8> {
+    let mut key = k.storage_key();
+    key.push(0);
+    key.extend_from_slice(&[0xff; 8]);
+    key
+}
+
+const UNREADABLE: &[u8] = b"\x01\xff\xff\xff\xff";
+
+#[tokio::test]
+async fn unreadable_counts_are_recounted_from_the_records_they_summarise() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = open(dir.path(), &MasterKey::generate());
+    let store: &dyn Store = &sled;
+    let (k, posts, _) = every_kind_of_record(store).await;
+    let other = key("john", Platform::X);
+    let mut b = Batch::new();
+    b.put_connection(&connection(&other));
+    store.commit(b, Durability::Durable).await.unwrap();
+    let before = (
+        store.post_counts(&k).await.unwrap(),
+        store.connection_counts().await.unwrap(),
+    );
+    assert_eq!(before.0.total(), 8);
+    assert_eq!(before.1.total(), 2);
+
+    sled.raw_insert_for_tests("post_counts", &k.storage_key(), UNREADABLE)
+        .unwrap();
+    sled.raw_insert_for_tests("meta", b"connection_counts", UNREADABLE)
+        .unwrap();
+    assert!(store.post_counts(&k).await.is_err());
+    assert!(store.connection_counts().await.is_err());
+
+    // A transition and a status change: each writer recounts rather than start from zero.
+    let mut scheduled = posts[0].clone();
+    scheduled.state = PostState::Publishing;
+    let mut c = store.connection(&other).await.unwrap().unwrap();
+    c.status = ConnectionStatus::Expired(Reason::new(ReasonCode::PasswordChanged));
+    let mut b = Batch::new();
+    b.put_post_status(&scheduled).put_connection(&c);
+    store.commit(b, Durability::Durable).await.unwrap();
+
+    let counts = store.post_counts(&k).await.unwrap();
+    assert_eq!(counts.total(), 8, "{counts:?}");
+    assert_eq!(counts.scheduled, before.0.scheduled - 1);
+    assert_eq!(counts.publishing, before.0.publishing + 1);
+    let connections = store.connection_counts().await.unwrap();
+    assert_eq!(
+        (connections.active, connections.expired),
+        (before.1.active - 1, before.1.expired + 1),
+        "{connections:?}"
+    );
+    let report = store.check_integrity().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(store.unreadable().is_empty(), "{:?}", store.unreadable());
+}
+
+#[tokio::test]
+async fn unreadable_event_references_are_rebuilt_and_never_hide_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = open(dir.path(), &MasterKey::generate());
+    let store: &dyn Store = &sled;
+    let mine = key("jane", Platform::X);
+    let other = key("john", Platform::X);
+    let event = |k: &ConnectionKey, i: i64| {
+        Event::new(
+            Timestamp::from_unix_millis(i),
+            k.clone(),
+            EventKind::GrantRenewed,
+        )
+    };
+    // More than one chunk of references, so the rebuilt head must leave the older ones
+    // to their chunks.
+    let mut expected = Vec::new();
+    for i in 0..600 {
+        let mut b = Batch::new();
+        b.event(event(&mine, i)).event(event(&other, i));
+        expected.push(store.commit(b, Durability::Buffered).await.unwrap().events[0].seq);
+    }
+    store.sync().await.unwrap();
+    sled.raw_insert_for_tests(
+        "events_by_connection",
+        &event_refs_head_key(&mine),
+        UNREADABLE,
+    )
+    .unwrap();
+
+    let mut b = Batch::new();
+    b.event(event(&mine, 600));
+    expected.push(store.commit(b, Durability::Durable).await.unwrap().events[0].seq);
+
+    let seen: Vec<u64> = store
+        .events_of_connection(&mine, EventPage::newest(10_000))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    expected.reverse();
+    assert_eq!(
+        seen, expected,
+        "every event of the connection, newest first, once"
+    );
+    let report = store.check_integrity().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(store.unreadable().is_empty(), "{:?}", store.unreadable());
+}
+
+#[tokio::test]
+async fn erasing_a_pen_name_whose_event_references_cannot_be_read_leaves_none_of_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = open(dir.path(), &MasterKey::generate());
+    let store: &dyn Store = &sled;
+    let gone = key("gone", Platform::X);
+    let kept = key("kept", Platform::X);
+    for i in 0..5 {
+        let mut b = Batch::new();
+        for k in [&gone, &kept] {
+            b.event(Event::new(
+                Timestamp::from_unix_millis(i),
+                k.clone(),
+                EventKind::GrantRenewed,
+            ));
+        }
+        store.commit(b, Durability::Durable).await.unwrap();
+    }
+    sled.raw_insert_for_tests(
+        "events_by_connection",
+        &event_refs_head_key(&gone),
+        UNREADABLE,
+    )
+    .unwrap();
+
+    let erased = store.erase_pen_name(&gone.pen_name).await.unwrap();
+    assert_eq!(erased.events, 5);
+    let left = store.events_after(0, 100).await.unwrap();
+    assert_eq!(left.len(), 5);
+    assert!(left.iter().all(|e| e.connection == kept), "{left:?}");
+    let report = store.check_integrity().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn a_durable_commit_s_events_can_be_replayed_as_soon_as_it_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &MasterKey::generate());
+    let k = key("jane", Platform::X);
+    for i in 0..300 {
+        let mut b = Batch::new();
+        b.event(Event::new(
+            Timestamp::from_unix_millis(i),
+            k.clone(),
+            EventKind::GrantRenewed,
+        ));
+        let seq = store.commit(b, Durability::Durable).await.unwrap().events[0].seq;
+        let replay = store.events_after(seq - 1, 10).await.unwrap();
+        assert_eq!(replay.first().map(|e| e.seq), Some(seq), "commit {i}");
+    }
+}

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
@@ -42,6 +42,8 @@ pub(crate) struct Feed {
     pub(crate) durable_seq: AtomicU64,
     /// Applied events not yet published, in sequence order.
     pub(crate) pending: Mutex<VecDeque<Event>>,
+    /// Notified (under `pending`'s lock) after every publication.
+    published: Condvar,
     pub(crate) sender: broadcast::Sender<Event>,
     pub(crate) flushes: AtomicU64,
     pub(crate) acknowledged: AtomicU64,
@@ -53,6 +55,7 @@ impl Feed {
             applied_seq: AtomicU64::new(seq_high),
             durable_seq: AtomicU64::new(seq_high),
             pending: Mutex::new(VecDeque::new()),
+            published: Condvar::new(),
             sender: broadcast::channel(capacity.max(16)).0,
             flushes: AtomicU64::new(0),
             acknowledged: AtomicU64::new(0),
@@ -67,6 +70,16 @@ impl Feed {
                 let _ = self.sender.send(e);
             }
         }
+        self.published.notify_all();
+    }
+
+    /// Blocks this thread until the events through `seq` are durable and published, or
+    /// `timeout` has passed.
+    pub(crate) fn wait_published(&self, seq: u64, timeout: Duration) {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.published.wait_timeout_while(pending, timeout, |_| {
+            self.durable_seq.load(Ordering::Acquire) < seq
+        });
     }
 }
 
@@ -172,15 +185,17 @@ fn run(
         feed.flushes.fetch_add(1, Ordering::Relaxed);
         feed.acknowledged
             .fetch_add(waiters.len() as u64, Ordering::Relaxed);
-        for w in waiters {
-            let _ = w.send(result.clone());
-        }
-        match result {
+        // Durable readers see the flush before any waiter hears of it: a durable commit's
+        // events are in `events_after` by the time the commit resolves.
+        match &result {
             Ok(()) => {
                 feed.durable_seq.fetch_max(target, Ordering::AcqRel);
                 feed.publish_through(target);
             }
             Err(error) => tracing::error!(%error, "the store's flush failed"),
+        }
+        for w in waiters {
+            let _ = w.send(result.clone());
         }
     }
 }

@@ -48,8 +48,6 @@ use crate::{
 use flusher::{Feed, FlushHook, Flusher};
 use layout::{Trees, T};
 
-pub use flusher_stats::FlushStats;
-
 /// Default sled page cache: enough for the hot set of a large deployment, far below
 /// sled's own default of 1 GiB, which would dwarf the engine's working memory.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
@@ -87,15 +85,13 @@ impl StoreConfig {
     }
 }
 
-mod flusher_stats {
-    /// Counters of the group committer, to see it at work.
-    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-    pub struct FlushStats {
-        /// Flushes performed.
-        pub flushes: u64,
-        /// Durable commits they acknowledged (≥ flushes; the ratio is the group size).
-        pub acknowledged: u64,
-    }
+/// Counters of the group committer, to see it at work.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Flushes performed.
+    pub flushes: u64,
+    /// Durable commits they acknowledged (≥ flushes; the ratio is the group size).
+    pub acknowledged: u64,
 }
 
 /// The engine's database on sled. Cheap to clone; all clones share one database.
@@ -389,14 +385,7 @@ impl SledStore {
             return;
         };
         let feed = self.inner.feed.clone();
-        handle.spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while feed.durable_seq.load(Ordering::Acquire) < seq
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        });
+        handle.spawn_blocking(move || feed.wait_published(seq, Duration::from_secs(30)));
     }
 }
 

@@ -200,6 +200,122 @@ impl SledStore {
         }
     }
 
+    // ---- derived records rebuilt from what they summarise ----
+    //
+    // Counts and event references only summarise other records. When one of them cannot
+    // be read, a writer rebuilds it from those records (and says so) rather than start
+    // it again from zero.
+
+    /// A connection's post counts, read, or recounted from its posts' statuses when the
+    /// stored counts cannot be read.
+    pub(crate) fn counts_or_recount(&self, key: &ConnectionKey) -> Result<PostCounts, StoreError> {
+        match self.counts_sync(key) {
+            Err(e) if is_record_problem(&e) => {
+                tracing::warn!(connection = %key, error = %e, "the post counts cannot be read; recounting them from the posts");
+                let mut counts = PostCounts::default();
+                let prefix = layout::connection_prefix(key);
+                for k in self.tree(T::PostsByConnection).scan_prefix(&prefix).keys() {
+                    let Some(id) = layout::id_suffix(&k?) else {
+                        continue;
+                    };
+                    if let Some(v) = self.tree(T::Status).get(id.as_bytes())? {
+                        if let Ok(s) =
+                            codec::decode::<PostStatus>(T::Status.name(), id.as_bytes(), &v)
+                        {
+                            counts.apply(None, Some(s.state.label()));
+                        }
+                    }
+                }
+                Ok(counts)
+            }
+            other => other,
+        }
+    }
+
+    /// The store-wide connection counts, read, or recounted from the connections when
+    /// they cannot be read.
+    pub(crate) fn connection_counts_or_recount(&self) -> Result<ConnectionCounts, StoreError> {
+        match self.connection_counts_sync() {
+            Err(e) if is_record_problem(&e) => {
+                tracing::warn!(error = %e, "the connection counts cannot be read; recounting them from the connections");
+                self.count_connections(&[])
+            }
+            other => other,
+        }
+    }
+
+    /// Counts the connections that read, leaving out those under `except` (none when it
+    /// is empty).
+    pub(crate) fn count_connections(&self, except: &[u8]) -> Result<ConnectionCounts, StoreError> {
+        let mut counts = ConnectionCounts::default();
+        for item in self.tree(T::Connections).iter() {
+            let (k, v) = item?;
+            if !except.is_empty() && k.starts_with(except) {
+                continue;
+            }
+            if let Ok(c) = codec::decode::<Connection>(T::Connections.name(), &k, &v) {
+                counts.apply(None, Some(c.status.label()));
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The first sequence numbers of the event groups that hold an event `wanted`
+    /// picks, by reading every group: for rebuilding references that cannot be read.
+    pub(crate) fn groups_holding(
+        &self,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree(T::Events).iter() {
+            let (k, v) = item?;
+            let (Some(first), Ok(group)) = (
+                layout::seq_suffix(&k),
+                codec::decode::<EventGroup>(T::Events.name(), &k, &v),
+            ) else {
+                continue;
+            };
+            if group.events.iter().any(&wanted) {
+                out.push(first);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest references of a connection's events: read, or rebuilt when they cannot
+    /// be read — every group holding its events that no older chunk lists.
+    pub(crate) fn event_refs_head_or_rebuild(
+        &self,
+        key: &ConnectionKey,
+    ) -> Result<EventRefs, StoreError> {
+        let head_key = layout::event_refs_head(key);
+        let refs = self.tree(T::EventsByConnection);
+        let Some(v) = refs.get(&head_key)? else {
+            return Ok(EventRefs::default());
+        };
+        match self.decode::<EventRefs>(T::EventsByConnection, &head_key, &v) {
+            Err(e) if is_record_problem(&e) => {
+                tracing::warn!(connection = %key, error = %e, "the newest event references cannot be read; rebuilding them from the events");
+                let mut chunked = HashSet::new();
+                for item in refs.range(layout::connection_prefix(key)..head_key.clone()) {
+                    let (k, v) = item?;
+                    if let Ok(chunk) =
+                        codec::decode::<EventRefs>(T::EventsByConnection.name(), &k, &v)
+                    {
+                        chunked.extend(chunk.groups);
+                    }
+                }
+                let groups = self
+                    .groups_holding(|e| e.connection == *key)?
+                    .into_iter()
+                    .filter(|g| !chunked.contains(g))
+                    .collect();
+                Ok(EventRefs { groups })
+            }
+            other => other,
+        }
+    }
+
     /// Durable events only: a number a reader has seen is never handed out again, even
     /// after a crash that loses what was not yet durable.
     pub(crate) fn events_after_sync(

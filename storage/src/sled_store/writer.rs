@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use crate::batch::{encoded, Batch, BatchOp};
 use crate::codec::{self, Record};
 use crate::connection::pen_prefix;
-use crate::port::{ConnectionCounts, ErasedCounts, PostCounts};
+use crate::port::{ErasedCounts, PostCounts};
 use crate::{
     ConnectionKey, Event, IdempotentRequest, PenName, PostBody, PostId, PostStatus, StateLabel,
     StateLookup, StoreError, Timestamp,
@@ -298,10 +298,7 @@ impl SledStore {
         }
         for (key, groups) in refs {
             let head_key = layout::event_refs_head(&key);
-            let mut head: EventRefs = match self.tree(T::EventsByConnection).get(&head_key)? {
-                Some(v) => codec::decode("events_by_connection", &head_key, &v).unwrap_or_default(),
-                None => EventRefs::default(),
-            };
+            let mut head = self.event_refs_head_or_rebuild(&key)?;
             head.groups.extend(groups);
             if head.groups.len() > layout::EVENT_REFS_HEAD_MAX {
                 let chunk_key = layout::event_refs_chunk(&key, head.groups[0]);
@@ -332,7 +329,7 @@ impl SledStore {
     /// connection counts when a status changed.
     fn plan_counts(&self, plan: &mut Plan) -> Result<(), StoreError> {
         if !plan.connection_moves.is_empty() {
-            let mut counts = self.connection_counts_sync().unwrap_or_default();
+            let mut counts = self.connection_counts_or_recount()?;
             for (from, to) in std::mem::take(&mut plan.connection_moves) {
                 counts.apply(from, to);
             }
@@ -353,7 +350,7 @@ impl SledStore {
             let at = match counts.iter().position(|(k, _)| *k == key) {
                 Some(at) => at,
                 None => {
-                    let current = self.counts_sync(&key).unwrap_or_default();
+                    let current = self.counts_or_recount(&key)?;
                     counts.push((key, current));
                     counts.len() - 1
                 }
@@ -529,7 +526,7 @@ impl SledStore {
         counts.connections = connections.len();
         // The store-wide connection counts lose the erased connections that could be read
         // (an unreadable one was never counted).
-        let mut totals = self.connection_counts_sync().unwrap_or_default();
+        let mut totals = self.connection_counts_or_recount()?;
         let mut recount = false;
         for k in &connections {
             if let Some(v) = self.tree(T::Connections).get(k)? {
@@ -541,16 +538,7 @@ impl SledStore {
             }
         }
         if recount {
-            totals = ConnectionCounts::default();
-            for item in self.tree(T::Connections).iter() {
-                let (k, v) = item?;
-                if k.starts_with(&prefix) {
-                    continue;
-                }
-                if let Ok(c) = codec::decode::<crate::Connection>("connections", &k, &v) {
-                    totals.apply(None, Some(c.status.label()));
-                }
-            }
+            totals = self.count_connections(&prefix)?;
         }
         for (t, list) in [
             (T::Connections, connections),
@@ -572,12 +560,18 @@ impl SledStore {
         // Event groups hold several pen names' events: each one this pen name appears in
         // is rewritten without its events (or removed when nothing is left).
         let mut groups = std::collections::BTreeSet::new();
+        let mut refs_unreadable = false;
         for item in self.tree(T::EventsByConnection).scan_prefix(&prefix) {
             let (k, v) = item?;
-            if let Ok(refs) = codec::decode::<EventRefs>("events_by_connection", &k, &v) {
-                groups.extend(refs.groups);
+            match codec::decode::<EventRefs>("events_by_connection", &k, &v) {
+                Ok(refs) => groups.extend(refs.groups),
+                Err(_) => refs_unreadable = true,
             }
             removals.push(Write::remove(T::EventsByConnection, k.to_vec()));
+        }
+        if refs_unreadable {
+            // Which groups the unreadable references named is unknown: look in all of them.
+            groups.extend(self.groups_holding(|e| e.connection.pen_name == *pen)?);
         }
         for first in groups {
             let gk = first.to_be_bytes();
