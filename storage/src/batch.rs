@@ -7,11 +7,15 @@
 use zeroize::Zeroizing;
 
 use crate::codec::{self, Record};
-use crate::port::Epoch;
 use crate::{
     Connection, ConnectionKey, Event, Grant, PendingAuthorization, Post, PostId, PostStatus,
     StoreError, Timestamp,
 };
+
+/// A writer's ownership of one connection. Claiming a connection again supersedes every
+/// earlier epoch: batches fenced by them are refused ([`StoreError::Fenced`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Epoch(pub u64);
 
 /// A set of changes applied as one.
 #[derive(Default)]

@@ -44,7 +44,7 @@ mod sled_store;
 mod timestamp;
 pub mod vault;
 
-pub use batch::{Batch, BatchOp};
+pub use batch::{Batch, BatchOp, Epoch};
 pub use codec::{CodecError, CodecProblem, Record};
 pub use connection::{
     Account, AccountKind, Connection, ConnectionKey, ConnectionStatus, RefreshInFlight, StateLabel,
@@ -58,7 +58,7 @@ pub use oauth::{PendingAuthorization, StateLookup};
 pub use pen_name::{PenName, PenNameError, PEN_NAME_MAX_LEN};
 pub use platform::{Capabilities, Platform, PostKind, Renewal, UnknownPlatform};
 pub use port::{
-    CommitFuture, Committed, ConnectionCounts, Durability, Epoch, ErasedCounts, EventPage,
+    CommitFuture, Committed, ConnectionCounts, Durability, ErasedCounts, EventPage,
     IntegrityReport, Loaded, PostCounts, SharedStore, Store, StoreInfo, UnreadableRecord,
 };
 pub use post::{Content, Media, MediaKind, Post, PostBody, PostId, PostState, PostStatus, Receipt};

@@ -32,7 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Epoch};
 use crate::{
     Connection, ConnectionKey, Event, Grant, IdempotentRequest, PenName, Post, PostId, PostStatus,
     StateLabel, StateLookup, StoreError, Timestamp,
@@ -49,11 +49,6 @@ pub enum Durability {
     /// Applied atomically, and durable before the commit resolves.
     Durable,
 }
-
-/// A writer's ownership of one connection. Claiming a connection again supersedes every
-/// earlier epoch: batches fenced by them are refused ([`StoreError::Fenced`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Epoch(pub u64);
 
 /// What a commit recorded: its events, numbered.
 #[derive(Debug, Clone, Default)]

@@ -23,7 +23,6 @@ use crate::{
 };
 
 use super::layout::{self, OAuthStateRecord, Quarantined, Trees, Write, T};
-use super::migrate;
 use super::writer::apply_writes;
 
 /// A format-1 post as written from 1b8d4ad on: the earlier shape with `waiting` after it.
@@ -145,8 +144,8 @@ fn carry_verbatim<R: Record>(
     Ok(carried)
 }
 
-/// Upgrades `data_dir/db` (format 1) to `data_dir/sled` (format 2). See [`migrate`] for the
-/// steps and why each is safe to repeat.
+/// Builds `data_dir/sled-migrating` (format 2) from `data_dir/db` (format 1), durable on
+/// return: step 1 of the upgrade in the `migrate` module, which then switches over.
 pub(crate) fn migrate_v1(data_dir: &Path, vault: &Vault) -> Result<Vec<String>, StoreError> {
     let fail = |detail: String| StoreError::Migration {
         path: data_dir.to_path_buf(),
@@ -418,21 +417,6 @@ pub(crate) fn migrate_v1(data_dir: &Path, vault: &Vault) -> Result<Vec<String>, 
     drop(old_grants);
     drop(old_meta);
     drop(old);
-    let sled_dir = data_dir.join(layout::SLED_DIR);
-    if sled_dir.exists() {
-        // A directory from an attempt that renamed but never wrote `format`.
-        std::fs::remove_dir_all(&sled_dir).map_err(|source| StoreError::DataDir {
-            path: sled_dir.clone(),
-            source,
-        })?;
-    }
-    std::fs::rename(&target, &sled_dir).map_err(|source| StoreError::DataDir {
-        path: sled_dir.clone(),
-        source,
-    })?;
-    migrate::sync_dir(data_dir)?;
-    migrate::write_format(data_dir)?;
-    migrate::retire_v1(data_dir)?;
 
     let mut said = vec![format!(
         "upgraded the data directory from store format 1 to {}: {} connections, {} grants, {} posts ({} written before posts said why they wait), {} events, {} OAuth states, {} idempotency records carried over",

@@ -63,10 +63,33 @@ pub(crate) fn prepare(data_dir: &Path, vault: &Vault) -> Result<Vec<String>, Sto
         }
         None if v1.is_dir() => {
             done.extend(legacy::migrate_v1(data_dir, vault)?);
+            switch_over(data_dir)?;
         }
         None => write_format(data_dir)?,
     }
     Ok(done)
+}
+
+/// Steps 2–4 of the upgrade, once `sled-migrating/` is complete and durable: rename it to
+/// `sled/`, write `format`, retire the format-1 database.
+fn switch_over(data_dir: &Path) -> Result<(), StoreError> {
+    let target = data_dir.join(layout::MIGRATING_DIR);
+    let sled_dir = data_dir.join(layout::SLED_DIR);
+    if sled_dir.exists() {
+        // A directory from an attempt that renamed but never wrote `format`.
+        std::fs::remove_dir_all(&sled_dir).map_err(|source| StoreError::DataDir {
+            path: sled_dir.clone(),
+            source,
+        })?;
+    }
+    std::fs::rename(&target, &sled_dir).map_err(|source| StoreError::DataDir {
+        path: sled_dir.clone(),
+        source,
+    })?;
+    sync_dir(data_dir)?;
+    write_format(data_dir)?;
+    retire_v1(data_dir)?;
+    Ok(())
 }
 
 /// Checks the opened database: its own format record, and that the master key is the one
@@ -134,7 +157,7 @@ pub(crate) fn read_format(data_dir: &Path) -> Result<Option<u32>, StoreError> {
 
 /// Writes `format` atomically: a temporary file made durable, renamed over, and the
 /// directory made durable.
-pub(crate) fn write_format(data_dir: &Path) -> Result<(), StoreError> {
+fn write_format(data_dir: &Path) -> Result<(), StoreError> {
     let path = data_dir.join(layout::FORMAT_FILE);
     let tmp = data_dir.join(".format.tmp");
     let io = |source| StoreError::DataDir {
@@ -149,7 +172,7 @@ pub(crate) fn write_format(data_dir: &Path) -> Result<(), StoreError> {
     sync_dir(data_dir)
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|source| StoreError::DataDir {
@@ -160,7 +183,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Removes the format-1 database and leaves a file in its place that format-1 releases
 /// cannot open as a database, with a sentence for whoever looks.
-pub(crate) fn retire_v1(data_dir: &Path) -> Result<(), StoreError> {
+fn retire_v1(data_dir: &Path) -> Result<(), StoreError> {
     let v1 = data_dir.join(layout::V1_DIR);
     let io = |source| StoreError::DataDir {
         path: v1.clone(),

@@ -34,9 +34,10 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::batch::Batch;
+use crate::batch::Epoch;
 use crate::codec::{self, CodecError, KeyDisplay};
 use crate::port::{
-    CommitFuture, Committed, Durability, Epoch, ErasedCounts, EventPage, IntegrityReport, Loaded,
+    CommitFuture, Committed, Durability, ErasedCounts, EventPage, IntegrityReport, Loaded,
     PostCounts, Store, StoreInfo, UnreadableRecord,
 };
 use crate::vault::{KeySource, MasterKey, Vault, VaultError};
