@@ -14,10 +14,11 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use social_studio::wait::poll_until;
 use social_studio_actors::testkit::{open_store, post_due};
 use social_studio_actors::{
     Clock, Engine, EngineConfig, PlatformPort, PortError, RevokeOutcome, SystemClock,
@@ -188,15 +189,12 @@ fn key() -> ConnectionKey {
     )
 }
 
-async fn poll_until(deadline: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond().await
+/// Waits up to `within` for `cond`, looking again every 20 ms.
+async fn holds_within(within: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let every = Duration::from_millis(20);
+    poll_until(within, every, async || cond().await.then_some(()))
+        .await
+        .is_some()
 }
 
 /// The child: brings the engine into the state the parent kills it in.
@@ -233,7 +231,7 @@ async fn child(dir: &Path) -> Result<(), String> {
                 .id,
         );
     }
-    let all_published = poll_until(Duration::from_secs(30), async || {
+    let all_published = holds_within(Duration::from_secs(30), async || {
         for id in &published {
             let done = store
                 .post(*id)
@@ -267,7 +265,7 @@ async fn child(dir: &Path) -> Result<(), String> {
     tokio::spawn(async move {
         let _ = e.verify(key()).await;
     });
-    if !poll_until(Duration::from_secs(30), async || {
+    if !holds_within(Duration::from_secs(30), async || {
         platform.read().rotated_then_hung
     })
     .await
@@ -279,7 +277,7 @@ async fn child(dir: &Path) -> Result<(), String> {
         .schedule(post_due(&key(), clock.now(), "mid-publish"))
         .await
         .map_err(|e| e.to_string())?;
-    let publishing = poll_until(Duration::from_secs(30), async || {
+    let publishing = holds_within(Duration::from_secs(30), async || {
         store
             .post(mid.id)
             .await
@@ -388,7 +386,7 @@ async fn parent() {
         "the engine restarts on the same data directory",
     );
     let Ok(engine) = engine else { return };
-    let expired = poll_until(Duration::from_secs(30), async || {
+    let expired = holds_within(Duration::from_secs(30), async || {
         store
             .connection(&key())
             .await

@@ -5,13 +5,14 @@
 //! the product would use it.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 use social_studio::config::Config;
 use social_studio::sandbox::{browser, Sandbox};
 use social_studio::studio::{Studio, StudioOptions};
+use social_studio::wait::poll_until;
 
 const PEN: &str = "jane-doe";
 const X_USER_ID: &str = "2244994945";
@@ -169,23 +170,8 @@ fn heading(line: &str) {
     println!("\n== {line}");
 }
 
-/// Waits for `cond` (checked every 200 ms) for at most `within`.
-async fn until<F, Fut>(within: Duration, mut cond: F) -> Result<bool>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let end = Instant::now() + within;
-    loop {
-        if cond().await? {
-            return Ok(true);
-        }
-        if Instant::now() > end {
-            return Ok(false);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// How often the demo looks again at something it waits for.
+const LOOK_AGAIN: Duration = Duration::from_millis(200);
 
 fn check(holds: bool, claim: &str) -> Result<()> {
     if holds {
@@ -263,12 +249,17 @@ async fn scenario(api: &Api, sandbox: &Sandbox) -> Result<()> {
     api.connect_x("jane_writes").await?;
     let entry = api.x_entry().await?;
     check(entry["status"] == "active", "active again")?;
-    let published = until(Duration::from_secs(60), || async {
-        Ok(api.posts("published").await?.len() == 3)
+    let published = poll_until(Duration::from_secs(60), LOOK_AGAIN, async || {
+        match api.posts("published").await {
+            Ok(posts) if posts.len() == 3 => Some(Ok(())),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
     })
-    .await?;
+    .await
+    .transpose()?;
     check(
-        published,
+        published.is_some(),
         "the three posts published at their times, in order",
     )?;
     let tweets = sandbox.x().tweets(X_USER_ID);
@@ -438,17 +429,19 @@ async fn tour(api: &Api, sandbox: &Sandbox, first: usize, stops: &[Stop]) -> Res
             .as_str()
             .ok_or_else(|| anyhow!("the schedule answer has no post id: {created}"))?
             .to_string();
-        let end = Instant::now() + Duration::from_secs(60);
-        let (last, published) = loop {
-            let answer = api.get(&format!("/v1/pen-names/{PEN}/posts/{id}")).await?;
-            let done = answer.get("post").unwrap_or(&answer)["state"] == "published";
-            if done || Instant::now() > end {
-                break (answer, done);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        let post = last.get("post").cloned().unwrap_or(last);
-        if !published {
+        let path = format!("/v1/pen-names/{PEN}/posts/{id}");
+        let mut post = Value::Null;
+        let published = poll_until(Duration::from_secs(60), LOOK_AGAIN, async || {
+            let answer = match api.get(&path).await {
+                Ok(answer) => answer,
+                Err(e) => return Some(Err(e)),
+            };
+            post = answer.get("post").cloned().unwrap_or(answer);
+            (post["state"] == "published").then_some(Ok(()))
+        })
+        .await
+        .transpose()?;
+        if published.is_none() {
             return Err(anyhow!(
                 "the {} post did not publish: state {}, reason {}",
                 stop.name,

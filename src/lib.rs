@@ -10,6 +10,8 @@
 //! - [`sandbox`]: local simulated platforms speaking each platform's real API shapes, for
 //!   the demo and the tests; it never imports the adapters.
 //! - [`config`]: the TOML file and `SOCIAL_STUDIO_*` environment overrides.
+//! - [`wait`]: the one way the demo, examples and tests wait for a condition nothing
+//!   announces.
 
 // Module docs name their private helpers (`token`, `upload`, …) for readers of the
 // source; rustdoc shows those names as plain text.
@@ -20,3 +22,4 @@ pub mod http;
 pub mod platforms;
 pub mod sandbox;
 pub mod studio;
+pub mod wait;

@@ -24,6 +24,7 @@ use social_studio::platforms::oauth::{
     ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError, TokenRefusal,
 };
 use social_studio::platforms::{ConnectError, PlatformSettings};
+use social_studio::wait::poll_until;
 use social_studio_actors::{
     Clock, Engine, EngineConfig, EngineError, PlatformPort, PortError, RevokeOutcome, SystemClock,
 };
@@ -585,15 +586,15 @@ async fn events(
 
 /// Polls `condition` every 50 ms until it holds or `within` passes.
 async fn wait_until(within: Duration, what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !condition().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let held = poll_until(within, LOOK_AGAIN, async || condition().await.then_some(())).await;
+    assert!(
+        held.is_some(),
+        "timed out after {within:?} waiting for {what}"
+    );
 }
+
+/// How often a test looks again at a condition it waits for.
+const LOOK_AGAIN: Duration = Duration::from_millis(50);
 
 async fn status_of(running: &Running) -> ConnectionStatus {
     running
@@ -874,20 +875,13 @@ async fn a_grant_revoked_at_the_server_expires_the_connection_on_the_next_refres
     );
 
     let expected = Reason::with_platform_message(ReasonCode::AuthorizationInvalid, GRANT_REFUSED);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    let status = poll_until(Duration::from_secs(15), LOOK_AGAIN, async || {
         let status = status_of(&running).await;
-        if status != ConnectionStatus::Active {
-            assert_eq!(status, ConnectionStatus::Expired(expected.clone()));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still Active after 15 s:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (status != ConnectionStatus::Active).then_some(status)
+    })
+    .await
+    .unwrap_or_else(|| panic!("still Active after 15 s:\n{}", server.log()));
+    assert_eq!(status, ConnectionStatus::Expired(expected.clone()));
     assert_eq!(expected.code.code(), "authorization_invalid");
 
     // It was the proactive refresh that found out, and it was refused as a dead grant.

@@ -20,6 +20,7 @@ use social_studio::sandbox::bluesky::{
 };
 use social_studio::sandbox::{RefreshOutcome, Sandbox};
 use social_studio::studio::{Studio, StudioOptions};
+use social_studio::wait::poll_until;
 use social_studio_actors::{
     Clock, LimitScope, LostRefreshPolicy, PlatformPort, PortError, RevokeOutcome,
 };
@@ -783,23 +784,22 @@ async fn spawn_engine(data_dir: &Path, sandbox: &Sandbox) -> Engine {
     let engine = Engine { child, base };
     // Up when the health route answers (bounded, polling the real condition).
     let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let up = client
-            .get(format!("{}/v1/pen-names/jane/connections", engine.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if up {
-            return engine;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the engine did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let up = poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        async || {
+            client
+                .get(format!("{}/v1/pen-names/jane/connections", engine.base))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(up.is_some(), "the engine did not come up");
+    engine
 }
 
 async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (StatusCode, Value) {
@@ -861,29 +861,28 @@ async fn a_crash_between_create_record_and_its_answer_leaves_exactly_one_post() 
     engine.child.start_kill().unwrap();
     engine.child.wait().await.unwrap();
     let engine = spawn_engine(data.path(), &sandbox).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let post = loop {
-        let (status, body) = call(
-            reqwest::Method::GET,
-            format!("{}/v1/pen-names/jane/posts/{id}", engine.base),
-            None,
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let state = body["state"].as_str().unwrap_or_default().to_owned();
-        if state == "published" {
-            break body;
-        }
-        assert!(
-            matches!(state.as_str(), "scheduled" | "publishing"),
-            "the post went {state}: {body}"
-        );
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not published in time: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let url = format!("{}/v1/pen-names/jane/posts/{id}", engine.base);
+    let mut last = Value::Null;
+    let post = poll_until(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        async || {
+            let (status, body) = call(reqwest::Method::GET, url.clone(), None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let state = body["state"].as_str().unwrap_or_default().to_owned();
+            if state == "published" {
+                return Some(body);
+            }
+            assert!(
+                matches!(state.as_str(), "scheduled" | "publishing"),
+                "the post went {state}: {body}"
+            );
+            last = body;
+            None
+        },
+    )
+    .await
+    .unwrap_or_else(|| panic!("not published in time: {last}"));
     // Sent again after the restart (idempotent publishing), and confirmed, not duplicated.
     assert!(post["attempts"].as_u64().unwrap() >= 2, "{post}");
     let records = bsky.records(JANE_DID);

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use social_studio::config::Config;
 use social_studio::sandbox::Sandbox;
 use social_studio::studio::{Studio, StudioOptions};
+use social_studio::wait::poll_until;
 use social_studio_actors::{Clock, EngineConfig};
 use social_studio_storage::{Secret, Timestamp};
 use tempfile::TempDir;
@@ -25,6 +26,9 @@ pub const JANE: &str = "jane_writes";
 pub const OTHER: &str = "other_account";
 /// How long any awaited condition may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// How often a test looks again at a condition it waits for.
+pub const LOOK_AGAIN: Duration = Duration::from_millis(50);
 
 /// A wall clock the test moves by hand.
 #[derive(Debug)]
@@ -153,22 +157,24 @@ pub struct Tuning {
 /// Opens the engine; right after a stop the previous one may still be letting go of the
 /// database, so this waits (with a deadline) until it can.
 async fn open_studio(config: &Config, clock: Option<Arc<dyn Clock>>, engine: Tuning) -> Studio {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    let mut last_error = None;
+    let opened = poll_until(PATIENCE, LOOK_AGAIN, async || {
         let options = StudioOptions {
             clock: clock.clone(),
             engine: engine.engine.clone(),
             event_capacity: engine.event_capacity,
         };
         match Studio::open(config.clone(), options).await {
-            Ok(studio) => return studio,
-            Err(e) if tokio::time::Instant::now() < deadline => {
+            Ok(studio) => Some(studio),
+            Err(e) => {
                 tracing::debug!(error = %e, "the engine cannot open yet");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                last_error = Some(e);
+                None
             }
-            Err(e) => panic!("the engine does not open: {e}"),
         }
-    }
+    })
+    .await;
+    opened.unwrap_or_else(|| panic!("the engine does not open: {}", last_error.unwrap()))
 }
 
 impl TestApp {
@@ -212,20 +218,15 @@ impl TestApp {
         wanted: impl Fn(&Value) -> bool,
     ) -> Value {
         let path = format!("/v1/pen-names/{pen}/posts/{id}");
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
+        let mut last = Value::Null;
+        let found = poll_until(PATIENCE, Duration::from_millis(25), async || {
             let (status, body) = self.get(&path).await;
             assert_eq!(status, StatusCode::OK, "{body}");
-            let post = body.get("post").cloned().unwrap_or(body);
-            if wanted(&post) {
-                return post;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the post never became {what}: {post}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+            last = body.get("post").cloned().unwrap_or(body);
+            wanted(&last).then(|| last.clone())
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("the post never became {what}: {last}"))
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {

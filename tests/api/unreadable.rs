@@ -10,11 +10,14 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use social_studio::wait::poll_until;
 use social_studio_storage::{
     ConnectionKey, PenName, Platform, PostId, SledStore, StoreConfig, Timestamp,
 };
 
-use crate::helpers::{assert_error, spawn_app, Stopped, TestApp, JANE, JANE_ID, PATIENCE};
+use crate::helpers::{
+    assert_error, spawn_app, Stopped, TestApp, JANE, JANE_ID, LOOK_AGAIN, PATIENCE,
+};
 
 const PEN: &str = "jane";
 /// A record whose version byte (99) no release of this build ever wrote.
@@ -26,19 +29,19 @@ const FROM_A_NEWER_RELEASE: &[u8] = &[99, 1, 2, 3];
 async fn corrupt(stopped: &Stopped, tree: &str, key: &[u8]) {
     let config = StoreConfig::new(stopped.data_dir.path());
     // Right after a stop the engine may still be letting go of the database.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let store = loop {
-        match SledStore::open(&config) {
-            Ok(store) => break store,
-            Err(e) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "the stopped service's database does not open: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let mut last_error = None;
+    let store = poll_until(PATIENCE, LOOK_AGAIN, async || {
+        SledStore::open(&config)
+            .inspect_err(|e| last_error = Some(e.to_string()))
+            .ok()
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the stopped service's database does not open: {}",
+            last_error.unwrap_or_default()
+        )
+    });
     let before = store
         .raw_get_for_tests(tree, key)
         .expect("the tree reads")
