@@ -28,7 +28,7 @@ use social_studio_storage::{
     PostStatus, Reason, ReasonCode, Receipt, SharedStore, StateLabel, Timestamp,
 };
 
-use crate::connection::ConnectionMsg;
+use crate::messages::{ConnectionMsg, PublishOutcome, QueueMsg, QueueStats};
 use crate::{Clock, EngineConfig, EngineError, LimitScope};
 
 /// The most posts one dispatch commit carries.
@@ -37,115 +37,6 @@ const DISPATCH_BATCH: usize = 512;
 /// How long publish outcomes may gather before they are applied on their own. Most are
 /// applied sooner, in the same commit as the next dispatch batch.
 const OUTCOME_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
-
-/// What a connection answers about one publish.
-#[derive(Debug, Clone)]
-pub enum PublishOutcome {
-    Published(Receipt),
-    /// The platform refused the content: Failed.
-    Rejected(Reason),
-    /// The connection is not Active (or just left Active): the post pauses.
-    NotActive(Reason),
-    /// Slow down until `until`, for the scope of the limit.
-    RateLimited {
-        until: Timestamp,
-        scope: LimitScope,
-    },
-    /// A passing fault: try again at `at`.
-    Retry {
-        at: Timestamp,
-        reason: Reason,
-    },
-    /// The call may have reached the platform and its answer was lost.
-    Unconfirmed,
-}
-
-/// Queue depth figures, for the supervisor's status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    pub scheduled: usize,
-    pub paused: usize,
-    pub publishing: usize,
-    /// Connections currently backed off by a rate limit.
-    pub backed_off_connections: usize,
-    pub platform_backed_off: bool,
-}
-
-pub enum QueueMsg {
-    /// A connection exists (again); `paused` when it is not Active (or its record cannot
-    /// be read, so no actor speaks for it).
-    Register {
-        key: ConnectionKey,
-        actor: Option<ActorRef<ConnectionMsg>>,
-        paused: Option<Reason>,
-    },
-    /// The connection's actor died and was replaced (or not): its in-flight posts may or
-    /// may not have reached the platform.
-    ConnectionRestarted {
-        key: ConnectionKey,
-        actor: Option<ActorRef<ConnectionMsg>>,
-    },
-    /// Rebuild from storage: the statuses of this platform's Scheduled, Paused and
-    /// Publishing posts.
-    Load(Vec<PostStatus>),
-    Schedule {
-        post: Box<Post>,
-        reply: RpcReplyPort<Result<Post, EngineError>>,
-    },
-    Cancel {
-        id: PostId,
-        reply: RpcReplyPort<Result<Post, EngineError>>,
-    },
-    /// A Failed or Held post goes back to Scheduled.
-    Retry {
-        id: PostId,
-        reply: RpcReplyPort<Result<Post, EngineError>>,
-    },
-    /// A person decided about an Unconfirmed post.
-    Resolve {
-        id: PostId,
-        published: bool,
-        reply: RpcReplyPort<Result<Post, EngineError>>,
-    },
-    /// Change a Scheduled, Paused or Held post's content or due time.
-    Update {
-        post: Box<Post>,
-        reply: RpcReplyPort<Result<Post, EngineError>>,
-    },
-    Pause {
-        key: ConnectionKey,
-        reason: Reason,
-    },
-    Resume {
-        key: ConnectionKey,
-    },
-    /// A connection's answer about a post it was handed (the post comes back with it).
-    Outcome {
-        post: Box<Post>,
-        outcome: PublishOutcome,
-    },
-    /// Apply the outcomes gathered so far (sent by the queue to itself, a moment after
-    /// the first).
-    CommitOutcomes,
-    /// The connection is being disconnected: fail its posts (`account_disconnected`) and
-    /// forget it. Answers how many posts failed.
-    Disconnected {
-        key: ConnectionKey,
-        reply: RpcReplyPort<Result<usize, EngineError>>,
-    },
-    Stats(RpcReplyPort<QueueStats>),
-    /// Shutting down: dispatch nothing more; outcomes of calls in flight are still recorded.
-    /// Answered once every message before it has been handled and no dispatched batch is
-    /// still waiting for its flush (those go back to Scheduled, never sent).
-    Freeze(RpcReplyPort<()>),
-    Wake,
-    /// A dispatched batch's flush finished (`durable`) or failed: its posts may now go to
-    /// their connections, or go back to waiting.
-    Flushed {
-        posts: Vec<Post>,
-        durable: bool,
-    },
-}
 
 pub struct QueueArgs {
     pub platform: Platform,
