@@ -9,8 +9,10 @@
 //! ```
 //!
 //! - [`ports`]: the [`PlatformPort`] the actors call (implemented over HTTP by the
-//!   `social-studio` crate and by fakes in [`testkit`]), its classified [`PortError`], and
+//!   `social-studio` crate and by fakes in `testkit`), its classified [`PortError`], and
 //!   the [`Clock`] (wall-clock time that tests drive with tokio's paused time).
+//! - `testkit` (behind the Cargo feature of that name, for tests, examples and
+//!   benchmarks only): the in-process fake platform and the helpers around it.
 //! - [`messages`]: what the actors say to each other and the answers they carry, apart
 //!   from the actors so that [`connection`] and [`queue`] never import each other.
 //! - [`connection`]: keeps a grant alive and classifies every platform failure.
@@ -31,7 +33,7 @@ pub mod messages;
 pub mod ports;
 pub mod queue;
 pub mod supervisor;
-#[doc(hidden)]
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 pub use config::EngineConfig;

@@ -27,7 +27,7 @@ pub mod codec;
 mod connection;
 mod error;
 mod event;
-#[doc(hidden)]
+#[cfg(any(test, feature = "testkit"))]
 pub mod fixtures;
 #[cfg(test)]
 mod golden;
