@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use social_studio_storage::{
-    Batch, ConnectionKey, Durability, Event, EventKind, Platform, Post, PostId, PostState,
-    PostStatus, Reason, ReasonCode, Receipt, SharedStore, StateLabel, Timestamp,
+    Batch, ConnectionKey, ConnectionStanding, Durability, Event, EventKind, Platform, Post, PostId,
+    PostState, PostStatus, Reason, ReasonCode, SharedStore, StateLabel, Timestamp,
 };
 
 use crate::messages::{ConnectionMsg, PublishOutcome, QueueMsg, QueueStats};
@@ -720,53 +720,32 @@ impl QueueState {
         Ok(post)
     }
 
+    /// Where `key` stands in this queue, for the post rules that put a post back to wait.
+    fn standing(&self, key: &ConnectionKey) -> ConnectionStanding<'_> {
+        match self.slots.get(key) {
+            None => ConnectionStanding::NotConnected,
+            Some(Slot {
+                paused: Some(reason),
+                ..
+            }) => ConnectionStanding::Paused(reason),
+            Some(_) => ConnectionStanding::Active,
+        }
+    }
+
     async fn cancel(&mut self, id: PostId) -> Result<Post, EngineError> {
         let mut post = self.load_post(id).await?;
         if post.connection.platform != self.platform {
             return Err(EngineError::PostNotFound(id));
         }
-        match post.state {
-            PostState::Scheduled | PostState::Paused(_) | PostState::Held(_) => {}
-            ref s => {
-                return Err(EngineError::InvalidTransition {
-                    id,
-                    state: s.label(),
-                    action: "cancelled",
-                })
-            }
-        }
-        let from = post.state.label();
+        let from = post.cancel(self.now())?;
         self.untrack(id);
-        post.state = PostState::Cancelled;
-        post.updated_at = self.now();
         self.commit_posts(&[(post.clone(), from)]).await?;
         Ok(post)
     }
 
     async fn retry(&mut self, id: PostId) -> Result<Post, EngineError> {
         let mut post = self.load_post(id).await?;
-        match post.state {
-            PostState::Failed(_) | PostState::Held(_) => {}
-            ref s => {
-                return Err(EngineError::InvalidTransition {
-                    id,
-                    state: s.label(),
-                    action: "retried",
-                })
-            }
-        }
-        let from = post.state.label();
-        let Some(slot) = self.slots.get(&post.connection) else {
-            return Err(EngineError::NotConnected(post.connection.clone()));
-        };
-        post.state = match &slot.paused {
-            Some(r) => PostState::Paused(r.clone()),
-            None => PostState::Scheduled,
-        };
-        let now = self.now();
-        post.next_attempt_at = Some(now);
-        post.waiting = None;
-        post.updated_at = now;
+        let from = post.retry(self.now(), self.standing(&post.connection))?;
         self.commit_posts(&[(post.clone(), from)]).await?;
         self.track(&post);
         Ok(post)
@@ -774,59 +753,17 @@ impl QueueState {
 
     async fn resolve(&mut self, id: PostId, published: bool) -> Result<Post, EngineError> {
         let mut post = self.load_post(id).await?;
-        if !matches!(post.state, PostState::Unconfirmed) {
-            return Err(EngineError::InvalidTransition {
-                id,
-                state: post.state.label(),
-                action: "resolved",
-            });
+        let from = post.resolve(self.now(), published, self.standing(&post.connection))?;
+        self.commit_posts(&[(post.clone(), from)]).await?;
+        if !published {
+            self.track(&post);
         }
-        if published {
-            post.state = PostState::Published(Receipt {
-                platform_post_id: String::new(),
-                url: None,
-            });
-            post.updated_at = self.now();
-            self.commit_posts(&[(post.clone(), StateLabel::Unconfirmed)])
-                .await?;
-            return Ok(post);
-        }
-        let Some(slot) = self.slots.get(&post.connection) else {
-            return Err(EngineError::NotConnected(post.connection.clone()));
-        };
-        post.state = match &slot.paused {
-            Some(r) => PostState::Paused(r.clone()),
-            None => PostState::Scheduled,
-        };
-        let now = self.now();
-        post.next_attempt_at = Some(now);
-        post.waiting = None;
-        post.updated_at = now;
-        self.commit_posts(&[(post.clone(), StateLabel::Unconfirmed)])
-            .await?;
-        self.track(&post);
         Ok(post)
     }
 
     async fn update(&mut self, new: Post) -> Result<Post, EngineError> {
-        let old = self.load_post(new.id).await?;
-        match old.state {
-            PostState::Scheduled | PostState::Paused(_) | PostState::Held(_) => {}
-            ref s => {
-                return Err(EngineError::InvalidTransition {
-                    id: new.id,
-                    state: s.label(),
-                    action: "edited",
-                })
-            }
-        }
-        let mut post = old.clone();
-        post.content = new.content;
-        post.due_at = new.due_at;
-        post.target = new.target;
-        post.next_attempt_at = None;
-        post.waiting = None;
-        post.updated_at = self.now();
+        let mut post = self.load_post(new.id).await?;
+        post.edit(new, self.now())?;
         let was_tracked = self.untrack(post.id).is_some();
         // The body changed too: the whole post is written.
         let mut b = Batch::new();
