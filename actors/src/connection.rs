@@ -872,3 +872,6 @@ impl<T> CallResultExt<T> for ractor::rpc::CallResult<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

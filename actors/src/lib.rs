@@ -53,4 +53,4 @@ pub(crate) type Timer<M> = Option<(
 )>;
 
 #[cfg(test)]
-mod engine_tests;
+mod test_world;

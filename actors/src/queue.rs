@@ -987,3 +987,6 @@ impl Actor for QueueActor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

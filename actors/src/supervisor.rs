@@ -834,3 +834,6 @@ async fn route_post(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
