@@ -54,6 +54,7 @@ impl PostAction {
     }
 }
 
+/// Worded as a refusal uses it: "cancelled", "retried", "resolved", "edited".
 impl fmt::Display for PostAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.past_tense())
