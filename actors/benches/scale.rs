@@ -44,10 +44,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use social_studio_actors::connection::{
-    ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionState,
-};
-use social_studio_actors::queue::QueueMsg;
+use social_studio_actors::connection::{ConnectionActor, ConnectionArgs, ConnectionState};
+use social_studio_actors::messages::{ConnectionMsg, QueueMsg};
 use social_studio_actors::{
     Engine, EngineConfig, PlatformPort, PortError, RevokeOutcome, SystemClock,
 };

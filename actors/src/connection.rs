@@ -17,102 +17,20 @@
 
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use social_studio_storage::{
-    fingerprint, Account, Batch, Connection, ConnectionKey, ConnectionStatus, Durability, Epoch,
-    Event, EventKind, Grant, Post, Reason, ReasonCode, RefreshInFlight, SharedStore, StateLabel,
-    Target, Timestamp,
+    fingerprint, Batch, Connection, ConnectionKey, ConnectionStatus, Durability, Epoch, Event,
+    EventKind, Grant, Post, Reason, ReasonCode, RefreshInFlight, SharedStore, StateLabel,
+    Timestamp,
 };
 
-use crate::queue::{PublishOutcome, QueueMsg};
+use crate::messages::{ConnectionMsg, ConnectionView, DisconnectReport, PublishOutcome, QueueMsg};
 use crate::{
     Clock, EngineConfig, EngineError, LimitScope, LostRefreshPolicy, PlatformPort, PortError,
     RevokeOutcome,
 };
-
-/// What a connection looks like from outside (status API, the embedding app).
-#[derive(Debug, Clone)]
-pub struct ConnectionView {
-    pub connection: Connection,
-    /// When the grant lapses unless renewed.
-    pub expires_at: Option<Timestamp>,
-    /// Whether the engine can renew the grant without the author.
-    pub renewable: bool,
-    /// A grant that cannot be renewed without the author is within its warning window.
-    pub expiring_soon: bool,
-}
-
-impl ConnectionView {
-    /// How a stored connection stands now, from its record alone: the grant's facts are
-    /// kept beside the status, so no token is unsealed and no actor is asked. `port`
-    /// decides what "renewable" means for its platform (`None`: not configured).
-    pub fn of(
-        connection: Connection,
-        port: Option<&dyn PlatformPort>,
-        now: Timestamp,
-        warning: std::time::Duration,
-    ) -> ConnectionView {
-        let renewable = match (&connection.grant, port) {
-            (Some(f), Some(p)) => p.renewable(f),
-            _ => false,
-        };
-        let expires_at = connection.grant.as_ref().and_then(|f| {
-            if renewable {
-                f.refresh_expires_at.or(f.expires_at)
-            } else {
-                f.expires_at
-            }
-        });
-        let expiring_soon = !renewable
-            && connection.status.is_active()
-            && expires_at.is_some_and(|e| now >= e.saturating_sub(warning));
-        ConnectionView {
-            connection,
-            expires_at,
-            renewable,
-            expiring_soon,
-        }
-    }
-}
-
-/// What disconnecting did.
-#[derive(Debug, Clone)]
-pub struct DisconnectReport {
-    /// Whether the grant was revoked at the platform, and if not, why.
-    pub revoke: Result<RevokeOutcome, PortError>,
-    /// Scheduled, paused or held posts that were failed with `account_disconnected`.
-    pub posts_failed: usize,
-}
-
-pub enum ConnectionMsg {
-    /// Publish this post (already durably Publishing) and answer the queue.
-    Publish {
-        post: Box<Post>,
-        queue: ActorRef<QueueMsg>,
-    },
-    /// The timer fired.
-    Wake,
-    /// A post is due soon: check the grant unless it was checked within the lead time.
-    CheckBeforePost,
-    Status(RpcReplyPort<ConnectionView>),
-    /// Prove the whole grant is alive now (refreshing where a token can outlive a
-    /// revocation), and say how it stands.
-    Verify(RpcReplyPort<Result<ConnectionView, EngineError>>),
-    /// A reconnect brought a fresh grant.
-    Reconnect {
-        account: Account,
-        targets: Vec<Target>,
-        grant: Box<Grant>,
-        replace: bool,
-        reply: RpcReplyPort<Result<ConnectionView, EngineError>>,
-    },
-    /// Revoke at the platform where possible, fail the posts, erase, stop.
-    Disconnect(RpcReplyPort<Result<DisconnectReport, EngineError>>),
-    /// The platform queue was rebuilt: talk to this one from now on.
-    Rebind(ActorRef<QueueMsg>),
-}
 
 pub struct ConnectionArgs {
     pub record: Connection,
@@ -954,3 +872,6 @@ impl<T> CallResultExt<T> for ractor::rpc::CallResult<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

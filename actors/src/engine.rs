@@ -10,7 +10,7 @@ use social_studio_storage::{
 };
 use tokio::sync::broadcast;
 
-use crate::connection::{ConnectionView, DisconnectReport};
+use crate::messages::{ConnectionView, DisconnectReport};
 use crate::supervisor::{ConnectRequest, Supervisor, SupervisorArgs, SupervisorMsg, TreeReport};
 use crate::{Clock, EngineConfig, EngineError, PlatformPort};
 

@@ -1,6 +1,6 @@
 //! Errors of the engine's commands.
 
-use social_studio_storage::{ConnectionKey, PostId, Reason, StateLabel, StoreError};
+use social_studio_storage::{ConnectionKey, PostId, PostRefusal, Reason, StateLabel, StoreError};
 
 use crate::PortError;
 
@@ -26,6 +26,22 @@ pub enum EngineError {
     ConnectionNotActive { status: StateLabel, reason: Reason },
     #[error("the engine is not running ({0})")]
     Unavailable(String),
+}
+
+/// A post's refusal keeps the shape the engine has always answered with.
+impl From<PostRefusal> for EngineError {
+    fn from(refusal: PostRefusal) -> Self {
+        match refusal {
+            PostRefusal::InvalidTransition { id, state, action } => {
+                EngineError::InvalidTransition {
+                    id,
+                    state,
+                    action: action.past_tense(),
+                }
+            }
+            PostRefusal::NotConnected(key) => EngineError::NotConnected(key),
+        }
+    }
 }
 
 impl<T> From<ractor::RactorErr<T>> for EngineError {

@@ -9,8 +9,12 @@
 //! ```
 //!
 //! - [`ports`]: the [`PlatformPort`] the actors call (implemented over HTTP by the
-//!   `social-studio` crate and by fakes in [`testkit`]), its classified [`PortError`], and
+//!   `social-studio` crate and by fakes in `testkit`), its classified [`PortError`], and
 //!   the [`Clock`] (wall-clock time that tests drive with tokio's paused time).
+//! - `testkit` (behind the Cargo feature of that name, for tests, examples and
+//!   benchmarks only): the in-process fake platform and the helpers around it.
+//! - [`messages`]: what the actors say to each other and the answers they carry, apart
+//!   from the actors so that [`connection`] and [`queue`] never import each other.
 //! - [`connection`]: keeps a grant alive and classifies every platform failure.
 //! - [`queue`]: orders posts by due time with one timer, pauses and resumes per
 //!   connection, backs off for rate limits, persists every transition before the next step.
@@ -25,21 +29,21 @@ pub mod config;
 pub mod connection;
 mod engine;
 mod error;
+pub mod messages;
 pub mod ports;
 pub mod queue;
 pub mod supervisor;
-#[doc(hidden)]
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 pub use config::EngineConfig;
-pub use connection::{ConnectionView, DisconnectReport};
 pub use engine::Engine;
 pub use error::EngineError;
+pub use messages::{ConnectionView, DisconnectReport, PublishOutcome, QueueStats};
 pub use ports::{
     Clock, LimitScope, LostRefreshPolicy, PlatformPort, PortError, RevokeOutcome, SystemClock,
     TokioClock,
 };
-pub use queue::{PublishOutcome, QueueStats};
 pub use supervisor::TreeReport;
 
 /// An actor's one armed timer: when it fires, and the task that will send the message.
@@ -49,4 +53,4 @@ pub(crate) type Timer<M> = Option<(
 )>;
 
 #[cfg(test)]
-mod engine_tests;
+mod test_world;

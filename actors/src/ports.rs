@@ -2,7 +2,7 @@
 //!
 //! Actors never speak HTTP. They call a [`PlatformPort`] that `social-studio`'s
 //! `platforms/` implements with reqwest and oauth2, and that tests and examples implement
-//! with in-process fakes ([`crate::testkit`]). Every failure a port returns is already
+//! with in-process fakes (`testkit`, behind the feature of that name). Every failure a port returns is already
 //! *classified* ([`PortError`]), so the actors decide what happens from the class, never
 //! from strings.
 

@@ -24,11 +24,11 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use social_studio_storage::{
-    Batch, ConnectionKey, Durability, Event, EventKind, Platform, Post, PostId, PostState,
-    PostStatus, Reason, ReasonCode, Receipt, SharedStore, StateLabel, Timestamp,
+    Batch, ConnectionKey, ConnectionStanding, Durability, Event, EventKind, Platform, Post, PostId,
+    PostState, PostStatus, Reason, ReasonCode, SharedStore, StateLabel, Timestamp,
 };
 
-use crate::connection::ConnectionMsg;
+use crate::messages::{ConnectionMsg, PublishOutcome, QueueMsg, QueueStats};
 use crate::{Clock, EngineConfig, EngineError, LimitScope};
 
 /// The most posts one dispatch commit carries.
@@ -37,115 +37,6 @@ const DISPATCH_BATCH: usize = 512;
 /// How long publish outcomes may gather before they are applied on their own. Most are
 /// applied sooner, in the same commit as the next dispatch batch.
 const OUTCOME_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
-
-/// What a connection answers about one publish.
-#[derive(Debug, Clone)]
-pub enum PublishOutcome {
-    Published(Receipt),
-    /// The platform refused the content: Failed.
-    Rejected(Reason),
-    /// The connection is not Active (or just left Active): the post pauses.
-    NotActive(Reason),
-    /// Slow down until `until`, for the scope of the limit.
-    RateLimited {
-        until: Timestamp,
-        scope: LimitScope,
-    },
-    /// A passing fault: try again at `at`.
-    Retry {
-        at: Timestamp,
-        reason: Reason,
-    },
-    /// The call may have reached the platform and its answer was lost.
-    Unconfirmed,
-}
-
-/// Queue depth figures, for the supervisor's status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    pub scheduled: usize,
-    pub paused: usize,
-    pub publishing: usize,
-    /// Connections currently backed off by a rate limit.
-    pub backed_off_connections: usize,
-    pub platform_backed_off: bool,
-}
-
-pub enum QueueMsg {
-    /// A connection exists (again); `paused` when it is not Active (or its record cannot
-    /// be read, so no actor speaks for it).
-    Register {
-        key: ConnectionKey,
-        actor: Option<ActorRef<ConnectionMsg>>,
-        paused: Option<Reason>,
-    },
-    /// The connection's actor died and was replaced (or not): its in-flight posts may or
-    /// may not have reached the platform.
-    ConnectionRestarted {
-        key: ConnectionKey,
-        actor: Option<ActorRef<ConnectionMsg>>,
-    },
-    /// Rebuild from storage: the statuses of this platform's Scheduled, Paused and
-    /// Publishing posts.
-    Load(Vec<PostStatus>),
-    Schedule {
-        post: Box<Post>,
-        reply: RpcReplyPort<Result<Post, EngineError>>,
-    },
-    Cancel {
-        id: PostId,
-        reply: RpcReplyPort<Result<Post, EngineError>>,
-    },
-    /// A Failed or Held post goes back to Scheduled.
-    Retry {
-        id: PostId,
-        reply: RpcReplyPort<Result<Post, EngineError>>,
-    },
-    /// A person decided about an Unconfirmed post.
-    Resolve {
-        id: PostId,
-        published: bool,
-        reply: RpcReplyPort<Result<Post, EngineError>>,
-    },
-    /// Change a Scheduled, Paused or Held post's content or due time.
-    Update {
-        post: Box<Post>,
-        reply: RpcReplyPort<Result<Post, EngineError>>,
-    },
-    Pause {
-        key: ConnectionKey,
-        reason: Reason,
-    },
-    Resume {
-        key: ConnectionKey,
-    },
-    /// A connection's answer about a post it was handed (the post comes back with it).
-    Outcome {
-        post: Box<Post>,
-        outcome: PublishOutcome,
-    },
-    /// Apply the outcomes gathered so far (sent by the queue to itself, a moment after
-    /// the first).
-    CommitOutcomes,
-    /// The connection is being disconnected: fail its posts (`account_disconnected`) and
-    /// forget it. Answers how many posts failed.
-    Disconnected {
-        key: ConnectionKey,
-        reply: RpcReplyPort<Result<usize, EngineError>>,
-    },
-    Stats(RpcReplyPort<QueueStats>),
-    /// Shutting down: dispatch nothing more; outcomes of calls in flight are still recorded.
-    /// Answered once every message before it has been handled and no dispatched batch is
-    /// still waiting for its flush (those go back to Scheduled, never sent).
-    Freeze(RpcReplyPort<()>),
-    Wake,
-    /// A dispatched batch's flush finished (`durable`) or failed: its posts may now go to
-    /// their connections, or go back to waiting.
-    Flushed {
-        posts: Vec<Post>,
-        durable: bool,
-    },
-}
 
 pub struct QueueArgs {
     pub platform: Platform,
@@ -829,53 +720,32 @@ impl QueueState {
         Ok(post)
     }
 
+    /// Where `key` stands in this queue, for the post rules that put a post back to wait.
+    fn standing(&self, key: &ConnectionKey) -> ConnectionStanding<'_> {
+        match self.slots.get(key) {
+            None => ConnectionStanding::NotConnected,
+            Some(Slot {
+                paused: Some(reason),
+                ..
+            }) => ConnectionStanding::Paused(reason),
+            Some(_) => ConnectionStanding::Active,
+        }
+    }
+
     async fn cancel(&mut self, id: PostId) -> Result<Post, EngineError> {
         let mut post = self.load_post(id).await?;
         if post.connection.platform != self.platform {
             return Err(EngineError::PostNotFound(id));
         }
-        match post.state {
-            PostState::Scheduled | PostState::Paused(_) | PostState::Held(_) => {}
-            ref s => {
-                return Err(EngineError::InvalidTransition {
-                    id,
-                    state: s.label(),
-                    action: "cancelled",
-                })
-            }
-        }
-        let from = post.state.label();
+        let from = post.cancel(self.now())?;
         self.untrack(id);
-        post.state = PostState::Cancelled;
-        post.updated_at = self.now();
         self.commit_posts(&[(post.clone(), from)]).await?;
         Ok(post)
     }
 
     async fn retry(&mut self, id: PostId) -> Result<Post, EngineError> {
         let mut post = self.load_post(id).await?;
-        match post.state {
-            PostState::Failed(_) | PostState::Held(_) => {}
-            ref s => {
-                return Err(EngineError::InvalidTransition {
-                    id,
-                    state: s.label(),
-                    action: "retried",
-                })
-            }
-        }
-        let from = post.state.label();
-        let Some(slot) = self.slots.get(&post.connection) else {
-            return Err(EngineError::NotConnected(post.connection.clone()));
-        };
-        post.state = match &slot.paused {
-            Some(r) => PostState::Paused(r.clone()),
-            None => PostState::Scheduled,
-        };
-        let now = self.now();
-        post.next_attempt_at = Some(now);
-        post.waiting = None;
-        post.updated_at = now;
+        let from = post.retry(self.now(), self.standing(&post.connection))?;
         self.commit_posts(&[(post.clone(), from)]).await?;
         self.track(&post);
         Ok(post)
@@ -883,59 +753,17 @@ impl QueueState {
 
     async fn resolve(&mut self, id: PostId, published: bool) -> Result<Post, EngineError> {
         let mut post = self.load_post(id).await?;
-        if !matches!(post.state, PostState::Unconfirmed) {
-            return Err(EngineError::InvalidTransition {
-                id,
-                state: post.state.label(),
-                action: "resolved",
-            });
+        let from = post.resolve(self.now(), published, self.standing(&post.connection))?;
+        self.commit_posts(&[(post.clone(), from)]).await?;
+        if !published {
+            self.track(&post);
         }
-        if published {
-            post.state = PostState::Published(Receipt {
-                platform_post_id: String::new(),
-                url: None,
-            });
-            post.updated_at = self.now();
-            self.commit_posts(&[(post.clone(), StateLabel::Unconfirmed)])
-                .await?;
-            return Ok(post);
-        }
-        let Some(slot) = self.slots.get(&post.connection) else {
-            return Err(EngineError::NotConnected(post.connection.clone()));
-        };
-        post.state = match &slot.paused {
-            Some(r) => PostState::Paused(r.clone()),
-            None => PostState::Scheduled,
-        };
-        let now = self.now();
-        post.next_attempt_at = Some(now);
-        post.waiting = None;
-        post.updated_at = now;
-        self.commit_posts(&[(post.clone(), StateLabel::Unconfirmed)])
-            .await?;
-        self.track(&post);
         Ok(post)
     }
 
     async fn update(&mut self, new: Post) -> Result<Post, EngineError> {
-        let old = self.load_post(new.id).await?;
-        match old.state {
-            PostState::Scheduled | PostState::Paused(_) | PostState::Held(_) => {}
-            ref s => {
-                return Err(EngineError::InvalidTransition {
-                    id: new.id,
-                    state: s.label(),
-                    action: "edited",
-                })
-            }
-        }
-        let mut post = old.clone();
-        post.content = new.content;
-        post.due_at = new.due_at;
-        post.target = new.target;
-        post.next_attempt_at = None;
-        post.waiting = None;
-        post.updated_at = self.now();
+        let mut post = self.load_post(new.id).await?;
+        post.edit(new, self.now())?;
         let was_tracked = self.untrack(post.id).is_some();
         // The body changed too: the whole post is written.
         let mut b = Batch::new();
@@ -1159,3 +987,6 @@ impl Actor for QueueActor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,10 +17,9 @@ use social_studio_storage::{
     StateLabel, StoreError, Target, UnreadableRecord,
 };
 
-use crate::connection::{
-    ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionView, DisconnectReport,
-};
-use crate::queue::{QueueActor, QueueArgs, QueueMsg, QueueStats};
+use crate::connection::{ConnectionActor, ConnectionArgs};
+use crate::messages::{ConnectionMsg, ConnectionView, DisconnectReport, QueueMsg, QueueStats};
+use crate::queue::{QueueActor, QueueArgs};
 use crate::{Clock, EngineConfig, EngineError, PlatformPort};
 
 /// The actor tree at a glance.
@@ -835,3 +834,6 @@ async fn route_post(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! In-process fakes of the platform port, for unit tests, examples and benchmarks.
-//! Not part of the engine's API.
+//! Not part of the engine's API: compiled only for this crate's tests and behind the
+//! `testkit` feature, which only dev-dependencies enable.
 //!
 //! [`FakePlatform`] behaves like a platform with rotating single-use refresh tokens (as
 //! X and TikTok do), optionally a grace period for a resent refresh token (Bluesky), and

@@ -1,5 +1,6 @@
 //! Sample records for tests, examples and benchmarks of this and the other crates.
-//! Not part of the engine's API.
+//! Not part of the engine's API: compiled only for this crate's tests and behind the
+//! `testkit` feature, which only dev-dependencies enable.
 
 use crate::{
     Account, AccountKind, Connection, ConnectionKey, ConnectionStatus, Content, Grant, Media,

@@ -6,8 +6,9 @@
 //!   (parsed, never merely wrapped), [`Platform`] and what each supports, [`ConnectionKey`]
 //!   and [`ConnectionStatus`], the [`Reason`] catalogue (every state a person sees names
 //!   its cause and remedy), [`Account`], [`Target`], [`Grant`] (secret fields in
-//!   [`Secret`], which never prints), [`Post`] and its [`PostState`] lifecycle, and the
-//!   audit [`Event`].
+//!   [`Secret`], which never prints), [`Post`] and its [`PostState`] lifecycle (with the
+//!   rules for what a person may do to a post, refused as a typed [`PostRefusal`]), and
+//!   the audit [`Event`].
 //! - [`Store`] (module [`port`]): the port the actors and `Studio` use — batches applied
 //!   atomically ([`Batch`]), durability per commit, events numbered in commit order and
 //!   delivered once durable, ownership fencing, constant-time post counts, and scans that
@@ -27,7 +28,7 @@ pub mod codec;
 mod connection;
 mod error;
 mod event;
-#[doc(hidden)]
+#[cfg(any(test, feature = "testkit"))]
 pub mod fixtures;
 #[cfg(test)]
 mod golden;
@@ -61,7 +62,10 @@ pub use port::{
     CommitFuture, Committed, ConnectionCounts, Durability, ErasedCounts, EventPage,
     IntegrityReport, Loaded, PostCounts, SharedStore, Store, StoreInfo, UnreadableRecord,
 };
-pub use post::{Content, Media, MediaKind, Post, PostBody, PostId, PostState, PostStatus, Receipt};
+pub use post::{
+    ConnectionStanding, Content, Media, MediaKind, Post, PostAction, PostBody, PostId, PostRefusal,
+    PostState, PostStatus, Receipt,
+};
 pub use reason::{Reason, ReasonCode};
 pub use secret::Secret;
 pub use sled_store::{
