@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{StatusCode, Url};
-use social_studio::platforms::http;
 use social_studio::platforms::oauth::{
     ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError, TokenRefusal,
 };
+use social_studio::platforms::outbound;
 use social_studio::platforms::{ConnectError, PlatformSettings};
 use social_studio_actors::{
     Clock, Engine, EngineConfig, EngineError, PlatformPort, PortError, RevokeOutcome, SystemClock,
@@ -110,7 +110,7 @@ impl OidcServer {
         OAuthClient::new(
             &self.settings(client_secret),
             profile(),
-            http::client(Duration::from_secs(10)).unwrap(),
+            outbound::client(Duration::from_secs(10)).unwrap(),
         )
         .unwrap()
     }
@@ -118,7 +118,7 @@ impl OidcServer {
     fn platform(&self, client_secret: &str) -> Arc<OidcPlatform> {
         Arc::new(OidcPlatform {
             oauth: self.oauth_client(client_secret),
-            http: http::client(Duration::from_secs(10)).unwrap(),
+            http: outbound::client(Duration::from_secs(10)).unwrap(),
             issuer: self.issuer.clone(),
             refreshes: Mutex::new(Vec::new()),
         })
@@ -182,7 +182,7 @@ impl OidcPlatform {
             .bearer_auth(grant.access_token.expose())
             .send()
             .await
-            .map_err(|e| http::transport_failure(&e))?;
+            .map_err(|e| outbound::transport_failure(&e))?;
         match answer.status() {
             StatusCode::OK => answer.json().await.map_err(|e| PortError::Unavailable {
                 detail: format!("unreadable /me answer: {e}"),

@@ -44,8 +44,8 @@ use social_studio_actors::{Clock, LimitScope, PortError, RevokeOutcome, SystemCl
 use social_studio_storage::{Reason, ReasonCode, Secret, Timestamp};
 use url::Url;
 
-use super::http::{self, body_excerpt};
 use super::oauth::check_endpoint;
+use super::outbound::{self, body_excerpt};
 use super::{AuthorizeRequest, ConnectError, PlatformSettings, SettingsError};
 
 /// What a rate limit waits when no usage header says how long: Meta's app and user
@@ -170,7 +170,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], call: Call
         Some(error) if !(status.is_server_error() && matches!(error.code, 0..=2)) => {
             classify_error(&error, headers, call)
         }
-        _ if status.is_server_error() => http::server_error(status, body_excerpt(body)),
+        _ if status.is_server_error() => outbound::server_error(status, body_excerpt(body)),
         _ if status == StatusCode::TOO_MANY_REQUESTS => PortError::RateLimited {
             retry_after: usage_wait(headers).unwrap_or(DEFAULT_RATE_WAIT),
             scope: LimitScope::Connection,
@@ -375,7 +375,7 @@ impl GraphApp {
     pub fn new(settings: &PlatformSettings) -> Result<GraphApp, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
         Ok(GraphApp {
-            http: http::client(http::DEFAULT_TIMEOUT)?,
+            http: outbound::client(outbound::DEFAULT_TIMEOUT)?,
             auth_url: check_endpoint("auth_url", &settings.auth_url)?,
             token_url: check_endpoint("token_url", &settings.token_url)?,
             api_base: settings.api_base.trim_end_matches('/').to_owned(),
@@ -472,7 +472,7 @@ impl GraphApp {
     ) -> Result<UserToken, TokenFailure> {
         let plain = |port: PortError| TokenFailure { error: None, port };
         let (status, headers, body) =
-            http::exchange(self.http.get(self.token_url.clone()).query(query))
+            outbound::exchange(self.http.get(self.token_url.clone()).query(query))
                 .await
                 .map_err(plain)?;
         if !status.is_success() {
@@ -637,7 +637,7 @@ impl GraphApp {
         call: Call,
         token: &Secret,
     ) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = http::exchange(request).await?;
+        let (status, headers, body) = outbound::exchange(request).await?;
         if !status.is_success() {
             return Err(classify(status, &headers, &body, call));
         }
@@ -682,7 +682,7 @@ impl GraphApp {
 
     /// Sends one call and returns its body, or the classified failure.
     pub async fn send(&self, request: RequestBuilder, call: Call) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = http::exchange(request).await?;
+        let (status, headers, body) = outbound::exchange(request).await?;
         if status.is_success() {
             return Ok(body);
         }

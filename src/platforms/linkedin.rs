@@ -61,10 +61,10 @@ use social_studio_storage::{
     Receipt, Secret, Target, TargetKind, Timestamp,
 };
 
-use super::http::{self, body_excerpt};
 use super::oauth::{
     check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError,
 };
+use super::outbound::{self, body_excerpt};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -310,7 +310,7 @@ impl LinkedinAdapter {
         organisations: bool,
     ) -> Result<LinkedinAdapter, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
-        let http = http::client(http::DEFAULT_TIMEOUT)?;
+        let http = outbound::client(outbound::DEFAULT_TIMEOUT)?;
         let scopes = if organisations { SCOPES } else { MEMBER_SCOPES };
         let oauth = OAuthClient::new(settings, profile(scopes), http.clone())?;
         Ok(LinkedinAdapter {
@@ -451,7 +451,7 @@ impl LinkedinAdapter {
         request: RequestBuilder,
         call: Call,
     ) -> Result<(HeaderMap, Vec<u8>), PortError> {
-        let (status, headers, body) = http::exchange(request).await?;
+        let (status, headers, body) = outbound::exchange(request).await?;
         if status.is_success() {
             return Ok((headers, body));
         }
@@ -497,7 +497,7 @@ impl LinkedinAdapter {
 
     /// Fetches one image from its public URL.
     async fn fetch_media(&self, media: &Media) -> Result<(Vec<u8>, String), PortError> {
-        http::fetch_image(&self.http, media, |_| IMAGE_MAX_BYTES).await
+        outbound::fetch_image(&self.http, media, |_| IMAGE_MAX_BYTES).await
     }
 
     /// Uploads one image for `author` and returns its image URN.
@@ -563,7 +563,7 @@ fn classify(status: StatusCode, body: &[u8], call: Call, now: Timestamp) -> Port
             retry_after: until_next_midnight_utc(now),
             scope: LimitScope::Connection,
         },
-        status if status.is_server_error() => http::server_error(status, body_excerpt(body)),
+        status if status.is_server_error() => outbound::server_error(status, body_excerpt(body)),
         StatusCode::FORBIDDEN => {
             let organisation = matches!(
                 call,

@@ -9,8 +9,9 @@
 //! - [`oauth`] is the shared OAuth 2.0 core on the `oauth2` crate (PKCE, client
 //!   authentication, token responses to [`Grant`]s, token-endpoint error
 //!   classification, RFC 7009 revocation). Nothing platform-specific lives there.
-//! - [`http`] builds the reqwest client (redirects off) and classifies transport
-//!   failures.
+//! - [`outbound`] is the engine's HTTP client side towards the platforms (the inbound
+//!   API is `crate::http`): it builds the reqwest client (redirects off), sends and
+//!   reads exchanges, classifies transport failures and 5xx answers, and fetches media.
 //! - [`x`]: X (API v2).
 //! - [`linkedin`]: LinkedIn (Posts API, members and organisations).
 //! - [`pinterest`]: Pinterest (API v5).
@@ -28,10 +29,10 @@
 pub mod bluesky;
 pub mod facebook;
 pub mod graph;
-pub mod http;
 pub mod instagram;
 pub mod linkedin;
 pub mod oauth;
+pub mod outbound;
 pub mod pinterest;
 pub mod threads;
 pub mod tiktok;
@@ -92,7 +93,7 @@ pub enum SettingsError {
     InsecureUrl { field: &'static str, value: String },
     /// The HTTP client could not be built.
     #[error(transparent)]
-    HttpClient(#[from] http::ClientBuildError),
+    HttpClient(#[from] outbound::ClientBuildError),
 }
 
 /// Where the author's browser is sent to authorize the app, and what the service must

@@ -46,7 +46,7 @@ use social_studio_actors::{LimitScope, PortError, RevokeOutcome};
 use social_studio_storage::{Grant, Reason, ReasonCode, Secret, Timestamp};
 use url::Url;
 
-use super::http::{self, body_excerpt};
+use super::outbound::{self, body_excerpt};
 use super::{AuthorizeRequest, ConnectError, PlatformSettings, SettingsError};
 
 /// How long to wait after a 429 from a token endpoint that did not say how long.
@@ -292,7 +292,7 @@ impl std::fmt::Debug for OAuthClient {
 
 impl OAuthClient {
     /// A client for the platform the settings describe. `http` must not follow
-    /// redirects (use [`http::client`]).
+    /// redirects (use [`outbound::client`]).
     pub fn new(
         settings: &PlatformSettings,
         profile: OAuthProfile,
@@ -554,7 +554,7 @@ fn redirect_url(redirect_uri: &str) -> Result<RedirectUrl, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointFailure {
     /// No HTTP answer.
-    #[error("{}", http::describe(.0))]
+    #[error("{}", outbound::describe(.0))]
     Transport(reqwest::Error),
     /// An answer that is not a 2xx; the oauth2 crate never sees it.
     #[error("HTTP {status}")]
@@ -659,7 +659,7 @@ fn token_error(
 /// Classifies a token or revocation request that got no 2xx answer.
 fn classify_failure(failure: EndpointFailure, now: Timestamp) -> TokenError {
     match failure {
-        EndpointFailure::Transport(error) => match http::transport_failure(&error) {
+        EndpointFailure::Transport(error) => match outbound::transport_failure(&error) {
             PortError::Unavailable {
                 detail,
                 maybe_delivered,
@@ -696,11 +696,11 @@ fn classify_status(
 ) -> TokenError {
     if status == StatusCode::TOO_MANY_REQUESTS {
         return TokenError::RateLimited {
-            retry_after: http::retry_after(headers, now),
+            retry_after: outbound::retry_after(headers, now),
         };
     }
     if status.is_server_error() {
-        return match http::server_error(status, body_excerpt(body)) {
+        return match outbound::server_error(status, body_excerpt(body)) {
             PortError::Unavailable {
                 detail,
                 maybe_delivered,
@@ -889,7 +889,7 @@ mod tests {
         OAuthClient::new(
             &settings,
             profile,
-            http::client(Duration::from_secs(5)).unwrap(),
+            outbound::client(Duration::from_secs(5)).unwrap(),
         )
         .unwrap()
     }

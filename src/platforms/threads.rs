@@ -58,8 +58,8 @@ use social_studio_storage::{
 };
 use url::Url;
 
-use super::http::{self, body_excerpt};
 use super::oauth::check_endpoint;
+use super::outbound::{self, body_excerpt};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -99,7 +99,7 @@ const QUOTA_RECHECK: Duration = Duration::from_secs(60 * 60);
 
 /// The Threads adapter.
 pub struct ThreadsAdapter {
-    /// Redirects disabled ([`http::client`]).
+    /// Redirects disabled ([`outbound::client`]).
     http: reqwest::Client,
     client_id: String,
     client_secret: Secret,
@@ -242,7 +242,7 @@ impl ThreadsAdapter {
         let host_base = host_of(&api_base);
         check_endpoint("api_base", &host_base)?;
         Ok(ThreadsAdapter {
-            http: http::client(http::DEFAULT_TIMEOUT)?,
+            http: outbound::client(outbound::DEFAULT_TIMEOUT)?,
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
             auth_url,
@@ -285,7 +285,7 @@ impl ThreadsAdapter {
     /// Sends one API call and returns its body, or the classified failure.
     async fn call(&self, request: RequestBuilder, step: Step) -> Result<Vec<u8>, PortError> {
         let transport = |error: reqwest::Error| {
-            let mut failure = http::transport_failure(&error);
+            let mut failure = outbound::transport_failure(&error);
             // Only the publishing call makes anything public: a lost answer elsewhere
             // left at most an unpublished container behind.
             if step != Step::Publish {
@@ -316,7 +316,9 @@ impl ThreadsAdapter {
 
     /// A token request: the answer, or the failure judged once for both callers.
     async fn token_call(&self, request: RequestBuilder) -> Result<Vec<u8>, TokenFailure> {
-        let (status, headers, body) = http::exchange(request).await.map_err(TokenFailure::Port)?;
+        let (status, headers, body) = outbound::exchange(request)
+            .await
+            .map_err(TokenFailure::Port)?;
         if status.is_success() {
             return Ok(body);
         }

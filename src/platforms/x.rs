@@ -46,10 +46,10 @@ use social_studio_storage::{
     Receipt, Secret, Target, TargetKind, Timestamp,
 };
 
-use super::http::{self, body_excerpt};
 use super::oauth::{
     check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError,
 };
+use super::outbound::{self, body_excerpt};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -162,7 +162,7 @@ impl XAdapter {
     /// An adapter for the X app in `settings`, reading time from the system clock.
     pub fn new(settings: &PlatformSettings) -> Result<XAdapter, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
-        let http = http::client(http::DEFAULT_TIMEOUT)?;
+        let http = outbound::client(outbound::DEFAULT_TIMEOUT)?;
         let oauth = OAuthClient::new(settings, profile(), http.clone())?;
         Ok(XAdapter {
             oauth,
@@ -203,7 +203,7 @@ impl XAdapter {
 
     /// Sends one API call and returns its body, or the classified failure.
     async fn api(&self, request: RequestBuilder, call: Call) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = http::exchange(request).await?;
+        let (status, headers, body) = outbound::exchange(request).await?;
         if status.is_success() {
             return Ok(body);
         }
@@ -221,7 +221,9 @@ impl XAdapter {
         match status {
             StatusCode::UNAUTHORIZED => PortError::Unauthorized,
             StatusCode::TOO_MANY_REQUESTS => self.rate_limited(headers),
-            status if status.is_server_error() => http::server_error(status, body_excerpt(body)),
+            status if status.is_server_error() => {
+                outbound::server_error(status, body_excerpt(body))
+            }
             StatusCode::FORBIDDEN => {
                 let problem = Problem::read(body);
                 let message = problem.message().unwrap_or_else(|| body_excerpt(body));
@@ -292,7 +294,7 @@ impl XAdapter {
             }
         }
         let retry_after = wait_until("x-rate-limit-reset")
-            .or_else(|| http::retry_after(headers, now))
+            .or_else(|| outbound::retry_after(headers, now))
             .unwrap_or(DEFAULT_RATE_WINDOW);
         PortError::RateLimited {
             retry_after,
@@ -302,7 +304,7 @@ impl XAdapter {
 
     /// Fetches one media item from its public URL (GIFs have their own, larger limit).
     async fn fetch_media(&self, media: &Media) -> Result<(Vec<u8>, String), PortError> {
-        http::fetch_image(&self.http, media, |content_type| {
+        outbound::fetch_image(&self.http, media, |content_type| {
             if content_type == "image/gif" {
                 GIF_MAX_BYTES
             } else {

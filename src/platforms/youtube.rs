@@ -63,10 +63,10 @@ use social_studio_storage::{
     Receipt, Secret, Target, TargetKind, Timestamp,
 };
 
-use super::http::{self, body_excerpt};
 use super::oauth::{
     check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError,
 };
+use super::outbound::{self, body_excerpt};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -256,7 +256,7 @@ impl YoutubeAdapter {
     /// with Google's default quota ([`QuotaPolicy::default`]).
     pub fn new(settings: &PlatformSettings) -> Result<YoutubeAdapter, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
-        let http = http::client(http::DEFAULT_TIMEOUT)?;
+        let http = outbound::client(outbound::DEFAULT_TIMEOUT)?;
         let oauth = OAuthClient::new(settings, profile(), http.clone())?;
         Ok(YoutubeAdapter {
             oauth,
@@ -338,7 +338,7 @@ impl YoutubeAdapter {
 
     /// Sends one API call and returns its body, or the classified failure.
     async fn api(&self, request: RequestBuilder, call: Call) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = http::exchange(request).await?;
+        let (status, headers, body) = outbound::exchange(request).await?;
         if status.is_success() {
             return Ok(body);
         }
@@ -377,14 +377,14 @@ impl YoutubeAdapter {
             || status == StatusCode::TOO_MANY_REQUESTS
         {
             return PortError::RateLimited {
-                retry_after: http::retry_after(headers, now).unwrap_or(DEFAULT_RATE_WAIT),
+                retry_after: outbound::retry_after(headers, now).unwrap_or(DEFAULT_RATE_WAIT),
                 scope: LimitScope::Connection,
             };
         }
         match (status, call) {
             (StatusCode::UNAUTHORIZED, _) => PortError::Unauthorized,
             (status, _) if status.is_server_error() => {
-                http::server_error(status, body_excerpt(body))
+                outbound::server_error(status, body_excerpt(body))
             }
             (StatusCode::FORBIDDEN, _) => PortError::RequirementUnmet(
                 Reason::with_platform_message(ReasonCode::PermissionRemoved, said()),

@@ -24,7 +24,7 @@ use social_studio_actors::{LimitScope, PortError};
 use social_studio_storage::{Grant, Reason, ReasonCode, Secret, Timestamp};
 use url::Url;
 
-use super::super::http::{self, body_excerpt};
+use super::super::outbound::{self, body_excerpt};
 use super::super::ConnectError;
 use super::{rate_limit_wait, DEFAULT_RATE_WAIT, SCOPES};
 
@@ -34,7 +34,7 @@ pub(super) const GRANT_INVALID: i64 = 283;
 
 /// The token endpoint and the app's credentials.
 pub(super) struct TokenEndpoint {
-    /// Built with redirects disabled ([`http::client`]).
+    /// Built with redirects disabled ([`outbound::client`]).
     pub(super) http: reqwest::Client,
     pub(super) url: Url,
     pub(super) client_id: String,
@@ -237,7 +237,7 @@ impl TokenEndpoint {
 }
 
 fn transport(error: &reqwest::Error) -> TokenFailure {
-    match http::transport_failure(error) {
+    match outbound::transport_failure(error) {
         PortError::Unavailable {
             detail,
             maybe_delivered,
@@ -274,7 +274,7 @@ pub(super) fn classify(
         };
     }
     if status.is_server_error() {
-        return match http::server_error(status, body_excerpt(body)) {
+        return match outbound::server_error(status, body_excerpt(body)) {
             PortError::Unavailable {
                 detail,
                 maybe_delivered,

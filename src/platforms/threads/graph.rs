@@ -39,7 +39,7 @@ use social_studio_storage::{Reason, ReasonCode, Timestamp};
 
 pub use super::super::graph::GraphError;
 use super::super::graph::{dead_grant_reason, usage_wait};
-use super::super::http::{self, body_excerpt};
+use super::super::outbound::{self, body_excerpt};
 
 /// What to wait after a rate limit that does not say how long.
 pub const DEFAULT_RATE_WAIT: Duration = Duration::from_secs(60 * 60);
@@ -104,7 +104,7 @@ pub enum Step {
 /// The wait a rate limit announces: the largest `estimated_time_to_regain_access` of
 /// Meta's usage headers, else `Retry-After`.
 pub fn rate_limit_wait(headers: &HeaderMap, now: Timestamp) -> Option<Duration> {
-    usage_wait(headers).or_else(|| http::retry_after(headers, now))
+    usage_wait(headers).or_else(|| outbound::retry_after(headers, now))
 }
 
 /// Classifies an answer that is not a 2xx.
@@ -123,7 +123,9 @@ pub fn classify(
         return match status {
             StatusCode::UNAUTHORIZED => PortError::Unauthorized,
             StatusCode::TOO_MANY_REQUESTS => rate_limited(LimitScope::Connection),
-            status if status.is_server_error() => http::server_error(status, body_excerpt(body)),
+            status if status.is_server_error() => {
+                outbound::server_error(status, body_excerpt(body))
+            }
             status => PortError::Unavailable {
                 detail: format!(
                     "HTTP {status} without a Graph error body: {}",

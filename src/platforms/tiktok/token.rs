@@ -22,13 +22,13 @@ use social_studio_actors::{LimitScope, PortError};
 use social_studio_storage::{Grant, Reason, ReasonCode, Secret, Timestamp};
 use url::Url;
 
-use super::super::http::{self, body_excerpt};
+use super::super::outbound::{self, body_excerpt};
 use super::super::ConnectError;
 use super::{rate_limit_wait, SCOPES};
 
 /// The token and revoke endpoints and the app's credentials.
 pub(super) struct TokenEndpoint {
-    /// Built with redirects disabled ([`http::client`]).
+    /// Built with redirects disabled ([`outbound::client`]).
     pub(super) http: reqwest::Client,
     pub(super) url: Url,
     pub(super) revoke_url: Option<Url>,
@@ -294,7 +294,7 @@ impl TokenEndpoint {
 }
 
 fn transport(error: &reqwest::Error) -> TokenFailure {
-    match http::transport_failure(error) {
+    match outbound::transport_failure(error) {
         PortError::Unavailable {
             detail,
             maybe_delivered,
@@ -340,7 +340,7 @@ pub(super) fn classify(
             Some("internal_error" | "server_error" | "temporarily_unavailable")
         )
     {
-        let maybe_delivered = match http::server_error(status, String::new()) {
+        let maybe_delivered = match outbound::server_error(status, String::new()) {
             PortError::Unavailable {
                 maybe_delivered, ..
             } => maybe_delivered,
