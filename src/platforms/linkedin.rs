@@ -62,7 +62,7 @@ use social_studio_storage::{
 };
 
 use super::oauth::{
-    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError,
+    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError, TokenRequest,
 };
 use super::outbound::{self, body_excerpt};
 use super::{
@@ -153,6 +153,7 @@ fn profile(scopes: &'static [&'static str]) -> OAuthProfile {
         pkce: false,
         authorize_params: Vec::new(),
         refresh_tokens: RefreshTokens::Reusable,
+        grant_refusals: Some(grant_refusals),
     }
 }
 
@@ -642,25 +643,17 @@ fn normalise_scopes(grant: &mut Grant) {
     grant.scopes = scopes;
 }
 
-/// LinkedIn's token endpoint, refined before the shared judgement: LinkedIn is reported
-/// to answer a dead refresh token with 401 and "The refresh token is invalid" rather
-/// than 400 `invalid_grant`; that is the grant, not the app's credentials.
-fn refresh_error(error: TokenError) -> PortError {
-    match error {
-        TokenError::Refused(refusal)
-            if refusal.error != "invalid_client"
-                && refusal
-                    .description
-                    .as_deref()
-                    .is_some_and(|d| d.to_ascii_lowercase().contains("refresh token")) =>
-        {
-            PortError::GrantDead(Reason::with_platform_message(
-                ReasonCode::AuthorizationInvalid,
-                refusal.platform_message(),
-            ))
-        }
-        other => other.into_port_error(),
-    }
+/// LinkedIn's reading of a refused refresh or revocation: LinkedIn is reported to
+/// answer a dead refresh token with 401 and "The refresh token is invalid" rather than
+/// 400 `invalid_grant`; that is the grant, not the app's credentials.
+fn grant_refusals(
+    request: TokenRequest,
+    error: &str,
+    description: Option<&str>,
+) -> Option<ReasonCode> {
+    let token_invalid = error != "invalid_client"
+        && description.is_some_and(|d| d.to_ascii_lowercase().contains("refresh token"));
+    (request.presents_grant() && token_invalid).then_some(ReasonCode::AuthorizationInvalid)
 }
 
 #[async_trait]
@@ -676,7 +669,7 @@ impl PlatformPort for LinkedinAdapter {
             .oauth
             .refresh(grant, now)
             .await
-            .map_err(refresh_error)?;
+            .map_err(TokenError::into_port_error)?;
         normalise_scopes(&mut renewed);
         Ok(renewed)
     }
@@ -755,7 +748,10 @@ impl PlatformPort for LinkedinAdapter {
     #[tracing::instrument(skip_all, fields(platform = "linkedin"))]
     async fn revoke(&self, grant: &Grant) -> Result<RevokeOutcome, PortError> {
         let now = self.clock.now();
-        self.oauth.revoke(grant, now).await.map_err(refresh_error)
+        self.oauth
+            .revoke(grant, now)
+            .await
+            .map_err(TokenError::into_port_error)
     }
 
     /// Renewable only with a refresh token that has not lapsed: self-serve grants have
@@ -1030,20 +1026,29 @@ mod tests {
 
     #[test]
     fn a_dead_refresh_token_is_the_grant_and_a_bad_secret_is_the_app() {
-        use super::super::oauth::TokenRefusal;
-        let dead = refresh_error(TokenError::Refused(TokenRefusal {
-            status: 401,
-            error: "invalid_request".into(),
-            description: Some("The refresh token is invalid".into()),
-        }));
+        use super::super::oauth::classify_status;
+        use reqwest::header::HeaderMap;
+        use reqwest::StatusCode;
+        let refused = |body: &str| {
+            classify_status(
+                StatusCode::UNAUTHORIZED,
+                &HeaderMap::new(),
+                body.as_bytes(),
+                Timestamp::parse_rfc3339("2026-11-28T09:00:00Z").unwrap(),
+                TokenRequest::Refresh,
+                Some(grant_refusals),
+            )
+            .into_port_error()
+        };
+        let dead = refused(
+            r#"{"error":"invalid_request","error_description":"The refresh token is invalid"}"#,
+        );
         assert!(
             matches!(dead, PortError::GrantDead(ref r) if r.code == ReasonCode::AuthorizationInvalid)
         );
-        let app = refresh_error(TokenError::Refused(TokenRefusal {
-            status: 401,
-            error: "invalid_client".into(),
-            description: Some("Client authentication failed".into()),
-        }));
+        let app = refused(
+            r#"{"error":"invalid_client","error_description":"Client authentication failed"}"#,
+        );
         assert!(
             matches!(app, PortError::RequirementUnmet(ref r) if r.code == ReasonCode::AppCredentialsRejected)
         );

@@ -56,7 +56,9 @@ use social_studio_storage::{
     Receipt, Secret, Target, TargetKind, Timestamp,
 };
 
-use super::oauth::{check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens};
+use super::oauth::{
+    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError,
+};
 use super::outbound::{self, body_excerpt};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
@@ -138,6 +140,8 @@ fn profile() -> OAuthProfile {
         pkce: false,
         authorize_params: Vec::new(),
         refresh_tokens: RefreshTokens::Rotating,
+        // Pinterest's token calls are spoken in `token`, not through this client.
+        grant_refusals: None,
     }
 }
 
@@ -422,7 +426,7 @@ impl PlatformPort for PinterestAdapter {
         self.tokens
             .refresh(grant, now)
             .await
-            .map_err(token::TokenFailure::into_port_error)
+            .map_err(TokenError::into_port_error)
     }
 
     #[tracing::instrument(skip_all, fields(platform = "pinterest"))]
@@ -500,7 +504,7 @@ impl Adapter for PinterestAdapter {
             .tokens
             .exchange_code(code, redirect_uri, now)
             .await
-            .map_err(token::TokenFailure::into_connect_error)?;
+            .map_err(TokenError::into_connect_error)?;
 
         // Nothing to discard on failure below: Pinterest cannot revoke a user's tokens.
         if let Some(reason) = super::ungranted("Pinterest", POSTING_SCOPES, &grant.scopes) {

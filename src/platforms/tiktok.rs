@@ -79,7 +79,7 @@ use social_studio_storage::{
 };
 use url::Url;
 
-use super::oauth::check_endpoint;
+use super::oauth::{check_endpoint, TokenError};
 use super::outbound::{self, body_excerpt};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
@@ -765,7 +765,7 @@ impl PlatformPort for TiktokAdapter {
         self.tokens
             .refresh(grant, now)
             .await
-            .map_err(token::TokenFailure::into_port_error)
+            .map_err(TokenError::into_port_error)
     }
 
     #[tracing::instrument(skip_all, fields(platform = "tiktok"))]
@@ -887,7 +887,7 @@ impl Adapter for TiktokAdapter {
             .tokens
             .exchange_code(code, redirect_uri, pkce_verifier, now)
             .await
-            .map_err(token::TokenFailure::into_connect_error)?;
+            .map_err(TokenError::into_connect_error)?;
         let result = self.requirements(&grant, open_id.as_deref()).await;
         match result {
             Ok((account, target)) => {

@@ -47,7 +47,7 @@ use social_studio_storage::{
 };
 
 use super::oauth::{
-    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError,
+    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError, TokenRequest,
 };
 use super::outbound::{self, body_excerpt};
 use super::{
@@ -116,6 +116,7 @@ fn profile() -> OAuthProfile {
         pkce: true,
         authorize_params: Vec::new(),
         refresh_tokens: RefreshTokens::Rotating,
+        grant_refusals: Some(grant_refusals),
     }
 }
 
@@ -446,26 +447,18 @@ impl Problem {
     }
 }
 
-/// X's token endpoint, refined before the shared judgement: X answers a spent, revoked
-/// or unknown refresh token with 400 `invalid_request` "Value passed for the token was
+/// X's reading of a refused refresh or revocation: X answers a spent, revoked or
+/// unknown refresh token with 400 `invalid_request` "Value passed for the token was
 /// invalid." (not `invalid_grant`), and cannot be made to say which — so it is
 /// `authorization_invalid` with X's words, never a guess at `refresh_token_reused`.
-fn refresh_error(error: TokenError) -> PortError {
-    match error {
-        TokenError::Refused(refusal)
-            if refusal.error == "invalid_request"
-                && refusal
-                    .description
-                    .as_deref()
-                    .is_some_and(|d| d.starts_with("Value passed for the token was invalid")) =>
-        {
-            PortError::GrantDead(Reason::with_platform_message(
-                ReasonCode::AuthorizationInvalid,
-                refusal.platform_message(),
-            ))
-        }
-        other => other.into_port_error(),
-    }
+fn grant_refusals(
+    request: TokenRequest,
+    error: &str,
+    description: Option<&str>,
+) -> Option<ReasonCode> {
+    let token_invalid = error == "invalid_request"
+        && description.is_some_and(|d| d.starts_with("Value passed for the token was invalid"));
+    (request.presents_grant() && token_invalid).then_some(ReasonCode::AuthorizationInvalid)
 }
 
 #[async_trait]
@@ -477,7 +470,10 @@ impl PlatformPort for XAdapter {
     #[tracing::instrument(skip_all, fields(platform = "x"))]
     async fn refresh(&self, grant: &Grant) -> Result<Grant, PortError> {
         let now = self.clock.now();
-        self.oauth.refresh(grant, now).await.map_err(refresh_error)
+        self.oauth
+            .refresh(grant, now)
+            .await
+            .map_err(TokenError::into_port_error)
     }
 
     #[tracing::instrument(skip_all, fields(platform = "x"))]
@@ -535,7 +531,10 @@ impl PlatformPort for XAdapter {
     #[tracing::instrument(skip_all, fields(platform = "x"))]
     async fn revoke(&self, grant: &Grant) -> Result<RevokeOutcome, PortError> {
         let now = self.clock.now();
-        self.oauth.revoke(grant, now).await.map_err(refresh_error)
+        self.oauth
+            .revoke(grant, now)
+            .await
+            .map_err(TokenError::into_port_error)
     }
 }
 

@@ -64,7 +64,7 @@ use social_studio_storage::{
 };
 
 use super::oauth::{
-    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError,
+    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError, TokenRequest,
 };
 use super::outbound::{self, body_excerpt};
 use super::{
@@ -135,6 +135,7 @@ fn profile() -> OAuthProfile {
             ("prompt".into(), "consent".into()),
         ],
         refresh_tokens: RefreshTokens::Reusable,
+        grant_refusals: Some(grant_refusals),
     }
 }
 
@@ -424,29 +425,25 @@ impl YoutubeAdapter {
 /// refresh token revoked the grant) with 400 `invalid_token`: the token is gone, which
 /// is what was asked.
 fn is_already_revoked(error: &TokenError) -> bool {
-    matches!(error, TokenError::Refused(refusal) if refusal.error == "invalid_token")
+    matches!(
+        error,
+        TokenError::GrantRefused { error, .. } | TokenError::ClientRefused { error, .. }
+            if error == "invalid_token"
+    )
 }
 
-/// Google's token endpoint, refined before the shared judgement.
-fn refresh_error(error: TokenError) -> PortError {
-    match error {
-        TokenError::Refused(refusal)
-            if refusal.error == "invalid_grant"
-                && refusal
-                    .description
-                    .as_deref()
-                    .is_some_and(|d| d.starts_with(EXPIRED_OR_REVOKED)) =>
-        {
-            // Google does not say which: revoked by the author, unused for six months,
-            // a Testing app's seven days, or past the per-client token limit. All lapse
-            // the grant, and a reconnect is the remedy of each.
-            PortError::GrantDead(Reason::with_platform_message(
-                ReasonCode::GrantExpired,
-                refusal.platform_message(),
-            ))
-        }
-        other => other.into_port_error(),
-    }
+/// Google's reading of a refused refresh: `invalid_grant` "Token has been expired or
+/// revoked" does not say which — revoked by the author, unused for six months, a Testing
+/// app's seven days, or past the per-client token limit. All lapse the grant, and a
+/// reconnect is the remedy of each.
+fn grant_refusals(
+    request: TokenRequest,
+    error: &str,
+    description: Option<&str>,
+) -> Option<ReasonCode> {
+    let lapsed =
+        error == "invalid_grant" && description.is_some_and(|d| d.starts_with(EXPIRED_OR_REVOKED));
+    (request == TokenRequest::Refresh && lapsed).then_some(ReasonCode::GrantExpired)
 }
 
 /// The description YouTube receives: the post's text, then each of its links that the
@@ -478,7 +475,10 @@ impl PlatformPort for YoutubeAdapter {
     #[tracing::instrument(skip_all, fields(platform = "youtube"))]
     async fn refresh(&self, grant: &Grant) -> Result<Grant, PortError> {
         let now = self.clock.now();
-        self.oauth.refresh(grant, now).await.map_err(refresh_error)
+        self.oauth
+            .refresh(grant, now)
+            .await
+            .map_err(TokenError::into_port_error)
     }
 
     #[tracing::instrument(skip_all, fields(platform = "youtube"))]
