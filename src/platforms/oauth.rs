@@ -283,6 +283,17 @@ impl TokenError {
         }
     }
 
+    /// A refresh of a grant without a refresh token, as Pinterest's and TikTok's own
+    /// token calls have always reported it: the grant is dead, with a reason that says
+    /// why. (The OAuth core answers [`TokenError::NotRenewable`], recorded as
+    /// `grant_expired`.)
+    pub(super) fn no_refresh_token() -> TokenError {
+        TokenError::Port(PortError::GrantDead(Reason::with_platform_message(
+            ReasonCode::AuthorizationInvalid,
+            "the grant has no refresh token",
+        )))
+    }
+
     /// A 2xx token answer that could not be read. The server may well have acted —
     /// rotated the refresh token, spent the code — so this is an answer lost, not a
     /// request refused. Neither the body nor serde's message goes into the detail: a
@@ -525,36 +536,55 @@ impl OAuthClient {
                 _ => (None, None),
             },
         };
-        // RFC 6749 §5.1: a token answer without `scope` was granted the scope requested
-        // (at connect) or the scope of the grant refreshed (§6).
-        let scopes = match answer.scopes() {
-            Some(scopes) => scopes.iter().map(|s| s.as_str().to_owned()).collect(),
-            None => match previous {
-                Some(previous) => previous.scopes.clone(),
-                None => self
-                    .profile
-                    .scopes
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect(),
-            },
-        };
-        Grant {
+        let issued = Grant {
             access_token: Secret::new(answer.access_token().secret().clone()),
             refresh_token,
             token_type: answer.token_type().as_ref().to_owned(),
-            scopes,
+            // The crate reads a `scope` that is present as at least one entry.
+            scopes: answer
+                .scopes()
+                .map(|scopes| scopes.iter().map(|s| s.as_str().to_owned()).collect())
+                .unwrap_or_default(),
             issued_at: now,
             expires_at: answer
                 .expires_in()
                 .map(|lifetime| now.saturating_add(lifetime)),
             refresh_expires_at,
-            target_tokens: previous
-                .map(|p| p.target_tokens.clone())
-                .unwrap_or_default(),
-            endpoint: previous.and_then(|p| p.endpoint.clone()),
-        }
+            target_tokens: Vec::new(),
+            endpoint: None,
+        };
+        carry_over(issued, previous, self.profile.scopes)
     }
+}
+
+/// Completes a grant a token answer just issued with what no answer says. Where the
+/// answer named no scope, it was granted the scope of the grant refreshed (RFC 6749 §6),
+/// or at connect the scope `requested` (§5.1); a refreshed grant keeps its targets'
+/// tokens and its endpoint, which token answers never carry.
+pub(super) fn carry_over(mut issued: Grant, previous: Option<&Grant>, requested: &[&str]) -> Grant {
+    if issued.scopes.is_empty() {
+        issued.scopes = match previous {
+            Some(previous) => previous.scopes.clone(),
+            None => requested.iter().map(|s| (*s).to_owned()).collect(),
+        };
+    }
+    if let Some(previous) = previous {
+        issued.target_tokens = previous.target_tokens.clone();
+        issued.endpoint = previous.endpoint.clone();
+    }
+    issued
+}
+
+/// Posts a token request's form to an endpoint a platform module speaks itself rather
+/// than through the oauth2 crate (Pinterest's, TikTok's), asking for JSON: the whole
+/// answer, whatever its status, or the transport failure.
+pub(super) async fn post_form(
+    request: reqwest::RequestBuilder,
+    form: &[(&str, &str)],
+) -> Result<(StatusCode, HeaderMap, Vec<u8>), TokenError> {
+    outbound::exchange(request.header(ACCEPT, "application/json").form(form))
+        .await
+        .map_err(TokenError::Port)
 }
 
 /// Parses a configured endpoint and refuses one that would carry secrets in clear text:

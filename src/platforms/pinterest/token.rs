@@ -18,14 +18,14 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, ACCEPT};
+use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use social_studio_actors::{LimitScope, PortError};
-use social_studio_storage::{Grant, Reason, ReasonCode, Secret, Timestamp};
+use social_studio_storage::{Grant, ReasonCode, Secret, Timestamp};
 use url::Url;
 
-use super::super::oauth::{basic_auth, split_scopes, TokenError};
+use super::super::oauth::{basic_auth, carry_over, post_form, split_scopes, TokenError};
 use super::super::outbound::{self, body_excerpt};
 use super::{rate_limit_wait, DEFAULT_RATE_WAIT, SCOPES};
 
@@ -115,14 +115,7 @@ impl TokenEndpoint {
     /// moment: the new grant carries its successor, which must be stored before use.
     pub(super) async fn refresh(&self, grant: &Grant, now: Timestamp) -> Result<Grant, TokenError> {
         let Some(refresh_token) = &grant.refresh_token else {
-            // As Pinterest's refresh has always reported it (not the shared
-            // `NotRenewable`): the grant is dead, and the reason says why.
-            return Err(TokenError::Port(PortError::GrantDead(
-                Reason::with_platform_message(
-                    ReasonCode::AuthorizationInvalid,
-                    "the grant has no refresh token",
-                ),
-            )));
+            return Err(TokenError::no_refresh_token());
         };
         let form = [
             ("grant_type", "refresh_token"),
@@ -133,15 +126,9 @@ impl TokenEndpoint {
     }
 
     async fn request(&self, form: &[(&str, &str)], now: Timestamp) -> Result<Answer, TokenError> {
-        let request = self
-            .http
-            .post(self.url.clone())
-            .header(ACCEPT, "application/json");
-        let (status, headers, body) = outbound::exchange(
-            basic_auth(request, &self.client_id, &self.client_secret).form(form),
-        )
-        .await
-        .map_err(TokenError::Port)?;
+        let request = self.http.post(self.url.clone());
+        let request = basic_auth(request, &self.client_id, &self.client_secret);
+        let (status, headers, body) = post_form(request, form).await?;
         if !status.is_success() {
             return Err(classify(status, &headers, &body, now));
         }
@@ -236,34 +223,31 @@ fn grant_from(answer: Answer, now: Timestamp, previous: Option<&Grant>) -> Grant
             (None, None) => None,
         }
     });
-    let scopes = match answer.scope.as_deref().map(split_scopes) {
-        Some(scopes) if !scopes.is_empty() => scopes,
-        _ => match previous {
-            Some(previous) => previous.scopes.clone(),
-            None => SCOPES.iter().map(|s| (*s).to_owned()).collect(),
-        },
-    };
-    Grant {
+    let issued = Grant {
         access_token: answer.access_token,
         refresh_token: answer.refresh_token,
         token_type: answer.token_type.unwrap_or_else(|| "bearer".to_owned()),
-        scopes,
+        scopes: answer
+            .scope
+            .as_deref()
+            .map(split_scopes)
+            .unwrap_or_default(),
         issued_at: now,
         expires_at: answer
             .expires_in
             .map(|lifetime| now.saturating_add(Duration::from_secs(lifetime))),
         refresh_expires_at,
-        target_tokens: previous
-            .map(|p| p.target_tokens.clone())
-            .unwrap_or_default(),
-        endpoint: previous.and_then(|p| p.endpoint.clone()),
-    }
+        target_tokens: Vec::new(),
+        endpoint: None,
+    };
+    carry_over(issued, previous, SCOPES)
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::super::ConnectError;
     use super::*;
+    use social_studio_storage::Reason;
 
     fn now() -> Timestamp {
         Timestamp::parse_rfc3339("2026-11-28T09:00:00Z").unwrap()

@@ -16,14 +16,14 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, ACCEPT};
+use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use social_studio_actors::{LimitScope, PortError};
-use social_studio_storage::{Grant, Reason, ReasonCode, Secret, Timestamp};
+use social_studio_storage::{Grant, ReasonCode, Secret, Timestamp};
 use url::Url;
 
-use super::super::oauth::{split_scopes, TokenError};
+use super::super::oauth::{carry_over, post_form, split_scopes, TokenError};
 use super::super::outbound::{self, body_excerpt};
 use super::{rate_limit_wait, SCOPES};
 
@@ -132,14 +132,7 @@ impl TokenEndpoint {
     /// moment: the new grant carries its successor, which must be stored before use.
     pub(super) async fn refresh(&self, grant: &Grant, now: Timestamp) -> Result<Grant, TokenError> {
         let Some(refresh_token) = &grant.refresh_token else {
-            // As TikTok's refresh has always reported it (not the shared
-            // `NotRenewable`): the grant is dead, and the reason says why.
-            return Err(TokenError::Port(PortError::GrantDead(
-                Reason::with_platform_message(
-                    ReasonCode::AuthorizationInvalid,
-                    "the grant has no refresh token",
-                ),
-            )));
+            return Err(TokenError::no_refresh_token());
         };
         let form = [
             ("client_key", self.client_key.as_str()),
@@ -162,7 +155,7 @@ impl TokenEndpoint {
             ("client_secret", self.client_secret.expose()),
             ("token", token.expose()),
         ];
-        let (status, headers, body) = self.send(url.clone(), &form).await?;
+        let (status, headers, body) = post_form(self.http.post(url.clone()), &form).await?;
         let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
         if status.is_success() && parsed.code().is_none() {
             return Ok(true);
@@ -174,21 +167,8 @@ impl TokenEndpoint {
         }
     }
 
-    async fn send(
-        &self,
-        url: Url,
-        form: &[(&str, &str)],
-    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), TokenError> {
-        let request = self
-            .http
-            .post(url)
-            .header(ACCEPT, "application/json")
-            .form(form);
-        outbound::exchange(request).await.map_err(TokenError::Port)
-    }
-
     async fn request(&self, form: &[(&str, &str)], now: Timestamp) -> Result<Answer, TokenError> {
-        let (status, headers, body) = self.send(self.url.clone(), form).await?;
+        let (status, headers, body) = post_form(self.http.post(self.url.clone()), form).await?;
         if !status.is_success() {
             return Err(classify(status, &headers, &body, now));
         }
@@ -293,31 +273,28 @@ fn grant_from(answer: Answer, now: Timestamp, previous: Option<&Grant>) -> Grant
         .as_ref()
         .and(answer.refresh_expires_in)
         .map(after);
-    let scopes = match answer.scope.as_deref().map(split_scopes) {
-        Some(scopes) if !scopes.is_empty() => scopes,
-        _ => match previous {
-            Some(previous) => previous.scopes.clone(),
-            None => SCOPES.iter().map(|s| (*s).to_owned()).collect(),
-        },
-    };
-    Grant {
+    let issued = Grant {
         access_token: answer.access_token,
         refresh_token: answer.refresh_token,
         token_type: answer.token_type.unwrap_or_else(|| "Bearer".to_owned()),
-        scopes,
+        scopes: answer
+            .scope
+            .as_deref()
+            .map(split_scopes)
+            .unwrap_or_default(),
         issued_at: now,
         expires_at: answer.expires_in.map(after),
         refresh_expires_at,
-        target_tokens: previous
-            .map(|p| p.target_tokens.clone())
-            .unwrap_or_default(),
-        endpoint: previous.and_then(|p| p.endpoint.clone()),
-    }
+        target_tokens: Vec::new(),
+        endpoint: None,
+    };
+    carry_over(issued, previous, SCOPES)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use social_studio_storage::Reason;
 
     fn now() -> Timestamp {
         Timestamp::parse_rfc3339("2026-11-28T09:00:00Z").unwrap()
