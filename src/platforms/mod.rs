@@ -8,7 +8,10 @@
 //!   [`ContentError`] for scheduling — so nobody downstream reads platform strings.
 //! - [`oauth`] is the shared OAuth 2.0 core on the `oauth2` crate (PKCE, client
 //!   authentication, token responses to [`Grant`]s, token-endpoint error
-//!   classification, RFC 7009 revocation). Nothing platform-specific lives there.
+//!   classification, RFC 7009 revocation), and [`oauth::TokenError`], the one failure
+//!   of every adapter's token calls. Nothing platform-specific lives there: a platform
+//!   brings its dialect in an [`oauth::OAuthProfile`], or reads its own token answers
+//!   into a `TokenError` in its module.
 //! - [`outbound`] is the engine's HTTP client side towards the platforms (the inbound
 //!   API is `crate::http`): it builds the reqwest client (redirects off), sends and
 //!   reads exchanges, classifies transport failures and 5xx answers, and fetches media.
