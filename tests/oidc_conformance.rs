@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{StatusCode, Url};
-use social_studio::platforms::http;
 use social_studio::platforms::oauth::{
-    ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError, TokenRefusal,
+    ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError,
 };
+use social_studio::platforms::outbound;
 use social_studio::platforms::{ConnectError, PlatformSettings};
 use social_studio::wait::poll_until;
 use social_studio_actors::{
@@ -111,7 +111,7 @@ impl OidcServer {
         OAuthClient::new(
             &self.settings(client_secret),
             profile(),
-            http::client(Duration::from_secs(10)).unwrap(),
+            outbound::client(Duration::from_secs(10)).unwrap(),
         )
         .unwrap()
     }
@@ -119,7 +119,7 @@ impl OidcServer {
     fn platform(&self, client_secret: &str) -> Arc<OidcPlatform> {
         Arc::new(OidcPlatform {
             oauth: self.oauth_client(client_secret),
-            http: http::client(Duration::from_secs(10)).unwrap(),
+            http: outbound::client(Duration::from_secs(10)).unwrap(),
             issuer: self.issuer.clone(),
             refreshes: Mutex::new(Vec::new()),
         })
@@ -136,6 +136,7 @@ fn profile() -> OAuthProfile {
         pkce: true,
         authorize_params: Vec::new(),
         refresh_tokens: RefreshTokens::Rotating,
+        grant_refusals: None,
     }
 }
 
@@ -183,7 +184,7 @@ impl OidcPlatform {
             .bearer_auth(grant.access_token.expose())
             .send()
             .await
-            .map_err(|e| http::transport_failure(&e))?;
+            .map_err(|e| outbound::transport_failure(&e))?;
         match answer.status() {
             StatusCode::OK => answer.json().await.map_err(|e| PortError::Unavailable {
                 detail: format!("unreadable /me answer: {e}"),
@@ -607,12 +608,23 @@ async fn status_of(running: &Running) -> ConnectionStatus {
         .status
 }
 
-fn refused(status: u16, error: &str, description: &str) -> TokenError {
-    TokenError::Refused(TokenRefusal {
+/// An RFC 6749 refusal of the grant (or the code), with the server's description.
+fn grant_refused(status: u16, error: &str, description: &str) -> TokenError {
+    TokenError::GrantRefused {
         status,
         error: error.into(),
-        description: Some(description.into()),
-    })
+        message: description.into(),
+        reason: ReasonCode::AuthorizationInvalid,
+    }
+}
+
+/// An RFC 6749 refusal of the app's credentials, with the server's description.
+fn client_refused(status: u16, error: &str, description: &str) -> TokenError {
+    TokenError::ClientRefused {
+        status,
+        error: error.into(),
+        message: description.into(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -720,7 +732,7 @@ async fn authorization_code_with_pkce_and_state_yields_a_renewable_grant() {
         .exchange_code(code, Some(&verifier), REDIRECT_URI, now)
         .await
         .unwrap_err();
-    assert_eq!(replay, refused(400, "invalid_grant", GRANT_REFUSED));
+    assert_eq!(replay, grant_refused(400, "invalid_grant", GRANT_REFUSED));
     assert_eq!(
         replay.into_connect_error(),
         ConnectError::CodeRejected {
@@ -735,7 +747,7 @@ async fn authorization_code_with_pkce_and_state_yields_a_renewable_grant() {
         .exchange_code(&code, Some(&wrong), REDIRECT_URI, SystemClock.now())
         .await
         .unwrap_err();
-    assert_eq!(error, refused(400, "invalid_grant", GRANT_REFUSED));
+    assert_eq!(error, grant_refused(400, "invalid_grant", GRANT_REFUSED));
     assert_eq!(error.into_connect_error().code(), "code_rejected");
 }
 
@@ -941,7 +953,7 @@ async fn a_rejected_client_secret_is_an_error_of_the_app_not_an_expired_grant() 
         .unwrap_err();
     assert_eq!(
         error,
-        refused(401, "invalid_client", "client authentication failed")
+        client_refused(401, "invalid_client", "client authentication failed")
     );
 
     // The author's grant was never the problem: with the right secret it renews.
@@ -970,7 +982,7 @@ async fn reusing_a_rotated_refresh_token_kills_the_whole_grant() {
 
     // The spent token, sent again.
     let reuse = oauth.refresh(&old, SystemClock.now()).await.unwrap_err();
-    assert_eq!(reuse, refused(400, "invalid_grant", GRANT_REFUSED));
+    assert_eq!(reuse, grant_refused(400, "invalid_grant", GRANT_REFUSED));
     let dead = PortError::GrantDead(Reason::with_platform_message(
         ReasonCode::AuthorizationInvalid,
         GRANT_REFUSED,
@@ -979,7 +991,7 @@ async fn reusing_a_rotated_refresh_token_kills_the_whole_grant() {
 
     // …and now the newest token fails too: the server revoked the grant.
     let after = oauth.refresh(&newest, SystemClock.now()).await.unwrap_err();
-    assert_eq!(after, refused(400, "invalid_grant", GRANT_REFUSED));
+    assert_eq!(after, grant_refused(400, "invalid_grant", GRANT_REFUSED));
     assert_eq!(after.into_port_error(), dead);
     assert_eq!(
         introspect(&server, newest.refresh_token.as_ref().unwrap()).await["active"],
@@ -1038,7 +1050,7 @@ async fn disconnect_revokes_the_grant_at_the_server() {
         .unwrap_err();
     assert_eq!(
         refused_revoke,
-        refused(401, "invalid_client", "client authentication failed")
+        client_refused(401, "invalid_client", "client authentication failed")
     );
     running.engine.shutdown().await;
 }

@@ -64,8 +64,8 @@ use social_studio_storage::{
 };
 use unicode_segmentation::UnicodeSegmentation;
 
-use super::http::{self, body_excerpt};
 use super::oauth::check_endpoint;
+use super::outbound::{self, body_excerpt};
 use super::{Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, SettingsError};
 
 /// The collection posts are records of.
@@ -304,7 +304,7 @@ impl BlueskyAdapter {
         check_endpoint("service", &settings.service)?;
         check_endpoint("plc_directory", &settings.plc_directory)?;
         Ok(BlueskyAdapter {
-            http: http::client(http::DEFAULT_TIMEOUT)?,
+            http: outbound::client(outbound::DEFAULT_TIMEOUT)?,
             service: settings.service.trim_end_matches('/').to_owned(),
             plc_directory: settings.plc_directory.trim_end_matches('/').to_owned(),
             clock: Arc::new(SystemClock),
@@ -325,7 +325,7 @@ impl BlueskyAdapter {
     async fn exchange(
         request: RequestBuilder,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), PortError> {
-        http::exchange(request).await
+        outbound::exchange(request).await
     }
 
     /// Sends one call and returns its body, or the classified failure.
@@ -350,7 +350,7 @@ impl BlueskyAdapter {
             return self.rate_limited(headers);
         }
         if status.is_server_error() {
-            return http::server_error(status, said);
+            return outbound::server_error(status, said);
         }
         match (problem.name(), call) {
             ("AccountTakedown", _) => PortError::RequirementUnmet(Reason::with_platform_message(
@@ -415,7 +415,7 @@ impl BlueskyAdapter {
         };
         let retry_after = from_reset
             .or_else(from_policy)
-            .or_else(|| http::retry_after(headers, now))
+            .or_else(|| outbound::retry_after(headers, now))
             .unwrap_or(DEFAULT_RATE_WINDOW)
             .max(MIN_RATE_WAIT);
         PortError::RateLimited {
@@ -545,7 +545,7 @@ impl BlueskyAdapter {
         media: &Media,
     ) -> Result<Value, PortError> {
         let (bytes, content_type) =
-            http::fetch_image(&self.http, media, |_| IMAGE_MAX_BYTES).await?;
+            outbound::fetch_image(&self.http, media, |_| IMAGE_MAX_BYTES).await?;
         let request = self
             .http
             .post(Self::xrpc(&endpoint.pds, "com.atproto.repo.uploadBlob"))

@@ -36,6 +36,7 @@ use social_studio_storage::{
 };
 
 use super::graph::GraphApp;
+use super::oauth::{TokenError, TokenRequest};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -175,9 +176,9 @@ impl PlatformPort for FacebookAdapter {
         let now = self.graph.clock.now();
         let user = self
             .graph
-            .exchange_long_lived(&grant.access_token, now)
+            .exchange_long_lived(&grant.access_token, now, TokenRequest::Refresh)
             .await
-            .map_err(|failure| failure.port)?;
+            .map_err(TokenError::into_port_error)?;
         Ok(Grant {
             access_token: user.token,
             issued_at: now,

@@ -25,6 +25,10 @@
 //! | code 4 with subcode 2207051 (Instagram: restricted as spam), 506 (duplicate), 36000, and any other 4xx on a publish | `ContentRejected` |
 //! | codes 1, 2, -2 (container expired), 9007 (media not ready), 5xx, timeouts | `Unavailable` |
 //!
+//! A token request at connect is read first for what it says about the code and the app
+//! ([`classify_token`]): Graph's "invalid code" family (code 100, a 190 on the code just
+//! issued) means the author starts over, codes 1 and 101 mean the app's credentials.
+//!
 //! A rate limit waits for the largest `estimated_time_to_regain_access` (minutes) any
 //! usage header (`X-Business-Use-Case-Usage`, `X-Page-Usage`, `X-App-Usage`) announces;
 //! ⚠ Meta publishes no wait for the codes themselves, so without one the queue waits
@@ -44,8 +48,8 @@ use social_studio_actors::{Clock, LimitScope, PortError, RevokeOutcome, SystemCl
 use social_studio_storage::{Reason, ReasonCode, Secret, Timestamp};
 use url::Url;
 
-use super::http::{self, body_excerpt};
-use super::oauth::check_endpoint;
+use super::oauth::{check_endpoint, TokenError, TokenRequest};
+use super::outbound::{self, body_excerpt};
 use super::{AuthorizeRequest, ConnectError, PlatformSettings, SettingsError};
 
 /// What a rate limit waits when no usage header says how long: Meta's app and user
@@ -170,7 +174,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], call: Call
         Some(error) if !(status.is_server_error() && matches!(error.code, 0..=2)) => {
             classify_error(&error, headers, call)
         }
-        _ if status.is_server_error() => http::server_error(status, body_excerpt(body)),
+        _ if status.is_server_error() => outbound::server_error(status, body_excerpt(body)),
         _ if status == StatusCode::TOO_MANY_REQUESTS => PortError::RateLimited {
             retry_after: usage_wait(headers).unwrap_or(DEFAULT_RATE_WAIT),
             scope: LimitScope::Connection,
@@ -375,7 +379,7 @@ impl GraphApp {
     pub fn new(settings: &PlatformSettings) -> Result<GraphApp, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
         Ok(GraphApp {
-            http: http::client(http::DEFAULT_TIMEOUT)?,
+            http: outbound::client(outbound::DEFAULT_TIMEOUT)?,
             auth_url: check_endpoint("auth_url", &settings.auth_url)?,
             token_url: check_endpoint("token_url", &settings.token_url)?,
             api_base: settings.api_base.trim_end_matches('/').to_owned(),
@@ -438,21 +442,24 @@ impl GraphApp {
                     ("code", code),
                 ],
                 now,
+                TokenRequest::CodeExchange,
             )
             .await
-            .map_err(|failure| failure.on_code_exchange())?;
-        self.exchange_long_lived(&short.token, now)
+            .map_err(TokenError::into_connect_error)?;
+        self.exchange_long_lived(&short.token, now, TokenRequest::TokenExchange)
             .await
-            .map_err(|failure| failure.on_code_exchange())
+            .map_err(TokenError::into_connect_error)
     }
 
     /// `grant_type=fb_exchange_token`: a long-lived user token (about 60 days) for a
-    /// valid user token. An expired token cannot be exchanged.
+    /// valid user token. An expired token cannot be exchanged. `request` says whether
+    /// this is connect's exchange or a renewal, which read refusals differently.
     pub async fn exchange_long_lived(
         &self,
         token: &Secret,
         now: Timestamp,
-    ) -> Result<UserToken, TokenFailure> {
+        request: TokenRequest,
+    ) -> Result<UserToken, TokenError> {
         self.token(
             &[
                 ("grant_type", "fb_exchange_token"),
@@ -461,6 +468,7 @@ impl GraphApp {
                 ("fb_exchange_token", token.expose()),
             ],
             now,
+            request,
         )
         .await
     }
@@ -469,20 +477,17 @@ impl GraphApp {
         &self,
         query: &[(&str, &str)],
         now: Timestamp,
-    ) -> Result<UserToken, TokenFailure> {
-        let plain = |port: PortError| TokenFailure { error: None, port };
+        request: TokenRequest,
+    ) -> Result<UserToken, TokenError> {
         let (status, headers, body) =
-            http::exchange(self.http.get(self.token_url.clone()).query(query))
+            outbound::exchange(self.http.get(self.token_url.clone()).query(query))
                 .await
-                .map_err(plain)?;
+                .map_err(TokenError::Port)?;
         if !status.is_success() {
-            return Err(TokenFailure {
-                error: GraphError::parse(&body),
-                port: classify(status, &headers, &body, Call::Read),
-            });
+            return Err(classify_token(status, &headers, &body, request));
         }
         let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|error| {
-            plain(PortError::Unavailable {
+            TokenError::Port(PortError::Unavailable {
                 detail: format!(
                     "Graph's token answer could not be read ({error}): {}",
                     body_excerpt(&body)
@@ -637,7 +642,7 @@ impl GraphApp {
         call: Call,
         token: &Secret,
     ) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = http::exchange(request).await?;
+        let (status, headers, body) = outbound::exchange(request).await?;
         if !status.is_success() {
             return Err(classify(status, &headers, &body, call));
         }
@@ -682,7 +687,7 @@ impl GraphApp {
 
     /// Sends one call and returns its body, or the classified failure.
     pub async fn send(&self, request: RequestBuilder, call: Call) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = http::exchange(request).await?;
+        let (status, headers, body) = outbound::exchange(request).await?;
         if status.is_success() {
             return Ok(body);
         }
@@ -698,29 +703,36 @@ fn fingerprint(token: &Secret) -> u64 {
     hasher.finish()
 }
 
-/// A failed token request: Graph's own error where it sent one, and its class for the
-/// actors; [`TokenFailure::on_code_exchange`] re-judges it for the connect flow.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenFailure {
-    pub error: Option<GraphError>,
-    pub port: PortError,
-}
-
-impl TokenFailure {
-    /// At connect, Graph's "invalid code" family (code 100, e.g. subcode 36009 "This
-    /// authorization code has been used", or a 190 on the code just issued) means the
-    /// author must start again, and codes 1 and 101 about the app ("Error validating
-    /// client secret", "Invalid application ID") mean its credentials are wrong.
-    pub fn on_code_exchange(self) -> ConnectError {
-        match &self.error {
-            Some(e) if matches!(e.code, 1 | 101) => ConnectError::AppCredentialsRejected {
-                platform_message: Some(e.said()),
-            },
-            Some(e) if matches!(e.code, 100 | 190) => ConnectError::CodeRejected {
-                platform_message: Some(e.said()),
-            },
-            _ => ConnectError::from(self.port),
-        }
+/// Classifies a token endpoint's answer to `request` that is not a 2xx. At connect
+/// (the code, and the token just issued for it), Graph's "invalid code" family (code
+/// 100, e.g. subcode 36009 "This authorization code has been used", or a 190 on the code
+/// just issued) means the author must start again, and codes 1 and 101 about the app
+/// ("Error validating client secret", "Invalid application ID") mean its credentials
+/// are wrong. Everything else, and every answer to a renewal, is judged as a read
+/// ([`classify`]).
+pub fn classify_token(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    request: TokenRequest,
+) -> TokenError {
+    let at_connect = matches!(
+        request,
+        TokenRequest::CodeExchange | TokenRequest::TokenExchange
+    );
+    match GraphError::parse(body) {
+        Some(e) if at_connect && matches!(e.code, 1 | 101) => TokenError::ClientRefused {
+            status: status.as_u16(),
+            error: e.code.to_string(),
+            message: e.said(),
+        },
+        Some(e) if at_connect && matches!(e.code, 100 | 190) => TokenError::GrantRefused {
+            status: status.as_u16(),
+            error: e.code.to_string(),
+            message: e.said(),
+            reason: dead_grant_reason(e.code, e.error_subcode),
+        },
+        _ => TokenError::Port(classify(status, headers, body, Call::Read)),
     }
 }
 

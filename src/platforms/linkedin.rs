@@ -61,10 +61,10 @@ use social_studio_storage::{
     Receipt, Secret, Target, TargetKind, Timestamp,
 };
 
-use super::http::{self, body_excerpt};
 use super::oauth::{
-    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError,
+    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError, TokenRequest,
 };
+use super::outbound::{self, body_excerpt};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -153,6 +153,7 @@ fn profile(scopes: &'static [&'static str]) -> OAuthProfile {
         pkce: false,
         authorize_params: Vec::new(),
         refresh_tokens: RefreshTokens::Reusable,
+        grant_refusals: Some(grant_refusals),
     }
 }
 
@@ -310,7 +311,7 @@ impl LinkedinAdapter {
         organisations: bool,
     ) -> Result<LinkedinAdapter, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
-        let http = http::client(http::DEFAULT_TIMEOUT)?;
+        let http = outbound::client(outbound::DEFAULT_TIMEOUT)?;
         let scopes = if organisations { SCOPES } else { MEMBER_SCOPES };
         let oauth = OAuthClient::new(settings, profile(scopes), http.clone())?;
         Ok(LinkedinAdapter {
@@ -451,7 +452,7 @@ impl LinkedinAdapter {
         request: RequestBuilder,
         call: Call,
     ) -> Result<(HeaderMap, Vec<u8>), PortError> {
-        let (status, headers, body) = http::exchange(request).await?;
+        let (status, headers, body) = outbound::exchange(request).await?;
         if status.is_success() {
             return Ok((headers, body));
         }
@@ -497,7 +498,7 @@ impl LinkedinAdapter {
 
     /// Fetches one image from its public URL.
     async fn fetch_media(&self, media: &Media) -> Result<(Vec<u8>, String), PortError> {
-        http::fetch_image(&self.http, media, |_| IMAGE_MAX_BYTES).await
+        outbound::fetch_image(&self.http, media, |_| IMAGE_MAX_BYTES).await
     }
 
     /// Uploads one image for `author` and returns its image URN.
@@ -563,7 +564,7 @@ fn classify(status: StatusCode, body: &[u8], call: Call, now: Timestamp) -> Port
             retry_after: until_next_midnight_utc(now),
             scope: LimitScope::Connection,
         },
-        status if status.is_server_error() => http::server_error(status, body_excerpt(body)),
+        status if status.is_server_error() => outbound::server_error(status, body_excerpt(body)),
         StatusCode::FORBIDDEN => {
             let organisation = matches!(
                 call,
@@ -642,25 +643,17 @@ fn normalise_scopes(grant: &mut Grant) {
     grant.scopes = scopes;
 }
 
-/// LinkedIn's token endpoint, refined before the shared judgement: LinkedIn is reported
-/// to answer a dead refresh token with 401 and "The refresh token is invalid" rather
-/// than 400 `invalid_grant`; that is the grant, not the app's credentials.
-fn refresh_error(error: TokenError) -> PortError {
-    match error {
-        TokenError::Refused(refusal)
-            if refusal.error != "invalid_client"
-                && refusal
-                    .description
-                    .as_deref()
-                    .is_some_and(|d| d.to_ascii_lowercase().contains("refresh token")) =>
-        {
-            PortError::GrantDead(Reason::with_platform_message(
-                ReasonCode::AuthorizationInvalid,
-                refusal.platform_message(),
-            ))
-        }
-        other => other.into_port_error(),
-    }
+/// LinkedIn's reading of a refused refresh or revocation: LinkedIn is reported to
+/// answer a dead refresh token with 401 and "The refresh token is invalid" rather than
+/// 400 `invalid_grant`; that is the grant, not the app's credentials.
+fn grant_refusals(
+    request: TokenRequest,
+    error: &str,
+    description: Option<&str>,
+) -> Option<ReasonCode> {
+    let token_invalid = error != "invalid_client"
+        && description.is_some_and(|d| d.to_ascii_lowercase().contains("refresh token"));
+    (request.presents_grant() && token_invalid).then_some(ReasonCode::AuthorizationInvalid)
 }
 
 #[async_trait]
@@ -676,7 +669,7 @@ impl PlatformPort for LinkedinAdapter {
             .oauth
             .refresh(grant, now)
             .await
-            .map_err(refresh_error)?;
+            .map_err(TokenError::into_port_error)?;
         normalise_scopes(&mut renewed);
         Ok(renewed)
     }
@@ -755,7 +748,10 @@ impl PlatformPort for LinkedinAdapter {
     #[tracing::instrument(skip_all, fields(platform = "linkedin"))]
     async fn revoke(&self, grant: &Grant) -> Result<RevokeOutcome, PortError> {
         let now = self.clock.now();
-        self.oauth.revoke(grant, now).await.map_err(refresh_error)
+        self.oauth
+            .revoke(grant, now)
+            .await
+            .map_err(TokenError::into_port_error)
     }
 
     /// Renewable only with a refresh token that has not lapsed: self-serve grants have
@@ -1030,20 +1026,29 @@ mod tests {
 
     #[test]
     fn a_dead_refresh_token_is_the_grant_and_a_bad_secret_is_the_app() {
-        use super::super::oauth::TokenRefusal;
-        let dead = refresh_error(TokenError::Refused(TokenRefusal {
-            status: 401,
-            error: "invalid_request".into(),
-            description: Some("The refresh token is invalid".into()),
-        }));
+        use super::super::oauth::classify_status;
+        use reqwest::header::HeaderMap;
+        use reqwest::StatusCode;
+        let refused = |body: &str| {
+            classify_status(
+                StatusCode::UNAUTHORIZED,
+                &HeaderMap::new(),
+                body.as_bytes(),
+                Timestamp::parse_rfc3339("2026-11-28T09:00:00Z").unwrap(),
+                TokenRequest::Refresh,
+                Some(grant_refusals),
+            )
+            .into_port_error()
+        };
+        let dead = refused(
+            r#"{"error":"invalid_request","error_description":"The refresh token is invalid"}"#,
+        );
         assert!(
             matches!(dead, PortError::GrantDead(ref r) if r.code == ReasonCode::AuthorizationInvalid)
         );
-        let app = refresh_error(TokenError::Refused(TokenRefusal {
-            status: 401,
-            error: "invalid_client".into(),
-            description: Some("Client authentication failed".into()),
-        }));
+        let app = refused(
+            r#"{"error":"invalid_client","error_description":"Client authentication failed"}"#,
+        );
         assert!(
             matches!(app, PortError::RequirementUnmet(ref r) if r.code == ReasonCode::AppCredentialsRejected)
         );

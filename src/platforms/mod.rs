@@ -8,9 +8,13 @@
 //!   [`ContentError`] for scheduling — so nobody downstream reads platform strings.
 //! - [`oauth`] is the shared OAuth 2.0 core on the `oauth2` crate (PKCE, client
 //!   authentication, token responses to [`Grant`]s, token-endpoint error
-//!   classification, RFC 7009 revocation). Nothing platform-specific lives there.
-//! - [`http`] builds the reqwest client (redirects off) and classifies transport
-//!   failures.
+//!   classification, RFC 7009 revocation), and [`oauth::TokenError`], the one failure
+//!   of every adapter's token calls. Nothing platform-specific lives there: a platform
+//!   brings its dialect in an [`oauth::OAuthProfile`], or reads its own token answers
+//!   into a `TokenError` in its module.
+//! - [`outbound`] is the engine's HTTP client side towards the platforms (the inbound
+//!   API is `crate::http`): it builds the reqwest client (redirects off), sends and
+//!   reads exchanges, classifies transport failures and 5xx answers, and fetches media.
 //! - [`x`]: X (API v2).
 //! - [`linkedin`]: LinkedIn (Posts API, members and organisations).
 //! - [`pinterest`]: Pinterest (API v5).
@@ -28,10 +32,10 @@
 pub mod bluesky;
 pub mod facebook;
 pub mod graph;
-pub mod http;
 pub mod instagram;
 pub mod linkedin;
 pub mod oauth;
+pub mod outbound;
 pub mod pinterest;
 pub mod threads;
 pub mod tiktok;
@@ -92,7 +96,7 @@ pub enum SettingsError {
     InsecureUrl { field: &'static str, value: String },
     /// The HTTP client could not be built.
     #[error(transparent)]
-    HttpClient(#[from] http::ClientBuildError),
+    HttpClient(#[from] outbound::ClientBuildError),
 }
 
 /// Where the author's browser is sent to authorize the app, and what the service must

@@ -8,13 +8,17 @@
 //! revokes. Token answers become [`Grant`]s with lifetimes measured from a `now` the
 //! caller passes, so the actors' clock (virtual in tests) decides expiries.
 //!
-//! Failures come back as a [`TokenError`], not yet judged: whether a refusal kills a
-//! grant or only a code depends on the request, and a platform may know more about its
-//! own error bodies than RFC 6749 says. [`TokenError::into_port_error`] and
-//! [`TokenError::into_connect_error`] give the default judgement; a platform module
-//! refines before falling back to them.
+//! [`TokenError`] is the one failure type of every adapter's token calls, these and the
+//! ones platforms speak themselves (Graph, Threads, TikTok, Pinterest): a platform's
+//! quirks are how it classifies its error bodies into it, and
+//! [`TokenError::into_port_error`] and [`TokenError::into_connect_error`] say once what
+//! each class means for the actors and for the connect flow. Here an RFC 6749 refusal
+//! is the app's credentials when it comes with 401, `invalid_client` or
+//! `unauthorized_client`, and the grant's (or the code's) otherwise; a profile may read
+//! some refusals as the grant's with a reason of their own
+//! ([`OAuthProfile::grant_refusals`]).
 //!
-//! Every answer that is not a 2xx is intercepted before the oauth2 crate sees it (see
+//! Every answer that is not a 2xx is classified before the oauth2 crate sees it (see
 //! [`Transport`]), because its error type keeps neither the status nor the headers, and
 //! both decide the class (401 means the app's credentials, 429 carries `Retry-After`, a
 //! 5xx is a passing fault).
@@ -46,7 +50,7 @@ use social_studio_actors::{LimitScope, PortError, RevokeOutcome};
 use social_studio_storage::{Grant, Reason, ReasonCode, Secret, Timestamp};
 use url::Url;
 
-use super::http::{self, body_excerpt};
+use super::outbound::{self, body_excerpt};
 use super::{AuthorizeRequest, ConnectError, PlatformSettings, SettingsError};
 
 /// How long to wait after a 429 from a token endpoint that did not say how long.
@@ -76,7 +80,7 @@ pub enum RefreshTokens {
 }
 
 /// One platform's OAuth dialect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct OAuthProfile {
     /// Scopes asked for at the authorize endpoint: the least that posting needs.
     pub scopes: &'static [&'static str],
@@ -90,7 +94,39 @@ pub struct OAuthProfile {
     pub authorize_params: Vec<(String, String)>,
     /// Whether refresh tokens rotate.
     pub refresh_tokens: RefreshTokens,
+    /// Where the platform answers a dead grant otherwise than RFC 6749 says (X's
+    /// `invalid_request`, LinkedIn's 401): its reading of a refusal, tried before the
+    /// RFC's. `None` reads every refusal as the RFC does.
+    pub grant_refusals: Option<ReadRefusal>,
 }
+
+/// Which token request an answer came to: platforms read the same refusal differently
+/// for each (a refused code means starting over, a refused refresh a dead grant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRequest {
+    /// The authorization code, exchanged at connect.
+    CodeExchange,
+    /// A token issued moments ago at connect, exchanged for a long-lived one (Meta's
+    /// platforms).
+    TokenExchange,
+    /// A grant renewed for the actors.
+    Refresh,
+    /// A grant revoked at disconnect.
+    Revocation,
+}
+
+impl TokenRequest {
+    /// The request presents a grant the engine holds (a refresh, a revocation), not one
+    /// being issued.
+    pub fn presents_grant(self) -> bool {
+        matches!(self, TokenRequest::Refresh | TokenRequest::Revocation)
+    }
+}
+
+/// A platform's reading of an RFC 6749 refusal (the `error` code and the
+/// `error_description`) to a request: `Some` with the reason to record when the
+/// refusal is the grant's, `None` to read it as the RFC does.
+pub type ReadRefusal = fn(TokenRequest, &str, Option<&str>) -> Option<ReasonCode>;
 
 /// Token-response fields beyond RFC 6749 §5.1 that some platforms send.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -132,56 +168,59 @@ type Oauth2Client = oauth2::Client<
     EndpointSet,
 >;
 
-/// A token-endpoint refusal in RFC 6749 §5.2 terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRefusal {
-    /// The HTTP status it came with.
-    pub status: u16,
-    /// The `error` code (`invalid_grant`, `invalid_client`…); empty when a 401 came
-    /// without an RFC 6749 body.
-    pub error: String,
-    /// The `error_description`, where the server gave one.
-    pub description: Option<String>,
-}
-
-impl TokenRefusal {
-    /// What the platform said, for [`Reason::platform_message`]: its description when it
-    /// gave one, otherwise its error code.
-    pub fn platform_message(&self) -> String {
-        match &self.description {
-            Some(description) if !description.is_empty() => description.clone(),
-            _ if self.error.is_empty() => format!("HTTP {}", self.status),
-            _ => self.error.clone(),
-        }
-    }
-
-    /// The refusal is about the app, not the author's grant: RFC 6749 §5.2 answers a
-    /// failed client authentication with 401 `invalid_client`, and `unauthorized_client`
-    /// means the app may not use this grant type — both are configuration problems.
-    pub fn is_client_auth_failure(&self) -> bool {
-        self.status == 401
-            || matches!(
-                self.error.as_str(),
-                "invalid_client" | "unauthorized_client"
-            )
-    }
-}
-
-/// A token or revocation request that did not produce what was asked, classified by
-/// transport and HTTP semantics only.
+/// A token request (code exchange, refresh, revocation) that produced no grant,
+/// classified by the platform that answered. What each class means:
+///
+/// | class | for the actors ([`TokenError::into_port_error`]) | at connect ([`TokenError::into_connect_error`]) |
+/// |---|---|---|
+/// | `GrantRefused` | `GrantDead(reason)` | `CodeRejected` |
+/// | `ClientRefused` | `RequirementUnmet(app_credentials_rejected)` | `AppCredentialsRejected` |
+/// | `AccessDenied` | `GrantDead(revoked_by_user)` | `AccessDenied` |
+/// | `NotRenewable` | `GrantDead(grant_expired)` | `CodeRejected` |
+/// | `BadRedirectUri` | `Unavailable` | `InvalidRedirectUri` |
+/// | `Port(error)` | `error` | [`ConnectError::from`] it |
+///
+/// The refusals carry the platform's words into the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// The authorization server refused, with an RFC 6749 §5.2 answer.
-    #[error("the token endpoint refused (HTTP {}): {}", .0.status, .0.platform_message())]
-    Refused(TokenRefusal),
-    /// HTTP 429.
-    #[error("the token endpoint is rate limiting")]
-    RateLimited { retry_after: Option<Duration> },
-    /// No usable answer: a transport failure, a 5xx, or an answer that could not be read.
-    #[error("the token endpoint is unavailable: {detail}")]
-    Unavailable {
-        detail: String,
-        maybe_delivered: bool,
+    /// The code or token is not (or no longer) accepted: expired, spent, revoked, or
+    /// refused for any reason but the app's credentials. Repeating the request cannot
+    /// make it succeed; only a new authorization helps.
+    #[error("the token endpoint refused the grant (HTTP {status}): {message}")]
+    GrantRefused {
+        /// The HTTP status it came with.
+        status: u16,
+        /// The platform's error code (`invalid_grant`, Pinterest's `283`, Graph's
+        /// `190`); empty where it gave none.
+        error: String,
+        /// What the platform said, for [`Reason::platform_message`].
+        message: String,
+        /// What the dead grant is recorded with: `authorization_invalid` unless the
+        /// platform says more.
+        reason: ReasonCode,
+    },
+    /// The app's own client id or secret was refused (RFC 6749 §5.2 `invalid_client`,
+    /// or a 401), or the app may not use this grant type (`unauthorized_client`): a
+    /// configuration problem, not the author's.
+    #[error("the token endpoint refused the app's credentials (HTTP {status}): {message}")]
+    ClientRefused {
+        /// The HTTP status it came with.
+        status: u16,
+        /// The platform's error code; empty where it gave none.
+        error: String,
+        /// What the platform said, for [`Reason::platform_message`].
+        message: String,
+    },
+    /// The author (or the platform) withdrew the app's authorization (TikTok's
+    /// `access_denied`).
+    #[error("the token endpoint says the authorization was withdrawn (HTTP {status}): {message}")]
+    AccessDenied {
+        /// The HTTP status it came with.
+        status: u16,
+        /// The platform's error code.
+        error: String,
+        /// What the platform said, for [`Reason::platform_message`].
+        message: String,
     },
     /// A refresh was asked of a grant without a refresh token.
     #[error("the grant has no refresh token")]
@@ -189,44 +228,28 @@ pub enum TokenError {
     /// The redirect URI given for a code exchange is not an absolute URL.
     #[error("the redirect URI is not an absolute URL: {0}")]
     BadRedirectUri(String),
+    /// Neither the grant nor the app was refused: a rate limit, a passing fault or an
+    /// unreadable answer — or, on Meta's platforms, whose token endpoints answer in the
+    /// same envelope as the rest of their API, what that API's classification makes of
+    /// the answer. The actors get it as it is.
+    #[error(transparent)]
+    Port(PortError),
 }
 
 impl TokenError {
-    /// The default judgement of a failed refresh or revocation, for the actors:
-    ///
-    /// | answer | class |
-    /// |---|---|
-    /// | 401, `invalid_client`, `unauthorized_client` | `RequirementUnmet(app_credentials_rejected)` |
-    /// | any other refusal (`invalid_grant`, …) | `GrantDead(authorization_invalid)` |
-    /// | 429 | `RateLimited` (this connection) |
-    /// | 5xx, transport, unreadable | `Unavailable` |
-    ///
-    /// Any refusal other than the app's credentials kills the grant: whatever its code,
-    /// a refresh the server refused cannot succeed by being repeated, and only a new
-    /// authorization helps. The platform's words go into the reason.
+    /// What a refresh or revocation that failed so means for the actors (see the table
+    /// on [`TokenError`]).
     pub fn into_port_error(self) -> PortError {
         match self {
-            TokenError::Refused(refusal) if refusal.is_client_auth_failure() => {
-                PortError::RequirementUnmet(Reason::with_platform_message(
-                    ReasonCode::AppCredentialsRejected,
-                    refusal.platform_message(),
-                ))
-            }
-            TokenError::Refused(refusal) => PortError::GrantDead(Reason::with_platform_message(
-                ReasonCode::AuthorizationInvalid,
-                refusal.platform_message(),
-            )),
-            TokenError::RateLimited { retry_after } => PortError::RateLimited {
-                retry_after: retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT),
-                scope: LimitScope::Connection,
-            },
-            TokenError::Unavailable {
-                detail,
-                maybe_delivered,
-            } => PortError::Unavailable {
-                detail,
-                maybe_delivered,
-            },
+            TokenError::GrantRefused {
+                message, reason, ..
+            } => PortError::GrantDead(Reason::with_platform_message(reason, message)),
+            TokenError::ClientRefused { message, .. } => PortError::RequirementUnmet(
+                Reason::with_platform_message(ReasonCode::AppCredentialsRejected, message),
+            ),
+            TokenError::AccessDenied { message, .. } => PortError::GrantDead(
+                Reason::with_platform_message(ReasonCode::RevokedByUser, message),
+            ),
             TokenError::NotRenewable => PortError::GrantDead(Reason::new(ReasonCode::GrantExpired)),
             // Only a code exchange takes a redirect URI; reaching here is a caller bug,
             // which retrying cannot fix but must not kill a grant either.
@@ -234,31 +257,57 @@ impl TokenError {
                 detail,
                 maybe_delivered: false,
             },
+            TokenError::Port(error) => error,
         }
     }
 
-    /// The default judgement of a failed code exchange: any refusal other than the
-    /// app's credentials means the code is unusable (expired, replayed, wrong verifier
-    /// or redirect URI), and the author must start over.
+    /// What a code exchange that failed so means for the connect flow: a refused code
+    /// (expired, replayed, wrong verifier or redirect URI) means the author must start
+    /// over.
     pub fn into_connect_error(self) -> ConnectError {
         match self {
-            TokenError::Refused(refusal) if refusal.is_client_auth_failure() => {
-                ConnectError::AppCredentialsRejected {
-                    platform_message: Some(refusal.platform_message()),
-                }
-            }
-            TokenError::Refused(refusal) => ConnectError::CodeRejected {
-                platform_message: Some(refusal.platform_message()),
+            TokenError::GrantRefused { message, .. } => ConnectError::CodeRejected {
+                platform_message: Some(message),
             },
-            TokenError::RateLimited { retry_after } => ConnectError::RateLimited {
-                retry_after: retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT),
+            TokenError::ClientRefused { message, .. } => ConnectError::AppCredentialsRejected {
+                platform_message: Some(message),
             },
-            TokenError::Unavailable { detail, .. } => ConnectError::Unavailable { detail },
+            TokenError::AccessDenied { message, .. } => ConnectError::AccessDenied {
+                platform_message: Some(message),
+            },
             TokenError::NotRenewable => ConnectError::CodeRejected {
                 platform_message: None,
             },
             TokenError::BadRedirectUri(detail) => ConnectError::InvalidRedirectUri(detail),
+            TokenError::Port(error) => ConnectError::from(error),
         }
+    }
+
+    /// A refresh of a grant without a refresh token, as Pinterest's and TikTok's own
+    /// token calls have always reported it: the grant is dead, with a reason that says
+    /// why. (The OAuth core answers [`TokenError::NotRenewable`], recorded as
+    /// `grant_expired`.)
+    pub(super) fn no_refresh_token() -> TokenError {
+        TokenError::Port(PortError::GrantDead(Reason::with_platform_message(
+            ReasonCode::AuthorizationInvalid,
+            "the grant has no refresh token",
+        )))
+    }
+
+    /// A 2xx token answer that could not be read. The server may well have acted —
+    /// rotated the refresh token, spent the code — so this is an answer lost, not a
+    /// request refused. Neither the body nor serde's message goes into the detail: a
+    /// token answer holds the tokens, and serde quotes the values it could not read.
+    pub(super) fn unreadable(whose: &str, error: &serde_json::Error) -> TokenError {
+        TokenError::Port(PortError::Unavailable {
+            detail: format!(
+                "{whose} token answer could not be read: {:?} error at line {} column {}",
+                error.classify(),
+                error.line(),
+                error.column()
+            ),
+            maybe_delivered: true,
+        })
     }
 }
 
@@ -269,7 +318,7 @@ pub struct OAuthClient {
     /// token answers.
     inner: Oauth2Client,
     /// Sends them; built with redirects disabled.
-    transport: Transport,
+    http: reqwest::Client,
     /// The RFC 7009 endpoint, where the platform has one.
     revoke_url: Option<Url>,
     /// The app's credentials again, for revocation, which this module sends itself.
@@ -292,7 +341,7 @@ impl std::fmt::Debug for OAuthClient {
 
 impl OAuthClient {
     /// A client for the platform the settings describe. `http` must not follow
-    /// redirects (use [`http::client`]).
+    /// redirects (use [`outbound::client`]).
     pub fn new(
         settings: &PlatformSettings,
         profile: OAuthProfile,
@@ -323,7 +372,7 @@ impl OAuthClient {
         .set_token_uri(token_url);
         Ok(OAuthClient {
             inner,
-            transport: Transport(http),
+            http,
             revoke_url,
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
@@ -390,9 +439,9 @@ impl OAuthClient {
                 request.set_pkce_verifier(PkceCodeVerifier::new(verifier.expose().to_owned()));
         }
         let answer = request
-            .request_async(&self.transport)
+            .request_async(&self.transport(TokenRequest::CodeExchange, now))
             .await
-            .map_err(|error| token_error(error, now))?;
+            .map_err(token_error)?;
         Ok(self.grant_from(&answer, now, None))
     }
 
@@ -407,9 +456,9 @@ impl OAuthClient {
         let answer = self
             .inner
             .exchange_refresh_token(&refresh_token)
-            .request_async(&self.transport)
+            .request_async(&self.transport(TokenRequest::Refresh, now))
             .await
-            .map_err(|error| token_error(error, now))?;
+            .map_err(token_error)?;
         Ok(self.grant_from(&answer, now, Some(grant)))
     }
 
@@ -440,33 +489,33 @@ impl OAuthClient {
     ) -> Result<(), TokenError> {
         let mut form = vec![("token", token.expose()), ("token_type_hint", type_hint)];
         let mut request = self
-            .transport
-            .0
+            .http
             .post(revoke_url.clone())
             .header(ACCEPT, "application/json");
         match self.profile.client_auth {
             ClientAuth::Basic => {
-                // RFC 6749 §2.3.1: each part is form-encoded before joining them.
-                let id: String =
-                    form_urlencoded::byte_serialize(self.client_id.as_bytes()).collect();
-                let secret: String =
-                    form_urlencoded::byte_serialize(self.client_secret.expose().as_bytes())
-                        .collect();
-                request = request.basic_auth(id, Some(secret));
+                request = basic_auth(request, &self.client_id, &self.client_secret);
             }
             ClientAuth::RequestBody => {
                 form.push(("client_id", &self.client_id));
                 form.push(("client_secret", self.client_secret.expose()));
             }
         }
-        let request = request
-            .form(&form)
-            .build()
-            .map_err(|error| classify_failure(EndpointFailure::Transport(error), now))?;
-        execute(&self.transport.0, request)
+        self.transport(TokenRequest::Revocation, now)
+            .send(request.form(&form))
             .await
             .map(|_| ())
-            .map_err(|failure| classify_failure(failure, now))
+    }
+
+    /// Sends `request` for the oauth2 crate or for revocation, classifying what is not a
+    /// 2xx with the profile's reading.
+    fn transport(&self, request: TokenRequest, now: Timestamp) -> Transport<'_> {
+        Transport {
+            http: &self.http,
+            request,
+            now,
+            grant_refusals: self.profile.grant_refusals,
+        }
     }
 
     /// A token answer as a grant issued at `now`. `previous` is the grant refreshed, if
@@ -487,36 +536,55 @@ impl OAuthClient {
                 _ => (None, None),
             },
         };
-        // RFC 6749 §5.1: a token answer without `scope` was granted the scope requested
-        // (at connect) or the scope of the grant refreshed (§6).
-        let scopes = match answer.scopes() {
-            Some(scopes) => scopes.iter().map(|s| s.as_str().to_owned()).collect(),
-            None => match previous {
-                Some(previous) => previous.scopes.clone(),
-                None => self
-                    .profile
-                    .scopes
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect(),
-            },
-        };
-        Grant {
+        let issued = Grant {
             access_token: Secret::new(answer.access_token().secret().clone()),
             refresh_token,
             token_type: answer.token_type().as_ref().to_owned(),
-            scopes,
+            // The crate reads a `scope` that is present as at least one entry.
+            scopes: answer
+                .scopes()
+                .map(|scopes| scopes.iter().map(|s| s.as_str().to_owned()).collect())
+                .unwrap_or_default(),
             issued_at: now,
             expires_at: answer
                 .expires_in()
                 .map(|lifetime| now.saturating_add(lifetime)),
             refresh_expires_at,
-            target_tokens: previous
-                .map(|p| p.target_tokens.clone())
-                .unwrap_or_default(),
-            endpoint: previous.and_then(|p| p.endpoint.clone()),
-        }
+            target_tokens: Vec::new(),
+            endpoint: None,
+        };
+        carry_over(issued, previous, self.profile.scopes)
     }
+}
+
+/// Completes a grant a token answer just issued with what no answer says. Where the
+/// answer named no scope, it was granted the scope of the grant refreshed (RFC 6749 §6),
+/// or at connect the scope `requested` (§5.1); a refreshed grant keeps its targets'
+/// tokens and its endpoint, which token answers never carry.
+pub(super) fn carry_over(mut issued: Grant, previous: Option<&Grant>, requested: &[&str]) -> Grant {
+    if issued.scopes.is_empty() {
+        issued.scopes = match previous {
+            Some(previous) => previous.scopes.clone(),
+            None => requested.iter().map(|s| (*s).to_owned()).collect(),
+        };
+    }
+    if let Some(previous) = previous {
+        issued.target_tokens = previous.target_tokens.clone();
+        issued.endpoint = previous.endpoint.clone();
+    }
+    issued
+}
+
+/// Posts a token request's form to an endpoint a platform module speaks itself rather
+/// than through the oauth2 crate (Pinterest's, TikTok's), asking for JSON: the whole
+/// answer, whatever its status, or the transport failure.
+pub(super) async fn post_form(
+    request: reqwest::RequestBuilder,
+    form: &[(&str, &str)],
+) -> Result<(StatusCode, HeaderMap, Vec<u8>), TokenError> {
+    outbound::exchange(request.header(ACCEPT, "application/json").form(form))
+        .await
+        .map_err(TokenError::Port)
 }
 
 /// Parses a configured endpoint and refuses one that would carry secrets in clear text:
@@ -549,134 +617,120 @@ fn redirect_url(redirect_uri: &str) -> Result<RedirectUrl, String> {
     RedirectUrl::new(redirect_uri.to_owned()).map_err(|error| format!("{redirect_uri:?}: {error}"))
 }
 
-/// Why an exchange with the authorization server produced no 2xx answer, before
-/// classification.
-#[derive(Debug, thiserror::Error)]
-pub enum EndpointFailure {
-    /// No HTTP answer.
-    #[error("{}", http::describe(.0))]
-    Transport(reqwest::Error),
-    /// An answer that is not a 2xx; the oauth2 crate never sees it.
-    #[error("HTTP {status}")]
-    Status {
-        status: StatusCode,
-        headers: HeaderMap,
-        body: Vec<u8>,
-    },
+/// Adds RFC 6749 §2.3.1 HTTP Basic client authentication to a request to an
+/// authorization server: each part is form-encoded before they are joined.
+pub(super) fn basic_auth(
+    request: reqwest::RequestBuilder,
+    client_id: &str,
+    client_secret: &Secret,
+) -> reqwest::RequestBuilder {
+    let id: String = form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
+    let secret: String =
+        form_urlencoded::byte_serialize(client_secret.expose().as_bytes()).collect();
+    request.basic_auth(id, Some(secret))
 }
 
-/// The HTTP client handed to the oauth2 crate: reqwest, with every non-2xx answer
-/// turned into an [`EndpointFailure`] that keeps the status, headers and body. A named
-/// type with a boxed `Send` future rather than a closure, because a closure's future is
-/// not provably `Send` for every lifetime the crate's bounds quantify over.
-#[derive(Debug, Clone)]
-struct Transport(reqwest::Client);
+/// A scope list as Pinterest and TikTok write it: with commas in their documentation,
+/// with spaces in answers seen in the wild. Both are read.
+pub(super) fn split_scopes(scope: &str) -> Vec<String> {
+    scope
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
 
-impl<'c> oauth2::AsyncHttpClient<'c> for Transport {
-    type Error = EndpointFailure;
-    type Future = Pin<
-        Box<dyn Future<Output = Result<oauth2::HttpResponse, EndpointFailure>> + Send + Sync + 'c>,
-    >;
+/// The HTTP client for one request to the authorization server, handed to the oauth2
+/// crate (and used for revocation): reqwest, with every non-2xx answer classified into a
+/// [`TokenError`] before the crate sees it. A named type with a boxed `Send` future
+/// rather than a closure, because a closure's future is not provably `Send` for every
+/// lifetime the crate's bounds quantify over.
+#[derive(Debug, Clone, Copy)]
+struct Transport<'a> {
+    /// Built with redirects disabled.
+    http: &'a reqwest::Client,
+    /// What the request is, for the profile's reading of a refusal.
+    request: TokenRequest,
+    /// When it is sent: a `Retry-After` date is measured from here.
+    now: Timestamp,
+    /// The profile's reading of refusals.
+    grant_refusals: Option<ReadRefusal>,
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Transport<'_> {
+    type Error = TokenError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, TokenError>> + Send + Sync + 'c>>;
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
-        Box::pin(send(&self.0, request))
+        Box::pin(async move {
+            let request = reqwest::Request::try_from(request)
+                .map_err(|e| TokenError::Port(outbound::transport_failure(&e)))?;
+            let (status, headers, body) = self
+                .send(reqwest::RequestBuilder::from_parts(
+                    self.http.clone(),
+                    request,
+                ))
+                .await?;
+            let mut answer = oauth2::HttpResponse::new(body);
+            *answer.status_mut() = status;
+            *answer.headers_mut() = headers;
+            Ok(answer)
+        })
     }
 }
 
-/// Sends one request for the oauth2 crate (see [`Transport`]).
-async fn send(
-    http: &reqwest::Client,
-    request: oauth2::HttpRequest,
-) -> Result<oauth2::HttpResponse, EndpointFailure> {
-    let request = reqwest::Request::try_from(request).map_err(EndpointFailure::Transport)?;
-    let (status, version, headers, body) = execute(http, request).await?;
-    let mut answer = oauth2::HttpResponse::new(body);
-    *answer.status_mut() = status;
-    *answer.version_mut() = version;
-    *answer.headers_mut() = headers;
-    Ok(answer)
-}
-
-/// Sends a request to an authorization-server endpoint; a 2xx answer is returned whole,
-/// anything else becomes an [`EndpointFailure`].
-async fn execute(
-    http: &reqwest::Client,
-    request: reqwest::Request,
-) -> Result<(StatusCode, reqwest::Version, HeaderMap, Vec<u8>), EndpointFailure> {
-    let response = http
-        .execute(request)
-        .await
-        .map_err(EndpointFailure::Transport)?;
-    let status = response.status();
-    let version = response.version();
-    let headers = response.headers().clone();
-    let body = response
-        .bytes()
-        .await
-        .map_err(EndpointFailure::Transport)?
-        .to_vec();
-    if !status.is_success() {
-        return Err(EndpointFailure::Status {
-            status,
-            headers,
-            body,
-        });
+impl Transport<'_> {
+    /// Sends a request to an authorization-server endpoint: a 2xx answer is returned
+    /// whole, anything else classified.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), TokenError> {
+        let (status, headers, body) = outbound::exchange(request)
+            .await
+            .map_err(TokenError::Port)?;
+        if !status.is_success() {
+            return Err(classify_status(
+                status,
+                &headers,
+                &body,
+                self.now,
+                self.request,
+                self.grant_refusals,
+            ));
+        }
+        Ok((status, headers, body))
     }
-    Ok((status, version, headers, body))
 }
 
 /// Classifies what the oauth2 crate returned for a token request.
-fn token_error(
-    error: RequestTokenError<EndpointFailure, BasicErrorResponse>,
-    now: Timestamp,
-) -> TokenError {
+fn token_error(error: RequestTokenError<TokenError, BasicErrorResponse>) -> TokenError {
+    let lost = |detail: String| {
+        TokenError::Port(PortError::Unavailable {
+            detail,
+            maybe_delivered: true,
+        })
+    };
     match error {
-        RequestTokenError::Request(failure) => classify_failure(failure, now),
+        RequestTokenError::Request(error) => error,
         // Everything else is a 2xx answer the crate could not read as tokens. The server
         // may well have acted — rotated the refresh token, spent the code — so this is an
         // answer lost, not a request refused.
         // Neither the body nor serde's message goes into the detail: a token answer
         // holds the tokens, and serde quotes the values it could not read.
-        RequestTokenError::Parse(error, _body) => TokenError::Unavailable {
-            detail: format!(
-                "the token answer could not be read: {:?} error at `{}`",
-                error.inner().classify(),
-                error.path()
-            ),
-            maybe_delivered: true,
-        },
-        RequestTokenError::ServerResponse(error) => TokenError::Unavailable {
-            detail: format!("the token endpoint answered a success status with an error: {error}"),
-            maybe_delivered: true,
-        },
-        RequestTokenError::Other(detail) => TokenError::Unavailable {
-            detail: format!("the token answer could not be read: {detail}"),
-            maybe_delivered: true,
-        },
-    }
-}
-
-/// Classifies a token or revocation request that got no 2xx answer.
-fn classify_failure(failure: EndpointFailure, now: Timestamp) -> TokenError {
-    match failure {
-        EndpointFailure::Transport(error) => match http::transport_failure(&error) {
-            PortError::Unavailable {
-                detail,
-                maybe_delivered,
-            } => TokenError::Unavailable {
-                detail,
-                maybe_delivered,
-            },
-            other => TokenError::Unavailable {
-                detail: other.to_string(),
-                maybe_delivered: true,
-            },
-        },
-        EndpointFailure::Status {
-            status,
-            headers,
-            body,
-        } => classify_status(status, &headers, &body, now),
+        RequestTokenError::Parse(error, _body) => lost(format!(
+            "the token answer could not be read: {:?} error at `{}`",
+            error.inner().classify(),
+            error.path()
+        )),
+        RequestTokenError::ServerResponse(error) => lost(format!(
+            "the token endpoint answered a success status with an error: {error}"
+        )),
+        RequestTokenError::Other(detail) => {
+            lost(format!("the token answer could not be read: {detail}"))
+        }
     }
 }
 
@@ -688,66 +742,93 @@ struct ErrorBody {
     error_description: Option<String>,
 }
 
-fn classify_status(
+/// Classifies an authorization server's answer to `request` that is not a 2xx, with
+/// the platform's reading of refusals where it has one.
+pub(super) fn classify_status(
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
     now: Timestamp,
+    request: TokenRequest,
+    grant_refusals: Option<ReadRefusal>,
 ) -> TokenError {
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return TokenError::RateLimited {
-            retry_after: http::retry_after(headers, now),
-        };
+        return TokenError::Port(PortError::RateLimited {
+            retry_after: outbound::retry_after(headers, now).unwrap_or(DEFAULT_RATE_LIMIT_WAIT),
+            scope: LimitScope::Connection,
+        });
     }
     if status.is_server_error() {
-        return match http::server_error(status, body_excerpt(body)) {
-            PortError::Unavailable {
-                detail,
-                maybe_delivered,
-            } => TokenError::Unavailable {
-                detail,
-                maybe_delivered,
-            },
-            other => TokenError::Unavailable {
-                detail: other.to_string(),
-                maybe_delivered: false,
-            },
-        };
+        return TokenError::Port(outbound::server_error(status, body_excerpt(body)));
     }
     if status.is_redirection() {
         let location = headers
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("nowhere");
-        return TokenError::Unavailable {
+        return TokenError::Port(PortError::Unavailable {
             detail: format!(
                 "HTTP {status}: the token endpoint redirects to {location}; redirects are not \
                  followed, so configure the final URL"
             ),
             maybe_delivered: false,
-        };
+        });
     }
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(parsed) => TokenError::Refused(TokenRefusal {
-            status: status.as_u16(),
-            error: parsed.error,
-            description: parsed.error_description,
-        }),
+    let (error, description) = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(parsed) => (parsed.error, parsed.error_description),
         // A 401 is client authentication failing, whatever the body looks like.
-        Err(_) if status == StatusCode::UNAUTHORIZED => TokenError::Refused(TokenRefusal {
-            status: status.as_u16(),
-            error: String::new(),
-            description: Some(body_excerpt(body)).filter(|b| !b.is_empty()),
-        }),
+        Err(_) if status == StatusCode::UNAUTHORIZED => (
+            String::new(),
+            Some(body_excerpt(body)).filter(|b| !b.is_empty()),
+        ),
         // Another 4xx without an OAuth body came from something in front of the
         // authorization server (a proxy, a firewall), not from it: it says nothing about
         // the grant, so nothing is killed.
-        Err(_) => TokenError::Unavailable {
-            detail: format!(
-                "HTTP {status} without an OAuth error body: {}",
-                body_excerpt(body)
-            ),
-            maybe_delivered: false,
+        Err(_) => {
+            return TokenError::Port(PortError::Unavailable {
+                detail: format!(
+                    "HTTP {status} without an OAuth error body: {}",
+                    body_excerpt(body)
+                ),
+                maybe_delivered: false,
+            })
+        }
+    };
+    let status = status.as_u16();
+    // What the platform said: its description when it gave one, otherwise its code.
+    let message = match &description {
+        Some(description) if !description.is_empty() => description.clone(),
+        _ if error.is_empty() => format!("HTTP {status}"),
+        _ => error.clone(),
+    };
+    let platform_reason =
+        grant_refusals.and_then(|read| read(request, &error, description.as_deref()));
+    match platform_reason {
+        Some(reason) => TokenError::GrantRefused {
+            status,
+            error,
+            message,
+            reason,
+        },
+        // RFC 6749 §5.2 answers a failed client authentication with 401
+        // `invalid_client`, and `unauthorized_client` means the app may not use this
+        // grant type: both are about the app, not the author's grant.
+        None if status == 401
+            || matches!(error.as_str(), "invalid_client" | "unauthorized_client") =>
+        {
+            TokenError::ClientRefused {
+                status,
+                error,
+                message,
+            }
+        }
+        // Any other refusal kills the grant (or the code): whatever its code, a request
+        // the server refused cannot succeed by being repeated.
+        None => TokenError::GrantRefused {
+            status,
+            error,
+            message,
+            reason: ReasonCode::AuthorizationInvalid,
         },
     }
 }
@@ -767,6 +848,8 @@ mod tests {
             &HeaderMap::new(),
             body.as_bytes(),
             now(),
+            TokenRequest::Refresh,
+            None,
         )
     }
 
@@ -820,7 +903,14 @@ mod tests {
     fn rate_limits_carry_retry_after() {
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("30"));
-        let error = classify_status(StatusCode::TOO_MANY_REQUESTS, &headers, b"", now());
+        let error = classify_status(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers,
+            b"",
+            now(),
+            TokenRequest::Refresh,
+            None,
+        );
         assert_eq!(
             error.into_port_error(),
             PortError::RateLimited {
@@ -885,11 +975,12 @@ mod tests {
                 ("prompt".into(), "consent".into()),
             ],
             refresh_tokens,
+            grant_refusals: None,
         };
         OAuthClient::new(
             &settings,
             profile,
-            http::client(Duration::from_secs(5)).unwrap(),
+            outbound::client(Duration::from_secs(5)).unwrap(),
         )
         .unwrap()
     }
@@ -953,10 +1044,10 @@ mod tests {
             .refresh(&grant(), now())
             .await
             .unwrap_err();
-        let TokenError::Unavailable {
+        let TokenError::Port(PortError::Unavailable {
             detail,
             maybe_delivered,
-        } = &error
+        }) = &error
         else {
             panic!("{error:?}");
         };

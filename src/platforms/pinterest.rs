@@ -56,8 +56,10 @@ use social_studio_storage::{
     Receipt, Secret, Target, TargetKind, Timestamp,
 };
 
-use super::http::{self, body_excerpt};
-use super::oauth::{check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens};
+use super::oauth::{
+    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError,
+};
+use super::outbound::{self, body_excerpt};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -138,6 +140,8 @@ fn profile() -> OAuthProfile {
         pkce: false,
         authorize_params: Vec::new(),
         refresh_tokens: RefreshTokens::Rotating,
+        // Pinterest's token calls are spoken in `token`, not through this client.
+        grant_refusals: None,
     }
 }
 
@@ -211,7 +215,7 @@ impl PinterestAdapter {
     pub fn new(settings: &PlatformSettings) -> Result<PinterestAdapter, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
         let token_url = check_endpoint("token_url", &settings.token_url)?;
-        let http = http::client(http::DEFAULT_TIMEOUT)?;
+        let http = outbound::client(outbound::DEFAULT_TIMEOUT)?;
         let oauth = OAuthClient::new(settings, profile(), http.clone())?;
         Ok(PinterestAdapter {
             oauth,
@@ -284,7 +288,7 @@ impl PinterestAdapter {
 
     /// Sends one API call and returns its body, or the classified failure.
     async fn api(&self, request: RequestBuilder, call: Call<'_>) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = http::exchange(request).await?;
+        let (status, headers, body) = outbound::exchange(request).await?;
         if status.is_success() {
             return Ok(body);
         }
@@ -314,7 +318,7 @@ impl PinterestAdapter {
                 scope: LimitScope::Connection,
             },
             (status, _) if status.is_server_error() => {
-                http::server_error(status, body_excerpt(body))
+                outbound::server_error(status, body_excerpt(body))
             }
             (StatusCode::FORBIDDEN, Call::Publish { board_id }) => {
                 PortError::RequirementUnmet(Reason::with_platform_message(
@@ -368,7 +372,7 @@ fn rate_limit_wait(headers: &HeaderMap, now: Timestamp) -> Option<Duration> {
             };
             wait.max(MIN_RATE_WAIT)
         });
-    reset.or_else(|| http::retry_after(headers, now))
+    reset.or_else(|| outbound::retry_after(headers, now))
 }
 
 fn unreadable(what: &str, error: &serde_json::Error, body: &[u8]) -> PortError {
@@ -422,7 +426,7 @@ impl PlatformPort for PinterestAdapter {
         self.tokens
             .refresh(grant, now)
             .await
-            .map_err(token::TokenFailure::into_port_error)
+            .map_err(TokenError::into_port_error)
     }
 
     #[tracing::instrument(skip_all, fields(platform = "pinterest"))]
@@ -500,7 +504,7 @@ impl Adapter for PinterestAdapter {
             .tokens
             .exchange_code(code, redirect_uri, now)
             .await
-            .map_err(token::TokenFailure::into_connect_error)?;
+            .map_err(TokenError::into_connect_error)?;
 
         // Nothing to discard on failure below: Pinterest cannot revoke a user's tokens.
         if let Some(reason) = super::ungranted("Pinterest", POSTING_SCOPES, &grant.scopes) {

@@ -58,8 +58,8 @@ use social_studio_storage::{
 };
 use url::Url;
 
-use super::http::{self, body_excerpt};
-use super::oauth::check_endpoint;
+use super::oauth::{check_endpoint, TokenError, TokenRequest};
+use super::outbound::{self, body_excerpt};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -99,7 +99,7 @@ const QUOTA_RECHECK: Duration = Duration::from_secs(60 * 60);
 
 /// The Threads adapter.
 pub struct ThreadsAdapter {
-    /// Redirects disabled ([`http::client`]).
+    /// Redirects disabled ([`outbound::client`]).
     http: reqwest::Client,
     client_id: String,
     client_secret: Secret,
@@ -221,17 +221,6 @@ struct Permalink {
     permalink: Option<String>,
 }
 
-/// A failed token request, before it is judged for the actors or the connect flow.
-enum TokenFailure {
-    /// Threads refused the app's own credentials.
-    Client(String),
-    /// Threads refused the code or token itself (a Graph error that is neither about the
-    /// app, nor a limit, nor a passing fault).
-    Refused(GraphError),
-    /// A limit or a passing fault, classified for the actors.
-    Port(PortError),
-}
-
 impl ThreadsAdapter {
     /// An adapter for the Threads app in `settings`, reading time from the system clock.
     pub fn new(settings: &PlatformSettings) -> Result<ThreadsAdapter, SettingsError> {
@@ -242,7 +231,7 @@ impl ThreadsAdapter {
         let host_base = host_of(&api_base);
         check_endpoint("api_base", &host_base)?;
         Ok(ThreadsAdapter {
-            http: http::client(http::DEFAULT_TIMEOUT)?,
+            http: outbound::client(outbound::DEFAULT_TIMEOUT)?,
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
             auth_url,
@@ -285,7 +274,7 @@ impl ThreadsAdapter {
     /// Sends one API call and returns its body, or the classified failure.
     async fn call(&self, request: RequestBuilder, step: Step) -> Result<Vec<u8>, PortError> {
         let transport = |error: reqwest::Error| {
-            let mut failure = http::transport_failure(&error);
+            let mut failure = outbound::transport_failure(&error);
             // Only the publishing call makes anything public: a lost answer elsewhere
             // left at most an unpublished container behind.
             if step != Step::Publish {
@@ -314,34 +303,26 @@ impl ThreadsAdapter {
         ))
     }
 
-    /// A token request: the answer, or the failure judged once for both callers.
-    async fn token_call(&self, request: RequestBuilder) -> Result<Vec<u8>, TokenFailure> {
-        let (status, headers, body) = http::exchange(request).await.map_err(TokenFailure::Port)?;
+    /// A token request: the answer, or the failure classified for what it was
+    /// ([`graph::classify_token`]).
+    async fn token_call(
+        &self,
+        request: RequestBuilder,
+        token_request: TokenRequest,
+    ) -> Result<Vec<u8>, TokenError> {
+        let (status, headers, body) = outbound::exchange(request)
+            .await
+            .map_err(TokenError::Port)?;
         if status.is_success() {
             return Ok(body);
         }
-        if let Some(error) = GraphError::parse(&body) {
-            // 101: invalid application id; 1349026: a Meta app id where the Threads app
-            // id belongs; code 1 "Error validating client secret".
-            let about_client = matches!(error.code, 101 | 1_349_026)
-                || error.message.to_ascii_lowercase().contains("client secret");
-            if about_client {
-                return Err(TokenFailure::Client(error.said()));
-            }
-            if error.rate_limit_scope().is_none()
-                && !error.is_transient()
-                && !status.is_server_error()
-            {
-                return Err(TokenFailure::Refused(error));
-            }
-        }
-        Err(TokenFailure::Port(graph::classify(
+        Err(graph::classify_token(
             status,
             &headers,
             &body,
             self.clock.now(),
-            Step::Token,
-        )))
+            token_request,
+        ))
     }
 
     /// A long-lived token answer as a grant issued at `now`.
@@ -385,18 +366,9 @@ impl ThreadsAdapter {
         ];
         let request = self.http.post(self.token_url.clone()).form(&form);
         let body = self
-            .token_call(request)
+            .token_call(request, TokenRequest::CodeExchange)
             .await
-            .map_err(|failure| match failure {
-                TokenFailure::Client(message) => ConnectError::AppCredentialsRejected {
-                    platform_message: Some(message),
-                },
-                // Any refusal of the code itself (used, expired, wrong redirect URI): start over.
-                TokenFailure::Refused(error) => ConnectError::CodeRejected {
-                    platform_message: Some(error.said()),
-                },
-                TokenFailure::Port(other) => other.into(),
-            })?;
+            .map_err(TokenError::into_connect_error)?;
         let short: ShortLived = serde_json::from_slice(&body).map_err(|error| {
             ConnectError::Unavailable {
                 detail: format!(
@@ -421,25 +393,9 @@ impl ThreadsAdapter {
                 ("access_token", short.access_token.expose()),
             ]);
         let body = self
-            .token_call(request)
+            .token_call(request, TokenRequest::TokenExchange)
             .await
-            .map_err(|failure| match failure {
-                TokenFailure::Client(message) => ConnectError::AppCredentialsRejected {
-                    platform_message: Some(message),
-                },
-                // The short-lived token was refused moments after it was issued.
-                TokenFailure::Refused(error) => {
-                    ConnectError::AuthorizationRefused(if error.is_token_error() {
-                        error.token_reason()
-                    } else {
-                        Reason::with_platform_message(
-                            ReasonCode::AuthorizationInvalid,
-                            error.said(),
-                        )
-                    })
-                }
-                TokenFailure::Port(other) => other.into(),
-            })?;
+            .map_err(TokenError::into_connect_error)?;
         let long: LongLived =
             serde_json::from_slice(&body).map_err(|error| ConnectError::Unavailable {
                 detail: format!(
@@ -699,28 +655,9 @@ impl PlatformPort for ThreadsAdapter {
                 ("access_token", grant.access_token.expose()),
             ]);
         let body = self
-            .token_call(request)
+            .token_call(request, TokenRequest::Refresh)
             .await
-            .map_err(|failure| match failure {
-                TokenFailure::Client(message) => PortError::RequirementUnmet(
-                    Reason::with_platform_message(ReasonCode::AppCredentialsRejected, message),
-                ),
-                // Refreshing needs threads_basic.
-                TokenFailure::Refused(error) if error.is_permission_error() => {
-                    PortError::RequirementUnmet(Reason::with_platform_message(
-                        ReasonCode::PermissionRemoved,
-                        error.said(),
-                    ))
-                }
-                TokenFailure::Refused(error) if error.is_token_error() => {
-                    PortError::GrantDead(error.token_reason())
-                }
-                // Any other refusal cannot succeed by being repeated.
-                TokenFailure::Refused(error) => PortError::GrantDead(
-                    Reason::with_platform_message(ReasonCode::AuthorizationInvalid, error.said()),
-                ),
-                TokenFailure::Port(error) => error,
-            })?;
+            .map_err(TokenError::into_port_error)?;
         let answer: LongLived =
             serde_json::from_slice(&body).map_err(|error| PortError::Unavailable {
                 detail: format!(

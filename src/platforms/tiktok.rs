@@ -79,8 +79,8 @@ use social_studio_storage::{
 };
 use url::Url;
 
-use super::http::{self, body_excerpt};
-use super::oauth::check_endpoint;
+use super::oauth::{check_endpoint, TokenError};
+use super::outbound::{self, body_excerpt};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -251,8 +251,8 @@ impl TiktokAdapter {
             .as_deref()
             .map(|url| check_endpoint("revoke_url", url))
             .transpose()?;
-        let http = http::client(http::DEFAULT_TIMEOUT)?;
-        let upload_http = http::client(UPLOAD_TIMEOUT)?;
+        let http = outbound::client(outbound::DEFAULT_TIMEOUT)?;
+        let upload_http = outbound::client(UPLOAD_TIMEOUT)?;
         Ok(TiktokAdapter {
             client_key: settings.client_id.clone(),
             auth_url,
@@ -309,7 +309,7 @@ impl TiktokAdapter {
         request: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<T, PortError> {
-        let (status, headers, body) = http::exchange(request).await?;
+        let (status, headers, body) = outbound::exchange(request).await?;
         let envelope = serde_json::from_slice::<Envelope<T>>(&body);
         if let Ok(Envelope {
             data: Some(data),
@@ -388,12 +388,12 @@ impl TiktokAdapter {
                 detail: format!("the creator's privacy options changed: {said}"),
                 maybe_delivered: false,
             },
-            "internal_error" => http::server_error(status, said),
+            "internal_error" => outbound::server_error(status, said),
             _ if status == StatusCode::TOO_MANY_REQUESTS => PortError::RateLimited {
                 retry_after: rate_limit_wait(headers, self.clock.now()),
                 scope: LimitScope::Connection,
             },
-            _ if status.is_server_error() => http::server_error(status, body_excerpt(body)),
+            _ if status.is_server_error() => outbound::server_error(status, body_excerpt(body)),
             _ if status == StatusCode::UNAUTHORIZED => PortError::Unauthorized,
             "" => PortError::Unavailable {
                 detail: format!(
@@ -562,7 +562,7 @@ impl TiktokAdapter {
             let response = match sent {
                 Ok(response) => response,
                 Err(error) => {
-                    return Err(match http::transport_failure(&error) {
+                    return Err(match outbound::transport_failure(&error) {
                         PortError::Unavailable {
                             detail,
                             maybe_delivered,
@@ -654,7 +654,7 @@ fn parse_error(body: &[u8]) -> Option<ApiError> {
 
 /// The wait a 429 announces: `Retry-After` if sent, else TikTok's one-minute window.
 fn rate_limit_wait(headers: &HeaderMap, now: Timestamp) -> Duration {
-    http::retry_after(headers, now)
+    outbound::retry_after(headers, now)
         .map(|wait| wait.max(Duration::from_secs(1)))
         .unwrap_or(DEFAULT_RATE_WAIT)
 }
@@ -765,7 +765,7 @@ impl PlatformPort for TiktokAdapter {
         self.tokens
             .refresh(grant, now)
             .await
-            .map_err(token::TokenFailure::into_port_error)
+            .map_err(TokenError::into_port_error)
     }
 
     #[tracing::instrument(skip_all, fields(platform = "tiktok"))]
@@ -887,7 +887,7 @@ impl Adapter for TiktokAdapter {
             .tokens
             .exchange_code(code, redirect_uri, pkce_verifier, now)
             .await
-            .map_err(token::TokenFailure::into_connect_error)?;
+            .map_err(TokenError::into_connect_error)?;
         let result = self.requirements(&grant, open_id.as_deref()).await;
         match result {
             Ok((account, target)) => {

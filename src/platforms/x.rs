@@ -46,10 +46,10 @@ use social_studio_storage::{
     Receipt, Secret, Target, TargetKind, Timestamp,
 };
 
-use super::http::{self, body_excerpt};
 use super::oauth::{
-    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError,
+    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError, TokenRequest,
 };
+use super::outbound::{self, body_excerpt};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -116,6 +116,7 @@ fn profile() -> OAuthProfile {
         pkce: true,
         authorize_params: Vec::new(),
         refresh_tokens: RefreshTokens::Rotating,
+        grant_refusals: Some(grant_refusals),
     }
 }
 
@@ -162,7 +163,7 @@ impl XAdapter {
     /// An adapter for the X app in `settings`, reading time from the system clock.
     pub fn new(settings: &PlatformSettings) -> Result<XAdapter, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
-        let http = http::client(http::DEFAULT_TIMEOUT)?;
+        let http = outbound::client(outbound::DEFAULT_TIMEOUT)?;
         let oauth = OAuthClient::new(settings, profile(), http.clone())?;
         Ok(XAdapter {
             oauth,
@@ -203,7 +204,7 @@ impl XAdapter {
 
     /// Sends one API call and returns its body, or the classified failure.
     async fn api(&self, request: RequestBuilder, call: Call) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = http::exchange(request).await?;
+        let (status, headers, body) = outbound::exchange(request).await?;
         if status.is_success() {
             return Ok(body);
         }
@@ -221,7 +222,9 @@ impl XAdapter {
         match status {
             StatusCode::UNAUTHORIZED => PortError::Unauthorized,
             StatusCode::TOO_MANY_REQUESTS => self.rate_limited(headers),
-            status if status.is_server_error() => http::server_error(status, body_excerpt(body)),
+            status if status.is_server_error() => {
+                outbound::server_error(status, body_excerpt(body))
+            }
             StatusCode::FORBIDDEN => {
                 let problem = Problem::read(body);
                 let message = problem.message().unwrap_or_else(|| body_excerpt(body));
@@ -292,7 +295,7 @@ impl XAdapter {
             }
         }
         let retry_after = wait_until("x-rate-limit-reset")
-            .or_else(|| http::retry_after(headers, now))
+            .or_else(|| outbound::retry_after(headers, now))
             .unwrap_or(DEFAULT_RATE_WINDOW);
         PortError::RateLimited {
             retry_after,
@@ -302,7 +305,7 @@ impl XAdapter {
 
     /// Fetches one media item from its public URL (GIFs have their own, larger limit).
     async fn fetch_media(&self, media: &Media) -> Result<(Vec<u8>, String), PortError> {
-        http::fetch_image(&self.http, media, |content_type| {
+        outbound::fetch_image(&self.http, media, |content_type| {
             if content_type == "image/gif" {
                 GIF_MAX_BYTES
             } else {
@@ -444,26 +447,18 @@ impl Problem {
     }
 }
 
-/// X's token endpoint, refined before the shared judgement: X answers a spent, revoked
-/// or unknown refresh token with 400 `invalid_request` "Value passed for the token was
+/// X's reading of a refused refresh or revocation: X answers a spent, revoked or
+/// unknown refresh token with 400 `invalid_request` "Value passed for the token was
 /// invalid." (not `invalid_grant`), and cannot be made to say which — so it is
 /// `authorization_invalid` with X's words, never a guess at `refresh_token_reused`.
-fn refresh_error(error: TokenError) -> PortError {
-    match error {
-        TokenError::Refused(refusal)
-            if refusal.error == "invalid_request"
-                && refusal
-                    .description
-                    .as_deref()
-                    .is_some_and(|d| d.starts_with("Value passed for the token was invalid")) =>
-        {
-            PortError::GrantDead(Reason::with_platform_message(
-                ReasonCode::AuthorizationInvalid,
-                refusal.platform_message(),
-            ))
-        }
-        other => other.into_port_error(),
-    }
+fn grant_refusals(
+    request: TokenRequest,
+    error: &str,
+    description: Option<&str>,
+) -> Option<ReasonCode> {
+    let token_invalid = error == "invalid_request"
+        && description.is_some_and(|d| d.starts_with("Value passed for the token was invalid"));
+    (request.presents_grant() && token_invalid).then_some(ReasonCode::AuthorizationInvalid)
 }
 
 #[async_trait]
@@ -475,7 +470,10 @@ impl PlatformPort for XAdapter {
     #[tracing::instrument(skip_all, fields(platform = "x"))]
     async fn refresh(&self, grant: &Grant) -> Result<Grant, PortError> {
         let now = self.clock.now();
-        self.oauth.refresh(grant, now).await.map_err(refresh_error)
+        self.oauth
+            .refresh(grant, now)
+            .await
+            .map_err(TokenError::into_port_error)
     }
 
     #[tracing::instrument(skip_all, fields(platform = "x"))]
@@ -533,7 +531,10 @@ impl PlatformPort for XAdapter {
     #[tracing::instrument(skip_all, fields(platform = "x"))]
     async fn revoke(&self, grant: &Grant) -> Result<RevokeOutcome, PortError> {
         let now = self.clock.now();
-        self.oauth.revoke(grant, now).await.map_err(refresh_error)
+        self.oauth
+            .revoke(grant, now)
+            .await
+            .map_err(TokenError::into_port_error)
     }
 }
 

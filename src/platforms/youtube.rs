@@ -63,10 +63,10 @@ use social_studio_storage::{
     Receipt, Secret, Target, TargetKind, Timestamp,
 };
 
-use super::http::{self, body_excerpt};
 use super::oauth::{
-    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError,
+    check_endpoint, ClientAuth, OAuthClient, OAuthProfile, RefreshTokens, TokenError, TokenRequest,
 };
+use super::outbound::{self, body_excerpt};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -135,6 +135,7 @@ fn profile() -> OAuthProfile {
             ("prompt".into(), "consent".into()),
         ],
         refresh_tokens: RefreshTokens::Reusable,
+        grant_refusals: Some(grant_refusals),
     }
 }
 
@@ -256,7 +257,7 @@ impl YoutubeAdapter {
     /// with Google's default quota ([`QuotaPolicy::default`]).
     pub fn new(settings: &PlatformSettings) -> Result<YoutubeAdapter, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
-        let http = http::client(http::DEFAULT_TIMEOUT)?;
+        let http = outbound::client(outbound::DEFAULT_TIMEOUT)?;
         let oauth = OAuthClient::new(settings, profile(), http.clone())?;
         Ok(YoutubeAdapter {
             oauth,
@@ -338,7 +339,7 @@ impl YoutubeAdapter {
 
     /// Sends one API call and returns its body, or the classified failure.
     async fn api(&self, request: RequestBuilder, call: Call) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = http::exchange(request).await?;
+        let (status, headers, body) = outbound::exchange(request).await?;
         if status.is_success() {
             return Ok(body);
         }
@@ -377,14 +378,14 @@ impl YoutubeAdapter {
             || status == StatusCode::TOO_MANY_REQUESTS
         {
             return PortError::RateLimited {
-                retry_after: http::retry_after(headers, now).unwrap_or(DEFAULT_RATE_WAIT),
+                retry_after: outbound::retry_after(headers, now).unwrap_or(DEFAULT_RATE_WAIT),
                 scope: LimitScope::Connection,
             };
         }
         match (status, call) {
             (StatusCode::UNAUTHORIZED, _) => PortError::Unauthorized,
             (status, _) if status.is_server_error() => {
-                http::server_error(status, body_excerpt(body))
+                outbound::server_error(status, body_excerpt(body))
             }
             (StatusCode::FORBIDDEN, _) => PortError::RequirementUnmet(
                 Reason::with_platform_message(ReasonCode::PermissionRemoved, said()),
@@ -424,29 +425,25 @@ impl YoutubeAdapter {
 /// refresh token revoked the grant) with 400 `invalid_token`: the token is gone, which
 /// is what was asked.
 fn is_already_revoked(error: &TokenError) -> bool {
-    matches!(error, TokenError::Refused(refusal) if refusal.error == "invalid_token")
+    matches!(
+        error,
+        TokenError::GrantRefused { error, .. } | TokenError::ClientRefused { error, .. }
+            if error == "invalid_token"
+    )
 }
 
-/// Google's token endpoint, refined before the shared judgement.
-fn refresh_error(error: TokenError) -> PortError {
-    match error {
-        TokenError::Refused(refusal)
-            if refusal.error == "invalid_grant"
-                && refusal
-                    .description
-                    .as_deref()
-                    .is_some_and(|d| d.starts_with(EXPIRED_OR_REVOKED)) =>
-        {
-            // Google does not say which: revoked by the author, unused for six months,
-            // a Testing app's seven days, or past the per-client token limit. All lapse
-            // the grant, and a reconnect is the remedy of each.
-            PortError::GrantDead(Reason::with_platform_message(
-                ReasonCode::GrantExpired,
-                refusal.platform_message(),
-            ))
-        }
-        other => other.into_port_error(),
-    }
+/// Google's reading of a refused refresh: `invalid_grant` "Token has been expired or
+/// revoked" does not say which — revoked by the author, unused for six months, a Testing
+/// app's seven days, or past the per-client token limit. All lapse the grant, and a
+/// reconnect is the remedy of each.
+fn grant_refusals(
+    request: TokenRequest,
+    error: &str,
+    description: Option<&str>,
+) -> Option<ReasonCode> {
+    let lapsed =
+        error == "invalid_grant" && description.is_some_and(|d| d.starts_with(EXPIRED_OR_REVOKED));
+    (request == TokenRequest::Refresh && lapsed).then_some(ReasonCode::GrantExpired)
 }
 
 /// The description YouTube receives: the post's text, then each of its links that the
@@ -478,7 +475,10 @@ impl PlatformPort for YoutubeAdapter {
     #[tracing::instrument(skip_all, fields(platform = "youtube"))]
     async fn refresh(&self, grant: &Grant) -> Result<Grant, PortError> {
         let now = self.clock.now();
-        self.oauth.refresh(grant, now).await.map_err(refresh_error)
+        self.oauth
+            .refresh(grant, now)
+            .await
+            .map_err(TokenError::into_port_error)
     }
 
     #[tracing::instrument(skip_all, fields(platform = "youtube"))]

@@ -13,19 +13,20 @@
 //!
 //! Both grants are form-encoded with HTTP Basic client authentication, as the spec
 //! declares. RFC 6749 error bodies are read too, in case Pinterest (or a proxy in front
-//! of it that speaks OAuth) answers with one.
+//! of it that speaks OAuth) answers with one. Failures are the shared [`TokenError`];
+//! what is Pinterest's own is how [`classify`] reads its answers into it.
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, ACCEPT};
+use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use social_studio_actors::{LimitScope, PortError};
-use social_studio_storage::{Grant, Reason, ReasonCode, Secret, Timestamp};
+use social_studio_storage::{Grant, ReasonCode, Secret, Timestamp};
 use url::Url;
 
-use super::super::http::{self, body_excerpt};
-use super::super::ConnectError;
+use super::super::oauth::{basic_auth, carry_over, post_form, split_scopes, TokenError};
+use super::super::outbound::{self, body_excerpt};
 use super::{rate_limit_wait, DEFAULT_RATE_WAIT, SCOPES};
 
 /// Pinterest's error code for a code or refresh token it no longer accepts (expired,
@@ -34,7 +35,7 @@ pub(super) const GRANT_INVALID: i64 = 283;
 
 /// The token endpoint and the app's credentials.
 pub(super) struct TokenEndpoint {
-    /// Built with redirects disabled ([`http::client`]).
+    /// Built with redirects disabled ([`outbound::client`]).
     pub(super) http: reqwest::Client,
     pub(super) url: Url,
     pub(super) client_id: String,
@@ -92,77 +93,6 @@ impl ErrorBody {
     }
 }
 
-/// A token request that produced no grant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum TokenFailure {
-    /// The code or refresh token is not (or no longer) accepted.
-    GrantRefused {
-        message: String,
-    },
-    /// The app's own credentials were refused.
-    ClientRefused {
-        message: String,
-    },
-    /// Another refusal from the authorization server (a malformed request).
-    Refused {
-        message: String,
-    },
-    RateLimited {
-        retry_after: Option<Duration>,
-    },
-    Unavailable {
-        detail: String,
-        maybe_delivered: bool,
-    },
-}
-
-impl TokenFailure {
-    /// For the actors (a refresh). Any refusal other than the app's credentials kills the
-    /// grant: repeating a refused refresh cannot make it succeed.
-    pub(super) fn into_port_error(self) -> PortError {
-        match self {
-            TokenFailure::GrantRefused { message } | TokenFailure::Refused { message } => {
-                PortError::GrantDead(Reason::with_platform_message(
-                    ReasonCode::AuthorizationInvalid,
-                    message,
-                ))
-            }
-            TokenFailure::ClientRefused { message } => PortError::RequirementUnmet(
-                Reason::with_platform_message(ReasonCode::AppCredentialsRejected, message),
-            ),
-            TokenFailure::RateLimited { retry_after } => PortError::RateLimited {
-                retry_after: retry_after.unwrap_or(DEFAULT_RATE_WAIT),
-                scope: LimitScope::Connection,
-            },
-            TokenFailure::Unavailable {
-                detail,
-                maybe_delivered,
-            } => PortError::Unavailable {
-                detail,
-                maybe_delivered,
-            },
-        }
-    }
-
-    /// For the connect flow (a code exchange).
-    pub(super) fn into_connect_error(self) -> ConnectError {
-        match self {
-            TokenFailure::GrantRefused { message } | TokenFailure::Refused { message } => {
-                ConnectError::CodeRejected {
-                    platform_message: Some(message),
-                }
-            }
-            TokenFailure::ClientRefused { message } => ConnectError::AppCredentialsRejected {
-                platform_message: Some(message),
-            },
-            TokenFailure::RateLimited { retry_after } => ConnectError::RateLimited {
-                retry_after: retry_after.unwrap_or(DEFAULT_RATE_WAIT),
-            },
-            TokenFailure::Unavailable { detail, .. } => ConnectError::Unavailable { detail },
-        }
-    }
-}
-
 impl TokenEndpoint {
     /// `grant_type=authorization_code`, issued at `now`.
     pub(super) async fn exchange_code(
@@ -170,7 +100,7 @@ impl TokenEndpoint {
         code: &str,
         redirect_uri: &str,
         now: Timestamp,
-    ) -> Result<Grant, TokenFailure> {
+    ) -> Result<Grant, TokenError> {
         let form = [
             ("grant_type", "authorization_code"),
             ("code", code),
@@ -183,15 +113,9 @@ impl TokenEndpoint {
 
     /// `grant_type=refresh_token`, issued at `now`. The token sent is spent from this
     /// moment: the new grant carries its successor, which must be stored before use.
-    pub(super) async fn refresh(
-        &self,
-        grant: &Grant,
-        now: Timestamp,
-    ) -> Result<Grant, TokenFailure> {
+    pub(super) async fn refresh(&self, grant: &Grant, now: Timestamp) -> Result<Grant, TokenError> {
         let Some(refresh_token) = &grant.refresh_token else {
-            return Err(TokenFailure::GrantRefused {
-                message: "the grant has no refresh token".into(),
-            });
+            return Err(TokenError::no_refresh_token());
         };
         let form = [
             ("grant_type", "refresh_token"),
@@ -201,54 +125,16 @@ impl TokenEndpoint {
         Ok(grant_from(answer, now, Some(grant)))
     }
 
-    async fn request(&self, form: &[(&str, &str)], now: Timestamp) -> Result<Answer, TokenFailure> {
-        // RFC 6749 §2.3.1: each part is form-encoded before joining them.
-        let id: String = form_urlencoded::byte_serialize(self.client_id.as_bytes()).collect();
-        let secret: String =
-            form_urlencoded::byte_serialize(self.client_secret.expose().as_bytes()).collect();
-        let response = self
-            .http
-            .post(self.url.clone())
-            .header(ACCEPT, "application/json")
-            .basic_auth(id, Some(secret))
-            .form(form)
-            .send()
-            .await
-            .map_err(|error| transport(&error))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|error| transport(&error))?;
+    async fn request(&self, form: &[(&str, &str)], now: Timestamp) -> Result<Answer, TokenError> {
+        let request = self.http.post(self.url.clone());
+        let request = basic_auth(request, &self.client_id, &self.client_secret);
+        let (status, headers, body) = post_form(request, form).await?;
         if !status.is_success() {
             return Err(classify(status, &headers, &body, now));
         }
-        serde_json::from_slice::<Answer>(&body).map_err(|error| TokenFailure::Unavailable {
-            // Neither the body nor serde's message goes into the detail: the answer holds
-            // the tokens. Pinterest answered 2xx, so it may have spent the code or the
-            // refresh token.
-            detail: format!(
-                "Pinterest's token answer could not be read: {:?} error at line {} column {}",
-                error.classify(),
-                error.line(),
-                error.column()
-            ),
-            maybe_delivered: true,
-        })
-    }
-}
-
-fn transport(error: &reqwest::Error) -> TokenFailure {
-    match http::transport_failure(error) {
-        PortError::Unavailable {
-            detail,
-            maybe_delivered,
-        } => TokenFailure::Unavailable {
-            detail,
-            maybe_delivered,
-        },
-        other => TokenFailure::Unavailable {
-            detail: other.to_string(),
-            maybe_delivered: true,
-        },
+        // Pinterest answered 2xx, so it may have spent the code or the refresh token.
+        serde_json::from_slice::<Answer>(&body)
+            .map_err(|error| TokenError::unreadable("Pinterest's", &error))
     }
 }
 
@@ -256,42 +142,43 @@ fn transport(error: &reqwest::Error) -> TokenFailure {
 ///
 /// | answer | class |
 /// |---|---|
-/// | 429 | `RateLimited` |
-/// | 5xx | `Unavailable` |
+/// | 429 | rate limited (this connection) |
+/// | 5xx | unavailable |
 /// | code 283, or `invalid_grant` | `GrantRefused` (any status: Pinterest uses 401) |
 /// | other 401, `invalid_client`, `unauthorized_client` | `ClientRefused` |
-/// | another 4xx with a Pinterest or OAuth body | `Refused` |
-/// | a 4xx without one (a proxy) | `Unavailable`, nothing spent |
+/// | another 4xx with a Pinterest or OAuth body | `GrantRefused` (a malformed request: repeating it cannot succeed) |
+/// | a 4xx without one (a proxy) | unavailable, nothing spent |
 pub(super) fn classify(
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
     now: Timestamp,
-) -> TokenFailure {
+) -> TokenError {
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return TokenFailure::RateLimited {
-            retry_after: rate_limit_wait(headers, now),
-        };
+        return TokenError::Port(PortError::RateLimited {
+            retry_after: rate_limit_wait(headers, now).unwrap_or(DEFAULT_RATE_WAIT),
+            scope: LimitScope::Connection,
+        });
     }
     if status.is_server_error() {
-        return match http::server_error(status, body_excerpt(body)) {
-            PortError::Unavailable {
-                detail,
-                maybe_delivered,
-            } => TokenFailure::Unavailable {
-                detail,
-                maybe_delivered,
-            },
-            other => TokenFailure::Unavailable {
-                detail: other.to_string(),
-                maybe_delivered: false,
-            },
-        };
+        return TokenError::Port(outbound::server_error(status, body_excerpt(body)));
     }
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
     let message = parsed.said(status);
+    let error = parsed
+        .code
+        .map(|code| code.to_string())
+        .or_else(|| parsed.error.clone())
+        .unwrap_or_default();
+    let status_code = status.as_u16();
+    let refused = |message: String| TokenError::GrantRefused {
+        status: status_code,
+        error: error.clone(),
+        message,
+        reason: ReasonCode::AuthorizationInvalid,
+    };
     if parsed.code == Some(GRANT_INVALID) || parsed.error.as_deref() == Some("invalid_grant") {
-        return TokenFailure::GrantRefused { message };
+        return refused(message);
     }
     if status == StatusCode::UNAUTHORIZED
         || matches!(
@@ -304,18 +191,22 @@ pub(super) fn classify(
         } else {
             body_excerpt(body)
         };
-        return TokenFailure::ClientRefused { message };
+        return TokenError::ClientRefused {
+            status: status_code,
+            error,
+            message,
+        };
     }
     if parsed.is_recognised() {
-        return TokenFailure::Refused { message };
+        return refused(message);
     }
-    TokenFailure::Unavailable {
+    TokenError::Port(PortError::Unavailable {
         detail: format!(
             "HTTP {status} without a Pinterest error body: {}",
             body_excerpt(body)
         ),
         maybe_delivered: false,
-    }
+    })
 }
 
 /// A token answer as a grant issued at `now`. `previous` is the grant refreshed, if any.
@@ -332,50 +223,37 @@ fn grant_from(answer: Answer, now: Timestamp, previous: Option<&Grant>) -> Grant
             (None, None) => None,
         }
     });
-    let scopes = match answer.scope.as_deref().map(split_scopes) {
-        Some(scopes) if !scopes.is_empty() => scopes,
-        _ => match previous {
-            Some(previous) => previous.scopes.clone(),
-            None => SCOPES.iter().map(|s| (*s).to_owned()).collect(),
-        },
-    };
-    Grant {
+    let issued = Grant {
         access_token: answer.access_token,
         refresh_token: answer.refresh_token,
         token_type: answer.token_type.unwrap_or_else(|| "bearer".to_owned()),
-        scopes,
+        scopes: answer
+            .scope
+            .as_deref()
+            .map(split_scopes)
+            .unwrap_or_default(),
         issued_at: now,
         expires_at: answer
             .expires_in
             .map(|lifetime| now.saturating_add(Duration::from_secs(lifetime))),
         refresh_expires_at,
-        target_tokens: previous
-            .map(|p| p.target_tokens.clone())
-            .unwrap_or_default(),
-        endpoint: previous.and_then(|p| p.endpoint.clone()),
-    }
-}
-
-/// Pinterest writes scope lists with commas in its documentation and with spaces in
-/// token answers seen in the wild; both are read.
-pub(super) fn split_scopes(scope: &str) -> Vec<String> {
-    scope
-        .split([',', ' '])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+        target_tokens: Vec::new(),
+        endpoint: None,
+    };
+    carry_over(issued, previous, SCOPES)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::ConnectError;
     use super::*;
+    use social_studio_storage::Reason;
 
     fn now() -> Timestamp {
         Timestamp::parse_rfc3339("2026-11-28T09:00:00Z").unwrap()
     }
 
-    fn status(code: u16, body: &str) -> TokenFailure {
+    fn status(code: u16, body: &str) -> TokenError {
         classify(
             StatusCode::from_u16(code).unwrap(),
             &HeaderMap::new(),

@@ -29,6 +29,18 @@
 //! Waits: the largest `estimated_time_to_regain_access` (minutes) of
 //! `X-Business-Use-Case-Usage`, else `Retry-After`, else an hour — Meta's app and user
 //! limits are rolling one-hour windows.
+//!
+//! Token requests are read first for what they say about the app and the token
+//! ([`classify_token`]):
+//!
+//! | Graph answered a token request | class |
+//! |---|---|
+//! | code 101, 1349026, or a message about the client secret | `ClientRefused` |
+//! | a limit, a transient error, a 5xx | as the table above |
+//! | another error, to the code exchange | `GrantRefused`: the author starts over |
+//! | another error, to the short-lived token's exchange | `GrantDead`: the token just issued is refused |
+//! | a permission error, to a refresh | `RequirementUnmet(permission_removed)`: refreshing needs `threads_basic` |
+//! | another error, to a refresh | `GrantRefused`, by subcode for a dead token (190, 102), else `authorization_invalid` |
 
 use std::time::Duration;
 
@@ -39,7 +51,8 @@ use social_studio_storage::{Reason, ReasonCode, Timestamp};
 
 pub use super::super::graph::GraphError;
 use super::super::graph::{dead_grant_reason, usage_wait};
-use super::super::http::{self, body_excerpt};
+use super::super::oauth::{TokenError, TokenRequest};
+use super::super::outbound::{self, body_excerpt};
 
 /// What to wait after a rate limit that does not say how long.
 pub const DEFAULT_RATE_WAIT: Duration = Duration::from_secs(60 * 60);
@@ -104,7 +117,7 @@ pub enum Step {
 /// The wait a rate limit announces: the largest `estimated_time_to_regain_access` of
 /// Meta's usage headers, else `Retry-After`.
 pub fn rate_limit_wait(headers: &HeaderMap, now: Timestamp) -> Option<Duration> {
-    usage_wait(headers).or_else(|| http::retry_after(headers, now))
+    usage_wait(headers).or_else(|| outbound::retry_after(headers, now))
 }
 
 /// Classifies an answer that is not a 2xx.
@@ -123,7 +136,9 @@ pub fn classify(
         return match status {
             StatusCode::UNAUTHORIZED => PortError::Unauthorized,
             StatusCode::TOO_MANY_REQUESTS => rate_limited(LimitScope::Connection),
-            status if status.is_server_error() => http::server_error(status, body_excerpt(body)),
+            status if status.is_server_error() => {
+                outbound::server_error(status, body_excerpt(body))
+            }
             status => PortError::Unavailable {
                 detail: format!(
                     "HTTP {status} without a Graph error body: {}",
@@ -171,6 +186,68 @@ pub fn classify(
             detail: format!("HTTP {status}: {}", error.said()),
             maybe_delivered: false,
         },
+    }
+}
+
+/// Classifies a token endpoint's answer to `request` that is not a 2xx: what it says
+/// about the app or the token first, then as any answer ([`classify`]).
+pub fn classify_token(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: Timestamp,
+    request: TokenRequest,
+) -> TokenError {
+    if let Some(error) = GraphError::parse(body) {
+        // 101: invalid application id; 1349026: a Meta app id where the Threads app id
+        // belongs; code 1 "Error validating client secret".
+        let about_client = matches!(error.code, 101 | 1_349_026)
+            || error.message.to_ascii_lowercase().contains("client secret");
+        if about_client {
+            return TokenError::ClientRefused {
+                status: status.as_u16(),
+                error: error.code.to_string(),
+                message: error.said(),
+            };
+        }
+        if error.rate_limit_scope().is_none() && !error.is_transient() && !status.is_server_error()
+        {
+            return refused(status, &error, request);
+        }
+    }
+    TokenError::Port(classify(status, headers, body, now, Step::Token))
+}
+
+/// A token request Threads refused for the code or token itself.
+fn refused(status: StatusCode, error: &GraphError, request: TokenRequest) -> TokenError {
+    let reason = if error.is_token_error() {
+        dead_grant_reason(error.code, error.error_subcode)
+    } else {
+        ReasonCode::AuthorizationInvalid
+    };
+    match request {
+        // Refreshing needs threads_basic.
+        TokenRequest::Refresh if error.is_permission_error() => {
+            TokenError::Port(PortError::RequirementUnmet(Reason::with_platform_message(
+                ReasonCode::PermissionRemoved,
+                error.said(),
+            )))
+        }
+        // The short-lived token was refused moments after it was issued: not the code,
+        // which Threads already took.
+        TokenRequest::TokenExchange => TokenError::Port(PortError::GrantDead(
+            Reason::with_platform_message(reason, error.said()),
+        )),
+        // The code (used, expired, wrong redirect URI: start over), or the token being
+        // refreshed or revoked: any refusal cannot succeed by being repeated.
+        TokenRequest::CodeExchange | TokenRequest::Refresh | TokenRequest::Revocation => {
+            TokenError::GrantRefused {
+                status: status.as_u16(),
+                error: error.code.to_string(),
+                message: error.said(),
+                reason,
+            }
+        }
     }
 }
 

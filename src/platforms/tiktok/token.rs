@@ -11,24 +11,25 @@
 //!   successor, and the spent token is never kept, so it is never sent again.
 //! - Every lifetime (`expires_in`, `refresh_expires_in`) is read from the answer.
 //! - Errors: `{"error","error_description","log_id"}`; ⚠ TikTok has been seen answering
-//!   them with HTTP 200, so an answer is classified by its body before its status.
+//!   them with HTTP 200, so an answer is classified by its body before its status. They
+//!   are the shared [`TokenError`]; what is TikTok's own is how [`classify`] reads them.
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, ACCEPT};
+use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use social_studio_actors::{LimitScope, PortError};
-use social_studio_storage::{Grant, Reason, ReasonCode, Secret, Timestamp};
+use social_studio_storage::{Grant, ReasonCode, Secret, Timestamp};
 use url::Url;
 
-use super::super::http::{self, body_excerpt};
-use super::super::ConnectError;
+use super::super::oauth::{carry_over, post_form, split_scopes, TokenError};
+use super::super::outbound::{self, body_excerpt};
 use super::{rate_limit_wait, SCOPES};
 
 /// The token and revoke endpoints and the app's credentials.
 pub(super) struct TokenEndpoint {
-    /// Built with redirects disabled ([`http::client`]).
+    /// Built with redirects disabled ([`outbound::client`]).
     pub(super) http: reqwest::Client,
     pub(super) url: Url,
     pub(super) revoke_url: Option<Url>,
@@ -102,75 +103,6 @@ impl ErrorBody {
     }
 }
 
-/// A token request that produced no grant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum TokenFailure {
-    /// The code or refresh token is not (or no longer) accepted.
-    GrantRefused {
-        message: String,
-    },
-    /// The app's own credentials were refused.
-    ClientRefused {
-        message: String,
-    },
-    /// The author (or TikTok) withdrew the authorization.
-    AccessDenied {
-        message: String,
-    },
-    RateLimited {
-        retry_after: Duration,
-    },
-    Unavailable {
-        detail: String,
-        maybe_delivered: bool,
-    },
-}
-
-impl TokenFailure {
-    /// For the actors (a refresh).
-    pub(super) fn into_port_error(self) -> PortError {
-        match self {
-            TokenFailure::GrantRefused { message } => PortError::GrantDead(
-                Reason::with_platform_message(ReasonCode::AuthorizationInvalid, message),
-            ),
-            TokenFailure::AccessDenied { message } => PortError::GrantDead(
-                Reason::with_platform_message(ReasonCode::RevokedByUser, message),
-            ),
-            TokenFailure::ClientRefused { message } => PortError::RequirementUnmet(
-                Reason::with_platform_message(ReasonCode::AppCredentialsRejected, message),
-            ),
-            TokenFailure::RateLimited { retry_after } => PortError::RateLimited {
-                retry_after,
-                scope: LimitScope::Connection,
-            },
-            TokenFailure::Unavailable {
-                detail,
-                maybe_delivered,
-            } => PortError::Unavailable {
-                detail,
-                maybe_delivered,
-            },
-        }
-    }
-
-    /// For the connect flow (a code exchange).
-    pub(super) fn into_connect_error(self) -> ConnectError {
-        match self {
-            TokenFailure::GrantRefused { message } => ConnectError::CodeRejected {
-                platform_message: Some(message),
-            },
-            TokenFailure::AccessDenied { message } => ConnectError::AccessDenied {
-                platform_message: Some(message),
-            },
-            TokenFailure::ClientRefused { message } => ConnectError::AppCredentialsRejected {
-                platform_message: Some(message),
-            },
-            TokenFailure::RateLimited { retry_after } => ConnectError::RateLimited { retry_after },
-            TokenFailure::Unavailable { detail, .. } => ConnectError::Unavailable { detail },
-        }
-    }
-}
-
 impl TokenEndpoint {
     /// `grant_type=authorization_code`, issued at `now`; returns the grant and the
     /// `open_id` TikTok names the account with.
@@ -180,7 +112,7 @@ impl TokenEndpoint {
         redirect_uri: &str,
         code_verifier: Option<&Secret>,
         now: Timestamp,
-    ) -> Result<(Grant, Option<String>), TokenFailure> {
+    ) -> Result<(Grant, Option<String>), TokenError> {
         let mut form = vec![
             ("client_key", self.client_key.as_str()),
             ("client_secret", self.client_secret.expose()),
@@ -198,15 +130,9 @@ impl TokenEndpoint {
 
     /// `grant_type=refresh_token`, issued at `now`. The token sent is spent from this
     /// moment: the new grant carries its successor, which must be stored before use.
-    pub(super) async fn refresh(
-        &self,
-        grant: &Grant,
-        now: Timestamp,
-    ) -> Result<Grant, TokenFailure> {
+    pub(super) async fn refresh(&self, grant: &Grant, now: Timestamp) -> Result<Grant, TokenError> {
         let Some(refresh_token) = &grant.refresh_token else {
-            return Err(TokenFailure::GrantRefused {
-                message: "the grant has no refresh token".into(),
-            });
+            return Err(TokenError::no_refresh_token());
         };
         let form = [
             ("client_key", self.client_key.as_str()),
@@ -220,11 +146,7 @@ impl TokenEndpoint {
 
     /// `POST /v2/oauth/revoke/` with the access token: TikTok ends the author's
     /// authorization of the app. `Ok(false)` when no revoke URL is configured.
-    pub(super) async fn revoke(
-        &self,
-        token: &Secret,
-        now: Timestamp,
-    ) -> Result<bool, TokenFailure> {
+    pub(super) async fn revoke(&self, token: &Secret, now: Timestamp) -> Result<bool, TokenError> {
         let Some(url) = &self.revoke_url else {
             return Ok(false);
         };
@@ -233,39 +155,20 @@ impl TokenEndpoint {
             ("client_secret", self.client_secret.expose()),
             ("token", token.expose()),
         ];
-        let (status, headers, body) = self.send(url.clone(), &form).await?;
+        let (status, headers, body) = post_form(self.http.post(url.clone()), &form).await?;
         let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
         if status.is_success() && parsed.code().is_none() {
             return Ok(true);
         }
         match classify(status, &headers, &body, now) {
             // The token is already dead: there is nothing left to revoke.
-            TokenFailure::GrantRefused { .. } | TokenFailure::AccessDenied { .. } => Ok(true),
+            TokenError::GrantRefused { .. } | TokenError::AccessDenied { .. } => Ok(true),
             other => Err(other),
         }
     }
 
-    async fn send(
-        &self,
-        url: Url,
-        form: &[(&str, &str)],
-    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), TokenFailure> {
-        let response = self
-            .http
-            .post(url)
-            .header(ACCEPT, "application/json")
-            .form(form)
-            .send()
-            .await
-            .map_err(|error| transport(&error))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|error| transport(&error))?;
-        Ok((status, headers, body.to_vec()))
-    }
-
-    async fn request(&self, form: &[(&str, &str)], now: Timestamp) -> Result<Answer, TokenFailure> {
-        let (status, headers, body) = self.send(self.url.clone(), form).await?;
+    async fn request(&self, form: &[(&str, &str)], now: Timestamp) -> Result<Answer, TokenError> {
+        let (status, headers, body) = post_form(self.http.post(self.url.clone()), form).await?;
         if !status.is_success() {
             return Err(classify(status, &headers, &body, now));
         }
@@ -277,35 +180,9 @@ impl TokenEndpoint {
             {
                 Err(classify(status, &headers, &body, now))
             }
-            Err(error) => Err(TokenFailure::Unavailable {
-                // Neither the body nor serde's message goes into the detail: the answer
-                // holds the tokens. TikTok answered 2xx, so it may have spent the code
-                // or the refresh token.
-                detail: format!(
-                    "TikTok's token answer could not be read: {:?} error at line {} column {}",
-                    error.classify(),
-                    error.line(),
-                    error.column()
-                ),
-                maybe_delivered: true,
-            }),
+            // TikTok answered 2xx, so it may have spent the code or the refresh token.
+            Err(error) => Err(TokenError::unreadable("TikTok's", &error)),
         }
-    }
-}
-
-fn transport(error: &reqwest::Error) -> TokenFailure {
-    match http::transport_failure(error) {
-        PortError::Unavailable {
-            detail,
-            maybe_delivered,
-        } => TokenFailure::Unavailable {
-            detail,
-            maybe_delivered,
-        },
-        other => TokenFailure::Unavailable {
-            detail: other.to_string(),
-            maybe_delivered: true,
-        },
     }
 }
 
@@ -313,26 +190,27 @@ fn transport(error: &reqwest::Error) -> TokenFailure {
 ///
 /// | answer | class |
 /// |---|---|
-/// | 429, or `rate_limit_exceeded` | `RateLimited` |
-/// | 5xx, or `internal_error` / `server_error` / `temporarily_unavailable` | `Unavailable` |
+/// | 429, or `rate_limit_exceeded` | rate limited (this connection) |
+/// | 5xx, or `internal_error` / `server_error` / `temporarily_unavailable` | unavailable |
 /// | `invalid_grant`, `access_token_invalid`, `invalid_request` about the code or token | `GrantRefused` |
 /// | `access_denied` | `AccessDenied` |
 /// | `invalid_client`, `unauthorized_client`, or a 401 without a code | `ClientRefused` |
 /// | another code | `GrantRefused` (repeating a refused request cannot succeed) |
-/// | a 4xx without a TikTok body (a proxy) | `Unavailable`, nothing spent |
+/// | a 4xx without a TikTok body (a proxy) | unavailable, nothing spent |
 pub(super) fn classify(
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
     now: Timestamp,
-) -> TokenFailure {
+) -> TokenError {
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
     let message = parsed.said(status);
     let code = parsed.code();
     if status == StatusCode::TOO_MANY_REQUESTS || code == Some("rate_limit_exceeded") {
-        return TokenFailure::RateLimited {
+        return TokenError::Port(PortError::RateLimited {
             retry_after: rate_limit_wait(headers, now),
-        };
+            scope: LimitScope::Connection,
+        });
     }
     if status.is_server_error()
         || matches!(
@@ -340,31 +218,48 @@ pub(super) fn classify(
             Some("internal_error" | "server_error" | "temporarily_unavailable")
         )
     {
-        let maybe_delivered = match http::server_error(status, String::new()) {
+        let maybe_delivered = match outbound::server_error(status, String::new()) {
             PortError::Unavailable {
                 maybe_delivered, ..
             } => maybe_delivered,
             _ => false,
         };
-        return TokenFailure::Unavailable {
+        return TokenError::Port(PortError::Unavailable {
             detail: format!("TikTok answered HTTP {status}: {}", body_excerpt(body)),
             maybe_delivered,
-        };
+        });
     }
+    let status_code = status.as_u16();
+    let error = code.unwrap_or_default().to_owned();
     match code {
-        Some("access_denied") => TokenFailure::AccessDenied { message },
-        Some("invalid_client" | "unauthorized_client") => TokenFailure::ClientRefused { message },
-        Some(_) => TokenFailure::GrantRefused { message },
-        None if status == StatusCode::UNAUTHORIZED => TokenFailure::ClientRefused {
+        Some("access_denied") => TokenError::AccessDenied {
+            status: status_code,
+            error,
+            message,
+        },
+        Some("invalid_client" | "unauthorized_client") => TokenError::ClientRefused {
+            status: status_code,
+            error,
+            message,
+        },
+        Some(_) => TokenError::GrantRefused {
+            status: status_code,
+            error,
+            message,
+            reason: ReasonCode::AuthorizationInvalid,
+        },
+        None if status == StatusCode::UNAUTHORIZED => TokenError::ClientRefused {
+            status: status_code,
+            error,
             message: body_excerpt(body),
         },
-        None => TokenFailure::Unavailable {
+        None => TokenError::Port(PortError::Unavailable {
             detail: format!(
                 "HTTP {status} without a TikTok error body: {}",
                 body_excerpt(body)
             ),
             maybe_delivered: false,
-        },
+        }),
     }
 }
 
@@ -378,47 +273,34 @@ fn grant_from(answer: Answer, now: Timestamp, previous: Option<&Grant>) -> Grant
         .as_ref()
         .and(answer.refresh_expires_in)
         .map(after);
-    let scopes = match answer.scope.as_deref().map(split_scopes) {
-        Some(scopes) if !scopes.is_empty() => scopes,
-        _ => match previous {
-            Some(previous) => previous.scopes.clone(),
-            None => SCOPES.iter().map(|s| (*s).to_owned()).collect(),
-        },
-    };
-    Grant {
+    let issued = Grant {
         access_token: answer.access_token,
         refresh_token: answer.refresh_token,
         token_type: answer.token_type.unwrap_or_else(|| "Bearer".to_owned()),
-        scopes,
+        scopes: answer
+            .scope
+            .as_deref()
+            .map(split_scopes)
+            .unwrap_or_default(),
         issued_at: now,
         expires_at: answer.expires_in.map(after),
         refresh_expires_at,
-        target_tokens: previous
-            .map(|p| p.target_tokens.clone())
-            .unwrap_or_default(),
-        endpoint: previous.and_then(|p| p.endpoint.clone()),
-    }
-}
-
-/// TikTok writes scope lists with commas; spaces are read too.
-pub(super) fn split_scopes(scope: &str) -> Vec<String> {
-    scope
-        .split([',', ' '])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+        target_tokens: Vec::new(),
+        endpoint: None,
+    };
+    carry_over(issued, previous, SCOPES)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use social_studio_storage::Reason;
 
     fn now() -> Timestamp {
         Timestamp::parse_rfc3339("2026-11-28T09:00:00Z").unwrap()
     }
 
-    fn status(code: u16, body: &str) -> TokenFailure {
+    fn status(code: u16, body: &str) -> TokenError {
         classify(
             StatusCode::from_u16(code).unwrap(),
             &HeaderMap::new(),
@@ -449,21 +331,21 @@ mod tests {
         ));
         assert!(matches!(
             status(429, r#"{"error":"rate_limit_exceeded"}"#),
-            TokenFailure::RateLimited { .. }
+            TokenError::Port(PortError::RateLimited { .. })
         ));
         assert!(matches!(
             status(403, "<html>blocked</html>"),
-            TokenFailure::Unavailable {
+            TokenError::Port(PortError::Unavailable {
                 maybe_delivered: false,
                 ..
-            }
+            })
         ));
         assert!(matches!(
             status(504, "gateway"),
-            TokenFailure::Unavailable {
+            TokenError::Port(PortError::Unavailable {
                 maybe_delivered: true,
                 ..
-            }
+            })
         ));
     }
 

@@ -10,7 +10,7 @@
 use social_studio_actors::PortError;
 use social_studio_storage::Media;
 
-use super::super::http::fetch_media;
+use super::super::outbound::fetch_media;
 
 pub(super) const MB: u64 = 1024 * 1024;
 pub(super) const MIN_CHUNK: u64 = 5 * MB;

@@ -26,7 +26,7 @@ use social_studio_actors::PortError;
 use social_studio_storage::{Grant, Media, MediaKind, Post, Reason, ReasonCode};
 
 use super::{description, Call, YoutubeAdapter};
-use crate::platforms::http::{self, body_excerpt};
+use crate::platforms::outbound::{self, body_excerpt};
 
 /// Google wants every chunk but the last to be a multiple of 256 KiB.
 pub const CHUNK_UNIT: usize = 256 * 1024;
@@ -109,10 +109,10 @@ impl YoutubeAdapter {
     }
 
     /// Fetches the video from its public URL, bounded by the configured size (see
-    /// [`http::fetch_media`]).
+    /// [`outbound::fetch_media`]).
     async fn fetch_video(&self, media: &Media) -> Result<(Vec<u8>, String), PortError> {
         let limit = self.upload.max_video_bytes;
-        http::fetch_media(&self.http, media, |content_type| {
+        outbound::fetch_media(&self.http, media, |content_type| {
             if content_type.starts_with("video/") || content_type == "application/octet-stream" {
                 Ok((content_type.to_owned(), limit))
             } else {
@@ -162,13 +162,13 @@ impl YoutubeAdapter {
         let response = request
             .send()
             .await
-            .map_err(|error| not_published(http::transport_failure(&error)))?;
+            .map_err(|error| not_published(outbound::transport_failure(&error)))?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response
             .bytes()
             .await
-            .map_err(|error| not_published(http::transport_failure(&error)))?;
+            .map_err(|error| not_published(outbound::transport_failure(&error)))?;
         if !status.is_success() {
             return Err(not_published(self.classify(
                 status,
@@ -281,13 +281,13 @@ impl YoutubeAdapter {
         let response = request
             .send()
             .await
-            .map_err(|error| lost(http::transport_failure(&error)))?;
+            .map_err(|error| lost(outbound::transport_failure(&error)))?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response
             .bytes()
             .await
-            .map_err(|error| lost(http::transport_failure(&error)))?;
+            .map_err(|error| lost(outbound::transport_failure(&error)))?;
         match status.as_u16() {
             200 | 201 => {
                 let video: Video =

@@ -1,5 +1,7 @@
-//! HTTP plumbing every adapter shares: the one way to build a reqwest client for talking
-//! to platforms, and the one classification of a failed exchange into a [`PortError`].
+//! The outbound side of HTTP: how every adapter talks to its platform. The one way to
+//! build a reqwest client for platform calls, the one classification of a failed
+//! exchange into a [`PortError`], and fetching an author's media for upload. (The
+//! engine's own inbound API, which hosts and browsers call, is `crate::http`.)
 //!
 //! Two facts drive this module. Redirects are never followed: the oauth2 crate asks for
 //! it (a token endpoint that redirects could make the engine post secrets to another
