@@ -29,7 +29,8 @@
 //! (`SOCIAL_STUDIO_X_CLIENT_ID`, `SOCIAL_STUDIO_BLUESKY_SERVICE`). Variables without the
 //! `SOCIAL_STUDIO_` prefix are never looked at.
 //!
-//! Each platform's real endpoints are the defaults, in one table ([`Config::platform_settings`]);
+//! Each platform's real endpoints, kept beside its adapter
+//! ([`crate::platforms::real_endpoints`]), are the defaults ([`Config::platform_settings`]);
 //! [`Config::use_sandbox_for_unconfigured`] points every platform without credentials at
 //! the local sandbox, from a second table.
 
@@ -43,7 +44,9 @@ use social_studio_storage::{Platform, Secret};
 use url::Url;
 
 use crate::platforms::oauth::check_endpoint;
-use crate::platforms::{PlatformSettings, SettingsError};
+use crate::platforms::{
+    bluesky, real_endpoints, Endpoints, PlatformSettings, Reach, SettingsError,
+};
 
 /// Every environment variable this module reads starts with this.
 pub const ENV_PREFIX: &str = "SOCIAL_STUDIO_";
@@ -78,36 +81,9 @@ pub const CALLBACK_PATH: &str = "/v1/oauth/callback";
 /// The shortest admin token accepted: the admin API acts on every pen name.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
-// The Graph API version lives in a macro so that `concat!` can build the endpoint table
-// from it at compile time; `GRAPH_API_VERSION` is the one place to change it.
-macro_rules! graph_version {
-    () => {
-        "v25.0"
-    };
-}
-macro_rules! threads_version {
-    () => {
-        "v1.0"
-    };
-}
-
-/// The Meta Graph API version every Facebook and Instagram endpoint is pinned to
-/// (released February 2026, available until July 2028).
-pub const GRAPH_API_VERSION: &str = graph_version!();
-
-/// The Threads API version its `api_base` is pinned to.
-pub const THREADS_API_VERSION: &str = threads_version!();
-
-/// The Bluesky PDS entryway used when `[platforms.bluesky] service` is not set.
-pub const BLUESKY_DEFAULT_SERVICE: &str = "https://bsky.social";
-
-/// The DID PLC directory used to resolve `did:plc` identities to their PDS.
-pub const BLUESKY_DEFAULT_PLC_DIRECTORY: &str = "https://plc.directory";
-
-/// XRPC methods behind Bluesky's session lifecycle, relative to the service.
-const BLUESKY_CREATE_SESSION: &str = "/xrpc/com.atproto.server.createSession";
-const BLUESKY_REFRESH_SESSION: &str = "/xrpc/com.atproto.server.refreshSession";
-const BLUESKY_DELETE_SESSION: &str = "/xrpc/com.atproto.server.deleteSession";
+/// The Graph API version, kept by the Graph adapter; re-exported here for the sandbox,
+/// which pins its simulated routes to it.
+pub use crate::platforms::graph::GRAPH_API_VERSION;
 
 /// Top-level keys of the file (and, upper-cased behind [`ENV_PREFIX`], of the environment).
 const TOP_KEYS: [&str; 11] = [
@@ -321,90 +297,6 @@ impl ConfigError {
     }
 }
 
-/// A platform's endpoints, either absolute (the real ones) or relative to the platform's
-/// sandbox prefix.
-struct Endpoints {
-    auth_url: &'static str,
-    token_url: &'static str,
-    revoke_url: Option<&'static str>,
-    api_base: &'static str,
-}
-
-/// How a platform is reached: OAuth 2.0 endpoints, or an AT Protocol service.
-enum Reach {
-    OAuth(Endpoints),
-    AtProto {
-        service: &'static str,
-        plc_directory: &'static str,
-    },
-}
-
-/// The platforms' real endpoints (PLATFORMS.md, from each platform's documentation).
-/// `revoke_url` is an RFC 7009-style endpoint only: Meta revokes through the Graph API
-/// (`DELETE /{user-id}/permissions`), Threads documents none, and Pinterest's revokes
-/// only system-user tokens.
-fn real_endpoints(p: Platform) -> Reach {
-    Reach::OAuth(match p {
-        Platform::X => Endpoints {
-            auth_url: "https://x.com/i/oauth2/authorize",
-            token_url: "https://api.x.com/2/oauth2/token",
-            revoke_url: Some("https://api.x.com/2/oauth2/revoke"),
-            api_base: "https://api.x.com",
-        },
-        Platform::Linkedin => Endpoints {
-            auth_url: "https://www.linkedin.com/oauth/v2/authorization",
-            token_url: "https://www.linkedin.com/oauth/v2/accessToken",
-            revoke_url: Some("https://www.linkedin.com/oauth/v2/revoke"),
-            api_base: "https://api.linkedin.com",
-        },
-        Platform::Pinterest => Endpoints {
-            auth_url: "https://www.pinterest.com/oauth/",
-            token_url: "https://api.pinterest.com/v5/oauth/token",
-            revoke_url: None,
-            api_base: "https://api.pinterest.com",
-        },
-        Platform::Tiktok => Endpoints {
-            auth_url: "https://www.tiktok.com/v2/auth/authorize/",
-            token_url: "https://open.tiktokapis.com/v2/oauth/token/",
-            revoke_url: Some("https://open.tiktokapis.com/v2/oauth/revoke/"),
-            api_base: "https://open.tiktokapis.com",
-        },
-        Platform::Youtube => Endpoints {
-            auth_url: "https://accounts.google.com/o/oauth2/v2/auth",
-            token_url: "https://oauth2.googleapis.com/token",
-            revoke_url: Some("https://oauth2.googleapis.com/revoke"),
-            api_base: "https://www.googleapis.com",
-        },
-        // Instagram through Facebook Login for Business: the same hosts as Facebook.
-        Platform::Facebook | Platform::Instagram => Endpoints {
-            auth_url: concat!(
-                "https://www.facebook.com/",
-                graph_version!(),
-                "/dialog/oauth"
-            ),
-            token_url: concat!(
-                "https://graph.facebook.com/",
-                graph_version!(),
-                "/oauth/access_token"
-            ),
-            revoke_url: None,
-            api_base: concat!("https://graph.facebook.com/", graph_version!()),
-        },
-        Platform::Threads => Endpoints {
-            auth_url: "https://threads.net/oauth/authorize",
-            token_url: "https://graph.threads.net/oauth/access_token",
-            revoke_url: None,
-            api_base: concat!("https://graph.threads.net/", threads_version!()),
-        },
-        Platform::Bluesky => {
-            return Reach::AtProto {
-                service: BLUESKY_DEFAULT_SERVICE,
-                plc_directory: BLUESKY_DEFAULT_PLC_DIRECTORY,
-            }
-        }
-    })
-}
-
 /// Where each platform's simulation answers in the sandbox, relative to `{base}/{id}`:
 /// the platform's real paths, its hosts folded into one prefix. A platform's sandbox
 /// adjusts its routes here and nowhere else.
@@ -441,16 +333,24 @@ fn sandbox_routes(p: Platform) -> Reach {
             api_base: "",
         },
         Platform::Facebook | Platform::Instagram => Endpoints {
-            auth_url: concat!("/", graph_version!(), "/dialog/oauth"),
-            token_url: concat!("/", graph_version!(), "/oauth/access_token"),
+            auth_url: concat!(
+                "/",
+                crate::platforms::graph::graph_version!(),
+                "/dialog/oauth"
+            ),
+            token_url: concat!(
+                "/",
+                crate::platforms::graph::graph_version!(),
+                "/oauth/access_token"
+            ),
             revoke_url: None,
-            api_base: concat!("/", graph_version!()),
+            api_base: concat!("/", crate::platforms::graph::graph_version!()),
         },
         Platform::Threads => Endpoints {
             auth_url: "/oauth/authorize",
             token_url: "/oauth/access_token",
             revoke_url: None,
-            api_base: concat!("/", threads_version!()),
+            api_base: concat!("/", crate::platforms::threads::threads_version!()),
         },
         Platform::Bluesky => {
             return Reach::AtProto {
@@ -551,9 +451,9 @@ impl Config {
                 Some(PlatformSettings {
                     client_id: String::new(),
                     client_secret: Secret::new(""),
-                    auth_url: format!("{service}{BLUESKY_CREATE_SESSION}"),
-                    token_url: format!("{service}{BLUESKY_REFRESH_SESSION}"),
-                    revoke_url: Some(format!("{service}{BLUESKY_DELETE_SESSION}")),
+                    auth_url: format!("{service}{}", bluesky::CREATE_SESSION),
+                    token_url: format!("{service}{}", bluesky::REFRESH_SESSION),
+                    revoke_url: Some(format!("{service}{}", bluesky::DELETE_SESSION)),
                     api_base: service,
                 })
             }
@@ -577,7 +477,7 @@ impl Config {
         self.platforms
             .get(&Platform::Bluesky)
             .and_then(|section| section.plc_directory.clone())
-            .unwrap_or_else(|| BLUESKY_DEFAULT_PLC_DIRECTORY.to_owned())
+            .unwrap_or_else(|| bluesky::DEFAULT_PLC_DIRECTORY.to_owned())
     }
 
     /// Points every platform without credentials at the local sandbox at `base`
