@@ -1876,4 +1876,317 @@ mod tests {
             .use_sandbox_for_unconfigured("http://127.0.0.1:4000")
             .is_empty());
     }
+
+    /// A configuration built in code, refused by `validate` with the key at fault and
+    /// `Origin::Code`.
+    #[test]
+    fn validate_judges_a_config_built_in_code() {
+        assert!(Config::default().validate().is_ok());
+
+        let mut good = Config {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            public_url: "https://studio.example.com".to_owned(),
+            app_origin: "https://app.example.com".to_owned(),
+            admin_token: Some(Secret::new("0123456789abcdef")),
+            lateness_window_secs: Some(60),
+            ..Config::default()
+        };
+        good.platforms.insert(
+            Platform::X,
+            PlatformConfig {
+                client_id: Some("id".to_owned()),
+                client_secret: Some(Secret::new("secret")),
+                token_url: Some("https://x.example.com/token?v=2".to_owned()),
+                ..PlatformConfig::default()
+            },
+        );
+        good.platforms.insert(
+            Platform::Bluesky,
+            PlatformConfig {
+                service: Some("http://127.0.0.1:2583".to_owned()),
+                ..PlatformConfig::default()
+            },
+        );
+        good.validate().unwrap();
+
+        type Change = fn(&mut Config);
+        let cases: &[(Change, &str, &str)] = &[
+            (
+                |c| c.public_url = format!("http://{}", c.listen),
+                "public_url",
+                "inconsistent",
+            ),
+            (
+                |c| c.public_url = "http://studio.example.com".to_owned(),
+                "public_url",
+                "inconsistent",
+            ),
+            (
+                |c| c.public_url = "studio.example.com".to_owned(),
+                "public_url",
+                "inconsistent",
+            ),
+            (
+                |c| c.app_origin = "https://app.example.com/studio".to_owned(),
+                "app_origin",
+                "inconsistent",
+            ),
+            (
+                |c| c.admin_token = Some(Secret::new("short-s3cr3t")),
+                "admin_token",
+                "bad_value",
+            ),
+            (|c| c.data_dir = PathBuf::new(), "data_dir", "bad_value"),
+            (
+                |c| c.oauth_state_ttl = Duration::ZERO,
+                "oauth_state_ttl_secs",
+                "bad_value",
+            ),
+            (|c| c.max_body_bytes = 0, "max_body_bytes", "bad_value"),
+            (
+                |c| c.expiring_soon_days = 400,
+                "expiring_soon_days",
+                "bad_value",
+            ),
+            (
+                |c| c.lateness_window_secs = Some(0),
+                "lateness_window_secs",
+                "bad_value",
+            ),
+            (
+                |c| c.publish_concurrency = 2000,
+                "publish_concurrency",
+                "bad_value",
+            ),
+            (
+                |c| {
+                    c.platforms.get_mut(&Platform::X).unwrap().client_secret = None;
+                },
+                "platforms.x.client_secret",
+                "inconsistent",
+            ),
+            (
+                |c| {
+                    c.platforms.get_mut(&Platform::X).unwrap().client_secret =
+                        Some(Secret::new(" "));
+                },
+                "platforms.x.client_secret",
+                "bad_value",
+            ),
+            (
+                |c| {
+                    c.platforms.get_mut(&Platform::X).unwrap().api_base =
+                        Some("http://x.example.com".to_owned());
+                },
+                "platforms.x.api_base",
+                "inconsistent",
+            ),
+            (
+                |c| {
+                    c.platforms.get_mut(&Platform::X).unwrap().service =
+                        Some("https://pds.example.com".to_owned());
+                },
+                "platforms.x.service",
+                "unknown_key",
+            ),
+            (
+                |c| {
+                    c.platforms.get_mut(&Platform::Bluesky).unwrap().client_id =
+                        Some("id".to_owned());
+                },
+                "platforms.bluesky.client_id",
+                "unknown_key",
+            ),
+            (
+                |c| {
+                    c.platforms
+                        .get_mut(&Platform::Bluesky)
+                        .unwrap()
+                        .plc_directory = Some("https://plc.example.com/#top".to_owned());
+                },
+                "platforms.bluesky.plc_directory",
+                "inconsistent",
+            ),
+        ];
+        for (change, key, code) in cases {
+            let mut config = good.clone();
+            change(&mut config);
+            let Err(error) = config.validate() else {
+                panic!("{key}: accepted");
+            };
+            let message = error.to_string();
+            assert_eq!(error.key(), Some(*key), "{message}");
+            assert_eq!(error.code(), *code, "{message}");
+            assert_eq!(error.origin(), Some(&Origin::Code), "{message}");
+            assert!(message.contains(key), "{message}");
+            assert!(message.contains("as set in code"), "{message}");
+            assert!(
+                !format!("{message} {error:?}").contains("s3cr3t"),
+                "{message}"
+            );
+        }
+    }
+
+    /// `load` refuses what `validate` refuses, but names the file or variable instead.
+    #[test]
+    fn load_and_validate_agree() {
+        let error = refused("", &[("SOCIAL_STUDIO_PUBLISH_CONCURRENCY", "2000")]);
+        assert_eq!(error.key(), Some("publish_concurrency"));
+        assert_eq!(
+            error.origin(),
+            Some(&Origin::Env("SOCIAL_STUDIO_PUBLISH_CONCURRENCY".to_owned()))
+        );
+        assert!(error.to_string().contains("got 2000"), "{error}");
+
+        let error = refused("", &[("SOCIAL_STUDIO_PUBLISH_CONCURRENCY", "lots")]);
+        assert_eq!(
+            error.origin(),
+            Some(&Origin::Env("SOCIAL_STUDIO_PUBLISH_CONCURRENCY".to_owned()))
+        );
+        assert!(error.to_string().contains("got \"lots\""), "{error}");
+
+        let error = refused("max_body_bytes = -1", &[]);
+        assert!(matches!(error.origin(), Some(Origin::File(_))), "{error}");
+        assert!(error.to_string().contains("got -1"), "{error}");
+
+        let error = refused("listen = \"0.0.0.0:8080\"", &[]);
+        assert_eq!(error.origin(), Some(&Origin::Default));
+        assert!(
+            error.to_string().contains("listen is 0.0.0.0:8080"),
+            "{error}"
+        );
+
+        let config = load("", &[("SOCIAL_STUDIO_PUBLISH_CONCURRENCY", " 3 ")]).unwrap();
+        assert_eq!(
+            config.publish_concurrency, 3,
+            "whole numbers read from text"
+        );
+        let config = load(
+            "",
+            &[
+                ("SOCIAL_STUDIO_X_CLIENT_ID", "1234567890"),
+                ("SOCIAL_STUDIO_X_CLIENT_SECRET", " s "),
+            ],
+        )
+        .unwrap();
+        let x = &config.platforms[&Platform::X];
+        assert_eq!(
+            x.client_id.as_deref(),
+            Some("1234567890"),
+            "a numeric id stays text"
+        );
+        assert_eq!(
+            x.client_secret.as_ref().map(Secret::expose),
+            Some(" s "),
+            "secrets kept exactly"
+        );
+    }
+
+    /// The key tables the environment's names come from are the serde structs' fields.
+    #[test]
+    fn the_key_tables_match_the_file_shape() {
+        let fields = |key: &str| -> Vec<&'static str> {
+            let figment = Figment::new().merge((key, 1));
+            match figment.extract::<FileShape>().map(|_| ()).unwrap_err().kind {
+                Kind::UnknownField(_, expected) => expected.to_vec(),
+                other => panic!("{key}: {other:?}"),
+            }
+        };
+        let mut top = TOP_KEYS.to_vec();
+        top.push(PLATFORMS_KEY);
+        top.extend(SECTIONS.iter().map(|(section, _)| *section));
+        assert_eq!(fields("unknown"), top);
+        let mut ids = fields("platforms.unknown");
+        ids.sort_unstable();
+        let mut all = Platform::ALL.map(Platform::id).to_vec();
+        all.sort_unstable();
+        assert_eq!(ids, all);
+        for p in Platform::ALL {
+            assert_eq!(
+                fields(&format!("platforms.{}.unknown", p.id())),
+                platform_keys(p),
+                "{p}"
+            );
+        }
+
+        let names: Vec<String> = ENV_NAMES.variables().into_iter().map(|(n, _)| n).collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "two keys share a variable name");
+        assert!(names
+            .iter()
+            .all(|n| !IGNORED_ENV_VARS.contains(&n.as_str())));
+        assert!(names.contains(&"SOCIAL_STUDIO_DATA_DIR".to_owned()));
+        assert!(names.contains(&"SOCIAL_STUDIO_BLUESKY_PLC_DIRECTORY".to_owned()));
+    }
+
+    /// A `[<section>]` other than `platforms` is read from `SOCIAL_STUDIO_<SECTION>_<KEY>`,
+    /// and a value from one names its variable.
+    #[test]
+    fn a_new_section_is_read_from_its_variables() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Shape {
+            limits: Limits,
+        }
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Limits {
+            max_posts: u64,
+            label: String,
+        }
+        let names = EnvNames {
+            top: &["listen"],
+            sections: &[("limits", &["max_posts", "label"])],
+        };
+        let vars = names
+            .variables()
+            .into_iter()
+            .filter(|(_, key)| !key.starts_with("platforms."))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            vars,
+            [
+                ("SOCIAL_STUDIO_LISTEN", "listen"),
+                ("SOCIAL_STUDIO_LIMITS_MAX_POSTS", "limits.max_posts"),
+                ("SOCIAL_STUDIO_LIMITS_LABEL", "limits.label"),
+            ]
+            .map(|(n, k)| (n.to_owned(), k.to_owned()))
+        );
+
+        let layers = names
+            .layers(env(&[
+                ("SOCIAL_STUDIO_LIMITS_MAX_POSTS", "12"),
+                ("SOCIAL_STUDIO_LIMITS_LABEL", " 42 "),
+                ("SOCIAL_STUDIO_CONFIG", "ignored.toml"),
+            ]))
+            .unwrap();
+        let figment = layers
+            .iter()
+            .fold(Figment::new(), |figment, var| figment.merge(var));
+        let shape: Shape = figment.extract_lossy().unwrap();
+        assert_eq!(shape.limits.max_posts, 12);
+        assert_eq!(shape.limits.label, "42");
+        let source = figment
+            .find_metadata("limits.max_posts")
+            .unwrap()
+            .source
+            .clone();
+        assert_eq!(
+            source,
+            Some(Source::Custom("SOCIAL_STUDIO_LIMITS_MAX_POSTS".to_owned()))
+        );
+
+        let Err(ConfigError::UnknownVariable { name, suggestion }) =
+            names.layers(env(&[("SOCIAL_STUDIO_LIMITS_MAX_POST", "1")]))
+        else {
+            panic!("an unknown variable of the section was accepted");
+        };
+        assert_eq!(name, "SOCIAL_STUDIO_LIMITS_MAX_POST");
+        assert_eq!(
+            suggestion.as_deref(),
+            Some("SOCIAL_STUDIO_LIMITS_MAX_POSTS")
+        );
+    }
 }
