@@ -30,15 +30,16 @@
 //! `[<section>]` is `SOCIAL_STUDIO_<SECTION>_<KEY>`. Variables without the
 //! `SOCIAL_STUDIO_` prefix are never looked at.
 //!
-//! How it is built: the file's shape is data — serde structs that deny unknown fields
-//! ([`FileShape`]) — and the layers are merged by `figment`, chosen because it keeps for
-//! every value the layer that gave it and the path of the key at fault, which is what a
-//! refusal must name (config-rs and serde alone keep neither through deserialization).
-//! Its bundled TOML and environment providers are not used: the first echoes a line of
-//! the file (a secret) in its parse error, the second guesses types from the text and
-//! cannot spell today's variable names, so a file layer and one layer per variable are
-//! written here. What deserialization cannot say — ranges, URL shapes, pairs — is
-//! [`Config::validate`], which hosts building a [`Config`] in code call too.
+//! How it is built: the file's shape is data — serde structs that deny unknown fields —
+//! and the layers are merged key by key by `figment`, taken because a refusal must say
+//! where its value came from: figment's errors carry the key's path and the metadata of
+//! the layer that gave the value, and `find_metadata` answers the same for any key, which
+//! the checks after deserialization (ranges, pairs, URL shapes) need as well. Its bundled
+//! TOML and environment providers are not used: the first echoes a line of the file (a
+//! secret) in its parse error, the second guesses types from the text and cannot spell
+//! today's variable names, so a file layer and one layer per variable are written here.
+//! What deserialization cannot say is [`Config::validate`], which hosts building a
+//! [`Config`] in code call too.
 //!
 //! Each platform's real endpoints, kept beside its adapter
 //! ([`crate::platforms::real_endpoints`]), are the defaults ([`Config::platform_settings`]);
@@ -289,7 +290,8 @@ impl ConfigError {
 // The file's shape. Every key is optional; an unknown one is refused by serde. The key
 // tables below spell the same names for the environment (a test holds them together).
 
-/// The file as written, before any value is checked.
+/// The file as written, before any value is checked: [`Config`]'s keys (whole numbers as
+/// the file spells them), each optional.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileShape {
@@ -348,46 +350,51 @@ struct BlueskySection {
 impl PlatformSections {
     /// The sections present, as written.
     fn present(self) -> Vec<(Platform, PlatformConfig)> {
-        let oauth = [
-            (Platform::Facebook, self.facebook),
-            (Platform::Instagram, self.instagram),
-            (Platform::Tiktok, self.tiktok),
-            (Platform::X, self.x),
-            (Platform::Linkedin, self.linkedin),
-            (Platform::Pinterest, self.pinterest),
-            (Platform::Youtube, self.youtube),
-            (Platform::Threads, self.threads),
-        ];
-        let mut present: Vec<(Platform, PlatformConfig)> = oauth
-            .into_iter()
-            .filter_map(|(p, section)| {
-                let s = section?;
-                Some((
-                    p,
-                    PlatformConfig {
-                        client_id: s.client_id,
-                        client_secret: s.client_secret,
-                        auth_url: s.auth_url,
-                        token_url: s.token_url,
-                        revoke_url: s.revoke_url,
-                        api_base: s.api_base,
-                        service: None,
-                        plc_directory: None,
-                    },
-                ))
-            })
-            .collect();
-        if let Some(s) = self.bluesky {
-            present.push((
-                Platform::Bluesky,
-                PlatformConfig {
-                    service: s.service,
-                    plc_directory: s.plc_directory,
-                    ..PlatformConfig::default()
-                },
-            ));
+        [
+            (Platform::Facebook, self.facebook.map(PlatformConfig::from)),
+            (
+                Platform::Instagram,
+                self.instagram.map(PlatformConfig::from),
+            ),
+            (Platform::Tiktok, self.tiktok.map(PlatformConfig::from)),
+            (Platform::X, self.x.map(PlatformConfig::from)),
+            (Platform::Linkedin, self.linkedin.map(PlatformConfig::from)),
+            (
+                Platform::Pinterest,
+                self.pinterest.map(PlatformConfig::from),
+            ),
+            (Platform::Youtube, self.youtube.map(PlatformConfig::from)),
+            (Platform::Threads, self.threads.map(PlatformConfig::from)),
+            (Platform::Bluesky, self.bluesky.map(PlatformConfig::from)),
+        ]
+        .into_iter()
+        .filter_map(|(p, section)| Some((p, section?)))
+        .collect()
+    }
+}
+
+impl From<OAuthSection> for PlatformConfig {
+    fn from(s: OAuthSection) -> PlatformConfig {
+        PlatformConfig {
+            client_id: s.client_id,
+            client_secret: s.client_secret,
+            auth_url: s.auth_url,
+            token_url: s.token_url,
+            revoke_url: s.revoke_url,
+            api_base: s.api_base,
+            service: None,
+            plc_directory: None,
         }
-        present
+    }
+}
+
+impl From<BlueskySection> for PlatformConfig {
+    fn from(s: BlueskySection) -> PlatformConfig {
+        PlatformConfig {
+            service: s.service,
+            plc_directory: s.plc_directory,
+            ..PlatformConfig::default()
+        }
     }
 }
 
@@ -704,6 +711,12 @@ impl Layers {
         }
     }
 
+    /// A whole number in the type `Config` keeps it in; whether it is in range is for
+    /// `check` to say.
+    fn fit<T: TryFrom<u64>>(&self, key: &str, value: u64) -> Result<T, ConfigError> {
+        T::try_from(value).map_err(|_| self.bad_value(key, expected(key)))
+    }
+
     /// The [`Config`] the file and the environment describe: strings trimmed, URLs in
     /// their canonical form, defaults filled in. [`Config::check`] judges it afterwards.
     fn config(&self, shape: FileShape) -> Result<Config, ConfigError> {
@@ -747,21 +760,19 @@ impl Layers {
             oauth_state_ttl: shape
                 .oauth_state_ttl_secs
                 .map_or(defaults.oauth_state_ttl, Duration::from_secs),
-            // Out-of-range values saturate here and are refused by `check`.
-            max_body_bytes: shape.max_body_bytes.map_or(defaults.max_body_bytes, |v| {
-                usize::try_from(v).unwrap_or(usize::MAX)
-            }),
-            expiring_soon_days: shape
-                .expiring_soon_days
-                .map_or(defaults.expiring_soon_days, |v| {
-                    u32::try_from(v).unwrap_or(u32::MAX)
-                }),
+            max_body_bytes: match shape.max_body_bytes {
+                Some(v) => self.fit("max_body_bytes", v)?,
+                None => defaults.max_body_bytes,
+            },
+            expiring_soon_days: match shape.expiring_soon_days {
+                Some(v) => self.fit("expiring_soon_days", v)?,
+                None => defaults.expiring_soon_days,
+            },
             lateness_window_secs: shape.lateness_window_secs,
-            publish_concurrency: shape
-                .publish_concurrency
-                .map_or(defaults.publish_concurrency, |v| {
-                    usize::try_from(v).unwrap_or(usize::MAX)
-                }),
+            publish_concurrency: match shape.publish_concurrency {
+                Some(v) => self.fit("publish_concurrency", v)?,
+                None => defaults.publish_concurrency,
+            },
             platforms,
         })
     }
@@ -2044,6 +2055,10 @@ mod tests {
             Some(&Origin::Env("SOCIAL_STUDIO_PUBLISH_CONCURRENCY".to_owned()))
         );
         assert!(error.to_string().contains("got \"lots\""), "{error}");
+
+        let error = refused("expiring_soon_days = 5000000000", &[]);
+        assert_eq!(error.key(), Some("expiring_soon_days"));
+        assert!(error.to_string().contains("got 5000000000"), "{error}");
 
         let error = refused("max_body_bytes = -1", &[]);
         assert!(matches!(error.origin(), Some(Origin::File(_))), "{error}");
