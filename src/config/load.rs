@@ -50,7 +50,8 @@ pub(super) fn load(
 
 // ---------------------------------------------------------------------------------------
 // The file's shape. Every key is optional; an unknown one is refused by serde. The key
-// tables below spell the same names for the environment (a test holds them together).
+// tables (`TOP_KEYS` here, the platforms' in config.rs) spell the same names for the
+// environment; a test holds them together.
 
 /// The file as written, before any value is checked: [`Config`]'s keys (whole numbers as
 /// the file spells them), each optional.
