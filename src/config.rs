@@ -26,10 +26,24 @@
 //!
 //! The same keys as environment variables: `SOCIAL_STUDIO_LISTEN`,
 //! `SOCIAL_STUDIO_PUBLIC_URL`, …, and per platform `SOCIAL_STUDIO_<PLATFORM>_<KEY>`
-//! (`SOCIAL_STUDIO_X_CLIENT_ID`, `SOCIAL_STUDIO_BLUESKY_SERVICE`). Variables without the
+//! (`SOCIAL_STUDIO_X_CLIENT_ID`, `SOCIAL_STUDIO_BLUESKY_SERVICE`); a key of a future
+//! `[<section>]` is `SOCIAL_STUDIO_<SECTION>_<KEY>`. Variables without the
 //! `SOCIAL_STUDIO_` prefix are never looked at.
 //!
-//! Each platform's real endpoints are the defaults, in one table ([`Config::platform_settings`]);
+//! How it is built: the file's shape is data — serde structs that deny unknown fields —
+//! and the layers are merged key by key by `figment`, taken because a refusal must say
+//! where its value came from: figment's errors carry the key's path and the metadata of
+//! the layer that gave the value, and `find_metadata` answers the same for any key, which
+//! the checks after deserialization (ranges, pairs, URL shapes) need as well. Its bundled
+//! TOML and environment providers are not used: the first echoes a line of the file (a
+//! secret) in its parse error, the second guesses types from the text and cannot spell
+//! today's variable names, so a file layer and one layer per variable are written in
+//! the `load` submodule, with the serde structs. This file holds the types and what
+//! deserialization cannot say: [`Config::validate`], which hosts building a [`Config`]
+//! in code call too.
+//!
+//! Each platform's real endpoints, kept beside its adapter
+//! ([`crate::platforms::real_endpoints`]), are the defaults ([`Config::platform_settings`]);
 //! [`Config::use_sandbox_for_unconfigured`] points every platform without credentials at
 //! the local sandbox, from a second table.
 
@@ -43,7 +57,15 @@ use social_studio_storage::{Platform, Secret};
 use url::Url;
 
 use crate::platforms::oauth::check_endpoint;
-use crate::platforms::{PlatformSettings, SettingsError};
+use crate::platforms::{
+    bluesky, real_endpoints, Endpoints, PlatformSettings, Reach, SettingsError,
+};
+
+mod load;
+
+/// The Graph API version, kept by the Graph adapter; re-exported here for the sandbox,
+/// which pins its simulated routes to it.
+pub use crate::platforms::graph::GRAPH_API_VERSION;
 
 /// Every environment variable this module reads starts with this.
 pub const ENV_PREFIX: &str = "SOCIAL_STUDIO_";
@@ -78,71 +100,9 @@ pub const CALLBACK_PATH: &str = "/v1/oauth/callback";
 /// The shortest admin token accepted: the admin API acts on every pen name.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
-// The Graph API version lives in a macro so that `concat!` can build the endpoint table
-// from it at compile time; `GRAPH_API_VERSION` is the one place to change it.
-macro_rules! graph_version {
-    () => {
-        "v25.0"
-    };
-}
-macro_rules! threads_version {
-    () => {
-        "v1.0"
-    };
-}
-
-/// The Meta Graph API version every Facebook and Instagram endpoint is pinned to
-/// (released February 2026, available until July 2028).
-pub const GRAPH_API_VERSION: &str = graph_version!();
-
-/// The Threads API version its `api_base` is pinned to.
-pub const THREADS_API_VERSION: &str = threads_version!();
-
-/// The Bluesky PDS entryway used when `[platforms.bluesky] service` is not set.
-pub const BLUESKY_DEFAULT_SERVICE: &str = "https://bsky.social";
-
-/// The DID PLC directory used to resolve `did:plc` identities to their PDS.
-pub const BLUESKY_DEFAULT_PLC_DIRECTORY: &str = "https://plc.directory";
-
-/// XRPC methods behind Bluesky's session lifecycle, relative to the service.
-const BLUESKY_CREATE_SESSION: &str = "/xrpc/com.atproto.server.createSession";
-const BLUESKY_REFRESH_SESSION: &str = "/xrpc/com.atproto.server.refreshSession";
-const BLUESKY_DELETE_SESSION: &str = "/xrpc/com.atproto.server.deleteSession";
-
-/// Top-level keys of the file (and, upper-cased behind [`ENV_PREFIX`], of the environment).
-const TOP_KEYS: [&str; 11] = [
-    "data_dir",
-    "listen",
-    "public_url",
-    "app_origin",
-    "admin_token",
-    "master_key_file",
-    "oauth_state_ttl_secs",
-    "max_body_bytes",
-    "expiring_soon_days",
-    "lateness_window_secs",
-    "publish_concurrency",
-];
-
-/// The file's one table-valued top-level key.
-const PLATFORMS_KEY: &str = "platforms";
-
-/// Keys of an OAuth platform's section.
-const OAUTH_KEYS: [&str; 6] = [
-    "client_id",
-    "client_secret",
-    "auth_url",
-    "token_url",
-    "revoke_url",
-    "api_base",
-];
-
-/// Keys of the Bluesky section: it signs in with app passwords, so it has no app
-/// credentials, only the hosts it talks to.
-const BLUESKY_KEYS: [&str; 2] = ["service", "plc_directory"];
-
 /// The service configuration. Build it with [`Config::load`]; [`Config::default`] gives
-/// every default and no platform sections.
+/// every default and no platform sections. A host that builds or changes one in code
+/// checks it with [`Config::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Where the database, the generated admin token and the master key file live.
@@ -208,6 +168,8 @@ pub enum Origin {
     Env(String),
     /// No one set it: a default derived from other values.
     Default,
+    /// The host set it on a [`Config`] it built in code (what [`Config::validate`] reports).
+    Code,
 }
 
 impl fmt::Display for Origin {
@@ -216,6 +178,7 @@ impl fmt::Display for Origin {
             Origin::File(path) => write!(f, "in {}", path.display()),
             Origin::Env(name) => write!(f, "from {name}"),
             Origin::Default => f.write_str("by default"),
+            Origin::Code => f.write_str("as set in code"),
         }
     }
 }
@@ -321,151 +284,60 @@ impl ConfigError {
     }
 }
 
-/// A platform's endpoints, either absolute (the real ones) or relative to the platform's
-/// sandbox prefix.
-struct Endpoints {
-    auth_url: &'static str,
-    token_url: &'static str,
-    revoke_url: Option<&'static str>,
-    api_base: &'static str,
-}
+/// The name of the table of platform sections.
+const PLATFORMS_KEY: &str = "platforms";
 
-/// How a platform is reached: OAuth 2.0 endpoints, or an AT Protocol service.
-enum Reach {
-    OAuth(Endpoints),
-    AtProto {
-        service: &'static str,
-        plc_directory: &'static str,
-    },
-}
+/// Keys of an OAuth platform's section.
+const OAUTH_KEYS: [&str; 6] = [
+    "client_id",
+    "client_secret",
+    "auth_url",
+    "token_url",
+    "revoke_url",
+    "api_base",
+];
 
-/// The platforms' real endpoints (PLATFORMS.md, from each platform's documentation).
-/// `revoke_url` is an RFC 7009-style endpoint only: Meta revokes through the Graph API
-/// (`DELETE /{user-id}/permissions`), Threads documents none, and Pinterest's revokes
-/// only system-user tokens.
-fn real_endpoints(p: Platform) -> Reach {
-    Reach::OAuth(match p {
-        Platform::X => Endpoints {
-            auth_url: "https://x.com/i/oauth2/authorize",
-            token_url: "https://api.x.com/2/oauth2/token",
-            revoke_url: Some("https://api.x.com/2/oauth2/revoke"),
-            api_base: "https://api.x.com",
-        },
-        Platform::Linkedin => Endpoints {
-            auth_url: "https://www.linkedin.com/oauth/v2/authorization",
-            token_url: "https://www.linkedin.com/oauth/v2/accessToken",
-            revoke_url: Some("https://www.linkedin.com/oauth/v2/revoke"),
-            api_base: "https://api.linkedin.com",
-        },
-        Platform::Pinterest => Endpoints {
-            auth_url: "https://www.pinterest.com/oauth/",
-            token_url: "https://api.pinterest.com/v5/oauth/token",
-            revoke_url: None,
-            api_base: "https://api.pinterest.com",
-        },
-        Platform::Tiktok => Endpoints {
-            auth_url: "https://www.tiktok.com/v2/auth/authorize/",
-            token_url: "https://open.tiktokapis.com/v2/oauth/token/",
-            revoke_url: Some("https://open.tiktokapis.com/v2/oauth/revoke/"),
-            api_base: "https://open.tiktokapis.com",
-        },
-        Platform::Youtube => Endpoints {
-            auth_url: "https://accounts.google.com/o/oauth2/v2/auth",
-            token_url: "https://oauth2.googleapis.com/token",
-            revoke_url: Some("https://oauth2.googleapis.com/revoke"),
-            api_base: "https://www.googleapis.com",
-        },
-        // Instagram through Facebook Login for Business: the same hosts as Facebook.
-        Platform::Facebook | Platform::Instagram => Endpoints {
-            auth_url: concat!(
-                "https://www.facebook.com/",
-                graph_version!(),
-                "/dialog/oauth"
-            ),
-            token_url: concat!(
-                "https://graph.facebook.com/",
-                graph_version!(),
-                "/oauth/access_token"
-            ),
-            revoke_url: None,
-            api_base: concat!("https://graph.facebook.com/", graph_version!()),
-        },
-        Platform::Threads => Endpoints {
-            auth_url: "https://threads.net/oauth/authorize",
-            token_url: "https://graph.threads.net/oauth/access_token",
-            revoke_url: None,
-            api_base: concat!("https://graph.threads.net/", threads_version!()),
-        },
-        Platform::Bluesky => {
-            return Reach::AtProto {
-                service: BLUESKY_DEFAULT_SERVICE,
-                plc_directory: BLUESKY_DEFAULT_PLC_DIRECTORY,
-            }
-        }
-    })
-}
-
-/// Where each platform's simulation answers in the sandbox, relative to `{base}/{id}`:
-/// the platform's real paths, its hosts folded into one prefix. A platform's sandbox
-/// adjusts its routes here and nowhere else.
-fn sandbox_routes(p: Platform) -> Reach {
-    Reach::OAuth(match p {
-        Platform::X => Endpoints {
-            auth_url: "/i/oauth2/authorize",
-            token_url: "/2/oauth2/token",
-            revoke_url: Some("/2/oauth2/revoke"),
-            api_base: "",
-        },
-        Platform::Linkedin => Endpoints {
-            auth_url: "/oauth/v2/authorization",
-            token_url: "/oauth/v2/accessToken",
-            revoke_url: Some("/oauth/v2/revoke"),
-            api_base: "",
-        },
-        Platform::Pinterest => Endpoints {
-            auth_url: "/oauth/",
-            token_url: "/v5/oauth/token",
-            revoke_url: None,
-            api_base: "",
-        },
-        Platform::Tiktok => Endpoints {
-            auth_url: "/v2/auth/authorize/",
-            token_url: "/v2/oauth/token/",
-            revoke_url: Some("/v2/oauth/revoke/"),
-            api_base: "",
-        },
-        Platform::Youtube => Endpoints {
-            auth_url: "/o/oauth2/v2/auth",
-            token_url: "/token",
-            revoke_url: Some("/revoke"),
-            api_base: "",
-        },
-        Platform::Facebook | Platform::Instagram => Endpoints {
-            auth_url: concat!("/", graph_version!(), "/dialog/oauth"),
-            token_url: concat!("/", graph_version!(), "/oauth/access_token"),
-            revoke_url: None,
-            api_base: concat!("/", graph_version!()),
-        },
-        Platform::Threads => Endpoints {
-            auth_url: "/oauth/authorize",
-            token_url: "/oauth/access_token",
-            revoke_url: None,
-            api_base: concat!("/", threads_version!()),
-        },
-        Platform::Bluesky => {
-            return Reach::AtProto {
-                service: "",
-                plc_directory: "/plc",
-            }
-        }
-    })
-}
+/// Keys of the Bluesky section.
+const BLUESKY_KEYS: [&str; 2] = ["service", "plc_directory"];
 
 /// The keys a platform's section accepts.
 fn platform_keys(p: Platform) -> &'static [&'static str] {
     match p {
         Platform::Bluesky => &BLUESKY_KEYS,
         _ => &OAUTH_KEYS,
+    }
+}
+
+/// Keys whose values are never shown (the last part of the dotted key).
+const SECRET_KEYS: [&str; 2] = ["admin_token", "client_secret"];
+
+fn is_secret(key: &str) -> bool {
+    SECRET_KEYS.contains(&key.rsplit('.').next().unwrap_or(key))
+}
+
+/// Whole-number keys and the values they accept, inclusive.
+const RANGES: [(&str, u64, u64); 5] = [
+    ("oauth_state_ttl_secs", 1, 86_400),
+    ("max_body_bytes", 1, u64::MAX),
+    ("expiring_soon_days", 1, 365),
+    ("lateness_window_secs", 1, u64::MAX),
+    ("publish_concurrency", 1, 1024),
+];
+
+/// What a key expects, for a refusal of its value.
+fn expected(key: &str) -> String {
+    if let Some((_, min, max)) = RANGES.iter().find(|(k, _, _)| *k == key) {
+        return if *max == u64::MAX {
+            format!("a whole number of at least {min}")
+        } else {
+            format!("a whole number from {min} to {max}")
+        };
+    }
+    match key.split('.').collect::<Vec<_>>().as_slice() {
+        ["listen"] => "an IP address and port such as 127.0.0.1:8080".to_owned(),
+        [PLATFORMS_KEY] => "a table of [platforms.<id>] sections".to_owned(),
+        [PLATFORMS_KEY, _] => "a table of keys".to_owned(),
+        _ => "a string".to_owned(),
     }
 }
 
@@ -492,17 +364,94 @@ impl Default for Config {
 impl Config {
     /// Reads the TOML file (if given), then applies the `SOCIAL_STUDIO_*` overrides from
     /// `env` (pass `std::env::vars()` in production; tests pass a `Vec`). The environment
-    /// wins over the file. Relative paths are relative to the working directory.
+    /// wins over the file, key by key. Relative paths are relative to the working
+    /// directory. What is loaded is then [`validate`](Config::validate)d, each refusal
+    /// naming the file or variable the value came from.
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut layers = Layers::default();
-        if let Some(path) = file {
-            layers.read_file(path)?;
+        load::load(file, env)
+    }
+
+    /// Checks a configuration built or changed in code, as [`load`](Config::load) checks
+    /// what it reads: every value in range, URLs absolute and https (plain http only to
+    /// loopback) without credentials or fragment, `app_origin` an origin, an admin token
+    /// of at least [`MIN_ADMIN_TOKEN_LEN`] characters, client ids and secrets in pairs,
+    /// and each platform's section holding only its own keys. Refusals name the key,
+    /// with [`Origin::Code`] as where it came from.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check(&|_| Origin::Code)
+    }
+
+    /// [`validate`](Config::validate), with `origin` saying where each key came from.
+    fn check(&self, origin: &dyn Fn(&str) -> Origin) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::BadValue {
+                key: "data_dir".to_owned(),
+                origin: origin("data_dir"),
+                value: Some("\"\"".to_owned()),
+                expected: "a non-empty path".to_owned(),
+            });
         }
-        layers.read_env(env)?;
-        layers.build()
+        let public_url_origin = origin("public_url");
+        if let Err(refusal) = web_url("public_url", &self.public_url, &public_url_origin, false) {
+            return Err(match public_url_origin {
+                Origin::Default => ConfigError::Inconsistent {
+                    key: "public_url".to_owned(),
+                    origin: Origin::Default,
+                    problem: format!(
+                        "listen is {}, not a loopback address, so public_url must be set to \
+                         the https:// address browsers reach the service at",
+                        self.listen
+                    ),
+                },
+                _ => refusal,
+            });
+        }
+        web_origin("app_origin", &self.app_origin, &origin("app_origin"))?;
+        if let Some(token) = &self.admin_token {
+            if token.expose().chars().count() < MIN_ADMIN_TOKEN_LEN {
+                return Err(ConfigError::BadValue {
+                    key: "admin_token".to_owned(),
+                    origin: origin("admin_token"),
+                    value: None,
+                    expected: format!("at least {MIN_ADMIN_TOKEN_LEN} characters"),
+                });
+            }
+        }
+        let numbers = [
+            ("oauth_state_ttl_secs", Some(self.oauth_state_ttl.as_secs())),
+            ("max_body_bytes", u64::try_from(self.max_body_bytes).ok()),
+            (
+                "expiring_soon_days",
+                Some(u64::from(self.expiring_soon_days)),
+            ),
+            ("lateness_window_secs", self.lateness_window_secs),
+            (
+                "publish_concurrency",
+                u64::try_from(self.publish_concurrency).ok(),
+            ),
+        ];
+        for (key, value) in numbers {
+            let Some(value) = value else { continue };
+            let in_range = RANGES
+                .iter()
+                .find(|(k, _, _)| *k == key)
+                .is_none_or(|(_, min, max)| (*min..=*max).contains(&value));
+            if !in_range {
+                return Err(ConfigError::BadValue {
+                    key: key.to_owned(),
+                    origin: origin(key),
+                    value: Some(value.to_string()),
+                    expected: expected(key),
+                });
+            }
+        }
+        for (p, section) in &self.platforms {
+            check_platform(*p, section, origin)?;
+        }
+        Ok(())
     }
 
     /// The one redirect URI registered with every platform.
@@ -551,9 +500,9 @@ impl Config {
                 Some(PlatformSettings {
                     client_id: String::new(),
                     client_secret: Secret::new(""),
-                    auth_url: format!("{service}{BLUESKY_CREATE_SESSION}"),
-                    token_url: format!("{service}{BLUESKY_REFRESH_SESSION}"),
-                    revoke_url: Some(format!("{service}{BLUESKY_DELETE_SESSION}")),
+                    auth_url: format!("{service}{}", bluesky::CREATE_SESSION),
+                    token_url: format!("{service}{}", bluesky::REFRESH_SESSION),
+                    revoke_url: Some(format!("{service}{}", bluesky::DELETE_SESSION)),
                     api_base: service,
                 })
             }
@@ -577,9 +526,190 @@ impl Config {
         self.platforms
             .get(&Platform::Bluesky)
             .and_then(|section| section.plc_directory.clone())
-            .unwrap_or_else(|| BLUESKY_DEFAULT_PLC_DIRECTORY.to_owned())
+            .unwrap_or_else(|| bluesky::DEFAULT_PLC_DIRECTORY.to_owned())
     }
+}
 
+/// Checks one platform's section: only its own keys, credentials in pairs and not empty,
+/// endpoints that can carry codes and tokens.
+fn check_platform(
+    p: Platform,
+    section: &PlatformConfig,
+    origin: &dyn Fn(&str) -> Origin,
+) -> Result<(), ConfigError> {
+    let key = |name: &str| format!("{PLATFORMS_KEY}.{}.{name}", p.id());
+    let values = [
+        ("client_id", section.client_id.as_deref()),
+        (
+            "client_secret",
+            section.client_secret.as_ref().map(Secret::expose),
+        ),
+        ("auth_url", section.auth_url.as_deref()),
+        ("token_url", section.token_url.as_deref()),
+        ("revoke_url", section.revoke_url.as_deref()),
+        ("api_base", section.api_base.as_deref()),
+        ("service", section.service.as_deref()),
+        ("plc_directory", section.plc_directory.as_deref()),
+    ];
+    for (name, value) in values {
+        let Some(value) = value else { continue };
+        let key = key(name);
+        if !platform_keys(p).contains(&name) {
+            return Err(ConfigError::UnknownKey {
+                suggestion: None,
+                origin: origin(&key),
+                key,
+                expected: platform_keys(p).to_vec(),
+            });
+        }
+        if value.trim().is_empty() {
+            return Err(ConfigError::BadValue {
+                value: (!is_secret(&key)).then(|| format!("{value:?}")),
+                origin: origin(&key),
+                key,
+                expected: "a non-empty string".to_owned(),
+            });
+        }
+    }
+    let unpaired = |missing: &str, present: &str| ConfigError::Inconsistent {
+        key: key(missing),
+        origin: origin(&key(present)),
+        problem: format!(
+            "is not set, but {present} is; set both client_id and client_secret, or neither"
+        ),
+    };
+    match (&section.client_id, &section.client_secret) {
+        (Some(_), None) => return Err(unpaired("client_secret", "client_id")),
+        (None, Some(_)) => return Err(unpaired("client_id", "client_secret")),
+        _ => {}
+    }
+    for (name, value) in values.into_iter().skip(2) {
+        if let Some(value) = value {
+            let key = key(name);
+            web_url(&key, value, &origin(&key), true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Parses an http(s) URL that will carry codes or tokens: absolute, https or plain http
+/// to loopback only (the same rule the adapters apply), no credentials or fragment, and
+/// no query unless `query`.
+fn web_url(key: &str, value: &str, origin: &Origin, query: bool) -> Result<Url, ConfigError> {
+    let refuse = |problem: String| ConfigError::Inconsistent {
+        key: key.to_owned(),
+        origin: origin.clone(),
+        problem,
+    };
+    let url = check_endpoint("url", value).map_err(|e| match e {
+        SettingsError::InvalidUrl { source, .. } => {
+            refuse(format!("{value:?} is not an absolute URL ({source})"))
+        }
+        SettingsError::InsecureUrl { .. } => refuse(format!(
+            "{value:?} must be an https:// URL (plain http only to a loopback address)"
+        )),
+        other => refuse(other.to_string()),
+    })?;
+    if url.host().is_none() {
+        return Err(refuse(format!("{value:?} has no host")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(refuse(format!(
+            "{:?} must not carry a user name or password",
+            url.origin().ascii_serialization()
+        )));
+    }
+    if url.fragment().is_some() {
+        return Err(refuse(format!("{value:?} must not have a #fragment")));
+    }
+    if !query && url.query().is_some() {
+        return Err(refuse(format!("{value:?} must not have a ?query")));
+    }
+    Ok(url)
+}
+
+/// Parses an origin (`scheme://host[:port]`) the way [`web_url`] parses a URL, and gives
+/// its canonical form; a path is refused rather than dropped.
+fn web_origin(key: &str, value: &str, origin: &Origin) -> Result<String, ConfigError> {
+    let url = web_url(key, value, origin, false)?;
+    if url.path() != "/" {
+        return Err(ConfigError::Inconsistent {
+            key: key.to_owned(),
+            origin: origin.clone(),
+            problem: format!("{value:?} has a path; an origin is scheme://host[:port] only"),
+        });
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+// ---------------------------------------------------------------------------------------
+// The sandbox's route table: moving to the sandbox crate, kept together here until then.
+
+/// Where each platform's simulation answers in the sandbox, relative to `{base}/{id}`:
+/// the platform's real paths, its hosts folded into one prefix. A platform's sandbox
+/// adjusts its routes here and nowhere else.
+fn sandbox_routes(p: Platform) -> Reach {
+    Reach::OAuth(match p {
+        Platform::X => Endpoints {
+            auth_url: "/i/oauth2/authorize",
+            token_url: "/2/oauth2/token",
+            revoke_url: Some("/2/oauth2/revoke"),
+            api_base: "",
+        },
+        Platform::Linkedin => Endpoints {
+            auth_url: "/oauth/v2/authorization",
+            token_url: "/oauth/v2/accessToken",
+            revoke_url: Some("/oauth/v2/revoke"),
+            api_base: "",
+        },
+        Platform::Pinterest => Endpoints {
+            auth_url: "/oauth/",
+            token_url: "/v5/oauth/token",
+            revoke_url: None,
+            api_base: "",
+        },
+        Platform::Tiktok => Endpoints {
+            auth_url: "/v2/auth/authorize/",
+            token_url: "/v2/oauth/token/",
+            revoke_url: Some("/v2/oauth/revoke/"),
+            api_base: "",
+        },
+        Platform::Youtube => Endpoints {
+            auth_url: "/o/oauth2/v2/auth",
+            token_url: "/token",
+            revoke_url: Some("/revoke"),
+            api_base: "",
+        },
+        Platform::Facebook | Platform::Instagram => Endpoints {
+            auth_url: concat!(
+                "/",
+                crate::platforms::graph::graph_version!(),
+                "/dialog/oauth"
+            ),
+            token_url: concat!(
+                "/",
+                crate::platforms::graph::graph_version!(),
+                "/oauth/access_token"
+            ),
+            revoke_url: None,
+            api_base: concat!("/", crate::platforms::graph::graph_version!()),
+        },
+        Platform::Threads => Endpoints {
+            auth_url: "/oauth/authorize",
+            token_url: "/oauth/access_token",
+            revoke_url: None,
+            api_base: concat!("/", crate::platforms::threads::threads_version!()),
+        },
+        Platform::Bluesky => {
+            return Reach::AtProto {
+                service: "",
+                plc_directory: "/plc",
+            }
+        }
+    })
+}
+
+impl Config {
     /// Points every platform without credentials at the local sandbox at `base`
     /// (`http://127.0.0.1:PORT`): endpoints `{base}/{id}/…` on the platform's real path
     /// shapes, client `sandbox-{id}-client` / `sandbox-{id}-secret`. Bluesky, which
@@ -625,504 +755,6 @@ impl Config {
         }
         pointed
     }
-}
-
-/// A value as it was written, before it is checked.
-enum Raw {
-    Toml(toml::Value),
-    Env(String),
-}
-
-/// A value and where it came from.
-struct Entry {
-    raw: Raw,
-    origin: Origin,
-}
-
-/// Everything set, file first and the environment over it, keyed by known keys only.
-#[derive(Default)]
-struct Layers {
-    top: BTreeMap<&'static str, Entry>,
-    platforms: BTreeMap<Platform, BTreeMap<&'static str, Entry>>,
-}
-
-impl Layers {
-    fn read_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
-            path: path.to_owned(),
-            source,
-        })?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let (line, column) = e
-                .span()
-                .map(|span| line_col(&text, span.start))
-                .unwrap_or((1, 1));
-            ConfigError::InvalidToml {
-                path: path.to_owned(),
-                line,
-                column,
-                message: e.message().trim().to_owned(),
-            }
-        })?;
-        let origin = Origin::File(path.to_owned());
-        for (key, value) in table {
-            if key == PLATFORMS_KEY {
-                self.read_platforms(value, &origin)?;
-                continue;
-            }
-            let known = known(&key, &TOP_KEYS).ok_or_else(|| {
-                let mut expected = TOP_KEYS.to_vec();
-                expected.push(PLATFORMS_KEY);
-                unknown_key(key.clone(), &key, &origin, expected)
-            })?;
-            self.top.insert(known, toml_entry(value, &origin));
-        }
-        Ok(())
-    }
-
-    fn read_platforms(&mut self, value: toml::Value, origin: &Origin) -> Result<(), ConfigError> {
-        let toml::Value::Table(sections) = value else {
-            return Err(bad_value(
-                PLATFORMS_KEY,
-                &Entry {
-                    raw: Raw::Toml(value),
-                    origin: origin.clone(),
-                },
-                false,
-                "a table of [platforms.<id>] sections",
-            ));
-        };
-        for (id, section) in sections {
-            let key = format!("{PLATFORMS_KEY}.{id}");
-            let Some(p) = Platform::from_id(&id) else {
-                let ids = Platform::ALL.map(Platform::id).to_vec();
-                return Err(unknown_key(key, &id, origin, ids));
-            };
-            let toml::Value::Table(section) = section else {
-                return Err(bad_value(
-                    &key,
-                    &Entry {
-                        raw: Raw::Toml(section),
-                        origin: origin.clone(),
-                    },
-                    false,
-                    "a table of keys",
-                ));
-            };
-            let entries = self.platforms.entry(p).or_default();
-            for (name, value) in section {
-                let known = known(&name, platform_keys(p)).ok_or_else(|| {
-                    let key = format!("{key}.{name}");
-                    unknown_key(key, &name, origin, platform_keys(p).to_vec())
-                })?;
-                entries.insert(known, toml_entry(value, origin));
-            }
-        }
-        Ok(())
-    }
-
-    fn read_env(
-        &mut self,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(), ConfigError> {
-        // Sorted so that, of several bad variables, the same one is reported every time.
-        let mut vars: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
-            .collect();
-        vars.sort();
-        for (name, value) in vars {
-            if IGNORED_ENV_VARS.contains(&name.as_str()) {
-                continue;
-            }
-            let entry = Entry {
-                raw: Raw::Env(value),
-                origin: Origin::Env(name.clone()),
-            };
-            let rest = &name[ENV_PREFIX.len()..];
-            if let Some(key) = TOP_KEYS.into_iter().find(|k| k.to_uppercase() == rest) {
-                self.top.insert(key, entry);
-                continue;
-            }
-            let platform_key = Platform::ALL.into_iter().find_map(|p| {
-                let key = rest.strip_prefix(&format!("{}_", p.id().to_uppercase()))?;
-                let known = platform_keys(p).iter().find(|k| k.to_uppercase() == key)?;
-                Some((p, *known))
-            });
-            match platform_key {
-                Some((p, key)) => {
-                    self.platforms.entry(p).or_default().insert(key, entry);
-                }
-                None => {
-                    let candidates = env_names();
-                    let suggestion = closest(&name, candidates.iter().map(String::as_str));
-                    return Err(ConfigError::UnknownVariable { name, suggestion });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn build(mut self) -> Result<Config, ConfigError> {
-        let defaults = Config::default();
-        let mut take = |key: &str| self.top.remove(key);
-
-        let data_dir = match take("data_dir") {
-            Some(entry) => PathBuf::from(text("data_dir", &entry, false)?),
-            None => defaults.data_dir,
-        };
-        let listen = match take("listen") {
-            Some(entry) => {
-                let value = text("listen", &entry, false)?;
-                value.parse::<SocketAddr>().map_err(|_| {
-                    bad_value(
-                        "listen",
-                        &entry,
-                        false,
-                        "an IP address and port such as 127.0.0.1:8080",
-                    )
-                })?
-            }
-            None => defaults.listen,
-        };
-        let public_url = match take("public_url") {
-            Some(entry) => {
-                let value = text("public_url", &entry, false)?;
-                web_url("public_url", &value, &entry.origin, false)?
-            }
-            None => {
-                let value = format!("http://{listen}");
-                web_url("public_url", &value, &Origin::Default, false).map_err(|_| {
-                    ConfigError::Inconsistent {
-                        key: "public_url".to_owned(),
-                        origin: Origin::Default,
-                        problem: format!(
-                            "listen is {listen}, not a loopback address, so public_url must be \
-                             set to the https:// address browsers reach the service at"
-                        ),
-                    }
-                })?
-            }
-        };
-        let app_origin = match take("app_origin") {
-            Some(entry) => {
-                let value = text("app_origin", &entry, false)?;
-                let url = web_url("app_origin", &value, &entry.origin, false)?;
-                if url.path() != "/" {
-                    return Err(ConfigError::Inconsistent {
-                        key: "app_origin".to_owned(),
-                        origin: entry.origin,
-                        problem: format!(
-                            "{value:?} has a path; an origin is scheme://host[:port] only"
-                        ),
-                    });
-                }
-                url.origin().ascii_serialization()
-            }
-            None => public_url.origin().ascii_serialization(),
-        };
-        let admin_token = match take("admin_token") {
-            Some(entry) => {
-                let value = text("admin_token", &entry, true)?;
-                if value.chars().count() < MIN_ADMIN_TOKEN_LEN {
-                    return Err(bad_value(
-                        "admin_token",
-                        &entry,
-                        true,
-                        &format!("at least {MIN_ADMIN_TOKEN_LEN} characters"),
-                    ));
-                }
-                Some(Secret::new(value))
-            }
-            None => None,
-        };
-        let master_key_file = match take("master_key_file") {
-            Some(entry) => Some(PathBuf::from(text("master_key_file", &entry, false)?)),
-            None => None,
-        };
-        let oauth_state_ttl = match take("oauth_state_ttl_secs") {
-            Some(entry) => Duration::from_secs(integer("oauth_state_ttl_secs", &entry, 1, 86_400)?),
-            None => defaults.oauth_state_ttl,
-        };
-        let max_body_bytes = match take("max_body_bytes") {
-            Some(entry) => {
-                let max = u64::try_from(usize::MAX).unwrap_or(u64::MAX);
-                let value = integer("max_body_bytes", &entry, 1, max)?;
-                usize::try_from(value).unwrap_or(usize::MAX)
-            }
-            None => defaults.max_body_bytes,
-        };
-        let expiring_soon_days = match take("expiring_soon_days") {
-            Some(entry) => {
-                let value = integer("expiring_soon_days", &entry, 1, 365)?;
-                u32::try_from(value).unwrap_or(365)
-            }
-            None => defaults.expiring_soon_days,
-        };
-        let lateness_window_secs = match take("lateness_window_secs") {
-            Some(entry) => Some(integer("lateness_window_secs", &entry, 1, u64::MAX)?),
-            None => None,
-        };
-        let publish_concurrency = match take("publish_concurrency") {
-            Some(entry) => {
-                let value = integer("publish_concurrency", &entry, 1, 1024)?;
-                usize::try_from(value).unwrap_or(1024)
-            }
-            None => defaults.publish_concurrency,
-        };
-
-        let mut platforms = BTreeMap::new();
-        for (p, entries) in self.platforms {
-            platforms.insert(p, platform_section(p, entries)?);
-        }
-
-        Ok(Config {
-            data_dir,
-            listen,
-            public_url: public_url.as_str().trim_end_matches('/').to_owned(),
-            app_origin,
-            admin_token,
-            master_key_file,
-            oauth_state_ttl,
-            max_body_bytes,
-            expiring_soon_days,
-            lateness_window_secs,
-            publish_concurrency,
-            platforms,
-        })
-    }
-}
-
-/// Checks one platform's section: values, URLs, and credentials given in pairs.
-fn platform_section(
-    p: Platform,
-    mut entries: BTreeMap<&'static str, Entry>,
-) -> Result<PlatformConfig, ConfigError> {
-    let key = |name: &str| format!("{PLATFORMS_KEY}.{}.{name}", p.id());
-    let mut section = PlatformConfig::default();
-
-    let client_id = entries.remove("client_id");
-    let client_secret = entries.remove("client_secret");
-    match (&client_id, &client_secret) {
-        (Some(present), None) => return Err(unpaired(&key("client_secret"), "client_id", present)),
-        (None, Some(present)) => return Err(unpaired(&key("client_id"), "client_secret", present)),
-        _ => {}
-    }
-    if let Some(entry) = client_id {
-        section.client_id = Some(text(&key("client_id"), &entry, false)?);
-    }
-    if let Some(entry) = client_secret {
-        section.client_secret = Some(Secret::new(text(&key("client_secret"), &entry, true)?));
-    }
-
-    // Endpoints the adapter appends paths to lose a trailing slash; the others are kept
-    // exactly as written (TikTok's end in one).
-    for (name, is_base) in [
-        ("auth_url", false),
-        ("token_url", false),
-        ("revoke_url", false),
-        ("api_base", true),
-        ("service", true),
-        ("plc_directory", true),
-    ] {
-        let Some(entry) = entries.remove(name) else {
-            continue;
-        };
-        let key = key(name);
-        let value = text(&key, &entry, false)?;
-        web_url(&key, &value, &entry.origin, true)?;
-        let value = if is_base {
-            value.trim_end_matches('/').to_owned()
-        } else {
-            value
-        };
-        let slot = match name {
-            "auth_url" => &mut section.auth_url,
-            "token_url" => &mut section.token_url,
-            "revoke_url" => &mut section.revoke_url,
-            "api_base" => &mut section.api_base,
-            "service" => &mut section.service,
-            _ => &mut section.plc_directory,
-        };
-        *slot = Some(value);
-    }
-    Ok(section)
-}
-
-fn unpaired(missing_key: &str, present: &str, entry: &Entry) -> ConfigError {
-    ConfigError::Inconsistent {
-        key: missing_key.to_owned(),
-        origin: entry.origin.clone(),
-        problem: format!(
-            "is not set, but {present} is; set both client_id and client_secret, or neither"
-        ),
-    }
-}
-
-/// Parses an http(s) URL that will carry codes or tokens: absolute, https or plain http
-/// to loopback only (the same rule the adapters apply), no credentials or fragment, and
-/// no query unless `query`.
-fn web_url(key: &str, value: &str, origin: &Origin, query: bool) -> Result<Url, ConfigError> {
-    let refuse = |problem: String| ConfigError::Inconsistent {
-        key: key.to_owned(),
-        origin: origin.clone(),
-        problem,
-    };
-    let url = check_endpoint("url", value).map_err(|e| match e {
-        SettingsError::InvalidUrl { source, .. } => {
-            refuse(format!("{value:?} is not an absolute URL ({source})"))
-        }
-        SettingsError::InsecureUrl { .. } => refuse(format!(
-            "{value:?} must be an https:// URL (plain http only to a loopback address)"
-        )),
-        other => refuse(other.to_string()),
-    })?;
-    if url.host().is_none() {
-        return Err(refuse(format!("{value:?} has no host")));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(refuse(format!(
-            "{:?} must not carry a user name or password",
-            url.origin().ascii_serialization()
-        )));
-    }
-    if url.fragment().is_some() {
-        return Err(refuse(format!("{value:?} must not have a #fragment")));
-    }
-    if !query && url.query().is_some() {
-        return Err(refuse(format!("{value:?} must not have a ?query")));
-    }
-    Ok(url)
-}
-
-fn toml_entry(value: toml::Value, origin: &Origin) -> Entry {
-    Entry {
-        raw: Raw::Toml(value),
-        origin: origin.clone(),
-    }
-}
-
-/// The known key spelled `name`, as the `'static` str the tables hold.
-fn known(name: &str, keys: &[&'static str]) -> Option<&'static str> {
-    keys.iter().find(|k| **k == name).copied()
-}
-
-fn unknown_key(
-    key: String,
-    name: &str,
-    origin: &Origin,
-    expected: Vec<&'static str>,
-) -> ConfigError {
-    ConfigError::UnknownKey {
-        suggestion: closest(name, expected.iter().copied()),
-        key,
-        origin: origin.clone(),
-        expected,
-    }
-}
-
-/// A non-empty string value. Secrets are kept exactly as given; other values are trimmed.
-fn text(key: &str, entry: &Entry, secret: bool) -> Result<String, ConfigError> {
-    let value = match &entry.raw {
-        Raw::Toml(toml::Value::String(s)) | Raw::Env(s) => s,
-        Raw::Toml(_) => return Err(bad_value(key, entry, secret, "a string")),
-    };
-    if value.trim().is_empty() {
-        return Err(bad_value(key, entry, secret, "a non-empty string"));
-    }
-    Ok(if secret {
-        value.clone()
-    } else {
-        value.trim().to_owned()
-    })
-}
-
-/// A whole number in `min..=max`: a TOML integer, or decimal digits in the environment.
-fn integer(key: &str, entry: &Entry, min: u64, max: u64) -> Result<u64, ConfigError> {
-    let expected = if max == u64::MAX {
-        format!("a whole number of at least {min}")
-    } else {
-        format!("a whole number from {min} to {max}")
-    };
-    let value = match &entry.raw {
-        Raw::Toml(toml::Value::Integer(i)) => u64::try_from(*i).ok(),
-        Raw::Toml(_) => None,
-        Raw::Env(s) => s.trim().parse::<u64>().ok(),
-    };
-    match value {
-        Some(v) if (min..=max).contains(&v) => Ok(v),
-        _ => Err(bad_value(key, entry, false, &expected)),
-    }
-}
-
-fn bad_value(key: &str, entry: &Entry, secret: bool, expected: &str) -> ConfigError {
-    let value = (!secret).then(|| match &entry.raw {
-        Raw::Toml(value) => value.to_string(),
-        Raw::Env(value) => format!("{value:?}"),
-    });
-    ConfigError::BadValue {
-        key: key.to_owned(),
-        origin: entry.origin.clone(),
-        value,
-        expected: expected.to_owned(),
-    }
-}
-
-/// Every variable name `load` understands, for suggestions.
-fn env_names() -> Vec<String> {
-    let mut names: Vec<String> = TOP_KEYS
-        .iter()
-        .map(|k| format!("{ENV_PREFIX}{}", k.to_uppercase()))
-        .collect();
-    for p in Platform::ALL {
-        for k in platform_keys(p) {
-            names.push(format!(
-                "{ENV_PREFIX}{}_{}",
-                p.id().to_uppercase(),
-                k.to_uppercase()
-            ));
-        }
-    }
-    names.extend(IGNORED_ENV_VARS.iter().map(|s| s.to_string()));
-    names
-}
-
-/// The candidate nearest to `name` by edit distance, if it is near enough to be a typo.
-fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    let limit = (name.chars().count() / 3).clamp(1, 3);
-    candidates
-        .into_iter()
-        .map(|c| (edit_distance(name, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c.to_owned())
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
-        }
-    }
-    row[b.len()]
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map_or(0, |last| last.chars().count())
-        + 1;
-    (line, column)
 }
 
 #[cfg(test)]
@@ -1756,5 +1388,214 @@ mod tests {
         assert!(pinned
             .use_sandbox_for_unconfigured("http://127.0.0.1:4000")
             .is_empty());
+    }
+
+    /// A configuration built in code, refused by `validate` with the key at fault and
+    /// `Origin::Code`.
+    #[test]
+    fn validate_judges_a_config_built_in_code() {
+        assert!(Config::default().validate().is_ok());
+
+        let mut good = Config {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            public_url: "https://studio.example.com".to_owned(),
+            app_origin: "https://app.example.com".to_owned(),
+            admin_token: Some(Secret::new("0123456789abcdef")),
+            lateness_window_secs: Some(60),
+            ..Config::default()
+        };
+        good.platforms.insert(
+            Platform::X,
+            PlatformConfig {
+                client_id: Some("id".to_owned()),
+                client_secret: Some(Secret::new("secret")),
+                token_url: Some("https://x.example.com/token?v=2".to_owned()),
+                ..PlatformConfig::default()
+            },
+        );
+        good.platforms.insert(
+            Platform::Bluesky,
+            PlatformConfig {
+                service: Some("http://127.0.0.1:2583".to_owned()),
+                ..PlatformConfig::default()
+            },
+        );
+        good.validate().unwrap();
+
+        type Change = fn(&mut Config);
+        let cases: &[(Change, &str, &str)] = &[
+            (
+                |c| c.public_url = format!("http://{}", c.listen),
+                "public_url",
+                "inconsistent",
+            ),
+            (
+                |c| c.public_url = "http://studio.example.com".to_owned(),
+                "public_url",
+                "inconsistent",
+            ),
+            (
+                |c| c.public_url = "studio.example.com".to_owned(),
+                "public_url",
+                "inconsistent",
+            ),
+            (
+                |c| c.app_origin = "https://app.example.com/studio".to_owned(),
+                "app_origin",
+                "inconsistent",
+            ),
+            (
+                |c| c.admin_token = Some(Secret::new("short-s3cr3t")),
+                "admin_token",
+                "bad_value",
+            ),
+            (|c| c.data_dir = PathBuf::new(), "data_dir", "bad_value"),
+            (
+                |c| c.oauth_state_ttl = Duration::ZERO,
+                "oauth_state_ttl_secs",
+                "bad_value",
+            ),
+            (|c| c.max_body_bytes = 0, "max_body_bytes", "bad_value"),
+            (
+                |c| c.expiring_soon_days = 400,
+                "expiring_soon_days",
+                "bad_value",
+            ),
+            (
+                |c| c.lateness_window_secs = Some(0),
+                "lateness_window_secs",
+                "bad_value",
+            ),
+            (
+                |c| c.publish_concurrency = 2000,
+                "publish_concurrency",
+                "bad_value",
+            ),
+            (
+                |c| {
+                    c.platforms.get_mut(&Platform::X).unwrap().client_secret = None;
+                },
+                "platforms.x.client_secret",
+                "inconsistent",
+            ),
+            (
+                |c| {
+                    c.platforms.get_mut(&Platform::X).unwrap().client_secret =
+                        Some(Secret::new(" "));
+                },
+                "platforms.x.client_secret",
+                "bad_value",
+            ),
+            (
+                |c| {
+                    c.platforms.get_mut(&Platform::X).unwrap().api_base =
+                        Some("http://x.example.com".to_owned());
+                },
+                "platforms.x.api_base",
+                "inconsistent",
+            ),
+            (
+                |c| {
+                    c.platforms.get_mut(&Platform::X).unwrap().service =
+                        Some("https://pds.example.com".to_owned());
+                },
+                "platforms.x.service",
+                "unknown_key",
+            ),
+            (
+                |c| {
+                    c.platforms.get_mut(&Platform::Bluesky).unwrap().client_id =
+                        Some("id".to_owned());
+                },
+                "platforms.bluesky.client_id",
+                "unknown_key",
+            ),
+            (
+                |c| {
+                    c.platforms
+                        .get_mut(&Platform::Bluesky)
+                        .unwrap()
+                        .plc_directory = Some("https://plc.example.com/#top".to_owned());
+                },
+                "platforms.bluesky.plc_directory",
+                "inconsistent",
+            ),
+        ];
+        for (change, key, code) in cases {
+            let mut config = good.clone();
+            change(&mut config);
+            let Err(error) = config.validate() else {
+                panic!("{key}: accepted");
+            };
+            let message = error.to_string();
+            assert_eq!(error.key(), Some(*key), "{message}");
+            assert_eq!(error.code(), *code, "{message}");
+            assert_eq!(error.origin(), Some(&Origin::Code), "{message}");
+            assert!(message.contains(key), "{message}");
+            assert!(message.contains("as set in code"), "{message}");
+            assert!(
+                !format!("{message} {error:?}").contains("s3cr3t"),
+                "{message}"
+            );
+        }
+    }
+
+    /// `load` refuses what `validate` refuses, but names the file or variable instead.
+    #[test]
+    fn load_and_validate_agree() {
+        let error = refused("", &[("SOCIAL_STUDIO_PUBLISH_CONCURRENCY", "2000")]);
+        assert_eq!(error.key(), Some("publish_concurrency"));
+        assert_eq!(
+            error.origin(),
+            Some(&Origin::Env("SOCIAL_STUDIO_PUBLISH_CONCURRENCY".to_owned()))
+        );
+        assert!(error.to_string().contains("got 2000"), "{error}");
+
+        let error = refused("", &[("SOCIAL_STUDIO_PUBLISH_CONCURRENCY", "lots")]);
+        assert_eq!(
+            error.origin(),
+            Some(&Origin::Env("SOCIAL_STUDIO_PUBLISH_CONCURRENCY".to_owned()))
+        );
+        assert!(error.to_string().contains("got \"lots\""), "{error}");
+
+        let error = refused("expiring_soon_days = 5000000000", &[]);
+        assert_eq!(error.key(), Some("expiring_soon_days"));
+        assert!(error.to_string().contains("got 5000000000"), "{error}");
+
+        let error = refused("max_body_bytes = -1", &[]);
+        assert!(matches!(error.origin(), Some(Origin::File(_))), "{error}");
+        assert!(error.to_string().contains("got -1"), "{error}");
+
+        let error = refused("listen = \"0.0.0.0:8080\"", &[]);
+        assert_eq!(error.origin(), Some(&Origin::Default));
+        assert!(
+            error.to_string().contains("listen is 0.0.0.0:8080"),
+            "{error}"
+        );
+
+        let config = load("", &[("SOCIAL_STUDIO_PUBLISH_CONCURRENCY", " 3 ")]).unwrap();
+        assert_eq!(
+            config.publish_concurrency, 3,
+            "whole numbers read from text"
+        );
+        let config = load(
+            "",
+            &[
+                ("SOCIAL_STUDIO_X_CLIENT_ID", "1234567890"),
+                ("SOCIAL_STUDIO_X_CLIENT_SECRET", " s "),
+            ],
+        )
+        .unwrap();
+        let x = &config.platforms[&Platform::X];
+        assert_eq!(
+            x.client_id.as_deref(),
+            Some("1234567890"),
+            "a numeric id stays text"
+        );
+        assert_eq!(
+            x.client_secret.as_ref().map(Secret::expose),
+            Some(" s "),
+            "secrets kept exactly"
+        );
     }
 }

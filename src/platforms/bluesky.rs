@@ -68,6 +68,20 @@ use super::oauth::check_endpoint;
 use super::outbound::{self, body_excerpt};
 use super::{Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, SettingsError};
 
+/// The PDS entryway used when `[platforms.bluesky] service` is not set.
+pub const DEFAULT_SERVICE: &str = "https://bsky.social";
+
+/// The DID PLC directory used to resolve `did:plc` identities to their PDS.
+pub const DEFAULT_PLC_DIRECTORY: &str = "https://plc.directory";
+
+/// The XRPC methods behind the session lifecycle, relative to the service: what
+/// configuration hands the adapter as its authorize, token and revoke endpoints.
+pub const CREATE_SESSION: &str = "/xrpc/com.atproto.server.createSession";
+/// See [`CREATE_SESSION`].
+pub const REFRESH_SESSION: &str = "/xrpc/com.atproto.server.refreshSession";
+/// See [`CREATE_SESSION`].
+pub const DELETE_SESSION: &str = "/xrpc/com.atproto.server.deleteSession";
+
 /// The collection posts are records of.
 pub const POST_COLLECTION: &str = "app.bsky.feed.post";
 

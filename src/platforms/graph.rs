@@ -52,6 +52,37 @@ use super::oauth::{check_endpoint, TokenError, TokenRequest};
 use super::outbound::{self, body_excerpt};
 use super::{AuthorizeRequest, ConnectError, PlatformSettings, SettingsError};
 
+// The Graph API version lives in a macro so that `concat!` can build the endpoints from
+// it at compile time; `GRAPH_API_VERSION` is the one place to change it.
+macro_rules! graph_version {
+    () => {
+        "v25.0"
+    };
+}
+pub(crate) use graph_version;
+
+/// The Meta Graph API version every Facebook and Instagram endpoint is pinned to
+/// (released February 2026, available until July 2028).
+pub const GRAPH_API_VERSION: &str = graph_version!();
+
+/// Meta's real endpoints, shared by Facebook and Instagram (through Facebook Login for
+/// Business) — the defaults their `[platforms.*]` sections override. No `revoke_url`:
+/// Meta revokes through the Graph API (`DELETE /{user-id}/permissions`).
+pub const ENDPOINTS: super::Endpoints = super::Endpoints {
+    auth_url: concat!(
+        "https://www.facebook.com/",
+        graph_version!(),
+        "/dialog/oauth"
+    ),
+    token_url: concat!(
+        "https://graph.facebook.com/",
+        graph_version!(),
+        "/oauth/access_token"
+    ),
+    revoke_url: None,
+    api_base: concat!("https://graph.facebook.com/", graph_version!()),
+};
+
 /// What a rate limit waits when no usage header says how long: Meta's app and user
 /// limits are rolling one-hour windows, so a few minutes lets usage fall without
 /// stalling posts for the whole hour.

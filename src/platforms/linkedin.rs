@@ -72,6 +72,14 @@ use super::{
 
 pub use text::{commentary_length, escape_little, MAX_COMMENTARY_LENGTH, RESERVED};
 
+/// LinkedIn's real endpoints (the defaults a `[platforms.linkedin]` section overrides).
+pub const ENDPOINTS: super::Endpoints = super::Endpoints {
+    auth_url: "https://www.linkedin.com/oauth/v2/authorization",
+    token_url: "https://www.linkedin.com/oauth/v2/accessToken",
+    revoke_url: Some("https://www.linkedin.com/oauth/v2/revoke"),
+    api_base: "https://api.linkedin.com",
+};
+
 /// The version of LinkedIn's versioned (`/rest`) API the adapter speaks, sent as
 /// `LinkedIn-Version`. LinkedIn supports each monthly version for about a year.
 pub const API_VERSION: &str = "202605";

@@ -25,6 +25,11 @@
 //! - [`youtube`]: YouTube (Data API v3, resumable uploads, the project's daily quota).
 //! - [`bluesky`]: Bluesky (AT Protocol, app passwords).
 //!
+//! Each adapter keeps its platform's real endpoints beside it (`x::ENDPOINTS`,
+//! `graph::ENDPOINTS` for Facebook and Instagram, Bluesky's default service and session
+//! methods); [`real_endpoints`] gathers them for configuration, which overrides them key
+//! by key.
+//!
 //! Adapters never read the system clock where an expiry is stored: connect takes `now`,
 //! and the calls of [`PlatformPort`] (which has no `now`) read the clock the adapter was
 //! given (`with_clock`), so the actors' virtual clock reaches them in tests.
@@ -48,7 +53,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use social_studio_actors::{PlatformPort, PortError};
 use social_studio_storage::{
-    Account, Grant, Post, PostKind, Reason, ReasonCode, Secret, Target, Timestamp,
+    Account, Grant, Platform, Post, PostKind, Reason, ReasonCode, Secret, Target, Timestamp,
 };
 
 pub use bluesky::BlueskyAdapter;
@@ -60,6 +65,55 @@ pub use threads::ThreadsAdapter;
 pub use tiktok::TiktokAdapter;
 pub use x::XAdapter;
 pub use youtube::YoutubeAdapter;
+
+/// A platform's OAuth 2.0 endpoints and API base, as constants: absolute for the real
+/// ones ([`real_endpoints`]), or paths under a prefix where a simulation serves them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The consent page.
+    pub auth_url: &'static str,
+    /// The token endpoint.
+    pub token_url: &'static str,
+    /// An RFC 7009-style revocation endpoint, where the platform has one.
+    pub revoke_url: Option<&'static str>,
+    /// The API base, without a trailing slash.
+    pub api_base: &'static str,
+}
+
+/// How a platform is reached: OAuth 2.0 endpoints, or an AT Protocol service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// An OAuth 2.0 platform.
+    OAuth(Endpoints),
+    /// Bluesky: the service to sign in at and the directory that resolves `did:plc`.
+    AtProto {
+        service: &'static str,
+        plc_directory: &'static str,
+    },
+}
+
+/// The platform's real endpoints (PLATFORMS.md, from each platform's documentation),
+/// each kept beside its adapter. `revoke_url` is an RFC 7009-style endpoint only: Meta
+/// revokes through the Graph API, Threads documents none, and Pinterest's revokes only
+/// system-user tokens.
+pub fn real_endpoints(p: Platform) -> Reach {
+    Reach::OAuth(match p {
+        Platform::X => x::ENDPOINTS,
+        Platform::Linkedin => linkedin::ENDPOINTS,
+        Platform::Pinterest => pinterest::ENDPOINTS,
+        Platform::Tiktok => tiktok::ENDPOINTS,
+        Platform::Youtube => youtube::ENDPOINTS,
+        // Instagram through Facebook Login for Business: the same hosts as Facebook.
+        Platform::Facebook | Platform::Instagram => graph::ENDPOINTS,
+        Platform::Threads => threads::ENDPOINTS,
+        Platform::Bluesky => {
+            return Reach::AtProto {
+                service: bluesky::DEFAULT_SERVICE,
+                plc_directory: bluesky::DEFAULT_PLC_DIRECTORY,
+            }
+        }
+    })
+}
 
 /// Endpoints and app credentials of one platform, from configuration. Every URL is
 /// overridable so that any platform can be pointed at the sandbox or another host.

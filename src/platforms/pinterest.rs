@@ -66,6 +66,16 @@ use super::{
 };
 use token::{ErrorBody, TokenEndpoint};
 
+/// Pinterest's real endpoints (the defaults a `[platforms.pinterest]` section
+/// overrides). No `revoke_url`: Pinterest's revocation endpoint revokes only system-user
+/// tokens.
+pub const ENDPOINTS: super::Endpoints = super::Endpoints {
+    auth_url: "https://www.pinterest.com/oauth/",
+    token_url: "https://api.pinterest.com/v5/oauth/token",
+    revoke_url: None,
+    api_base: "https://api.pinterest.com",
+};
+
 /// The least scopes posting needs: create pins (`pins:*`), list and post to boards
 /// (`boards:*`, all four declared by pin creation), identify the account
 /// (`user_accounts:read`).

@@ -67,6 +67,26 @@ use super::{
 pub use graph::{GraphError, Step, ThreadsReading};
 pub use text::{length as text_length, MAX_TEXT};
 
+// As the Graph API's: a macro so that `concat!` can pin `api_base` to it.
+macro_rules! threads_version {
+    () => {
+        "v1.0"
+    };
+}
+pub(crate) use threads_version;
+
+/// The Threads API version its `api_base` is pinned to.
+pub const THREADS_API_VERSION: &str = threads_version!();
+
+/// Threads' real endpoints (the defaults a `[platforms.threads]` section overrides). No
+/// `revoke_url`: Threads documents none.
+pub const ENDPOINTS: super::Endpoints = super::Endpoints {
+    auth_url: "https://threads.net/oauth/authorize",
+    token_url: "https://graph.threads.net/oauth/access_token",
+    revoke_url: None,
+    api_base: concat!("https://graph.threads.net/", threads_version!()),
+};
+
 /// The least scopes posting needs: every endpoint needs `threads_basic` (and refreshing
 /// a token does), publishing needs `threads_content_publish`.
 pub const SCOPES: &[&str] = &["threads_basic", "threads_content_publish"];

@@ -88,6 +88,15 @@ use super::{
 use token::TokenEndpoint;
 pub use upload::MAX_UPLOAD_BYTES;
 
+/// TikTok's real endpoints (the defaults a `[platforms.tiktok]` section overrides). The
+/// trailing slashes are TikTok's own.
+pub const ENDPOINTS: super::Endpoints = super::Endpoints {
+    auth_url: "https://www.tiktok.com/v2/auth/authorize/",
+    token_url: "https://open.tiktokapis.com/v2/oauth/token/",
+    revoke_url: Some("https://open.tiktokapis.com/v2/oauth/revoke/"),
+    api_base: "https://open.tiktokapis.com",
+};
+
 /// The least scopes Direct Post needs.
 pub const SCOPES: &[&str] = &["user.info.basic", "video.publish"];
 

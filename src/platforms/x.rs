@@ -57,6 +57,14 @@ use super::{
 
 pub use text::{url_spans, weighted_length, MAX_WEIGHTED_LENGTH, URL_WEIGHT};
 
+/// X's real endpoints (the defaults a `[platforms.x]` section overrides key by key).
+pub const ENDPOINTS: super::Endpoints = super::Endpoints {
+    auth_url: "https://x.com/i/oauth2/authorize",
+    token_url: "https://api.x.com/2/oauth2/token",
+    revoke_url: Some("https://api.x.com/2/oauth2/revoke"),
+    api_base: "https://api.x.com",
+};
+
 /// The least scopes posting needs: post and read back (`tweet.*`), identify the account
 /// (`users.read`), renew without the author (`offline.access`), attach images
 /// (`media.write`).

@@ -76,6 +76,15 @@ pub use pacific::{next_pacific_midnight, pacific_date, until_next_pacific_midnig
 use quota::QuotaLedger;
 pub use quota::{QuotaPolicy, DEFAULT_DAILY_UNITS, LIST_UNITS, UPLOAD_UNITS};
 
+/// Google's real endpoints for YouTube (the defaults a `[platforms.youtube]` section
+/// overrides).
+pub const ENDPOINTS: super::Endpoints = super::Endpoints {
+    auth_url: "https://accounts.google.com/o/oauth2/v2/auth",
+    token_url: "https://oauth2.googleapis.com/token",
+    revoke_url: Some("https://oauth2.googleapis.com/revoke"),
+    api_base: "https://www.googleapis.com",
+};
+
 /// Upload videos (`videos.insert`).
 pub const UPLOAD_SCOPE: &str = "https://www.googleapis.com/auth/youtube.upload";
 /// Read the author's channel (`channels.list?mine=true`), which `youtube.upload` does not

@@ -1,0 +1,644 @@
+//! Loading: the file's shape as serde structs, the `SOCIAL_STUDIO_*` names, and the
+//! figment layers that remember where each value came from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::error::Kind;
+use figment::providers::Serialized;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
+use serde::Deserialize;
+use social_studio_storage::{Platform, Secret};
+use url::Url;
+
+use super::{
+    expected, is_secret, platform_keys, web_origin, web_url, Config, ConfigError, Origin,
+    PlatformConfig, ENV_PREFIX, IGNORED_ENV_VARS, PLATFORMS_KEY,
+};
+
+/// [`Config::load`]: the file, the environment over it, then the checks.
+pub(super) fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let mut figment = Figment::new();
+    let file = file.map(FileLayer::read).transpose()?;
+    if let Some(file) = &file {
+        figment = figment.merge(file);
+    }
+    let mut written = BTreeMap::new();
+    for var in ENV_NAMES.layers(env)? {
+        figment = figment.merge(&var);
+        written.insert(var.key, var.value);
+    }
+    let layers = Layers {
+        figment,
+        file,
+        env: written,
+    };
+    let shape: FileShape = layers
+        .figment
+        .extract_lossy()
+        .map_err(|e| layers.refusal(e))?;
+    let config = layers.config(shape)?;
+    config.check(&|key| layers.origin(key))?;
+    Ok(config)
+}
+
+// ---------------------------------------------------------------------------------------
+// The file's shape. Every key is optional; an unknown one is refused by serde. The key
+// tables (`TOP_KEYS` here, the platforms' in config.rs) spell the same names for the
+// environment; a test holds them together.
+
+/// The file as written, before any value is checked: [`Config`]'s keys (whole numbers as
+/// the file spells them), each optional.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileShape {
+    data_dir: Option<String>,
+    listen: Option<String>,
+    public_url: Option<String>,
+    app_origin: Option<String>,
+    admin_token: Option<Secret>,
+    master_key_file: Option<String>,
+    oauth_state_ttl_secs: Option<u64>,
+    max_body_bytes: Option<u64>,
+    expiring_soon_days: Option<u64>,
+    lateness_window_secs: Option<u64>,
+    publish_concurrency: Option<u64>,
+    #[serde(default)]
+    platforms: PlatformSections,
+}
+
+/// The `[platforms.<id>]` sections: one field per [`Platform::id`], so an unknown
+/// platform is an unknown key and each platform takes only its own keys.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlatformSections {
+    facebook: Option<OAuthSection>,
+    instagram: Option<OAuthSection>,
+    tiktok: Option<OAuthSection>,
+    x: Option<OAuthSection>,
+    linkedin: Option<OAuthSection>,
+    pinterest: Option<OAuthSection>,
+    youtube: Option<OAuthSection>,
+    threads: Option<OAuthSection>,
+    bluesky: Option<BlueskySection>,
+}
+
+/// An OAuth 2.0 platform's section.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OAuthSection {
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    auth_url: Option<String>,
+    token_url: Option<String>,
+    revoke_url: Option<String>,
+    api_base: Option<String>,
+}
+
+/// Bluesky's section: it signs in with app passwords, so it has no app credentials, only
+/// the hosts it talks to.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlueskySection {
+    service: Option<String>,
+    plc_directory: Option<String>,
+}
+
+impl PlatformSections {
+    /// The sections present, as written.
+    fn present(self) -> Vec<(Platform, PlatformConfig)> {
+        [
+            (Platform::Facebook, self.facebook.map(PlatformConfig::from)),
+            (
+                Platform::Instagram,
+                self.instagram.map(PlatformConfig::from),
+            ),
+            (Platform::Tiktok, self.tiktok.map(PlatformConfig::from)),
+            (Platform::X, self.x.map(PlatformConfig::from)),
+            (Platform::Linkedin, self.linkedin.map(PlatformConfig::from)),
+            (
+                Platform::Pinterest,
+                self.pinterest.map(PlatformConfig::from),
+            ),
+            (Platform::Youtube, self.youtube.map(PlatformConfig::from)),
+            (Platform::Threads, self.threads.map(PlatformConfig::from)),
+            (Platform::Bluesky, self.bluesky.map(PlatformConfig::from)),
+        ]
+        .into_iter()
+        .filter_map(|(p, section)| Some((p, section?)))
+        .collect()
+    }
+}
+
+impl From<OAuthSection> for PlatformConfig {
+    fn from(s: OAuthSection) -> PlatformConfig {
+        PlatformConfig {
+            client_id: s.client_id,
+            client_secret: s.client_secret,
+            auth_url: s.auth_url,
+            token_url: s.token_url,
+            revoke_url: s.revoke_url,
+            api_base: s.api_base,
+            service: None,
+            plc_directory: None,
+        }
+    }
+}
+
+impl From<BlueskySection> for PlatformConfig {
+    fn from(s: BlueskySection) -> PlatformConfig {
+        PlatformConfig {
+            service: s.service,
+            plc_directory: s.plc_directory,
+            ..PlatformConfig::default()
+        }
+    }
+}
+
+/// Top-level keys of the file (and, upper-cased behind [`ENV_PREFIX`], of the environment).
+const TOP_KEYS: [&str; 11] = [
+    "data_dir",
+    "listen",
+    "public_url",
+    "app_origin",
+    "admin_token",
+    "master_key_file",
+    "oauth_state_ttl_secs",
+    "max_body_bytes",
+    "expiring_soon_days",
+    "lateness_window_secs",
+    "publish_concurrency",
+];
+
+/// `[<section>]` tables other than `platforms`, with their keys: each key is also
+/// `SOCIAL_STUDIO_<SECTION>_<KEY>`. None yet; a new section adds a field to [`FileShape`]
+/// and a line here.
+const SECTIONS: &[(&str, &[&str])] = &[];
+
+// ---------------------------------------------------------------------------------------
+// The environment's names.
+
+/// Which dotted key each `SOCIAL_STUDIO_*` variable sets: `SOCIAL_STUDIO_<KEY>` for a
+/// top-level key, `SOCIAL_STUDIO_<SECTION>_<KEY>` for a key of a `[<section>]`, and
+/// `SOCIAL_STUDIO_<PLATFORM>_<KEY>` for `[platforms.<id>] <key>` (the names they have
+/// always had).
+struct EnvNames {
+    top: &'static [&'static str],
+    sections: &'static [(&'static str, &'static [&'static str])],
+}
+
+/// The names this version reads.
+const ENV_NAMES: EnvNames = EnvNames {
+    top: &TOP_KEYS,
+    sections: SECTIONS,
+};
+
+impl EnvNames {
+    /// Every variable and the dotted key it sets.
+    fn variables(&self) -> Vec<(String, String)> {
+        let name = |parts: &[&str]| format!("{ENV_PREFIX}{}", parts.join("_").to_uppercase());
+        let mut vars: Vec<(String, String)> = self
+            .top
+            .iter()
+            .map(|key| (name(&[key]), (*key).to_owned()))
+            .collect();
+        for (section, keys) in self.sections {
+            for key in *keys {
+                vars.push((name(&[section, key]), format!("{section}.{key}")));
+            }
+        }
+        for p in Platform::ALL {
+            for key in platform_keys(p) {
+                vars.push((
+                    name(&[p.id(), key]),
+                    format!("{PLATFORMS_KEY}.{}.{key}", p.id()),
+                ));
+            }
+        }
+        vars
+    }
+
+    /// One layer per `SOCIAL_STUDIO_*` variable, sorted by name so that, of several bad
+    /// variables, the same one is reported every time.
+    fn layers(
+        &self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Vec<EnvVar>, ConfigError> {
+        let known = self.variables();
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .filter(|(name, _)| !IGNORED_ENV_VARS.contains(&name.as_str()))
+            .collect();
+        vars.sort();
+        vars.into_iter()
+            .map(
+                |(name, value)| match known.iter().find(|(n, _)| *n == name) {
+                    Some((_, key)) => Ok(EnvVar {
+                        name,
+                        key: key.clone(),
+                        value,
+                    }),
+                    None => {
+                        let candidates = known
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .chain(IGNORED_ENV_VARS);
+                        let suggestion = closest(&name, candidates);
+                        Err(ConfigError::UnknownVariable { name, suggestion })
+                    }
+                },
+            )
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The layers, as figment providers.
+
+/// The config file, parsed here so that a syntax error keeps only the parser's message.
+struct FileLayer {
+    path: PathBuf,
+    table: toml::Table,
+}
+
+impl FileLayer {
+    fn read(path: &Path) -> Result<FileLayer, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            path: path.to_owned(),
+            source,
+        })?;
+        let table = text.parse().map_err(|e: toml::de::Error| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_col(&text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::InvalidToml {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        Ok(FileLayer {
+            path: path.to_owned(),
+            table,
+        })
+    }
+
+    /// The value at a dotted key, as the file wrote it.
+    fn written(&self, key: &str) -> Option<String> {
+        let mut parts = key.split('.');
+        let mut value = self.table.get(parts.next()?)?;
+        for part in parts {
+            value = value.get(part)?;
+        }
+        Some(value.to_string())
+    }
+}
+
+impl Provider for FileLayer {
+    fn metadata(&self) -> Metadata {
+        Metadata::from("config file", Source::File(self.path.clone()))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Serialized::defaults(&self.table).data()
+    }
+}
+
+/// One `SOCIAL_STUDIO_*` variable, a layer of its own so that the source figment keeps
+/// for its value is the variable's name. Its value is text; `load` reads whole numbers
+/// from it (figment's lossy extraction), and trims it unless it is a secret.
+struct EnvVar {
+    name: String,
+    key: String,
+    value: String,
+}
+
+impl Provider for EnvVar {
+    fn metadata(&self) -> Metadata {
+        Metadata::from(self.name.clone(), Source::Custom(self.name.clone()))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let value = if is_secret(&self.key) {
+            self.value.clone()
+        } else {
+            self.value.trim().to_owned()
+        };
+        let dict = figment::util::nest(&self.key, Value::from(value))
+            .into_dict()
+            .unwrap_or_default();
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// The merged layers, kept to say where each value came from.
+struct Layers {
+    figment: Figment,
+    file: Option<FileLayer>,
+    env: BTreeMap<String, String>,
+}
+
+impl Layers {
+    /// Which layer set `key` (dotted); [`Origin::Default`] when none did.
+    fn origin(&self, key: &str) -> Origin {
+        match self
+            .figment
+            .find_metadata(key)
+            .and_then(|m| m.source.as_ref())
+        {
+            Some(Source::File(path)) => Origin::File(path.clone()),
+            Some(Source::Custom(name)) => Origin::Env(name.clone()),
+            _ => Origin::Default,
+        }
+    }
+
+    /// The value at `key` as its layer wrote it; `None` for secrets.
+    fn written(&self, key: &str, origin: &Origin) -> Option<String> {
+        if is_secret(key) {
+            return None;
+        }
+        match origin {
+            Origin::Env(_) => self.env.get(key).map(|value| format!("{value:?}")),
+            Origin::File(_) => self.file.as_ref().and_then(|file| file.written(key)),
+            Origin::Default | Origin::Code => None,
+        }
+    }
+
+    fn bad_value(&self, key: &str, expected: String) -> ConfigError {
+        let origin = self.origin(key);
+        ConfigError::BadValue {
+            key: key.to_owned(),
+            value: self.written(key, &origin),
+            origin,
+            expected,
+        }
+    }
+
+    /// A refusal from deserialization, naming the key and its layer.
+    fn refusal(&self, error: figment::Error) -> ConfigError {
+        let key = error.path.join(".");
+        match error.kind {
+            Kind::UnknownField(name, expected) => ConfigError::UnknownKey {
+                suggestion: closest(&name, expected.iter().copied()),
+                origin: self.origin(&key),
+                key,
+                expected: expected.to_vec(),
+            },
+            _ => self.bad_value(&key, expected(&key)),
+        }
+    }
+
+    /// A non-empty string, trimmed.
+    fn text(&self, key: &str, value: Option<String>) -> Result<Option<String>, ConfigError> {
+        match value {
+            Some(value) if value.trim().is_empty() => {
+                Err(self.bad_value(key, "a non-empty string".to_owned()))
+            }
+            value => Ok(value.map(|v| v.trim().to_owned())),
+        }
+    }
+
+    /// A non-empty secret, kept exactly as given.
+    fn secret(&self, key: &str, value: Option<Secret>) -> Result<Option<Secret>, ConfigError> {
+        match value {
+            Some(value) if value.expose().trim().is_empty() => {
+                Err(self.bad_value(key, "a non-empty string".to_owned()))
+            }
+            value => Ok(value),
+        }
+    }
+
+    /// A whole number in the type `Config` keeps it in; whether it is in range is for
+    /// `check` to say.
+    fn fit<T: TryFrom<u64>>(&self, key: &str, value: u64) -> Result<T, ConfigError> {
+        T::try_from(value).map_err(|_| self.bad_value(key, expected(key)))
+    }
+
+    /// The [`Config`] the file and the environment describe: strings trimmed, URLs in
+    /// their canonical form, defaults filled in. [`Config::check`] judges it afterwards.
+    fn config(&self, shape: FileShape) -> Result<Config, ConfigError> {
+        let defaults = Config::default();
+        let listen = match self.text("listen", shape.listen)? {
+            Some(value) => value
+                .parse::<SocketAddr>()
+                .map_err(|_| self.bad_value("listen", expected("listen")))?,
+            None => defaults.listen,
+        };
+        let public_url = match self.text("public_url", shape.public_url)? {
+            Some(value) => web_url("public_url", &value, &self.origin("public_url"), false)?,
+            // Judged by `check`, which says why a non-loopback listen needs public_url.
+            None => {
+                Url::parse(&format!("http://{listen}")).map_err(|e| ConfigError::Inconsistent {
+                    key: "public_url".to_owned(),
+                    origin: Origin::Default,
+                    problem: e.to_string(),
+                })?
+            }
+        };
+        let app_origin = match self.text("app_origin", shape.app_origin)? {
+            Some(value) => web_origin("app_origin", &value, &self.origin("app_origin"))?,
+            None => public_url.origin().ascii_serialization(),
+        };
+        let mut platforms = BTreeMap::new();
+        for (p, section) in shape.platforms.present() {
+            platforms.insert(p, self.platform(p, section)?);
+        }
+        Ok(Config {
+            data_dir: self
+                .text("data_dir", shape.data_dir)?
+                .map_or(defaults.data_dir, PathBuf::from),
+            listen,
+            public_url: public_url.as_str().trim_end_matches('/').to_owned(),
+            app_origin,
+            admin_token: self.secret("admin_token", shape.admin_token)?,
+            master_key_file: self
+                .text("master_key_file", shape.master_key_file)?
+                .map(PathBuf::from),
+            oauth_state_ttl: shape
+                .oauth_state_ttl_secs
+                .map_or(defaults.oauth_state_ttl, Duration::from_secs),
+            max_body_bytes: match shape.max_body_bytes {
+                Some(v) => self.fit("max_body_bytes", v)?,
+                None => defaults.max_body_bytes,
+            },
+            expiring_soon_days: match shape.expiring_soon_days {
+                Some(v) => self.fit("expiring_soon_days", v)?,
+                None => defaults.expiring_soon_days,
+            },
+            lateness_window_secs: shape.lateness_window_secs,
+            publish_concurrency: match shape.publish_concurrency {
+                Some(v) => self.fit("publish_concurrency", v)?,
+                None => defaults.publish_concurrency,
+            },
+            platforms,
+        })
+    }
+
+    /// One platform's section: values trimmed; the endpoints the adapter appends paths to
+    /// lose a trailing slash, the others are kept exactly as written (TikTok's end in one).
+    fn platform(&self, p: Platform, s: PlatformConfig) -> Result<PlatformConfig, ConfigError> {
+        let key = |name: &str| format!("{PLATFORMS_KEY}.{}.{name}", p.id());
+        let base = |value: Option<String>| value.map(|v| v.trim_end_matches('/').to_owned());
+        Ok(PlatformConfig {
+            client_id: self.text(&key("client_id"), s.client_id)?,
+            client_secret: self.secret(&key("client_secret"), s.client_secret)?,
+            auth_url: self.text(&key("auth_url"), s.auth_url)?,
+            token_url: self.text(&key("token_url"), s.token_url)?,
+            revoke_url: self.text(&key("revoke_url"), s.revoke_url)?,
+            api_base: base(self.text(&key("api_base"), s.api_base)?),
+            service: base(self.text(&key("service"), s.service)?),
+            plc_directory: base(self.text(&key("plc_directory"), s.plc_directory)?),
+        })
+    }
+}
+
+/// The candidate nearest to `name` by edit distance, if it is near enough to be a typo.
+fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let limit = (name.chars().count() / 3).clamp(1, 3);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::levenshtein(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_owned())
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |last| last.chars().count())
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The key tables the environment's names come from are the serde structs' fields.
+    #[test]
+    fn the_key_tables_match_the_file_shape() {
+        let fields = |key: &str| -> Vec<&'static str> {
+            let figment = Figment::new().merge((key, 1));
+            match figment.extract::<FileShape>().map(|_| ()).unwrap_err().kind {
+                Kind::UnknownField(_, expected) => expected.to_vec(),
+                other => panic!("{key}: {other:?}"),
+            }
+        };
+        let mut top = TOP_KEYS.to_vec();
+        top.push(PLATFORMS_KEY);
+        top.extend(SECTIONS.iter().map(|(section, _)| *section));
+        assert_eq!(fields("unknown"), top);
+        let mut ids = fields("platforms.unknown");
+        ids.sort_unstable();
+        let mut all = Platform::ALL.map(Platform::id).to_vec();
+        all.sort_unstable();
+        assert_eq!(ids, all);
+        for p in Platform::ALL {
+            assert_eq!(
+                fields(&format!("platforms.{}.unknown", p.id())),
+                platform_keys(p),
+                "{p}"
+            );
+        }
+
+        let names: Vec<String> = ENV_NAMES.variables().into_iter().map(|(n, _)| n).collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "two keys share a variable name");
+        assert!(names
+            .iter()
+            .all(|n| !IGNORED_ENV_VARS.contains(&n.as_str())));
+        assert!(names.contains(&"SOCIAL_STUDIO_DATA_DIR".to_owned()));
+        assert!(names.contains(&"SOCIAL_STUDIO_BLUESKY_PLC_DIRECTORY".to_owned()));
+    }
+
+    /// A `[<section>]` other than `platforms` is read from `SOCIAL_STUDIO_<SECTION>_<KEY>`,
+    /// and a value from one names its variable.
+    #[test]
+    fn a_new_section_is_read_from_its_variables() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Shape {
+            limits: Limits,
+        }
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Limits {
+            max_posts: u64,
+            label: String,
+        }
+        let names = EnvNames {
+            top: &["listen"],
+            sections: &[("limits", &["max_posts", "label"])],
+        };
+        let vars = names
+            .variables()
+            .into_iter()
+            .filter(|(_, key)| !key.starts_with("platforms."))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            vars,
+            [
+                ("SOCIAL_STUDIO_LISTEN", "listen"),
+                ("SOCIAL_STUDIO_LIMITS_MAX_POSTS", "limits.max_posts"),
+                ("SOCIAL_STUDIO_LIMITS_LABEL", "limits.label"),
+            ]
+            .map(|(n, k)| (n.to_owned(), k.to_owned()))
+        );
+
+        let layers = names
+            .layers(env(&[
+                ("SOCIAL_STUDIO_LIMITS_MAX_POSTS", "12"),
+                ("SOCIAL_STUDIO_LIMITS_LABEL", " 42 "),
+                ("SOCIAL_STUDIO_CONFIG", "ignored.toml"),
+            ]))
+            .unwrap();
+        let figment = layers
+            .iter()
+            .fold(Figment::new(), |figment, var| figment.merge(var));
+        let shape: Shape = figment.extract_lossy().unwrap();
+        assert_eq!(shape.limits.max_posts, 12);
+        assert_eq!(shape.limits.label, "42");
+        let source = figment
+            .find_metadata("limits.max_posts")
+            .unwrap()
+            .source
+            .clone();
+        assert_eq!(
+            source,
+            Some(Source::Custom("SOCIAL_STUDIO_LIMITS_MAX_POSTS".to_owned()))
+        );
+
+        let Err(ConfigError::UnknownVariable { name, suggestion }) =
+            names.layers(env(&[("SOCIAL_STUDIO_LIMITS_MAX_POST", "1")]))
+        else {
+            panic!("an unknown variable of the section was accepted");
+        };
+        assert_eq!(name, "SOCIAL_STUDIO_LIMITS_MAX_POST");
+        assert_eq!(
+            suggestion.as_deref(),
+            Some("SOCIAL_STUDIO_LIMITS_MAX_POSTS")
+        );
+    }
+}
