@@ -13,10 +13,9 @@ use social_studio_actors::{QueueStats, TreeReport};
 use social_studio_storage::Platform;
 use utoipa::ToSchema;
 
-use super::connections::ConfirmQuery;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, PenPath};
-use super::openapi::ErrorBody;
+use super::query::ConfirmQuery;
 use super::AppState;
 use crate::studio::views::{AttentionItem, UnreadableView};
 

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, KeyPath, OptionalJson, PenPath};
+use super::query::ConfirmQuery;
 use super::AppState;
 use crate::studio::views::{
     AuthorizeStart, ConnectionEntry, DisconnectView, EventView, VerifyView,
@@ -90,15 +91,6 @@ pub(crate) struct AppPasswordBody {
 #[schema(value_type = Object)]
 pub(crate) struct ConnectedBodyOut(pub(crate) ConnectionEntry);
 
-/// `?confirm=true` on destructive routes.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct ConfirmQuery {
-    /// Without it the route answers 409 `confirmation_required` with what it would affect.
-    #[serde(default)]
-    pub(crate) confirm: bool,
-}
-
 fn record_key(key: &social_studio_storage::ConnectionKey) {
     let span = tracing::Span::current();
     span.record("pen_name", key.pen_name.as_str());
@@ -112,8 +104,8 @@ fn record_key(key: &social_studio_storage::ConnectionKey) {
     params(("pen" = String, Path, description = "pen name")),
     responses(
         (status = 200, description = "one entry per platform; a pen name nobody has used has every platform not_connected or not_configured", body = ConnectionsBody),
-        (status = 400, description = "invalid pen name", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 400, description = "invalid pen name", body = super::error::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -136,9 +128,9 @@ pub(crate) async fn list(
     ),
     responses(
         (status = 200, description = "the connection and its recent events", body = ConnectionDetail),
-        (status = 400, description = "invalid pen name", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
+        (status = 400, description = "invalid pen name", body = super::error::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::error::ErrorBody),
+        (status = 404, description = "unknown platform", body = super::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -164,10 +156,10 @@ pub(crate) async fn show(
     request_body(content = Option<AuthorizeBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "`{authorize_url, state, expires_at}`: send the author's browser to authorize_url", body = AuthorizeBodyOut),
-        (status = 400, description = "invalid pen name or body", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
-        (status = 409, description = "platform_not_configured, or wrong_connect_flow (Bluesky)", body = super::openapi::ErrorBody),
+        (status = 400, description = "invalid pen name or body", body = super::error::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::error::ErrorBody),
+        (status = 404, description = "unknown platform", body = super::error::ErrorBody),
+        (status = 409, description = "platform_not_configured, or wrong_connect_flow (Bluesky)", body = super::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -193,12 +185,12 @@ pub(crate) async fn authorize(
     request_body(content = AppPasswordBody, content_type = "application/json"),
     responses(
         (status = 200, description = "connected: the connection as it now stands", body = ConnectedBodyOut),
-        (status = 400, description = "invalid pen name or body", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
-        (status = 409, description = "platform_not_configured, wrong_account, or wrong_connect_flow for a platform that connects through OAuth", body = super::openapi::ErrorBody),
-        (status = 422, description = "app_password_required (not an app password), app_password_rejected (wrong or revoked), account_suspended", body = super::openapi::ErrorBody),
-        (status = 429, description = "the platform is rate limiting sign-ins", body = super::openapi::ErrorBody),
+        (status = 400, description = "invalid pen name or body", body = super::error::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::error::ErrorBody),
+        (status = 404, description = "unknown platform", body = super::error::ErrorBody),
+        (status = 409, description = "platform_not_configured, wrong_account, or wrong_connect_flow for a platform that connects through OAuth", body = super::error::ErrorBody),
+        (status = 422, description = "app_password_required (not an app password), app_password_rejected (wrong or revoked), account_suspended", body = super::error::ErrorBody),
+        (status = 429, description = "the platform is rate limiting sign-ins", body = super::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -252,11 +244,11 @@ pub(crate) async fn connect_with_app_password(
     request_body(content = Option<VerifyBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "the connection after the check, and the test post when one was asked for", body = VerifyBodyOut),
-        (status = 400, description = "invalid pen name or body", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
-        (status = 409, description = "not connected, or the connection needs attention (the reason says why)", body = super::openapi::ErrorBody),
-        (status = 422, description = "the test post was refused", body = super::openapi::ErrorBody),
+        (status = 400, description = "invalid pen name or body", body = super::error::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::error::ErrorBody),
+        (status = 404, description = "unknown platform", body = super::error::ErrorBody),
+        (status = 409, description = "not connected, or the connection needs attention (the reason says why)", body = super::error::ErrorBody),
+        (status = 422, description = "the test post was refused", body = super::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -282,10 +274,10 @@ pub(crate) async fn verify(
     ),
     responses(
         (status = 200, description = "disconnected: revoked where the platform allows, grant erased, scheduled posts failed with account_disconnected", body = DisconnectBodyOut),
-        (status = 400, description = "invalid pen name or query", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
-        (status = 409, description = "confirmation_required (with scheduled_posts_affected), or not_connected", body = super::openapi::ErrorBody),
+        (status = 400, description = "invalid pen name or query", body = super::error::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::error::ErrorBody),
+        (status = 404, description = "unknown platform", body = super::error::ErrorBody),
+        (status = 409, description = "confirmation_required (with scheduled_posts_affected), or not_connected", body = super::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]

@@ -9,9 +9,35 @@ use std::borrow::Cow;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use crate::studio::StudioError;
+
+/// Every error: `{"error": {"code", "message", ...detail}}` — the schema of the body
+/// [`ApiError::body`] builds, for the OpenAPI document.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorObject,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorObject {
+    /// Stable machine-readable code (`unauthorized`, `invalid_pen_name`,
+    /// `validation_failed`, `confirmation_required`, …).
+    pub(crate) code: String,
+    /// A sentence for a person.
+    pub(crate) message: String,
+    /// Per-platform refusals of a `validation_failed` schedule.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub(crate) platforms: Option<Vec<serde_json::Value>>,
+    /// How many scheduled posts a `confirmation_required` action would affect.
+    pub(crate) scheduled_posts_affected: Option<usize>,
+    /// The reason and remedy of a connection problem.
+    #[schema(value_type = Option<Object>)]
+    pub(crate) reason: Option<serde_json::Value>,
+}
 
 /// A refusal: status, stable machine-readable code, a sentence, and structured detail
 /// that is merged into the `error` object.

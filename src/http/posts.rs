@@ -9,9 +9,8 @@ use serde::{Deserialize, Serialize};
 use social_studio_storage::StateLabel;
 use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, PenPath, PostPath};
-use super::openapi::{ErrorBody, NewPostSchema, PostPatchSchema};
 use super::AppState;
 use crate::studio::views::PostView;
 use crate::studio::{NewPost, PostPatch};
@@ -109,7 +108,7 @@ fn record_pen(pen: &social_studio_storage::PenName) {
         ("pen" = String, Path, description = "pen name"),
         ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body returns the first answer and creates nothing"),
     ),
-    request_body(content = NewPostSchema, content_type = "application/json"),
+    request_body(content = NewPost, content_type = "application/json"),
     responses(
         (status = 201, description = "created: one post per platform", body = PostsBody),
         (status = 200, description = "a replay of an Idempotency-Key: the posts the first request created", body = PostsBody),
@@ -192,7 +191,7 @@ pub(crate) async fn show(
     path = "/v1/pen-names/{pen}/posts/{id}",
     tag = "posts",
     params(("pen" = String, Path, description = "pen name"), ("id" = String, Path, description = "post id")),
-    request_body(content = PostPatchSchema, content_type = "application/json"),
+    request_body(content = PostPatch, content_type = "application/json"),
     responses(
         (status = 200, description = "the edited post", body = PostBody),
         (status = 400, description = "invalid pen name, JSON or time", body = ErrorBody),

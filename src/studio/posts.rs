@@ -8,6 +8,7 @@ use social_studio_storage::{
     fingerprint, ConnectionKey, Content, IdempotentRequest, Media, MediaKind, PenName, Platform,
     Post, PostId, PostKind, PostState, StateLabel, Timestamp,
 };
+use utoipa::ToSchema;
 
 use super::error::{FieldError, PlatformRefusal, StudioError};
 use super::views::{PostView, UnreadableView};
@@ -22,7 +23,7 @@ pub struct PostList {
 }
 
 /// One platform a request posts to, with its target where the platform needs one.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformTarget {
     pub platform: String,
@@ -30,9 +31,11 @@ pub struct PlatformTarget {
     pub target: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// An image or video a post carries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MediaInput {
+    /// A public http(s) URL.
     pub url: String,
     /// `image` or `video`.
     pub kind: String,
@@ -40,8 +43,9 @@ pub struct MediaInput {
     pub alt: Option<String>,
 }
 
-/// A request to schedule content (the body of `POST /v1/pen-names/{pen}/posts`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// A request to schedule content (the body of `POST /v1/pen-names/{pen}/posts`):
+/// `platform` (with `target`), or `platforms`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPost {
     /// One platform…
@@ -68,7 +72,7 @@ pub struct NewPost {
 }
 
 /// A change to a post that has not been published (`PATCH`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostPatch {
     #[serde(default)]
@@ -79,6 +83,7 @@ pub struct PostPatch {
     pub links: Option<Vec<String>>,
     #[serde(default)]
     pub media: Option<Vec<MediaInput>>,
+    /// RFC 3339.
     #[serde(default)]
     pub scheduled_at: Option<String>,
 }
