@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use serde_json::{json, Value};
 use social_studio_actors::{QueueStats, TreeReport};
 use social_studio_storage::Platform;
 use utoipa::ToSchema;
@@ -17,7 +16,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, PenPath};
 use super::query::ConfirmQuery;
 use super::AppState;
-use crate::studio::views::{AttentionItem, UnreadableView};
+use crate::studio::views::{AttentionItem, ErasureReport, UnreadableView};
 
 /// How long readiness waits for the engine to answer.
 const READY_WITHIN: Duration = Duration::from_secs(2);
@@ -249,8 +248,8 @@ pub(crate) async fn erase_pen_name(
     State(state): State<AppState>,
     PenPath(pen): PenPath,
     ApiQuery(query): ApiQuery<ConfirmQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ErasureReport>, ApiError> {
     let erased = state.studio.erase_pen_name(&pen, query.confirm).await?;
     tracing::info!(confirmed = query.confirm, "pen name erased");
-    Ok(Json(json!(erased)))
+    Ok(Json(erased))
 }

@@ -1,7 +1,9 @@
 //! `ApiError`: every refusal the API answers, as `{"error": {"code", "message", ...}}`
-//! with its HTTP status — the engine's [`StudioError`]s (status and code decided by
-//! `StudioError` itself), axum's own rejections, the fallbacks for unknown routes and
-//! methods, panics, and a last-resort rewrite of any error response that is not JSON yet.
+//! with its HTTP status — the engine's refusals (each use case's error type from
+//! `studio`: their codes and remedies are their own, their HTTP status and body are
+//! decided here, in one place), axum's own rejections, the fallbacks for unknown routes
+//! and methods, panics, and a last-resort rewrite of any error response that is not JSON
+//! yet.
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -13,7 +15,13 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-use crate::studio::StudioError;
+use social_studio_storage::Reason;
+
+use crate::platforms::ConnectError;
+use crate::studio::views::ReasonView;
+use crate::studio::{
+    AddressError, ConnectingError, ConnectionError, EngineRefusal, EraseError, PostError,
+};
 
 /// Every error: `{"error": {"code", "message", ...detail}}` — the schema of the body
 /// [`ApiError::body`] builds, for the OpenAPI document.
@@ -150,20 +158,148 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-impl From<StudioError> for ApiError {
-    fn from(e: StudioError) -> ApiError {
-        let status =
-            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
-            tracing::error!(code = e.code(), error = %e, "the engine failed a request");
+/// The engine's refusals as the API answers them: the HTTP status of each is decided
+/// here and nowhere else; the code, sentence and remedy are the refusal's own; the body
+/// adds what the refusal carries (each platform's errors, what a confirmation would
+/// affect, the reason and its remedy).
+fn refusal(
+    status: StatusCode,
+    code: &'static str,
+    error: &dyn std::error::Error,
+    remedy: &'static str,
+    reason: Option<Reason>,
+) -> ApiError {
+    if status.is_server_error() {
+        tracing::error!(code, error = %error, "the engine failed a request");
+    }
+    let mut api = ApiError::new(status, code, error.to_string());
+    api.remedy = Some(remedy);
+    match reason {
+        Some(reason) => api.with_detail(json!({ "reason": ReasonView::from(&reason) })),
+        None => api,
+    }
+}
+
+/// The status of what the engine, the store and the platforms answer.
+fn engine_status(e: &EngineRefusal) -> StatusCode {
+    match e {
+        EngineRefusal::NotConnected(_)
+        | EngineRefusal::WrongAccount { .. }
+        | EngineRefusal::ConnectionNotActive { .. }
+        | EngineRefusal::InvalidTransition { .. } => StatusCode::CONFLICT,
+        EngineRefusal::PostNotFound(_) => StatusCode::NOT_FOUND,
+        EngineRefusal::Platform(p) => platform_status(p),
+        EngineRefusal::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        EngineRefusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The status of a platform's refusal: the author's doing (400), an unmet requirement
+/// (422), the service's app settings (502), or the platform's state (429, 503).
+fn platform_status(e: &ConnectError) -> StatusCode {
+    match e {
+        ConnectError::AccessDenied { .. }
+        | ConnectError::CodeRejected { .. }
+        | ConnectError::InvalidRedirectUri(_) => StatusCode::BAD_REQUEST,
+        ConnectError::RequirementUnmet(_) | ConnectError::AuthorizationRefused(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
         }
-        let mut error = ApiError::new(status, e.code(), e.to_string());
-        error.remedy = Some(e.remedy());
-        match e.detail() {
-            Some(detail) => error.with_detail(detail),
-            None => error,
+        ConnectError::AppCredentialsRejected { .. } => StatusCode::BAD_GATEWAY,
+        ConnectError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ConnectError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+impl From<EngineRefusal> for ApiError {
+    fn from(e: EngineRefusal) -> ApiError {
+        refusal(engine_status(&e), e.code(), &e, e.remedy(), e.reason())
+    }
+}
+
+impl From<AddressError> for ApiError {
+    fn from(e: AddressError) -> ApiError {
+        let status = match e {
+            AddressError::InvalidPenName(_) => StatusCode::BAD_REQUEST,
+            AddressError::UnknownPlatform(_) | AddressError::UnknownPost => StatusCode::NOT_FOUND,
+        };
+        refusal(status, e.code(), &e, e.remedy(), None)
+    }
+}
+
+impl From<ConnectingError> for ApiError {
+    fn from(e: ConnectingError) -> ApiError {
+        let status = match e {
+            ConnectingError::Engine(engine) => return engine.into(),
+            ConnectingError::InvalidState
+            | ConnectingError::StateExpired
+            | ConnectingError::StateUsed
+            | ConnectingError::MissingParameter(_) => StatusCode::BAD_REQUEST,
+            ConnectingError::PlatformNotConfigured(_) | ConnectingError::WrongConnectFlow(_) => {
+                StatusCode::CONFLICT
+            }
+        };
+        refusal(status, e.code(), &e, e.remedy(), e.reason())
+    }
+}
+
+impl From<ConnectionError> for ApiError {
+    fn from(e: ConnectionError) -> ApiError {
+        let status = match e {
+            ConnectionError::Engine(engine) => return engine.into(),
+            ConnectionError::TestPost(post) => return post.into(),
+            ConnectionError::ConfirmationRequired(ref preview) => {
+                return confirmation(&e, e.remedy(), json!(preview))
+            }
+            ConnectionError::TestPostFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ConnectionError::TestPostMissing => StatusCode::NOT_FOUND,
+        };
+        refusal(status, e.code(), &e, e.remedy(), e.reason())
+    }
+}
+
+impl From<PostError> for ApiError {
+    fn from(e: PostError) -> ApiError {
+        let status = match e {
+            PostError::Engine(engine) => return engine.into(),
+            PostError::ValidationFailed(ref platforms) => {
+                let detail = json!({ "platforms": platforms });
+                return refusal(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    e.code(),
+                    &e,
+                    e.remedy(),
+                    None,
+                )
+                .with_detail(detail);
+            }
+            PostError::InvalidTime { .. } => StatusCode::BAD_REQUEST,
+            PostError::IdempotencyKeyReused => StatusCode::CONFLICT,
+        };
+        refusal(status, e.code(), &e, e.remedy(), e.reason())
+    }
+}
+
+impl From<EraseError> for ApiError {
+    fn from(e: EraseError) -> ApiError {
+        match e {
+            EraseError::Engine(engine) => engine.into(),
+            EraseError::ConfirmationRequired(ref preview) => {
+                confirmation(&e, e.remedy(), json!(preview))
+            }
         }
     }
+}
+
+/// 409 `confirmation_required`, with what the action would affect merged into the body.
+fn confirmation(error: &dyn std::error::Error, remedy: &'static str, preview: Value) -> ApiError {
+    refusal(
+        StatusCode::CONFLICT,
+        "confirmation_required",
+        error,
+        remedy,
+        None,
+    )
+    .with_detail(preview)
 }
 
 impl IntoResponse for ApiError {

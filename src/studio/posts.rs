@@ -10,7 +10,7 @@ use social_studio_storage::{
 };
 use utoipa::ToSchema;
 
-use super::error::{FieldError, PlatformRefusal, StudioError};
+use super::error::{ConnectionError, EngineRefusal, FieldError, PlatformRefusal, PostError};
 use super::views::{PostView, UnreadableView};
 use super::Studio;
 
@@ -201,12 +201,12 @@ impl Studio {
         pen: &PenName,
         request: NewPost,
         idempotency_key: Option<&str>,
-    ) -> Result<(Vec<PostView>, bool), StudioError> {
+    ) -> Result<(Vec<PostView>, bool), PostError> {
         let digest = fingerprint(&serde_json::to_string(&request).unwrap_or_default());
         if let Some(key) = idempotency_key {
             if let Some(prior) = self.inner.store.idempotent_result(pen, key).await? {
                 if prior.request_digest != digest {
-                    return Err(StudioError::IdempotencyKeyReused);
+                    return Err(PostError::IdempotencyKeyReused);
                 }
                 return Ok((self.posts_by_id(&prior.posts).await?, false));
             }
@@ -218,7 +218,7 @@ impl Studio {
             }],
             (None, Some(list)) if !list.is_empty() => list.clone(),
             _ => {
-                return Err(StudioError::ValidationFailed(vec![PlatformRefusal {
+                return Err(PostError::ValidationFailed(vec![PlatformRefusal {
                     platform: String::new(),
                     errors: vec![FieldError::new(
                         "platform_required",
@@ -228,7 +228,7 @@ impl Studio {
             }
         };
         let due = Timestamp::parse_rfc3339(&request.scheduled_at).map_err(|source| {
-            StudioError::InvalidTime {
+            PostError::InvalidTime {
                 field: "scheduled_at",
                 source,
             }
@@ -312,7 +312,7 @@ impl Studio {
             }
         }
         if !refusals.is_empty() {
-            return Err(StudioError::ValidationFailed(refusals));
+            return Err(PostError::ValidationFailed(refusals));
         }
         if let Some(key) = idempotency_key {
             // Claimed before scheduling: of two concurrent retries, one creates the posts.
@@ -338,7 +338,7 @@ impl Studio {
         Ok((out, true))
     }
 
-    async fn posts_by_id(&self, ids: &[PostId]) -> Result<Vec<PostView>, StudioError> {
+    async fn posts_by_id(&self, ids: &[PostId]) -> Result<Vec<PostView>, PostError> {
         let mut out = Vec::new();
         for id in ids {
             if let Some(p) = self.inner.store.post(*id).await? {
@@ -354,7 +354,7 @@ impl Studio {
         &self,
         pen: &PenName,
         state: Option<StateLabel>,
-    ) -> Result<PostList, StudioError> {
+    ) -> Result<PostList, PostError> {
         let loaded = self.inner.store.posts_of_pen(pen).await?;
         let mut posts = loaded.items;
         if let Some(s) = state {
@@ -367,14 +367,14 @@ impl Studio {
         })
     }
 
-    async fn owned(&self, pen: &PenName, id: PostId) -> Result<Post, StudioError> {
+    async fn owned(&self, pen: &PenName, id: PostId) -> Result<Post, PostError> {
         match self.inner.store.post(id).await? {
             Some(p) if p.connection.pen_name == *pen => Ok(p),
-            _ => Err(StudioError::PostNotFound(id)),
+            _ => Err(EngineRefusal::PostNotFound(id).into()),
         }
     }
 
-    pub async fn post(&self, pen: &PenName, id: PostId) -> Result<PostView, StudioError> {
+    pub async fn post(&self, pen: &PenName, id: PostId) -> Result<PostView, PostError> {
         Ok(PostView::from(&self.owned(pen, id).await?))
     }
 
@@ -385,17 +385,18 @@ impl Studio {
         pen: &PenName,
         id: PostId,
         patch: PostPatch,
-    ) -> Result<PostView, StudioError> {
+    ) -> Result<PostView, PostError> {
         let mut post = self.owned(pen, id).await?;
         if !matches!(
             post.state,
             PostState::Scheduled | PostState::Paused(_) | PostState::Held(_)
         ) {
-            return Err(StudioError::InvalidTransition {
+            return Err(EngineRefusal::InvalidTransition {
                 id,
                 state: post.state.label(),
                 action: "edited",
-            });
+            }
+            .into());
         }
         let mut errors = Vec::new();
         if let Some(t) = patch.text {
@@ -412,14 +413,14 @@ impl Studio {
         }
         if let Some(at) = &patch.scheduled_at {
             post.due_at =
-                Timestamp::parse_rfc3339(at).map_err(|source| StudioError::InvalidTime {
+                Timestamp::parse_rfc3339(at).map_err(|source| PostError::InvalidTime {
                     field: "scheduled_at",
                     source,
                 })?;
         }
         errors.extend(self.validate_for(&post, true).await);
         if !errors.is_empty() {
-            return Err(StudioError::ValidationFailed(vec![PlatformRefusal {
+            return Err(PostError::ValidationFailed(vec![PlatformRefusal {
                 platform: post.connection.platform.id().into(),
                 errors,
             }]));
@@ -427,7 +428,7 @@ impl Studio {
         Ok(PostView::from(&self.inner.engine.update(post).await?))
     }
 
-    pub async fn cancel_post(&self, pen: &PenName, id: PostId) -> Result<PostView, StudioError> {
+    pub async fn cancel_post(&self, pen: &PenName, id: PostId) -> Result<PostView, PostError> {
         self.owned(pen, id).await?;
         Ok(PostView::from(
             &self.inner.engine.cancel(pen.clone(), id).await?,
@@ -435,7 +436,7 @@ impl Studio {
     }
 
     /// Sends a Failed or Held post again.
-    pub async fn retry_post(&self, pen: &PenName, id: PostId) -> Result<PostView, StudioError> {
+    pub async fn retry_post(&self, pen: &PenName, id: PostId) -> Result<PostView, PostError> {
         self.owned(pen, id).await?;
         Ok(PostView::from(
             &self.inner.engine.retry(pen.clone(), id).await?,
@@ -448,7 +449,7 @@ impl Studio {
         pen: &PenName,
         id: PostId,
         published: bool,
-    ) -> Result<PostView, StudioError> {
+    ) -> Result<PostView, PostError> {
         self.owned(pen, id).await?;
         Ok(PostView::from(
             &self
@@ -465,9 +466,9 @@ impl Studio {
         &self,
         key: &ConnectionKey,
         test_post: Option<String>,
-    ) -> Result<super::views::VerifyView, StudioError> {
+    ) -> Result<super::views::VerifyView, ConnectionError> {
         if self.inner.store.connection(key).await?.is_none() {
-            return Err(StudioError::NotConnected(key.platform));
+            return Err(EngineRefusal::NotConnected(key.platform).into());
         }
         self.inner.engine.verify(key.clone()).await?;
         let mut test = None;
@@ -488,7 +489,7 @@ impl Studio {
             let id = created
                 .first()
                 .and_then(|p| PostId::parse(&p.id))
-                .ok_or(StudioError::NotFound)?;
+                .ok_or(ConnectionError::TestPostMissing)?;
             let done = async {
                 loop {
                     if let Ok(Some(p)) = self.inner.store.post(id).await {
@@ -502,10 +503,10 @@ impl Studio {
             let post = tokio::time::timeout(std::time::Duration::from_secs(60), done)
                 .await
                 .map_err(|_| {
-                    StudioError::Unavailable("the test post did not finish within 60 s".into())
+                    EngineRefusal::Unavailable("the test post did not finish within 60 s".into())
                 })?;
             if let Some(reason) = post.state.reason() {
-                return Err(StudioError::TestPostFailed {
+                return Err(ConnectionError::TestPostFailed {
                     reason: reason.clone(),
                 });
             }

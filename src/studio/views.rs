@@ -263,3 +263,23 @@ pub struct VerifyView {
     pub connection: ConnectionEntry,
     pub test_post: Option<PostView>,
 }
+
+/// What erasing a pen name did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErasureReport {
+    pub pen_name: String,
+    /// Each connection disconnected on the way, with what revoking did.
+    pub connections: Vec<ConnectionErased>,
+    pub posts_erased: usize,
+    pub events_erased: usize,
+    /// Records among the erased that could not be read.
+    pub unreadable_erased: usize,
+}
+
+/// One connection an erasure disconnected.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionErased {
+    pub platform: Platform,
+    /// As in [`DisconnectView::revoke`].
+    pub revoke: &'static str,
+}
