@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorObject};
 use super::AppState;
-use crate::studio::{MediaInput, NewPost, PlatformTarget, PostPatch};
+use crate::studio::{MediaInput, PlatformTarget, PostPatch, PostRequest};
 
 /// Declares the `admin_token` bearer scheme the protected operations name.
 struct AdminToken;
@@ -63,7 +63,7 @@ impl Modify for AdminToken {
         super::posts::retry,
         super::posts::resolve,
     ),
-    components(schemas(ErrorBody, ErrorObject, NewPost, PostPatch, PlatformTarget, MediaInput)),
+    components(schemas(ErrorBody, ErrorObject, PostRequest, PostPatch, PlatformTarget, MediaInput)),
     modifiers(&AdminToken),
     tags(
         (name = "connections", description = "a pen name's social accounts"),

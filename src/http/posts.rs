@@ -13,7 +13,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, PenPath, PostPath};
 use super::AppState;
 use crate::studio::views::PostView;
-use crate::studio::{NewPost, PostPatch};
+use crate::studio::{PostPatch, PostRequest};
 
 /// The header that makes a schedule request safe to retry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -108,7 +108,7 @@ fn record_pen(pen: &social_studio_storage::PenName) {
         ("pen" = String, Path, description = "pen name"),
         ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body returns the first answer and creates nothing"),
     ),
-    request_body(content = NewPost, content_type = "application/json"),
+    request_body(content = PostRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "created: one post per platform", body = PostsBody),
         (status = 200, description = "a replay of an Idempotency-Key: the posts the first request created", body = PostsBody),
@@ -126,7 +126,7 @@ pub(crate) async fn schedule(
     State(state): State<AppState>,
     PenPath(pen): PenPath,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<NewPost>,
+    ApiJson(body): ApiJson<PostRequest>,
 ) -> Result<(StatusCode, Json<PostsBody>), ApiError> {
     let key = idempotency_key(&headers)?;
     let (posts, created) = state.studio.schedule(&pen, body, key.as_deref()).await?;

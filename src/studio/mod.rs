@@ -8,6 +8,7 @@
 //! and resolve; the attention list; the event stream; and graceful shutdown.
 
 mod error;
+mod new_post;
 mod posts;
 pub mod schema;
 pub mod views;
@@ -31,7 +32,8 @@ pub use error::{
     AddressError, ConnectingError, ConnectionError, DisconnectPreview, EngineRefusal, EraseError,
     ErasurePreview, FieldError, PlatformRefusal, PostError,
 };
-pub use posts::{MediaInput, NewPost, PlatformTarget, PostList, PostPatch};
+pub use new_post::{MediaInput, NewPost, PlatformTarget, PostRequest};
+pub use posts::{PostList, PostPatch};
 use views::{
     AttentionItem, AuthorizeStart, ConnectionEntry, ConnectionErased, DisconnectView,
     ErasureReport, EventView, ReasonView, UnreadableView,
