@@ -16,6 +16,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, PenPath};
 use super::query::ConfirmQuery;
 use super::AppState;
+use crate::studio::schema::PlatformId;
 use crate::studio::views::{AttentionItem, ErasureReport, UnreadableView};
 
 /// How long readiness waits for the engine to answer.
@@ -46,10 +47,8 @@ pub(crate) struct UnreadableCount {
 /// `{"attention": [...], "unreadable": [...]}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AttentionBody {
-    #[schema(value_type = Vec<Object>)]
     pub(crate) attention: Vec<AttentionItem>,
     /// Stored records that cannot be read, each with what it belonged to.
-    #[schema(value_type = Vec<Object>)]
     pub(crate) unreadable: Vec<UnreadableView>,
 }
 
@@ -64,7 +63,7 @@ pub(crate) struct ConnectionCounts {
 /// One platform queue's depth.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct QueueBody {
-    #[schema(value_type = String)]
+    #[schema(value_type = PlatformId)]
     pub(crate) platform: Platform,
     pub(crate) scheduled: usize,
     pub(crate) paused: usize,
@@ -83,7 +82,6 @@ pub(crate) struct SupervisorBody {
     pub(crate) restarts: u64,
     pub(crate) queues: Vec<QueueBody>,
     /// Stored records that cannot be read, each named with what it belonged to.
-    #[schema(value_type = Vec<Object>)]
     pub(crate) unreadable: Vec<UnreadableView>,
 }
 
@@ -236,7 +234,7 @@ pub(crate) async fn supervisor(
     tag = "status",
     params(("pen" = String, Path, description = "pen name"), ConfirmQuery),
     responses(
-        (status = 200, description = "erased: grants revoked where possible; connections, posts and events removed", body = Object),
+        (status = 200, description = "erased: grants revoked where possible; connections, posts and events removed", body = ErasureReport),
         (status = 400, description = "invalid pen name or query", body = ErrorBody),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
         (status = 409, description = "confirmation_required, with what would be removed", body = ErrorBody),

@@ -20,7 +20,8 @@ use social_studio_storage::Reason;
 use crate::platforms::ConnectError;
 use crate::studio::views::ReasonView;
 use crate::studio::{
-    AddressError, ConnectingError, ConnectionError, EngineRefusal, EraseError, PostError,
+    AddressError, ConnectingError, ConnectionError, EngineRefusal, EraseError, PlatformRefusal,
+    PostError,
 };
 
 /// Every error: `{"error": {"code", "message", ...detail}}` — the schema of the body
@@ -30,6 +31,10 @@ pub(crate) struct ErrorBody {
     pub(crate) error: ErrorObject,
 }
 
+/// The `error` object. Beside the fields named here, a refusal may carry more of what it
+/// is about (a `confirmation_required` disconnect its `platform`, an erasure's dry run
+/// the `connections` and `posts` it would remove, an `invalid_state_filter` the
+/// `allowed` states).
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ErrorObject {
     /// Stable machine-readable code (`unauthorized`, `invalid_pen_name`,
@@ -37,14 +42,14 @@ pub(crate) struct ErrorObject {
     pub(crate) code: String,
     /// A sentence for a person.
     pub(crate) message: String,
+    /// What a person can do about it, where the engine knows.
+    pub(crate) remedy: Option<String>,
     /// Per-platform refusals of a `validation_failed` schedule.
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub(crate) platforms: Option<Vec<serde_json::Value>>,
+    pub(crate) platforms: Option<Vec<PlatformRefusal>>,
     /// How many scheduled posts a `confirmation_required` action would affect.
     pub(crate) scheduled_posts_affected: Option<usize>,
     /// The reason and remedy of a connection problem.
-    #[schema(value_type = Option<Object>)]
-    pub(crate) reason: Option<serde_json::Value>,
+    pub(crate) reason: Option<ReasonView>,
 }
 
 /// A refusal: status, stable machine-readable code, a sentence, and structured detail

@@ -35,8 +35,8 @@ pub use error::{
 pub use new_post::{MediaInput, NewPost, PlatformTarget, PostRequest};
 pub use posts::{PostList, PostPatch};
 use views::{
-    AttentionItem, AuthorizeStart, ConnectionEntry, ConnectionErased, DisconnectView,
-    ErasureReport, EventView, ReasonView, UnreadableView,
+    AttentionItem, AuthorizeStart, ConnectionEntry, ConnectionErased, ConnectionState,
+    DisconnectView, ErasureReport, EventView, ReasonView, RevokeOutcome, UnreadableView,
 };
 
 use crate::config::Config;
@@ -326,9 +326,9 @@ impl Studio {
         let view = self.inner.engine.view(c);
         let c = view.connection;
         let (status, reason) = match &c.status {
-            ConnectionStatus::Active => ("active", None),
-            ConnectionStatus::Expired(r) => ("expired", Some(ReasonView::from(r))),
-            ConnectionStatus::Error(r) => ("error", Some(ReasonView::from(r))),
+            ConnectionStatus::Active => (ConnectionState::Active, None),
+            ConnectionStatus::Expired(r) => (ConnectionState::Expired, Some(ReasonView::from(r))),
+            ConnectionStatus::Error(r) => (ConnectionState::Error, Some(ReasonView::from(r))),
         };
         Ok(ConnectionEntry {
             platform: c.key.platform,
@@ -336,7 +336,7 @@ impl Studio {
             reason,
             account: Some(c.account),
             targets: c.targets,
-            expires_at: view.expires_at.map(Timestamp::to_rfc3339),
+            expires_at: view.expires_at,
             expiring_soon: view.expiring_soon,
             renewable: view.renewable,
             scheduled: counts.scheduled as usize,
@@ -430,7 +430,7 @@ impl Studio {
         Ok(AuthorizeStart {
             authorize_url: request.url,
             state,
-            expires_at: expires_at.to_rfc3339(),
+            expires_at,
         })
     }
 
@@ -568,16 +568,16 @@ impl Studio {
         }
         let report = self.inner.engine.disconnect(key.clone()).await?;
         let (revoke, revoke_note) = match &report.revoke {
-            Ok(social_studio_actors::RevokeOutcome::Revoked) => ("revoked", None),
+            Ok(social_studio_actors::RevokeOutcome::Revoked) => (RevokeOutcome::Revoked, None),
             Ok(social_studio_actors::RevokeOutcome::NotSupported) => (
-                "not_supported",
+                RevokeOutcome::NotSupported,
                 Some(format!(
                     "{} offers no way for apps to revoke access; remove the app in the account's settings on {} to finish.",
                     key.platform.display_name(),
                     key.platform.display_name()
                 )),
             ),
-            Err(e) => ("failed", Some(format!("revoking at the platform failed ({e}); the grant was erased here anyway"))),
+            Err(e) => (RevokeOutcome::Failed, Some(format!("revoking at the platform failed ({e}); the grant was erased here anyway"))),
         };
         Ok(DisconnectView {
             platform: key.platform,
@@ -607,7 +607,7 @@ impl Studio {
                     code: social_studio_storage::ReasonCode::GrantExpired.code(),
                     message: "The platform's authorization for this account lapses soon and cannot be renewed without you.",
                     remedy: "Reconnect the account before it lapses; nothing is lost if you do.",
-                    platform_message: entry.expires_at.as_ref().map(|e| format!("lapses at {e}")),
+                    platform_message: entry.expires_at.map(|e| format!("lapses at {}", e.to_rfc3339())),
                 },
                 (None, false) => continue,
             };
@@ -629,7 +629,7 @@ impl Studio {
                     out.push(AttentionItem {
                         pen_name: pen_name.clone(),
                         platform,
-                        status: "error",
+                        status: ConnectionState::Error,
                         reason: u.reason.clone(),
                         expiring_soon: false,
                         expires_at: None,
