@@ -6,6 +6,15 @@
 //! PKCE, callback); verify (with an optional test post); disconnect with a dry run;
 //! scheduling validated for every platform a request names; post edits, cancel, retry
 //! and resolve; the attention list; the event stream; and graceful shutdown.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | `Studio`: opening, connections, the connect flows, disconnect, attention, erasure |
+//! | `new_post.rs` | [`PostRequest`] as sent, parsed once into a validated [`NewPost`] |
+//! | `posts.rs` | scheduling, listing, editing, cancel, retry, resolve, verify |
+//! | `error.rs` | one error type per use case, each with its code, remedy and reason |
+//! | `views.rs` | what the engine shows: typed views, serialised as the API writes them |
+//! | `schema.rs` | OpenAPI schemas for the storage types the views show |
 
 mod error;
 mod new_post;
