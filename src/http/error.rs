@@ -472,3 +472,138 @@ pub(crate) fn ensure_json_error(response: Response) -> Response {
     }
     Response::from_parts(parts, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use social_studio_storage::{PostId, ReasonCode, StateLabel};
+
+    use super::*;
+
+    fn answer(e: impl Into<ApiError>) -> (u16, String, Value) {
+        let e = e.into();
+        (e.status().as_u16(), e.code().to_string(), e.body())
+    }
+
+    #[test]
+    fn each_refusal_has_its_status_and_code() {
+        let reason = Reason::new(ReasonCode::RevokedByUser);
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (
+                AddressError::UnknownPlatform("mastodon".into()).into(),
+                404,
+                "unknown_platform",
+            ),
+            (AddressError::UnknownPost.into(), 404, "not_found"),
+            (ConnectingError::InvalidState.into(), 400, "invalid_state"),
+            (ConnectingError::StateExpired.into(), 400, "state_expired"),
+            (
+                ConnectingError::MissingParameter("code").into(),
+                400,
+                "missing_parameter",
+            ),
+            (
+                ConnectingError::PlatformNotConfigured(social_studio_storage::Platform::X).into(),
+                409,
+                "platform_not_configured",
+            ),
+            (
+                ConnectingError::from(ConnectError::AccessDenied {
+                    platform_message: None,
+                })
+                .into(),
+                400,
+                "access_denied",
+            ),
+            (
+                ConnectingError::from(ConnectError::AppCredentialsRejected {
+                    platform_message: None,
+                })
+                .into(),
+                502,
+                "app_credentials_rejected",
+            ),
+            (
+                ConnectingError::from(ConnectError::RequirementUnmet(reason.clone())).into(),
+                422,
+                "revoked_by_user",
+            ),
+            (
+                ConnectingError::from(ConnectError::RateLimited {
+                    retry_after: Duration::from_secs(1),
+                })
+                .into(),
+                429,
+                "rate_limited",
+            ),
+            (
+                ConnectionError::from(EngineRefusal::ConnectionNotActive {
+                    status: StateLabel::Expired,
+                    reason: reason.clone(),
+                })
+                .into(),
+                409,
+                "revoked_by_user",
+            ),
+            (
+                ConnectionError::TestPostFailed {
+                    reason: reason.clone(),
+                }
+                .into(),
+                422,
+                "revoked_by_user",
+            ),
+            (
+                PostError::from(EngineRefusal::PostNotFound(PostId::new())).into(),
+                404,
+                "not_found",
+            ),
+            (
+                PostError::IdempotencyKeyReused.into(),
+                409,
+                "idempotency_key_reused",
+            ),
+            (
+                PostError::ValidationFailed(vec![]).into(),
+                422,
+                "validation_failed",
+            ),
+            (
+                EngineRefusal::Unavailable("stopped".into()).into(),
+                503,
+                "engine_unavailable",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let (got_status, got_code, body) = answer(error);
+            assert_eq!((got_status, got_code.as_str()), (status, code), "{body}");
+            assert!(body["error"]["remedy"].is_string(), "{body}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_with_a_reason_carries_it_and_its_remedy() {
+        let reason = Reason::new(ReasonCode::RevokedByUser);
+        let (_, _, body) = answer(ConnectionError::from(EngineRefusal::ConnectionNotActive {
+            status: StateLabel::Expired,
+            reason: reason.clone(),
+        }));
+        assert_eq!(body["error"]["reason"]["code"], "revoked_by_user");
+        assert_eq!(body["error"]["remedy"], reason.remedy());
+        assert_eq!(body["error"]["reason"]["remedy"], reason.remedy());
+    }
+
+    #[test]
+    fn a_dry_run_says_what_it_would_affect() {
+        let (status, code, body) = answer(ConnectionError::ConfirmationRequired(
+            crate::studio::DisconnectPreview {
+                platform: social_studio_storage::Platform::X,
+                scheduled_posts_affected: 3,
+            },
+        ));
+        assert_eq!((status, code.as_str()), (409, "confirmation_required"));
+        assert_eq!(body["error"]["platform"], "x");
+        assert_eq!(body["error"]["scheduled_posts_affected"], 3);
+    }
+}
