@@ -21,7 +21,7 @@ use social_studio::config::{Config, PlatformConfig};
 use social_studio::platforms::bluesky::{BlueskySettings, SessionEndpoint};
 use social_studio::platforms::{Adapter, BlueskyAdapter, Connected};
 use social_studio::sandbox::Sandbox;
-use social_studio::studio::{NewPost, Studio, StudioOptions};
+use social_studio::studio::{PostRequest, Studio, StudioOptions};
 use social_studio_actors::{PlatformPort, PortError, RevokeOutcome};
 use social_studio_storage::{
     fixtures, Content, EventKind, Media, MediaKind, PenName, Platform, Post, PostKind, ReasonCode,
@@ -582,7 +582,7 @@ async fn through_the_engine_a_revoked_app_password_pauses_and_a_reconnect_publis
     let (posts, _) = studio
         .schedule(
             &pen,
-            NewPost {
+            PostRequest {
                 platform: Some("bluesky".into()),
                 platforms: None,
                 target: None,

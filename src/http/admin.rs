@@ -8,17 +8,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use serde_json::{json, Value};
 use social_studio_actors::{QueueStats, TreeReport};
 use social_studio_storage::Platform;
 use utoipa::ToSchema;
 
-use super::connections::ConfirmQuery;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, PenPath};
-use super::openapi::ErrorBody;
+use super::query::ConfirmQuery;
 use super::AppState;
-use crate::studio::views::{AttentionItem, UnreadableView};
+use crate::studio::schema::PlatformId;
+use crate::studio::views::{AttentionItem, ErasureReport, UnreadableView};
 
 /// How long readiness waits for the engine to answer.
 const READY_WITHIN: Duration = Duration::from_secs(2);
@@ -48,10 +47,8 @@ pub(crate) struct UnreadableCount {
 /// `{"attention": [...], "unreadable": [...]}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AttentionBody {
-    #[schema(value_type = Vec<Object>)]
     pub(crate) attention: Vec<AttentionItem>,
     /// Stored records that cannot be read, each with what it belonged to.
-    #[schema(value_type = Vec<Object>)]
     pub(crate) unreadable: Vec<UnreadableView>,
 }
 
@@ -66,7 +63,7 @@ pub(crate) struct ConnectionCounts {
 /// One platform queue's depth.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct QueueBody {
-    #[schema(value_type = String)]
+    #[schema(value_type = PlatformId)]
     pub(crate) platform: Platform,
     pub(crate) scheduled: usize,
     pub(crate) paused: usize,
@@ -85,7 +82,6 @@ pub(crate) struct SupervisorBody {
     pub(crate) restarts: u64,
     pub(crate) queues: Vec<QueueBody>,
     /// Stored records that cannot be read, each named with what it belonged to.
-    #[schema(value_type = Vec<Object>)]
     pub(crate) unreadable: Vec<UnreadableView>,
 }
 
@@ -238,7 +234,7 @@ pub(crate) async fn supervisor(
     tag = "status",
     params(("pen" = String, Path, description = "pen name"), ConfirmQuery),
     responses(
-        (status = 200, description = "erased: grants revoked where possible; connections, posts and events removed", body = Object),
+        (status = 200, description = "erased: grants revoked where possible; connections, posts and events removed", body = ErasureReport),
         (status = 400, description = "invalid pen name or query", body = ErrorBody),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
         (status = 409, description = "confirmation_required, with what would be removed", body = ErrorBody),
@@ -250,8 +246,8 @@ pub(crate) async fn erase_pen_name(
     State(state): State<AppState>,
     PenPath(pen): PenPath,
     ApiQuery(query): ApiQuery<ConfirmQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ErasureReport>, ApiError> {
     let erased = state.studio.erase_pen_name(&pen, query.confirm).await?;
     tracing::info!(confirmed = query.confirm, "pen name erased");
-    Ok(Json(json!(erased)))
+    Ok(Json(erased))
 }

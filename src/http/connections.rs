@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use social_studio_storage::{Platform, Secret};
 use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, KeyPath, OptionalJson, PenPath};
+use super::query::ConfirmQuery;
 use super::AppState;
 use crate::studio::views::{
     AuthorizeStart, ConnectionEntry, DisconnectView, EventView, VerifyView,
@@ -22,16 +23,13 @@ const RECENT_EVENTS: usize = 20;
 /// `{"connections": [...]}`: one entry per platform, in platform order.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConnectionsBody {
-    #[schema(value_type = Vec<Object>)]
     pub(crate) connections: Vec<ConnectionEntry>,
 }
 
 /// One connection and its most recent events, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConnectionDetail {
-    #[schema(value_type = Object)]
     pub(crate) connection: ConnectionEntry,
-    #[schema(value_type = Vec<Object>)]
     pub(crate) events: Vec<EventView>,
 }
 
@@ -44,12 +42,6 @@ pub(crate) struct AuthorizeBody {
     pub(crate) replace: bool,
 }
 
-/// The answer to `POST …/authorize`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(transparent)]
-#[schema(value_type = Object)]
-pub(crate) struct AuthorizeBodyOut(pub(crate) AuthorizeStart);
-
 /// Body of `POST …/verify`: `{}` (or no body), or `{"test_post": "text"}` to also
 /// publish that text now and wait for the outcome.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -58,16 +50,6 @@ pub(crate) struct VerifyBody {
     #[serde(default)]
     pub(crate) test_post: Option<String>,
 }
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(transparent)]
-#[schema(value_type = Object)]
-pub(crate) struct VerifyBodyOut(pub(crate) VerifyView);
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(transparent)]
-#[schema(value_type = Object)]
-pub(crate) struct DisconnectBodyOut(pub(crate) DisconnectView);
 
 /// Body of the app-password connect. The password is a [`Secret`]: it never prints, and
 /// the engine sends it once to sign in and keeps nothing.
@@ -84,21 +66,6 @@ pub(crate) struct AppPasswordBody {
     pub(crate) replace: bool,
 }
 
-/// The answer to the app-password connect: the connection as it now stands.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(transparent)]
-#[schema(value_type = Object)]
-pub(crate) struct ConnectedBodyOut(pub(crate) ConnectionEntry);
-
-/// `?confirm=true` on destructive routes.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct ConfirmQuery {
-    /// Without it the route answers 409 `confirmation_required` with what it would affect.
-    #[serde(default)]
-    pub(crate) confirm: bool,
-}
-
 fn record_key(key: &social_studio_storage::ConnectionKey) {
     let span = tracing::Span::current();
     span.record("pen_name", key.pen_name.as_str());
@@ -112,8 +79,8 @@ fn record_key(key: &social_studio_storage::ConnectionKey) {
     params(("pen" = String, Path, description = "pen name")),
     responses(
         (status = 200, description = "one entry per platform; a pen name nobody has used has every platform not_connected or not_configured", body = ConnectionsBody),
-        (status = 400, description = "invalid pen name", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 400, description = "invalid pen name", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -136,9 +103,9 @@ pub(crate) async fn list(
     ),
     responses(
         (status = 200, description = "the connection and its recent events", body = ConnectionDetail),
-        (status = 400, description = "invalid pen name", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
+        (status = 400, description = "invalid pen name", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 404, description = "unknown platform", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -163,11 +130,11 @@ pub(crate) async fn show(
     ),
     request_body(content = Option<AuthorizeBody>, content_type = "application/json"),
     responses(
-        (status = 200, description = "`{authorize_url, state, expires_at}`: send the author's browser to authorize_url", body = AuthorizeBodyOut),
-        (status = 400, description = "invalid pen name or body", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
-        (status = 409, description = "platform_not_configured, or wrong_connect_flow (Bluesky)", body = super::openapi::ErrorBody),
+        (status = 200, description = "`{authorize_url, state, expires_at}`: send the author's browser to authorize_url", body = AuthorizeStart),
+        (status = 400, description = "invalid pen name or body", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 404, description = "unknown platform", body = ErrorBody),
+        (status = 409, description = "platform_not_configured, or wrong_connect_flow (Bluesky)", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -176,10 +143,10 @@ pub(crate) async fn authorize(
     State(state): State<AppState>,
     KeyPath(key): KeyPath,
     OptionalJson(body): OptionalJson<AuthorizeBody>,
-) -> Result<Json<AuthorizeBodyOut>, ApiError> {
+) -> Result<Json<AuthorizeStart>, ApiError> {
     record_key(&key);
     let start = state.studio.begin_connect(&key, body.replace).await?;
-    Ok(Json(AuthorizeBodyOut(start)))
+    Ok(Json(start))
 }
 
 #[utoipa::path(
@@ -192,13 +159,13 @@ pub(crate) async fn authorize(
     ),
     request_body(content = AppPasswordBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "connected: the connection as it now stands", body = ConnectedBodyOut),
-        (status = 400, description = "invalid pen name or body", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
-        (status = 409, description = "platform_not_configured, wrong_account, or wrong_connect_flow for a platform that connects through OAuth", body = super::openapi::ErrorBody),
-        (status = 422, description = "app_password_required (not an app password), app_password_rejected (wrong or revoked), account_suspended", body = super::openapi::ErrorBody),
-        (status = 429, description = "the platform is rate limiting sign-ins", body = super::openapi::ErrorBody),
+        (status = 200, description = "connected: the connection as it now stands", body = ConnectionEntry),
+        (status = 400, description = "invalid pen name or body", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 404, description = "unknown platform", body = ErrorBody),
+        (status = 409, description = "platform_not_configured, wrong_account, or wrong_connect_flow for a platform that connects through OAuth", body = ErrorBody),
+        (status = 422, description = "app_password_required (not an app password), app_password_rejected (wrong or revoked), account_suspended", body = ErrorBody),
+        (status = 429, description = "the platform is rate limiting sign-ins", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -207,7 +174,7 @@ pub(crate) async fn connect_with_app_password(
     State(state): State<AppState>,
     KeyPath(key): KeyPath,
     ApiJson(body): ApiJson<AppPasswordBody>,
-) -> Result<Json<ConnectedBodyOut>, ApiError> {
+) -> Result<Json<ConnectionEntry>, ApiError> {
     record_key(&key);
     let AppPasswordBody {
         identifier,
@@ -225,7 +192,7 @@ pub(crate) async fn connect_with_app_password(
                 replace,
             )
             .await?;
-        return Ok(Json(ConnectedBodyOut(entry)));
+        return Ok(Json(entry));
     }
     // Not an app-password platform: the password is dropped unused.
     drop(app_password);
@@ -251,12 +218,12 @@ pub(crate) async fn connect_with_app_password(
     ),
     request_body(content = Option<VerifyBody>, content_type = "application/json"),
     responses(
-        (status = 200, description = "the connection after the check, and the test post when one was asked for", body = VerifyBodyOut),
-        (status = 400, description = "invalid pen name or body", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
-        (status = 409, description = "not connected, or the connection needs attention (the reason says why)", body = super::openapi::ErrorBody),
-        (status = 422, description = "the test post was refused", body = super::openapi::ErrorBody),
+        (status = 200, description = "the connection after the check, and the test post when one was asked for", body = VerifyView),
+        (status = 400, description = "invalid pen name or body", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 404, description = "unknown platform", body = ErrorBody),
+        (status = 409, description = "not connected, or the connection needs attention (the reason says why)", body = ErrorBody),
+        (status = 422, description = "the test post was refused", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -265,10 +232,10 @@ pub(crate) async fn verify(
     State(state): State<AppState>,
     KeyPath(key): KeyPath,
     OptionalJson(body): OptionalJson<VerifyBody>,
-) -> Result<Json<VerifyBodyOut>, ApiError> {
+) -> Result<Json<VerifyView>, ApiError> {
     record_key(&key);
     let view = state.studio.verify(&key, body.test_post).await?;
-    Ok(Json(VerifyBodyOut(view)))
+    Ok(Json(view))
 }
 
 #[utoipa::path(
@@ -281,11 +248,11 @@ pub(crate) async fn verify(
         ConfirmQuery,
     ),
     responses(
-        (status = 200, description = "disconnected: revoked where the platform allows, grant erased, scheduled posts failed with account_disconnected", body = DisconnectBodyOut),
-        (status = 400, description = "invalid pen name or query", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown platform", body = super::openapi::ErrorBody),
-        (status = 409, description = "confirmation_required (with scheduled_posts_affected), or not_connected", body = super::openapi::ErrorBody),
+        (status = 200, description = "disconnected: revoked where the platform allows, grant erased, scheduled posts failed with account_disconnected", body = DisconnectView),
+        (status = 400, description = "invalid pen name or query", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 404, description = "unknown platform", body = ErrorBody),
+        (status = 409, description = "confirmation_required (with scheduled_posts_affected), or not_connected", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -294,8 +261,8 @@ pub(crate) async fn disconnect(
     State(state): State<AppState>,
     KeyPath(key): KeyPath,
     ApiQuery(query): ApiQuery<ConfirmQuery>,
-) -> Result<Json<DisconnectBodyOut>, ApiError> {
+) -> Result<Json<DisconnectView>, ApiError> {
     record_key(&key);
     let view = state.studio.disconnect(&key, query.confirm).await?;
-    Ok(Json(DisconnectBodyOut(view)))
+    Ok(Json(view))
 }

@@ -1,7 +1,9 @@
 //! `ApiError`: every refusal the API answers, as `{"error": {"code", "message", ...}}`
-//! with its HTTP status — the engine's [`StudioError`]s (status and code decided by
-//! `StudioError` itself), axum's own rejections, the fallbacks for unknown routes and
-//! methods, panics, and a last-resort rewrite of any error response that is not JSON yet.
+//! with its HTTP status — the engine's refusals (each use case's error type from
+//! `studio`: their codes and remedies are their own, their HTTP status and body are
+//! decided here, in one place), axum's own rejections, the fallbacks for unknown routes
+//! and methods, panics, and a last-resort rewrite of any error response that is not JSON
+//! yet.
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -9,9 +11,46 @@ use std::borrow::Cow;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
-use crate::studio::StudioError;
+use social_studio_storage::Reason;
+
+use crate::platforms::ConnectError;
+use crate::studio::views::ReasonView;
+use crate::studio::{
+    AddressError, ConnectingError, ConnectionError, EngineRefusal, EraseError, PlatformRefusal,
+    PostError,
+};
+
+/// Every error: `{"error": {"code", "message", ...detail}}` — the schema of the body
+/// [`ApiError::body`] builds, for the OpenAPI document.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorObject,
+}
+
+/// The `error` object. Beside the fields named here, a refusal may carry more of what it
+/// is about (a `confirmation_required` disconnect its `platform`, an erasure's dry run
+/// the `connections` and `posts` it would remove, an `invalid_state_filter` the
+/// `allowed` states).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorObject {
+    /// Stable machine-readable code (`unauthorized`, `invalid_pen_name`,
+    /// `validation_failed`, `confirmation_required`, …).
+    pub(crate) code: String,
+    /// A sentence for a person.
+    pub(crate) message: String,
+    /// What a person can do about it, where the engine knows.
+    pub(crate) remedy: Option<String>,
+    /// Per-platform refusals of a `validation_failed` schedule.
+    pub(crate) platforms: Option<Vec<PlatformRefusal>>,
+    /// How many scheduled posts a `confirmation_required` action would affect.
+    pub(crate) scheduled_posts_affected: Option<usize>,
+    /// The reason and remedy of a connection problem.
+    pub(crate) reason: Option<ReasonView>,
+}
 
 /// A refusal: status, stable machine-readable code, a sentence, and structured detail
 /// that is merged into the `error` object.
@@ -124,20 +163,148 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-impl From<StudioError> for ApiError {
-    fn from(e: StudioError) -> ApiError {
-        let status =
-            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
-            tracing::error!(code = e.code(), error = %e, "the engine failed a request");
+/// The engine's refusals as the API answers them: the HTTP status of each is decided
+/// here and nowhere else; the code, sentence and remedy are the refusal's own; the body
+/// adds what the refusal carries (each platform's errors, what a confirmation would
+/// affect, the reason and its remedy).
+fn refusal(
+    status: StatusCode,
+    code: &'static str,
+    error: &dyn std::error::Error,
+    remedy: &'static str,
+    reason: Option<Reason>,
+) -> ApiError {
+    if status.is_server_error() {
+        tracing::error!(code, error = %error, "the engine failed a request");
+    }
+    let mut api = ApiError::new(status, code, error.to_string());
+    api.remedy = Some(remedy);
+    match reason {
+        Some(reason) => api.with_detail(json!({ "reason": ReasonView::from(&reason) })),
+        None => api,
+    }
+}
+
+/// The status of what the engine, the store and the platforms answer.
+fn engine_status(e: &EngineRefusal) -> StatusCode {
+    match e {
+        EngineRefusal::NotConnected(_)
+        | EngineRefusal::WrongAccount { .. }
+        | EngineRefusal::ConnectionNotActive { .. }
+        | EngineRefusal::InvalidTransition { .. } => StatusCode::CONFLICT,
+        EngineRefusal::PostNotFound(_) => StatusCode::NOT_FOUND,
+        EngineRefusal::Platform(p) => platform_status(p),
+        EngineRefusal::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        EngineRefusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The status of a platform's refusal: the author's doing (400), an unmet requirement
+/// (422), the service's app settings (502), or the platform's state (429, 503).
+fn platform_status(e: &ConnectError) -> StatusCode {
+    match e {
+        ConnectError::AccessDenied { .. }
+        | ConnectError::CodeRejected { .. }
+        | ConnectError::InvalidRedirectUri(_) => StatusCode::BAD_REQUEST,
+        ConnectError::RequirementUnmet(_) | ConnectError::AuthorizationRefused(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
         }
-        let mut error = ApiError::new(status, e.code(), e.to_string());
-        error.remedy = Some(e.remedy());
-        match e.detail() {
-            Some(detail) => error.with_detail(detail),
-            None => error,
+        ConnectError::AppCredentialsRejected { .. } => StatusCode::BAD_GATEWAY,
+        ConnectError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ConnectError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+impl From<EngineRefusal> for ApiError {
+    fn from(e: EngineRefusal) -> ApiError {
+        refusal(engine_status(&e), e.code(), &e, e.remedy(), e.reason())
+    }
+}
+
+impl From<AddressError> for ApiError {
+    fn from(e: AddressError) -> ApiError {
+        let status = match e {
+            AddressError::InvalidPenName(_) => StatusCode::BAD_REQUEST,
+            AddressError::UnknownPlatform(_) | AddressError::UnknownPost => StatusCode::NOT_FOUND,
+        };
+        refusal(status, e.code(), &e, e.remedy(), None)
+    }
+}
+
+impl From<ConnectingError> for ApiError {
+    fn from(e: ConnectingError) -> ApiError {
+        let status = match e {
+            ConnectingError::Engine(engine) => return engine.into(),
+            ConnectingError::InvalidState
+            | ConnectingError::StateExpired
+            | ConnectingError::StateUsed
+            | ConnectingError::MissingParameter(_) => StatusCode::BAD_REQUEST,
+            ConnectingError::PlatformNotConfigured(_) | ConnectingError::WrongConnectFlow(_) => {
+                StatusCode::CONFLICT
+            }
+        };
+        refusal(status, e.code(), &e, e.remedy(), e.reason())
+    }
+}
+
+impl From<ConnectionError> for ApiError {
+    fn from(e: ConnectionError) -> ApiError {
+        let status = match e {
+            ConnectionError::Engine(engine) => return engine.into(),
+            ConnectionError::TestPost(post) => return post.into(),
+            ConnectionError::ConfirmationRequired(ref preview) => {
+                return confirmation(&e, e.remedy(), json!(preview))
+            }
+            ConnectionError::TestPostFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ConnectionError::TestPostMissing => StatusCode::NOT_FOUND,
+        };
+        refusal(status, e.code(), &e, e.remedy(), e.reason())
+    }
+}
+
+impl From<PostError> for ApiError {
+    fn from(e: PostError) -> ApiError {
+        let status = match e {
+            PostError::Engine(engine) => return engine.into(),
+            PostError::ValidationFailed(ref platforms) => {
+                let detail = json!({ "platforms": platforms });
+                return refusal(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    e.code(),
+                    &e,
+                    e.remedy(),
+                    None,
+                )
+                .with_detail(detail);
+            }
+            PostError::InvalidTime { .. } => StatusCode::BAD_REQUEST,
+            PostError::IdempotencyKeyReused => StatusCode::CONFLICT,
+        };
+        refusal(status, e.code(), &e, e.remedy(), e.reason())
+    }
+}
+
+impl From<EraseError> for ApiError {
+    fn from(e: EraseError) -> ApiError {
+        match e {
+            EraseError::Engine(engine) => engine.into(),
+            EraseError::ConfirmationRequired(ref preview) => {
+                confirmation(&e, e.remedy(), json!(preview))
+            }
         }
     }
+}
+
+/// 409 `confirmation_required`, with what the action would affect merged into the body.
+fn confirmation(error: &dyn std::error::Error, remedy: &'static str, preview: Value) -> ApiError {
+    refusal(
+        StatusCode::CONFLICT,
+        "confirmation_required",
+        error,
+        remedy,
+        None,
+    )
+    .with_detail(preview)
 }
 
 impl IntoResponse for ApiError {
@@ -304,4 +471,139 @@ pub(crate) fn ensure_json_error(response: Response) -> Response {
         parts.headers.insert(name.clone(), value.clone());
     }
     Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use social_studio_storage::{PostId, ReasonCode, StateLabel};
+
+    use super::*;
+
+    fn answer(e: impl Into<ApiError>) -> (u16, String, Value) {
+        let e = e.into();
+        (e.status().as_u16(), e.code().to_string(), e.body())
+    }
+
+    #[test]
+    fn each_refusal_has_its_status_and_code() {
+        let reason = Reason::new(ReasonCode::RevokedByUser);
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (
+                AddressError::UnknownPlatform("mastodon".into()).into(),
+                404,
+                "unknown_platform",
+            ),
+            (AddressError::UnknownPost.into(), 404, "not_found"),
+            (ConnectingError::InvalidState.into(), 400, "invalid_state"),
+            (ConnectingError::StateExpired.into(), 400, "state_expired"),
+            (
+                ConnectingError::MissingParameter("code").into(),
+                400,
+                "missing_parameter",
+            ),
+            (
+                ConnectingError::PlatformNotConfigured(social_studio_storage::Platform::X).into(),
+                409,
+                "platform_not_configured",
+            ),
+            (
+                ConnectingError::from(ConnectError::AccessDenied {
+                    platform_message: None,
+                })
+                .into(),
+                400,
+                "access_denied",
+            ),
+            (
+                ConnectingError::from(ConnectError::AppCredentialsRejected {
+                    platform_message: None,
+                })
+                .into(),
+                502,
+                "app_credentials_rejected",
+            ),
+            (
+                ConnectingError::from(ConnectError::RequirementUnmet(reason.clone())).into(),
+                422,
+                "revoked_by_user",
+            ),
+            (
+                ConnectingError::from(ConnectError::RateLimited {
+                    retry_after: Duration::from_secs(1),
+                })
+                .into(),
+                429,
+                "rate_limited",
+            ),
+            (
+                ConnectionError::from(EngineRefusal::ConnectionNotActive {
+                    status: StateLabel::Expired,
+                    reason: reason.clone(),
+                })
+                .into(),
+                409,
+                "revoked_by_user",
+            ),
+            (
+                ConnectionError::TestPostFailed {
+                    reason: reason.clone(),
+                }
+                .into(),
+                422,
+                "revoked_by_user",
+            ),
+            (
+                PostError::from(EngineRefusal::PostNotFound(PostId::new())).into(),
+                404,
+                "not_found",
+            ),
+            (
+                PostError::IdempotencyKeyReused.into(),
+                409,
+                "idempotency_key_reused",
+            ),
+            (
+                PostError::ValidationFailed(vec![]).into(),
+                422,
+                "validation_failed",
+            ),
+            (
+                EngineRefusal::Unavailable("stopped".into()).into(),
+                503,
+                "engine_unavailable",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let (got_status, got_code, body) = answer(error);
+            assert_eq!((got_status, got_code.as_str()), (status, code), "{body}");
+            assert!(body["error"]["remedy"].is_string(), "{body}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_with_a_reason_carries_it_and_its_remedy() {
+        let reason = Reason::new(ReasonCode::RevokedByUser);
+        let (_, _, body) = answer(ConnectionError::from(EngineRefusal::ConnectionNotActive {
+            status: StateLabel::Expired,
+            reason: reason.clone(),
+        }));
+        assert_eq!(body["error"]["reason"]["code"], "revoked_by_user");
+        assert_eq!(body["error"]["remedy"], reason.remedy());
+        assert_eq!(body["error"]["reason"]["remedy"], reason.remedy());
+    }
+
+    #[test]
+    fn a_dry_run_says_what_it_would_affect() {
+        let (status, code, body) = answer(ConnectionError::ConfirmationRequired(
+            crate::studio::DisconnectPreview {
+                platform: social_studio_storage::Platform::X,
+                scheduled_posts_affected: 3,
+            },
+        ));
+        assert_eq!((status, code.as_str()), (409, "confirmation_required"));
+        assert_eq!(body["error"]["platform"], "x");
+        assert_eq!(body["error"]["scheduled_posts_affected"], 3);
+    }
 }

@@ -82,8 +82,8 @@ type EventStream = Sse<axum::response::sse::KeepAliveStream<BoxedEvents>>;
     ),
     responses(
         (status = 200, description = "server-sent events: `id: <seq>`, `event: <kind>`, `data: <event JSON>`", content_type = "text/event-stream"),
-        (status = 400, description = "invalid_last_event_id", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 400, description = "invalid_last_event_id", body = super::error::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -108,8 +108,8 @@ pub(crate) async fn all(
     ),
     responses(
         (status = 200, description = "this pen name's events only, as server-sent events", content_type = "text/event-stream"),
-        (status = 400, description = "invalid pen name or Last-Event-ID", body = super::openapi::ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 400, description = "invalid pen name or Last-Event-ID", body = super::error::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]

@@ -17,7 +17,7 @@ use social_studio_storage::{ConnectionKey, PenName, PostId};
 use super::error::{
     from_bytes_rejection, from_json_rejection, from_path_rejection, from_query_rejection, ApiError,
 };
-use crate::studio::{Studio, StudioError};
+use crate::studio::{AddressError, Studio};
 
 /// The raw path parameters of the matched route.
 async fn path_params<S: Send + Sync>(
@@ -38,7 +38,7 @@ fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str,
 }
 
 fn pen_name(raw: &str) -> Result<PenName, ApiError> {
-    PenName::parse(raw).map_err(|e| ApiError::from(StudioError::from(e)))
+    PenName::parse(raw).map_err(|e| ApiError::from(AddressError::from(e)))
 }
 
 /// `{pen}`, parsed.
@@ -82,7 +82,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PostPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let params = path_params(parts, state).await?;
         let pen = pen_name(param(&params, "pen")?)?;
-        let id = PostId::parse(param(&params, "id")?).ok_or(StudioError::NotFound)?;
+        let id = PostId::parse(param(&params, "id")?).ok_or(AddressError::UnknownPost)?;
         Ok(PostPath { pen, id })
     }
 }

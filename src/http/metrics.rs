@@ -161,7 +161,7 @@ fn status_str(status: axum::http::StatusCode) -> Option<&'static str> {
     tag = "status",
     responses(
         (status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
-        (status = 401, description = "no or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = super::error::ErrorBody),
     ),
     security(("admin_token" = []))
 )]

@@ -16,8 +16,10 @@
 //! route, the admin token on the protected ones), `auth.rs` (the admin bearer token,
 //! compared in constant time),
 //! `error.rs` (one [`ApiError`]; every refusal, axum's own included, is
-//! `{"error": {"code", "message", ...}}`) and `extract.rs` (path, query and body
-//! extractors whose rejections are `ApiError`s).
+//! `{"error": {"code", "message", ...}}`, and the engine's refusals get their HTTP status
+//! there), `extract.rs` (path, query and body extractors whose rejections are
+//! `ApiError`s) and `query.rs` (query strings several resources share). Imports point one
+//! way: `openapi.rs` reads the handlers and their schemas, never the reverse.
 //!
 //! The route list is one table, [`routes`], that [`router`] is built from: whether a route
 //! needs the admin token is decided there and nowhere else, so a test can walk every
@@ -34,6 +36,7 @@ mod metrics;
 mod oauth;
 mod openapi;
 mod posts;
+mod query;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -223,7 +223,7 @@ pub(crate) async fn callback(State(state): State<AppState>, RawQuery(query): Raw
             let span = tracing::Span::current();
             span.record("pen_name", pen.as_str());
             span.record("platform", entry.platform.id());
-            tracing::info!(status = entry.status, "connect finished");
+            tracing::info!(status = entry.status.as_str(), "connect finished");
             let message = json!({
                 "type": MESSAGE_TYPE,
                 "ok": true,

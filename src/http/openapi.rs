@@ -2,87 +2,18 @@
 //! annotations on the handlers and the `ToSchema` types beside them. Protected like every
 //! admin route: it describes the admin API.
 //!
-//! The engine's views (`studio::views`) do not derive `ToSchema`, so their fields appear
-//! as `object` (`#[schema(value_type = Object)]`); the request bodies of the engine
-//! (`NewPost`, `PostPatch`) are mirrored here as schema-only types.
+//! Imports go one way: this module reads the handlers' annotations and the schemas beside
+//! them (the error body in `error.rs`, the engine's request and answer types in
+//! `studio`); no handler imports anything from here.
 
 use axum::extract::State;
 use axum::Json;
-use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
+use super::error::{ErrorBody, ErrorObject};
 use super::AppState;
-
-/// Every error: `{"error": {"code", "message", ...detail}}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ErrorBody {
-    pub(crate) error: ErrorObject,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ErrorObject {
-    /// Stable machine-readable code (`unauthorized`, `invalid_pen_name`,
-    /// `validation_failed`, `confirmation_required`, …).
-    pub(crate) code: String,
-    /// A sentence for a person.
-    pub(crate) message: String,
-    /// Per-platform refusals of a `validation_failed` schedule.
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub(crate) platforms: Option<Vec<serde_json::Value>>,
-    /// How many scheduled posts a `confirmation_required` action would affect.
-    pub(crate) scheduled_posts_affected: Option<usize>,
-    /// The reason and remedy of a connection problem.
-    #[schema(value_type = Option<Object>)]
-    pub(crate) reason: Option<serde_json::Value>,
-}
-
-/// One platform (and target) of a multi-platform post.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct PlatformTargetSchema {
-    pub(crate) platform: String,
-    pub(crate) target: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct MediaSchema {
-    /// A public http(s) URL.
-    pub(crate) url: String,
-    /// `image` or `video`.
-    pub(crate) kind: String,
-    pub(crate) alt: Option<String>,
-}
-
-/// A request to schedule content (mirrors `studio::NewPost`): `platform` (with
-/// `target`), or `platforms`.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct NewPostSchema {
-    pub(crate) platform: Option<String>,
-    pub(crate) platforms: Option<Vec<PlatformTargetSchema>>,
-    pub(crate) target: Option<String>,
-    /// `feed|story|reel|pin|video|community|thread`; the platform's main kind if absent.
-    pub(crate) kind: Option<String>,
-    #[serde(default)]
-    pub(crate) text: String,
-    pub(crate) title: Option<String>,
-    #[serde(default)]
-    pub(crate) links: Vec<String>,
-    #[serde(default)]
-    pub(crate) media: Vec<MediaSchema>,
-    /// RFC 3339.
-    pub(crate) scheduled_at: String,
-}
-
-/// A change to a post that has not been published (mirrors `studio::PostPatch`).
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct PostPatchSchema {
-    pub(crate) text: Option<String>,
-    pub(crate) title: Option<String>,
-    pub(crate) links: Option<Vec<String>>,
-    pub(crate) media: Option<Vec<MediaSchema>>,
-    /// RFC 3339.
-    pub(crate) scheduled_at: Option<String>,
-}
+use crate::studio::{MediaInput, PlatformTarget, PostPatch, PostRequest};
 
 /// Declares the `admin_token` bearer scheme the protected operations name.
 struct AdminToken;
@@ -132,7 +63,7 @@ impl Modify for AdminToken {
         super::posts::retry,
         super::posts::resolve,
     ),
-    components(schemas(ErrorBody, ErrorObject, NewPostSchema, PostPatchSchema)),
+    components(schemas(ErrorBody, ErrorObject, PostRequest, PostPatch, PlatformTarget, MediaInput)),
     modifiers(&AdminToken),
     tags(
         (name = "connections", description = "a pen name's social accounts"),

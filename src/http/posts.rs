@@ -9,12 +9,11 @@ use serde::{Deserialize, Serialize};
 use social_studio_storage::StateLabel;
 use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, PenPath, PostPath};
-use super::openapi::{ErrorBody, NewPostSchema, PostPatchSchema};
 use super::AppState;
 use crate::studio::views::PostView;
-use crate::studio::{NewPost, PostPatch};
+use crate::studio::{PostPatch, PostRequest};
 
 /// The header that makes a schedule request safe to retry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -24,7 +23,6 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
 /// `{"posts": [...]}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PostsBody {
-    #[schema(value_type = Vec<Object>)]
     pub(crate) posts: Vec<PostView>,
 }
 
@@ -32,17 +30,9 @@ pub(crate) struct PostsBody {
 /// that cannot, named by id with why — never an error because one is unreadable.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PostListBody {
-    #[schema(value_type = Vec<Object>)]
     pub(crate) posts: Vec<PostView>,
-    #[schema(value_type = Vec<Object>)]
     pub(crate) unreadable: Vec<crate::studio::views::UnreadableView>,
 }
-
-/// One post.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(transparent)]
-#[schema(value_type = Object)]
-pub(crate) struct PostBody(pub(crate) PostView);
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -109,7 +99,7 @@ fn record_pen(pen: &social_studio_storage::PenName) {
         ("pen" = String, Path, description = "pen name"),
         ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body returns the first answer and creates nothing"),
     ),
-    request_body(content = NewPostSchema, content_type = "application/json"),
+    request_body(content = PostRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "created: one post per platform", body = PostsBody),
         (status = 200, description = "a replay of an Idempotency-Key: the posts the first request created", body = PostsBody),
@@ -127,7 +117,7 @@ pub(crate) async fn schedule(
     State(state): State<AppState>,
     PenPath(pen): PenPath,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<NewPost>,
+    ApiJson(body): ApiJson<PostRequest>,
 ) -> Result<(StatusCode, Json<PostsBody>), ApiError> {
     let key = idempotency_key(&headers)?;
     let (posts, created) = state.studio.schedule(&pen, body, key.as_deref()).await?;
@@ -171,7 +161,7 @@ pub(crate) async fn list(
     tag = "posts",
     params(("pen" = String, Path, description = "pen name"), ("id" = String, Path, description = "post id")),
     responses(
-        (status = 200, description = "the post", body = PostBody),
+        (status = 200, description = "the post", body = PostView),
         (status = 400, description = "invalid pen name", body = ErrorBody),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
         (status = 404, description = "no such post under this pen name", body = ErrorBody),
@@ -182,9 +172,9 @@ pub(crate) async fn list(
 pub(crate) async fn show(
     State(state): State<AppState>,
     path: PostPath,
-) -> Result<Json<PostBody>, ApiError> {
+) -> Result<Json<PostView>, ApiError> {
     record_pen(&path.pen);
-    Ok(Json(PostBody(state.studio.post(&path.pen, path.id).await?)))
+    Ok(Json(state.studio.post(&path.pen, path.id).await?))
 }
 
 #[utoipa::path(
@@ -192,9 +182,9 @@ pub(crate) async fn show(
     path = "/v1/pen-names/{pen}/posts/{id}",
     tag = "posts",
     params(("pen" = String, Path, description = "pen name"), ("id" = String, Path, description = "post id")),
-    request_body(content = PostPatchSchema, content_type = "application/json"),
+    request_body(content = PostPatch, content_type = "application/json"),
     responses(
-        (status = 200, description = "the edited post", body = PostBody),
+        (status = 200, description = "the edited post", body = PostView),
         (status = 400, description = "invalid pen name, JSON or time", body = ErrorBody),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
         (status = 404, description = "no such post under this pen name", body = ErrorBody),
@@ -208,10 +198,10 @@ pub(crate) async fn update(
     State(state): State<AppState>,
     path: PostPath,
     ApiJson(patch): ApiJson<PostPatch>,
-) -> Result<Json<PostBody>, ApiError> {
+) -> Result<Json<PostView>, ApiError> {
     record_pen(&path.pen);
     let post = state.studio.update_post(&path.pen, path.id, patch).await?;
-    Ok(Json(PostBody(post)))
+    Ok(Json(post))
 }
 
 #[utoipa::path(
@@ -220,7 +210,7 @@ pub(crate) async fn update(
     tag = "posts",
     params(("pen" = String, Path, description = "pen name"), ("id" = String, Path, description = "post id")),
     responses(
-        (status = 200, description = "the cancelled post", body = PostBody),
+        (status = 200, description = "the cancelled post", body = PostView),
         (status = 400, description = "invalid pen name", body = ErrorBody),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
         (status = 404, description = "no such post under this pen name", body = ErrorBody),
@@ -232,11 +222,9 @@ pub(crate) async fn update(
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     path: PostPath,
-) -> Result<Json<PostBody>, ApiError> {
+) -> Result<Json<PostView>, ApiError> {
     record_pen(&path.pen);
-    Ok(Json(PostBody(
-        state.studio.cancel_post(&path.pen, path.id).await?,
-    )))
+    Ok(Json(state.studio.cancel_post(&path.pen, path.id).await?))
 }
 
 #[utoipa::path(
@@ -245,7 +233,7 @@ pub(crate) async fn cancel(
     tag = "posts",
     params(("pen" = String, Path, description = "pen name"), ("id" = String, Path, description = "post id")),
     responses(
-        (status = 200, description = "the post, scheduled again", body = PostBody),
+        (status = 200, description = "the post, scheduled again", body = PostView),
         (status = 400, description = "invalid pen name", body = ErrorBody),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
         (status = 404, description = "no such post under this pen name", body = ErrorBody),
@@ -257,11 +245,9 @@ pub(crate) async fn cancel(
 pub(crate) async fn retry(
     State(state): State<AppState>,
     path: PostPath,
-) -> Result<Json<PostBody>, ApiError> {
+) -> Result<Json<PostView>, ApiError> {
     record_pen(&path.pen);
-    Ok(Json(PostBody(
-        state.studio.retry_post(&path.pen, path.id).await?,
-    )))
+    Ok(Json(state.studio.retry_post(&path.pen, path.id).await?))
 }
 
 #[utoipa::path(
@@ -271,7 +257,7 @@ pub(crate) async fn retry(
     params(("pen" = String, Path, description = "pen name"), ("id" = String, Path, description = "post id")),
     request_body(content = ResolveBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "the post: published, or scheduled again", body = PostBody),
+        (status = 200, description = "the post: published, or scheduled again", body = PostView),
         (status = 400, description = "invalid pen name or JSON", body = ErrorBody),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
         (status = 404, description = "no such post under this pen name", body = ErrorBody),
@@ -285,13 +271,13 @@ pub(crate) async fn resolve(
     State(state): State<AppState>,
     path: PostPath,
     ApiJson(body): ApiJson<ResolveBody>,
-) -> Result<Json<PostBody>, ApiError> {
+) -> Result<Json<PostView>, ApiError> {
     record_pen(&path.pen);
     let post = state
         .studio
         .resolve_post(&path.pen, path.id, body.published)
         .await?;
-    Ok(Json(PostBody(post)))
+    Ok(Json(post))
 }
 
 #[cfg(test)]

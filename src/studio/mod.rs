@@ -6,9 +6,20 @@
 //! PKCE, callback); verify (with an optional test post); disconnect with a dry run;
 //! scheduling validated for every platform a request names; post edits, cancel, retry
 //! and resolve; the attention list; the event stream; and graceful shutdown.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | `Studio`: opening, connections, the connect flows, disconnect, attention, erasure |
+//! | `new_post.rs` | [`PostRequest`] as sent, parsed once into a validated [`NewPost`] |
+//! | `posts.rs` | scheduling, listing, editing, cancel, retry, resolve, verify |
+//! | `error.rs` | one error type per use case, each with its code, remedy and reason |
+//! | `views.rs` | what the engine shows: typed views, serialised as the API writes them |
+//! | `schema.rs` | OpenAPI schemas for the storage types the views show |
 
 mod error;
+mod new_post;
 mod posts;
+pub mod schema;
 pub mod views;
 
 use std::collections::HashMap;
@@ -26,11 +37,15 @@ use social_studio_storage::{
 };
 use tokio::sync::broadcast;
 
-pub use error::{FieldError, PlatformRefusal, StudioError};
-pub use posts::{MediaInput, NewPost, PlatformTarget, PostList, PostPatch};
+pub use error::{
+    AddressError, ConnectingError, ConnectionError, DisconnectPreview, EngineRefusal, EraseError,
+    ErasurePreview, FieldError, PlatformRefusal, PostError,
+};
+pub use new_post::{MediaInput, NewPost, PlatformTarget, PostRequest};
+pub use posts::{PostList, PostPatch};
 use views::{
-    AttentionItem, AuthorizeStart, ConnectionEntry, DisconnectView, EventView, ReasonView,
-    UnreadableView,
+    AttentionItem, AuthorizeStart, ConnectionEntry, ConnectionErased, ConnectionState,
+    DisconnectView, ErasureReport, EventView, ReasonView, RevokeOutcome, UnreadableView,
 };
 
 use crate::config::Config;
@@ -47,7 +62,7 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 #[derive(Debug)]
 pub struct ConnectFailure {
     pub connection: Option<ConnectionKey>,
-    pub error: StudioError,
+    pub error: ConnectingError,
 }
 
 /// How the service came up, for the operator (printed once by the binary).
@@ -98,14 +113,14 @@ fn random_token(bytes: usize) -> String {
 }
 
 /// Reads the admin token file, or creates it (mode 0600). `Some` is a new token.
-fn admin_token_from_file(dir: &Path) -> Result<(Secret, bool), StudioError> {
+fn admin_token_from_file(dir: &Path) -> Result<(Secret, bool), EngineRefusal> {
     let path = dir.join(ADMIN_TOKEN_FILE);
     let io = |e: std::io::Error| {
-        StudioError::Unavailable(format!("admin token file {}: {e}", path.display()))
+        EngineRefusal::Unavailable(format!("admin token file {}: {e}", path.display()))
     };
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => Ok((Secret::new(t.trim()), false)),
-        Ok(_) => Err(StudioError::Unavailable(format!(
+        Ok(_) => Err(EngineRefusal::Unavailable(format!(
             "admin token file {} is empty: delete it to generate a new token",
             path.display()
         ))),
@@ -176,13 +191,13 @@ fn build_adapters(config: &Config, clock: &Arc<dyn Clock>) -> HashMap<Platform, 
 impl Studio {
     /// Opens the store in `config.data_dir`, starts every actor, and rebuilds every
     /// connection and unfinished post.
-    pub async fn open(config: Config, options: StudioOptions) -> Result<Studio, StudioError> {
+    pub async fn open(config: Config, options: StudioOptions) -> Result<Studio, EngineRefusal> {
         let clock = options
             .clock
             .clone()
             .unwrap_or_else(|| Arc::new(SystemClock));
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            StudioError::Unavailable(format!("data directory {}: {e}", config.data_dir.display()))
+            EngineRefusal::Unavailable(format!("data directory {}: {e}", config.data_dir.display()))
         })?;
         let mut store_config = StoreConfig::new(&config.data_dir);
         if let Some(capacity) = options.event_capacity {
@@ -193,7 +208,7 @@ impl Studio {
             (None, Some(file)) => MasterKey::load_or_create_file(file),
             _ => MasterKey::resolve(&config.data_dir, env_key.as_deref()),
         }
-        .map_err(|e| StudioError::Storage(e.into()))?;
+        .map_err(|e| EngineRefusal::Storage(e.into()))?;
         if let KeySource::File { path, created } = &source {
             tracing::warn!(
                 path = %path.display(),
@@ -275,11 +290,11 @@ impl Studio {
         self.inner.clock.now()
     }
 
-    fn adapter(&self, platform: Platform) -> Result<&Arc<dyn Adapter>, StudioError> {
+    fn adapter(&self, platform: Platform) -> Result<&Arc<dyn Adapter>, ConnectingError> {
         self.inner
             .adapters
             .get(&platform)
-            .ok_or(StudioError::PlatformNotConfigured(platform))
+            .ok_or(ConnectingError::PlatformNotConfigured(platform))
     }
 
     pub fn is_configured(&self, platform: Platform) -> bool {
@@ -288,10 +303,10 @@ impl Studio {
 
     /// Parses path segments the way every entry point must: a bad pen name is a named
     /// error, an unknown platform is "not found".
-    pub fn parse_key(pen: &str, platform: &str) -> Result<ConnectionKey, StudioError> {
+    pub fn parse_key(pen: &str, platform: &str) -> Result<ConnectionKey, AddressError> {
         let pen = PenName::parse(pen)?;
         let platform = Platform::from_id(platform)
-            .ok_or_else(|| StudioError::UnknownPlatform(platform.to_string()))?;
+            .ok_or_else(|| AddressError::UnknownPlatform(platform.to_string()))?;
         Ok(ConnectionKey::new(pen, platform))
     }
 
@@ -300,7 +315,7 @@ impl Studio {
     /// One platform's entry, from the store alone: the connection record (which keeps its
     /// grant's facts beside its status) and its post counts, both constant-time reads —
     /// no actor is asked and no token is unsealed.
-    async fn entry(&self, key: &ConnectionKey) -> Result<ConnectionEntry, StudioError> {
+    async fn entry(&self, key: &ConnectionKey) -> Result<ConnectionEntry, EngineRefusal> {
         match self.inner.store.connection(key).await {
             Ok(Some(c)) => self.entry_of(c).await,
             Ok(None) => Ok(ConnectionEntry::not_connected(
@@ -315,14 +330,14 @@ impl Studio {
         }
     }
 
-    async fn entry_of(&self, c: Connection) -> Result<ConnectionEntry, StudioError> {
+    async fn entry_of(&self, c: Connection) -> Result<ConnectionEntry, EngineRefusal> {
         let counts = self.inner.store.post_counts(&c.key).await?;
         let view = self.inner.engine.view(c);
         let c = view.connection;
         let (status, reason) = match &c.status {
-            ConnectionStatus::Active => ("active", None),
-            ConnectionStatus::Expired(r) => ("expired", Some(ReasonView::from(r))),
-            ConnectionStatus::Error(r) => ("error", Some(ReasonView::from(r))),
+            ConnectionStatus::Active => (ConnectionState::Active, None),
+            ConnectionStatus::Expired(r) => (ConnectionState::Expired, Some(ReasonView::from(r))),
+            ConnectionStatus::Error(r) => (ConnectionState::Error, Some(ReasonView::from(r))),
         };
         Ok(ConnectionEntry {
             platform: c.key.platform,
@@ -330,7 +345,7 @@ impl Studio {
             reason,
             account: Some(c.account),
             targets: c.targets,
-            expires_at: view.expires_at.map(Timestamp::to_rfc3339),
+            expires_at: view.expires_at,
             expiring_soon: view.expiring_soon,
             renewable: view.renewable,
             scheduled: counts.scheduled as usize,
@@ -341,7 +356,10 @@ impl Studio {
     /// One entry per platform, in platform order. A pen name nobody has used has every
     /// platform `not_connected` (or `not_configured`); a connection whose record cannot be
     /// read is `error` with `record_unreadable`.
-    pub async fn connections(&self, pen: &PenName) -> Result<Vec<ConnectionEntry>, StudioError> {
+    pub async fn connections(
+        &self,
+        pen: &PenName,
+    ) -> Result<Vec<ConnectionEntry>, ConnectionError> {
         let loaded = self.inner.store.connections_of(pen).await?;
         let mut by_platform: HashMap<Platform, Connection> = loaded
             .items
@@ -366,8 +384,11 @@ impl Studio {
         Ok(out)
     }
 
-    pub async fn connection(&self, key: &ConnectionKey) -> Result<ConnectionEntry, StudioError> {
-        self.entry(key).await
+    pub async fn connection(
+        &self,
+        key: &ConnectionKey,
+    ) -> Result<ConnectionEntry, ConnectionError> {
+        Ok(self.entry(key).await?)
     }
 
     /// The connection's most recent events, newest first.
@@ -375,7 +396,7 @@ impl Studio {
         &self,
         key: &ConnectionKey,
         limit: usize,
-    ) -> Result<Vec<EventView>, StudioError> {
+    ) -> Result<Vec<EventView>, ConnectionError> {
         Ok(self
             .inner
             .store
@@ -392,9 +413,9 @@ impl Studio {
         &self,
         key: &ConnectionKey,
         replace: bool,
-    ) -> Result<AuthorizeStart, StudioError> {
+    ) -> Result<AuthorizeStart, ConnectingError> {
         if key.platform == Platform::Bluesky {
-            return Err(StudioError::WrongConnectFlow(key.platform));
+            return Err(ConnectingError::WrongConnectFlow(key.platform));
         }
         let adapter = self.adapter(key.platform)?;
         let state = random_token(24);
@@ -418,7 +439,7 @@ impl Studio {
         Ok(AuthorizeStart {
             authorize_url: request.url,
             state,
-            expires_at: expires_at.to_rfc3339(),
+            expires_at,
         })
     }
 
@@ -431,13 +452,13 @@ impl Studio {
         error: Option<&str>,
         error_description: Option<&str>,
     ) -> Result<(PenName, ConnectionEntry), ConnectFailure> {
-        let unknown = |error: StudioError| ConnectFailure {
+        let unknown = |error: ConnectingError| ConnectFailure {
             connection: None,
             error,
         };
         let state = state
             .filter(|s| !s.is_empty() && s.len() <= 256)
-            .ok_or_else(|| unknown(StudioError::InvalidState))?;
+            .ok_or_else(|| unknown(ConnectingError::InvalidState))?;
         let lookup = self
             .inner
             .store
@@ -446,9 +467,9 @@ impl Studio {
             .map_err(|e| unknown(e.into()))?;
         let pending = match lookup {
             StateLookup::Taken(p) => p,
-            StateLookup::Expired => return Err(unknown(StudioError::StateExpired)),
-            StateLookup::AlreadyUsed => return Err(unknown(StudioError::StateUsed)),
-            StateLookup::Unknown => return Err(unknown(StudioError::InvalidState)),
+            StateLookup::Expired => return Err(unknown(ConnectingError::StateExpired)),
+            StateLookup::AlreadyUsed => return Err(unknown(ConnectingError::StateUsed)),
+            StateLookup::Unknown => return Err(unknown(ConnectingError::InvalidState)),
         };
         let key = pending.connection.clone();
         self.finish_pending(pending, code, error, error_description)
@@ -465,17 +486,14 @@ impl Studio {
         code: Option<&str>,
         error: Option<&str>,
         error_description: Option<&str>,
-    ) -> Result<(PenName, ConnectionEntry), StudioError> {
+    ) -> Result<(PenName, ConnectionEntry), ConnectingError> {
         let key = pending.connection.clone();
         if let Some(error) = error {
-            return Err(StudioError::Connect(ConnectError::from_callback(
-                error,
-                error_description,
-            )));
+            return Err(ConnectError::from_callback(error, error_description).into());
         }
         let code = code
             .filter(|c| !c.is_empty())
-            .ok_or(StudioError::MissingParameter("code"))?;
+            .ok_or(ConnectingError::MissingParameter("code"))?;
         let adapter = self.adapter(key.platform)?;
         let connected = adapter
             .connect(
@@ -496,7 +514,7 @@ impl Studio {
         key: &ConnectionKey,
         connected: Connected,
         replace: bool,
-    ) -> Result<ConnectionEntry, StudioError> {
+    ) -> Result<ConnectionEntry, ConnectingError> {
         self.inner
             .engine
             .connect(
@@ -507,7 +525,7 @@ impl Studio {
                 replace,
             )
             .await?;
-        self.entry(key).await
+        Ok(self.entry(key).await?)
     }
 
     /// Connects a platform that signs in with an identifier and an app password
@@ -521,9 +539,9 @@ impl Studio {
         identifier: &str,
         app_password: Secret,
         replace: bool,
-    ) -> Result<ConnectionEntry, StudioError> {
+    ) -> Result<ConnectionEntry, ConnectingError> {
         if platform != Platform::Bluesky {
-            return Err(StudioError::WrongConnectFlow(platform));
+            return Err(ConnectingError::WrongConnectFlow(platform));
         }
         let key = ConnectionKey::new(pen.clone(), platform);
         let adapter = self.adapter(platform)?;
@@ -540,10 +558,10 @@ impl Studio {
         &self,
         key: &ConnectionKey,
         confirm: bool,
-    ) -> Result<DisconnectView, StudioError> {
+    ) -> Result<DisconnectView, ConnectionError> {
         match self.inner.store.connection(key).await {
             Ok(Some(_)) | Err(StoreError::Codec(_)) => {}
-            Ok(None) => return Err(StudioError::NotConnected(key.platform)),
+            Ok(None) => return Err(EngineRefusal::NotConnected(key.platform).into()),
             Err(e) => return Err(e.into()),
         }
         if !confirm {
@@ -552,23 +570,23 @@ impl Studio {
                 .iter()
                 .map(|&l| counts.get(l) as usize)
                 .sum();
-            return Err(StudioError::ConfirmationRequired {
+            return Err(ConnectionError::ConfirmationRequired(DisconnectPreview {
+                platform: key.platform,
                 scheduled_posts_affected: affected,
-                detail: serde_json::json!({ "platform": key.platform }),
-            });
+            }));
         }
         let report = self.inner.engine.disconnect(key.clone()).await?;
         let (revoke, revoke_note) = match &report.revoke {
-            Ok(social_studio_actors::RevokeOutcome::Revoked) => ("revoked", None),
+            Ok(social_studio_actors::RevokeOutcome::Revoked) => (RevokeOutcome::Revoked, None),
             Ok(social_studio_actors::RevokeOutcome::NotSupported) => (
-                "not_supported",
+                RevokeOutcome::NotSupported,
                 Some(format!(
                     "{} offers no way for apps to revoke access; remove the app in the account's settings on {} to finish.",
                     key.platform.display_name(),
                     key.platform.display_name()
                 )),
             ),
-            Err(e) => ("failed", Some(format!("revoking at the platform failed ({e}); the grant was erased here anyway"))),
+            Err(e) => (RevokeOutcome::Failed, Some(format!("revoking at the platform failed ({e}); the grant was erased here anyway"))),
         };
         Ok(DisconnectView {
             platform: key.platform,
@@ -583,7 +601,7 @@ impl Studio {
     pub async fn attention(
         &self,
         pen: Option<&PenName>,
-    ) -> Result<(Vec<AttentionItem>, Vec<UnreadableView>), StudioError> {
+    ) -> Result<(Vec<AttentionItem>, Vec<UnreadableView>), EngineRefusal> {
         let connections = match pen {
             Some(p) => self.inner.store.connections_of(p).await?.items,
             None => self.inner.store.all_connections().await?.items,
@@ -598,7 +616,7 @@ impl Studio {
                     code: social_studio_storage::ReasonCode::GrantExpired.code(),
                     message: "The platform's authorization for this account lapses soon and cannot be renewed without you.",
                     remedy: "Reconnect the account before it lapses; nothing is lost if you do.",
-                    platform_message: entry.expires_at.as_ref().map(|e| format!("lapses at {e}")),
+                    platform_message: entry.expires_at.map(|e| format!("lapses at {}", e.to_rfc3339())),
                 },
                 (None, false) => continue,
             };
@@ -620,7 +638,7 @@ impl Studio {
                     out.push(AttentionItem {
                         pen_name: pen_name.clone(),
                         platform,
-                        status: "error",
+                        status: ConnectionState::Error,
                         reason: u.reason.clone(),
                         expiring_soon: false,
                         expires_at: None,
@@ -651,20 +669,26 @@ impl Studio {
         &self,
         pen: &PenName,
         confirm: bool,
-    ) -> Result<serde_json::Value, StudioError> {
+    ) -> Result<ErasureReport, EraseError> {
         let connections = self.inner.store.connections_of(pen).await?;
         let posts = self.inner.store.posts_of_pen(pen).await?;
         if !confirm {
             let scheduled = posts.items.iter().filter(|p| p.state.is_pending()).count();
-            return Err(StudioError::ConfirmationRequired {
+            return Err(EraseError::ConfirmationRequired(ErasurePreview {
+                connections: connections
+                    .items
+                    .iter()
+                    .map(|c| c.key.platform)
+                    .chain(
+                        connections
+                            .unreadable
+                            .iter()
+                            .filter_map(|u| u.connection.as_ref().map(|c| c.platform)),
+                    )
+                    .collect(),
+                posts: posts.items.len() + posts.unreadable.len(),
                 scheduled_posts_affected: scheduled,
-                detail: serde_json::json!({
-                    "connections": connections.items.iter().map(|c| c.key.platform)
-                        .chain(connections.unreadable.iter().filter_map(|u| u.connection.as_ref().map(|c| c.platform)))
-                        .collect::<Vec<_>>(),
-                    "posts": posts.items.len() + posts.unreadable.len(),
-                }),
-            });
+            }));
         }
         // Counted before the disconnects below, which already remove an unreadable
         // connection record.
@@ -678,17 +702,20 @@ impl Studio {
         let mut revoked = Vec::new();
         for key in keys {
             if let Ok(v) = self.disconnect(&key, true).await {
-                revoked.push(serde_json::json!({ "platform": v.platform, "revoke": v.revoke }));
+                revoked.push(ConnectionErased {
+                    platform: v.platform,
+                    revoke: v.revoke,
+                });
             }
         }
         let erased = self.inner.store.erase_pen_name(pen).await?;
-        Ok(serde_json::json!({
-            "pen_name": pen.as_str(),
-            "connections": revoked,
-            "posts_erased": erased.posts,
-            "events_erased": erased.events,
-            "unreadable_erased": erased.unreadable.max(unreadable_before),
-        }))
+        Ok(ErasureReport {
+            pen_name: pen.to_string(),
+            connections: revoked,
+            posts_erased: erased.posts,
+            events_erased: erased.events,
+            unreadable_erased: erased.unreadable.max(unreadable_before),
+        })
     }
 
     // ---- events and status ----
@@ -698,11 +725,11 @@ impl Studio {
     }
 
     /// Stored events after `seq`, in order (replay for a reconnecting event stream).
-    pub async fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, StudioError> {
+    pub async fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, EngineRefusal> {
         Ok(self.inner.store.events_after(seq, limit).await?)
     }
 
-    pub async fn supervisor(&self) -> Result<TreeReport, StudioError> {
+    pub async fn supervisor(&self) -> Result<TreeReport, EngineRefusal> {
         Ok(self.inner.engine.tree().await?)
     }
 
