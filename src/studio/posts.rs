@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 use social_studio_storage::{
-    fingerprint, ConnectionKey, IdempotentRequest, PenName, Post, PostId, PostState, StateLabel,
-    Timestamp,
+    fingerprint, ConnectionKey, IdempotentRequest, PenName, Post, PostAction, PostId, PostState,
+    StateLabel, Timestamp,
 };
 use utoipa::ToSchema;
 
@@ -133,17 +133,9 @@ impl Studio {
         patch: PostPatch,
     ) -> Result<PostView, PostError> {
         let mut post = self.owned(pen, id).await?;
-        if !matches!(
-            post.state,
-            PostState::Scheduled | PostState::Paused(_) | PostState::Held(_)
-        ) {
-            return Err(EngineRefusal::InvalidTransition {
-                id,
-                state: post.state.label(),
-                action: "edited",
-            }
-            .into());
-        }
+        // Refused here, before the patch is validated, as the queue would refuse it.
+        post.allows(PostAction::Edit)
+            .map_err(social_studio_actors::EngineError::from)?;
         let mut errors = Vec::new();
         if let Some(t) = patch.text {
             post.content.text = t;
