@@ -44,8 +44,8 @@ use serde_json::{json, Value};
 
 use super::oauth::{self, random_token};
 use super::x::SANDBOX_PASSWORD;
+use super::GRAPH_API_VERSION;
 use super::{lock, SandboxError};
-use crate::config::GRAPH_API_VERSION;
 
 /// The Facebook app the sandbox config uses (`sandbox-{platform}-client`).
 pub const FACEBOOK_CLIENT_ID: &str = "sandbox-facebook-client";

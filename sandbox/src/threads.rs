@@ -61,7 +61,7 @@ use tokio::time::Instant;
 
 use super::faults::{inject, ConnectionHandle, FaultPoint, Faults, PendingFaults};
 use super::oauth::{self, AuthorizeRejection, AuthorizeRequest, ConsentFlow};
-use super::{lock, SandboxError, Secret};
+use super::{lock, SandboxError, Secret, THREADS_API_VERSION};
 
 const DEFAULT_CLIENT_ID: &str = "sandbox-threads-client";
 const DEFAULT_CLIENT_SECRET: &str = "sandbox-threads-secret";
@@ -569,15 +569,19 @@ pub(crate) fn platform_routes(threads: &ThreadsControl) -> Router {
             get(authorize_page).post(authorize_decision),
         )
         .route("/media/{name}", get(media));
+    let v = THREADS_API_VERSION;
     let api = Router::new()
         .route("/oauth/access_token", post(code_exchange))
         .route("/access_token", get(long_lived_exchange))
         .route("/refresh_access_token", get(refresh))
-        .route("/v1.0/me", get(me))
-        .route("/v1.0/{id}", get(object))
-        .route("/v1.0/{id}/threads", post(create_container))
-        .route("/v1.0/{id}/threads_publish", post(publish))
-        .route("/v1.0/{id}/threads_publishing_limit", get(publishing_limit))
+        .route(&format!("/{v}/me"), get(me))
+        .route(&format!("/{v}/{{id}}"), get(object))
+        .route(&format!("/{v}/{{id}}/threads"), post(create_container))
+        .route(&format!("/{v}/{{id}}/threads_publish"), post(publish))
+        .route(
+            &format!("/{v}/{{id}}/threads_publishing_limit"),
+            get(publishing_limit),
+        )
         .route_layer(middleware::from_fn_with_state(fault_point, inject));
     open.merge(api).with_state(threads.clone())
 }

@@ -26,8 +26,8 @@
 //! answering.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), social_studio::sandbox::SandboxError> {
-//! use social_studio::sandbox::Sandbox;
+//! # async fn demo() -> Result<(), social_studio_sandbox::SandboxError> {
+//! use social_studio_sandbox::Sandbox;
 //! let sandbox = Sandbox::start().await?;
 //! let token_url = format!("{}/x/2/oauth2/token", sandbox.base_url());
 //! sandbox.x().fail_next(1, axum::http::StatusCode::SERVICE_UNAVAILABLE)?;
@@ -42,6 +42,7 @@
 
 pub mod bluesky;
 pub mod browser;
+mod endpoints;
 mod faults;
 pub mod linkedin;
 pub mod meta;
@@ -75,6 +76,10 @@ use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 
 pub use bluesky::{BlueskyControl, BskyRecord, RefreshOutcome};
+pub use endpoints::{
+    AtProtoEndpoints, Endpoints, OauthEndpoints, GRAPH_API_VERSION, PLATFORM_IDS,
+    THREADS_API_VERSION,
+};
 pub use faults::PendingFaults;
 pub use linkedin::{
     LinkedinControl, LinkedinMember, LinkedinOrganization, LinkedinPost, LinkedinRole,
@@ -224,6 +229,12 @@ impl Sandbox {
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Where `platform_id` (`x`, `bluesky`, … — see [`PLATFORM_IDS`]) answers in this
+    /// sandbox, as absolute URLs; `None` for a platform it does not simulate.
+    pub fn endpoints(&self, platform_id: &str) -> Option<Endpoints> {
+        Endpoints::at(&self.base_url(), platform_id)
     }
 
     /// `value` with `{sandbox}` in every string replaced by [`Sandbox::base_url`]: a post
@@ -451,14 +462,16 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A secret the sandbox holds (a client secret): never shown in `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(String);
+pub struct Secret(String);
 
 impl Secret {
-    pub(crate) fn new(value: impl Into<String>) -> Self {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
-    pub(crate) fn expose(&self) -> &str {
+    /// The value itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
         &self.0
     }
 }
