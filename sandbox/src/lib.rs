@@ -1,4 +1,15 @@
-//! The local sandbox: simulated social platforms served over real loopback HTTP.
+//! # social-studio-sandbox
+//!
+//! Simulated social platforms served over real loopback HTTP, for the Social Studio
+//! engine's demo and tests. The crate depends on nothing of the engine: the compiler,
+//! not review, keeps it from sharing the adapters' code. The engine uses it through
+//! its default `sandbox` feature (`social_studio::sandbox` is this crate); the
+//! `social-studio-sandbox` binary serves it alone, so that several engine processes can
+//! share one sandbox.
+//!
+//! Where to point an engine: [`Endpoints::at`] (any base URL) or [`Sandbox::endpoints`]
+//! (a running sandbox), with the API versions the sandbox speaks
+//! ([`GRAPH_API_VERSION`], [`THREADS_API_VERSION`]).
 //!
 //! Each platform lives in its own module and speaks that platform's real API shapes
 //! (paths, parameters, JSON bodies, status codes, headers), implemented from the
