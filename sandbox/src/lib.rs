@@ -31,10 +31,12 @@
 //! | `/bluesky` | `bluesky` | Bluesky: a PDS (`/bluesky/xrpc/...`) and a PLC directory (`/bluesky/plc/{did}`) |
 //! | `/sandbox/bluesky` | `bluesky` | Bluesky controls: state, revoke an app password, a PNG to attach |
 //!
-//! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation)
-//! and `faults` (injected failures, stalls, lost answers and rate limits), plus the
-//! small HTTP server in this file that lets a handler close its connection without
-//! answering.
+//! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation),
+//! `faults` (injected failures, stalls, lost answers and rate limits: [`Faults`], which
+//! every platform's control handle derefs to), `control` (the world behind its mutex,
+//! and the fault-control routes mounted under every `/sandbox/{platform}` prefix),
+//! `endpoints` (the route table), plus the small HTTP server in this file that lets a
+//! handler close its connection without answering.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), social_studio_sandbox::SandboxError> {
@@ -48,11 +50,13 @@
 //! # }
 //! ```
 //!
-//! Adding a platform: write `name.rs` with a `Control` handle like [`XControl`], its
-//! `platform_routes` and `control_routes`, and mount them in [`app`].
+//! Adding a platform: write `name.rs` with a `Control` handle like [`XControl`] (its
+//! world in a `Shared`, a `faults` field and `fault_controls!`), its `platform_routes`
+//! and `control_routes`, its routes in `endpoints.rs`, and mount them in `app`.
 
 pub mod bluesky;
 pub mod browser;
+mod control;
 mod endpoints;
 mod faults;
 pub mod linkedin;
@@ -91,7 +95,7 @@ pub use endpoints::{
     AtProtoEndpoints, Endpoints, OauthEndpoints, GRAPH_API_VERSION, PLATFORM_IDS,
     THREADS_API_VERSION,
 };
-pub use faults::PendingFaults;
+pub use faults::{Faults, PendingFaults};
 pub use linkedin::{
     LinkedinControl, LinkedinMember, LinkedinOrganization, LinkedinPost, LinkedinRole,
 };
@@ -105,6 +109,7 @@ pub use tiktok::{TiktokControl, TiktokCreator, TiktokPost};
 pub use x::{XControl, XTweet, XUser};
 pub use youtube::{AuthorizeSeen, YoutubeChannel, YoutubeControl, YoutubeUser, YoutubeVideo};
 
+use control::{fault_routes, FaultControl};
 use faults::ConnectionHandle;
 
 /// How long [`Sandbox::shutdown`] lets open connections finish a request in flight
@@ -348,22 +353,42 @@ pub(crate) fn app(c: &Controls) -> Router {
     Router::new()
         .route("/", get(index))
         .nest("/x", x::platform_routes(x))
-        .nest("/sandbox/x", x::control_routes(x))
+        .nest("/sandbox/x", controls(x, x::control_routes))
         .nest("/pinterest", pinterest::platform_routes(pinterest))
-        .nest("/sandbox/pinterest", pinterest::control_routes(pinterest))
+        .nest(
+            "/sandbox/pinterest",
+            controls(pinterest, pinterest::control_routes),
+        )
         .nest("/linkedin", linkedin::platform_routes(linkedin))
-        .nest("/sandbox/linkedin", linkedin::control_routes(linkedin))
+        .nest(
+            "/sandbox/linkedin",
+            controls(linkedin, linkedin::control_routes),
+        )
         .nest("/tiktok", tiktok::platform_routes(tiktok))
-        .nest("/sandbox/tiktok", tiktok::control_routes(tiktok))
+        .nest("/sandbox/tiktok", controls(tiktok, tiktok::control_routes))
         .nest("/facebook", meta::platform_routes(meta))
         .nest("/instagram", meta::platform_routes(meta))
         .nest("/sandbox/meta", meta::control_routes(meta))
         .nest("/threads", threads::platform_routes(threads))
-        .nest("/sandbox/threads", threads::control_routes(threads))
+        .nest(
+            "/sandbox/threads",
+            controls(threads, threads::control_routes),
+        )
         .nest("/youtube", youtube::platform_routes(youtube))
-        .nest("/sandbox/youtube", youtube::control_routes(youtube))
+        .nest(
+            "/sandbox/youtube",
+            controls(youtube, youtube::control_routes),
+        )
         .nest("/bluesky", bluesky::platform_routes(bluesky))
-        .nest("/sandbox/bluesky", bluesky::control_routes(bluesky))
+        .nest(
+            "/sandbox/bluesky",
+            controls(bluesky, bluesky::control_routes),
+        )
+}
+
+/// A platform's own controls with the shared fault controls mounted beside them.
+fn controls<C: FaultControl>(control: &C, own: fn(&C) -> Router) -> Router {
+    own(control).merge(fault_routes(control))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.
@@ -469,6 +494,13 @@ async fn serve_connection(stream: TcpStream, router: Router, mut stopped: watch:
 /// the simulated state is still the best answer we have, so carry on with it.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Now, in unix seconds, for the reset times platforms announce; 0 before 1970.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A secret the sandbox holds (a client secret): never shown in `Debug` output.
