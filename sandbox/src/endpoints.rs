@@ -139,6 +139,16 @@ fn routes(platform_id: &str) -> Option<Routes> {
     })
 }
 
+/// The app registration every simulated OAuth platform starts with, and the table hands
+/// to engines: client `sandbox-{id}-client`, secret `sandbox-{id}-secret`. One place,
+/// so that the credentials the table promises are the ones the platforms accept.
+pub(crate) fn sandbox_client(platform_id: &str) -> (String, Secret) {
+    (
+        format!("sandbox-{platform_id}-client"),
+        Secret::new(format!("sandbox-{platform_id}-secret")),
+    )
+}
+
 impl Endpoints {
     /// The endpoints of `platform_id` (`x`, `bluesky`, … — see [`PLATFORM_IDS`]) in a
     /// sandbox served at `base` (`http://127.0.0.1:PORT`, a trailing slash allowed).
@@ -152,14 +162,17 @@ impl Endpoints {
                 token,
                 revoke,
                 api,
-            } => Endpoints::Oauth(OauthEndpoints {
-                client_id: format!("sandbox-{platform_id}-client"),
-                client_secret: Secret::new(format!("sandbox-{platform_id}-secret")),
-                auth_url: format!("{prefix}{auth}"),
-                token_url: format!("{prefix}{token}"),
-                revoke_url: revoke.map(|path| format!("{prefix}{path}")),
-                api_base: format!("{prefix}{api}"),
-            }),
+            } => {
+                let (client_id, client_secret) = sandbox_client(platform_id);
+                Endpoints::Oauth(OauthEndpoints {
+                    client_id,
+                    client_secret,
+                    auth_url: format!("{prefix}{auth}"),
+                    token_url: format!("{prefix}{token}"),
+                    revoke_url: revoke.map(|path| format!("{prefix}{path}")),
+                    api_base: format!("{prefix}{api}"),
+                })
+            }
             Routes::AtProto {
                 service,
                 plc_directory,
@@ -193,6 +206,24 @@ mod tests {
             assert!(Endpoints::at("http://127.0.0.1:4000", id).is_some(), "{id}");
         }
         assert_eq!(Endpoints::at("http://127.0.0.1:4000", "myspace"), None);
+    }
+
+    #[test]
+    fn the_graph_apps_are_the_shared_registration() {
+        use crate::meta::{
+            FACEBOOK_CLIENT_ID, FACEBOOK_CLIENT_SECRET, INSTAGRAM_CLIENT_ID,
+            INSTAGRAM_CLIENT_SECRET,
+        };
+        let (id, secret) = sandbox_client("facebook");
+        assert_eq!(
+            (id.as_str(), secret.expose()),
+            (FACEBOOK_CLIENT_ID, FACEBOOK_CLIENT_SECRET)
+        );
+        let (id, secret) = sandbox_client("instagram");
+        assert_eq!(
+            (id.as_str(), secret.expose()),
+            (INSTAGRAM_CLIENT_ID, INSTAGRAM_CLIENT_SECRET)
+        );
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub use x::{XControl, XTweet, XUser};
 pub use youtube::{AuthorizeSeen, YoutubeChannel, YoutubeControl, YoutubeUser, YoutubeVideo};
 
 use control::{fault_routes, FaultControl};
+pub(crate) use endpoints::sandbox_client;
 use faults::ConnectionHandle;
 
 /// How long [`Sandbox::shutdown`] lets open connections finish a request in flight

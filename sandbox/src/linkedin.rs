@@ -67,10 +67,8 @@ use super::oauth::{
     AuthorizeRejection, AuthorizeRequest, CodeGrant, ConsentFlow, RevokeCause, TokenOutcome,
     TokenOwner, TokenRequest, TokenStore,
 };
-use super::{SandboxError, Secret};
+use super::{sandbox_client, SandboxError, Secret};
 
-const DEFAULT_CLIENT_ID: &str = "sandbox-linkedin-client";
-const DEFAULT_CLIENT_SECRET: &str = "sandbox-linkedin-secret";
 /// LinkedIn access tokens live 60 days.
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(5_184_000);
 /// Partner refresh tokens live 365 days from the first consent.
@@ -368,9 +366,10 @@ struct World {
 
 impl World {
     fn new() -> Self {
+        let (client_id, client_secret) = sandbox_client("linkedin");
         World {
-            client_id: DEFAULT_CLIENT_ID.to_owned(),
-            client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+            client_id,
+            client_secret,
             redirect_uris: Vec::new(),
             partner: false,
             access_lifetime: DEFAULT_ACCESS_LIFETIME,

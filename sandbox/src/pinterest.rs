@@ -62,10 +62,8 @@ use super::oauth::{
     CodeRejection, ConsentFlow, IssuedTokens, RefreshRejection, RevokeCause, TokenOutcome,
     TokenRequest, TokenStore,
 };
-use super::{unix_now, SandboxError, Secret};
+use super::{sandbox_client, unix_now, SandboxError, Secret};
 
-const DEFAULT_CLIENT_ID: &str = "sandbox-pinterest-client";
-const DEFAULT_CLIENT_SECRET: &str = "sandbox-pinterest-secret";
 /// About 30 days, as reported for Pinterest access tokens.
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// Continuous refresh tokens: 60 days, renewed by every refresh.
@@ -169,9 +167,10 @@ struct World {
 impl World {
     fn new() -> Self {
         let jane = "549755885175";
+        let (client_id, client_secret) = sandbox_client("pinterest");
         World {
-            client_id: DEFAULT_CLIENT_ID.into(),
-            client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+            client_id,
+            client_secret,
             access_lifetime: DEFAULT_ACCESS_LIFETIME,
             max_page_size: 250,
             users: vec![

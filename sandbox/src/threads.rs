@@ -64,10 +64,8 @@ use tokio::time::Instant;
 use super::control::{fault_controls, Shared};
 use super::faults::{inject, ConnectionHandle, FaultPoint, Faults};
 use super::oauth::{self, AuthorizeRejection, AuthorizeRequest, ConsentFlow};
-use super::{unix_now, SandboxError, Secret, THREADS_API_VERSION};
+use super::{sandbox_client, unix_now, SandboxError, Secret, THREADS_API_VERSION};
 
-const DEFAULT_CLIENT_ID: &str = "sandbox-threads-client";
-const DEFAULT_CLIENT_SECRET: &str = "sandbox-threads-secret";
 const SHORT_LIFETIME: Duration = Duration::from_secs(60 * 60);
 /// What Threads' docs show for `expires_in` of a long-lived token.
 const LONG_LIFETIME: Duration = Duration::from_secs(5_183_944);
@@ -188,9 +186,10 @@ struct World {
 
 impl World {
     fn new() -> World {
+        let (client_id, client_secret) = sandbox_client("threads");
         World {
-            client_id: DEFAULT_CLIENT_ID.into(),
-            client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+            client_id,
+            client_secret,
             long_lifetime: LONG_LIFETIME,
             users: vec![
                 ThreadsUser {

@@ -76,10 +76,8 @@ use super::oauth::{
     CodeRejection, ConsentFlow, IssuedTokens, RefreshRejection, RevokeCause, TokenOutcome,
     TokenRequest, TokenStore,
 };
-use super::{SandboxError, Secret};
+use super::{sandbox_client, SandboxError, Secret};
 
-const DEFAULT_CLIENT_KEY: &str = "sandbox-tiktok-client";
-const DEFAULT_CLIENT_SECRET: &str = "sandbox-tiktok-secret";
 /// The newest doc: access tokens last 2 hours…
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(2 * 60 * 60);
 /// …and refresh tokens 180 days.
@@ -265,9 +263,10 @@ impl World {
             "sample.mp4".to_owned(),
             sample_video(64 * 1024, SAMPLE_VIDEO_SECS),
         );
+        let (client_key, client_secret) = sandbox_client("tiktok");
         World {
-            client_key: DEFAULT_CLIENT_KEY.into(),
-            client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+            client_key,
+            client_secret,
             access_lifetime: DEFAULT_ACCESS_LIFETIME,
             audited: true,
             creators: vec![

@@ -54,12 +54,10 @@ use super::oauth::{
     ConsentFlow, FormError, IssuedTokens, RefreshRejection, RevokeCause, RevokedToken,
     TokenOutcome, TokenOwner, TokenRequest, TokenStore,
 };
-use super::{unix_now, SandboxError, Secret};
+use super::{sandbox_client, unix_now, SandboxError, Secret};
 
 /// The password every seeded user logs in with on the consent page.
 pub const SANDBOX_PASSWORD: &str = "sandbox";
-const DEFAULT_CLIENT_ID: &str = "sandbox-x-client";
-const DEFAULT_CLIENT_SECRET: &str = "sandbox-x-secret";
 /// X documents two hours for access tokens.
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(7200);
 /// X does not document its code lifetime; 30 s is short enough to catch a client that
@@ -364,9 +362,10 @@ struct XWorld {
 
 impl XWorld {
     fn new() -> Self {
+        let (client_id, client_secret) = sandbox_client("x");
         XWorld {
-            client_id: DEFAULT_CLIENT_ID.to_owned(),
-            client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+            client_id,
+            client_secret,
             redirect_uris: Vec::new(),
             access_lifetime: DEFAULT_ACCESS_LIFETIME,
             code_lifetime: DEFAULT_CODE_LIFETIME,

@@ -61,10 +61,8 @@ use super::oauth::{
     RefreshRejection, RevokedToken, TokenOutcome, TokenRequest, TokenStore,
 };
 use super::x::SANDBOX_PASSWORD;
-use super::{SandboxError, Secret};
+use super::{sandbox_client, SandboxError, Secret};
 
-const DEFAULT_CLIENT_ID: &str = "sandbox-youtube-client";
-const DEFAULT_CLIENT_SECRET: &str = "sandbox-youtube-secret";
 /// Google's access tokens: an hour (answered as 3599 s).
 const ACCESS_LIFETIME: Duration = Duration::from_secs(3599);
 /// Google's codes are short-lived; a minute catches a client that sits on one.
@@ -248,9 +246,10 @@ struct World {
 
 impl World {
     fn new() -> Self {
+        let (client_id, client_secret) = sandbox_client("youtube");
         World {
-            client_id: DEFAULT_CLIENT_ID.into(),
-            client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+            client_id,
+            client_secret,
             users: vec![
                 YoutubeUser {
                     id: "108204268033311374519".into(),
