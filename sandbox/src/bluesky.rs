@@ -135,7 +135,10 @@ struct World {
 /// Handle on the simulated Bluesky, shared with its handlers.
 #[derive(Clone, Debug)]
 pub struct BlueskyControl {
+    /// Everything the platform knows, shared with its handlers.
     world: Shared<World>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
     held: Arc<Notify>,
     written: watch::Sender<usize>,

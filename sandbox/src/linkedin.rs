@@ -185,7 +185,10 @@ fn rfc3339<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S
 /// Handle on LinkedIn's simulated state, shared with the server. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct LinkedinControl {
+    /// Everything the platform knows, shared with its handlers.
     world: Shared<World>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
 }
 
@@ -282,12 +285,14 @@ impl LinkedinControl {
         Ok(before - world.roles.len())
     }
 
-    /// The next `calls` API calls answer 429 (LinkedIn sends no rate-limit headers).
+    /// The next `calls` API calls answer 429 (LinkedIn sends no rate-limit headers, so
+    /// unlike the shared [`Faults::rate_limit_next`] this takes no reset time).
     pub fn rate_limit_next(&self, calls: u32) {
         self.faults.rate_limit_next(calls, 0);
     }
 
-    /// Disarms every pending fault.
+    /// Disarms every pending fault, rejected posts included; takes the place of the
+    /// shared [`Faults::clear_faults`] for LinkedIn.
     pub fn clear_faults(&self) {
         self.faults.clear_faults();
         self.world().rejected_posts = None;

@@ -133,7 +133,10 @@ pub struct PinterestPin {
 /// Handle on Pinterest's simulated state. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct PinterestControl {
+    /// Everything the platform knows, shared with its handlers.
     world: Shared<World>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
 }
 

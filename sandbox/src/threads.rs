@@ -286,7 +286,10 @@ impl World {
 /// A handle on the simulated Threads.
 #[derive(Clone, Debug)]
 pub struct ThreadsControl {
+    /// Everything the platform knows, shared with its handlers.
     world: Shared<World>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
 }
 

@@ -151,7 +151,10 @@ pub struct TiktokPost {
 /// Handle on TikTok's simulated state. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct TiktokControl {
+    /// Everything the platform knows, shared with its handlers.
     world: Shared<World>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
 }
 

@@ -153,7 +153,10 @@ fn rfc3339<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S
 /// happened. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct XControl {
+    /// Everything the platform knows, shared with its handlers.
     world: Shared<XWorld>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
 }
 

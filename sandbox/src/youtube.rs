@@ -213,7 +213,10 @@ impl IntoResponse for CallRefused {
 /// Handle on YouTube's simulated state. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct YoutubeControl {
+    /// Everything the platform knows, shared with its handlers.
     world: Shared<World>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
 }
 
@@ -412,6 +415,8 @@ impl YoutubeControl {
         self.world().drop_chunks
     }
 
+    /// Disarms every pending fault, chunk drops included; takes the place of the shared
+    /// [`Faults::clear_faults`] for YouTube.
     pub fn clear_faults(&self) {
         self.faults.clear_faults();
         self.world().drop_chunks = 0;
