@@ -44,8 +44,8 @@
 //!
 //! Each platform's real endpoints, kept beside its adapter
 //! ([`crate::platforms::real_endpoints`]), are the defaults ([`Config::platform_settings`]);
-//! [`Config::use_sandbox_for_unconfigured`] points every platform without credentials at
-//! the local sandbox, from a second table.
+//! with the `sandbox` feature, `Config::use_sandbox_for_unconfigured` points every
+//! platform without credentials at the local sandbox, from the sandbox's own table.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -57,15 +57,9 @@ use social_studio_storage::{Platform, Secret};
 use url::Url;
 
 use crate::platforms::oauth::check_endpoint;
-use crate::platforms::{
-    bluesky, real_endpoints, Endpoints, PlatformSettings, Reach, SettingsError,
-};
+use crate::platforms::{bluesky, real_endpoints, PlatformSettings, Reach, SettingsError};
 
 mod load;
-
-/// The Graph API version, kept by the Graph adapter; re-exported here for the sandbox,
-/// which pins its simulated routes to it.
-pub use crate::platforms::graph::GRAPH_API_VERSION;
 
 /// Every environment variable this module reads starts with this.
 pub const ENV_PREFIX: &str = "SOCIAL_STUDIO_";
@@ -642,124 +636,10 @@ fn web_origin(key: &str, value: &str, origin: &Origin) -> Result<String, ConfigE
     Ok(url.origin().ascii_serialization())
 }
 
-// ---------------------------------------------------------------------------------------
-// The sandbox's route table: moving to the sandbox crate, kept together here until then.
-
-/// Where each platform's simulation answers in the sandbox, relative to `{base}/{id}`:
-/// the platform's real paths, its hosts folded into one prefix. A platform's sandbox
-/// adjusts its routes here and nowhere else.
-fn sandbox_routes(p: Platform) -> Reach {
-    Reach::OAuth(match p {
-        Platform::X => Endpoints {
-            auth_url: "/i/oauth2/authorize",
-            token_url: "/2/oauth2/token",
-            revoke_url: Some("/2/oauth2/revoke"),
-            api_base: "",
-        },
-        Platform::Linkedin => Endpoints {
-            auth_url: "/oauth/v2/authorization",
-            token_url: "/oauth/v2/accessToken",
-            revoke_url: Some("/oauth/v2/revoke"),
-            api_base: "",
-        },
-        Platform::Pinterest => Endpoints {
-            auth_url: "/oauth/",
-            token_url: "/v5/oauth/token",
-            revoke_url: None,
-            api_base: "",
-        },
-        Platform::Tiktok => Endpoints {
-            auth_url: "/v2/auth/authorize/",
-            token_url: "/v2/oauth/token/",
-            revoke_url: Some("/v2/oauth/revoke/"),
-            api_base: "",
-        },
-        Platform::Youtube => Endpoints {
-            auth_url: "/o/oauth2/v2/auth",
-            token_url: "/token",
-            revoke_url: Some("/revoke"),
-            api_base: "",
-        },
-        Platform::Facebook | Platform::Instagram => Endpoints {
-            auth_url: concat!(
-                "/",
-                crate::platforms::graph::graph_version!(),
-                "/dialog/oauth"
-            ),
-            token_url: concat!(
-                "/",
-                crate::platforms::graph::graph_version!(),
-                "/oauth/access_token"
-            ),
-            revoke_url: None,
-            api_base: concat!("/", crate::platforms::graph::graph_version!()),
-        },
-        Platform::Threads => Endpoints {
-            auth_url: "/oauth/authorize",
-            token_url: "/oauth/access_token",
-            revoke_url: None,
-            api_base: concat!("/", crate::platforms::threads::threads_version!()),
-        },
-        Platform::Bluesky => {
-            return Reach::AtProto {
-                service: "",
-                plc_directory: "/plc",
-            }
-        }
-    })
-}
-
-impl Config {
-    /// Points every platform without credentials at the local sandbox at `base`
-    /// (`http://127.0.0.1:PORT`): endpoints `{base}/{id}/…` on the platform's real path
-    /// shapes, client `sandbox-{id}-client` / `sandbox-{id}-secret`. Bluesky, which
-    /// needs no credentials, goes to the sandbox unless its `service` is set. Platforms
-    /// with credentials are left alone. Returns the platforms it pointed at the sandbox.
-    pub fn use_sandbox_for_unconfigured(&mut self, base: &str) -> Vec<Platform> {
-        let base = base.trim_end_matches('/');
-        let mut pointed = Vec::new();
-        for p in Platform::ALL {
-            let configured = match p {
-                Platform::Bluesky => self
-                    .platforms
-                    .get(&p)
-                    .is_some_and(|section| section.service.is_some()),
-                _ => self.is_configured(p),
-            };
-            if configured {
-                continue;
-            }
-            let prefix = format!("{base}/{}", p.id());
-            let section = match sandbox_routes(p) {
-                Reach::OAuth(routes) => PlatformConfig {
-                    client_id: Some(format!("sandbox-{}-client", p.id())),
-                    client_secret: Some(Secret::new(format!("sandbox-{}-secret", p.id()))),
-                    auth_url: Some(format!("{prefix}{}", routes.auth_url)),
-                    token_url: Some(format!("{prefix}{}", routes.token_url)),
-                    revoke_url: routes.revoke_url.map(|path| format!("{prefix}{path}")),
-                    api_base: Some(format!("{prefix}{}", routes.api_base)),
-                    service: None,
-                    plc_directory: None,
-                },
-                Reach::AtProto {
-                    service,
-                    plc_directory,
-                } => PlatformConfig {
-                    service: Some(format!("{prefix}{service}")),
-                    plc_directory: Some(format!("{prefix}{plc_directory}")),
-                    ..PlatformConfig::default()
-                },
-            };
-            self.platforms.insert(p, section);
-            pointed.push(p);
-        }
-        pointed
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platforms::graph::GRAPH_API_VERSION;
 
     fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
         vars.iter()
@@ -1308,86 +1188,6 @@ mod tests {
                 "https://api.x.com"
             )
         );
-    }
-
-    #[test]
-    fn the_sandbox_takes_only_unconfigured_platforms() {
-        let mut config = load(
-            r#"
-            [platforms.x]
-            client_id = "real-x"
-            client_secret = "real-x-secret"
-            [platforms.linkedin]
-            api_base = "https://li.example.com"
-            "#,
-            &[],
-        )
-        .unwrap();
-        let before_x = config.platforms[&Platform::X].clone();
-        let pointed = config.use_sandbox_for_unconfigured("http://127.0.0.1:4000/");
-        assert_eq!(
-            pointed,
-            Platform::ALL
-                .into_iter()
-                .filter(|p| *p != Platform::X)
-                .collect::<Vec<_>>()
-        );
-        assert_eq!(
-            config.platforms[&Platform::X],
-            before_x,
-            "configured: left alone"
-        );
-
-        let linkedin = config.platform_settings(Platform::Linkedin).unwrap();
-        assert_eq!(linkedin.client_id, "sandbox-linkedin-client");
-        assert_eq!(linkedin.client_secret.expose(), "sandbox-linkedin-secret");
-        assert_eq!(
-            linkedin.auth_url,
-            "http://127.0.0.1:4000/linkedin/oauth/v2/authorization"
-        );
-        assert_eq!(linkedin.api_base, "http://127.0.0.1:4000/linkedin");
-
-        for p in Platform::ALL.into_iter().filter(|p| *p != Platform::X) {
-            let s = config.platform_settings(p).unwrap();
-            let prefix = format!("http://127.0.0.1:4000/{}", p.id());
-            for url in [&s.auth_url, &s.token_url, &s.api_base]
-                .into_iter()
-                .chain(s.revoke_url.as_ref())
-            {
-                assert!(url.starts_with(&prefix), "{p}: {url}");
-                check_endpoint("url", url).unwrap();
-            }
-        }
-        assert_eq!(
-            config.bluesky_plc_directory(),
-            "http://127.0.0.1:4000/bluesky/plc"
-        );
-
-        // The X sandbox's routes, as the sandbox serves them.
-        let mut fresh = Config::default();
-        fresh.use_sandbox_for_unconfigured("http://127.0.0.1:4000");
-        let x = fresh.platform_settings(Platform::X).unwrap();
-        assert_eq!(x.client_id, "sandbox-x-client");
-        assert_eq!(x.client_secret.expose(), "sandbox-x-secret");
-        assert_eq!(x.auth_url, "http://127.0.0.1:4000/x/i/oauth2/authorize");
-        assert_eq!(x.token_url, "http://127.0.0.1:4000/x/2/oauth2/token");
-        assert_eq!(
-            x.revoke_url.as_deref(),
-            Some("http://127.0.0.1:4000/x/2/oauth2/revoke")
-        );
-        assert_eq!(x.api_base, "http://127.0.0.1:4000/x");
-
-        // A Bluesky pinned to a service is configured; running again changes nothing.
-        let mut pinned = load(
-            "[platforms.bluesky]\nservice = \"https://pds.example.com\"",
-            &[],
-        )
-        .unwrap();
-        let pointed = pinned.use_sandbox_for_unconfigured("http://127.0.0.1:4000");
-        assert!(!pointed.contains(&Platform::Bluesky));
-        assert!(pinned
-            .use_sandbox_for_unconfigured("http://127.0.0.1:4000")
-            .is_empty());
     }
 
     /// A configuration built in code, refused by `validate` with the key at fault and

@@ -14,37 +14,10 @@ use social_studio::sandbox::{browser, Sandbox};
 use social_studio::studio::{Studio, StudioOptions};
 use social_studio::wait::poll_until;
 
+use crate::table::connections_table;
+
 const PEN: &str = "jane-doe";
 const X_USER_ID: &str = "2244994945";
-
-/// Renders a connections answer as a table.
-pub fn connections_table(body: &Value) -> String {
-    let list = body.get("connections").unwrap_or(body);
-    let mut out = format!(
-        "{:<10} {:<15} {:<18} {:>9} {:>6}  {}\n",
-        "platform", "status", "account", "scheduled", "paused", "reason"
-    );
-    for c in list.as_array().into_iter().flatten() {
-        let reason = match c.get("reason") {
-            Some(r) if !r.is_null() => format!(
-                "{} — {}",
-                r["code"].as_str().unwrap_or(""),
-                r["remedy"].as_str().unwrap_or("")
-            ),
-            _ => String::new(),
-        };
-        out.push_str(&format!(
-            "{:<10} {:<15} {:<18} {:>9} {:>6}  {}\n",
-            c["platform"].as_str().unwrap_or(""),
-            c["status"].as_str().unwrap_or(""),
-            c["account"]["handle"].as_str().unwrap_or("-"),
-            c["scheduled"].as_u64().unwrap_or(0),
-            c["paused"].as_u64().unwrap_or(0),
-            reason
-        ));
-    }
-    out
-}
 
 struct Api {
     base: String,

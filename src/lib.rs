@@ -7,11 +7,14 @@
 //!   verify, disconnect, scheduling, the attention list and the event stream.
 //! - [`platforms`]: one adapter per platform (OAuth dialect, identity and requirement
 //!   checks, publishing, error mapping) over the shared OAuth 2.0 core.
-//! - [`sandbox`]: local simulated platforms speaking each platform's real API shapes, for
-//!   the demo and the tests; it never imports the adapters.
 //! - [`config`]: the TOML file and `SOCIAL_STUDIO_*` environment overrides.
 //! - [`wait`]: the one way the demo, examples and tests wait for a condition nothing
 //!   announces.
+//! - `sandbox` (the default Cargo feature `sandbox`): the `social-studio-sandbox` crate,
+//!   local simulated platforms speaking each platform's real API shapes, for the demo
+//!   and the tests. It depends on nothing of the engine, so it cannot import the
+//!   adapters; `Config::use_sandbox_for_unconfigured` points an engine at it. A host
+//!   that embeds the engine sets `default-features = false` and compiles none of it.
 
 // Module docs name their private helpers (`token`, `upload`, …) for readers of the
 // source; rustdoc shows those names as plain text.
@@ -20,6 +23,10 @@
 pub mod config;
 pub mod http;
 pub mod platforms;
-pub mod sandbox;
+#[cfg(feature = "sandbox")]
+mod sandboxed;
 pub mod studio;
 pub mod wait;
+
+#[cfg(feature = "sandbox")]
+pub use social_studio_sandbox as sandbox;

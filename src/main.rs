@@ -1,6 +1,8 @@
 //! The `social-studio` binary: `serve`, `demo` and `status`.
 
+#[cfg(feature = "sandbox")]
 mod demo;
+mod table;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use social_studio::config::Config;
+#[cfg(feature = "sandbox")]
 use social_studio::sandbox::Sandbox;
 use social_studio::studio::{Studio, StudioOptions, ADMIN_TOKEN_FILE};
 
@@ -36,10 +39,12 @@ enum Command {
         #[arg(long, env = "SOCIAL_STUDIO_CONFIG")]
         config: Option<PathBuf>,
         /// Point every platform without credentials at the built-in sandbox.
+        #[cfg(feature = "sandbox")]
         #[arg(long)]
         sandbox: bool,
     },
     /// Serve with the sandbox and play a narrated scenario, then keep serving.
+    #[cfg(feature = "sandbox")]
     Demo {
         /// Exit after the scenario: 0 when every step held, 1 with the failed step.
         #[arg(long)]
@@ -90,22 +95,7 @@ async fn serve(config_file: Option<PathBuf>, use_sandbox: bool) -> Result<()> {
     let mut config =
         Config::load(config_file.as_deref(), std::env::vars()).context("configuration")?;
     let listener = bind(config.listen, false).await?;
-    let sandbox = if use_sandbox {
-        let sandbox = Sandbox::start().await.context("starting the sandbox")?;
-        let pointed = config.use_sandbox_for_unconfigured(&sandbox.base_url());
-        eprintln!(
-            "sandbox at {} serves: {}",
-            sandbox.base_url(),
-            pointed
-                .iter()
-                .map(|p| p.id())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        Some(sandbox)
-    } else {
-        None
-    };
+    let sandbox = start_sandbox(&mut config, use_sandbox).await?;
     let studio = Studio::open(config, StudioOptions::default())
         .await
         .context("opening the engine")?;
@@ -118,6 +108,44 @@ async fn serve(config_file: Option<PathBuf>, use_sandbox: bool) -> Result<()> {
         s.shutdown().await;
     }
     Ok(())
+}
+
+/// With `--sandbox`, starts the sandbox and points every platform without credentials
+/// at it; the sandbox runs until it is shut down or dropped.
+#[cfg(feature = "sandbox")]
+async fn start_sandbox(config: &mut Config, use_sandbox: bool) -> Result<Option<Sandbox>> {
+    if !use_sandbox {
+        return Ok(None);
+    }
+    let sandbox = Sandbox::start().await.context("starting the sandbox")?;
+    let pointed = config.use_sandbox_for_unconfigured(&sandbox.base_url());
+    eprintln!(
+        "sandbox at {} serves: {}",
+        sandbox.base_url(),
+        pointed
+            .iter()
+            .map(|p| p.id())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(Some(sandbox))
+}
+
+/// Built without the sandbox: there is no `--sandbox` to honour, so never a sandbox.
+#[cfg(not(feature = "sandbox"))]
+async fn start_sandbox(_config: &mut Config, _use_sandbox: bool) -> Result<Option<NoSandbox>> {
+    Ok(None)
+}
+
+/// The sandbox a build without it cannot have: a type with no values.
+#[cfg(not(feature = "sandbox"))]
+enum NoSandbox {}
+
+#[cfg(not(feature = "sandbox"))]
+impl NoSandbox {
+    async fn shutdown(self) {
+        match self {}
+    }
 }
 
 fn announce(studio: &Studio, listener: &tokio::net::TcpListener) -> Result<()> {
@@ -223,20 +251,28 @@ async fn status(pen: String, url: String, data_dir: PathBuf) -> Result<()> {
             body["error"]["message"].as_str().unwrap_or("")
         );
     }
-    print!("{}", demo::connections_table(&body));
+    print!("{}", table::connections_table(&body));
     Ok(())
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     // The demo narrates; logs would drown the story (RUST_LOG brings them back).
-    init_tracing(matches!(cli.command, Command::Demo { .. }));
+    #[cfg(feature = "sandbox")]
+    let quiet = matches!(cli.command, Command::Demo { .. });
+    #[cfg(not(feature = "sandbox"))]
+    let quiet = false;
+    init_tracing(quiet);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         match cli.command {
+            #[cfg(feature = "sandbox")]
             Command::Serve { config, sandbox } => serve(config, sandbox).await,
+            #[cfg(not(feature = "sandbox"))]
+            Command::Serve { config } => serve(config, false).await,
+            #[cfg(feature = "sandbox")]
             Command::Demo { once, data_dir } => {
                 let ok = demo::run(data_dir, once).await?;
                 if !ok {

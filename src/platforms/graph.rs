@@ -59,7 +59,6 @@ macro_rules! graph_version {
         "v25.0"
     };
 }
-pub(crate) use graph_version;
 
 /// The Meta Graph API version every Facebook and Instagram endpoint is pinned to
 /// (released February 2026, available until July 2028).

@@ -73,7 +73,6 @@ macro_rules! threads_version {
         "v1.0"
     };
 }
-pub(crate) use threads_version;
 
 /// The Threads API version its `api_base` is pinned to.
 pub const THREADS_API_VERSION: &str = threads_version!();

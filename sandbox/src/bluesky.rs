@@ -25,7 +25,7 @@
 //! Time is the system clock plus an offset the control can advance.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -42,8 +42,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Notify};
 use unicode_segmentation::UnicodeSegmentation;
 
-use super::faults::{inject, FaultPoint, Faults, PendingFaults};
-use super::{lock, SandboxError, Secret};
+use super::control::{fault_controls, Shared};
+use super::faults::{inject, FaultPoint, Faults};
+use super::{SandboxError, Secret};
 
 /// Seeded accounts: handle, DID, main password, app password (named `social-studio`).
 pub const JANE_HANDLE: &str = "jane.sandbox.test";
@@ -132,19 +133,18 @@ struct World {
 }
 
 /// Handle on the simulated Bluesky, shared with its handlers.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct BlueskyControl {
-    world: Arc<Mutex<World>>,
+    /// Everything the platform knows, shared with its handlers.
+    world: Shared<World>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
     held: Arc<Notify>,
     written: watch::Sender<usize>,
 }
 
-impl std::fmt::Debug for BlueskyControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlueskyControl").finish_non_exhaustive()
-    }
-}
+fault_controls!(BlueskyControl, Some(Duration::from_secs(5 * 60)));
 
 fn seeded(handle: &str, did: &str, app_password: &str) -> SandboxAccount {
     SandboxAccount {
@@ -166,7 +166,7 @@ impl BlueskyControl {
         let mut secret = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
         BlueskyControl {
-            world: Arc::new(Mutex::new(World {
+            world: Shared::new(World {
                 pds: format!("{}/bluesky", base.trim_end_matches('/')),
                 secret: hex(&secret),
                 offset: Duration::ZERO,
@@ -183,7 +183,7 @@ impl BlueskyControl {
                 deleted_sessions: 0,
                 sessions_created: 0,
                 next_id: 1,
-            })),
+            }),
             faults: Faults::default(),
             held: Arc::new(Notify::new()),
             written: watch::channel(0).0,
@@ -192,24 +192,24 @@ impl BlueskyControl {
 
     /// The PDS URL (`{base}/bluesky`).
     pub fn pds_url(&self) -> String {
-        lock(&self.world).pds.clone()
+        self.world.lock().pds.clone()
     }
 
     /// Moves the sandbox's clock forward (tokens expire, graces end).
     pub fn advance(&self, by: Duration) {
-        lock(&self.world).offset += by;
+        self.world.lock().offset += by;
     }
 
     /// Whether `createSession` and `refreshSession` include the DID document (the
     /// entryway does; without it a client must resolve the DID itself).
     pub fn set_session_did_doc(&self, include: bool) {
-        lock(&self.world).session_did_doc = include;
+        self.world.lock().session_did_doc = include;
     }
 
     /// Revokes an app password, as its owner does in Bluesky's settings: its sessions'
     /// refresh tokens die now; access tokens live until they expire.
     pub fn revoke_app_password(&self, handle: &str, name: &str) -> Result<(), SandboxError> {
-        let mut world = lock(&self.world);
+        let mut world = self.world.lock();
         let account = world
             .accounts
             .iter_mut()
@@ -231,7 +231,7 @@ impl BlueskyControl {
 
     /// Adds an app password to an account and returns it.
     pub fn create_app_password(&self, handle: &str, name: &str) -> Result<String, SandboxError> {
-        let mut world = lock(&self.world);
+        let mut world = self.world.lock();
         let mut raw = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
         let chars: String = raw
@@ -261,7 +261,7 @@ impl BlueskyControl {
     /// Takes an account down: refreshes and calls answer `AccountTakedown`; a sign-in
     /// with an app password is refused as a wrong password (as on the reference PDS).
     pub fn take_down(&self, handle: &str) -> Result<(), SandboxError> {
-        let mut world = lock(&self.world);
+        let mut world = self.world.lock();
         let account = world
             .accounts
             .iter_mut()
@@ -273,7 +273,8 @@ impl BlueskyControl {
 
     /// Every record of an account's repository, in creation order.
     pub fn records(&self, did: &str) -> Vec<BskyRecord> {
-        lock(&self.world)
+        self.world
+            .lock()
             .records
             .iter()
             .filter(|r| r.did == did)
@@ -291,28 +292,28 @@ impl BlueskyControl {
 
     /// Blobs uploaded: (cid, mime type, size).
     pub fn blobs(&self) -> Vec<(String, String, usize)> {
-        lock(&self.world).blobs.clone()
+        self.world.lock().blobs.clone()
     }
 
     /// Every `refreshSession` outcome, in order.
     pub fn refreshes(&self) -> Vec<RefreshOutcome> {
-        lock(&self.world).refreshes.clone()
+        self.world.lock().refreshes.clone()
     }
 
     /// How many sessions `deleteSession` ended.
     pub fn deleted_sessions(&self) -> u32 {
-        lock(&self.world).deleted_sessions
+        self.world.lock().deleted_sessions
     }
 
     /// How many sessions `createSession` opened.
     pub fn sessions_created(&self) -> u32 {
-        lock(&self.world).sessions_created
+        self.world.lock().sessions_created
     }
 
     /// The next `calls` createRecord calls write their record and then never answer,
     /// until [`BlueskyControl::release_held`].
     pub fn hold_next_create_record(&self, calls: u32) {
-        lock(&self.world).hold_create_record = calls;
+        self.world.lock().hold_create_record = calls;
     }
 
     /// Lets held createRecord answers go.
@@ -320,38 +321,8 @@ impl BlueskyControl {
         self.held.notify_waiters();
     }
 
-    /// The next `calls` XRPC calls answer `status`.
-    pub fn fail_next(&self, calls: u32, status: StatusCode) -> Result<(), SandboxError> {
-        self.faults.fail_next(calls, status)
-    }
-
-    /// The next `calls` XRPC calls are processed but lose their answer.
-    pub fn drop_next(&self, calls: u32) {
-        self.faults.drop_next(calls);
-    }
-
-    /// The next `calls` XRPC calls wait `delay` first.
-    pub fn stall_next(&self, calls: u32, delay: Duration) {
-        self.faults.stall_next(calls, delay);
-    }
-
-    /// The next `calls` createSession/createRecord calls answer 429, resetting at
-    /// `reset_unix_secs`.
-    pub fn rate_limit_next(&self, calls: u32, reset_unix_secs: u64) {
-        self.faults.rate_limit_next(calls, reset_unix_secs);
-    }
-
-    pub fn pending_faults(&self) -> PendingFaults {
-        self.faults.pending()
-    }
-
-    /// Ends the sandbox's memory of faults.
-    pub fn clear_faults(&self) {
-        self.faults.clear();
-    }
-
     fn state(&self) -> Value {
-        let world = lock(&self.world);
+        let world = self.world.lock();
         json!({
             "pds": world.pds,
             "accounts": world.accounts.iter().map(|a| json!({
@@ -360,7 +331,7 @@ impl BlueskyControl {
             })).collect::<Vec<_>>(),
             "records": world.records,
             "live_refresh_tokens": world.refresh_tokens.len(),
-            "faults": self.faults.pending(),
+            "faults": self.faults.pending_faults(),
         })
     }
 }
@@ -663,7 +634,7 @@ async fn create_session(State(bsky): State<BlueskyControl>, body: Bytes) -> Resp
     if let Some(reset) = bsky.faults.take_rate_limit() {
         return rate_limited(reset, 30, 300);
     }
-    let mut world = lock(&bsky.world);
+    let mut world = bsky.world.lock();
     let identifier = input.identifier.trim().to_ascii_lowercase();
     let found = world
         .accounts
@@ -719,7 +690,7 @@ async fn create_session(State(bsky): State<BlueskyControl>, body: Bytes) -> Resp
 }
 
 async fn refresh_session(State(bsky): State<BlueskyControl>, headers: HeaderMap) -> Response {
-    let mut world = lock(&bsky.world);
+    let mut world = bsky.world.lock();
     let (id, row) = match refresh_auth(&world, &headers) {
         Ok(found) => found,
         Err((response, outcome)) => {
@@ -757,7 +728,7 @@ async fn refresh_session(State(bsky): State<BlueskyControl>, headers: HeaderMap)
 }
 
 async fn get_session(State(bsky): State<BlueskyControl>, headers: HeaderMap) -> Response {
-    let world = lock(&bsky.world);
+    let world = bsky.world.lock();
     let did = match access(&world, &headers) {
         Ok(did) => did,
         Err(response) => return response.into_response(),
@@ -777,7 +748,7 @@ async fn get_session(State(bsky): State<BlueskyControl>, headers: HeaderMap) -> 
 }
 
 async fn delete_session(State(bsky): State<BlueskyControl>, headers: HeaderMap) -> Response {
-    let mut world = lock(&bsky.world);
+    let mut world = bsky.world.lock();
     match refresh_auth(&world, &headers) {
         Ok((id, _)) => {
             world.refresh_tokens.remove(&id);
@@ -799,7 +770,7 @@ async fn revoke_app_password(
     body: Bytes,
 ) -> Response {
     let handle = {
-        let world = lock(&bsky.world);
+        let world = bsky.world.lock();
         let did = match access(&world, &headers) {
             Ok(did) => did,
             Err(response) => return response.into_response(),
@@ -831,7 +802,7 @@ async fn resolve_handle(
     State(bsky): State<BlueskyControl>,
     Query(q): Query<HandleQuery>,
 ) -> Response {
-    let world = lock(&bsky.world);
+    let world = bsky.world.lock();
     let handle = q.handle.unwrap_or_default().to_ascii_lowercase();
     match world.accounts.iter().find(|a| a.handle == handle) {
         Some(a) => Json(json!({"did": a.did})).into_response(),
@@ -844,7 +815,7 @@ async fn resolve_handle(
 }
 
 async fn plc_document(State(bsky): State<BlueskyControl>, Path(did): Path<String>) -> Response {
-    let world = lock(&bsky.world);
+    let world = bsky.world.lock();
     match world.account_by_did(&did) {
         Some(a) => Json(world.did_doc(a)).into_response(),
         None => (
@@ -860,7 +831,7 @@ async fn upload_blob(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut world = lock(&bsky.world);
+    let mut world = bsky.world.lock();
     if let Err(response) = access(&world, &headers) {
         return response.into_response();
     }
@@ -940,7 +911,7 @@ async fn create_record(
     body: Bytes,
 ) -> Response {
     let hold = {
-        let mut world = lock(&bsky.world);
+        let mut world = bsky.world.lock();
         let did = match access(&world, &headers) {
             Ok(did) => did,
             Err(response) => return response.into_response(),
@@ -1058,7 +1029,7 @@ fn repo_did(world: &World, repo: &str) -> Option<String> {
 }
 
 async fn get_record(State(bsky): State<BlueskyControl>, Query(q): Query<RecordQuery>) -> Response {
-    let world = lock(&bsky.world);
+    let world = bsky.world.lock();
     let Some(did) = repo_did(&world, &q.repo) else {
         return xrpc_error(
             StatusCode::BAD_REQUEST,
@@ -1088,7 +1059,7 @@ async fn list_records(
     State(bsky): State<BlueskyControl>,
     Query(q): Query<RecordQuery>,
 ) -> Response {
-    let world = lock(&bsky.world);
+    let world = bsky.world.lock();
     let Some(did) = repo_did(&world, &q.repo) else {
         return xrpc_error(
             StatusCode::BAD_REQUEST,
@@ -1194,7 +1165,8 @@ async fn control_image(Path(_name): Path<String>) -> Response {
 
 /// Controls for a person poking the demo, under `/sandbox/bluesky`: `GET /state`
 /// (accounts, records, faults), `POST /revoke-app-password {"handle","name"}`, and
-/// `GET /media/{name}` (a PNG to attach to posts).
+/// `GET /media/{name}` (a PNG to attach to posts); the sandbox mounts the shared fault
+/// controls beside them.
 pub(crate) fn control_routes(bsky: &BlueskyControl) -> Router {
     Router::new()
         .route("/state", get(control_state))

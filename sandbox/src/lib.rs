@@ -1,4 +1,15 @@
-//! The local sandbox: simulated social platforms served over real loopback HTTP.
+//! # social-studio-sandbox
+//!
+//! Simulated social platforms served over real loopback HTTP, for the Social Studio
+//! engine's demo and tests. The crate depends on nothing of the engine: the compiler,
+//! not review, keeps it from sharing the adapters' code. The engine uses it through
+//! its default `sandbox` feature (`social_studio::sandbox` is this crate); the
+//! `social-studio-sandbox` binary serves it alone, so that several engine processes can
+//! share one sandbox.
+//!
+//! Where to point an engine: [`Endpoints::at`] (any base URL) or [`Sandbox::endpoints`]
+//! (a running sandbox), with the API versions the sandbox speaks
+//! ([`GRAPH_API_VERSION`], [`THREADS_API_VERSION`]).
 //!
 //! Each platform lives in its own module and speaks that platform's real API shapes
 //! (paths, parameters, JSON bodies, status codes, headers), implemented from the
@@ -20,14 +31,16 @@
 //! | `/bluesky` | `bluesky` | Bluesky: a PDS (`/bluesky/xrpc/...`) and a PLC directory (`/bluesky/plc/{did}`) |
 //! | `/sandbox/bluesky` | `bluesky` | Bluesky controls: state, revoke an app password, a PNG to attach |
 //!
-//! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation)
-//! and `faults` (injected failures, stalls, lost answers and rate limits), plus the
-//! small HTTP server in this file that lets a handler close its connection without
-//! answering.
+//! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation),
+//! `faults` (injected failures, stalls, lost answers and rate limits: [`Faults`], which
+//! every platform's control handle derefs to), `control` (the world behind its mutex,
+//! and the fault-control routes mounted under every `/sandbox/{platform}` prefix),
+//! `endpoints` (the route table), plus the small HTTP server in this file that lets a
+//! handler close its connection without answering.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), social_studio::sandbox::SandboxError> {
-//! use social_studio::sandbox::Sandbox;
+//! # async fn demo() -> Result<(), social_studio_sandbox::SandboxError> {
+//! use social_studio_sandbox::Sandbox;
 //! let sandbox = Sandbox::start().await?;
 //! let token_url = format!("{}/x/2/oauth2/token", sandbox.base_url());
 //! sandbox.x().fail_next(1, axum::http::StatusCode::SERVICE_UNAVAILABLE)?;
@@ -37,11 +50,14 @@
 //! # }
 //! ```
 //!
-//! Adding a platform: write `name.rs` with a `Control` handle like [`XControl`], its
-//! `platform_routes` and `control_routes`, and mount them in [`app`].
+//! Adding a platform: write `name.rs` with a `Control` handle like [`XControl`] (its
+//! world in a `Shared`, a `faults` field and `fault_controls!`), its `platform_routes`
+//! and `control_routes`, its routes in `endpoints.rs`, and mount them in `app`.
 
 pub mod bluesky;
 pub mod browser;
+mod control;
+mod endpoints;
 mod faults;
 pub mod linkedin;
 pub mod meta;
@@ -75,7 +91,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 
 pub use bluesky::{BlueskyControl, BskyRecord, RefreshOutcome};
-pub use faults::PendingFaults;
+pub use endpoints::{
+    AtProtoEndpoints, Endpoints, OauthEndpoints, GRAPH_API_VERSION, PLATFORM_IDS,
+    THREADS_API_VERSION,
+};
+pub use faults::{Faults, PendingFaults};
 pub use linkedin::{
     LinkedinControl, LinkedinMember, LinkedinOrganization, LinkedinPost, LinkedinRole,
 };
@@ -89,6 +109,8 @@ pub use tiktok::{TiktokControl, TiktokCreator, TiktokPost};
 pub use x::{XControl, XTweet, XUser};
 pub use youtube::{AuthorizeSeen, YoutubeChannel, YoutubeControl, YoutubeUser, YoutubeVideo};
 
+use control::{fault_routes, FaultControl};
+pub(crate) use endpoints::sandbox_client;
 use faults::ConnectionHandle;
 
 /// How long [`Sandbox::shutdown`] lets open connections finish a request in flight
@@ -226,6 +248,12 @@ impl Sandbox {
         format!("http://{}", self.addr)
     }
 
+    /// Where `platform_id` (`x`, `bluesky`, … — see [`PLATFORM_IDS`]) answers in this
+    /// sandbox, as absolute URLs; `None` for a platform it does not simulate.
+    pub fn endpoints(&self, platform_id: &str) -> Option<Endpoints> {
+        Endpoints::at(&self.base_url(), platform_id)
+    }
+
     /// `value` with `{sandbox}` in every string replaced by [`Sandbox::base_url`]: a post
     /// written once that points at the images and videos this sandbox serves.
     pub fn fill_in(&self, value: &serde_json::Value) -> serde_json::Value {
@@ -326,22 +354,42 @@ pub(crate) fn app(c: &Controls) -> Router {
     Router::new()
         .route("/", get(index))
         .nest("/x", x::platform_routes(x))
-        .nest("/sandbox/x", x::control_routes(x))
+        .nest("/sandbox/x", controls(x, x::control_routes))
         .nest("/pinterest", pinterest::platform_routes(pinterest))
-        .nest("/sandbox/pinterest", pinterest::control_routes(pinterest))
+        .nest(
+            "/sandbox/pinterest",
+            controls(pinterest, pinterest::control_routes),
+        )
         .nest("/linkedin", linkedin::platform_routes(linkedin))
-        .nest("/sandbox/linkedin", linkedin::control_routes(linkedin))
+        .nest(
+            "/sandbox/linkedin",
+            controls(linkedin, linkedin::control_routes),
+        )
         .nest("/tiktok", tiktok::platform_routes(tiktok))
-        .nest("/sandbox/tiktok", tiktok::control_routes(tiktok))
+        .nest("/sandbox/tiktok", controls(tiktok, tiktok::control_routes))
         .nest("/facebook", meta::platform_routes(meta))
         .nest("/instagram", meta::platform_routes(meta))
         .nest("/sandbox/meta", meta::control_routes(meta))
         .nest("/threads", threads::platform_routes(threads))
-        .nest("/sandbox/threads", threads::control_routes(threads))
+        .nest(
+            "/sandbox/threads",
+            controls(threads, threads::control_routes),
+        )
         .nest("/youtube", youtube::platform_routes(youtube))
-        .nest("/sandbox/youtube", youtube::control_routes(youtube))
+        .nest(
+            "/sandbox/youtube",
+            controls(youtube, youtube::control_routes),
+        )
         .nest("/bluesky", bluesky::platform_routes(bluesky))
-        .nest("/sandbox/bluesky", bluesky::control_routes(bluesky))
+        .nest(
+            "/sandbox/bluesky",
+            controls(bluesky, bluesky::control_routes),
+        )
+}
+
+/// A platform's own controls with the shared fault controls mounted beside them.
+fn controls<C: FaultControl>(control: &C, own: fn(&C) -> Router) -> Router {
+    own(control).merge(fault_routes(control))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.
@@ -449,16 +497,25 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Now, in unix seconds, for the reset times platforms announce; 0 before 1970.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A secret the sandbox holds (a client secret): never shown in `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(String);
+pub struct Secret(String);
 
 impl Secret {
-    pub(crate) fn new(value: impl Into<String>) -> Self {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
-    pub(crate) fn expose(&self) -> &str {
+    /// The value itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
         &self.0
     }
 }

@@ -21,7 +21,9 @@
 //!
 //! Controls, under `/sandbox/youtube`: `GET /state`, `POST /quota {"remaining"}`,
 //! `POST /users/{id}/revoke`, `POST /users/{id}/upload-limit`, `GET /videos`,
-//! `POST /fail {"calls","status"}`, `POST /drop-chunk {"chunks"}`, `DELETE /faults`,
+//! `POST /drop-chunk {"chunks"}`, the shared fault controls (`POST /fail`, `/stall`,
+//! `/drop`, `DELETE /faults`, which also disarms chunk drops; no `/rate-limit`: YouTube's
+//! limit is its quota),
 //! and `GET /media/sample.mp4`, a small video for posts to point at.
 //!
 //! Written from Google's OAuth 2.0 web-server and resumable-upload guides and the Data
@@ -40,28 +42,27 @@
 //! [`YoutubeControl::revoke_user_grants`] stands for both).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{middleware, Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::faults::{inject, ConnectionHandle, FaultPoint, Faults, PendingFaults};
+use super::control::{fault_controls, Shared};
+use super::faults::{inject, ConnectionHandle, FaultPoint, Faults};
 use super::oauth::{
     self, token_fingerprint, AuthorizationCodes, ClientRegistration, CodeGrant, ConsentPage,
     RefreshRejection, RevokedToken, TokenOutcome, TokenRequest, TokenStore,
 };
 use super::x::SANDBOX_PASSWORD;
-use super::{lock, SandboxError, Secret};
+use super::{sandbox_client, SandboxError, Secret};
 
-const DEFAULT_CLIENT_ID: &str = "sandbox-youtube-client";
-const DEFAULT_CLIENT_SECRET: &str = "sandbox-youtube-secret";
 /// Google's access tokens: an hour (answered as 3599 s).
 const ACCESS_LIFETIME: Duration = Duration::from_secs(3599);
 /// Google's codes are short-lived; a minute catches a client that sits on one.
@@ -210,17 +211,16 @@ impl IntoResponse for CallRefused {
 }
 
 /// Handle on YouTube's simulated state. Cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct YoutubeControl {
-    world: Arc<Mutex<World>>,
+    /// Everything the platform knows, shared with its handlers.
+    world: Shared<World>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
 }
 
-impl std::fmt::Debug for YoutubeControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("YoutubeControl").finish_non_exhaustive()
-    }
-}
+fault_controls!(YoutubeControl, None);
 
 struct World {
     client_id: String,
@@ -249,9 +249,10 @@ struct World {
 
 impl World {
     fn new() -> Self {
+        let (client_id, client_secret) = sandbox_client("youtube");
         World {
-            client_id: DEFAULT_CLIENT_ID.into(),
-            client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+            client_id,
+            client_secret,
             users: vec![
                 YoutubeUser {
                     id: "108204268033311374519".into(),
@@ -337,13 +338,13 @@ impl World {
 impl YoutubeControl {
     pub(crate) fn new() -> Self {
         YoutubeControl {
-            world: Arc::new(Mutex::new(World::new())),
+            world: Shared::new(World::new()),
             faults: Faults::default(),
         }
     }
 
     fn world(&self) -> MutexGuard<'_, World> {
-        lock(&self.world)
+        self.world.lock()
     }
 
     /// The client id the sandbox accepts (default `sandbox-youtube-client`).
@@ -414,23 +415,11 @@ impl YoutubeControl {
         self.world().drop_chunks
     }
 
-    /// The next `calls` token, revoke and API calls answer `status` (a 5xx) unprocessed.
-    pub fn fail_next(&self, calls: u32, status: StatusCode) -> Result<(), SandboxError> {
-        self.faults.fail_next(calls, status)
-    }
-
-    /// The next `calls` calls are processed but their answer is lost.
-    pub fn drop_next(&self, calls: u32) {
-        self.faults.drop_next(calls);
-    }
-
+    /// Disarms every pending fault, chunk drops included; takes the place of the shared
+    /// [`Faults::clear_faults`] for YouTube.
     pub fn clear_faults(&self) {
-        self.faults.clear();
+        self.faults.clear_faults();
         self.world().drop_chunks = 0;
-    }
-
-    pub fn pending_faults(&self) -> PendingFaults {
-        self.faults.pending()
     }
 
     /// Videos created, oldest first.
@@ -587,9 +576,7 @@ pub(crate) fn control_routes(youtube: &YoutubeControl) -> Router {
         .route("/users/{id}/revoke", post(control_revoke))
         .route("/users/{id}/upload-limit", post(control_upload_limit))
         .route("/videos", get(control_videos))
-        .route("/fail", post(control_fail))
         .route("/drop-chunk", post(control_drop_chunk))
-        .route("/faults", delete(control_clear_faults))
         .route("/media/sample.mp4", get(sample_media))
         .with_state(youtube.clone())
 }
@@ -1318,7 +1305,7 @@ async fn control_state(State(youtube): State<YoutubeControl>) -> Json<Value> {
         "refresh_calls": world.refresh_calls,
         "token_requests": world.token_log.len(),
         "drop_chunks": world.drop_chunks,
-        "pending_faults": youtube.faults.pending(),
+        "pending_faults": youtube.faults.pending_faults(),
     }))
 }
 
@@ -1356,22 +1343,6 @@ async fn control_videos(State(youtube): State<YoutubeControl>) -> Json<Vec<Youtu
 }
 
 #[derive(Deserialize)]
-struct FailBody {
-    calls: u32,
-    status: u16,
-}
-
-async fn control_fail(
-    State(youtube): State<YoutubeControl>,
-    Json(body): Json<FailBody>,
-) -> Result<Json<Value>, SandboxError> {
-    let status = StatusCode::from_u16(body.status)
-        .map_err(|_| SandboxError::InvalidSetting(format!("status {}", body.status)))?;
-    youtube.fail_next(body.calls, status)?;
-    Ok(Json(json!({"pending_faults": youtube.pending_faults()})))
-}
-
-#[derive(Deserialize)]
 struct DropChunkBody {
     chunks: u32,
 }
@@ -1382,9 +1353,4 @@ async fn control_drop_chunk(
 ) -> Json<Value> {
     youtube.drop_next_chunks(body.chunks);
     Json(json!({"drop_chunks": body.chunks}))
-}
-
-async fn control_clear_faults(State(youtube): State<YoutubeControl>) -> StatusCode {
-    youtube.clear_faults();
-    StatusCode::NO_CONTENT
 }

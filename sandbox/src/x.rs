@@ -18,9 +18,10 @@
 //!
 //! Controls, under `/sandbox/x`: `GET /state`, `GET /users`,
 //! `POST /users/{id}/revoke`, `POST /users/{id}/expire`, `GET /users/{id}/tweets`,
-//! `POST /rate-limit {"calls","reset"}`, `POST /fail {"calls","status"}`,
-//! `POST /stall {"calls","millis"}`, `POST /drop {"calls"}`, `DELETE /faults`,
-//! `GET /token-requests`, `GET /revoked-tokens`.
+//! `GET /token-requests`, `GET /revoked-tokens`, and the shared fault controls
+//! (`POST /fail`, `/stall`, `/drop`, `/rate-limit`, `DELETE /faults`). An armed rate
+//! limit answers X's 429 with `x-rate-limit-remaining: 0` and the armed
+//! `x-rate-limit-reset` on users/me, tweets and media.
 //!
 //! Shapes follow docs.x.com and what X is reported to answer; where X's behaviour is
 //! not documented the choice is noted at the spot. Not simulated: chunked media upload
@@ -28,7 +29,7 @@
 //! used), public clients (the app is a confidential client), and posting caps per day.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -36,7 +37,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -46,18 +47,17 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::faults::{inject, FaultPoint, Faults, PendingFaults};
+use super::control::{fault_controls, Shared};
+use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
     self, token_fingerprint, AuthorizationCodes, ClientRegistration, CodeGrant, CodeRejection,
     ConsentFlow, FormError, IssuedTokens, RefreshRejection, RevokeCause, RevokedToken,
     TokenOutcome, TokenOwner, TokenRequest, TokenStore,
 };
-use super::{lock, SandboxError, Secret};
+use super::{sandbox_client, unix_now, SandboxError, Secret};
 
 /// The password every seeded user logs in with on the consent page.
 pub const SANDBOX_PASSWORD: &str = "sandbox";
-const DEFAULT_CLIENT_ID: &str = "sandbox-x-client";
-const DEFAULT_CLIENT_SECRET: &str = "sandbox-x-secret";
 /// X documents two hours for access tokens.
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(7200);
 /// X does not document its code lifetime; 30 s is short enough to catch a client that
@@ -151,28 +151,27 @@ fn rfc3339<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S
 /// Handle on X's simulated state, shared with the server: configure the app and users,
 /// act as the user or the platform (revoke, expire, rate-limit, fail), and inspect what
 /// happened. Cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct XControl {
-    world: Arc<Mutex<XWorld>>,
+    /// Everything the platform knows, shared with its handlers.
+    world: Shared<XWorld>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
 }
 
-impl std::fmt::Debug for XControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XControl").finish_non_exhaustive()
-    }
-}
+fault_controls!(XControl, Some(RATE_WINDOW));
 
 impl XControl {
     pub(crate) fn new() -> Self {
         XControl {
-            world: Arc::new(Mutex::new(XWorld::new())),
+            world: Shared::new(XWorld::new()),
             faults: Faults::default(),
         }
     }
 
     fn world(&self) -> MutexGuard<'_, XWorld> {
-        lock(&self.world)
+        self.world.lock()
     }
 
     /// The client id the sandbox accepts (default `sandbox-x-client`).
@@ -249,40 +248,6 @@ impl XControl {
         let mut world = self.world();
         world.require_user(user_id)?;
         Ok(world.tokens.expire_access_of_user(user_id))
-    }
-
-    /// The next `calls` API calls (users/me, tweets, media) answer 429 with
-    /// `x-rate-limit-remaining: 0` and `x-rate-limit-reset: reset_unix_secs`.
-    pub fn rate_limit_next(&self, calls: u32, reset_unix_secs: u64) {
-        self.faults.rate_limit_next(calls, reset_unix_secs);
-    }
-
-    /// The next `calls` calls to the token, revoke and API endpoints answer `status`,
-    /// which must be a 5xx, without being processed.
-    pub fn fail_next(&self, calls: u32, status: StatusCode) -> Result<(), SandboxError> {
-        self.faults.fail_next(calls, status)
-    }
-
-    /// The next `calls` calls wait `delay` before being processed: a client that times
-    /// out first leaves nothing done.
-    pub fn stall_next(&self, calls: u32, delay: Duration) {
-        self.faults.stall_next(calls, delay);
-    }
-
-    /// The next `calls` calls are processed — tokens rotated, posts published — but the
-    /// connection is closed instead of answered: the "answer lost" case.
-    pub fn drop_next(&self, calls: u32) {
-        self.faults.drop_next(calls);
-    }
-
-    /// Disarms every pending failure, stall, lost answer and rate limit.
-    pub fn clear_faults(&self) {
-        self.faults.clear();
-    }
-
-    /// What is still armed.
-    pub fn pending_faults(&self) -> PendingFaults {
-        self.faults.pending()
     }
 
     /// Posts the user published, oldest first.
@@ -400,9 +365,10 @@ struct XWorld {
 
 impl XWorld {
     fn new() -> Self {
+        let (client_id, client_secret) = sandbox_client("x");
         XWorld {
-            client_id: DEFAULT_CLIENT_ID.to_owned(),
-            client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+            client_id,
+            client_secret,
             redirect_uris: Vec::new(),
             access_lifetime: DEFAULT_ACCESS_LIFETIME,
             code_lifetime: DEFAULT_CODE_LIFETIME,
@@ -649,13 +615,6 @@ impl XWorld {
         }
         Ok((owner, rate))
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// X's routes, to be mounted under `/x`.
@@ -1283,22 +1242,9 @@ pub(crate) fn control_routes(x: &XControl) -> Router {
         .route("/users/{id}/revoke", post(control_revoke_user))
         .route("/users/{id}/expire", post(control_expire_user))
         .route("/users/{id}/tweets", get(control_user_tweets))
-        .route("/rate-limit", post(control_rate_limit))
-        .route("/fail", post(control_fail))
-        .route("/stall", post(control_stall))
-        .route("/drop", post(control_drop))
-        .route("/faults", delete(control_clear_faults))
         .route("/token-requests", get(control_token_requests))
         .route("/revoked-tokens", get(control_revoked_tokens))
         .with_state(x.clone())
-}
-
-/// A control's JSON body, or the reason it could not be read.
-type ControlBody<T> = Result<Json<T>, JsonRejection>;
-
-fn read_control<T>(body: ControlBody<T>) -> Result<T, SandboxError> {
-    body.map(|Json(value)| value)
-        .map_err(|rejection| SandboxError::InvalidSetting(rejection.body_text()))
 }
 
 async fn control_state(State(x): State<XControl>) -> Json<Value> {
@@ -1313,7 +1259,7 @@ async fn control_state(State(x): State<XControl>) -> Json<Value> {
         "refresh_calls": world.refresh_calls,
         "token_requests": world.token_log.len(),
         "revoked_tokens": world.tokens.revoked().len(),
-        "pending_faults": x.faults.pending(),
+        "pending_faults": x.faults.pending_faults(),
     }))
 }
 
@@ -1343,78 +1289,6 @@ async fn control_user_tweets(
 ) -> Result<Json<Vec<XTweet>>, SandboxError> {
     x.world().require_user(&id)?;
     Ok(Json(x.tweets(&id)))
-}
-
-#[derive(Debug, Deserialize)]
-struct RateLimitControl {
-    calls: u32,
-    /// Unix seconds; a window from now when left out.
-    reset: Option<u64>,
-}
-
-async fn control_rate_limit(
-    State(x): State<XControl>,
-    body: ControlBody<RateLimitControl>,
-) -> Result<Json<PendingFaults>, SandboxError> {
-    let body = read_control(body)?;
-    x.rate_limit_next(
-        body.calls,
-        body.reset
-            .unwrap_or_else(|| unix_now() + RATE_WINDOW.as_secs()),
-    );
-    Ok(Json(x.pending_faults()))
-}
-
-#[derive(Debug, Deserialize)]
-struct FailControl {
-    calls: u32,
-    /// A 5xx; 503 when left out.
-    status: Option<u16>,
-}
-
-async fn control_fail(
-    State(x): State<XControl>,
-    body: ControlBody<FailControl>,
-) -> Result<Json<PendingFaults>, SandboxError> {
-    let body = read_control(body)?;
-    let status = StatusCode::from_u16(body.status.unwrap_or(503))
-        .map_err(|_| SandboxError::InvalidSetting("status is not an HTTP status".into()))?;
-    x.fail_next(body.calls, status)?;
-    Ok(Json(x.pending_faults()))
-}
-
-#[derive(Debug, Deserialize)]
-struct StallControl {
-    calls: u32,
-    millis: u64,
-}
-
-async fn control_stall(
-    State(x): State<XControl>,
-    body: ControlBody<StallControl>,
-) -> Result<Json<PendingFaults>, SandboxError> {
-    let body = read_control(body)?;
-    x.stall_next(body.calls, Duration::from_millis(body.millis));
-    Ok(Json(x.pending_faults()))
-}
-
-#[derive(Debug, Deserialize)]
-struct DropControl {
-    calls: u32,
-}
-
-async fn control_drop(
-    State(x): State<XControl>,
-    body: ControlBody<DropControl>,
-) -> Result<Json<PendingFaults>, SandboxError> {
-    let body = read_control(body)?;
-    x.drop_next(body.calls);
-    Ok(Json(x.pending_faults()))
-}
-
-async fn control_clear_faults(State(x): State<XControl>) -> Json<PendingFaults> {
-    x.clear_faults();
-    Json(x.pending_faults())
 }
 
 async fn control_token_requests(State(x): State<XControl>) -> Json<Vec<TokenRequest>> {

@@ -35,15 +35,16 @@
 //! Controls, under `/sandbox/linkedin`: `GET /state`, `GET /posts`,
 //! `POST /members/{sub}/revoke`, `POST /members/{sub}/expire`,
 //! `POST /members/{sub}/remove-role {"organization"}`, `POST /partner {"enabled"}`,
-//! `POST /rate-limit {"calls"}`, `POST /fail {"calls","status"}`, `DELETE /faults`,
-//! `GET /token-requests`.
+//! `GET /token-requests`, and the shared fault controls (`POST /fail`, `/stall`,
+//! `/drop`, `/rate-limit`, `DELETE /faults`, which also disarms
+//! [`LinkedinControl::reject_next_posts`]).
 //!
 //! Not simulated: videos and documents, mentions and hashtag templates (read as plain
 //! text), `introspectToken`, the ID token of OpenID Connect, daily quotas (only armed
 //! 429s), paging links.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -51,7 +52,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Value};
@@ -59,16 +60,15 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::faults::{inject, FaultPoint, Faults, PendingFaults};
+use super::control::{fault_controls, read_control, ControlBody, Shared};
+use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
     self, deadline, random_token, token_fingerprint, AccessRejection, AuthorizationCodes,
     AuthorizeRejection, AuthorizeRequest, CodeGrant, ConsentFlow, RevokeCause, TokenOutcome,
     TokenOwner, TokenRequest, TokenStore,
 };
-use super::{lock, SandboxError, Secret};
+use super::{sandbox_client, SandboxError, Secret};
 
-const DEFAULT_CLIENT_ID: &str = "sandbox-linkedin-client";
-const DEFAULT_CLIENT_SECRET: &str = "sandbox-linkedin-secret";
 /// LinkedIn access tokens live 60 days.
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(5_184_000);
 /// Partner refresh tokens live 365 days from the first consent.
@@ -183,28 +183,27 @@ fn rfc3339<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S
 }
 
 /// Handle on LinkedIn's simulated state, shared with the server. Cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct LinkedinControl {
-    world: Arc<Mutex<World>>,
+    /// Everything the platform knows, shared with its handlers.
+    world: Shared<World>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
 }
 
-impl std::fmt::Debug for LinkedinControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinkedinControl").finish_non_exhaustive()
-    }
-}
+fault_controls!(LinkedinControl, Some(Duration::from_secs(24 * 60 * 60)));
 
 impl LinkedinControl {
     pub(crate) fn new() -> Self {
         LinkedinControl {
-            world: Arc::new(Mutex::new(World::new())),
+            world: Shared::new(World::new()),
             faults: Faults::default(),
         }
     }
 
     fn world(&self) -> MutexGuard<'_, World> {
-        lock(&self.world)
+        self.world.lock()
     }
 
     /// The client id the sandbox accepts (default `sandbox-linkedin-client`).
@@ -286,25 +285,16 @@ impl LinkedinControl {
         Ok(before - world.roles.len())
     }
 
-    /// The next `calls` API calls answer 429 (LinkedIn sends no rate-limit headers).
+    /// The next `calls` API calls answer 429 (LinkedIn sends no rate-limit headers, so
+    /// unlike the shared [`Faults::rate_limit_next`] this takes no reset time).
     pub fn rate_limit_next(&self, calls: u32) {
         self.faults.rate_limit_next(calls, 0);
     }
 
-    /// The next `calls` calls to the token, revoke and API endpoints answer `status`,
-    /// a 5xx, without being processed.
-    pub fn fail_next(&self, calls: u32, status: StatusCode) -> Result<(), SandboxError> {
-        self.faults.fail_next(calls, status)
-    }
-
-    /// The next `calls` calls are processed but their answer is lost.
-    pub fn drop_next(&self, calls: u32) {
-        self.faults.drop_next(calls);
-    }
-
-    /// Disarms every pending fault.
+    /// Disarms every pending fault, rejected posts included; takes the place of the
+    /// shared [`Faults::clear_faults`] for LinkedIn.
     pub fn clear_faults(&self) {
-        self.faults.clear();
+        self.faults.clear_faults();
         self.world().rejected_posts = None;
     }
 
@@ -312,11 +302,6 @@ impl LinkedinControl {
     /// will not publish (its reasons are not all documented).
     pub fn reject_next_posts(&self, calls: u32, message: impl Into<String>) {
         self.world().rejected_posts = (calls > 0).then(|| (calls, message.into()));
-    }
-
-    /// What is still armed.
-    pub fn pending_faults(&self) -> PendingFaults {
-        self.faults.pending()
     }
 
     /// Every post, oldest first.
@@ -386,9 +371,10 @@ struct World {
 
 impl World {
     fn new() -> Self {
+        let (client_id, client_secret) = sandbox_client("linkedin");
         World {
-            client_id: DEFAULT_CLIENT_ID.to_owned(),
-            client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+            client_id,
+            client_secret,
             redirect_uris: Vec::new(),
             partner: false,
             access_lifetime: DEFAULT_ACCESS_LIFETIME,
@@ -1420,18 +1406,8 @@ pub(crate) fn control_routes(linkedin: &LinkedinControl) -> Router {
         .route("/members/{sub}/expire", post(control_expire))
         .route("/members/{sub}/remove-role", post(control_remove_role))
         .route("/partner", post(control_partner))
-        .route("/rate-limit", post(control_rate_limit))
-        .route("/fail", post(control_fail))
-        .route("/faults", delete(control_clear_faults))
         .route("/token-requests", get(control_token_requests))
         .with_state(linkedin.clone())
-}
-
-type ControlBody<T> = Result<Json<T>, JsonRejection>;
-
-fn read_control<T>(body: ControlBody<T>) -> Result<T, SandboxError> {
-    body.map(|Json(value)| value)
-        .map_err(|rejection| SandboxError::InvalidSetting(rejection.body_text()))
 }
 
 async fn control_state(State(linkedin): State<LinkedinControl>) -> Json<Value> {
@@ -1447,7 +1423,7 @@ async fn control_state(State(linkedin): State<LinkedinControl>) -> Json<Value> {
         "posts": world.posts.len(),
         "refresh_calls": world.refresh_calls,
         "token_requests": world.token_log.len(),
-        "pending_faults": linkedin.faults.pending(),
+        "pending_faults": linkedin.faults.pending_faults(),
     }))
 }
 
@@ -1500,37 +1476,6 @@ async fn control_partner(
     let body = read_control(body)?;
     linkedin.set_partner_app(body.enabled);
     Ok(Json(json!({"partner_app": body.enabled})))
-}
-
-#[derive(Debug, Deserialize)]
-struct CallsControl {
-    calls: u32,
-    status: Option<u16>,
-}
-
-async fn control_rate_limit(
-    State(linkedin): State<LinkedinControl>,
-    body: ControlBody<CallsControl>,
-) -> Result<Json<PendingFaults>, SandboxError> {
-    let body = read_control(body)?;
-    linkedin.rate_limit_next(body.calls);
-    Ok(Json(linkedin.pending_faults()))
-}
-
-async fn control_fail(
-    State(linkedin): State<LinkedinControl>,
-    body: ControlBody<CallsControl>,
-) -> Result<Json<PendingFaults>, SandboxError> {
-    let body = read_control(body)?;
-    let status = StatusCode::from_u16(body.status.unwrap_or(503))
-        .map_err(|_| SandboxError::InvalidSetting("status is not an HTTP status".into()))?;
-    linkedin.fail_next(body.calls, status)?;
-    Ok(Json(linkedin.pending_faults()))
-}
-
-async fn control_clear_faults(State(linkedin): State<LinkedinControl>) -> Json<PendingFaults> {
-    linkedin.clear_faults();
-    Json(linkedin.pending_faults())
 }
 
 async fn control_token_requests(

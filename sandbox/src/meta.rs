@@ -30,7 +30,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
@@ -44,8 +43,8 @@ use serde_json::{json, Value};
 
 use super::oauth::{self, random_token};
 use super::x::SANDBOX_PASSWORD;
-use super::{lock, SandboxError};
-use crate::config::GRAPH_API_VERSION;
+use super::GRAPH_API_VERSION;
+use super::{lock, unix_now, SandboxError};
 
 /// The Facebook app the sandbox config uses (`sandbox-{platform}-client`).
 pub const FACEBOOK_CLIENT_ID: &str = "sandbox-facebook-client";
@@ -411,13 +410,6 @@ impl World {
         }
         Ok(record.clone())
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// A handle on the simulated Graph API; cheap to clone.

@@ -72,17 +72,21 @@ pub struct PendingFaults {
     pub rate_limit_reset: u64,
 }
 
-/// The faults armed for one platform; a cheap clone shared by its control handle and
-/// its middleware.
+/// The faults armed for one platform: the controls every platform's handle shares.
+/// `XControl`, `PinterestControl` and the others deref to it, so
+/// `sandbox.x().fail_next(1, StatusCode::SERVICE_UNAVAILABLE)` is written once here.
+/// Failures, stalls and lost answers apply to the platform's token, revoke and API
+/// calls; each platform answers an armed rate limit in its own shape (headers, body),
+/// described in its module. A cheap clone, shared with the platform's middleware.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Faults {
+pub struct Faults {
     armed: Arc<Mutex<Armed>>,
 }
 
 impl Faults {
-    /// The next `calls` calls answer `status` unprocessed; only a 5xx is a fault the
-    /// platform could answer that way.
-    pub(crate) fn fail_next(&self, calls: u32, status: StatusCode) -> Result<(), SandboxError> {
+    /// The next `calls` calls answer `status`, which must be a 5xx, without being
+    /// processed: only a server error is a fault the platform could answer that way.
+    pub fn fail_next(&self, calls: u32, status: StatusCode) -> Result<(), SandboxError> {
         if !status.is_server_error() {
             return Err(SandboxError::InvalidSetting(format!(
                 "fail_next takes a 5xx status, not {status}"
@@ -94,27 +98,36 @@ impl Faults {
         Ok(())
     }
 
-    pub(crate) fn stall_next(&self, calls: u32, delay: Duration) {
+    /// The next `calls` calls wait `delay` before being processed: a client that times
+    /// out first leaves nothing done.
+    pub fn stall_next(&self, calls: u32, delay: Duration) {
         let mut armed = lock(&self.armed);
         armed.stall = calls;
         armed.stall_for = delay;
     }
 
-    pub(crate) fn drop_next(&self, calls: u32) {
+    /// The next `calls` calls are processed — tokens rotated, posts published — but the
+    /// connection is closed instead of answered: the "answer lost" case.
+    pub fn drop_next(&self, calls: u32) {
         lock(&self.armed).drop = calls;
     }
 
-    pub(crate) fn rate_limit_next(&self, calls: u32, reset_unix_secs: u64) {
+    /// The next `calls` API calls answer 429 in the platform's shape, announcing
+    /// `reset_unix_secs` where the platform announces a reset. A platform that
+    /// simulates no rate limit (YouTube, whose limit is its quota) never consumes them.
+    pub fn rate_limit_next(&self, calls: u32, reset_unix_secs: u64) {
         let mut armed = lock(&self.armed);
         armed.rate_limited = calls;
         armed.rate_limit_reset = reset_unix_secs;
     }
 
-    pub(crate) fn clear(&self) {
+    /// Disarms every pending failure, stall, lost answer and rate limit.
+    pub fn clear_faults(&self) {
         *lock(&self.armed) = Armed::default();
     }
 
-    pub(crate) fn pending(&self) -> PendingFaults {
+    /// What is still armed.
+    pub fn pending_faults(&self) -> PendingFaults {
         let armed = *lock(&self.armed);
         PendingFaults {
             fail: armed.fail,

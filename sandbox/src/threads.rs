@@ -27,7 +27,9 @@
 //!
 //! Tokens are read from `Authorization: Bearer` or the `access_token` query parameter,
 //! as the Graph API accepts both. Controls under `/sandbox/threads`: `GET /state`,
-//! `GET /users/{id}/threads`.
+//! `GET /users/{id}/threads`, and the shared fault controls (`POST /fail`, `/stall`,
+//! `/drop`, `/rate-limit`, `DELETE /faults`); an armed rate limit answers code 17 with
+//! `X-Business-Use-Case-Usage`.
 //!
 //! Where Threads' docs are silent the sandbox chooses, and says so here:
 //! - Refreshing does not invalidate the token refreshed (it lapses on its own).
@@ -46,8 +48,8 @@
 //! moves, so a test can make a token 25 hours old without waiting.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::MutexGuard;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -59,12 +61,11 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::faults::{inject, ConnectionHandle, FaultPoint, Faults, PendingFaults};
+use super::control::{fault_controls, Shared};
+use super::faults::{inject, ConnectionHandle, FaultPoint, Faults};
 use super::oauth::{self, AuthorizeRejection, AuthorizeRequest, ConsentFlow};
-use super::{lock, SandboxError, Secret};
+use super::{sandbox_client, unix_now, SandboxError, Secret, THREADS_API_VERSION};
 
-const DEFAULT_CLIENT_ID: &str = "sandbox-threads-client";
-const DEFAULT_CLIENT_SECRET: &str = "sandbox-threads-secret";
 const SHORT_LIFETIME: Duration = Duration::from_secs(60 * 60);
 /// What Threads' docs show for `expires_in` of a long-lived token.
 const LONG_LIFETIME: Duration = Duration::from_secs(5_183_944);
@@ -185,9 +186,10 @@ struct World {
 
 impl World {
     fn new() -> World {
+        let (client_id, client_secret) = sandbox_client("threads");
         World {
-            client_id: DEFAULT_CLIENT_ID.into(),
-            client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+            client_id,
+            client_secret,
             long_lifetime: LONG_LIFETIME,
             users: vec![
                 ThreadsUser {
@@ -282,28 +284,27 @@ impl World {
 }
 
 /// A handle on the simulated Threads.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ThreadsControl {
-    world: Arc<Mutex<World>>,
+    /// Everything the platform knows, shared with its handlers.
+    world: Shared<World>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
 }
 
-impl std::fmt::Debug for ThreadsControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ThreadsControl").finish_non_exhaustive()
-    }
-}
+fault_controls!(ThreadsControl, Some(Duration::from_secs(60 * 60)));
 
 impl ThreadsControl {
     pub(crate) fn new() -> ThreadsControl {
         ThreadsControl {
-            world: Arc::new(Mutex::new(World::new())),
+            world: Shared::new(World::new()),
             faults: Faults::default(),
         }
     }
 
     fn world(&self) -> MutexGuard<'_, World> {
-        lock(&self.world)
+        self.world.lock()
     }
 
     /// The client id the sandbox accepts (default `sandbox-threads-client`).
@@ -412,35 +413,6 @@ impl ThreadsControl {
         Ok(count)
     }
 
-    /// The next `calls` API calls answer code 17 with `X-Business-Use-Case-Usage`
-    /// announcing `reset_unix_secs`.
-    pub fn rate_limit_next(&self, calls: u32, reset_unix_secs: u64) {
-        self.faults.rate_limit_next(calls, reset_unix_secs);
-    }
-
-    /// The next `calls` token and API calls answer `status` (a 5xx) unprocessed.
-    pub fn fail_next(&self, calls: u32, status: StatusCode) -> Result<(), SandboxError> {
-        self.faults.fail_next(calls, status)
-    }
-
-    /// The next `calls` calls are processed but their answer is lost.
-    pub fn drop_next(&self, calls: u32) {
-        self.faults.drop_next(calls);
-    }
-
-    /// The next `calls` calls wait `delay` first.
-    pub fn stall_next(&self, calls: u32, delay: Duration) {
-        self.faults.stall_next(calls, delay);
-    }
-
-    pub fn clear_faults(&self) {
-        self.faults.clear();
-    }
-
-    pub fn pending_faults(&self) -> PendingFaults {
-        self.faults.pending()
-    }
-
     /// Threads `user` published, oldest first.
     pub fn posts(&self, user: &str) -> Vec<ThreadsPost> {
         let world = self.world();
@@ -538,13 +510,6 @@ fn invalid(message: &str) -> Refusal {
     )
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
 /// Threads' routes, to be mounted under `/threads`.
 pub(crate) fn platform_routes(threads: &ThreadsControl) -> Router {
     let fault_point = FaultPoint {
@@ -569,15 +534,19 @@ pub(crate) fn platform_routes(threads: &ThreadsControl) -> Router {
             get(authorize_page).post(authorize_decision),
         )
         .route("/media/{name}", get(media));
+    let v = THREADS_API_VERSION;
     let api = Router::new()
         .route("/oauth/access_token", post(code_exchange))
         .route("/access_token", get(long_lived_exchange))
         .route("/refresh_access_token", get(refresh))
-        .route("/v1.0/me", get(me))
-        .route("/v1.0/{id}", get(object))
-        .route("/v1.0/{id}/threads", post(create_container))
-        .route("/v1.0/{id}/threads_publish", post(publish))
-        .route("/v1.0/{id}/threads_publishing_limit", get(publishing_limit))
+        .route(&format!("/{v}/me"), get(me))
+        .route(&format!("/{v}/{{id}}"), get(object))
+        .route(&format!("/{v}/{{id}}/threads"), post(create_container))
+        .route(&format!("/{v}/{{id}}/threads_publish"), post(publish))
+        .route(
+            &format!("/{v}/{{id}}/threads_publishing_limit"),
+            get(publishing_limit),
+        )
         .route_layer(middleware::from_fn_with_state(fault_point, inject));
     open.merge(api).with_state(threads.clone())
 }
@@ -1362,7 +1331,7 @@ async fn control_state(State(threads): State<ThreadsControl>) -> Json<Value> {
         "exchange_calls": world.exchange_calls,
         "refresh_calls": world.refresh_calls,
         "clock_offset_secs": world.clock_offset.as_secs(),
-        "faults": threads.faults.pending(),
+        "faults": threads.faults.pending_faults(),
     }))
 }
 

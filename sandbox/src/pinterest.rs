@@ -18,8 +18,8 @@
 //!
 //! Controls, under `/sandbox/pinterest`: `GET /state`, `POST /users/{id}/revoke`,
 //! `POST /users/{id}/expire`, `GET /users/{id}/pins`, `DELETE /boards/{id}`,
-//! `POST /rate-limit {"calls","reset"}`, `POST /fail {"calls","status"}`,
-//! `DELETE /faults`, `GET /token-requests`.
+//! `GET /token-requests`, and the shared fault controls (`POST /fail`, `/stall`,
+//! `/drop`, `/rate-limit`, `DELETE /faults`).
 //!
 //! Written from Pinterest's OpenAPI description and developer docs. Where they are silent
 //! the sandbox chooses, and says so at the spot:
@@ -39,8 +39,8 @@
 //! and revocation (Pinterest revokes only system users' tokens).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::MutexGuard;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
@@ -55,16 +55,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::faults::{inject, FaultPoint, Faults, PendingFaults};
+use super::control::{fault_controls, Shared};
+use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
     self, token_fingerprint, AuthorizationCodes, AuthorizeRejection, AuthorizeRequest, CodeGrant,
     CodeRejection, ConsentFlow, IssuedTokens, RefreshRejection, RevokeCause, TokenOutcome,
     TokenRequest, TokenStore,
 };
-use super::{lock, SandboxError, Secret};
+use super::{sandbox_client, unix_now, SandboxError, Secret};
 
-const DEFAULT_CLIENT_ID: &str = "sandbox-pinterest-client";
-const DEFAULT_CLIENT_SECRET: &str = "sandbox-pinterest-secret";
 /// About 30 days, as reported for Pinterest access tokens.
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// Continuous refresh tokens: 60 days, renewed by every refresh.
@@ -132,17 +131,16 @@ pub struct PinterestPin {
 }
 
 /// Handle on Pinterest's simulated state. Cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PinterestControl {
-    world: Arc<Mutex<World>>,
+    /// Everything the platform knows, shared with its handlers.
+    world: Shared<World>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
 }
 
-impl std::fmt::Debug for PinterestControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PinterestControl").finish_non_exhaustive()
-    }
-}
+fault_controls!(PinterestControl, Some(RATE_WINDOW));
 
 struct Window {
     started: Instant,
@@ -172,9 +170,10 @@ struct World {
 impl World {
     fn new() -> Self {
         let jane = "549755885175";
+        let (client_id, client_secret) = sandbox_client("pinterest");
         World {
-            client_id: DEFAULT_CLIENT_ID.into(),
-            client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+            client_id,
+            client_secret,
             access_lifetime: DEFAULT_ACCESS_LIFETIME,
             max_page_size: 250,
             users: vec![
@@ -227,13 +226,13 @@ fn board(id: &str, owner: &str, name: &str) -> PinterestBoard {
 impl PinterestControl {
     pub(crate) fn new() -> Self {
         PinterestControl {
-            world: Arc::new(Mutex::new(World::new())),
+            world: Shared::new(World::new()),
             faults: Faults::default(),
         }
     }
 
     fn world(&self) -> MutexGuard<'_, World> {
-        lock(&self.world)
+        self.world.lock()
     }
 
     /// The client id the sandbox accepts (default `sandbox-pinterest-client`).
@@ -299,29 +298,6 @@ impl PinterestControl {
         let mut world = self.world();
         let id = world.require_user(user)?.id.clone();
         Ok(world.tokens.expire_access_of_user(&id))
-    }
-
-    /// The next `calls` API calls answer 429 announcing `x-ratelimit-reset: reset_unix_secs`.
-    pub fn rate_limit_next(&self, calls: u32, reset_unix_secs: u64) {
-        self.faults.rate_limit_next(calls, reset_unix_secs);
-    }
-
-    /// The next `calls` token and API calls answer `status` (a 5xx) unprocessed.
-    pub fn fail_next(&self, calls: u32, status: StatusCode) -> Result<(), SandboxError> {
-        self.faults.fail_next(calls, status)
-    }
-
-    /// The next `calls` calls are processed but their answer is lost.
-    pub fn drop_next(&self, calls: u32) {
-        self.faults.drop_next(calls);
-    }
-
-    pub fn clear_faults(&self) {
-        self.faults.clear();
-    }
-
-    pub fn pending_faults(&self) -> PendingFaults {
-        self.faults.pending()
     }
 
     /// Pins the user created, oldest first.
@@ -403,13 +379,6 @@ fn error(status: StatusCode, code: i64, message: impl Into<String>) -> Refusal {
 
 fn invalid(message: impl Into<String>) -> Refusal {
     error(StatusCode::BAD_REQUEST, 1, message)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// Pinterest's routes, to be mounted under `/pinterest`.
@@ -986,9 +955,6 @@ pub(crate) fn control_routes(pinterest: &PinterestControl) -> Router {
         .route("/users/{id}/expire", post(control_expire))
         .route("/users/{id}/pins", get(control_pins))
         .route("/boards/{id}", delete(control_delete_board))
-        .route("/rate-limit", post(control_rate_limit))
-        .route("/fail", post(control_fail))
-        .route("/faults", delete(control_clear_faults))
         .route("/token-requests", get(control_token_requests))
         .with_state(pinterest.clone())
 }
@@ -1002,7 +968,7 @@ async fn control_state(State(pinterest): State<PinterestControl>) -> Json<Value>
         "pins": world.pins.len(),
         "refresh_calls": world.refresh_calls,
         "token_requests": world.token_log.len(),
-        "pending_faults": pinterest.faults.pending(),
+        "pending_faults": pinterest.faults.pending_faults(),
     }))
 }
 
@@ -1036,48 +1002,6 @@ async fn control_delete_board(
 ) -> Result<Json<Value>, SandboxError> {
     pinterest.delete_board(&id)?;
     Ok(Json(json!({"deleted": id})))
-}
-
-#[derive(Debug, Deserialize)]
-struct RateLimitControl {
-    calls: u32,
-    /// Unix seconds; a minute from now when left out.
-    reset: Option<u64>,
-}
-
-async fn control_rate_limit(
-    State(pinterest): State<PinterestControl>,
-    body: Result<Json<RateLimitControl>, JsonRejection>,
-) -> Result<Json<PendingFaults>, SandboxError> {
-    let Json(body) = body.map_err(|r| SandboxError::InvalidSetting(r.body_text()))?;
-    pinterest.rate_limit_next(
-        body.calls,
-        body.reset
-            .unwrap_or_else(|| unix_now() + RATE_WINDOW.as_secs()),
-    );
-    Ok(Json(pinterest.pending_faults()))
-}
-
-#[derive(Debug, Deserialize)]
-struct FailControl {
-    calls: u32,
-    status: Option<u16>,
-}
-
-async fn control_fail(
-    State(pinterest): State<PinterestControl>,
-    body: Result<Json<FailControl>, JsonRejection>,
-) -> Result<Json<PendingFaults>, SandboxError> {
-    let Json(body) = body.map_err(|r| SandboxError::InvalidSetting(r.body_text()))?;
-    let status = StatusCode::from_u16(body.status.unwrap_or(503))
-        .map_err(|_| SandboxError::InvalidSetting("status is not an HTTP status".into()))?;
-    pinterest.fail_next(body.calls, status)?;
-    Ok(Json(pinterest.pending_faults()))
-}
-
-async fn control_clear_faults(State(pinterest): State<PinterestControl>) -> Json<PendingFaults> {
-    pinterest.clear_faults();
-    Json(pinterest.pending_faults())
 }
 
 async fn control_token_requests(

@@ -24,8 +24,9 @@
 //! | `GET /media/{name}` | a video the sandbox serves itself, for `PULL_FROM_URL` |
 //!
 //! Controls, under `/sandbox/tiktok`: `GET /state`, `POST /audited {"audited"}`,
-//! `POST /users/{id}/revoke`, `GET /users/{id}/posts`, `POST /rate-limit {"calls","reset"}`,
-//! `POST /fail {"calls","status"}`, `DELETE /faults`, `GET /token-requests`.
+//! `POST /users/{id}/revoke`, `GET /users/{id}/posts`, `GET /token-requests`, and the
+//! shared fault controls (`POST /fail`, `/stall`, `/drop`, `/rate-limit`,
+//! `DELETE /faults`).
 //!
 //! Seeded creators (password `sandbox`): `jane_tok` (public account, can post),
 //! `quiet_tok` (private account), `banned_tok` (not eligible: creator info answers
@@ -55,29 +56,28 @@
 //! ([`TiktokControl::add_video_lasting`]) and filler, so an uploader can measure them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::MutexGuard;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::faults::{inject, FaultPoint, Faults, PendingFaults};
+use super::control::{fault_controls, Shared};
+use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
     self, token_fingerprint, AuthorizationCodes, AuthorizeRejection, AuthorizeRequest, CodeGrant,
     CodeRejection, ConsentFlow, IssuedTokens, RefreshRejection, RevokeCause, TokenOutcome,
     TokenRequest, TokenStore,
 };
-use super::{lock, SandboxError, Secret};
+use super::{sandbox_client, SandboxError, Secret};
 
-const DEFAULT_CLIENT_KEY: &str = "sandbox-tiktok-client";
-const DEFAULT_CLIENT_SECRET: &str = "sandbox-tiktok-secret";
 /// The newest doc: access tokens last 2 hours…
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(2 * 60 * 60);
 /// …and refresh tokens 180 days.
@@ -149,17 +149,16 @@ pub struct TiktokPost {
 }
 
 /// Handle on TikTok's simulated state. Cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct TiktokControl {
-    world: Arc<Mutex<World>>,
+    /// Everything the platform knows, shared with its handlers.
+    world: Shared<World>,
+    /// Armed faults, shared with the middleware that applies them; the handle derefs
+    /// to them.
     faults: Faults,
 }
 
-impl std::fmt::Debug for TiktokControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TiktokControl").finish_non_exhaustive()
-    }
-}
+fault_controls!(TiktokControl, Some(RATE_WINDOW));
 
 struct Upload {
     publish_id: String,
@@ -267,9 +266,10 @@ impl World {
             "sample.mp4".to_owned(),
             sample_video(64 * 1024, SAMPLE_VIDEO_SECS),
         );
+        let (client_key, client_secret) = sandbox_client("tiktok");
         World {
-            client_key: DEFAULT_CLIENT_KEY.into(),
-            client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+            client_key,
+            client_secret,
             access_lifetime: DEFAULT_ACCESS_LIFETIME,
             audited: true,
             creators: vec![
@@ -317,13 +317,13 @@ impl World {
 impl TiktokControl {
     pub(crate) fn new() -> Self {
         TiktokControl {
-            world: Arc::new(Mutex::new(World::new())),
+            world: Shared::new(World::new()),
             faults: Faults::default(),
         }
     }
 
     fn world(&self) -> MutexGuard<'_, World> {
-        lock(&self.world)
+        self.world.lock()
     }
 
     /// The client key the sandbox accepts (default `sandbox-tiktok-client`).
@@ -413,29 +413,6 @@ impl TiktokControl {
             .filter(|p| p.open_id == id)
             .cloned()
             .collect()
-    }
-
-    /// The next `calls` API calls answer 429 `rate_limit_exceeded`.
-    pub fn rate_limit_next(&self, calls: u32, reset_unix_secs: u64) {
-        self.faults.rate_limit_next(calls, reset_unix_secs);
-    }
-
-    /// The next `calls` token and API calls answer `status` (a 5xx) unprocessed.
-    pub fn fail_next(&self, calls: u32, status: StatusCode) -> Result<(), SandboxError> {
-        self.faults.fail_next(calls, status)
-    }
-
-    /// The next `calls` calls are processed but their answer is lost.
-    pub fn drop_next(&self, calls: u32) {
-        self.faults.drop_next(calls);
-    }
-
-    pub fn clear_faults(&self) {
-        self.faults.clear();
-    }
-
-    pub fn pending_faults(&self) -> PendingFaults {
-        self.faults.pending()
     }
 
     pub fn refresh_calls(&self) -> u64 {
@@ -558,13 +535,6 @@ fn message_for(code: &str) -> &'static str {
         "internal_error" => "Something went wrong. Please try again later.",
         _ => "One or more fields in the request are invalid.",
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// TikTok's routes, to be mounted under `/tiktok`.
@@ -1505,9 +1475,6 @@ pub(crate) fn control_routes(tiktok: &TiktokControl) -> Router {
         .route("/audited", post(control_audited))
         .route("/users/{id}/revoke", post(control_revoke))
         .route("/users/{id}/posts", get(control_posts))
-        .route("/rate-limit", post(control_rate_limit))
-        .route("/fail", post(control_fail))
-        .route("/faults", delete(control_clear_faults))
         .route("/token-requests", get(control_token_requests))
         .with_state(tiktok.clone())
 }
@@ -1522,7 +1489,7 @@ async fn control_state(State(tiktok): State<TiktokControl>) -> Json<Value> {
         "media": world.media.keys().collect::<Vec<_>>(),
         "refresh_calls": world.refresh_calls,
         "token_requests": world.token_log.len(),
-        "pending_faults": tiktok.faults.pending(),
+        "pending_faults": tiktok.faults.pending_faults(),
     }))
 }
 
@@ -1553,41 +1520,6 @@ async fn control_posts(
 ) -> Result<Json<Vec<TiktokPost>>, SandboxError> {
     tiktok.world().require_creator(&id)?;
     Ok(Json(tiktok.posts(&id)))
-}
-
-#[derive(Debug, Deserialize)]
-struct RateLimitControl {
-    calls: u32,
-    reset: Option<u64>,
-}
-
-async fn control_rate_limit(
-    State(tiktok): State<TiktokControl>,
-    Json(body): Json<RateLimitControl>,
-) -> Json<PendingFaults> {
-    tiktok.rate_limit_next(body.calls, body.reset.unwrap_or_else(|| unix_now() + 60));
-    Json(tiktok.pending_faults())
-}
-
-#[derive(Debug, Deserialize)]
-struct FailControl {
-    calls: u32,
-    status: u16,
-}
-
-async fn control_fail(
-    State(tiktok): State<TiktokControl>,
-    Json(body): Json<FailControl>,
-) -> Result<Json<PendingFaults>, SandboxError> {
-    let status = StatusCode::from_u16(body.status)
-        .map_err(|_| SandboxError::InvalidSetting(format!("{} is not a status", body.status)))?;
-    tiktok.fail_next(body.calls, status)?;
-    Ok(Json(tiktok.pending_faults()))
-}
-
-async fn control_clear_faults(State(tiktok): State<TiktokControl>) -> Json<PendingFaults> {
-    tiktok.clear_faults();
-    Json(tiktok.pending_faults())
 }
 
 async fn control_token_requests(State(tiktok): State<TiktokControl>) -> Json<Vec<TokenRequest>> {
