@@ -1190,6 +1190,38 @@ mod tests {
         );
     }
 
+    /// A whole number is a number in the file; only a variable, which is always text,
+    /// is read for the number it spells.
+    #[test]
+    fn a_quoted_number_in_the_file_is_refused_and_a_variable_is_read() {
+        let err = load("max_body_bytes = \"2048\"", &[]).unwrap_err();
+        assert_eq!(err.code(), "bad_value", "{err}");
+        assert_eq!(err.key(), Some("max_body_bytes"));
+        assert!(matches!(err.origin(), Some(Origin::File(_))), "{err}");
+
+        let config = load("", &[("SOCIAL_STUDIO_MAX_BODY_BYTES", " 2048 ")]).unwrap();
+        assert_eq!(config.max_body_bytes, 2048);
+        let err = load("", &[("SOCIAL_STUDIO_MAX_BODY_BYTES", "lots")]).unwrap_err();
+        assert_eq!(err.code(), "bad_value", "{err}");
+        assert_eq!(
+            err.origin(),
+            Some(&Origin::Env("SOCIAL_STUDIO_MAX_BODY_BYTES".into()))
+        );
+        // A text key keeps a number-like value as text.
+        let config = load(
+            "",
+            &[
+                ("SOCIAL_STUDIO_X_CLIENT_ID", "12345"),
+                ("SOCIAL_STUDIO_X_CLIENT_SECRET", "s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.platforms[&Platform::X].client_id.as_deref(),
+            Some("12345")
+        );
+    }
+
     /// A configuration built in code, refused by `validate` with the key at fault and
     /// `Origin::Code`.
     #[test]

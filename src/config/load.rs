@@ -16,7 +16,7 @@ use url::Url;
 
 use super::{
     expected, is_secret, platform_keys, web_origin, web_url, Config, ConfigError, Origin,
-    PlatformConfig, ENV_PREFIX, IGNORED_ENV_VARS, PLATFORMS_KEY,
+    PlatformConfig, ENV_PREFIX, IGNORED_ENV_VARS, PLATFORMS_KEY, RANGES,
 };
 
 /// [`Config::load`]: the file, the environment over it, then the checks.
@@ -39,10 +39,7 @@ pub(super) fn load(
         file,
         env: written,
     };
-    let shape: FileShape = layers
-        .figment
-        .extract_lossy()
-        .map_err(|e| layers.refusal(e))?;
+    let shape: FileShape = layers.figment.extract().map_err(|e| layers.refusal(e))?;
     let config = layers.config(shape)?;
     config.check(&|key| layers.origin(key))?;
     Ok(config)
@@ -314,8 +311,8 @@ impl Provider for FileLayer {
 }
 
 /// One `SOCIAL_STUDIO_*` variable, a layer of its own so that the source figment keeps
-/// for its value is the variable's name. Its value is text; `load` reads whole numbers
-/// from it (figment's lossy extraction), and trims it unless it is a secret.
+/// for its value is the variable's name. Its value is text, trimmed unless it is a
+/// secret; for a whole-number key, the number it spells.
 struct EnvVar {
     name: String,
     key: String,
@@ -329,11 +326,17 @@ impl Provider for EnvVar {
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let value = if is_secret(&self.key) {
-            self.value.clone()
+            Value::from(self.value.clone())
         } else {
-            self.value.trim().to_owned()
+            let text = self.value.trim();
+            // A variable is text; a whole-number key reads its number here, so that the
+            // file's whole numbers stay strictly numbers (`"2048"` in the file is refused).
+            match text.parse::<u64>() {
+                Ok(n) if RANGES.iter().any(|(key, _, _)| *key == self.key) => Value::from(n),
+                _ => Value::from(text.to_owned()),
+            }
         };
-        let dict = figment::util::nest(&self.key, Value::from(value))
+        let dict = figment::util::nest(&self.key, value)
             .into_dict()
             .unwrap_or_default();
         Ok(Profile::Default.collect(dict))
