@@ -359,6 +359,21 @@ impl TestApp {
         body["posts"].as_array().unwrap().clone()
     }
 
+    /// Reschedules `pen`'s post `id` to a second from now, so that it publishes soon.
+    pub async fn bring_forward(&self, pen: &str, id: &str) {
+        let soon = Timestamp::now_system()
+            .saturating_add(Duration::from_secs(1))
+            .to_rfc3339();
+        let (status, patched) = self
+            .call(
+                Method::PATCH,
+                &format!("/v1/pen-names/{pen}/posts/{id}"),
+                Some(json!({"scheduled_at": soon})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{patched}");
+    }
+
     /// Schedules a post on X for `pen`, due a day from now.
     pub async fn schedule_x(&self, pen: &str, text: &str) -> Value {
         let (status, body) = self
