@@ -120,7 +120,7 @@ impl World {
             text: "Chapter one, read aloud.".into(),
             title: Some("Book two: chapter one".into()),
             links: vec!["https://example.com/book-two".into()],
-            media: vec![video(&self.sample_url())],
+            media: vec![video(self.sample_url())],
         };
         post
     }

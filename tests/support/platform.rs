@@ -19,7 +19,7 @@ use social_studio_storage::{
     fixtures, Content, Media, MediaKind, Platform, Post, Secret, Timestamp,
 };
 
-/// The `state` every consent in these tests is asked with and must come back with.
+/// The `state` [`code`] and [`connect`] authorize with and expect back.
 pub const STATE: &str = "state-1";
 
 /// The settings that point an adapter for `platform_id` at the sandbox served at
