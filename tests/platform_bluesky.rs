@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
@@ -21,51 +21,25 @@ use social_studio::sandbox::bluesky::{
 use social_studio::sandbox::{RefreshOutcome, Sandbox};
 use social_studio::studio::{Studio, StudioOptions};
 use social_studio::wait::poll_until;
-use social_studio_actors::{
-    Clock, LimitScope, LostRefreshPolicy, PlatformPort, PortError, RevokeOutcome,
-};
+use social_studio_actors::{LimitScope, LostRefreshPolicy, PlatformPort, PortError, RevokeOutcome};
 use social_studio_storage::{
-    fixtures, ConnectionKey, Content, Media, MediaKind, PenName, Platform, Post, PostKind,
-    ReasonCode, Secret, Timestamp,
+    ConnectionKey, Content, Media, MediaKind, PenName, Platform, Post, PostKind, ReasonCode,
+    Secret, Timestamp,
 };
 
 const POST: &str = "app.bsky.feed.post";
 
-struct World {
-    sandbox: Sandbox,
-    adapter: BlueskyAdapter,
-}
+#[path = "support/platform.rs"]
+mod platform_support;
 
-fn settings(base: &str) -> BlueskySettings {
-    BlueskySettings {
-        service: format!("{base}/bluesky"),
-        plc_directory: format!("{base}/bluesky/plc"),
-    }
-}
+use platform_support::{bluesky_settings, now, unix_now, StoppedClock};
+
+type World = platform_support::World<BlueskyAdapter>;
 
 async fn world() -> World {
     let sandbox = Sandbox::start().await.unwrap();
-    let adapter = BlueskyAdapter::new(&settings(&sandbox.base_url())).unwrap();
+    let adapter = BlueskyAdapter::new(&bluesky_settings(&sandbox.base_url())).unwrap();
     World { sandbox, adapter }
-}
-
-fn now() -> Timestamp {
-    Timestamp::now_system()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-struct StoppedClock(Timestamp);
-
-impl Clock for StoppedClock {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
 }
 
 impl World {
@@ -78,24 +52,25 @@ impl World {
 }
 
 fn post(text: &str) -> Post {
-    let mut post = fixtures::post(&fixtures::key("jane", Platform::Bluesky), 0);
+    let mut post = platform_support::post(
+        Platform::Bluesky,
+        Content {
+            text: text.into(),
+            title: None,
+            links: vec![],
+            media: vec![],
+        },
+    );
     post.kind = PostKind::Feed;
     post.target = None;
     post.attempts = 1;
-    post.content = Content {
-        text: text.into(),
-        title: None,
-        links: vec![],
-        media: vec![],
-    };
     post
 }
 
 fn image(url: &str, alt: Option<&str>) -> Media {
     Media {
-        url: url.into(),
-        kind: MediaKind::Image,
         alt: alt.map(str::to_owned),
+        ..platform_support::image(url)
     }
 }
 
@@ -306,7 +281,7 @@ async fn check_demands_a_renewal_and_a_revoked_app_password_kills_the_refresh() 
     // The access token outlives the revocation (as on the reference PDS)...
     assert!(w.adapter.check(&grant).await.is_ok());
     // ...so a grant not renewed just now must be renewed before it counts as alive,
-    let later = BlueskyAdapter::new(&settings(&w.sandbox.base_url()))
+    let later = BlueskyAdapter::new(&bluesky_settings(&w.sandbox.base_url()))
         .unwrap()
         .with_clock(Arc::new(StoppedClock(
             grant
@@ -759,6 +734,7 @@ fn free_port() -> u16 {
 async fn spawn_engine(data_dir: &Path, sandbox: &Sandbox) -> Engine {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
+    let bluesky = bluesky_settings(&sandbox.base_url());
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_social-studio"))
         .arg("serve")
         .env_remove("SOCIAL_STUDIO_CONFIG")
@@ -766,13 +742,10 @@ async fn spawn_engine(data_dir: &Path, sandbox: &Sandbox) -> Engine {
         .env("SOCIAL_STUDIO_LISTEN", format!("127.0.0.1:{port}"))
         .env("SOCIAL_STUDIO_PUBLIC_URL", &base)
         .env("SOCIAL_STUDIO_ADMIN_TOKEN", ADMIN)
-        .env(
-            "SOCIAL_STUDIO_BLUESKY_SERVICE",
-            format!("{}/bluesky", sandbox.base_url()),
-        )
+        .env("SOCIAL_STUDIO_BLUESKY_SERVICE", &bluesky.service)
         .env(
             "SOCIAL_STUDIO_BLUESKY_PLC_DIRECTORY",
-            format!("{}/bluesky/plc", sandbox.base_url()),
+            &bluesky.plc_directory,
         )
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())

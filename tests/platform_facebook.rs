@@ -5,53 +5,32 @@
 
 use std::time::Duration;
 
-use reqwest::Url;
 use social_studio::platforms::facebook::SCOPES;
-use social_studio::platforms::{
-    Adapter, ConnectError, Connected, ContentError, FacebookAdapter, PlatformSettings,
-};
+use social_studio::platforms::{Adapter, ConnectError, Connected, ContentError, FacebookAdapter};
 use social_studio::sandbox::browser::consent;
-use social_studio::sandbox::meta::{FACEBOOK_CLIENT_ID, FACEBOOK_CLIENT_SECRET, LONG_LIVED_SECS};
-use social_studio::sandbox::{GraphFault, MetaControl, Sandbox};
+use social_studio::sandbox::meta::{FACEBOOK_CLIENT_ID, LONG_LIVED_SECS};
+use social_studio::sandbox::{GraphFault, MetaControl};
 use social_studio_actors::{LimitScope, PlatformPort, PortError, RevokeOutcome};
 use social_studio_storage::{
-    fixtures, Content, Media, MediaKind, Platform, Post, PostKind, ReasonCode, Secret, TargetKind,
-    Timestamp,
+    Content, Media, MediaKind, Platform, Post, PostKind, ReasonCode, TargetKind, Timestamp,
 };
+
+#[path = "support/platform.rs"]
+mod platform_support;
+
+use platform_support::{image, param, query, settings, settings_with_secret};
 
 const REDIRECT_URI: &str = "http://127.0.0.1:9/oauth/facebook/callback";
 const PUBLISHER: &str = "meta_publisher";
 const JANE_PAGE: &str = "2001";
 
-fn settings(base: &str, secret: &str) -> PlatformSettings {
-    PlatformSettings {
-        client_id: FACEBOOK_CLIENT_ID.into(),
-        client_secret: Secret::new(secret),
-        auth_url: format!("{base}/facebook/v25.0/dialog/oauth"),
-        token_url: format!("{base}/facebook/v25.0/oauth/access_token"),
-        revoke_url: None,
-        api_base: format!("{base}/facebook/v25.0"),
-    }
-}
-
-struct World {
-    sandbox: Sandbox,
-    adapter: FacebookAdapter,
-}
+type World = platform_support::World<FacebookAdapter>;
 
 async fn world() -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    let adapter =
-        FacebookAdapter::new(&settings(&sandbox.base_url(), FACEBOOK_CLIENT_SECRET)).unwrap();
-    World { sandbox, adapter }
-}
-
-fn param(url: &str, name: &str) -> Option<String> {
-    Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    World::start("facebook", |settings| {
+        FacebookAdapter::new(settings).unwrap()
+    })
+    .await
 }
 
 fn at() -> Timestamp {
@@ -68,11 +47,7 @@ impl World {
     }
 
     async fn try_connect(&self, username: &str) -> Result<Connected, ConnectError> {
-        let request = self.adapter.authorize("state-1", REDIRECT_URI).unwrap();
-        let location = consent(&request.url, username, "authorize").await.unwrap();
-        assert_eq!(param(&location, "state").as_deref(), Some("state-1"));
-        let code = param(&location, "code").unwrap();
-        self.adapter.connect(&code, None, REDIRECT_URI, at()).await
+        platform_support::connect(&self.adapter, username, REDIRECT_URI, at()).await
     }
 
     async fn connect(&self) -> Connected {
@@ -81,19 +56,10 @@ impl World {
 }
 
 fn page_post(content: Content) -> Post {
-    let mut post = fixtures::post(&fixtures::key("jane", Platform::Facebook), 0);
+    let mut post = platform_support::post(Platform::Facebook, content);
     post.kind = PostKind::Feed;
     post.target = Some(JANE_PAGE.into());
-    post.content = content;
     post
-}
-
-fn image(url: String) -> Media {
-    Media {
-        url,
-        kind: MediaKind::Image,
-        alt: None,
-    }
 }
 
 #[tokio::test]
@@ -104,20 +70,20 @@ async fn connect_offers_the_pages_with_their_tokens_and_no_expiry() {
         "{}/facebook/v25.0/dialog/oauth?",
         w.sandbox.base_url()
     )));
-    assert_eq!(param(&request.url, "scope"), Some(SCOPES.join(",")));
     assert_eq!(
-        param(&request.url, "response_type").as_deref(),
-        Some("code")
+        param(&query(&request.url), "scope"),
+        Some(SCOPES.join(",").as_str())
     );
+    assert_eq!(param(&query(&request.url), "response_type"), Some("code"));
     assert_eq!(
-        param(&request.url, "client_id").as_deref(),
+        param(&query(&request.url), "client_id"),
         Some(FACEBOOK_CLIENT_ID)
     );
     assert!(
         request.pkce_verifier.is_none(),
         "no PKCE in Facebook Login's code flow"
     );
-    assert_eq!(param(&request.url, "code_challenge"), None);
+    assert_eq!(param(&query(&request.url), "code_challenge"), None);
 
     let connected = w.connect().await;
     assert_eq!(connected.account.platform_id, "1001");
@@ -245,8 +211,8 @@ async fn declined_used_and_misconfigured_codes_are_named() {
     let w = world().await;
     let request = w.adapter.authorize("state-1", REDIRECT_URI).unwrap();
     let location = consent(&request.url, PUBLISHER, "cancel").await.unwrap();
-    assert_eq!(param(&location, "error").as_deref(), Some("access_denied"));
-    assert_eq!(param(&location, "state").as_deref(), Some("state-1"));
+    assert_eq!(param(&query(&location), "error"), Some("access_denied"));
+    assert_eq!(param(&query(&location), "state"), Some("state-1"));
     assert_eq!(
         ConnectError::from_callback("access_denied", None).code(),
         "access_denied"
@@ -254,7 +220,7 @@ async fn declined_used_and_misconfigured_codes_are_named() {
 
     let request = w.adapter.authorize("state-2", REDIRECT_URI).unwrap();
     let location = consent(&request.url, PUBLISHER, "authorize").await.unwrap();
-    let code = param(&location, "code").unwrap();
+    let code = param(&query(&location), "code").unwrap().to_owned();
     w.adapter
         .connect(&code, None, REDIRECT_URI, at())
         .await
@@ -265,10 +231,15 @@ async fn declined_used_and_misconfigured_codes_are_named() {
         "{again:?}"
     );
 
-    let wrong = FacebookAdapter::new(&settings(&w.sandbox.base_url(), "wrong")).unwrap();
+    let wrong = FacebookAdapter::new(&settings_with_secret(
+        &w.sandbox.base_url(),
+        "facebook",
+        "wrong",
+    ))
+    .unwrap();
     let request = wrong.authorize("state-3", REDIRECT_URI).unwrap();
     let location = consent(&request.url, PUBLISHER, "authorize").await.unwrap();
-    let code = param(&location, "code").unwrap();
+    let code = param(&query(&location), "code").unwrap().to_owned();
     let refused = wrong.connect(&code, None, REDIRECT_URI, at()).await;
     assert!(
         matches!(refused, Err(ConnectError::AppCredentialsRejected { .. })),
@@ -520,8 +491,7 @@ async fn usage_at_its_limit_on_a_successful_answer_holds_off_the_next_publish() 
 
     // The app's own usage at 100% without an estimate holds every connection of the app,
     // for the default wait.
-    let other =
-        FacebookAdapter::new(&settings(&w.sandbox.base_url(), FACEBOOK_CLIENT_SECRET)).unwrap();
+    let other = FacebookAdapter::new(&settings(&w.sandbox.base_url(), "facebook")).unwrap();
     w.meta().set_usage_headers(&[(
         "X-App-Usage",
         r#"{"call_count":100,"total_cputime":40,"total_time":52}"#,
@@ -587,7 +557,8 @@ async fn revoke_deletes_the_permissions_and_ends_the_page_tokens() {
 
 #[test]
 fn validation_names_every_refusal() {
-    let adapter = FacebookAdapter::new(&settings("http://127.0.0.1:9", "s")).unwrap();
+    let adapter =
+        FacebookAdapter::new(&settings_with_secret("http://127.0.0.1:9", "facebook", "s")).unwrap();
     let mut post = page_post(Content::default());
     post.target = None;
     post.kind = PostKind::Story;

@@ -6,63 +6,34 @@
 
 use std::time::Duration;
 
-use reqwest::Url;
 use social_studio::platforms::instagram::{POLL_DEADLINE, SCOPES};
 use social_studio::platforms::{
     Adapter, ConnectError, Connected, ContentError, FacebookAdapter, InstagramAdapter,
-    PlatformSettings,
 };
-use social_studio::sandbox::browser::consent;
-use social_studio::sandbox::meta::{
-    FACEBOOK_CLIENT_ID, FACEBOOK_CLIENT_SECRET, INSTAGRAM_CLIENT_ID, INSTAGRAM_CLIENT_SECRET,
-    LONG_LIVED_SECS,
-};
-use social_studio::sandbox::{GraphFault, MetaControl, Sandbox};
+use social_studio::sandbox::meta::{FACEBOOK_CLIENT_ID, INSTAGRAM_CLIENT_ID, LONG_LIVED_SECS};
+use social_studio::sandbox::{GraphFault, MetaControl};
 use social_studio_actors::{LimitScope, PlatformPort, PortError, RevokeOutcome};
 use social_studio_storage::{
-    fixtures, Content, Media, MediaKind, Platform, Post, PostKind, ReasonCode, Secret, TargetKind,
-    Timestamp,
+    Content, Media, MediaKind, Platform, Post, PostKind, ReasonCode, TargetKind, Timestamp,
 };
+
+#[path = "support/platform.rs"]
+mod platform_support;
+
+use platform_support::{param, query, settings, settings_with_secret};
 
 const REDIRECT_URI: &str = "http://127.0.0.1:9/oauth/instagram/callback";
 const PUBLISHER: &str = "meta_publisher";
 const BUSINESS_IG: &str = "3001";
 const CREATOR_IG: &str = "3002";
 
-fn settings(base: &str, platform: &str, client_id: &str, secret: &str) -> PlatformSettings {
-    PlatformSettings {
-        client_id: client_id.into(),
-        client_secret: Secret::new(secret),
-        auth_url: format!("{base}/{platform}/v25.0/dialog/oauth"),
-        token_url: format!("{base}/{platform}/v25.0/oauth/access_token"),
-        revoke_url: None,
-        api_base: format!("{base}/{platform}/v25.0"),
-    }
-}
-
-struct World {
-    sandbox: Sandbox,
-    adapter: InstagramAdapter,
-}
+type World = platform_support::World<InstagramAdapter>;
 
 async fn world() -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    let adapter = InstagramAdapter::new(&settings(
-        &sandbox.base_url(),
-        "instagram",
-        INSTAGRAM_CLIENT_ID,
-        INSTAGRAM_CLIENT_SECRET,
-    ))
-    .unwrap();
-    World { sandbox, adapter }
-}
-
-fn param(url: &str, name: &str) -> Option<String> {
-    Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    World::start("instagram", |settings| {
+        InstagramAdapter::new(settings).unwrap()
+    })
+    .await
 }
 
 fn at() -> Timestamp {
@@ -70,10 +41,7 @@ fn at() -> Timestamp {
 }
 
 async fn connect_with<A: Adapter>(adapter: &A, username: &str) -> Result<Connected, ConnectError> {
-    let request = adapter.authorize("state-1", REDIRECT_URI).unwrap();
-    let location = consent(&request.url, username, "authorize").await.unwrap();
-    let code = param(&location, "code").unwrap();
-    adapter.connect(&code, None, REDIRECT_URI, at()).await
+    platform_support::connect(adapter, username, REDIRECT_URI, at()).await
 }
 
 impl World {
@@ -103,14 +71,16 @@ impl World {
 }
 
 fn ig_post(target: &str, kind: PostKind, text: &str, media: Vec<Media>) -> Post {
-    let mut post = fixtures::post(&fixtures::key("jane", Platform::Instagram), 0);
+    let mut post = platform_support::post(
+        Platform::Instagram,
+        Content {
+            text: text.into(),
+            media,
+            ..Content::default()
+        },
+    );
     post.kind = kind;
     post.target = Some(target.into());
-    post.content = Content {
-        text: text.into(),
-        media,
-        ..Content::default()
-    };
     post
 }
 
@@ -118,7 +88,10 @@ fn ig_post(target: &str, kind: PostKind, text: &str, media: Vec<Media>) -> Post 
 async fn connect_offers_the_professional_account_with_a_sixty_day_grant() {
     let w = world().await;
     let request = w.adapter.authorize("state-1", REDIRECT_URI).unwrap();
-    assert_eq!(param(&request.url, "scope"), Some(SCOPES.join(",")));
+    assert_eq!(
+        param(&query(&request.url), "scope"),
+        Some(SCOPES.join(",").as_str())
+    );
     assert!(request.pkce_verifier.is_none());
     let connected = w.connect(PUBLISHER).await;
     assert_eq!(connected.account.platform_id, "1001");
@@ -364,13 +337,7 @@ async fn a_dead_token_is_named_at_check() {
 #[tokio::test(start_paused = true)]
 async fn disconnecting_facebook_leaves_the_instagram_grant_working() {
     let w = world().await;
-    let facebook = FacebookAdapter::new(&settings(
-        &w.sandbox.base_url(),
-        "facebook",
-        FACEBOOK_CLIENT_ID,
-        FACEBOOK_CLIENT_SECRET,
-    ))
-    .unwrap();
+    let facebook = FacebookAdapter::new(&settings(&w.sandbox.base_url(), "facebook")).unwrap();
     let fb = connect_with(&facebook, PUBLISHER).await.unwrap().grant;
     let ig = w.connect(PUBLISHER).await.grant;
     assert_eq!(facebook.revoke(&fb).await.unwrap(), RevokeOutcome::Revoked);
@@ -410,10 +377,9 @@ async fn disconnecting_facebook_leaves_the_instagram_grant_working() {
 
 #[test]
 fn validation_names_every_refusal() {
-    let adapter = InstagramAdapter::new(&settings(
+    let adapter = InstagramAdapter::new(&settings_with_secret(
         "http://127.0.0.1:9",
         "instagram",
-        INSTAGRAM_CLIENT_ID,
         "s",
     ))
     .unwrap();

@@ -3,7 +3,6 @@
 //! partner refresh, publishing (text, little-format escaping, images) and every error
 //! LinkedIn is known to answer. Each test starts its own sandbox on port 0.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,77 +11,43 @@ use axum::routing::get;
 use axum::Router;
 use reqwest::Url;
 use social_studio::platforms::linkedin::{EXPIRY_MESSAGE, MEMBER_SCOPES, SCOPES};
-use social_studio::platforms::{
-    Adapter, Connected, ContentError, LinkedinAdapter, PlatformSettings,
-};
-use social_studio::sandbox::{browser, Sandbox};
-use social_studio_actors::{Clock, LimitScope, PlatformPort, PortError, RevokeOutcome};
+use social_studio::platforms::{Adapter, Connected, ContentError, LinkedinAdapter};
+use social_studio::sandbox::browser;
+use social_studio_actors::{LimitScope, PlatformPort, PortError, RevokeOutcome};
 use social_studio_storage::{
-    fixtures, AccountKind, Content, Media, MediaKind, Platform, Post, PostKind, Reason, ReasonCode,
-    Secret, TargetKind, Timestamp,
+    AccountKind, Media, MediaKind, Platform, Post, PostKind, Reason, ReasonCode, Secret,
+    TargetKind, Timestamp,
 };
 
+#[path = "support/platform.rs"]
+mod platform_support;
+
+use platform_support::{
+    connect, described, now, param, query, settings, settings_with_secret, text, StoppedClock,
+};
+
+/// The client id the sandbox's LinkedIn registers, as the authorize request must carry it.
 const CLIENT_ID: &str = "sandbox-linkedin-client";
-const CLIENT_SECRET: &str = "sandbox-linkedin-secret";
 const REDIRECT_URI: &str = "http://127.0.0.1:9/oauth/linkedin/callback";
 const JANE: &str = "li-member-1";
 const JANE_URN: &str = "urn:li:person:li-member-1";
 const ORG_URN: &str = "urn:li:organization:5515715";
+/// Jane's username on the consent page.
+const JANE_USERNAME: &str = "jane_writes";
 
-fn settings(base: &str, client_secret: &str) -> PlatformSettings {
-    PlatformSettings {
-        client_id: CLIENT_ID.into(),
-        client_secret: Secret::new(client_secret),
-        auth_url: format!("{base}/linkedin/oauth/v2/authorization"),
-        token_url: format!("{base}/linkedin/oauth/v2/accessToken"),
-        revoke_url: Some(format!("{base}/linkedin/oauth/v2/revoke")),
-        api_base: format!("{base}/linkedin"),
-    }
-}
-
-struct World {
-    sandbox: Sandbox,
-    adapter: LinkedinAdapter,
-}
+type World = platform_support::World<LinkedinAdapter>;
 
 async fn world() -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    let adapter = LinkedinAdapter::new(&settings(&sandbox.base_url(), CLIENT_SECRET)).unwrap();
-    World { sandbox, adapter }
-}
-
-fn query(location: &str) -> Vec<(String, String)> {
-    Url::parse(location)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect()
-}
-
-fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    query
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    World::start("linkedin", |settings| {
+        LinkedinAdapter::new(settings).unwrap()
+    })
+    .await
 }
 
 impl World {
-    fn base(&self) -> String {
-        self.sandbox.base_url()
-    }
-
     /// Authorize, consent as Jane in the "browser", exchange the code.
     async fn connect_with(&self, adapter: &LinkedinAdapter) -> Connected {
-        let request = adapter.authorize("state-1", REDIRECT_URI).unwrap();
-        let location = browser::consent(&request.url, "jane_writes", "authorize")
-            .await
-            .unwrap();
-        assert!(location.starts_with(REDIRECT_URI), "{location}");
-        let callback = query(&location);
-        assert_eq!(param(&callback, "state"), Some("state-1"));
-        let code = param(&callback, "code").unwrap();
-        adapter
-            .connect(code, request.pkce_verifier.as_ref(), REDIRECT_URI, now())
+        connect(adapter, JANE_USERNAME, REDIRECT_URI, now())
             .await
             .unwrap()
     }
@@ -90,27 +55,10 @@ impl World {
     async fn connect(&self) -> Connected {
         self.connect_with(&self.adapter).await
     }
-
-    /// Serves `routes` on a free loopback port, for images the adapter fetches.
-    async fn serve(routes: Router) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, routes).await });
-        addr
-    }
 }
 
-fn now() -> Timestamp {
-    Timestamp::now_system()
-}
-
-fn post(text: &str) -> Post {
-    let mut post = fixtures::post(&fixtures::key("jane", Platform::Linkedin), 0);
-    post.content = Content {
-        text: text.into(),
-        ..Content::default()
-    };
-    post
+fn post(words: &str) -> Post {
+    platform_support::post(Platform::Linkedin, text(words))
 }
 
 fn to_org(mut post: Post) -> Post {
@@ -119,19 +67,7 @@ fn to_org(mut post: Post) -> Post {
 }
 
 fn image(url: String) -> Media {
-    Media {
-        url,
-        kind: MediaKind::Image,
-        alt: Some("The cover".into()),
-    }
-}
-
-struct StoppedClock(Timestamp);
-
-impl Clock for StoppedClock {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
+    described(platform_support::image(url), "The cover")
 }
 
 #[tokio::test]
@@ -180,7 +116,7 @@ async fn connect_asks_the_least_scopes_without_pkce_and_finds_the_member_and_org
 #[tokio::test]
 async fn a_member_only_adapter_lists_no_organisations() {
     let w = world().await;
-    let settings = settings(&w.base(), CLIENT_SECRET);
+    let settings = settings(&w.base(), "linkedin");
     let adapter = LinkedinAdapter::member_only(&settings).unwrap();
     assert_eq!(adapter.scopes(), MEMBER_SCOPES);
     let connected = w.connect_with(&adapter).await;
@@ -263,7 +199,12 @@ async fn refresh_refusals_name_the_grant_or_the_app() {
     w.sandbox.linkedin().set_partner_app(true);
     let grant = w.connect().await.grant;
 
-    let wrong_secret = LinkedinAdapter::new(&settings(&w.base(), "not-the-secret")).unwrap();
+    let wrong_secret = LinkedinAdapter::new(&settings_with_secret(
+        &w.base(),
+        "linkedin",
+        "not-the-secret",
+    ))
+    .unwrap();
     let refused = wrong_secret.refresh(&grant).await.unwrap_err();
     assert!(
         matches!(refused, PortError::RequirementUnmet(ref r) if r.code == ReasonCode::AppCredentialsRejected),
@@ -343,7 +284,7 @@ async fn images_are_uploaded_and_attached_one_or_several() {
     let w = world().await;
     let grant = w.connect().await.grant;
     let png: &'static [u8] = b"\x89PNG\r\n\x1a\nsandbox-image-bytes";
-    let addr = World::serve(Router::new().route(
+    let addr = platform_support::serve(Router::new().route(
         "/cover.png",
         get(move || async move { ([(header::CONTENT_TYPE, "image/png")], png) }),
     ))
@@ -461,7 +402,7 @@ async fn a_429_waits_until_midnight_utc_for_this_connection() {
     let w = world().await;
     let grant = w.connect().await.grant;
     let at = Timestamp::parse_rfc3339("2026-11-28T21:30:00Z").unwrap();
-    let adapter = LinkedinAdapter::new(&settings(&w.base(), CLIENT_SECRET))
+    let adapter = LinkedinAdapter::new(&settings(&w.base(), "linkedin"))
         .unwrap()
         .with_clock(Arc::new(StoppedClock(at)));
     w.sandbox.linkedin().rate_limit_next(1);

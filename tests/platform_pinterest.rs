@@ -3,24 +3,27 @@
 //! answers. Each test starts its own sandbox on port 0.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::http::StatusCode;
-use reqwest::Url;
 use social_studio::platforms::pinterest::SCOPES;
-use social_studio::platforms::{
-    Adapter, ConnectError, Connected, ContentError, PinterestAdapter, PlatformSettings,
-};
+use social_studio::platforms::{Adapter, ConnectError, Connected, ContentError, PinterestAdapter};
 use social_studio::sandbox::browser::consent;
-use social_studio::sandbox::{Sandbox, TokenOutcome};
-use social_studio_actors::{Clock, LimitScope, PlatformPort, PortError, RevokeOutcome};
+use social_studio_actors::{LimitScope, PlatformPort, PortError, RevokeOutcome};
 use social_studio_storage::{
-    fixtures, AccountKind, Content, Media, MediaKind, Platform, Post, PostKind, Reason, ReasonCode,
-    Secret, TargetKind, Timestamp,
+    AccountKind, Content, Media, MediaKind, Platform, Post, PostKind, Reason, ReasonCode,
+    TargetKind, Timestamp,
 };
 
+#[path = "support/platform.rs"]
+mod platform_support;
+
+use platform_support::{
+    described, now, param, query, settings, settings_with_secret, unix_now, StoppedClock,
+};
+
+/// The client id the sandbox's Pinterest registers, as the authorize request must carry it.
 const CLIENT_ID: &str = "sandbox-pinterest-client";
-const CLIENT_SECRET: &str = "sandbox-pinterest-secret";
 const REDIRECT_URI: &str = "http://127.0.0.1:9/oauth/pinterest/callback";
 const JANE: &str = "jane_writes";
 const BOOK_COVERS: &str = "549755813001";
@@ -28,116 +31,52 @@ const WRITING_DESK: &str = "549755813002";
 const OTHERS_BOARD: &str = "549755813003";
 const GRANT_INVALID: &str = "The authorization grant is invalid";
 
-fn settings(base: &str, client_secret: &str) -> PlatformSettings {
-    PlatformSettings {
-        client_id: CLIENT_ID.into(),
-        client_secret: Secret::new(client_secret),
-        auth_url: format!("{base}/pinterest/oauth/"),
-        token_url: format!("{base}/pinterest/v5/oauth/token"),
-        revoke_url: None,
-        api_base: format!("{base}/pinterest"),
-    }
-}
-
-struct World {
-    sandbox: Sandbox,
-    adapter: PinterestAdapter,
-}
+type World = platform_support::World<PinterestAdapter>;
 
 async fn world() -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    let adapter = PinterestAdapter::new(&settings(&sandbox.base_url(), CLIENT_SECRET)).unwrap();
-    World { sandbox, adapter }
-}
-
-fn query(url: &str) -> Vec<(String, String)> {
-    Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect()
-}
-
-fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    query
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    World::start("pinterest", |settings| {
+        PinterestAdapter::new(settings).unwrap()
+    })
+    .await
 }
 
 impl World {
-    fn base(&self) -> String {
-        self.sandbox.base_url()
-    }
-
     /// Authorize and consent as jane; returns the code.
     async fn code(&self, adapter: &PinterestAdapter) -> String {
-        let request = adapter.authorize("state-1", REDIRECT_URI).unwrap();
-        let location = consent(&request.url, JANE, "authorize").await.unwrap();
-        assert!(location.starts_with(REDIRECT_URI), "{location}");
-        let callback = query(&location);
-        assert_eq!(param(&callback, "state"), Some("state-1"));
-        param(&callback, "code").unwrap().to_owned()
+        platform_support::code(adapter, JANE, REDIRECT_URI)
+            .await
+            .code
     }
 
     async fn connect(&self, now: Timestamp) -> Connected {
-        let code = self.code(&self.adapter).await;
-        self.adapter
-            .connect(&code, None, REDIRECT_URI, now)
+        platform_support::connect(&self.adapter, JANE, REDIRECT_URI, now)
             .await
             .unwrap()
     }
 
     fn assert_no_spent_token_sent(&self) {
-        let requests = self.sandbox.pinterest().token_requests();
-        assert!(
-            requests
-                .iter()
-                .all(|r| r.outcome != TokenOutcome::RefreshTokenReused),
-            "{requests:?}"
-        );
+        platform_support::assert_no_spent_token_sent(&self.sandbox.pinterest().token_requests());
     }
-}
-
-fn now() -> Timestamp {
-    Timestamp::now_system()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 fn image(url: &str) -> Media {
-    Media {
-        url: url.into(),
-        kind: MediaKind::Image,
-        alt: Some("A blue book cover".into()),
-    }
+    described(platform_support::image(url), "A blue book cover")
 }
 
 /// A valid pin to `board`.
 fn pin(board: &str) -> Post {
-    let mut post = fixtures::post(&fixtures::key("jane", Platform::Pinterest), 0);
+    let mut post = platform_support::post(
+        Platform::Pinterest,
+        Content {
+            text: "The cover of book two.".into(),
+            title: Some("Book two".into()),
+            links: vec!["https://example.com/book-two".into()],
+            media: vec![image("https://example.com/cover.jpg")],
+        },
+    );
     post.kind = PostKind::Pin;
     post.target = Some(board.into());
-    post.content = Content {
-        text: "The cover of book two.".into(),
-        title: Some("Book two".into()),
-        links: vec!["https://example.com/book-two".into()],
-        media: vec![image("https://example.com/cover.jpg")],
-    };
     post
-}
-
-struct StoppedClock(Timestamp);
-
-impl Clock for StoppedClock {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
 }
 
 #[tokio::test]
@@ -240,7 +179,12 @@ async fn declining_and_bad_codes_are_named() {
         .unwrap_err();
     assert_eq!(error.code(), "code_rejected");
 
-    let misconfigured = PinterestAdapter::new(&settings(&w.base(), "wrong-secret")).unwrap();
+    let misconfigured = PinterestAdapter::new(&settings_with_secret(
+        &w.base(),
+        "pinterest",
+        "wrong-secret",
+    ))
+    .unwrap();
     let code = w.code(&misconfigured).await;
     assert_eq!(
         misconfigured
@@ -257,7 +201,7 @@ async fn declining_and_bad_codes_are_named() {
 async fn refresh_stores_each_new_refresh_token_and_never_resends_a_spent_one() {
     let w = world().await;
     let issued = Timestamp::parse_rfc3339("2027-01-01T00:00:00Z").unwrap();
-    let adapter = PinterestAdapter::new(&settings(&w.base(), CLIENT_SECRET))
+    let adapter = PinterestAdapter::new(&settings(&w.base(), "pinterest"))
         .unwrap()
         .with_clock(Arc::new(StoppedClock(issued)));
     let first = w.connect(now()).await.grant;
@@ -436,7 +380,12 @@ async fn pinterest_errors_are_classified() {
     assert_eq!(pinterest.pins(JANE).len(), 1);
 
     // The app's own credentials refused at refresh: an administrator's problem.
-    let misconfigured = PinterestAdapter::new(&settings(&w.base(), "wrong-secret")).unwrap();
+    let misconfigured = PinterestAdapter::new(&settings_with_secret(
+        &w.base(),
+        "pinterest",
+        "wrong-secret",
+    ))
+    .unwrap();
     assert_eq!(
         misconfigured.refresh(&grant).await.unwrap_err(),
         PortError::RequirementUnmet(Reason::with_platform_message(

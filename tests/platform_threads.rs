@@ -5,25 +5,29 @@
 //! starts its own sandbox on port 0.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::http::StatusCode;
-use reqwest::Url;
 use serde_json::json;
 use social_studio::platforms::threads::{MAX_TEXT, SCOPES};
-use social_studio::platforms::{
-    Adapter, ConnectError, Connected, ContentError, PlatformSettings, ThreadsAdapter,
-};
+use social_studio::platforms::{Adapter, ConnectError, Connected, ContentError, ThreadsAdapter};
 use social_studio::sandbox::browser::consent;
 use social_studio::sandbox::Sandbox;
-use social_studio_actors::{Clock, LimitScope, PlatformPort, PortError, RevokeOutcome};
+use social_studio_actors::{LimitScope, PlatformPort, PortError, RevokeOutcome};
 use social_studio_storage::{
     fixtures, Content, Grant, Media, MediaKind, Platform, Post, PostKind, Reason, ReasonCode,
-    Secret, TargetKind, Timestamp,
+    TargetKind, Timestamp,
 };
 
+#[path = "support/platform.rs"]
+mod platform_support;
+
+use platform_support::{
+    described, now, param, query, settings, settings_with_secret, unix_now, StoppedClock,
+};
+
+/// The client id the sandbox's Threads registers, as the authorize request must carry it.
 const CLIENT_ID: &str = "sandbox-threads-client";
-const CLIENT_SECRET: &str = "sandbox-threads-secret";
 const REDIRECT_URI: &str = "http://127.0.0.1:9/oauth/threads/callback";
 const JANE: &str = "jane_threads";
 const JANE_ID: &str = "17841400000000001";
@@ -31,118 +35,60 @@ const JANE_ID: &str = "17841400000000001";
 const LONG_LIVED: Duration = Duration::from_secs(5_183_944);
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn settings(base: &str, client_secret: &str) -> PlatformSettings {
-    PlatformSettings {
-        client_id: CLIENT_ID.into(),
-        client_secret: Secret::new(client_secret),
-        auth_url: format!("{base}/threads/oauth/authorize"),
-        token_url: format!("{base}/threads/oauth/access_token"),
-        revoke_url: None,
-        api_base: format!("{base}/threads/v1.0"),
-    }
-}
-
-struct StoppedClock(Timestamp);
-
-impl Clock for StoppedClock {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
-}
-
-struct World {
-    sandbox: Sandbox,
-    adapter: ThreadsAdapter,
-}
+type World = platform_support::World<ThreadsAdapter>;
 
 fn fast(adapter: ThreadsAdapter) -> ThreadsAdapter {
     adapter.with_polling(Duration::from_millis(5), Duration::from_secs(10))
 }
 
 async fn world() -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    let adapter = fast(ThreadsAdapter::new(&settings(&sandbox.base_url(), CLIENT_SECRET)).unwrap());
-    World { sandbox, adapter }
-}
-
-fn query(url: &str) -> Vec<(String, String)> {
-    Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect()
-}
-
-fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    query
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-fn now() -> Timestamp {
-    Timestamp::now_system()
+    World::start("threads", |settings| {
+        fast(ThreadsAdapter::new(settings).unwrap())
+    })
+    .await
 }
 
 impl World {
-    fn base(&self) -> String {
-        self.sandbox.base_url()
-    }
-
     fn media(&self, name: &str) -> String {
         format!("{}/threads/media/{name}", self.base())
     }
 
     /// An adapter on the same sandbox reading time from a stopped clock.
     fn adapter_at(&self, at: Timestamp) -> ThreadsAdapter {
-        fast(ThreadsAdapter::new(&settings(&self.base(), CLIENT_SECRET)).unwrap())
+        fast(ThreadsAdapter::new(&settings(&self.base(), "threads")).unwrap())
             .with_clock(Arc::new(StoppedClock(at)))
     }
 
     async fn code(&self, adapter: &ThreadsAdapter) -> String {
-        let request = adapter.authorize("state-1", REDIRECT_URI).unwrap();
-        let location = consent(&request.url, JANE, "authorize").await.unwrap();
-        assert!(location.starts_with(REDIRECT_URI), "{location}");
-        let callback = query(&location);
-        assert_eq!(param(&callback, "state"), Some("state-1"));
-        param(&callback, "code").unwrap().to_owned()
+        platform_support::code(adapter, JANE, REDIRECT_URI)
+            .await
+            .code
     }
 
     async fn connect(&self, at: Timestamp) -> Connected {
-        let code = self.code(&self.adapter).await;
-        self.adapter
-            .connect(&code, None, REDIRECT_URI, at)
+        platform_support::connect(&self.adapter, JANE, REDIRECT_URI, at)
             .await
             .unwrap()
     }
 }
 
 fn media(url: &str, kind: MediaKind) -> Media {
-    Media {
-        url: url.into(),
-        kind,
-        alt: Some("A blue book cover".into()),
-    }
+    described(platform_support::media(url, kind), "A blue book cover")
 }
 
 fn post(text: &str, media: Vec<Media>) -> Post {
-    let mut post = fixtures::post(&fixtures::key("jane", Platform::Threads), 0);
+    let mut post = platform_support::post(
+        Platform::Threads,
+        Content {
+            text: text.into(),
+            title: None,
+            links: Vec::new(),
+            media,
+        },
+    );
     post.kind = PostKind::Feed;
     post.target = Some(JANE_ID.into());
-    post.content = Content {
-        text: text.into(),
-        title: None,
-        links: Vec::new(),
-        media,
-    };
     post
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 #[tokio::test]
@@ -230,7 +176,9 @@ async fn declining_bad_codes_and_wrong_app_credentials_are_named() {
         .unwrap_err();
     assert_eq!(error.code(), "code_rejected", "{error:?}");
 
-    let misconfigured = fast(ThreadsAdapter::new(&settings(&w.base(), "wrong-secret")).unwrap());
+    let misconfigured = fast(
+        ThreadsAdapter::new(&settings_with_secret(&w.base(), "threads", "wrong-secret")).unwrap(),
+    );
     let code = w.code(&misconfigured).await;
     let error = misconfigured
         .connect(&code, None, REDIRECT_URI, now())

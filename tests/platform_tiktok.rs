@@ -6,21 +6,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use reqwest::Url;
 use social_studio::platforms::tiktok::{UploadMode, SCOPES};
 use social_studio::platforms::{
     Adapter, ConnectError, Connected, ContentError, PlatformSettings, TiktokAdapter,
 };
 use social_studio::sandbox::browser::consent;
 use social_studio::sandbox::{Sandbox, TokenOutcome};
-use social_studio_actors::{Clock, LimitScope, PlatformPort, PortError, RevokeOutcome};
+use social_studio_actors::{LimitScope, PlatformPort, PortError, RevokeOutcome};
 use social_studio_storage::{
-    fixtures, AccountKind, Content, Media, MediaKind, Platform, Post, PostKind, ReasonCode, Secret,
-    TargetKind, Timestamp,
+    AccountKind, Content, Media, MediaKind, Platform, Post, PostKind, ReasonCode, TargetKind,
+    Timestamp,
 };
 
+#[path = "support/platform.rs"]
+mod platform_support;
+
+use platform_support::{param, query, settings, settings_with_secret, video, StoppedClock};
+
+/// The client key the sandbox's TikTok registers, as the authorize request must carry it.
 const CLIENT_KEY: &str = "sandbox-tiktok-client";
-const CLIENT_SECRET: &str = "sandbox-tiktok-secret";
 const REDIRECT_URI: &str = "http://127.0.0.1:9/oauth/tiktok/callback";
 const JANE: &str = "jane_tok";
 const JANE_OPEN_ID: &str = "-000jane-open-id";
@@ -28,21 +32,7 @@ const QUIET: &str = "quiet_tok";
 const BANNED: &str = "banned_tok";
 const MIB: usize = 1024 * 1024;
 
-fn settings(base: &str, api_base: &str, client_secret: &str) -> PlatformSettings {
-    PlatformSettings {
-        client_id: CLIENT_KEY.into(),
-        client_secret: Secret::new(client_secret),
-        auth_url: format!("{base}/tiktok/v2/auth/authorize/"),
-        token_url: format!("{base}/tiktok/v2/oauth/token/"),
-        revoke_url: Some(format!("{base}/tiktok/v2/oauth/revoke/")),
-        api_base: format!("{api_base}/tiktok"),
-    }
-}
-
-struct World {
-    sandbox: Sandbox,
-    adapter: TiktokAdapter,
-}
+type World = platform_support::World<TiktokAdapter>;
 
 /// Polls fast, so that tests see several status fetches in milliseconds.
 fn fast(adapter: TiktokAdapter) -> TiktokAdapter {
@@ -50,47 +40,22 @@ fn fast(adapter: TiktokAdapter) -> TiktokAdapter {
 }
 
 async fn world() -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    let base = sandbox.base_url();
-    let adapter = fast(TiktokAdapter::new(&settings(&base, &base, CLIENT_SECRET)).unwrap());
-    World { sandbox, adapter }
-}
-
-fn query(url: &str) -> Vec<(String, String)> {
-    Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect()
-}
-
-fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    query
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    World::start("tiktok", |settings| {
+        fast(TiktokAdapter::new(settings).unwrap())
+    })
+    .await
 }
 
 impl World {
-    fn base(&self) -> String {
-        self.sandbox.base_url()
-    }
-
     /// Authorize and consent as `who`; returns the code.
     async fn code(&self, adapter: &TiktokAdapter, who: &str) -> String {
-        let request = adapter.authorize("state-1", REDIRECT_URI).unwrap();
-        let location = consent(&request.url, who, "authorize").await.unwrap();
-        assert!(location.starts_with(REDIRECT_URI), "{location}");
-        let callback = query(&location);
-        assert_eq!(param(&callback, "state"), Some("state-1"));
-        param(&callback, "code").unwrap().to_owned()
+        platform_support::code(adapter, who, REDIRECT_URI)
+            .await
+            .code
     }
 
     async fn connect_as(&self, who: &str) -> Result<Connected, ConnectError> {
-        let code = self.code(&self.adapter, who).await;
-        self.adapter
-            .connect(&code, None, REDIRECT_URI, Timestamp::now_system())
-            .await
+        platform_support::connect(&self.adapter, who, REDIRECT_URI, Timestamp::now_system()).await
     }
 
     async fn connect(&self) -> Connected {
@@ -102,47 +67,27 @@ impl World {
     }
 
     fn assert_no_spent_token_sent(&self) {
-        let requests = self.sandbox.tiktok().token_requests();
-        assert!(
-            requests
-                .iter()
-                .all(|r| r.outcome != TokenOutcome::RefreshTokenReused),
-            "{requests:?}"
-        );
-    }
-}
-
-fn video(url: &str) -> Media {
-    Media {
-        url: url.into(),
-        kind: MediaKind::Video,
-        alt: None,
+        platform_support::assert_no_spent_token_sent(&self.sandbox.tiktok().token_requests());
     }
 }
 
 /// A valid TikTok video post.
 fn clip(video_url: &str) -> Post {
-    let mut post = fixtures::post(&fixtures::key("jane", Platform::Tiktok), 0);
+    let mut post = platform_support::post(
+        Platform::Tiktok,
+        Content {
+            text: "Chapter one, read aloud. #booktok".into(),
+            title: None,
+            links: vec![],
+            media: vec![video(video_url)],
+        },
+    );
     post.kind = PostKind::Video;
-    post.content = Content {
-        text: "Chapter one, read aloud. #booktok".into(),
-        title: None,
-        links: vec![],
-        media: vec![video(video_url)],
-    };
     post
 }
 
 /// What an error must look like.
 type Expectation = Box<dyn Fn(&PortError) -> bool>;
-
-struct StoppedClock(Timestamp);
-
-impl Clock for StoppedClock {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
-}
 
 #[tokio::test]
 async fn connect_speaks_client_key_without_pkce_and_identifies_the_creator() {
@@ -223,8 +168,8 @@ async fn a_declined_consent_and_a_wrong_secret_are_named() {
     );
     assert_eq!(error.code(), "access_denied");
 
-    let base = w.base();
-    let wrong = TiktokAdapter::new(&settings(&base, &base, "not-the-secret")).unwrap();
+    let wrong =
+        TiktokAdapter::new(&settings_with_secret(&w.base(), "tiktok", "not-the-secret")).unwrap();
     let code = w.code(&wrong, JANE).await;
     let refused = wrong
         .connect(&code, None, REDIRECT_URI, Timestamp::now_system())
@@ -263,7 +208,7 @@ async fn refresh_rotates_the_token_and_never_resends_a_spent_one() {
     let connected = w.connect().await;
     let at = Timestamp::parse_rfc3339("2026-12-01T10:00:00Z").unwrap();
     let adapter = fast(
-        TiktokAdapter::new(&settings(&w.base(), &w.base(), CLIENT_SECRET))
+        TiktokAdapter::new(&settings(&w.base(), "tiktok"))
             .unwrap()
             .with_clock(Arc::new(StoppedClock(at))),
     );
@@ -350,7 +295,7 @@ async fn revoke_ends_the_authorization_at_tiktok() {
         RevokeOutcome::Revoked
     );
 
-    let mut no_revoke = settings(&w.base(), &w.base(), CLIENT_SECRET);
+    let mut no_revoke = settings(&w.base(), "tiktok");
     no_revoke.revoke_url = None;
     let adapter = TiktokAdapter::new(&no_revoke).unwrap();
     assert_eq!(
@@ -452,7 +397,11 @@ async fn auto_mode_uploads_a_plain_http_video_from_another_host() {
     // The API is reached as localhost, the video as 127.0.0.1: another origin, plain
     // http, so TikTok could not pull it and the engine uploads it.
     let api_base = base.replace("127.0.0.1", "localhost");
-    let adapter = fast(TiktokAdapter::new(&settings(&base, &api_base, CLIENT_SECRET)).unwrap());
+    let two_hosts = PlatformSettings {
+        api_base: settings(&api_base, "tiktok").api_base,
+        ..settings(&base, "tiktok")
+    };
+    let adapter = fast(TiktokAdapter::new(&two_hosts).unwrap());
     let w = World { sandbox, adapter };
     let connected = w.connect().await;
     w.adapter

@@ -3,194 +3,65 @@
 //! Each test starts its own sandbox on port 0, so tests run in parallel without sharing
 //! state.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use reqwest::redirect::Policy;
-use reqwest::Url;
 use social_studio::platforms::x::{weighted_length, MAX_WEIGHTED_LENGTH, SCOPES};
 use social_studio::platforms::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings, XAdapter,
 };
-use social_studio::sandbox::{Sandbox, TokenOutcome};
-use social_studio_actors::{Clock, LimitScope, PlatformPort, PortError, RevokeOutcome};
+use social_studio_actors::{LimitScope, PlatformPort, PortError, RevokeOutcome};
 use social_studio_storage::{
-    fixtures, AccountKind, Content, Grant, Media, MediaKind, Platform, Post, PostKind, Reason,
-    ReasonCode, Secret, TargetKind, Timestamp,
+    AccountKind, Grant, Media, Platform, Post, PostKind, Reason, ReasonCode, Secret, TargetKind,
+    Timestamp,
 };
 
+#[path = "support/platform.rs"]
+mod platform_support;
+
+use platform_support::{
+    assert_no_spent_token_sent, connect, consent, image, now, param, query, settings,
+    settings_with_secret, text, unix_now, StoppedClock,
+};
+
+/// The client id the sandbox's X registers, as the authorize request must carry it.
 const CLIENT_ID: &str = "sandbox-x-client";
-const CLIENT_SECRET: &str = "sandbox-x-secret";
 const REDIRECT_URI: &str = "http://127.0.0.1:9/oauth/x/callback";
 const JANE: &str = "2244994945";
+/// Jane's username on the consent page.
+const JANE_USERNAME: &str = "jane_writes";
 
-/// A sandbox, an adapter pointed at it, and a browser that does not follow redirects
-/// (so the test reads the redirect back to the service).
-struct World {
-    sandbox: Sandbox,
-    adapter: XAdapter,
-    browser: reqwest::Client,
-}
-
-fn settings(base: &str, client_secret: &str) -> PlatformSettings {
-    PlatformSettings {
-        client_id: CLIENT_ID.into(),
-        client_secret: Secret::new(client_secret),
-        auth_url: format!("{base}/x/i/oauth2/authorize"),
-        token_url: format!("{base}/x/2/oauth2/token"),
-        revoke_url: Some(format!("{base}/x/2/oauth2/revoke")),
-        api_base: format!("{base}/x"),
-    }
-}
+type World = platform_support::World<XAdapter>;
 
 async fn world() -> World {
-    let sandbox = Sandbox::start().await.unwrap();
-    let adapter = XAdapter::new(&settings(&sandbox.base_url(), CLIENT_SECRET)).unwrap();
-    let browser = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
-    World {
-        sandbox,
-        adapter,
-        browser,
-    }
-}
-
-/// Where the consent page sent the browser back to: the redirect's query.
-type Callback = Vec<(String, String)>;
-
-fn param<'a>(query: &'a Callback, name: &str) -> Option<&'a str> {
-    query
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// An HTML attribute's value inside one tag, unescaped.
-fn attribute(tag: &str, name: &str) -> Option<String> {
-    let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
-    let end = start + tag[start..].find('"')?;
-    Some(
-        tag[start..end]
-            .replace("&quot;", "\"")
-            .replace("&#39;", "'")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&"),
-    )
+    World::start("x", |settings| XAdapter::new(settings).unwrap()).await
 }
 
 impl World {
-    fn base(&self) -> String {
-        self.sandbox.base_url()
-    }
-
-    /// What a person does in the browser: open the authorize URL, log in, choose.
-    async fn consent(&self, request: &AuthorizeRequest, decision: &str) -> Callback {
-        let page = self.browser.get(&request.url).send().await.unwrap();
-        assert_eq!(page.status(), StatusCode::OK);
-        let html = page.text().await.unwrap();
-        let form_tag = html.split("<form").nth(1).unwrap();
-        let action = attribute(form_tag, "action").unwrap();
-        let mut form: Vec<(String, String)> = html
-            .split("<input")
-            .skip(1)
-            .filter_map(|rest| rest.split('>').next())
-            .filter(|tag| tag.contains("type=\"hidden\""))
-            .filter_map(|tag| Some((attribute(tag, "name")?, attribute(tag, "value")?)))
-            .collect();
-        form.push(("username".into(), "jane_writes".into()));
-        form.push(("password".into(), "sandbox".into()));
-        form.push(("decision".into(), decision.into()));
-        let answer = self
-            .browser
-            .post(format!("{}{action}", self.base()))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), StatusCode::FOUND);
-        let location = answer.headers()[header::LOCATION].to_str().unwrap();
-        assert!(location.starts_with(REDIRECT_URI), "{location}");
-        Url::parse(location)
-            .unwrap()
-            .query_pairs()
-            .into_owned()
-            .collect()
+    /// What Jane does in the browser: open the authorize URL, log in, choose. Returns
+    /// the query of the redirect back to the service.
+    async fn consent(&self, request: &AuthorizeRequest, decision: &str) -> Vec<(String, String)> {
+        consent(&request.url, JANE_USERNAME, decision, REDIRECT_URI).await
     }
 
     /// The whole connect: authorize, consent, code exchange and identity.
     async fn connect(&self, now: Timestamp) -> Connected {
-        let request = self.adapter.authorize("state-1", REDIRECT_URI).unwrap();
-        let callback = self.consent(&request, "authorize").await;
-        assert_eq!(param(&callback, "state"), Some("state-1"));
-        let code = param(&callback, "code").unwrap();
-        self.adapter
-            .connect(code, request.pkce_verifier.as_ref(), REDIRECT_URI, now)
+        connect(&self.adapter, JANE_USERNAME, REDIRECT_URI, now)
             .await
             .unwrap()
     }
 
-    /// Serves `routes` on a free loopback port, for media the adapter fetches.
-    async fn serve(routes: Router) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, routes).await });
-        addr
-    }
-
     /// Asserts that no spent refresh token ever reached X.
     fn assert_no_spent_token_sent(&self) {
-        let requests = self.sandbox.x().token_requests();
-        assert!(
-            requests
-                .iter()
-                .all(|r| r.outcome != TokenOutcome::RefreshTokenReused),
-            "{requests:?}"
-        );
+        assert_no_spent_token_sent(&self.sandbox.x().token_requests());
     }
 }
 
-fn now() -> Timestamp {
-    Timestamp::now_system()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn post(text: &str) -> Post {
-    let mut post = fixtures::post(&fixtures::key("jane", Platform::X), 0);
-    post.content = Content {
-        text: text.into(),
-        ..Content::default()
-    };
-    post
-}
-
-fn image(url: String) -> Media {
-    Media {
-        url,
-        kind: MediaKind::Image,
-        alt: None,
-    }
-}
-
-/// A clock stopped at one instant, to show which clock the adapter reads.
-struct StoppedClock(Timestamp);
-
-impl Clock for StoppedClock {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
+fn post(words: &str) -> Post {
+    platform_support::post(Platform::X, text(words))
 }
 
 fn dead(message: &str) -> PortError {
@@ -206,8 +77,7 @@ const X_INVALID_TOKEN: &str = "Value passed for the token was invalid.";
 async fn connect_identifies_the_account_and_keeps_lifetimes_from_now() {
     let w = world().await;
     let request = w.adapter.authorize("state-1", REDIRECT_URI).unwrap();
-    let url = Url::parse(&request.url).unwrap();
-    let query: Callback = url.query_pairs().into_owned().collect();
+    let query = query(&request.url);
     assert_eq!(param(&query, "response_type"), Some("code"));
     assert_eq!(param(&query, "client_id"), Some(CLIENT_ID));
     assert_eq!(param(&query, "redirect_uri"), Some(REDIRECT_URI));
@@ -324,7 +194,7 @@ async fn declining_on_the_consent_page_reads_as_access_denied() {
 async fn refresh_rotates_and_a_spent_token_is_never_sent() {
     let w = world().await;
     let issued = Timestamp::parse_rfc3339("2027-01-01T00:00:00Z").unwrap();
-    let adapter = XAdapter::new(&settings(&w.base(), CLIENT_SECRET))
+    let adapter = XAdapter::new(&settings(&w.base(), "x"))
         .unwrap()
         .with_clock(Arc::new(StoppedClock(issued)));
     let first = w.connect(now()).await.grant;
@@ -398,7 +268,7 @@ async fn publishes_images_fetched_from_the_post_media() {
     let w = world().await;
     let grant = w.connect(now()).await.grant;
     let png: &'static [u8] = b"\x89PNG\r\n\x1a\n-not-really-an-image-but-bytes";
-    let media = World::serve(
+    let media = platform_support::serve(
         Router::new()
             .route(
                 "/cover.png",
@@ -480,7 +350,8 @@ async fn a_user_who_revoked_the_app_is_unauthorized_then_dead() {
 async fn a_wrong_client_secret_is_the_apps_problem_not_the_authors() {
     let w = world().await;
     let grant = w.connect(now()).await.grant;
-    let misconfigured = XAdapter::new(&settings(&w.base(), "wrong-secret")).unwrap();
+    let misconfigured =
+        XAdapter::new(&settings_with_secret(&w.base(), "x", "wrong-secret")).unwrap();
 
     let refused = misconfigured.refresh(&grant).await.unwrap_err();
     assert!(
@@ -628,7 +499,7 @@ async fn revoke_ends_the_grant_at_x() {
 
     let no_endpoint = PlatformSettings {
         revoke_url: None,
-        ..settings(&w.base(), CLIENT_SECRET)
+        ..settings(&w.base(), "x")
     };
     let adapter = XAdapter::new(&no_endpoint).unwrap();
     assert_eq!(
@@ -650,11 +521,7 @@ fn images(n: usize) -> Vec<Media> {
 }
 
 fn video() -> Media {
-    Media {
-        url: "https://example.com/trailer.mp4".into(),
-        kind: MediaKind::Video,
-        alt: None,
-    }
+    platform_support::video("https://example.com/trailer.mp4")
 }
 
 #[tokio::test]
@@ -723,8 +590,8 @@ async fn validation_counts_like_x_and_names_every_refusal() {
         ["mixed_media", "video_not_supported"]
     );
     let gif_and_more = vec![
-        image("https://example.com/dance.GIF?v=2".into()),
-        image("https://example.com/1.jpg".into()),
+        image("https://example.com/dance.GIF?v=2"),
+        image("https://example.com/1.jpg"),
     ];
     assert_eq!(
         refusals(&with_media("gif", gif_and_more)),

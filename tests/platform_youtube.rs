@@ -7,12 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::Url;
 use social_studio::platforms::youtube::{QuotaPolicy, READONLY_SCOPE, SCOPES, UPLOAD_SCOPE};
-use social_studio::platforms::{
-    Adapter, ConnectError, Connected, ContentError, PlatformSettings, YoutubeAdapter,
-};
-use social_studio::sandbox::browser::consent;
+use social_studio::platforms::{Adapter, ConnectError, Connected, ContentError, YoutubeAdapter};
 use social_studio::sandbox::{RevokeCause, Sandbox, TokenKind, TokenOutcome};
 use social_studio_actors::{Clock, LimitScope, PlatformPort, PortError, RevokeOutcome};
 use social_studio_storage::{
@@ -20,24 +16,18 @@ use social_studio_storage::{
     Timestamp,
 };
 
+#[path = "support/platform.rs"]
+mod platform_support;
+
+use platform_support::{param, query, settings, video};
+
+/// The client id the sandbox's YouTube registers, as the authorize request must carry it.
 const CLIENT_ID: &str = "sandbox-youtube-client";
-const CLIENT_SECRET: &str = "sandbox-youtube-secret";
 const REDIRECT_URI: &str = "http://127.0.0.1:9/oauth/youtube/callback";
 const JANE: &str = "jane_writes";
 const JANE_CHANNEL: &str = "UCjanewrites0000000000aa";
 const NO_CHANNEL: &str = "no_channel";
 const CHUNK: usize = 256 * 1024;
-
-fn settings(base: &str) -> PlatformSettings {
-    PlatformSettings {
-        client_id: CLIENT_ID.into(),
-        client_secret: Secret::new(CLIENT_SECRET),
-        auth_url: format!("{base}/youtube/o/oauth2/v2/auth"),
-        token_url: format!("{base}/youtube/token"),
-        revoke_url: Some(format!("{base}/youtube/revoke")),
-        api_base: format!("{base}/youtube"),
-    }
-}
 
 /// A wall clock the test sets by hand (the adapter's Pacific day follows it).
 #[derive(Debug)]
@@ -76,7 +66,7 @@ async fn world_with(tweak: impl FnOnce(YoutubeAdapter) -> YoutubeAdapter) -> Wor
     let sandbox = Sandbox::start().await.unwrap();
     let clock = TestClock::at(MORNING);
     let adapter = tweak(
-        YoutubeAdapter::new(&settings(&sandbox.base_url()))
+        YoutubeAdapter::new(&settings(&sandbox.base_url(), "youtube"))
             .unwrap()
             .with_clock(clock.clone())
             .with_chunk_size(CHUNK),
@@ -92,21 +82,6 @@ async fn world() -> World {
     world_with(|adapter| adapter).await
 }
 
-fn query(url: &str) -> Vec<(String, String)> {
-    Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect()
-}
-
-fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    query
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 impl World {
     fn now(&self) -> Timestamp {
         self.clock.now()
@@ -114,15 +89,8 @@ impl World {
 
     /// Authorize and consent as `user`; returns the code and the verifier.
     async fn code(&self, user: &str) -> (String, Secret) {
-        let request = self.adapter.authorize("state-1", REDIRECT_URI).unwrap();
-        let location = consent(&request.url, user, "authorize").await.unwrap();
-        assert!(location.starts_with(REDIRECT_URI), "{location}");
-        let callback = query(&location);
-        assert_eq!(param(&callback, "state"), Some("state-1"));
-        (
-            param(&callback, "code").unwrap().to_owned(),
-            request.pkce_verifier.expect("Google gets PKCE"),
-        )
+        let code = platform_support::code(&self.adapter, user, REDIRECT_URI).await;
+        (code.code, code.verifier.expect("Google gets PKCE"))
     }
 
     async fn try_connect(&self, user: &str) -> Result<Connected, ConnectError> {
@@ -152,17 +120,9 @@ impl World {
             text: "Chapter one, read aloud.".into(),
             title: Some("Book two: chapter one".into()),
             links: vec!["https://example.com/book-two".into()],
-            media: vec![video(&self.sample_url())],
+            media: vec![video(self.sample_url())],
         };
         post
-    }
-}
-
-fn video(url: &str) -> Media {
-    Media {
-        url: url.into(),
-        kind: MediaKind::Video,
-        alt: None,
     }
 }
 
@@ -582,7 +542,7 @@ async fn the_queue_holds_a_post_beyond_the_quota_and_publishes_it_after_pacific_
     let midnight = Timestamp::parse_rfc3339(NEXT_PACIFIC_MIDNIGHT).unwrap();
     let clock = Arc::new(TokioClock::starting_at(start));
     let adapter = Arc::new(
-        YoutubeAdapter::new(&settings(&sandbox.base_url()))
+        YoutubeAdapter::new(&settings(&sandbox.base_url(), "youtube"))
             .unwrap()
             .with_clock(clock.clone())
             .with_chunk_size(CHUNK)
@@ -592,11 +552,7 @@ async fn the_queue_holds_a_post_beyond_the_quota_and_publishes_it_after_pacific_
                 list_units: 0,
             }),
     );
-    let request = adapter.authorize("state-1", REDIRECT_URI).unwrap();
-    let location = consent(&request.url, JANE, "authorize").await.unwrap();
-    let code = param(&query(&location), "code").unwrap().to_owned();
-    let connected = adapter
-        .connect(&code, request.pkce_verifier.as_ref(), REDIRECT_URI, start)
+    let connected = platform_support::connect(adapter.as_ref(), JANE, REDIRECT_URI, start)
         .await
         .unwrap();
 

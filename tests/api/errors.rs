@@ -3,7 +3,10 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{assert_error, in_a_day, read_json, spawn_app, spawn_app_with, AppOptions};
+use crate::helpers::{
+    assert_error, assert_validation_failed, in_a_day, read_answer, read_json, spawn_app,
+    spawn_app_with, AppOptions,
+};
 
 #[tokio::test]
 async fn bodies_that_are_not_json_of_the_right_shape() {
@@ -14,60 +17,39 @@ async fn bodies_that_are_not_json_of_the_right_shape() {
         if let Some(ct) = content_type {
             request = request.header(reqwest::header::CONTENT_TYPE, ct);
         }
-        request.send()
+        request
     };
-    let (status, body) = read_json(send(Some("application/json"), "{").await.unwrap()).await;
+    let (status, body) = read_answer(send(Some("application/json"), "{")).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_json");
-    let (status, body) = read_json(send(Some("text/plain"), "{}").await.unwrap()).await;
+    let (status, body) = read_answer(send(Some("text/plain"), "{}")).await;
     assert_error(
         status,
         &body,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     );
-    let (status, body) = read_json(send(None, "{}").await.unwrap()).await;
+    let (status, body) = read_answer(send(None, "{}")).await;
     assert_error(
         status,
         &body,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     );
-    let (status, body) = read_json(
-        send(Some("application/json"), r#"{"text": 5}"#)
-            .await
-            .unwrap(),
-    )
+    let (status, body) = read_answer(send(Some("application/json"), r#"{"text": 5}"#)).await;
+    assert_validation_failed(status, &body);
+    let (status, body) = read_answer(send(
+        Some("application/json"),
+        r#"{"scheduled_at": "2030-01-01T00:00:00Z", "colour": 1}"#,
+    ))
     .await;
-    assert_error(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    );
-    let (status, body) = read_json(
-        send(
-            Some("application/json"),
-            r#"{"scheduled_at": "2030-01-01T00:00:00Z", "colour": 1}"#,
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    assert_error(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    );
+    assert_validation_failed(status, &body);
     // An optional body, when present, must still be JSON.
-    let response = app
-        .request(Method::POST, "/v1/pen-names/jane/connections/x/authorize")
-        .header(reqwest::header::CONTENT_TYPE, "text/plain")
-        .body("replace")
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = read_json(response).await;
+    let (status, body) = read_answer(
+        app.request(Method::POST, "/v1/pen-names/jane/connections/x/authorize")
+            .header(reqwest::header::CONTENT_TYPE, "text/plain")
+            .body("replace"),
+    )
+    .await;
     assert_error(
         status,
         &body,
@@ -116,8 +98,8 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
     .await;
     let text = "a".repeat(2000);
     let (status, body) = app
-        .post(
-            "/v1/pen-names/jane/posts",
+        .schedule(
+            "jane",
             json!({"platform": "x", "text": text, "scheduled_at": in_a_day()}),
         )
         .await;
@@ -179,13 +161,11 @@ async fn queries_are_checked() {
         .delete("/v1/pen-names/jane/connections/x?confirm=maybe")
         .await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_query");
-    let response = app
-        .request(Method::GET, "/v1/events")
-        .header("Last-Event-ID", "yesterday")
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = read_json(response).await;
+    let (status, body) = read_answer(
+        app.request(Method::GET, "/v1/events")
+            .header("Last-Event-ID", "yesterday"),
+    )
+    .await;
     assert_error(
         status,
         &body,

@@ -3,12 +3,9 @@
 //! post pauses — it does not fail — the author reconnects, and the post publishes
 //! exactly once. One test per platform, so a failure names its platform.
 
-use std::time::Duration;
-
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use social_studio::sandbox::Sandbox;
-use social_studio_storage::Timestamp;
 
 use crate::helpers::{in_a_day, spawn_app, TestApp};
 
@@ -106,17 +103,7 @@ async fn whole_life(case: Case) {
         .await;
 
     // Bring it forward and watch it publish, once.
-    let soon = Timestamp::now_system()
-        .saturating_add(Duration::from_secs(1))
-        .to_rfc3339();
-    let (status, patched) = app
-        .call(
-            Method::PATCH,
-            &format!("/v1/pen-names/{PEN}/posts/{id}"),
-            Some(json!({"scheduled_at": soon})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{patched}");
+    app.bring_forward(PEN, &id).await;
     let published = app
         .post_until(PEN, &id, "published", |p| {
             matches!(p["state"].as_str(), Some("published" | "failed" | "held"))

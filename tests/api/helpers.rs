@@ -346,11 +346,39 @@ impl TestApp {
         self.connection(pen, platform).await
     }
 
+    /// `POST /v1/pen-names/{pen}/posts` with `request`: what scheduling answers.
+    pub async fn schedule(&self, pen: &str, request: Value) -> (StatusCode, Value) {
+        self.post(&format!("/v1/pen-names/{pen}/posts"), request)
+            .await
+    }
+
+    /// The posts the API lists for `pen`.
+    pub async fn stored_posts(&self, pen: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/v1/pen-names/{pen}/posts")).await;
+        assert_eq!(status, StatusCode::OK);
+        body["posts"].as_array().unwrap().clone()
+    }
+
+    /// Reschedules `pen`'s post `id` to a second from now, so that it publishes soon.
+    pub async fn bring_forward(&self, pen: &str, id: &str) {
+        let soon = Timestamp::now_system()
+            .saturating_add(Duration::from_secs(1))
+            .to_rfc3339();
+        let (status, patched) = self
+            .call(
+                Method::PATCH,
+                &format!("/v1/pen-names/{pen}/posts/{id}"),
+                Some(json!({"scheduled_at": soon})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{patched}");
+    }
+
     /// Schedules a post on X for `pen`, due a day from now.
     pub async fn schedule_x(&self, pen: &str, text: &str) -> Value {
         let (status, body) = self
-            .post(
-                &format!("/v1/pen-names/{pen}/posts"),
+            .schedule(
+                pen,
                 json!({"platform": "x", "text": text, "scheduled_at": in_a_day()}),
             )
             .await;
@@ -445,6 +473,22 @@ pub async fn read_json(response: reqwest::Response) -> (StatusCode, Value) {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
     };
     (status, value)
+}
+
+/// Sends `request` and reads its JSON answer.
+pub async fn read_answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    read_json(request.send().await.unwrap()).await
+}
+
+/// Asserts the refusal of a request whose content does not pass validation: 422
+/// `validation_failed`.
+pub fn assert_validation_failed(status: StatusCode, body: &Value) {
+    assert_error(
+        status,
+        body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
 }
 
 /// Asserts an error body: `{"error": {"code": code, "message": ...}}`.

@@ -5,13 +5,9 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, in_a_day, spawn_app, TestApp, JANE};
-
-async fn stored_posts(app: &TestApp, pen: &str) -> Vec<Value> {
-    let (status, body) = app.get(&format!("/v1/pen-names/{pen}/posts")).await;
-    assert_eq!(status, StatusCode::OK);
-    body["posts"].as_array().unwrap().clone()
-}
+use crate::helpers::{
+    assert_error, assert_validation_failed, in_a_day, read_answer, spawn_app, JANE,
+};
 
 fn refusal_codes(body: &Value, platform: &str) -> Vec<String> {
     body["error"]["platforms"]
@@ -31,27 +27,22 @@ async fn text_over_the_weighted_limit_is_refused_and_nothing_is_stored() {
     // 281 Latin characters, and 141 CJK ones (each weighs 2 on X).
     for text in ["a".repeat(281), "字".repeat(141)] {
         let (status, body) = app
-            .post(
-                "/v1/pen-names/jane/posts",
+            .schedule(
+                "jane",
                 json!({"platform": "x", "text": text, "scheduled_at": in_a_day()}),
             )
             .await;
-        assert_error(
-            status,
-            &body,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-        );
+        assert_validation_failed(status, &body);
         assert!(
             refusal_codes(&body, "x").contains(&"text_too_long".to_string()),
             "{body}"
         );
     }
-    assert!(stored_posts(&app, "jane").await.is_empty());
+    assert!(app.stored_posts("jane").await.is_empty());
     // At the limit it is accepted.
     let (status, body) = app
-        .post(
-            "/v1/pen-names/jane/posts",
+        .schedule(
+            "jane",
             json!({"platform": "x", "text": "字".repeat(140), "scheduled_at": in_a_day()}),
         )
         .await;
@@ -63,8 +54,8 @@ async fn one_refusing_platform_refuses_the_whole_request() {
     let app = spawn_app().await;
     app.connect_x("jane", JANE).await;
     let (status, body) = app
-        .post(
-            "/v1/pen-names/jane/posts",
+        .schedule(
+            "jane",
             json!({
                 "platforms": [{"platform": "x"}, {"platform": "youtube"}],
                 "text": "everywhere at once",
@@ -72,40 +63,30 @@ async fn one_refusing_platform_refuses_the_whole_request() {
             }),
         )
         .await;
-    assert_error(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    );
+    assert_validation_failed(status, &body);
     assert!(!refusal_codes(&body, "youtube").is_empty(), "{body}");
     assert!(
         refusal_codes(&body, "x").is_empty(),
         "x itself was fine: {body}"
     );
-    assert!(stored_posts(&app, "jane").await.is_empty());
+    assert!(app.stored_posts("jane").await.is_empty());
 }
 
 #[tokio::test]
 async fn youtube_community_posts_are_not_offered() {
     let app = spawn_app().await;
     let (status, body) = app
-        .post(
-            "/v1/pen-names/jane/posts",
+        .schedule(
+            "jane",
             json!({"platform": "youtube", "kind": "community", "text": "hi", "scheduled_at": in_a_day()}),
         )
         .await;
-    assert_error(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    );
+    assert_validation_failed(status, &body);
     assert!(
         refusal_codes(&body, "youtube").contains(&"not_offered_by_platform".to_string()),
         "{body}"
     );
-    assert!(stored_posts(&app, "jane").await.is_empty());
+    assert!(app.stored_posts("jane").await.is_empty());
 }
 
 #[tokio::test]
@@ -117,41 +98,33 @@ async fn an_idempotency_key_replay_returns_the_same_posts() {
         app.request(reqwest::Method::POST, "/v1/pen-names/jane/posts")
             .header("Idempotency-Key", "order-42")
             .json(&body)
-            .send()
     };
-    let (status, first) = crate::helpers::read_json(send(request.clone()).await.unwrap()).await;
+    let (status, first) = read_answer(send(request.clone())).await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
-    let (status, again) = crate::helpers::read_json(send(request.clone()).await.unwrap()).await;
+    let (status, again) = read_answer(send(request.clone())).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["posts"][0]["id"], first["posts"][0]["id"]);
-    assert_eq!(stored_posts(&app, "jane").await.len(), 1);
+    assert_eq!(app.stored_posts("jane").await.len(), 1);
 
     let mut different = request.clone();
     different["text"] = json!("something else");
-    let (status, body) = crate::helpers::read_json(send(different).await.unwrap()).await;
+    let (status, body) = read_answer(send(different)).await;
     assert_error(
         status,
         &body,
         StatusCode::CONFLICT,
         "idempotency_key_reused",
     );
-    assert_eq!(stored_posts(&app, "jane").await.len(), 1);
+    assert_eq!(app.stored_posts("jane").await.len(), 1);
 
     // The same key under another pen name is another request.
-    let response = app
-        .request(reqwest::Method::POST, "/v1/pen-names/other/posts")
-        .header("Idempotency-Key", "order-42")
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = crate::helpers::read_json(response).await;
-    assert_error(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    );
+    let (status, body) = read_answer(
+        app.request(reqwest::Method::POST, "/v1/pen-names/other/posts")
+            .header("Idempotency-Key", "order-42")
+            .json(&request),
+    )
+    .await;
+    assert_validation_failed(status, &body);
 }
 
 #[tokio::test]
@@ -167,12 +140,7 @@ async fn edits_are_validated_like_new_posts() {
             Some(json!({"text": "a".repeat(300)})),
         )
         .await;
-    assert_error(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    );
+    assert_validation_failed(status, &body);
     let (_, unchanged) = app.get(&path).await;
     assert_eq!(unchanged["text"], "draft");
     let (status, body) = app
@@ -200,10 +168,5 @@ async fn edits_are_validated_like_new_posts() {
         .await;
     assert_error(status, &body, StatusCode::CONFLICT, "invalid_transition");
     let (status, body) = app.post(&format!("{path}/resolve"), json!({})).await;
-    assert_error(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    );
+    assert_validation_failed(status, &body);
 }

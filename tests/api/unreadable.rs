@@ -6,14 +6,10 @@
 //! Each test writes a record "from a newer release" straight into the database while the
 //! service is stopped, then starts it again on the same data directory.
 
-use std::time::Duration;
-
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use social_studio::wait::poll_until;
-use social_studio_storage::{
-    ConnectionKey, PenName, Platform, PostId, SledStore, StoreConfig, Timestamp,
-};
+use social_studio_storage::{ConnectionKey, PenName, Platform, PostId, SledStore, StoreConfig};
 
 use crate::helpers::{
     assert_error, spawn_app, Stopped, TestApp, JANE, JANE_ID, LOOK_AGAIN, PATIENCE,
@@ -330,17 +326,7 @@ async fn a_connection_whose_record_cannot_be_read_keeps_its_posts() {
 
     // Brought forward, the first post publishes, once; the other still waits.
     assert!(app.sandbox.x().tweets(JANE_ID).is_empty());
-    let soon = Timestamp::now_system()
-        .saturating_add(Duration::from_secs(1))
-        .to_rfc3339();
-    let (status, patched) = app
-        .call(
-            Method::PATCH,
-            &format!("/v1/pen-names/{PEN}/posts/{}", ids[0]),
-            Some(json!({"scheduled_at": soon})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{patched}");
+    app.bring_forward(PEN, &ids[0]).await;
     let published = app
         .post_until(PEN, &ids[0], "published", |p| {
             !matches!(p["state"].as_str(), Some("scheduled" | "publishing"))
