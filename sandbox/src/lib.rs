@@ -109,7 +109,7 @@ pub use tiktok::{TiktokControl, TiktokCreator, TiktokPost};
 pub use x::{XControl, XTweet, XUser};
 pub use youtube::{AuthorizeSeen, YoutubeChannel, YoutubeControl, YoutubeUser, YoutubeVideo};
 
-use control::{fault_routes, FaultControl};
+use control::{fault_routes, grant_routes, FaultControl, GrantControl};
 pub(crate) use endpoints::sandbox_client;
 use faults::ConnectionHandle;
 
@@ -354,11 +354,11 @@ pub(crate) fn app(c: &Controls) -> Router {
     Router::new()
         .route("/", get(index))
         .nest("/x", x::platform_routes(x))
-        .nest("/sandbox/x", controls(x, x::control_routes))
+        .nest("/sandbox/x", oauth_controls(x, x::control_routes))
         .nest("/pinterest", pinterest::platform_routes(pinterest))
         .nest(
             "/sandbox/pinterest",
-            controls(pinterest, pinterest::control_routes),
+            oauth_controls(pinterest, pinterest::control_routes),
         )
         .nest("/linkedin", linkedin::platform_routes(linkedin))
         .nest(
@@ -390,6 +390,11 @@ pub(crate) fn app(c: &Controls) -> Router {
 /// A platform's own controls with the shared fault controls mounted beside them.
 fn controls<C: FaultControl>(control: &C, own: fn(&C) -> Router) -> Router {
     own(control).merge(fault_routes(control))
+}
+
+/// An OAuth platform's own controls with the shared fault and grant controls beside them.
+fn oauth_controls<C: FaultControl + GrantControl>(control: &C, own: fn(&C) -> Router) -> Router {
+    controls(control, own).merge(grant_routes(control))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.

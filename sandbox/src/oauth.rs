@@ -1098,3 +1098,71 @@ impl TokenStore {
         }
     }
 }
+
+/// One platform's app registration and everything granted to it: the client the
+/// platform knows, how long what it issues lives, the callback URLs it accepts, the
+/// codes and token families it issued, and the log of token-endpoint requests. Each
+/// OAuth platform's world embeds one, so that the controls over it
+/// ([`crate::control::GrantControl`]) are written once.
+pub(crate) struct OAuthApp {
+    /// The one client the platform knows (TikTok calls it the client key).
+    pub(crate) client_id: String,
+    /// Its secret, checked at the token and revoke endpoints.
+    pub(crate) client_secret: crate::Secret,
+    /// Registered callback URLs; empty accepts any http(s) URL (see [`ClientRegistration`]).
+    pub(crate) redirect_uris: Vec<String>,
+    /// Lifetime of access tokens issued from now on.
+    pub(crate) access_lifetime: Duration,
+    /// Lifetime of authorization codes issued from now on.
+    pub(crate) code_lifetime: Duration,
+    /// Codes issued at the consent page, waiting to be exchanged.
+    pub(crate) codes: AuthorizationCodes,
+    /// Every access and refresh token issued, in families.
+    pub(crate) tokens: TokenStore,
+    /// Every request that reached the token endpoint, for tests to assert on.
+    pub(crate) token_log: Vec<TokenRequest>,
+    /// How many of those were `grant_type=refresh_token`, whatever their outcome.
+    pub(crate) refresh_calls: u64,
+}
+
+impl OAuthApp {
+    /// The sandbox's registration for `platform_id` (client `sandbox-{id}-client`), any
+    /// redirect URI, and the platform's documented lifetimes.
+    pub(crate) fn new(
+        platform_id: &str,
+        access_lifetime: Duration,
+        code_lifetime: Duration,
+    ) -> Self {
+        let (client_id, client_secret) = crate::sandbox_client(platform_id);
+        OAuthApp {
+            client_id,
+            client_secret,
+            redirect_uris: Vec::new(),
+            access_lifetime,
+            code_lifetime,
+            codes: AuthorizationCodes::default(),
+            tokens: TokenStore::default(),
+            token_log: Vec::new(),
+            refresh_calls: 0,
+        }
+    }
+
+    /// The registration the authorize endpoint checks requests against.
+    pub(crate) fn registration<'a>(
+        &'a self,
+        known_scopes: &'a [&'a str],
+        require_state: bool,
+    ) -> ClientRegistration<'a> {
+        ClientRegistration {
+            client_id: &self.client_id,
+            redirect_uris: &self.redirect_uris,
+            known_scopes,
+            require_state,
+        }
+    }
+
+    /// Whether `id` and `secret` are the registered client's.
+    pub(crate) fn is_client(&self, id: &str, secret: &str) -> bool {
+        id == self.client_id && secret == self.client_secret.expose()
+    }
+}
