@@ -366,7 +366,10 @@ pub(crate) fn app(c: &Controls) -> Router {
             controls(linkedin, linkedin::control_routes),
         )
         .nest("/tiktok", tiktok::platform_routes(tiktok))
-        .nest("/sandbox/tiktok", controls(tiktok, tiktok::control_routes))
+        .nest(
+            "/sandbox/tiktok",
+            oauth_controls(tiktok, tiktok::control_routes),
+        )
         .nest("/facebook", meta::platform_routes(meta))
         .nest("/instagram", meta::platform_routes(meta))
         .nest("/sandbox/meta", meta::control_routes(meta))
@@ -378,7 +381,7 @@ pub(crate) fn app(c: &Controls) -> Router {
         .nest("/youtube", youtube::platform_routes(youtube))
         .nest(
             "/sandbox/youtube",
-            controls(youtube, youtube::control_routes),
+            oauth_controls(youtube, youtube::control_routes),
         )
         .nest("/bluesky", bluesky::platform_routes(bluesky))
         .nest(

@@ -69,14 +69,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::control::{fault_controls, Shared};
+use super::control::{fault_controls, grant_controls, GrantWorld, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
-    self, token_fingerprint, AuthorizationCodes, AuthorizeRejection, AuthorizeRequest, CodeGrant,
-    CodeRejection, ConsentFlow, IssuedTokens, RefreshRejection, RevokeCause, TokenOutcome,
-    TokenRequest, TokenStore,
+    self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, CodeGrant, CodeRejection,
+    ConsentFlow, IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome, TokenRequest,
 };
-use super::{sandbox_client, SandboxError, Secret};
+use super::SandboxError;
 
 /// The newest doc: access tokens last 2 hours…
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(2 * 60 * 60);
@@ -159,6 +158,7 @@ pub struct TiktokControl {
 }
 
 fault_controls!(TiktokControl, Some(RATE_WINDOW));
+grant_controls!(TiktokControl, World, "tiktok");
 
 struct Upload {
     publish_id: String,
@@ -172,16 +172,12 @@ struct Window {
     used: u32,
 }
 
-struct World {
-    client_key: String,
-    client_secret: Secret,
-    access_lifetime: Duration,
+pub(crate) struct World {
+    /// The app registration and what was granted to it (TikTok's client key is its
+    /// `client_id`).
+    app: OAuthApp,
     audited: bool,
     creators: Vec<TiktokCreator>,
-    codes: AuthorizationCodes,
-    tokens: TokenStore,
-    token_log: Vec<TokenRequest>,
-    refresh_calls: u64,
     posts: Vec<TiktokPost>,
     uploads: HashMap<String, Upload>,
     media: HashMap<String, Vec<u8>>,
@@ -266,11 +262,8 @@ impl World {
             "sample.mp4".to_owned(),
             sample_video(64 * 1024, SAMPLE_VIDEO_SECS),
         );
-        let (client_key, client_secret) = sandbox_client("tiktok");
         World {
-            client_key,
-            client_secret,
-            access_lifetime: DEFAULT_ACCESS_LIFETIME,
+            app: OAuthApp::new("tiktok", DEFAULT_ACCESS_LIFETIME, CODE_LIFETIME),
             audited: true,
             creators: vec![
                 creator("-000jane-open-id", "jane_tok", "Jane Writes", false, true),
@@ -283,10 +276,6 @@ impl World {
                     false,
                 ),
             ],
-            codes: AuthorizationCodes::default(),
-            tokens: TokenStore::default(),
-            token_log: Vec::new(),
-            refresh_calls: 0,
             posts: Vec::new(),
             uploads: HashMap::new(),
             media,
@@ -314,6 +303,21 @@ impl World {
     }
 }
 
+impl GrantWorld for World {
+    fn app(&self) -> &OAuthApp {
+        &self.app
+    }
+
+    fn app_mut(&mut self) -> &mut OAuthApp {
+        &mut self.app
+    }
+
+    /// Controls name a creator by open id or username; tokens are issued to the open id.
+    fn grant_owner(&self, who: &str) -> Result<String, SandboxError> {
+        Ok(self.require_creator(who)?.open_id.clone())
+    }
+}
+
 impl TiktokControl {
     pub(crate) fn new() -> Self {
         TiktokControl {
@@ -328,18 +332,13 @@ impl TiktokControl {
 
     /// The client key the sandbox accepts (default `sandbox-tiktok-client`).
     pub fn client_key(&self) -> String {
-        self.world().client_key.clone()
+        self.client_id()
     }
 
     /// Whether the app passed TikTok's audit (default true). An unaudited app may post
     /// only to private accounts, and only `SELF_ONLY`.
     pub fn set_audited(&self, audited: bool) {
         self.world().audited = audited;
-    }
-
-    /// Lifetime of access tokens issued from now on (default 2 hours).
-    pub fn set_access_token_lifetime(&self, lifetime: Duration) {
-        self.world().access_lifetime = lifetime;
     }
 
     /// How many status fetches answer `PROCESSING_*` before the outcome (default 1).
@@ -387,20 +386,6 @@ impl TiktokControl {
         self.world().creators.clone()
     }
 
-    /// The user removed the app in their settings: every token of theirs stops working.
-    pub fn revoke_user_grants(&self, user: &str) -> Result<usize, SandboxError> {
-        let mut world = self.world();
-        let id = world.require_creator(user)?.open_id.clone();
-        Ok(world.tokens.revoke_user(&id, RevokeCause::UserRevokedApp))
-    }
-
-    /// The user's access tokens lapse now; refresh tokens keep working.
-    pub fn expire_access_tokens(&self, user: &str) -> Result<usize, SandboxError> {
-        let mut world = self.world();
-        let id = world.require_creator(user)?.open_id.clone();
-        Ok(world.tokens.expire_access_of_user(&id))
-    }
-
     /// Posts of a creator (by open id or username), oldest first.
     pub fn posts(&self, user: &str) -> Vec<TiktokPost> {
         let world = self.world();
@@ -415,18 +400,9 @@ impl TiktokControl {
             .collect()
     }
 
-    pub fn refresh_calls(&self) -> u64 {
-        self.world().refresh_calls
-    }
-
     /// How many revoke requests were accepted.
     pub fn revoke_calls(&self) -> u64 {
         self.world().revoke_calls
-    }
-
-    /// Every request that reached the token endpoint, oldest first.
-    pub fn token_requests(&self) -> Vec<TokenRequest> {
-        self.world().token_log.clone()
     }
 }
 
@@ -676,7 +652,7 @@ async fn authorize_decision(
         &mut *tiktok.world(),
         &headers,
         &body,
-        |world, form| check_authorize(&form_scopes(form.clone()), &world.client_key),
+        |world, form| check_authorize(&form_scopes(form.clone()), &world.app.client_id),
         |world, request, username| {
             let user_id = world
                 .creators
@@ -685,7 +661,7 @@ async fn authorize_decision(
                 .open_id
                 .clone();
             // PKCE is optional here: without a challenge the code asks for no verifier.
-            let code = world.codes.issue(
+            let code = world.app.codes.issue(
                 CodeGrant {
                     client_id: request.client_id.clone(),
                     redirect_uri: request.redirect_uri.clone(),
@@ -693,7 +669,7 @@ async fn authorize_decision(
                     user_id,
                     scopes: request.scopes.clone(),
                 },
-                CODE_LIFETIME,
+                world.app.code_lifetime,
             );
             Some(vec![("code", code), ("scopes", request.scopes.join(","))])
         },
@@ -720,8 +696,9 @@ fn invalid_grant(description: &str, outcome: TokenOutcome) -> TokenRefusal {
 
 impl World {
     fn client_ok(&self, form: &HashMap<String, String>) -> bool {
-        form.get("client_key").map(String::as_str) == Some(self.client_key.as_str())
-            && form.get("client_secret").map(String::as_str) == Some(self.client_secret.expose())
+        form.get("client_key").map(String::as_str) == Some(self.app.client_id.as_str())
+            && form.get("client_secret").map(String::as_str)
+                == Some(self.app.client_secret.expose())
     }
 
     fn grant(
@@ -739,7 +716,7 @@ impl World {
                 TokenOutcome::UnauthorizedClient,
             ));
         }
-        let client_key = self.client_key.clone();
+        let client_key = self.app.client_id.clone();
         let param = |name: &str| {
             form.get(name)
                 .map(String::as_str)
@@ -767,11 +744,17 @@ impl World {
                 let verifier = form.get("code_verifier").map_or("", String::as_str);
                 let expired =
                     || invalid_grant("Authorization code is expired.", TokenOutcome::InvalidCode);
-                let grant = match self.codes.redeem(code, &client_key, redirect_uri, verifier) {
+                let grant = match self
+                    .app
+                    .codes
+                    .redeem(code, &client_key, redirect_uri, verifier)
+                {
                     Ok(grant) => grant,
                     Err(CodeRejection::Replayed { family }) => {
                         if let Some(family) = family {
-                            self.tokens.revoke_family(family, RevokeCause::CodeReplayed);
+                            self.app
+                                .tokens
+                                .revoke_family(family, RevokeCause::CodeReplayed);
                         }
                         return Err(expired());
                     }
@@ -783,21 +766,22 @@ impl World {
                     }
                     Err(_) => return Err(expired()),
                 };
-                let issued = self.tokens.issue(
+                let issued = self.app.tokens.issue(
                     &grant.user_id,
                     &client_key,
                     grant.scopes,
-                    self.access_lifetime,
+                    self.app.access_lifetime,
                     true,
                 );
-                self.codes.link_family(code, issued.family);
+                self.app.codes.link_family(code, issued.family);
                 Ok(issued)
             }
             "refresh_token" => {
                 let refresh_token = param("refresh_token")?;
                 *credential = Some(token_fingerprint(refresh_token));
-                self.tokens
-                    .rotate(refresh_token, &client_key, self.access_lifetime)
+                self.app
+                    .tokens
+                    .rotate(refresh_token, &client_key, self.app.access_lifetime)
                     .map_err(|reason| {
                         invalid_grant(
                             "Refresh token is invalid or expired.",
@@ -833,7 +817,8 @@ impl World {
 
     /// The open id behind an issued family, from its user.
     fn open_id_of(&self, access_token: &str) -> String {
-        self.tokens
+        self.app
+            .tokens
             .authenticate(access_token)
             .map(|o| o.user_id)
             .unwrap_or_default()
@@ -846,7 +831,7 @@ async fn token(State(tiktok): State<TiktokControl>, headers: HeaderMap, body: By
     let form = match oauth::parse_form(&headers, &body) {
         Ok(form) => form,
         Err(reason) => {
-            world.token_log.push(TokenRequest {
+            world.app.token_log.push(TokenRequest {
                 grant_type: String::new(),
                 credential: None,
                 outcome: TokenOutcome::InvalidRequest,
@@ -860,7 +845,7 @@ async fn token(State(tiktok): State<TiktokControl>, headers: HeaderMap, body: By
     };
     let grant_type = form.get("grant_type").cloned().unwrap_or_default();
     if grant_type == "refresh_token" {
-        world.refresh_calls += 1;
+        world.app.refresh_calls += 1;
     }
     let mut credential = None;
     let result = world.grant(&form, &mut credential);
@@ -868,7 +853,7 @@ async fn token(State(tiktok): State<TiktokControl>, headers: HeaderMap, body: By
         Ok(_) => TokenOutcome::Issued,
         Err((_, outcome)) => *outcome,
     };
-    world.token_log.push(TokenRequest {
+    world.app.token_log.push(TokenRequest {
         grant_type,
         credential,
         outcome,
@@ -926,14 +911,15 @@ async fn revoke(State(tiktok): State<TiktokControl>, headers: HeaderMap, body: B
         );
     };
     world.revoke_calls += 1;
-    match world.tokens.authenticate(token) {
+    match world.app.tokens.authenticate(token) {
         Ok(owner) => {
             world
+                .app
                 .tokens
                 .revoke_user(&owner.user_id, RevokeCause::RevokeEndpoint);
         }
         // A refresh token, or one already dead: revoke what it names.
-        Err(_) => world.tokens.revoke_token(token),
+        Err(_) => world.app.tokens.revoke_token(token),
     }
     // TikTok answers an empty body on success.
     StatusCode::OK.into_response()
@@ -951,7 +937,7 @@ impl World {
     ) -> Result<TiktokCreator, Refusal> {
         let invalid_token = || Refusal::api("access_token_invalid");
         let owner = oauth::bearer_token(headers)
-            .and_then(|token| self.tokens.authenticate(token).ok())
+            .and_then(|token| self.app.tokens.authenticate(token).ok())
             .ok_or_else(invalid_token)?;
         let creator = self
             .require_creator(&owner.user_id)
@@ -1473,22 +1459,20 @@ pub(crate) fn control_routes(tiktok: &TiktokControl) -> Router {
     Router::new()
         .route("/state", get(control_state))
         .route("/audited", post(control_audited))
-        .route("/users/{id}/revoke", post(control_revoke))
         .route("/users/{id}/posts", get(control_posts))
-        .route("/token-requests", get(control_token_requests))
         .with_state(tiktok.clone())
 }
 
 async fn control_state(State(tiktok): State<TiktokControl>) -> Json<Value> {
     let world = tiktok.world();
     Json(json!({
-        "client_key": world.client_key,
+        "client_key": world.app.client_id,
         "audited": world.audited,
         "creators": world.creators,
         "posts": world.posts.len(),
         "media": world.media.keys().collect::<Vec<_>>(),
-        "refresh_calls": world.refresh_calls,
-        "token_requests": world.token_log.len(),
+        "refresh_calls": world.app.refresh_calls,
+        "token_requests": world.app.token_log.len(),
         "pending_faults": tiktok.faults.pending_faults(),
     }))
 }
@@ -1506,24 +1490,12 @@ async fn control_audited(
     Json(json!({"audited": body.audited}))
 }
 
-async fn control_revoke(
-    State(tiktok): State<TiktokControl>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, SandboxError> {
-    let count = tiktok.revoke_user_grants(&id)?;
-    Ok(Json(json!({"user": id, "revoked_tokens": count})))
-}
-
 async fn control_posts(
     State(tiktok): State<TiktokControl>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<TiktokPost>>, SandboxError> {
     tiktok.world().require_creator(&id)?;
     Ok(Json(tiktok.posts(&id)))
-}
-
-async fn control_token_requests(State(tiktok): State<TiktokControl>) -> Json<Vec<TokenRequest>> {
-    Json(tiktok.token_requests())
 }
 
 #[cfg(test)]
