@@ -363,7 +363,7 @@ pub(crate) fn app(c: &Controls) -> Router {
         .nest("/linkedin", linkedin::platform_routes(linkedin))
         .nest(
             "/sandbox/linkedin",
-            controls(linkedin, linkedin::control_routes),
+            oauth_controls(linkedin, linkedin::control_routes),
         )
         .nest("/tiktok", tiktok::platform_routes(tiktok))
         .nest(

@@ -16,9 +16,10 @@
 //! | `GET /v5/boards` | the account's boards, `page_size` and `bookmark` |
 //! | `POST /v5/pins` | create a pin on one of the account's boards from `media_source.url` |
 //!
-//! Controls, under `/sandbox/pinterest`: `GET /state`, `POST /users/{id}/revoke`,
-//! `POST /users/{id}/expire`, `GET /users/{id}/pins`, `DELETE /boards/{id}`,
-//! `GET /token-requests`, and the shared fault controls (`POST /fail`, `/stall`,
+//! Controls, under `/sandbox/pinterest`: `GET /state`, `GET /users/{id}/pins`,
+//! `DELETE /boards/{id}`, the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
+//! `GET /token-requests`, `/revoked-tokens`) (`{id}` an id or
+//! username), and the shared fault controls (`POST /fail`, `/stall`,
 //! `/drop`, `/rate-limit`, `DELETE /faults`).
 //!
 //! Written from Pinterest's OpenAPI description and developer docs. Where they are silent

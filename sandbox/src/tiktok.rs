@@ -24,8 +24,9 @@
 //! | `GET /media/{name}` | a video the sandbox serves itself, for `PULL_FROM_URL` |
 //!
 //! Controls, under `/sandbox/tiktok`: `GET /state`, `POST /audited {"audited"}`,
-//! `POST /users/{id}/revoke`, `GET /users/{id}/posts`, `GET /token-requests`, and the
-//! shared fault controls (`POST /fail`, `/stall`, `/drop`, `/rate-limit`,
+//! `GET /users/{id}/posts`, the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
+//! `GET /token-requests`, `/revoked-tokens`) (`{id}` an open id or
+//! username), and the shared fault controls (`POST /fail`, `/stall`, `/drop`, `/rate-limit`,
 //! `DELETE /faults`).
 //!
 //! Seeded creators (password `sandbox`): `jane_tok` (public account, can post),

@@ -16,9 +16,9 @@
 //! | `POST /2/tweets` | publish a post |
 //! | `POST /2/media/upload` | one-request upload (multipart `media`, JSON base64 `media`, or the raw body) |
 //!
-//! Controls, under `/sandbox/x`: `GET /state`, `GET /users`,
-//! `POST /users/{id}/revoke`, `POST /users/{id}/expire`, `GET /users/{id}/tweets`,
-//! `GET /token-requests`, `GET /revoked-tokens`, and the shared fault controls
+//! Controls, under `/sandbox/x`: `GET /state`, `GET /users`, `GET /users/{id}/tweets`,
+//! the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
+//! `GET /token-requests`, `/revoked-tokens`), and the shared fault controls
 //! (`POST /fail`, `/stall`, `/drop`, `/rate-limit`, `DELETE /faults`). An armed rate
 //! limit answers X's 429 with `x-rate-limit-remaining: 0` and the armed
 //! `x-rate-limit-reset` on users/me, tweets and media.

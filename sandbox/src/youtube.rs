@@ -20,8 +20,9 @@
 //! | `PUT /upload/youtube/v3/videos` | `upload_id`: a chunk (`Content-Range: bytes A-B/T`) or a status query (`bytes */T`) |
 //!
 //! Controls, under `/sandbox/youtube`: `GET /state`, `POST /quota {"remaining"}`,
-//! `POST /users/{id}/revoke`, `POST /users/{id}/upload-limit`, `GET /videos`,
-//! `POST /drop-chunk {"chunks"}`, the shared fault controls (`POST /fail`, `/stall`,
+//! `POST /users/{id}/upload-limit`, `GET /videos`, `POST /drop-chunk {"chunks"}`,
+//! the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
+//! `GET /token-requests`, `/revoked-tokens`) (`{id}` an id or username), the shared fault controls (`POST /fail`, `/stall`,
 //! `/drop`, `DELETE /faults`, which also disarms chunk drops; no `/rate-limit`: YouTube's
 //! limit is its quota),
 //! and `GET /media/sample.mp4`, a small video for posts to point at.
