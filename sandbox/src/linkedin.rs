@@ -67,7 +67,7 @@ use super::control::{
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
     self, deadline, random_token, token_fingerprint, AccessRejection, AuthorizeRejection,
-    AuthorizeRequest, CodeGrant, ConsentFlow, OAuthApp, TokenOutcome, TokenOwner, TokenRequest,
+    AuthorizeRequest, ConsentFlow, OAuthApp, TokenOutcome, TokenOwner, TokenRequest,
 };
 use super::SandboxError;
 
@@ -758,18 +758,8 @@ async fn authorize_decision(
                 .find(|m| m.username.eq_ignore_ascii_case(username))?
                 .sub
                 .clone();
-            // No PKCE on LinkedIn: the code carries no challenge.
-            let lifetime = world.app.code_lifetime;
-            let code = world.app.codes.issue(
-                CodeGrant {
-                    client_id: request.client_id.clone(),
-                    redirect_uri: request.redirect_uri.clone(),
-                    code_challenge: String::new(),
-                    user_id: sub.clone(),
-                    scopes: request.scopes.clone(),
-                },
-                lifetime,
-            );
+            // No PKCE on LinkedIn: the request, and so the code, carries no challenge.
+            let code = world.app.issue_code(request, &sub);
             tracing::info!(
                 platform = "linkedin",
                 sub,

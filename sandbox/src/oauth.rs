@@ -1161,6 +1161,22 @@ impl OAuthApp {
         }
     }
 
+    /// Issues a code for the checked `request`, signed in as `user_id`, valid for the
+    /// registration's code lifetime. A request without a challenge (a platform without
+    /// PKCE) gives a code that asks for no verifier.
+    pub(crate) fn issue_code(&mut self, request: &AuthorizeRequest, user_id: &str) -> String {
+        self.codes.issue(
+            CodeGrant {
+                client_id: request.client_id.clone(),
+                redirect_uri: request.redirect_uri.clone(),
+                code_challenge: request.code_challenge.clone(),
+                user_id: user_id.to_owned(),
+                scopes: request.scopes.clone(),
+            },
+            self.code_lifetime,
+        )
+    }
+
     /// Whether `id` and `secret` are the registered client's.
     pub(crate) fn is_client(&self, id: &str, secret: &str) -> bool {
         id == self.client_id && secret == self.client_secret.expose()

@@ -59,8 +59,8 @@ use tokio::time::Instant;
 use super::control::{fault_controls, grant_controls, GrantWorld, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
-    self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, CodeGrant, CodeRejection,
-    ConsentFlow, IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome, TokenRequest,
+    self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, CodeRejection, ConsentFlow,
+    IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome, TokenRequest,
 };
 use super::{unix_now, SandboxError};
 
@@ -458,17 +458,8 @@ async fn authorize_decision(
                 .find(|u| u.username.eq_ignore_ascii_case(username))?
                 .id
                 .clone();
-            // No PKCE on Pinterest: the code carries no challenge.
-            let code = world.app.codes.issue(
-                CodeGrant {
-                    client_id: request.client_id.clone(),
-                    redirect_uri: request.redirect_uri.clone(),
-                    code_challenge: String::new(),
-                    user_id,
-                    scopes: request.scopes.clone(),
-                },
-                world.app.code_lifetime,
-            );
+            // No PKCE on Pinterest: the request, and so the code, carries no challenge.
+            let code = world.app.issue_code(request, &user_id);
             Some(vec![("code", code)])
         },
     )

@@ -73,8 +73,8 @@ use tokio::time::Instant;
 use super::control::{fault_controls, grant_controls, GrantWorld, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
-    self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, CodeGrant, CodeRejection,
-    ConsentFlow, IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome, TokenRequest,
+    self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, CodeRejection, ConsentFlow,
+    IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome, TokenRequest,
 };
 use super::SandboxError;
 
@@ -662,16 +662,7 @@ async fn authorize_decision(
                 .open_id
                 .clone();
             // PKCE is optional here: without a challenge the code asks for no verifier.
-            let code = world.app.codes.issue(
-                CodeGrant {
-                    client_id: request.client_id.clone(),
-                    redirect_uri: request.redirect_uri.clone(),
-                    code_challenge: request.code_challenge.clone(),
-                    user_id,
-                    scopes: request.scopes.clone(),
-                },
-                world.app.code_lifetime,
-            );
+            let code = world.app.issue_code(request, &user_id);
             Some(vec![("code", code), ("scopes", request.scopes.join(","))])
         },
     )

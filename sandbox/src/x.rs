@@ -50,7 +50,7 @@ use tokio::time::Instant;
 use super::control::{fault_controls, grant_controls, GrantWorld, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
-    self, token_fingerprint, ClientRegistration, CodeGrant, CodeRejection, ConsentFlow, FormError,
+    self, token_fingerprint, ClientRegistration, CodeRejection, ConsentFlow, FormError,
     IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome, TokenOwner, TokenRequest,
 };
 use super::{unix_now, SandboxError};
@@ -755,17 +755,7 @@ async fn authorize_decision(
                 .find(|u| u.username.eq_ignore_ascii_case(handle))?
                 .id
                 .clone();
-            let lifetime = world.app.code_lifetime;
-            let code = world.app.codes.issue(
-                CodeGrant {
-                    client_id: request.client_id.clone(),
-                    redirect_uri: request.redirect_uri.clone(),
-                    code_challenge: request.code_challenge.clone(),
-                    user_id: user_id.clone(),
-                    scopes: request.scopes.clone(),
-                },
-                lifetime,
-            );
+            let code = world.app.issue_code(request, &user_id);
             tracing::info!(
                 platform = "x",
                 user_id,

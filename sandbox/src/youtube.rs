@@ -58,8 +58,8 @@ use serde_json::{json, Value};
 use super::control::{fault_controls, grant_controls, GrantWorld, Shared};
 use super::faults::{inject, ConnectionHandle, FaultPoint, Faults};
 use super::oauth::{
-    self, token_fingerprint, ClientRegistration, CodeGrant, ConsentPage, OAuthApp,
-    RefreshRejection, TokenOutcome, TokenRequest,
+    self, token_fingerprint, ClientRegistration, ConsentPage, OAuthApp, RefreshRejection,
+    TokenOutcome, TokenRequest,
 };
 use super::x::SANDBOX_PASSWORD;
 use super::SandboxError;
@@ -656,17 +656,7 @@ async fn authorize_decision(
                 .get("prompt")
                 .is_some_and(|p| p.split(' ').any(|p| p == "consent"));
             let first_consent = world.consented.insert(user_id.clone());
-            let lifetime = world.app.code_lifetime;
-            let code = world.app.codes.issue(
-                CodeGrant {
-                    client_id: request.client_id.clone(),
-                    redirect_uri: request.redirect_uri.clone(),
-                    code_challenge: request.code_challenge.clone(),
-                    user_id: user_id.clone(),
-                    scopes: request.scopes.clone(),
-                },
-                lifetime,
-            );
+            let code = world.app.issue_code(&request, &user_id);
             world
                 .offline_codes
                 .insert(code.clone(), offline && (first_consent || prompted));
