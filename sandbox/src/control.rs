@@ -306,11 +306,45 @@ pub(crate) trait GrantControl: Clone + Send + Sync + 'static {
 }
 
 /// Gives a platform's control handle the grant controls of [`GrantControl`] as
-/// inherent methods, so that `sandbox.x().revoke_user_grants(..)` needs no import. The
-/// handle needs a `world: Shared<$world>` field, `$world` implementing [`GrantWorld`];
-/// `$platform` is its id for the log.
+/// inherent methods, so that `sandbox.x().revoke_user_grants(..)` needs no import, and
+/// makes its world a [`GrantWorld`]. The handle needs a `world: Shared<$world>` field
+/// and the world an `app: OAuthApp` field; `$platform` is the platform's id for the
+/// log; `owner` is [`GrantWorld::grant_owner`] and `revoke_own`, where the platform
+/// keeps grants of its own, [`GrantWorld::revoke_own_grants`].
 macro_rules! grant_controls {
-    ($handle:ident, $world:ident, $platform:literal) => {
+    (
+        $handle:ident,
+        $world:ident,
+        $platform:literal,
+        owner = $owner:expr,
+        revoke_own = $revoke_own:expr $(,)?
+    ) => {
+        impl $crate::control::GrantWorld for $world {
+            fn app(&self) -> &$crate::oauth::OAuthApp {
+                &self.app
+            }
+
+            fn app_mut(&mut self) -> &mut $crate::oauth::OAuthApp {
+                &mut self.app
+            }
+
+            fn grant_owner(&self, who: &str) -> Result<String, $crate::SandboxError> {
+                let owner: fn(&$world, &str) -> Result<String, $crate::SandboxError> = $owner;
+                owner(self, who)
+            }
+
+            fn revoke_own_grants(&mut self, owner: &str) -> usize {
+                let revoke_own: fn(&mut $world, &str) -> usize = $revoke_own;
+                revoke_own(self, owner)
+            }
+        }
+
+        $crate::control::grant_controls!(@handle $handle, $world, $platform);
+    };
+    ($handle:ident, $world:ident, $platform:literal, owner = $owner:expr $(,)?) => {
+        $crate::control::grant_controls!($handle, $world, $platform, owner = $owner, revoke_own = |_, _| 0);
+    };
+    (@handle $handle:ident, $world:ident, $platform:literal) => {
         impl $crate::control::GrantControl for $handle {
             type World = $world;
 

@@ -61,9 +61,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::control::{
-    fault_controls, grant_controls, read_control, ControlBody, GrantWorld, Shared,
-};
+use super::control::{fault_controls, grant_controls, read_control, ControlBody, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
     self, deadline, random_token, token_fingerprint, AccessRejection, AuthorizeRejection,
@@ -195,7 +193,13 @@ pub struct LinkedinControl {
 }
 
 fault_controls!(LinkedinControl, Some(Duration::from_secs(24 * 60 * 60)));
-grant_controls!(LinkedinControl, World, "linkedin");
+grant_controls!(
+    LinkedinControl,
+    World,
+    "linkedin",
+    owner = |world, sub| Ok(world.require_member(sub)?.sub.clone()),
+    revoke_own = World::revoke_partner_refresh_tokens
+);
 
 impl LinkedinControl {
     pub(crate) fn new() -> Self {
@@ -316,22 +320,10 @@ pub(crate) struct World {
     last_id: u64,
 }
 
-impl GrantWorld for World {
-    fn app(&self) -> &OAuthApp {
-        &self.app
-    }
-
-    fn app_mut(&mut self) -> &mut OAuthApp {
-        &mut self.app
-    }
-
-    /// Controls name a member by `sub`, which tokens are issued to.
-    fn grant_owner(&self, sub: &str) -> Result<String, SandboxError> {
-        Ok(self.require_member(sub)?.sub.clone())
-    }
-
-    /// Partner refresh tokens live outside the shared token store (they do not rotate).
-    fn revoke_own_grants(&mut self, sub: &str) -> usize {
+impl World {
+    /// Partner refresh tokens live outside the shared token store (they do not
+    /// rotate): a member removing the app ends them too. Returns how many were usable.
+    fn revoke_partner_refresh_tokens(&mut self, sub: &str) -> usize {
         let mut count = 0;
         for record in self.refresh.values_mut() {
             if record.member == sub && !record.revoked {
@@ -341,9 +333,7 @@ impl GrantWorld for World {
         }
         count
     }
-}
 
-impl World {
     fn new() -> Self {
         World {
             app: OAuthApp::new("linkedin", DEFAULT_ACCESS_LIFETIME, DEFAULT_CODE_LIFETIME),

@@ -56,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::control::{fault_controls, grant_controls, GrantWorld, Shared};
+use super::control::{fault_controls, grant_controls, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
     self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, CodeRejection, ConsentFlow,
@@ -141,7 +141,12 @@ pub struct PinterestControl {
 }
 
 fault_controls!(PinterestControl, Some(RATE_WINDOW));
-grant_controls!(PinterestControl, World, "pinterest");
+grant_controls!(
+    PinterestControl,
+    World,
+    "pinterest",
+    owner = |world, who| Ok(world.require_user(who)?.id.clone())
+);
 
 struct Window {
     started: Instant,
@@ -201,21 +206,6 @@ impl World {
             .iter()
             .find(|u| u.id == who || u.username.eq_ignore_ascii_case(who))
             .ok_or_else(|| SandboxError::UnknownUser(who.to_owned()))
-    }
-}
-
-impl GrantWorld for World {
-    fn app(&self) -> &OAuthApp {
-        &self.app
-    }
-
-    fn app_mut(&mut self) -> &mut OAuthApp {
-        &mut self.app
-    }
-
-    /// Controls name a user by id or username; tokens are issued to the id.
-    fn grant_owner(&self, who: &str) -> Result<String, SandboxError> {
-        Ok(self.require_user(who)?.id.clone())
     }
 }
 

@@ -70,7 +70,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::control::{fault_controls, grant_controls, GrantWorld, Shared};
+use super::control::{fault_controls, grant_controls, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
     self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, CodeRejection, ConsentFlow,
@@ -159,7 +159,12 @@ pub struct TiktokControl {
 }
 
 fault_controls!(TiktokControl, Some(RATE_WINDOW));
-grant_controls!(TiktokControl, World, "tiktok");
+grant_controls!(
+    TiktokControl,
+    World,
+    "tiktok",
+    owner = |world, who| Ok(world.require_creator(who)?.open_id.clone())
+);
 
 struct Upload {
     publish_id: String,
@@ -301,21 +306,6 @@ impl World {
     fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
-    }
-}
-
-impl GrantWorld for World {
-    fn app(&self) -> &OAuthApp {
-        &self.app
-    }
-
-    fn app_mut(&mut self) -> &mut OAuthApp {
-        &mut self.app
-    }
-
-    /// Controls name a creator by open id or username; tokens are issued to the open id.
-    fn grant_owner(&self, who: &str) -> Result<String, SandboxError> {
-        Ok(self.require_creator(who)?.open_id.clone())
     }
 }
 

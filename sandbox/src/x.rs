@@ -47,7 +47,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::control::{fault_controls, grant_controls, GrantWorld, Shared};
+use super::control::{fault_controls, grant_controls, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
     self, token_fingerprint, ClientRegistration, CodeRejection, ConsentFlow, FormError,
@@ -160,7 +160,12 @@ pub struct XControl {
 }
 
 fault_controls!(XControl, Some(RATE_WINDOW));
-grant_controls!(XControl, XWorld, "x");
+grant_controls!(
+    XControl,
+    XWorld,
+    "x",
+    owner = |world, user_id| Ok(world.require_user(user_id)?.id.clone())
+);
 
 impl XControl {
     pub(crate) fn new() -> Self {
@@ -287,20 +292,6 @@ pub(crate) struct XWorld {
     windows: HashMap<(String, Endpoint), RateWindow>,
     /// Last id handed out, so that two ids in the same millisecond still differ.
     last_id: u64,
-}
-
-impl GrantWorld for XWorld {
-    fn app(&self) -> &OAuthApp {
-        &self.app
-    }
-
-    fn app_mut(&mut self) -> &mut OAuthApp {
-        &mut self.app
-    }
-
-    fn grant_owner(&self, user_id: &str) -> Result<String, SandboxError> {
-        Ok(self.require_user(user_id)?.id.clone())
-    }
 }
 
 impl XWorld {

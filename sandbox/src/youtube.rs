@@ -55,7 +55,7 @@ use axum::{middleware, Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::control::{fault_controls, grant_controls, GrantWorld, Shared};
+use super::control::{fault_controls, grant_controls, Shared};
 use super::faults::{inject, ConnectionHandle, FaultPoint, Faults};
 use super::oauth::{
     self, token_fingerprint, ClientRegistration, ConsentPage, OAuthApp, RefreshRejection,
@@ -222,7 +222,12 @@ pub struct YoutubeControl {
 }
 
 fault_controls!(YoutubeControl, None);
-grant_controls!(YoutubeControl, World, "youtube");
+grant_controls!(
+    YoutubeControl,
+    World,
+    "youtube",
+    owner = |world, who| Ok(world.require_user(who)?.id.clone())
+);
 
 pub(crate) struct World {
     /// The app registration and what was granted to it.
@@ -243,21 +248,6 @@ pub(crate) struct World {
     /// Chunks left that lose half their bytes and their answer.
     drop_chunks: u32,
     next_id: u64,
-}
-
-impl GrantWorld for World {
-    fn app(&self) -> &OAuthApp {
-        &self.app
-    }
-
-    fn app_mut(&mut self) -> &mut OAuthApp {
-        &mut self.app
-    }
-
-    /// Controls name a user by id or username; tokens are issued to the id.
-    fn grant_owner(&self, who: &str) -> Result<String, SandboxError> {
-        Ok(self.require_user(who)?.id.clone())
-    }
 }
 
 impl World {
