@@ -64,7 +64,7 @@ use tokio::time::Instant;
 use super::control::{fault_controls, grant_controls, read_control, ControlBody, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
-    self, deadline, random_token, token_fingerprint, AccessRejection, AuthorizeRejection,
+    self, deadline, no_store, random_token, token_fingerprint, AccessRejection, AuthorizeRejection,
     AuthorizeRequest, ConsentFlow, OAuthApp, TokenOutcome, TokenOwner, TokenRequest,
 };
 use super::SandboxError;
@@ -771,13 +771,6 @@ fn token_error(status: StatusCode, error: &str, description: &str) -> Response {
         Json(json!({"error": error, "error_description": description})),
     )
         .into_response()
-}
-
-fn no_store() -> [(HeaderName, HeaderValue); 2] {
-    [
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        (header::PRAGMA, HeaderValue::from_static("no-cache")),
-    ]
 }
 
 fn client_refused() -> Response {

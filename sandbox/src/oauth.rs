@@ -143,6 +143,59 @@ fn parse_pairs(input: &[u8]) -> Result<HashMap<String, String>, FormError> {
     Ok(map)
 }
 
+/// Token answers must not be cached (RFC 6749 §5.1): the two headers that say so.
+pub(crate) fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ]
+}
+
+/// One request to a token endpoint, counted and logged in the world's [`OAuthApp`]
+/// the way X, Pinterest and TikTok do it: an unreadable form is logged as
+/// `invalid_request` and answered by `unreadable`; a `refresh_token` grant is counted
+/// before anything is checked; `grant` applies the platform's rules, writes the
+/// fingerprint of the code or refresh token it read into its last argument, and says
+/// how a refusal is logged.
+pub(crate) fn logged_grant<W: crate::control::GrantWorld, T, E>(
+    world: &mut W,
+    form: Result<HashMap<String, String>, FormError>,
+    unreadable: impl FnOnce(FormError) -> E,
+    grant: impl FnOnce(
+        &mut W,
+        &HashMap<String, String>,
+        &mut Option<String>,
+    ) -> Result<T, (E, TokenOutcome)>,
+) -> Result<T, E> {
+    let form = match form {
+        Ok(form) => form,
+        Err(reason) => {
+            world.app_mut().token_log.push(TokenRequest {
+                grant_type: String::new(),
+                credential: None,
+                outcome: TokenOutcome::InvalidRequest,
+            });
+            return Err(unreadable(reason));
+        }
+    };
+    let grant_type = form.get("grant_type").cloned().unwrap_or_default();
+    if grant_type == "refresh_token" {
+        world.app_mut().refresh_calls += 1;
+    }
+    let mut credential = None;
+    let result = grant(world, &form, &mut credential);
+    let outcome = match &result {
+        Ok(_) => TokenOutcome::Issued,
+        Err((_, outcome)) => *outcome,
+    };
+    world.app_mut().token_log.push(TokenRequest {
+        grant_type,
+        credential,
+        outcome,
+    });
+    result.map_err(|(error, _)| error)
+}
+
 /// Client credentials from an `Authorization: Basic` header (RFC 6749 §2.3.1).
 pub(crate) struct ClientCredentials {
     pub(crate) id: String,

@@ -60,7 +60,7 @@ use super::control::{fault_controls, grant_controls, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
     self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, CodeRejection, ConsentFlow,
-    IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome, TokenRequest,
+    IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome,
 };
 use super::{unix_now, SandboxError};
 
@@ -569,41 +569,18 @@ async fn token(
     body: Bytes,
 ) -> Response {
     let mut world = pinterest.world();
-    let form = match oauth::parse_form(&headers, &body) {
-        Ok(form) => form,
-        Err(reason) => {
-            world.app.token_log.push(TokenRequest {
-                grant_type: String::new(),
-                credential: None,
-                outcome: TokenOutcome::InvalidRequest,
-            });
-            return invalid(reason.to_string()).into_response();
-        }
-    };
-    let grant_type = form.get("grant_type").cloned().unwrap_or_default();
-    if grant_type == "refresh_token" {
-        world.app.refresh_calls += 1;
-    }
-    let mut credential = None;
-    let result = world.grant(&headers, &form, &mut credential);
-    let outcome = match &result {
-        Ok(_) => TokenOutcome::Issued,
-        Err((_, outcome)) => *outcome,
-    };
-    world.app.token_log.push(TokenRequest {
-        grant_type,
-        credential,
-        outcome,
-    });
+    let result = oauth::logged_grant(
+        &mut *world,
+        oauth::parse_form(&headers, &body),
+        |reason| invalid(reason.to_string()),
+        |world, form, credential| world.grant(&headers, form, credential),
+    );
     drop(world);
     match result {
         Ok((issued, response_type)) => {
             let refresh_expires_at = unix_now() + REFRESH_LIFETIME.as_secs();
             (
-                [
-                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-                    (header::PRAGMA, HeaderValue::from_static("no-cache")),
-                ],
+                oauth::no_store(),
                 Json(json!({
                     "response_type": response_type,
                     "access_token": issued.access_token,
@@ -617,7 +594,7 @@ async fn token(
             )
                 .into_response()
         }
-        Err((refusal, _)) => refusal.into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }
 

@@ -74,7 +74,7 @@ use super::control::{fault_controls, grant_controls, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
     self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, CodeRejection, ConsentFlow,
-    IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome, TokenRequest,
+    IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome,
 };
 use super::SandboxError;
 
@@ -810,45 +810,24 @@ impl World {
 /// `POST /v2/oauth/token/`.
 async fn token(State(tiktok): State<TiktokControl>, headers: HeaderMap, body: Bytes) -> Response {
     let mut world = tiktok.world();
-    let form = match oauth::parse_form(&headers, &body) {
-        Ok(form) => form,
-        Err(reason) => {
-            world.app.token_log.push(TokenRequest {
-                grant_type: String::new(),
-                credential: None,
-                outcome: TokenOutcome::InvalidRequest,
-            });
-            return oauth_error(
+    let result = oauth::logged_grant(
+        &mut *world,
+        oauth::parse_form(&headers, &body),
+        |reason| {
+            Refusal::oauth(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
-                &reason.to_string(),
-            );
-        }
-    };
-    let grant_type = form.get("grant_type").cloned().unwrap_or_default();
-    if grant_type == "refresh_token" {
-        world.app.refresh_calls += 1;
-    }
-    let mut credential = None;
-    let result = world.grant(&form, &mut credential);
-    let outcome = match &result {
-        Ok(_) => TokenOutcome::Issued,
-        Err((_, outcome)) => *outcome,
-    };
-    world.app.token_log.push(TokenRequest {
-        grant_type,
-        credential,
-        outcome,
-    });
+                reason.to_string(),
+            )
+        },
+        |world, form, credential| world.grant(form, credential),
+    );
     match result {
         Ok(issued) => {
             let open_id = world.open_id_of(&issued.access_token);
             drop(world);
             (
-                [
-                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-                    (header::PRAGMA, HeaderValue::from_static("no-cache")),
-                ],
+                oauth::no_store(),
                 Json(json!({
                     "access_token": issued.access_token,
                     "expires_in": issued.expires_in,
@@ -861,7 +840,7 @@ async fn token(State(tiktok): State<TiktokControl>, headers: HeaderMap, body: By
             )
                 .into_response()
         }
-        Err((refusal, _)) => refusal.into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }
 

@@ -50,8 +50,8 @@ use tokio::time::Instant;
 use super::control::{fault_controls, grant_controls, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
-    self, token_fingerprint, ClientRegistration, CodeRejection, ConsentFlow, FormError,
-    IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome, TokenOwner, TokenRequest,
+    self, no_store, token_fingerprint, ClientRegistration, CodeRejection, ConsentFlow, FormError,
+    IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome, TokenOwner,
 };
 use super::{unix_now, SandboxError};
 
@@ -625,14 +625,6 @@ impl IntoResponse for TokenError {
     }
 }
 
-/// Token answers must not be cached (RFC 6749 §5.1).
-fn no_store() -> [(HeaderName, HeaderValue); 2] {
-    [
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        (header::PRAGMA, HeaderValue::from_static("no-cache")),
-    ]
-}
-
 /// API failures, in X's problem shapes.
 #[derive(Debug)]
 enum ApiProblem {
@@ -759,38 +751,13 @@ async fn authorize_decision(
 
 /// `POST /2/oauth2/token`.
 async fn token(State(x): State<XControl>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = oauth::parse_form(&headers, &body);
     let mut world = x.world();
-    let (result, entry) = match form {
-        Err(reason) => (
-            Err(TokenError::BadForm(reason)),
-            TokenRequest {
-                grant_type: String::new(),
-                credential: None,
-                outcome: TokenOutcome::InvalidRequest,
-            },
-        ),
-        Ok(form) => {
-            let grant_type = form.get("grant_type").cloned().unwrap_or_default();
-            if grant_type == "refresh_token" {
-                world.app.refresh_calls += 1;
-            }
-            let mut credential = None;
-            let (result, outcome) = match world.grant(&headers, &form, &mut credential) {
-                Ok(issued) => (Ok(issued), TokenOutcome::Issued),
-                Err((error, outcome)) => (Err(error), outcome),
-            };
-            (
-                result,
-                TokenRequest {
-                    grant_type,
-                    credential,
-                    outcome,
-                },
-            )
-        }
-    };
-    world.app.token_log.push(entry);
+    let result = oauth::logged_grant(
+        &mut *world,
+        oauth::parse_form(&headers, &body),
+        TokenError::BadForm,
+        |world, form, credential| world.grant(&headers, form, credential),
+    );
     drop(world);
     match result {
         Ok(issued) => {
