@@ -423,6 +423,101 @@ pub(crate) fn check_authorize_request(
     })
 }
 
+/// How Pinterest, TikTok and Threads read an authorization request, more loosely than
+/// [`check_authorize_request`]: the redirect URI need only be an absolute http(s) URL
+/// without a fragment, `state` is optional (and sent back even when empty), and PKCE is
+/// optional or absent. Only what differs between them is a field.
+pub(crate) struct LooseAuthorize<'a> {
+    /// The one client the platform knows.
+    pub(crate) client_id: &'a str,
+    /// The parameters that may name the client, the first one present read (TikTok's
+    /// `client_key`, which the consent form carries back as `client_id`).
+    pub(crate) client_params: &'a [&'a str],
+    /// The page shown when the client is missing or unknown.
+    pub(crate) unknown_client: &'a str,
+    /// Reads the `scope` parameter into scopes: the separators differ.
+    pub(crate) split_scopes: fn(&str) -> Vec<String>,
+    /// Scopes the platform knows; anything else is `invalid_scope`.
+    pub(crate) known_scopes: &'a [&'a str],
+    /// A scope every request must ask for, and the refusal's wording (Threads); without
+    /// one, only a request with no scope at all is refused.
+    pub(crate) required_scope: Option<(&'a str, &'a str)>,
+    /// Whether an optional S256 challenge is read (TikTok); otherwise none is.
+    pub(crate) optional_pkce: bool,
+}
+
+impl LooseAuthorize<'_> {
+    /// Checks the GET's query, or the consent form's hidden fields.
+    pub(crate) fn check(
+        &self,
+        params: &HashMap<String, String>,
+    ) -> Result<AuthorizeRequest, AuthorizeRejection> {
+        let get = |name: &str| {
+            params
+                .get(name)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        };
+        let page = |message: &str| AuthorizeRejection::Page(message.to_owned());
+        if self.client_params.iter().find_map(|name| get(name)) != Some(self.client_id) {
+            return Err(page(self.unknown_client));
+        }
+        let Some(redirect_uri) = get("redirect_uri").filter(|uri| {
+            (uri.starts_with("http://") || uri.starts_with("https://")) && !uri.contains('#')
+        }) else {
+            return Err(page("The redirect_uri is missing or not an absolute URL."));
+        };
+        let state = get("state").unwrap_or_default().to_owned();
+        let refuse = |error: &'static str, description: &str| AuthorizeRejection::Redirect {
+            redirect_uri: redirect_uri.to_owned(),
+            error,
+            description: description.to_owned(),
+            state: Some(state.clone()),
+        };
+        if get("response_type") != Some("code") {
+            return Err(refuse(
+                "unsupported_response_type",
+                "response_type must be code.",
+            ));
+        }
+        let scopes = (self.split_scopes)(get("scope").unwrap_or_default());
+        match self.required_scope {
+            Some((required, refusal)) if !scopes.iter().any(|s| s == required) => {
+                return Err(refuse("invalid_scope", refusal));
+            }
+            None if scopes.is_empty() => return Err(refuse("invalid_scope", "Missing scope.")),
+            _ => {}
+        }
+        if let Some(unknown) = scopes
+            .iter()
+            .find(|s| !self.known_scopes.contains(&s.as_str()))
+        {
+            return Err(refuse(
+                "invalid_scope",
+                &format!("Unknown scope {unknown}."),
+            ));
+        }
+        let code_challenge = if self.optional_pkce {
+            get("code_challenge").unwrap_or_default().to_owned()
+        } else {
+            String::new()
+        };
+        if !code_challenge.is_empty() && get("code_challenge_method") != Some("S256") {
+            return Err(refuse(
+                "invalid_request",
+                "code_challenge_method must be S256.",
+            ));
+        }
+        Ok(AuthorizeRequest {
+            client_id: self.client_id.to_owned(),
+            redirect_uri: redirect_uri.to_owned(),
+            scopes,
+            state,
+            code_challenge,
+        })
+    }
+}
+
 /// Exact match against the registered list; with none registered, any absolute http(s)
 /// URL without a fragment (RFC 6749 §3.1.2).
 fn redirect_uri_is_allowed(uri: &str, registered: &[String]) -> bool {
@@ -1233,5 +1328,102 @@ impl OAuthApp {
     /// Whether `id` and `secret` are the registered client's.
     pub(crate) fn is_client(&self, id: &str, secret: &str) -> bool {
         id == self.client_id && secret == self.client_secret.expose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn loose(required_scope: Option<(&'static str, &'static str)>) -> LooseAuthorize<'static> {
+        LooseAuthorize {
+            client_id: "app",
+            client_params: &["client_key", "client_id"],
+            unknown_client: "unknown app",
+            split_scopes: |raw| {
+                raw.split(',')
+                    .map(str::to_owned)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            },
+            known_scopes: &["a", "b"],
+            required_scope,
+            optional_pkce: true,
+        }
+    }
+
+    fn refusal(result: Result<AuthorizeRequest, AuthorizeRejection>) -> String {
+        match result {
+            Ok(_) => "accepted".into(),
+            Err(AuthorizeRejection::Page(message)) => format!("page: {message}"),
+            Err(AuthorizeRejection::Redirect { description, .. }) => description,
+        }
+    }
+
+    #[test]
+    fn a_loose_check_reads_the_client_from_the_first_parameter_present() {
+        let base = [
+            ("client_id", "app"),
+            ("redirect_uri", "http://127.0.0.1:1/cb"),
+            ("response_type", "code"),
+            ("scope", "a,b"),
+        ];
+        let request = loose(None).check(&params(&base)).unwrap();
+        assert_eq!(request.scopes, ["a", "b"]);
+        assert_eq!(request.state, "");
+        let mut other = base.to_vec();
+        other.push(("client_key", "other"));
+        assert_eq!(
+            refusal(loose(None).check(&params(&other))),
+            "page: unknown app"
+        );
+    }
+
+    #[test]
+    fn a_required_scope_is_checked_in_place_of_a_missing_one() {
+        let without_scope = [
+            ("client_id", "app"),
+            ("redirect_uri", "http://127.0.0.1:1/cb"),
+            ("response_type", "code"),
+        ];
+        assert_eq!(
+            refusal(loose(None).check(&params(&without_scope))),
+            "Missing scope."
+        );
+        assert_eq!(
+            refusal(loose(Some(("a", "a is required"))).check(&params(&without_scope))),
+            "a is required"
+        );
+    }
+
+    #[test]
+    fn an_optional_challenge_must_be_s256_when_sent() {
+        let with_plain = [
+            ("client_id", "app"),
+            ("redirect_uri", "http://127.0.0.1:1/cb"),
+            ("response_type", "code"),
+            ("scope", "a"),
+            ("code_challenge", "abc"),
+            ("code_challenge_method", "plain"),
+        ];
+        assert_eq!(
+            refusal(loose(None).check(&params(&with_plain))),
+            "code_challenge_method must be S256."
+        );
+        let ignored = LooseAuthorize {
+            optional_pkce: false,
+            ..loose(None)
+        };
+        assert_eq!(
+            ignored.check(&params(&with_plain)).unwrap().code_challenge,
+            ""
+        );
     }
 }

@@ -60,7 +60,7 @@ use super::control::{fault_controls, grant_controls, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
     self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, CodeRejection, ConsentFlow,
-    IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome,
+    IssuedTokens, LooseAuthorize, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome,
 };
 use super::{unix_now, SandboxError};
 
@@ -362,57 +362,22 @@ fn check_authorize(
     params: &HashMap<String, String>,
     client_id: &str,
 ) -> Result<AuthorizeRequest, AuthorizeRejection> {
-    let get = |name: &str| {
-        params
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    };
-    let page = |message: &str| AuthorizeRejection::Page(message.to_owned());
-    if get("client_id") != Some(client_id) {
-        return Err(page("No app is registered with this client_id."));
+    LooseAuthorize {
+        client_id,
+        client_params: &["client_id"],
+        unknown_client: "No app is registered with this client_id.",
+        // Pinterest's docs write scopes comma-separated; spaces are read too.
+        split_scopes: |raw| {
+            raw.split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        },
+        known_scopes: KNOWN_SCOPES,
+        required_scope: None,
+        optional_pkce: false,
     }
-    let Some(redirect_uri) = get("redirect_uri").filter(|uri| {
-        (uri.starts_with("http://") || uri.starts_with("https://")) && !uri.contains('#')
-    }) else {
-        return Err(page("The redirect_uri is missing or not an absolute URL."));
-    };
-    let state = get("state").unwrap_or_default().to_owned();
-    let refuse = |error: &'static str, description: &str| AuthorizeRejection::Redirect {
-        redirect_uri: redirect_uri.to_owned(),
-        error,
-        description: description.to_owned(),
-        state: Some(state.clone()),
-    };
-    if get("response_type") != Some("code") {
-        return Err(refuse(
-            "unsupported_response_type",
-            "response_type must be code.",
-        ));
-    }
-    // Pinterest's docs write scopes comma-separated; spaces are read too.
-    let scopes: Vec<String> = get("scope")
-        .unwrap_or_default()
-        .split([',', ' '])
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if scopes.is_empty() {
-        return Err(refuse("invalid_scope", "Missing scope."));
-    }
-    if let Some(unknown) = scopes.iter().find(|s| !KNOWN_SCOPES.contains(&s.as_str())) {
-        return Err(refuse(
-            "invalid_scope",
-            &format!("Unknown scope {unknown}."),
-        ));
-    }
-    Ok(AuthorizeRequest {
-        client_id: client_id.to_owned(),
-        redirect_uri: redirect_uri.to_owned(),
-        scopes,
-        state,
-        code_challenge: String::new(),
-    })
+    .check(params)
 }
 
 const CONSENT: ConsentFlow = ConsentFlow {

@@ -74,7 +74,7 @@ use super::control::{fault_controls, grant_controls, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
     self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, CodeRejection, ConsentFlow,
-    IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome,
+    IssuedTokens, LooseAuthorize, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome,
 };
 use super::SandboxError;
 
@@ -546,65 +546,23 @@ fn check_authorize(
     params: &HashMap<String, String>,
     client_key: &str,
 ) -> Result<AuthorizeRequest, AuthorizeRejection> {
-    let get = |name: &str| {
-        params
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    };
-    let page = |message: &str| AuthorizeRejection::Page(message.to_owned());
-    if get("client_key").or_else(|| get("client_id")) != Some(client_key) {
-        return Err(page("client_key is missing or unknown."));
+    LooseAuthorize {
+        client_id: client_key,
+        client_params: &["client_key", "client_id"],
+        unknown_client: "client_key is missing or unknown.",
+        // TikTok's scopes are comma-separated.
+        split_scopes: |raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        },
+        known_scopes: KNOWN_SCOPES,
+        required_scope: None,
+        optional_pkce: true,
     }
-    let Some(redirect_uri) = get("redirect_uri").filter(|uri| {
-        (uri.starts_with("http://") || uri.starts_with("https://")) && !uri.contains('#')
-    }) else {
-        return Err(page("The redirect_uri is missing or not an absolute URL."));
-    };
-    let state = get("state").unwrap_or_default().to_owned();
-    let refuse = |error: &'static str, description: &str| AuthorizeRejection::Redirect {
-        redirect_uri: redirect_uri.to_owned(),
-        error,
-        description: description.to_owned(),
-        state: Some(state.clone()),
-    };
-    if get("response_type") != Some("code") {
-        return Err(refuse(
-            "unsupported_response_type",
-            "response_type must be code.",
-        ));
-    }
-    // TikTok's scopes are comma-separated.
-    let scopes: Vec<String> = get("scope")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if scopes.is_empty() {
-        return Err(refuse("invalid_scope", "Missing scope."));
-    }
-    if let Some(unknown) = scopes.iter().find(|s| !KNOWN_SCOPES.contains(&s.as_str())) {
-        return Err(refuse(
-            "invalid_scope",
-            &format!("Unknown scope {unknown}."),
-        ));
-    }
-    let code_challenge = get("code_challenge").unwrap_or_default().to_owned();
-    if !code_challenge.is_empty() && get("code_challenge_method") != Some("S256") {
-        return Err(refuse(
-            "invalid_request",
-            "code_challenge_method must be S256.",
-        ));
-    }
-    Ok(AuthorizeRequest {
-        client_id: client_key.to_owned(),
-        redirect_uri: redirect_uri.to_owned(),
-        scopes,
-        state,
-        code_challenge,
-    })
+    .check(params)
 }
 
 /// The consent form's hidden `scope` field joins with spaces; TikTok's with commas.
