@@ -355,8 +355,8 @@ macro_rules! grant_controls {
             }
         }
 
-        /// The app registration and grant controls, shared by every OAuth platform
-        /// (see [`GrantControl`](crate::control::GrantControl)).
+        /// The app registration and grant controls, the same on every OAuth platform:
+        /// written once in the sandbox's `control` module.
         impl $handle {
             /// The client id the sandbox accepts (default `sandbox-{platform}-client`).
             pub fn client_id(&self) -> String {
