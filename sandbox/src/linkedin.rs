@@ -736,27 +736,20 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    CONSENT.decide(
+    // No PKCE on LinkedIn: the request, and so the code, carries no challenge.
+    CONSENT.decide_with_code(
         &mut *linkedin.world(),
         &headers,
         &body,
         |world, form| check_authorize(form, world),
-        |world, request, username| {
-            let sub = world
+        |world, username| {
+            let member = world
                 .members
                 .iter()
-                .find(|m| m.username.eq_ignore_ascii_case(username))?
-                .sub
-                .clone();
-            // No PKCE on LinkedIn: the request, and so the code, carries no challenge.
-            let code = world.app.issue_code(request, &sub);
-            tracing::info!(
-                platform = "linkedin",
-                sub,
-                "member authorized the app; code issued"
-            );
-            Some(vec![("code", code)])
+                .find(|m| m.username.eq_ignore_ascii_case(username))?;
+            Some(member.sub.clone())
         },
+        |_| Vec::new(),
     )
 }
 

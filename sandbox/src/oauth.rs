@@ -625,6 +625,32 @@ impl ConsentFlow {
         }
     }
 
+    /// [`ConsentFlow::decide`] for a platform whose world embeds an [`OAuthApp`]:
+    /// `find_user` names the account a username signs in as, the registration issues
+    /// the code, and `also` says what goes back beside `code` (TikTok echoes the scopes).
+    pub(crate) fn decide_with_code<W: crate::control::GrantWorld, R: IntoResponse>(
+        &self,
+        world: &mut W,
+        headers: &HeaderMap,
+        body: &[u8],
+        check: impl FnOnce(&W, &HashMap<String, String>) -> Result<AuthorizeRequest, R>,
+        find_user: impl FnOnce(&W, &str) -> Option<String>,
+        also: impl FnOnce(&AuthorizeRequest) -> Vec<(&'static str, String)>,
+    ) -> Response {
+        self.decide(world, headers, body, check, |world, request, username| {
+            let user = find_user(world, username)?;
+            let code = world.app_mut().issue_code(request, &user);
+            tracing::info!(
+                platform = self.platform,
+                user,
+                "user authorized the app; code issued"
+            );
+            let mut answer = vec![("code", code)];
+            answer.extend(also(request));
+            Some(answer)
+        })
+    }
+
     fn show(&self, request: &AuthorizeRequest, error: Option<&str>, username: &str) -> Response {
         consent_page(&ConsentPage {
             platform: self.platform,

@@ -401,22 +401,20 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    CONSENT.decide(
+    // No PKCE on Pinterest: the request, and so the code, carries no challenge.
+    CONSENT.decide_with_code(
         &mut *pinterest.world(),
         &headers,
         &body,
         |world, form| check_authorize(form, &world.app.client_id),
-        |world, request, username| {
-            let user_id = world
+        |world, username| {
+            let user = world
                 .users
                 .iter()
-                .find(|u| u.username.eq_ignore_ascii_case(username))?
-                .id
-                .clone();
-            // No PKCE on Pinterest: the request, and so the code, carries no challenge.
-            let code = world.app.issue_code(request, &user_id);
-            Some(vec![("code", code)])
+                .find(|u| u.username.eq_ignore_ascii_case(username))?;
+            Some(user.id.clone())
         },
+        |_| Vec::new(),
     )
 }
 

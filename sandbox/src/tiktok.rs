@@ -597,22 +597,20 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    CONSENT.decide(
+    // PKCE is optional here: without a challenge the code asks for no verifier.
+    CONSENT.decide_with_code(
         &mut *tiktok.world(),
         &headers,
         &body,
         |world, form| check_authorize(&form_scopes(form.clone()), &world.app.client_id),
-        |world, request, username| {
-            let user_id = world
+        |world, username| {
+            let creator = world
                 .creators
                 .iter()
-                .find(|c| c.username.eq_ignore_ascii_case(username))?
-                .open_id
-                .clone();
-            // PKCE is optional here: without a challenge the code asks for no verifier.
-            let code = world.app.issue_code(request, &user_id);
-            Some(vec![("code", code), ("scopes", request.scopes.join(","))])
+                .find(|c| c.username.eq_ignore_ascii_case(username))?;
+            Some(creator.open_id.clone())
         },
+        |request| vec![("scopes", request.scopes.join(","))],
     )
 }
 

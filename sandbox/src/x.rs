@@ -725,27 +725,20 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    CONSENT.decide(
+    CONSENT.decide_with_code(
         &mut *x.world(),
         &headers,
         &body,
         |world, form| oauth::check_authorize_request(form, &world.registration()),
-        |world, request, username| {
+        |world, username| {
             let handle = username.trim_start_matches('@');
-            let user_id = world
+            let user = world
                 .users
                 .iter()
-                .find(|u| u.username.eq_ignore_ascii_case(handle))?
-                .id
-                .clone();
-            let code = world.app.issue_code(request, &user_id);
-            tracing::info!(
-                platform = "x",
-                user_id,
-                "user authorized the app; code issued"
-            );
-            Some(vec![("code", code)])
+                .find(|u| u.username.eq_ignore_ascii_case(handle))?;
+            Some(user.id.clone())
         },
+        |_| Vec::new(),
     )
 }
 
