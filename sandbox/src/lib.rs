@@ -31,10 +31,14 @@
 //! | `/bluesky` | `bluesky` | Bluesky: a PDS (`/bluesky/xrpc/...`) and a PLC directory (`/bluesky/plc/{did}`) |
 //! | `/sandbox/bluesky` | `bluesky` | Bluesky controls: state, revoke an app password, a PNG to attach |
 //!
-//! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation),
-//! `faults` (injected failures, stalls, lost answers and rate limits: [`Faults`], which
-//! every platform's control handle derefs to), `control` (the world behind its mutex,
-//! and the fault-control routes mounted under every `/sandbox/{platform}` prefix),
+//! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation, and
+//! the app registration an OAuth platform's world embeds), `faults` (injected failures,
+//! stalls, lost answers and rate limits: [`Faults`], which every platform's control
+//! handle derefs to), `control` (the world behind its mutex, the fault-control routes
+//! mounted under every `/sandbox/{platform}` prefix, and for X, LinkedIn, Pinterest,
+//! TikTok and YouTube the grant controls — `revoke_user_grants`, `token_requests` and
+//! the rest — with their routes `/users/{id}/revoke|expire`, `/token-requests` and
+//! `/revoked-tokens`),
 //! `endpoints` (the route table), plus the small HTTP server in this file that lets a
 //! handler close its connection without answering.
 //!
@@ -51,8 +55,10 @@
 //! ```
 //!
 //! Adding a platform: write `name.rs` with a `Control` handle like [`XControl`] (its
-//! world in a `Shared`, a `faults` field and `fault_controls!`), its `platform_routes`
-//! and `control_routes`, its routes in `endpoints.rs`, and mount them in `app`.
+//! world in a `Shared`, a `faults` field and `fault_controls!`; for an OAuth 2.0
+//! platform, an `app: OAuthApp` in its world and `grant_controls!`), its
+//! `platform_routes` and `control_routes`, its routes in `endpoints.rs`, and mount them
+//! in `app` (with `oauth_controls` for an OAuth platform).
 
 pub mod bluesky;
 pub mod browser;
