@@ -31,10 +31,14 @@
 //! | `/bluesky` | `bluesky` | Bluesky: a PDS (`/bluesky/xrpc/...`) and a PLC directory (`/bluesky/plc/{did}`) |
 //! | `/sandbox/bluesky` | `bluesky` | Bluesky controls: state, revoke an app password, a PNG to attach |
 //!
-//! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation),
-//! `faults` (injected failures, stalls, lost answers and rate limits: [`Faults`], which
-//! every platform's control handle derefs to), `control` (the world behind its mutex,
-//! and the fault-control routes mounted under every `/sandbox/{platform}` prefix),
+//! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation, and
+//! the app registration an OAuth platform's world embeds), `faults` (injected failures,
+//! stalls, lost answers and rate limits: [`Faults`], which every platform's control
+//! handle derefs to), `control` (the world behind its mutex, the fault-control routes
+//! mounted under every `/sandbox/{platform}` prefix, and for X, LinkedIn, Pinterest,
+//! TikTok and YouTube the grant controls — `revoke_user_grants`, `token_requests` and
+//! the rest — with their routes `/users/{id}/revoke|expire`, `/token-requests` and
+//! `/revoked-tokens`),
 //! `endpoints` (the route table), plus the small HTTP server in this file that lets a
 //! handler close its connection without answering.
 //!
@@ -51,8 +55,10 @@
 //! ```
 //!
 //! Adding a platform: write `name.rs` with a `Control` handle like [`XControl`] (its
-//! world in a `Shared`, a `faults` field and `fault_controls!`), its `platform_routes`
-//! and `control_routes`, its routes in `endpoints.rs`, and mount them in `app`.
+//! world in a `Shared`, a `faults` field and `fault_controls!`; for an OAuth 2.0
+//! platform, an `app: OAuthApp` in its world and `grant_controls!`), its
+//! `platform_routes` and `control_routes`, its routes in `endpoints.rs`, and mount them
+//! in `app` (with `oauth_controls` for an OAuth platform).
 
 pub mod bluesky;
 pub mod browser;
@@ -109,7 +115,7 @@ pub use tiktok::{TiktokControl, TiktokCreator, TiktokPost};
 pub use x::{XControl, XTweet, XUser};
 pub use youtube::{AuthorizeSeen, YoutubeChannel, YoutubeControl, YoutubeUser, YoutubeVideo};
 
-use control::{fault_routes, FaultControl};
+use control::{fault_routes, grant_routes, FaultControl, GrantControl};
 pub(crate) use endpoints::sandbox_client;
 use faults::ConnectionHandle;
 
@@ -354,19 +360,22 @@ pub(crate) fn app(c: &Controls) -> Router {
     Router::new()
         .route("/", get(index))
         .nest("/x", x::platform_routes(x))
-        .nest("/sandbox/x", controls(x, x::control_routes))
+        .nest("/sandbox/x", oauth_controls(x, x::control_routes))
         .nest("/pinterest", pinterest::platform_routes(pinterest))
         .nest(
             "/sandbox/pinterest",
-            controls(pinterest, pinterest::control_routes),
+            oauth_controls(pinterest, pinterest::control_routes),
         )
         .nest("/linkedin", linkedin::platform_routes(linkedin))
         .nest(
             "/sandbox/linkedin",
-            controls(linkedin, linkedin::control_routes),
+            oauth_controls(linkedin, linkedin::control_routes),
         )
         .nest("/tiktok", tiktok::platform_routes(tiktok))
-        .nest("/sandbox/tiktok", controls(tiktok, tiktok::control_routes))
+        .nest(
+            "/sandbox/tiktok",
+            oauth_controls(tiktok, tiktok::control_routes),
+        )
         .nest("/facebook", meta::platform_routes(meta))
         .nest("/instagram", meta::platform_routes(meta))
         .nest("/sandbox/meta", meta::control_routes(meta))
@@ -378,7 +387,7 @@ pub(crate) fn app(c: &Controls) -> Router {
         .nest("/youtube", youtube::platform_routes(youtube))
         .nest(
             "/sandbox/youtube",
-            controls(youtube, youtube::control_routes),
+            oauth_controls(youtube, youtube::control_routes),
         )
         .nest("/bluesky", bluesky::platform_routes(bluesky))
         .nest(
@@ -390,6 +399,11 @@ pub(crate) fn app(c: &Controls) -> Router {
 /// A platform's own controls with the shared fault controls mounted beside them.
 fn controls<C: FaultControl>(control: &C, own: fn(&C) -> Router) -> Router {
     own(control).merge(fault_routes(control))
+}
+
+/// An OAuth platform's own controls with the shared fault and grant controls beside them.
+fn oauth_controls<C: FaultControl + GrantControl>(control: &C, own: fn(&C) -> Router) -> Router {
+    controls(control, own).merge(grant_routes(control))
 }
 
 /// A short page for a person who opens the sandbox in a browser during a demo.

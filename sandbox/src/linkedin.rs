@@ -33,9 +33,10 @@
 //! (stricter than LinkedIn, which reads a well-formed mention or hashtag instead).
 //!
 //! Controls, under `/sandbox/linkedin`: `GET /state`, `GET /posts`,
-//! `POST /members/{sub}/revoke`, `POST /members/{sub}/expire`,
 //! `POST /members/{sub}/remove-role {"organization"}`, `POST /partner {"enabled"}`,
-//! `GET /token-requests`, and the shared fault controls (`POST /fail`, `/stall`,
+//! the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
+//! `GET /token-requests`, `/revoked-tokens`) where `{id}` is the member's `sub` and revoking also ends partner refresh
+//! tokens, and the shared fault controls (`POST /fail`, `/stall`,
 //! `/drop`, `/rate-limit`, `DELETE /faults`, which also disarms
 //! [`LinkedinControl::reject_next_posts`]).
 //!
@@ -60,14 +61,13 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::control::{fault_controls, read_control, ControlBody, Shared};
+use super::control::{fault_controls, grant_controls, read_control, ControlBody, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
-    self, deadline, random_token, token_fingerprint, AccessRejection, AuthorizationCodes,
-    AuthorizeRejection, AuthorizeRequest, CodeGrant, ConsentFlow, RevokeCause, TokenOutcome,
-    TokenOwner, TokenRequest, TokenStore,
+    self, deadline, no_store, random_token, token_fingerprint, AccessRejection, AuthorizeRejection,
+    AuthorizeRequest, ConsentFlow, OAuthApp, TokenOutcome, TokenOwner, TokenRequest,
 };
-use super::{sandbox_client, SandboxError, Secret};
+use super::SandboxError;
 
 /// LinkedIn access tokens live 60 days.
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(5_184_000);
@@ -193,6 +193,13 @@ pub struct LinkedinControl {
 }
 
 fault_controls!(LinkedinControl, Some(Duration::from_secs(24 * 60 * 60)));
+grant_controls!(
+    LinkedinControl,
+    World,
+    "linkedin",
+    owner = |world, sub| Ok(world.require_member(sub)?.sub.clone()),
+    revoke_own = World::revoke_partner_refresh_tokens
+);
 
 impl LinkedinControl {
     pub(crate) fn new() -> Self {
@@ -206,37 +213,15 @@ impl LinkedinControl {
         self.world.lock()
     }
 
-    /// The client id the sandbox accepts (default `sandbox-linkedin-client`).
-    pub fn client_id(&self) -> String {
-        self.world().client_id.clone()
-    }
-
-    /// Sets the client credentials the sandbox accepts.
-    pub fn set_client(&self, client_id: impl Into<String>, client_secret: impl Into<String>) {
-        let mut world = self.world();
-        world.client_id = client_id.into();
-        world.client_secret = Secret::new(client_secret);
-    }
-
     /// Whether the app is an approved partner with programmatic refresh tokens. Off by
     /// default: a self-serve app, which gets no refresh token.
     pub fn set_partner_app(&self, partner: bool) {
         self.world().partner = partner;
     }
 
-    /// Lifetime of access tokens issued from now on (default 60 days).
-    pub fn set_access_token_lifetime(&self, lifetime: Duration) {
-        self.world().access_lifetime = lifetime;
-    }
-
     /// Lifetime of partner refresh tokens issued from now on (default 365 days).
     pub fn set_refresh_token_lifetime(&self, lifetime: Duration) {
         self.world().refresh_lifetime = lifetime;
-    }
-
-    /// The app's registered redirect URLs, matched exactly; empty accepts any http(s) URL.
-    pub fn set_redirect_uris(&self, uris: Vec<String>) {
-        self.world().redirect_uris = uris;
     }
 
     /// Every member.
@@ -250,27 +235,10 @@ impl LinkedinControl {
     }
 
     /// The member removed the app in their settings: every token of theirs stops
-    /// working (`REVOKED_ACCESS_TOKEN`). Returns how many were still usable.
+    /// working (`REVOKED_ACCESS_TOKEN`), partner refresh tokens included. Returns how
+    /// many were still usable. LinkedIn's name for the shared `revoke_user_grants`.
     pub fn revoke_member_grants(&self, sub: &str) -> Result<usize, SandboxError> {
-        let mut world = self.world();
-        world.require_member(sub)?;
-        let mut count = world.tokens.revoke_user(sub, RevokeCause::UserRevokedApp);
-        for record in world.refresh.values_mut() {
-            if record.member == sub && !record.revoked {
-                record.revoked = true;
-                count += 1;
-            }
-        }
-        tracing::info!(platform = "linkedin", sub, count, "member revoked the app");
-        Ok(count)
-    }
-
-    /// The member's access tokens lapse now (`EXPIRED_ACCESS_TOKEN`); partner refresh
-    /// tokens keep working. Returns how many access tokens were live.
-    pub fn expire_access_tokens(&self, sub: &str) -> Result<usize, SandboxError> {
-        let mut world = self.world();
-        world.require_member(sub)?;
-        Ok(world.tokens.expire_access_of_user(sub))
+        self.revoke_user_grants(sub)
     }
 
     /// The member loses every role on the organisation: posts and uploads as it answer
@@ -309,16 +277,6 @@ impl LinkedinControl {
         self.world().posts.clone()
     }
 
-    /// How many `grant_type=refresh_token` requests reached the token endpoint.
-    pub fn refresh_calls(&self) -> u64 {
-        self.world().refresh_calls
-    }
-
-    /// Every request that reached the token endpoint, oldest first.
-    pub fn token_requests(&self) -> Vec<TokenRequest> {
-        self.world().token_log.clone()
-    }
-
     /// How many bytes each uploaded image received, by image URN.
     pub fn uploaded_images(&self) -> HashMap<String, usize> {
         self.world()
@@ -346,22 +304,15 @@ struct Image {
 }
 
 /// Everything LinkedIn knows. Behind one mutex no handler holds across an await.
-struct World {
-    client_id: String,
-    client_secret: Secret,
-    redirect_uris: Vec<String>,
+pub(crate) struct World {
+    /// The app registration and what was granted to it, partner refresh tokens aside.
+    app: OAuthApp,
     partner: bool,
-    access_lifetime: Duration,
     refresh_lifetime: Duration,
-    code_lifetime: Duration,
     members: Vec<LinkedinMember>,
     organizations: Vec<LinkedinOrganization>,
     roles: Vec<LinkedinRole>,
-    codes: AuthorizationCodes,
-    tokens: TokenStore,
     refresh: HashMap<String, RefreshRecord>,
-    token_log: Vec<TokenRequest>,
-    refresh_calls: u64,
     posts: Vec<LinkedinPost>,
     images: HashMap<String, Image>,
     /// Posts still to refuse with 422, and the message.
@@ -370,16 +321,24 @@ struct World {
 }
 
 impl World {
+    /// Partner refresh tokens live outside the shared token store (they do not
+    /// rotate): a member removing the app ends them too. Returns how many were usable.
+    fn revoke_partner_refresh_tokens(&mut self, sub: &str) -> usize {
+        let mut count = 0;
+        for record in self.refresh.values_mut() {
+            if record.member == sub && !record.revoked {
+                record.revoked = true;
+                count += 1;
+            }
+        }
+        count
+    }
+
     fn new() -> Self {
-        let (client_id, client_secret) = sandbox_client("linkedin");
         World {
-            client_id,
-            client_secret,
-            redirect_uris: Vec::new(),
+            app: OAuthApp::new("linkedin", DEFAULT_ACCESS_LIFETIME, DEFAULT_CODE_LIFETIME),
             partner: false,
-            access_lifetime: DEFAULT_ACCESS_LIFETIME,
             refresh_lifetime: DEFAULT_REFRESH_LIFETIME,
-            code_lifetime: DEFAULT_CODE_LIFETIME,
             members: vec![
                 LinkedinMember {
                     sub: "li-member-1".into(),
@@ -422,11 +381,7 @@ impl World {
                     state: "APPROVED".into(),
                 },
             ],
-            codes: AuthorizationCodes::default(),
-            tokens: TokenStore::default(),
             refresh: HashMap::new(),
-            token_log: Vec::new(),
-            refresh_calls: 0,
             posts: Vec::new(),
             images: HashMap::new(),
             rejected_posts: None,
@@ -476,7 +431,7 @@ impl World {
                 "Invalid access token",
             )));
         };
-        let owner = self.tokens.authenticate(token).map_err(|rejection| {
+        let owner = self.app.tokens.authenticate(token).map_err(|rejection| {
             Box::new(match rejection {
                 AccessRejection::Revoked => api_error(
                     StatusCode::UNAUTHORIZED,
@@ -701,7 +656,7 @@ fn check_authorize(
                 "The request has no client_id.".into(),
             ))
         }
-        Some(id) if id != world.client_id => {
+        Some(id) if id != world.app.client_id => {
             return Err(AuthorizeRejection::Page(format!(
                 "The application with client_id {id} could not be found."
             )))
@@ -713,7 +668,7 @@ fn check_authorize(
             "The request has no redirect_uri.".into(),
         ));
     };
-    if !redirect_uri_is_allowed(redirect_uri, &world.redirect_uris) {
+    if !redirect_uri_is_allowed(redirect_uri, &world.app.redirect_uris) {
         return Err(AuthorizeRejection::Page(
             "The redirect_uri does not match the registered value".into(),
         ));
@@ -747,7 +702,7 @@ fn check_authorize(
         ));
     }
     Ok(AuthorizeRequest {
-        client_id: world.client_id.clone(),
+        client_id: world.app.client_id.clone(),
         redirect_uri: redirect_uri.to_owned(),
         scopes,
         state: state.unwrap_or_default(),
@@ -781,37 +736,20 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    CONSENT.decide(
+    // No PKCE on LinkedIn: the request, and so the code, carries no challenge.
+    CONSENT.decide_with_code(
         &mut *linkedin.world(),
         &headers,
         &body,
         |world, form| check_authorize(form, world),
-        |world, request, username| {
-            let sub = world
+        |world, username| {
+            let member = world
                 .members
                 .iter()
-                .find(|m| m.username.eq_ignore_ascii_case(username))?
-                .sub
-                .clone();
-            // No PKCE on LinkedIn: the code carries no challenge.
-            let lifetime = world.code_lifetime;
-            let code = world.codes.issue(
-                CodeGrant {
-                    client_id: request.client_id.clone(),
-                    redirect_uri: request.redirect_uri.clone(),
-                    code_challenge: String::new(),
-                    user_id: sub.clone(),
-                    scopes: request.scopes.clone(),
-                },
-                lifetime,
-            );
-            tracing::info!(
-                platform = "linkedin",
-                sub,
-                "member authorized the app; code issued"
-            );
-            Some(vec![("code", code)])
+                .find(|m| m.username.eq_ignore_ascii_case(username))?;
+            Some(member.sub.clone())
         },
+        |_| Vec::new(),
     )
 }
 
@@ -828,13 +766,6 @@ fn token_error(status: StatusCode, error: &str, description: &str) -> Response {
         .into_response()
 }
 
-fn no_store() -> [(HeaderName, HeaderValue); 2] {
-    [
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        (header::PRAGMA, HeaderValue::from_static("no-cache")),
-    ]
-}
-
 fn client_refused() -> Response {
     token_error(
         StatusCode::UNAUTHORIZED,
@@ -845,10 +776,10 @@ fn client_refused() -> Response {
 
 impl World {
     fn client_matches(&self, form: &HashMap<String, String>) -> bool {
-        form.get("client_id") == Some(&self.client_id)
+        form.get("client_id") == Some(&self.app.client_id)
             && form
                 .get("client_secret")
-                .is_some_and(|s| s == self.client_secret.expose())
+                .is_some_and(|s| s == self.app.client_secret.expose())
     }
 
     /// One token request; the log entry's outcome and credential are filled in.
@@ -873,8 +804,9 @@ impl World {
                 let now = Instant::now();
                 // Single use; LinkedIn revokes nothing when a code is replayed.
                 let usable = self
+                    .app
                     .codes
-                    .redeem(code, &self.client_id, redirect_uri, "")
+                    .redeem(code, &self.app.client_id, redirect_uri, "")
                     .ok()
                     .map(|grant| (grant.user_id, grant.scopes));
                 let Some((member, scopes)) = usable else {
@@ -887,11 +819,11 @@ impl World {
                          member binding exists",
                     );
                 };
-                let issued = self.tokens.issue(
+                let issued = self.app.tokens.issue(
                     &member,
-                    &self.client_id,
+                    &self.app.client_id,
                     scopes.clone(),
-                    self.access_lifetime,
+                    self.app.access_lifetime,
                     false,
                 );
                 let mut body = json!({
@@ -906,7 +838,7 @@ impl World {
                         refresh_token.clone(),
                         RefreshRecord {
                             member: member.clone(),
-                            client_id: self.client_id.clone(),
+                            client_id: self.app.client_id.clone(),
                             scopes,
                             expires_at: deadline(now, self.refresh_lifetime),
                             revoked: false,
@@ -920,7 +852,7 @@ impl World {
                 (no_store(), Json(body)).into_response()
             }
             "refresh_token" => {
-                self.refresh_calls += 1;
+                self.app.refresh_calls += 1;
                 let Some(refresh_token) = param("refresh_token") else {
                     entry.outcome = TokenOutcome::InvalidRequest;
                     return token_error(
@@ -944,7 +876,7 @@ impl World {
                     Some(r) if r.revoked || r.expires_at <= now => {
                         Err(TokenOutcome::RefreshTokenRevoked)
                     }
-                    Some(r) if r.client_id != self.client_id => {
+                    Some(r) if r.client_id != self.app.client_id => {
                         Err(TokenOutcome::RefreshTokenOfAnotherClient)
                     }
                     Some(r) => Ok((
@@ -965,11 +897,11 @@ impl World {
                         );
                     }
                 };
-                let issued = self.tokens.issue(
+                let issued = self.app.tokens.issue(
                     &member,
-                    &self.client_id,
+                    &self.app.client_id,
                     scopes.clone(),
-                    self.access_lifetime,
+                    self.app.access_lifetime,
                     false,
                 );
                 entry.outcome = TokenOutcome::Issued;
@@ -1031,7 +963,7 @@ async fn token(
     };
     let mut world = linkedin.world();
     let response = world.token(&form, &mut entry);
-    world.token_log.push(entry);
+    world.app.token_log.push(entry);
     response
 }
 
@@ -1062,7 +994,7 @@ async fn revoke(
             "A required parameter \"token\" is missing",
         );
     };
-    world.tokens.revoke_token(token);
+    world.app.tokens.revoke_token(token);
     if let Some(record) = world.refresh.get_mut(token) {
         record.revoked = true;
     }
@@ -1402,49 +1334,30 @@ pub(crate) fn control_routes(linkedin: &LinkedinControl) -> Router {
     Router::new()
         .route("/state", get(control_state))
         .route("/posts", get(control_posts))
-        .route("/members/{sub}/revoke", post(control_revoke))
-        .route("/members/{sub}/expire", post(control_expire))
         .route("/members/{sub}/remove-role", post(control_remove_role))
         .route("/partner", post(control_partner))
-        .route("/token-requests", get(control_token_requests))
         .with_state(linkedin.clone())
 }
 
 async fn control_state(State(linkedin): State<LinkedinControl>) -> Json<Value> {
     let world = linkedin.world();
     Json(json!({
-        "client_id": world.client_id,
+        "client_id": world.app.client_id,
         "partner_app": world.partner,
-        "access_token_lifetime_secs": world.access_lifetime.as_secs(),
+        "access_token_lifetime_secs": world.app.access_lifetime.as_secs(),
         "refresh_token_lifetime_secs": world.refresh_lifetime.as_secs(),
         "members": world.members,
         "organizations": world.organizations,
         "roles": world.roles,
         "posts": world.posts.len(),
-        "refresh_calls": world.refresh_calls,
-        "token_requests": world.token_log.len(),
+        "refresh_calls": world.app.refresh_calls,
+        "token_requests": world.app.token_log.len(),
         "pending_faults": linkedin.faults.pending_faults(),
     }))
 }
 
 async fn control_posts(State(linkedin): State<LinkedinControl>) -> Json<Vec<LinkedinPost>> {
     Json(linkedin.posts())
-}
-
-async fn control_revoke(
-    State(linkedin): State<LinkedinControl>,
-    Path(sub): Path<String>,
-) -> Result<Json<Value>, SandboxError> {
-    let count = linkedin.revoke_member_grants(&sub)?;
-    Ok(Json(json!({"sub": sub, "revoked_tokens": count})))
-}
-
-async fn control_expire(
-    State(linkedin): State<LinkedinControl>,
-    Path(sub): Path<String>,
-) -> Result<Json<Value>, SandboxError> {
-    let count = linkedin.expire_access_tokens(&sub)?;
-    Ok(Json(json!({"sub": sub, "expired_access_tokens": count})))
 }
 
 #[derive(Debug, Deserialize)]
@@ -1476,12 +1389,6 @@ async fn control_partner(
     let body = read_control(body)?;
     linkedin.set_partner_app(body.enabled);
     Ok(Json(json!({"partner_app": body.enabled})))
-}
-
-async fn control_token_requests(
-    State(linkedin): State<LinkedinControl>,
-) -> Json<Vec<TokenRequest>> {
-    Json(linkedin.token_requests())
 }
 
 #[cfg(test)]

@@ -143,6 +143,59 @@ fn parse_pairs(input: &[u8]) -> Result<HashMap<String, String>, FormError> {
     Ok(map)
 }
 
+/// Token answers must not be cached (RFC 6749 §5.1): the two headers that say so.
+pub(crate) fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ]
+}
+
+/// One request to a token endpoint, counted and logged in the world's [`OAuthApp`]
+/// the way X, Pinterest and TikTok do it: an unreadable form is logged as
+/// `invalid_request` and answered by `unreadable`; a `refresh_token` grant is counted
+/// before anything is checked; `grant` applies the platform's rules, writes the
+/// fingerprint of the code or refresh token it read into its last argument, and says
+/// how a refusal is logged.
+pub(crate) fn logged_grant<W: crate::control::GrantWorld, T, E>(
+    world: &mut W,
+    form: Result<HashMap<String, String>, FormError>,
+    unreadable: impl FnOnce(FormError) -> E,
+    grant: impl FnOnce(
+        &mut W,
+        &HashMap<String, String>,
+        &mut Option<String>,
+    ) -> Result<T, (E, TokenOutcome)>,
+) -> Result<T, E> {
+    let form = match form {
+        Ok(form) => form,
+        Err(reason) => {
+            world.app_mut().token_log.push(TokenRequest {
+                grant_type: String::new(),
+                credential: None,
+                outcome: TokenOutcome::InvalidRequest,
+            });
+            return Err(unreadable(reason));
+        }
+    };
+    let grant_type = form.get("grant_type").cloned().unwrap_or_default();
+    if grant_type == "refresh_token" {
+        world.app_mut().refresh_calls += 1;
+    }
+    let mut credential = None;
+    let result = grant(world, &form, &mut credential);
+    let outcome = match &result {
+        Ok(_) => TokenOutcome::Issued,
+        Err((_, outcome)) => *outcome,
+    };
+    world.app_mut().token_log.push(TokenRequest {
+        grant_type,
+        credential,
+        outcome,
+    });
+    result.map_err(|(error, _)| error)
+}
+
 /// Client credentials from an `Authorization: Basic` header (RFC 6749 §2.3.1).
 pub(crate) struct ClientCredentials {
     pub(crate) id: String,
@@ -370,6 +423,101 @@ pub(crate) fn check_authorize_request(
     })
 }
 
+/// How Pinterest, TikTok and Threads read an authorization request, more loosely than
+/// [`check_authorize_request`]: the redirect URI need only be an absolute http(s) URL
+/// without a fragment, `state` is optional (and sent back even when empty), and PKCE is
+/// optional or absent. Only what differs between them is a field.
+pub(crate) struct LooseAuthorize<'a> {
+    /// The one client the platform knows.
+    pub(crate) client_id: &'a str,
+    /// The parameters that may name the client, the first one present read (TikTok's
+    /// `client_key`, which the consent form carries back as `client_id`).
+    pub(crate) client_params: &'a [&'a str],
+    /// The page shown when the client is missing or unknown.
+    pub(crate) unknown_client: &'a str,
+    /// Reads the `scope` parameter into scopes: the separators differ.
+    pub(crate) split_scopes: fn(&str) -> Vec<String>,
+    /// Scopes the platform knows; anything else is `invalid_scope`.
+    pub(crate) known_scopes: &'a [&'a str],
+    /// A scope every request must ask for, and the refusal's wording (Threads); without
+    /// one, only a request with no scope at all is refused.
+    pub(crate) required_scope: Option<(&'a str, &'a str)>,
+    /// Whether an optional S256 challenge is read (TikTok); otherwise none is.
+    pub(crate) optional_pkce: bool,
+}
+
+impl LooseAuthorize<'_> {
+    /// Checks the GET's query, or the consent form's hidden fields.
+    pub(crate) fn check(
+        &self,
+        params: &HashMap<String, String>,
+    ) -> Result<AuthorizeRequest, AuthorizeRejection> {
+        let get = |name: &str| {
+            params
+                .get(name)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        };
+        let page = |message: &str| AuthorizeRejection::Page(message.to_owned());
+        if self.client_params.iter().find_map(|name| get(name)) != Some(self.client_id) {
+            return Err(page(self.unknown_client));
+        }
+        let Some(redirect_uri) = get("redirect_uri").filter(|uri| {
+            (uri.starts_with("http://") || uri.starts_with("https://")) && !uri.contains('#')
+        }) else {
+            return Err(page("The redirect_uri is missing or not an absolute URL."));
+        };
+        let state = get("state").unwrap_or_default().to_owned();
+        let refuse = |error: &'static str, description: &str| AuthorizeRejection::Redirect {
+            redirect_uri: redirect_uri.to_owned(),
+            error,
+            description: description.to_owned(),
+            state: Some(state.clone()),
+        };
+        if get("response_type") != Some("code") {
+            return Err(refuse(
+                "unsupported_response_type",
+                "response_type must be code.",
+            ));
+        }
+        let scopes = (self.split_scopes)(get("scope").unwrap_or_default());
+        match self.required_scope {
+            Some((required, refusal)) if !scopes.iter().any(|s| s == required) => {
+                return Err(refuse("invalid_scope", refusal));
+            }
+            None if scopes.is_empty() => return Err(refuse("invalid_scope", "Missing scope.")),
+            _ => {}
+        }
+        if let Some(unknown) = scopes
+            .iter()
+            .find(|s| !self.known_scopes.contains(&s.as_str()))
+        {
+            return Err(refuse(
+                "invalid_scope",
+                &format!("Unknown scope {unknown}."),
+            ));
+        }
+        let code_challenge = if self.optional_pkce {
+            get("code_challenge").unwrap_or_default().to_owned()
+        } else {
+            String::new()
+        };
+        if !code_challenge.is_empty() && get("code_challenge_method") != Some("S256") {
+            return Err(refuse(
+                "invalid_request",
+                "code_challenge_method must be S256.",
+            ));
+        }
+        Ok(AuthorizeRequest {
+            client_id: self.client_id.to_owned(),
+            redirect_uri: redirect_uri.to_owned(),
+            scopes,
+            state,
+            code_challenge,
+        })
+    }
+}
+
 /// Exact match against the registered list; with none registered, any absolute http(s)
 /// URL without a fragment (RFC 6749 §3.1.2).
 fn redirect_uri_is_allowed(uri: &str, registered: &[String]) -> bool {
@@ -475,6 +623,32 @@ impl ConsentFlow {
             }
             _ => self.show(&request, Some("Choose Authorize app or Cancel."), username),
         }
+    }
+
+    /// [`ConsentFlow::decide`] for a platform whose world embeds an [`OAuthApp`]:
+    /// `find_user` names the account a username signs in as, the registration issues
+    /// the code, and `also` says what goes back beside `code` (TikTok echoes the scopes).
+    pub(crate) fn decide_with_code<W: crate::control::GrantWorld, R: IntoResponse>(
+        &self,
+        world: &mut W,
+        headers: &HeaderMap,
+        body: &[u8],
+        check: impl FnOnce(&W, &HashMap<String, String>) -> Result<AuthorizeRequest, R>,
+        find_user: impl FnOnce(&W, &str) -> Option<String>,
+        also: impl FnOnce(&AuthorizeRequest) -> Vec<(&'static str, String)>,
+    ) -> Response {
+        self.decide(world, headers, body, check, |world, request, username| {
+            let user = find_user(world, username)?;
+            let code = world.app_mut().issue_code(request, &user);
+            tracing::info!(
+                platform = self.platform,
+                user,
+                "user authorized the app; code issued"
+            );
+            let mut answer = vec![("code", code)];
+            answer.extend(also(request));
+            Some(answer)
+        })
     }
 
     fn show(&self, request: &AuthorizeRequest, error: Option<&str>, username: &str) -> Response {
@@ -1096,5 +1270,186 @@ impl TokenStore {
             }
             None => false,
         }
+    }
+}
+
+/// One platform's app registration and everything granted to it: the client the
+/// platform knows, how long what it issues lives, the callback URLs it accepts, the
+/// codes and token families it issued, and the log of token-endpoint requests. Each
+/// OAuth platform's world embeds one, so that the controls over it
+/// ([`crate::control::GrantControl`]) are written once.
+pub(crate) struct OAuthApp {
+    /// The one client the platform knows (TikTok calls it the client key).
+    pub(crate) client_id: String,
+    /// Its secret, checked at the token and revoke endpoints.
+    pub(crate) client_secret: crate::Secret,
+    /// Registered callback URLs; empty accepts any http(s) URL (see [`ClientRegistration`]).
+    pub(crate) redirect_uris: Vec<String>,
+    /// Lifetime of access tokens issued from now on.
+    pub(crate) access_lifetime: Duration,
+    /// Lifetime of authorization codes issued from now on.
+    pub(crate) code_lifetime: Duration,
+    /// Codes issued at the consent page, waiting to be exchanged.
+    pub(crate) codes: AuthorizationCodes,
+    /// Every access and refresh token issued, in families.
+    pub(crate) tokens: TokenStore,
+    /// Every request that reached the token endpoint, for tests to assert on.
+    pub(crate) token_log: Vec<TokenRequest>,
+    /// How many of those were `grant_type=refresh_token`, whatever their outcome.
+    pub(crate) refresh_calls: u64,
+}
+
+impl OAuthApp {
+    /// The sandbox's registration for `platform_id` (client `sandbox-{id}-client`), any
+    /// redirect URI, and the platform's documented lifetimes.
+    pub(crate) fn new(
+        platform_id: &str,
+        access_lifetime: Duration,
+        code_lifetime: Duration,
+    ) -> Self {
+        let (client_id, client_secret) = crate::sandbox_client(platform_id);
+        OAuthApp {
+            client_id,
+            client_secret,
+            redirect_uris: Vec::new(),
+            access_lifetime,
+            code_lifetime,
+            codes: AuthorizationCodes::default(),
+            tokens: TokenStore::default(),
+            token_log: Vec::new(),
+            refresh_calls: 0,
+        }
+    }
+
+    /// The registration the authorize endpoint checks requests against.
+    pub(crate) fn registration<'a>(
+        &'a self,
+        known_scopes: &'a [&'a str],
+        require_state: bool,
+    ) -> ClientRegistration<'a> {
+        ClientRegistration {
+            client_id: &self.client_id,
+            redirect_uris: &self.redirect_uris,
+            known_scopes,
+            require_state,
+        }
+    }
+
+    /// Issues a code for the checked `request`, signed in as `user_id`, valid for the
+    /// registration's code lifetime. A request without a challenge (a platform without
+    /// PKCE) gives a code that asks for no verifier.
+    pub(crate) fn issue_code(&mut self, request: &AuthorizeRequest, user_id: &str) -> String {
+        self.codes.issue(
+            CodeGrant {
+                client_id: request.client_id.clone(),
+                redirect_uri: request.redirect_uri.clone(),
+                code_challenge: request.code_challenge.clone(),
+                user_id: user_id.to_owned(),
+                scopes: request.scopes.clone(),
+            },
+            self.code_lifetime,
+        )
+    }
+
+    /// Whether `id` and `secret` are the registered client's.
+    pub(crate) fn is_client(&self, id: &str, secret: &str) -> bool {
+        id == self.client_id && secret == self.client_secret.expose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn loose(required_scope: Option<(&'static str, &'static str)>) -> LooseAuthorize<'static> {
+        LooseAuthorize {
+            client_id: "app",
+            client_params: &["client_key", "client_id"],
+            unknown_client: "unknown app",
+            split_scopes: |raw| {
+                raw.split(',')
+                    .map(str::to_owned)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            },
+            known_scopes: &["a", "b"],
+            required_scope,
+            optional_pkce: true,
+        }
+    }
+
+    fn refusal(result: Result<AuthorizeRequest, AuthorizeRejection>) -> String {
+        match result {
+            Ok(_) => "accepted".into(),
+            Err(AuthorizeRejection::Page(message)) => format!("page: {message}"),
+            Err(AuthorizeRejection::Redirect { description, .. }) => description,
+        }
+    }
+
+    #[test]
+    fn a_loose_check_reads_the_client_from_the_first_parameter_present() {
+        let base = [
+            ("client_id", "app"),
+            ("redirect_uri", "http://127.0.0.1:1/cb"),
+            ("response_type", "code"),
+            ("scope", "a,b"),
+        ];
+        let request = loose(None).check(&params(&base)).unwrap();
+        assert_eq!(request.scopes, ["a", "b"]);
+        assert_eq!(request.state, "");
+        let mut other = base.to_vec();
+        other.push(("client_key", "other"));
+        assert_eq!(
+            refusal(loose(None).check(&params(&other))),
+            "page: unknown app"
+        );
+    }
+
+    #[test]
+    fn a_required_scope_is_checked_in_place_of_a_missing_one() {
+        let without_scope = [
+            ("client_id", "app"),
+            ("redirect_uri", "http://127.0.0.1:1/cb"),
+            ("response_type", "code"),
+        ];
+        assert_eq!(
+            refusal(loose(None).check(&params(&without_scope))),
+            "Missing scope."
+        );
+        assert_eq!(
+            refusal(loose(Some(("a", "a is required"))).check(&params(&without_scope))),
+            "a is required"
+        );
+    }
+
+    #[test]
+    fn an_optional_challenge_must_be_s256_when_sent() {
+        let with_plain = [
+            ("client_id", "app"),
+            ("redirect_uri", "http://127.0.0.1:1/cb"),
+            ("response_type", "code"),
+            ("scope", "a"),
+            ("code_challenge", "abc"),
+            ("code_challenge_method", "plain"),
+        ];
+        assert_eq!(
+            refusal(loose(None).check(&params(&with_plain))),
+            "code_challenge_method must be S256."
+        );
+        let ignored = LooseAuthorize {
+            optional_pkce: false,
+            ..loose(None)
+        };
+        assert_eq!(
+            ignored.check(&params(&with_plain)).unwrap().code_challenge,
+            ""
+        );
     }
 }

@@ -16,9 +16,10 @@
 //! | `GET /v5/boards` | the account's boards, `page_size` and `bookmark` |
 //! | `POST /v5/pins` | create a pin on one of the account's boards from `media_source.url` |
 //!
-//! Controls, under `/sandbox/pinterest`: `GET /state`, `POST /users/{id}/revoke`,
-//! `POST /users/{id}/expire`, `GET /users/{id}/pins`, `DELETE /boards/{id}`,
-//! `GET /token-requests`, and the shared fault controls (`POST /fail`, `/stall`,
+//! Controls, under `/sandbox/pinterest`: `GET /state`, `GET /users/{id}/pins`,
+//! `DELETE /boards/{id}`, the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
+//! `GET /token-requests`, `/revoked-tokens`) (`{id}` an id or
+//! username), and the shared fault controls (`POST /fail`, `/stall`,
 //! `/drop`, `/rate-limit`, `DELETE /faults`).
 //!
 //! Written from Pinterest's OpenAPI description and developer docs. Where they are silent
@@ -55,14 +56,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::control::{fault_controls, Shared};
+use super::control::{fault_controls, grant_controls, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
-    self, token_fingerprint, AuthorizationCodes, AuthorizeRejection, AuthorizeRequest, CodeGrant,
-    CodeRejection, ConsentFlow, IssuedTokens, RefreshRejection, RevokeCause, TokenOutcome,
-    TokenRequest, TokenStore,
+    self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, CodeRejection, ConsentFlow,
+    IssuedTokens, LooseAuthorize, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome,
 };
-use super::{sandbox_client, unix_now, SandboxError, Secret};
+use super::{unix_now, SandboxError};
 
 /// About 30 days, as reported for Pinterest access tokens.
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -141,6 +141,12 @@ pub struct PinterestControl {
 }
 
 fault_controls!(PinterestControl, Some(RATE_WINDOW));
+grant_controls!(
+    PinterestControl,
+    World,
+    "pinterest",
+    owner = |world, who| Ok(world.require_user(who)?.id.clone())
+);
 
 struct Window {
     started: Instant,
@@ -148,21 +154,16 @@ struct Window {
     used: u32,
 }
 
-struct World {
-    client_id: String,
-    client_secret: Secret,
-    access_lifetime: Duration,
+pub(crate) struct World {
+    /// The app registration and what was granted to it.
+    app: OAuthApp,
     /// The most boards one page may hold; tests lower it to make paging visible.
     max_page_size: usize,
     users: Vec<PinterestUser>,
     boards: Vec<PinterestBoard>,
     pins: Vec<PinterestPin>,
-    codes: AuthorizationCodes,
-    tokens: TokenStore,
-    token_log: Vec<TokenRequest>,
     /// For each code exchange, whether it asked for `continuous_refresh=true`.
     continuous_refresh_asked: Vec<bool>,
-    refresh_calls: u64,
     windows: HashMap<String, Window>,
     next_id: u64,
 }
@@ -170,11 +171,8 @@ struct World {
 impl World {
     fn new() -> Self {
         let jane = "549755885175";
-        let (client_id, client_secret) = sandbox_client("pinterest");
         World {
-            client_id,
-            client_secret,
-            access_lifetime: DEFAULT_ACCESS_LIFETIME,
+            app: OAuthApp::new("pinterest", DEFAULT_ACCESS_LIFETIME, CODE_LIFETIME),
             max_page_size: 250,
             users: vec![
                 PinterestUser {
@@ -196,11 +194,7 @@ impl World {
                 board("549755813003", "549755885176", "Recipes"),
             ],
             pins: Vec::new(),
-            codes: AuthorizationCodes::default(),
-            tokens: TokenStore::default(),
-            token_log: Vec::new(),
             continuous_refresh_asked: Vec::new(),
-            refresh_calls: 0,
             windows: HashMap::new(),
             next_id: 813_744_226_420_795_000,
         }
@@ -233,23 +227,6 @@ impl PinterestControl {
 
     fn world(&self) -> MutexGuard<'_, World> {
         self.world.lock()
-    }
-
-    /// The client id the sandbox accepts (default `sandbox-pinterest-client`).
-    pub fn client_id(&self) -> String {
-        self.world().client_id.clone()
-    }
-
-    /// Sets the client credentials the sandbox accepts.
-    pub fn set_client(&self, client_id: impl Into<String>, client_secret: impl Into<String>) {
-        let mut world = self.world();
-        world.client_id = client_id.into();
-        world.client_secret = Secret::new(client_secret);
-    }
-
-    /// Lifetime of access tokens issued from now on (default 30 days).
-    pub fn set_access_token_lifetime(&self, lifetime: Duration) {
-        self.world().access_lifetime = lifetime;
     }
 
     /// The most boards one page of `GET /v5/boards` holds (default 250).
@@ -286,20 +263,6 @@ impl PinterestControl {
         Ok(())
     }
 
-    /// The user removed the app in their settings: every token of theirs stops working.
-    pub fn revoke_user_grants(&self, user: &str) -> Result<usize, SandboxError> {
-        let mut world = self.world();
-        let id = world.require_user(user)?.id.clone();
-        Ok(world.tokens.revoke_user(&id, RevokeCause::UserRevokedApp))
-    }
-
-    /// The user's access tokens lapse now; refresh tokens keep working.
-    pub fn expire_access_tokens(&self, user: &str) -> Result<usize, SandboxError> {
-        let mut world = self.world();
-        let id = world.require_user(user)?.id.clone();
-        Ok(world.tokens.expire_access_of_user(&id))
-    }
-
     /// Pins the user created, oldest first.
     pub fn pins(&self, user: &str) -> Vec<PinterestPin> {
         let world = self.world();
@@ -312,16 +275,6 @@ impl PinterestControl {
             .filter(|p| p.owner_id == id)
             .cloned()
             .collect()
-    }
-
-    /// How many `grant_type=refresh_token` requests reached the token endpoint.
-    pub fn refresh_calls(&self) -> u64 {
-        self.world().refresh_calls
-    }
-
-    /// Every request that reached the token endpoint, oldest first.
-    pub fn token_requests(&self) -> Vec<TokenRequest> {
-        self.world().token_log.clone()
     }
 
     /// For each code exchange, whether it sent `continuous_refresh=true`.
@@ -409,57 +362,22 @@ fn check_authorize(
     params: &HashMap<String, String>,
     client_id: &str,
 ) -> Result<AuthorizeRequest, AuthorizeRejection> {
-    let get = |name: &str| {
-        params
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    };
-    let page = |message: &str| AuthorizeRejection::Page(message.to_owned());
-    if get("client_id") != Some(client_id) {
-        return Err(page("No app is registered with this client_id."));
+    LooseAuthorize {
+        client_id,
+        client_params: &["client_id"],
+        unknown_client: "No app is registered with this client_id.",
+        // Pinterest's docs write scopes comma-separated; spaces are read too.
+        split_scopes: |raw| {
+            raw.split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        },
+        known_scopes: KNOWN_SCOPES,
+        required_scope: None,
+        optional_pkce: false,
     }
-    let Some(redirect_uri) = get("redirect_uri").filter(|uri| {
-        (uri.starts_with("http://") || uri.starts_with("https://")) && !uri.contains('#')
-    }) else {
-        return Err(page("The redirect_uri is missing or not an absolute URL."));
-    };
-    let state = get("state").unwrap_or_default().to_owned();
-    let refuse = |error: &'static str, description: &str| AuthorizeRejection::Redirect {
-        redirect_uri: redirect_uri.to_owned(),
-        error,
-        description: description.to_owned(),
-        state: Some(state.clone()),
-    };
-    if get("response_type") != Some("code") {
-        return Err(refuse(
-            "unsupported_response_type",
-            "response_type must be code.",
-        ));
-    }
-    // Pinterest's docs write scopes comma-separated; spaces are read too.
-    let scopes: Vec<String> = get("scope")
-        .unwrap_or_default()
-        .split([',', ' '])
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if scopes.is_empty() {
-        return Err(refuse("invalid_scope", "Missing scope."));
-    }
-    if let Some(unknown) = scopes.iter().find(|s| !KNOWN_SCOPES.contains(&s.as_str())) {
-        return Err(refuse(
-            "invalid_scope",
-            &format!("Unknown scope {unknown}."),
-        ));
-    }
-    Ok(AuthorizeRequest {
-        client_id: client_id.to_owned(),
-        redirect_uri: redirect_uri.to_owned(),
-        scopes,
-        state,
-        code_challenge: String::new(),
-    })
+    .check(params)
 }
 
 const CONSENT: ConsentFlow = ConsentFlow {
@@ -483,31 +401,20 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    CONSENT.decide(
+    // No PKCE on Pinterest: the request, and so the code, carries no challenge.
+    CONSENT.decide_with_code(
         &mut *pinterest.world(),
         &headers,
         &body,
-        |world, form| check_authorize(form, &world.client_id),
-        |world, request, username| {
-            let user_id = world
+        |world, form| check_authorize(form, &world.app.client_id),
+        |world, username| {
+            let user = world
                 .users
                 .iter()
-                .find(|u| u.username.eq_ignore_ascii_case(username))?
-                .id
-                .clone();
-            // No PKCE on Pinterest: the code carries no challenge.
-            let code = world.codes.issue(
-                CodeGrant {
-                    client_id: request.client_id.clone(),
-                    redirect_uri: request.redirect_uri.clone(),
-                    code_challenge: String::new(),
-                    user_id,
-                    scopes: request.scopes.clone(),
-                },
-                CODE_LIFETIME,
-            );
-            Some(vec![("code", code)])
+                .find(|u| u.username.eq_ignore_ascii_case(username))?;
+            Some(user.id.clone())
         },
+        |_| Vec::new(),
     )
 }
 
@@ -532,15 +439,15 @@ impl World {
         form: &HashMap<String, String>,
         credential: &mut Option<String>,
     ) -> Result<(IssuedTokens, &'static str), TokenRefusal> {
-        let client_ok = oauth::basic_credentials(headers)
-            .is_some_and(|c| c.id == self.client_id && c.secret == self.client_secret.expose());
+        let client_ok =
+            oauth::basic_credentials(headers).is_some_and(|c| self.app.is_client(&c.id, &c.secret));
         if !client_ok {
             return Err((
                 error(StatusCode::UNAUTHORIZED, 2, "Authentication failed."),
                 TokenOutcome::UnauthorizedClient,
             ));
         }
-        let client_id = self.client_id.clone();
+        let client_id = self.app.client_id.clone();
         let param = |name: &str| {
             form.get(name)
                 .map(String::as_str)
@@ -563,25 +470,27 @@ impl World {
                 let redirect_uri = param("redirect_uri")?;
                 self.continuous_refresh_asked
                     .push(form.get("continuous_refresh").map(String::as_str) == Some("true"));
-                let grant = match self.codes.redeem(code, &client_id, redirect_uri, "") {
+                let grant = match self.app.codes.redeem(code, &client_id, redirect_uri, "") {
                     Ok(grant) => grant,
                     Err(CodeRejection::Replayed { family }) => {
                         // What a replayed code produced is revoked (RFC 6749 §4.1.2).
                         if let Some(family) = family {
-                            self.tokens.revoke_family(family, RevokeCause::CodeReplayed);
+                            self.app
+                                .tokens
+                                .revoke_family(family, RevokeCause::CodeReplayed);
                         }
                         return Err(grant_invalid(TokenOutcome::InvalidCode));
                     }
                     Err(_) => return Err(grant_invalid(TokenOutcome::InvalidCode)),
                 };
-                let issued = self.tokens.issue(
+                let issued = self.app.tokens.issue(
                     &grant.user_id,
                     &client_id,
                     grant.scopes,
-                    self.access_lifetime,
+                    self.app.access_lifetime,
                     true,
                 );
-                self.codes.link_family(code, issued.family);
+                self.app.codes.link_family(code, issued.family);
                 Ok((issued, "authorization_code"))
             }
             "refresh_token" => {
@@ -589,8 +498,9 @@ impl World {
                 *credential = Some(token_fingerprint(refresh_token));
                 // Strict continuous refresh (the docs do not say): the token sent is spent;
                 // sending it again revokes the whole grant.
-                self.tokens
-                    .rotate(refresh_token, &client_id, self.access_lifetime)
+                self.app
+                    .tokens
+                    .rotate(refresh_token, &client_id, self.app.access_lifetime)
                     .map(|issued| (issued, "refresh_token"))
                     .map_err(|reason| {
                         grant_invalid(match reason {
@@ -622,41 +532,18 @@ async fn token(
     body: Bytes,
 ) -> Response {
     let mut world = pinterest.world();
-    let form = match oauth::parse_form(&headers, &body) {
-        Ok(form) => form,
-        Err(reason) => {
-            world.token_log.push(TokenRequest {
-                grant_type: String::new(),
-                credential: None,
-                outcome: TokenOutcome::InvalidRequest,
-            });
-            return invalid(reason.to_string()).into_response();
-        }
-    };
-    let grant_type = form.get("grant_type").cloned().unwrap_or_default();
-    if grant_type == "refresh_token" {
-        world.refresh_calls += 1;
-    }
-    let mut credential = None;
-    let result = world.grant(&headers, &form, &mut credential);
-    let outcome = match &result {
-        Ok(_) => TokenOutcome::Issued,
-        Err((_, outcome)) => *outcome,
-    };
-    world.token_log.push(TokenRequest {
-        grant_type,
-        credential,
-        outcome,
-    });
+    let result = oauth::logged_grant(
+        &mut *world,
+        oauth::parse_form(&headers, &body),
+        |reason| invalid(reason.to_string()),
+        |world, form, credential| world.grant(&headers, form, credential),
+    );
     drop(world);
     match result {
         Ok((issued, response_type)) => {
             let refresh_expires_at = unix_now() + REFRESH_LIFETIME.as_secs();
             (
-                [
-                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-                    (header::PRAGMA, HeaderValue::from_static("no-cache")),
-                ],
+                oauth::no_store(),
                 Json(json!({
                     "response_type": response_type,
                     "access_token": issued.access_token,
@@ -670,7 +557,7 @@ async fn token(
             )
                 .into_response()
         }
-        Err((refusal, _)) => refusal.into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -704,7 +591,7 @@ impl World {
         scopes: &[&str],
     ) -> Result<(PinterestUser, RateHeaders), Refusal> {
         let owner = oauth::bearer_token(headers)
-            .and_then(|token| self.tokens.authenticate(token).ok())
+            .and_then(|token| self.app.tokens.authenticate(token).ok())
             .ok_or_else(|| error(StatusCode::UNAUTHORIZED, 2, "Authentication failed."))?;
         let user = self
             .require_user(&owner.user_id)
@@ -951,41 +838,22 @@ impl World {
 pub(crate) fn control_routes(pinterest: &PinterestControl) -> Router {
     Router::new()
         .route("/state", get(control_state))
-        .route("/users/{id}/revoke", post(control_revoke))
-        .route("/users/{id}/expire", post(control_expire))
         .route("/users/{id}/pins", get(control_pins))
         .route("/boards/{id}", delete(control_delete_board))
-        .route("/token-requests", get(control_token_requests))
         .with_state(pinterest.clone())
 }
 
 async fn control_state(State(pinterest): State<PinterestControl>) -> Json<Value> {
     let world = pinterest.world();
     Json(json!({
-        "client_id": world.client_id,
+        "client_id": world.app.client_id,
         "users": world.users,
         "boards": world.boards,
         "pins": world.pins.len(),
-        "refresh_calls": world.refresh_calls,
-        "token_requests": world.token_log.len(),
+        "refresh_calls": world.app.refresh_calls,
+        "token_requests": world.app.token_log.len(),
         "pending_faults": pinterest.faults.pending_faults(),
     }))
-}
-
-async fn control_revoke(
-    State(pinterest): State<PinterestControl>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, SandboxError> {
-    let count = pinterest.revoke_user_grants(&id)?;
-    Ok(Json(json!({"user": id, "revoked_tokens": count})))
-}
-
-async fn control_expire(
-    State(pinterest): State<PinterestControl>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, SandboxError> {
-    let count = pinterest.expire_access_tokens(&id)?;
-    Ok(Json(json!({"user": id, "expired_access_tokens": count})))
 }
 
 async fn control_pins(
@@ -1002,10 +870,4 @@ async fn control_delete_board(
 ) -> Result<Json<Value>, SandboxError> {
     pinterest.delete_board(&id)?;
     Ok(Json(json!({"deleted": id})))
-}
-
-async fn control_token_requests(
-    State(pinterest): State<PinterestControl>,
-) -> Json<Vec<TokenRequest>> {
-    Json(pinterest.token_requests())
 }

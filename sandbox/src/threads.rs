@@ -63,7 +63,7 @@ use tokio::time::Instant;
 
 use super::control::{fault_controls, Shared};
 use super::faults::{inject, ConnectionHandle, FaultPoint, Faults};
-use super::oauth::{self, AuthorizeRejection, AuthorizeRequest, ConsentFlow};
+use super::oauth::{self, AuthorizeRejection, AuthorizeRequest, ConsentFlow, LooseAuthorize};
 use super::{sandbox_client, unix_now, SandboxError, Secret, THREADS_API_VERSION};
 
 const SHORT_LIFETIME: Duration = Duration::from_secs(60 * 60);
@@ -556,61 +556,24 @@ fn check_authorize(
     params: &HashMap<String, String>,
     client_id: &str,
 ) -> Result<AuthorizeRequest, AuthorizeRejection> {
-    let get = |name: &str| {
-        params
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    };
-    let page = |message: &str| AuthorizeRejection::Page(message.to_owned());
-    if get("client_id") != Some(client_id) {
-        return Err(page(
-            "Invalid app ID: use the Threads app ID, not the Meta app ID.",
-        ));
-    }
-    let Some(redirect_uri) = get("redirect_uri").filter(|uri| {
-        (uri.starts_with("http://") || uri.starts_with("https://")) && !uri.contains('#')
-    }) else {
-        return Err(page("The redirect_uri is missing or not an absolute URL."));
-    };
-    let state = get("state").unwrap_or_default().to_owned();
-    let refuse = |error: &'static str, description: &str| AuthorizeRejection::Redirect {
-        redirect_uri: redirect_uri.to_owned(),
-        error,
-        description: description.to_owned(),
-        state: Some(state.clone()),
-    };
-    if get("response_type") != Some("code") {
-        return Err(refuse(
-            "unsupported_response_type",
-            "response_type must be code.",
-        ));
-    }
-    let scopes: Vec<String> = get("scope")
-        .unwrap_or_default()
-        .split([',', ' '])
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if !scopes.iter().any(|s| s == "threads_basic") {
-        return Err(refuse(
-            "invalid_scope",
+    LooseAuthorize {
+        client_id,
+        client_params: &["client_id"],
+        unknown_client: "Invalid app ID: use the Threads app ID, not the Meta app ID.",
+        split_scopes: |raw| {
+            raw.split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        },
+        known_scopes: KNOWN_SCOPES,
+        required_scope: Some((
+            "threads_basic",
             "threads_basic is required for every Threads endpoint.",
-        ));
+        )),
+        optional_pkce: false,
     }
-    if let Some(unknown) = scopes.iter().find(|s| !KNOWN_SCOPES.contains(&s.as_str())) {
-        return Err(refuse(
-            "invalid_scope",
-            &format!("Unknown scope {unknown}."),
-        ));
-    }
-    Ok(AuthorizeRequest {
-        client_id: client_id.to_owned(),
-        redirect_uri: redirect_uri.to_owned(),
-        scopes,
-        state,
-        code_challenge: String::new(),
-    })
+    .check(params)
 }
 
 const CONSENT: ConsentFlow = ConsentFlow {

@@ -24,8 +24,9 @@
 //! | `GET /media/{name}` | a video the sandbox serves itself, for `PULL_FROM_URL` |
 //!
 //! Controls, under `/sandbox/tiktok`: `GET /state`, `POST /audited {"audited"}`,
-//! `POST /users/{id}/revoke`, `GET /users/{id}/posts`, `GET /token-requests`, and the
-//! shared fault controls (`POST /fail`, `/stall`, `/drop`, `/rate-limit`,
+//! `GET /users/{id}/posts`, the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
+//! `GET /token-requests`, `/revoked-tokens`) (`{id}` an open id or
+//! username), and the shared fault controls (`POST /fail`, `/stall`, `/drop`, `/rate-limit`,
 //! `DELETE /faults`).
 //!
 //! Seeded creators (password `sandbox`): `jane_tok` (public account, can post),
@@ -69,14 +70,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::control::{fault_controls, Shared};
+use super::control::{fault_controls, grant_controls, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
-    self, token_fingerprint, AuthorizationCodes, AuthorizeRejection, AuthorizeRequest, CodeGrant,
-    CodeRejection, ConsentFlow, IssuedTokens, RefreshRejection, RevokeCause, TokenOutcome,
-    TokenRequest, TokenStore,
+    self, token_fingerprint, AuthorizeRejection, AuthorizeRequest, CodeRejection, ConsentFlow,
+    IssuedTokens, LooseAuthorize, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome,
 };
-use super::{sandbox_client, SandboxError, Secret};
+use super::SandboxError;
 
 /// The newest doc: access tokens last 2 hours…
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(2 * 60 * 60);
@@ -159,6 +159,12 @@ pub struct TiktokControl {
 }
 
 fault_controls!(TiktokControl, Some(RATE_WINDOW));
+grant_controls!(
+    TiktokControl,
+    World,
+    "tiktok",
+    owner = |world, who| Ok(world.require_creator(who)?.open_id.clone())
+);
 
 struct Upload {
     publish_id: String,
@@ -172,16 +178,12 @@ struct Window {
     used: u32,
 }
 
-struct World {
-    client_key: String,
-    client_secret: Secret,
-    access_lifetime: Duration,
+pub(crate) struct World {
+    /// The app registration and what was granted to it (TikTok's client key is its
+    /// `client_id`).
+    app: OAuthApp,
     audited: bool,
     creators: Vec<TiktokCreator>,
-    codes: AuthorizationCodes,
-    tokens: TokenStore,
-    token_log: Vec<TokenRequest>,
-    refresh_calls: u64,
     posts: Vec<TiktokPost>,
     uploads: HashMap<String, Upload>,
     media: HashMap<String, Vec<u8>>,
@@ -266,11 +268,8 @@ impl World {
             "sample.mp4".to_owned(),
             sample_video(64 * 1024, SAMPLE_VIDEO_SECS),
         );
-        let (client_key, client_secret) = sandbox_client("tiktok");
         World {
-            client_key,
-            client_secret,
-            access_lifetime: DEFAULT_ACCESS_LIFETIME,
+            app: OAuthApp::new("tiktok", DEFAULT_ACCESS_LIFETIME, CODE_LIFETIME),
             audited: true,
             creators: vec![
                 creator("-000jane-open-id", "jane_tok", "Jane Writes", false, true),
@@ -283,10 +282,6 @@ impl World {
                     false,
                 ),
             ],
-            codes: AuthorizationCodes::default(),
-            tokens: TokenStore::default(),
-            token_log: Vec::new(),
-            refresh_calls: 0,
             posts: Vec::new(),
             uploads: HashMap::new(),
             media,
@@ -328,18 +323,13 @@ impl TiktokControl {
 
     /// The client key the sandbox accepts (default `sandbox-tiktok-client`).
     pub fn client_key(&self) -> String {
-        self.world().client_key.clone()
+        self.client_id()
     }
 
     /// Whether the app passed TikTok's audit (default true). An unaudited app may post
     /// only to private accounts, and only `SELF_ONLY`.
     pub fn set_audited(&self, audited: bool) {
         self.world().audited = audited;
-    }
-
-    /// Lifetime of access tokens issued from now on (default 2 hours).
-    pub fn set_access_token_lifetime(&self, lifetime: Duration) {
-        self.world().access_lifetime = lifetime;
     }
 
     /// How many status fetches answer `PROCESSING_*` before the outcome (default 1).
@@ -387,20 +377,6 @@ impl TiktokControl {
         self.world().creators.clone()
     }
 
-    /// The user removed the app in their settings: every token of theirs stops working.
-    pub fn revoke_user_grants(&self, user: &str) -> Result<usize, SandboxError> {
-        let mut world = self.world();
-        let id = world.require_creator(user)?.open_id.clone();
-        Ok(world.tokens.revoke_user(&id, RevokeCause::UserRevokedApp))
-    }
-
-    /// The user's access tokens lapse now; refresh tokens keep working.
-    pub fn expire_access_tokens(&self, user: &str) -> Result<usize, SandboxError> {
-        let mut world = self.world();
-        let id = world.require_creator(user)?.open_id.clone();
-        Ok(world.tokens.expire_access_of_user(&id))
-    }
-
     /// Posts of a creator (by open id or username), oldest first.
     pub fn posts(&self, user: &str) -> Vec<TiktokPost> {
         let world = self.world();
@@ -415,18 +391,9 @@ impl TiktokControl {
             .collect()
     }
 
-    pub fn refresh_calls(&self) -> u64 {
-        self.world().refresh_calls
-    }
-
     /// How many revoke requests were accepted.
     pub fn revoke_calls(&self) -> u64 {
         self.world().revoke_calls
-    }
-
-    /// Every request that reached the token endpoint, oldest first.
-    pub fn token_requests(&self) -> Vec<TokenRequest> {
-        self.world().token_log.clone()
     }
 }
 
@@ -579,65 +546,23 @@ fn check_authorize(
     params: &HashMap<String, String>,
     client_key: &str,
 ) -> Result<AuthorizeRequest, AuthorizeRejection> {
-    let get = |name: &str| {
-        params
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    };
-    let page = |message: &str| AuthorizeRejection::Page(message.to_owned());
-    if get("client_key").or_else(|| get("client_id")) != Some(client_key) {
-        return Err(page("client_key is missing or unknown."));
+    LooseAuthorize {
+        client_id: client_key,
+        client_params: &["client_key", "client_id"],
+        unknown_client: "client_key is missing or unknown.",
+        // TikTok's scopes are comma-separated.
+        split_scopes: |raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        },
+        known_scopes: KNOWN_SCOPES,
+        required_scope: None,
+        optional_pkce: true,
     }
-    let Some(redirect_uri) = get("redirect_uri").filter(|uri| {
-        (uri.starts_with("http://") || uri.starts_with("https://")) && !uri.contains('#')
-    }) else {
-        return Err(page("The redirect_uri is missing or not an absolute URL."));
-    };
-    let state = get("state").unwrap_or_default().to_owned();
-    let refuse = |error: &'static str, description: &str| AuthorizeRejection::Redirect {
-        redirect_uri: redirect_uri.to_owned(),
-        error,
-        description: description.to_owned(),
-        state: Some(state.clone()),
-    };
-    if get("response_type") != Some("code") {
-        return Err(refuse(
-            "unsupported_response_type",
-            "response_type must be code.",
-        ));
-    }
-    // TikTok's scopes are comma-separated.
-    let scopes: Vec<String> = get("scope")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if scopes.is_empty() {
-        return Err(refuse("invalid_scope", "Missing scope."));
-    }
-    if let Some(unknown) = scopes.iter().find(|s| !KNOWN_SCOPES.contains(&s.as_str())) {
-        return Err(refuse(
-            "invalid_scope",
-            &format!("Unknown scope {unknown}."),
-        ));
-    }
-    let code_challenge = get("code_challenge").unwrap_or_default().to_owned();
-    if !code_challenge.is_empty() && get("code_challenge_method") != Some("S256") {
-        return Err(refuse(
-            "invalid_request",
-            "code_challenge_method must be S256.",
-        ));
-    }
-    Ok(AuthorizeRequest {
-        client_id: client_key.to_owned(),
-        redirect_uri: redirect_uri.to_owned(),
-        scopes,
-        state,
-        code_challenge,
-    })
+    .check(params)
 }
 
 /// The consent form's hidden `scope` field joins with spaces; TikTok's with commas.
@@ -672,31 +597,20 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    CONSENT.decide(
+    // PKCE is optional here: without a challenge the code asks for no verifier.
+    CONSENT.decide_with_code(
         &mut *tiktok.world(),
         &headers,
         &body,
-        |world, form| check_authorize(&form_scopes(form.clone()), &world.client_key),
-        |world, request, username| {
-            let user_id = world
+        |world, form| check_authorize(&form_scopes(form.clone()), &world.app.client_id),
+        |world, username| {
+            let creator = world
                 .creators
                 .iter()
-                .find(|c| c.username.eq_ignore_ascii_case(username))?
-                .open_id
-                .clone();
-            // PKCE is optional here: without a challenge the code asks for no verifier.
-            let code = world.codes.issue(
-                CodeGrant {
-                    client_id: request.client_id.clone(),
-                    redirect_uri: request.redirect_uri.clone(),
-                    code_challenge: request.code_challenge.clone(),
-                    user_id,
-                    scopes: request.scopes.clone(),
-                },
-                CODE_LIFETIME,
-            );
-            Some(vec![("code", code), ("scopes", request.scopes.join(","))])
+                .find(|c| c.username.eq_ignore_ascii_case(username))?;
+            Some(creator.open_id.clone())
         },
+        |request| vec![("scopes", request.scopes.join(","))],
     )
 }
 
@@ -720,8 +634,9 @@ fn invalid_grant(description: &str, outcome: TokenOutcome) -> TokenRefusal {
 
 impl World {
     fn client_ok(&self, form: &HashMap<String, String>) -> bool {
-        form.get("client_key").map(String::as_str) == Some(self.client_key.as_str())
-            && form.get("client_secret").map(String::as_str) == Some(self.client_secret.expose())
+        form.get("client_key").map(String::as_str) == Some(self.app.client_id.as_str())
+            && form.get("client_secret").map(String::as_str)
+                == Some(self.app.client_secret.expose())
     }
 
     fn grant(
@@ -739,7 +654,7 @@ impl World {
                 TokenOutcome::UnauthorizedClient,
             ));
         }
-        let client_key = self.client_key.clone();
+        let client_key = self.app.client_id.clone();
         let param = |name: &str| {
             form.get(name)
                 .map(String::as_str)
@@ -767,11 +682,17 @@ impl World {
                 let verifier = form.get("code_verifier").map_or("", String::as_str);
                 let expired =
                     || invalid_grant("Authorization code is expired.", TokenOutcome::InvalidCode);
-                let grant = match self.codes.redeem(code, &client_key, redirect_uri, verifier) {
+                let grant = match self
+                    .app
+                    .codes
+                    .redeem(code, &client_key, redirect_uri, verifier)
+                {
                     Ok(grant) => grant,
                     Err(CodeRejection::Replayed { family }) => {
                         if let Some(family) = family {
-                            self.tokens.revoke_family(family, RevokeCause::CodeReplayed);
+                            self.app
+                                .tokens
+                                .revoke_family(family, RevokeCause::CodeReplayed);
                         }
                         return Err(expired());
                     }
@@ -783,21 +704,22 @@ impl World {
                     }
                     Err(_) => return Err(expired()),
                 };
-                let issued = self.tokens.issue(
+                let issued = self.app.tokens.issue(
                     &grant.user_id,
                     &client_key,
                     grant.scopes,
-                    self.access_lifetime,
+                    self.app.access_lifetime,
                     true,
                 );
-                self.codes.link_family(code, issued.family);
+                self.app.codes.link_family(code, issued.family);
                 Ok(issued)
             }
             "refresh_token" => {
                 let refresh_token = param("refresh_token")?;
                 *credential = Some(token_fingerprint(refresh_token));
-                self.tokens
-                    .rotate(refresh_token, &client_key, self.access_lifetime)
+                self.app
+                    .tokens
+                    .rotate(refresh_token, &client_key, self.app.access_lifetime)
                     .map_err(|reason| {
                         invalid_grant(
                             "Refresh token is invalid or expired.",
@@ -833,7 +755,8 @@ impl World {
 
     /// The open id behind an issued family, from its user.
     fn open_id_of(&self, access_token: &str) -> String {
-        self.tokens
+        self.app
+            .tokens
             .authenticate(access_token)
             .map(|o| o.user_id)
             .unwrap_or_default()
@@ -843,45 +766,24 @@ impl World {
 /// `POST /v2/oauth/token/`.
 async fn token(State(tiktok): State<TiktokControl>, headers: HeaderMap, body: Bytes) -> Response {
     let mut world = tiktok.world();
-    let form = match oauth::parse_form(&headers, &body) {
-        Ok(form) => form,
-        Err(reason) => {
-            world.token_log.push(TokenRequest {
-                grant_type: String::new(),
-                credential: None,
-                outcome: TokenOutcome::InvalidRequest,
-            });
-            return oauth_error(
+    let result = oauth::logged_grant(
+        &mut *world,
+        oauth::parse_form(&headers, &body),
+        |reason| {
+            Refusal::oauth(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
-                &reason.to_string(),
-            );
-        }
-    };
-    let grant_type = form.get("grant_type").cloned().unwrap_or_default();
-    if grant_type == "refresh_token" {
-        world.refresh_calls += 1;
-    }
-    let mut credential = None;
-    let result = world.grant(&form, &mut credential);
-    let outcome = match &result {
-        Ok(_) => TokenOutcome::Issued,
-        Err((_, outcome)) => *outcome,
-    };
-    world.token_log.push(TokenRequest {
-        grant_type,
-        credential,
-        outcome,
-    });
+                reason.to_string(),
+            )
+        },
+        |world, form, credential| world.grant(form, credential),
+    );
     match result {
         Ok(issued) => {
             let open_id = world.open_id_of(&issued.access_token);
             drop(world);
             (
-                [
-                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-                    (header::PRAGMA, HeaderValue::from_static("no-cache")),
-                ],
+                oauth::no_store(),
                 Json(json!({
                     "access_token": issued.access_token,
                     "expires_in": issued.expires_in,
@@ -894,7 +796,7 @@ async fn token(State(tiktok): State<TiktokControl>, headers: HeaderMap, body: By
             )
                 .into_response()
         }
-        Err((refusal, _)) => refusal.into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -926,14 +828,15 @@ async fn revoke(State(tiktok): State<TiktokControl>, headers: HeaderMap, body: B
         );
     };
     world.revoke_calls += 1;
-    match world.tokens.authenticate(token) {
+    match world.app.tokens.authenticate(token) {
         Ok(owner) => {
             world
+                .app
                 .tokens
                 .revoke_user(&owner.user_id, RevokeCause::RevokeEndpoint);
         }
         // A refresh token, or one already dead: revoke what it names.
-        Err(_) => world.tokens.revoke_token(token),
+        Err(_) => world.app.tokens.revoke_token(token),
     }
     // TikTok answers an empty body on success.
     StatusCode::OK.into_response()
@@ -951,7 +854,7 @@ impl World {
     ) -> Result<TiktokCreator, Refusal> {
         let invalid_token = || Refusal::api("access_token_invalid");
         let owner = oauth::bearer_token(headers)
-            .and_then(|token| self.tokens.authenticate(token).ok())
+            .and_then(|token| self.app.tokens.authenticate(token).ok())
             .ok_or_else(invalid_token)?;
         let creator = self
             .require_creator(&owner.user_id)
@@ -1473,22 +1376,20 @@ pub(crate) fn control_routes(tiktok: &TiktokControl) -> Router {
     Router::new()
         .route("/state", get(control_state))
         .route("/audited", post(control_audited))
-        .route("/users/{id}/revoke", post(control_revoke))
         .route("/users/{id}/posts", get(control_posts))
-        .route("/token-requests", get(control_token_requests))
         .with_state(tiktok.clone())
 }
 
 async fn control_state(State(tiktok): State<TiktokControl>) -> Json<Value> {
     let world = tiktok.world();
     Json(json!({
-        "client_key": world.client_key,
+        "client_key": world.app.client_id,
         "audited": world.audited,
         "creators": world.creators,
         "posts": world.posts.len(),
         "media": world.media.keys().collect::<Vec<_>>(),
-        "refresh_calls": world.refresh_calls,
-        "token_requests": world.token_log.len(),
+        "refresh_calls": world.app.refresh_calls,
+        "token_requests": world.app.token_log.len(),
         "pending_faults": tiktok.faults.pending_faults(),
     }))
 }
@@ -1506,24 +1407,12 @@ async fn control_audited(
     Json(json!({"audited": body.audited}))
 }
 
-async fn control_revoke(
-    State(tiktok): State<TiktokControl>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, SandboxError> {
-    let count = tiktok.revoke_user_grants(&id)?;
-    Ok(Json(json!({"user": id, "revoked_tokens": count})))
-}
-
 async fn control_posts(
     State(tiktok): State<TiktokControl>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<TiktokPost>>, SandboxError> {
     tiktok.world().require_creator(&id)?;
     Ok(Json(tiktok.posts(&id)))
-}
-
-async fn control_token_requests(State(tiktok): State<TiktokControl>) -> Json<Vec<TokenRequest>> {
-    Json(tiktok.token_requests())
 }
 
 #[cfg(test)]

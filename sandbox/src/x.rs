@@ -16,9 +16,9 @@
 //! | `POST /2/tweets` | publish a post |
 //! | `POST /2/media/upload` | one-request upload (multipart `media`, JSON base64 `media`, or the raw body) |
 //!
-//! Controls, under `/sandbox/x`: `GET /state`, `GET /users`,
-//! `POST /users/{id}/revoke`, `POST /users/{id}/expire`, `GET /users/{id}/tweets`,
-//! `GET /token-requests`, `GET /revoked-tokens`, and the shared fault controls
+//! Controls, under `/sandbox/x`: `GET /state`, `GET /users`, `GET /users/{id}/tweets`,
+//! the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
+//! `GET /token-requests`, `/revoked-tokens`), and the shared fault controls
 //! (`POST /fail`, `/stall`, `/drop`, `/rate-limit`, `DELETE /faults`). An armed rate
 //! limit answers X's 429 with `x-rate-limit-remaining: 0` and the armed
 //! `x-rate-limit-reset` on users/me, tweets and media.
@@ -47,14 +47,13 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::control::{fault_controls, Shared};
+use super::control::{fault_controls, grant_controls, Shared};
 use super::faults::{inject, FaultPoint, Faults};
 use super::oauth::{
-    self, token_fingerprint, AuthorizationCodes, ClientRegistration, CodeGrant, CodeRejection,
-    ConsentFlow, FormError, IssuedTokens, RefreshRejection, RevokeCause, RevokedToken,
-    TokenOutcome, TokenOwner, TokenRequest, TokenStore,
+    self, no_store, token_fingerprint, ClientRegistration, CodeRejection, ConsentFlow, FormError,
+    IssuedTokens, OAuthApp, RefreshRejection, RevokeCause, TokenOutcome, TokenOwner,
 };
-use super::{sandbox_client, unix_now, SandboxError, Secret};
+use super::{unix_now, SandboxError};
 
 /// The password every seeded user logs in with on the consent page.
 pub const SANDBOX_PASSWORD: &str = "sandbox";
@@ -161,6 +160,12 @@ pub struct XControl {
 }
 
 fault_controls!(XControl, Some(RATE_WINDOW));
+grant_controls!(
+    XControl,
+    XWorld,
+    "x",
+    owner = |world, user_id| Ok(world.require_user(user_id)?.id.clone())
+);
 
 impl XControl {
     pub(crate) fn new() -> Self {
@@ -172,35 +177,6 @@ impl XControl {
 
     fn world(&self) -> MutexGuard<'_, XWorld> {
         self.world.lock()
-    }
-
-    /// The client id the sandbox accepts (default `sandbox-x-client`).
-    pub fn client_id(&self) -> String {
-        self.world().client_id.clone()
-    }
-
-    /// Sets the client credentials the sandbox accepts (defaults `sandbox-x-client` /
-    /// `sandbox-x-secret`).
-    pub fn set_client(&self, client_id: impl Into<String>, client_secret: impl Into<String>) {
-        let mut world = self.world();
-        world.client_id = client_id.into();
-        world.client_secret = Secret::new(client_secret);
-    }
-
-    /// Lifetime of access tokens issued from now on (default 7200 s).
-    pub fn set_access_token_lifetime(&self, lifetime: Duration) {
-        self.world().access_lifetime = lifetime;
-    }
-
-    /// Lifetime of authorization codes issued from now on (default 30 s).
-    pub fn set_code_lifetime(&self, lifetime: Duration) {
-        self.world().code_lifetime = lifetime;
-    }
-
-    /// The app's registered callback URLs, matched exactly. Empty (the default) accepts
-    /// any http(s) URL, so that tests need not know their port in advance.
-    pub fn set_redirect_uris(&self, uris: Vec<String>) {
-        self.world().redirect_uris = uris;
     }
 
     /// Adds an account; it logs in with [`SANDBOX_PASSWORD`].
@@ -230,26 +206,6 @@ impl XControl {
         self.world().users.clone()
     }
 
-    /// The user removed the app in their settings: every access and refresh token of
-    /// theirs stops working. Returns how many tokens were still usable.
-    pub fn revoke_user_grants(&self, user_id: &str) -> Result<usize, SandboxError> {
-        let mut world = self.world();
-        world.require_user(user_id)?;
-        let count = world
-            .tokens
-            .revoke_user(user_id, RevokeCause::UserRevokedApp);
-        tracing::info!(platform = "x", user_id, count, "user revoked the app");
-        Ok(count)
-    }
-
-    /// The user's access tokens lapse now; refresh tokens keep working. Returns how
-    /// many access tokens were still live.
-    pub fn expire_access_tokens(&self, user_id: &str) -> Result<usize, SandboxError> {
-        let mut world = self.world();
-        world.require_user(user_id)?;
-        Ok(world.tokens.expire_access_of_user(user_id))
-    }
-
     /// Posts the user published, oldest first.
     pub fn tweets(&self, user_id: &str) -> Vec<XTweet> {
         self.world()
@@ -258,24 +214,6 @@ impl XControl {
             .filter(|t| t.author_id == user_id)
             .cloned()
             .collect()
-    }
-
-    /// How many `grant_type=refresh_token` requests reached the token endpoint,
-    /// whatever their outcome (injected failures excepted: they never reach it).
-    pub fn refresh_calls(&self) -> u64 {
-        self.world().refresh_calls
-    }
-
-    /// Every request that reached the token endpoint, oldest first. A test asserts that
-    /// no spent refresh token was ever sent with
-    /// `token_requests().iter().all(|r| r.outcome != TokenOutcome::RefreshTokenReused)`.
-    pub fn token_requests(&self) -> Vec<TokenRequest> {
-        self.world().token_log.clone()
-    }
-
-    /// Every token revoked so far, oldest first.
-    pub fn revoked_tokens(&self) -> Vec<RevokedToken> {
-        self.world().tokens.revoked().to_vec()
     }
 }
 
@@ -345,17 +283,10 @@ struct XMedia {
 }
 
 /// Everything X knows. Behind one mutex that no handler holds across an await.
-struct XWorld {
-    client_id: String,
-    client_secret: Secret,
-    redirect_uris: Vec<String>,
-    access_lifetime: Duration,
-    code_lifetime: Duration,
+pub(crate) struct XWorld {
+    /// The app registration and what was granted to it.
+    app: OAuthApp,
     users: Vec<XUser>,
-    codes: AuthorizationCodes,
-    tokens: TokenStore,
-    token_log: Vec<TokenRequest>,
-    refresh_calls: u64,
     tweets: Vec<XTweet>,
     media: HashMap<String, XMedia>,
     windows: HashMap<(String, Endpoint), RateWindow>,
@@ -365,21 +296,12 @@ struct XWorld {
 
 impl XWorld {
     fn new() -> Self {
-        let (client_id, client_secret) = sandbox_client("x");
         XWorld {
-            client_id,
-            client_secret,
-            redirect_uris: Vec::new(),
-            access_lifetime: DEFAULT_ACCESS_LIFETIME,
-            code_lifetime: DEFAULT_CODE_LIFETIME,
+            app: OAuthApp::new("x", DEFAULT_ACCESS_LIFETIME, DEFAULT_CODE_LIFETIME),
             users: vec![
                 XUser::new("2244994945", "jane_writes", "Jane Writes"),
                 XUser::new("1111111111", "other_account", "Other Account"),
             ],
-            codes: AuthorizationCodes::default(),
-            tokens: TokenStore::default(),
-            token_log: Vec::new(),
-            refresh_calls: 0,
             tweets: Vec::new(),
             media: HashMap::new(),
             windows: HashMap::new(),
@@ -395,12 +317,7 @@ impl XWorld {
     }
 
     fn registration(&self) -> ClientRegistration<'_> {
-        ClientRegistration {
-            client_id: &self.client_id,
-            redirect_uris: &self.redirect_uris,
-            known_scopes: KNOWN_SCOPES,
-            require_state: true,
-        }
+        self.app.registration(KNOWN_SCOPES, true)
     }
 
     /// A snowflake-shaped id: time in the high bits, strictly increasing.
@@ -426,10 +343,7 @@ impl XWorld {
         let credentials =
             oauth::basic_credentials(headers).ok_or(TokenError::UnauthorizedClient)?;
         let body_id_agrees = form.get("client_id").is_none_or(|id| *id == credentials.id);
-        if credentials.id != self.client_id
-            || credentials.secret != self.client_secret.expose()
-            || !body_id_agrees
-        {
+        if !self.app.is_client(&credentials.id, &credentials.secret) || !body_id_agrees {
             return Err(TokenError::UnauthorizedClient);
         }
         Ok(credentials.id)
@@ -463,12 +377,19 @@ impl XWorld {
                 let redirect_uri = param("redirect_uri")?;
                 let verifier = param("code_verifier")?;
                 let invalid = (TokenError::InvalidToken, TokenOutcome::InvalidCode);
-                let grant = match self.codes.redeem(code, &client_id, redirect_uri, verifier) {
+                let grant = match self
+                    .app
+                    .codes
+                    .redeem(code, &client_id, redirect_uri, verifier)
+                {
                     Ok(grant) => grant,
                     Err(CodeRejection::Replayed {
                         family: Some(family),
                     }) => {
-                        let revoked = self.tokens.revoke_family(family, RevokeCause::CodeReplayed);
+                        let revoked = self
+                            .app
+                            .tokens
+                            .revoke_family(family, RevokeCause::CodeReplayed);
                         tracing::warn!(
                             platform = "x",
                             revoked,
@@ -486,14 +407,14 @@ impl XWorld {
                 }
                 // X issues a refresh token only when offline.access was granted.
                 let with_refresh = grant.scopes.iter().any(|s| s == "offline.access");
-                let issued = self.tokens.issue(
+                let issued = self.app.tokens.issue(
                     &grant.user_id,
                     &client_id,
                     grant.scopes,
-                    self.access_lifetime,
+                    self.app.access_lifetime,
                     with_refresh,
                 );
-                self.codes.link_family(code, issued.family);
+                self.app.codes.link_family(code, issued.family);
                 tracing::info!(
                     platform = "x",
                     user_id = grant.user_id,
@@ -504,8 +425,9 @@ impl XWorld {
             "refresh_token" => {
                 let refresh_token = param("refresh_token")?;
                 *credential = Some(token_fingerprint(refresh_token));
-                self.tokens
-                    .rotate(refresh_token, &client_id, self.access_lifetime)
+                self.app
+                    .tokens
+                    .rotate(refresh_token, &client_id, self.app.access_lifetime)
                     .map_err(|reason| {
                         let outcome = match reason {
                             RefreshRejection::Reused => {
@@ -547,7 +469,7 @@ impl XWorld {
     ) -> Result<(TokenOwner, RateHeaders), Refusal> {
         let owner = oauth::bearer_token(headers)
             .ok_or(())
-            .and_then(|token| self.tokens.authenticate(token).map_err(|_| ()))
+            .and_then(|token| self.app.tokens.authenticate(token).map_err(|_| ()))
             .map_err(|()| Refusal {
                 problem: ApiProblem::Unauthorized,
                 rate: RateHeaders::fresh(endpoint),
@@ -703,14 +625,6 @@ impl IntoResponse for TokenError {
     }
 }
 
-/// Token answers must not be cached (RFC 6749 §5.1).
-fn no_store() -> [(HeaderName, HeaderValue); 2] {
-    [
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        (header::PRAGMA, HeaderValue::from_static("no-cache")),
-    ]
-}
-
 /// API failures, in X's problem shapes.
 #[derive(Debug)]
 enum ApiProblem {
@@ -811,74 +725,32 @@ async fn authorize_decision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    CONSENT.decide(
+    CONSENT.decide_with_code(
         &mut *x.world(),
         &headers,
         &body,
         |world, form| oauth::check_authorize_request(form, &world.registration()),
-        |world, request, username| {
+        |world, username| {
             let handle = username.trim_start_matches('@');
-            let user_id = world
+            let user = world
                 .users
                 .iter()
-                .find(|u| u.username.eq_ignore_ascii_case(handle))?
-                .id
-                .clone();
-            let lifetime = world.code_lifetime;
-            let code = world.codes.issue(
-                CodeGrant {
-                    client_id: request.client_id.clone(),
-                    redirect_uri: request.redirect_uri.clone(),
-                    code_challenge: request.code_challenge.clone(),
-                    user_id: user_id.clone(),
-                    scopes: request.scopes.clone(),
-                },
-                lifetime,
-            );
-            tracing::info!(
-                platform = "x",
-                user_id,
-                "user authorized the app; code issued"
-            );
-            Some(vec![("code", code)])
+                .find(|u| u.username.eq_ignore_ascii_case(handle))?;
+            Some(user.id.clone())
         },
+        |_| Vec::new(),
     )
 }
 
 /// `POST /2/oauth2/token`.
 async fn token(State(x): State<XControl>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = oauth::parse_form(&headers, &body);
     let mut world = x.world();
-    let (result, entry) = match form {
-        Err(reason) => (
-            Err(TokenError::BadForm(reason)),
-            TokenRequest {
-                grant_type: String::new(),
-                credential: None,
-                outcome: TokenOutcome::InvalidRequest,
-            },
-        ),
-        Ok(form) => {
-            let grant_type = form.get("grant_type").cloned().unwrap_or_default();
-            if grant_type == "refresh_token" {
-                world.refresh_calls += 1;
-            }
-            let mut credential = None;
-            let (result, outcome) = match world.grant(&headers, &form, &mut credential) {
-                Ok(issued) => (Ok(issued), TokenOutcome::Issued),
-                Err((error, outcome)) => (Err(error), outcome),
-            };
-            (
-                result,
-                TokenRequest {
-                    grant_type,
-                    credential,
-                    outcome,
-                },
-            )
-        }
-    };
-    world.token_log.push(entry);
+    let result = oauth::logged_grant(
+        &mut *world,
+        oauth::parse_form(&headers, &body),
+        TokenError::BadForm,
+        |world, form, credential| world.grant(&headers, form, credential),
+    );
     drop(world);
     match result {
         Ok(issued) => {
@@ -911,7 +783,7 @@ async fn revoke(State(x): State<XControl>, headers: HeaderMap, body: Bytes) -> R
     let Some(token) = form.get("token").filter(|t| !t.is_empty()) else {
         return TokenError::Missing("token").into_response();
     };
-    world.tokens.revoke_token(token);
+    world.app.tokens.revoke_token(token);
     tracing::info!(platform = "x", token = %token_fingerprint(token), "token revoked by the client");
     Json(json!({"revoked": true})).into_response()
 }
@@ -1239,26 +1111,22 @@ pub(crate) fn control_routes(x: &XControl) -> Router {
     Router::new()
         .route("/state", get(control_state))
         .route("/users", get(control_users))
-        .route("/users/{id}/revoke", post(control_revoke_user))
-        .route("/users/{id}/expire", post(control_expire_user))
         .route("/users/{id}/tweets", get(control_user_tweets))
-        .route("/token-requests", get(control_token_requests))
-        .route("/revoked-tokens", get(control_revoked_tokens))
         .with_state(x.clone())
 }
 
 async fn control_state(State(x): State<XControl>) -> Json<Value> {
     let world = x.world();
     Json(json!({
-        "client_id": world.client_id,
-        "access_token_lifetime_secs": world.access_lifetime.as_secs(),
-        "code_lifetime_secs": world.code_lifetime.as_secs(),
-        "redirect_uris": world.redirect_uris,
+        "client_id": world.app.client_id,
+        "access_token_lifetime_secs": world.app.access_lifetime.as_secs(),
+        "code_lifetime_secs": world.app.code_lifetime.as_secs(),
+        "redirect_uris": world.app.redirect_uris,
         "users": world.users,
         "tweets": world.tweets.len(),
-        "refresh_calls": world.refresh_calls,
-        "token_requests": world.token_log.len(),
-        "revoked_tokens": world.tokens.revoked().len(),
+        "refresh_calls": world.app.refresh_calls,
+        "token_requests": world.app.token_log.len(),
+        "revoked_tokens": world.app.tokens.revoked().len(),
         "pending_faults": x.faults.pending_faults(),
     }))
 }
@@ -1267,34 +1135,10 @@ async fn control_users(State(x): State<XControl>) -> Json<Vec<XUser>> {
     Json(x.users())
 }
 
-async fn control_revoke_user(
-    State(x): State<XControl>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, SandboxError> {
-    let count = x.revoke_user_grants(&id)?;
-    Ok(Json(json!({"user_id": id, "revoked_tokens": count})))
-}
-
-async fn control_expire_user(
-    State(x): State<XControl>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, SandboxError> {
-    let count = x.expire_access_tokens(&id)?;
-    Ok(Json(json!({"user_id": id, "expired_access_tokens": count})))
-}
-
 async fn control_user_tweets(
     State(x): State<XControl>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<XTweet>>, SandboxError> {
     x.world().require_user(&id)?;
     Ok(Json(x.tweets(&id)))
-}
-
-async fn control_token_requests(State(x): State<XControl>) -> Json<Vec<TokenRequest>> {
-    Json(x.token_requests())
-}
-
-async fn control_revoked_tokens(State(x): State<XControl>) -> Json<Vec<RevokedToken>> {
-    Json(x.revoked_tokens())
 }

@@ -20,8 +20,9 @@
 //! | `PUT /upload/youtube/v3/videos` | `upload_id`: a chunk (`Content-Range: bytes A-B/T`) or a status query (`bytes */T`) |
 //!
 //! Controls, under `/sandbox/youtube`: `GET /state`, `POST /quota {"remaining"}`,
-//! `POST /users/{id}/revoke`, `POST /users/{id}/upload-limit`, `GET /videos`,
-//! `POST /drop-chunk {"chunks"}`, the shared fault controls (`POST /fail`, `/stall`,
+//! `POST /users/{id}/upload-limit`, `GET /videos`, `POST /drop-chunk {"chunks"}`,
+//! the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
+//! `GET /token-requests`, `/revoked-tokens`) (`{id}` an id or username), the shared fault controls (`POST /fail`, `/stall`,
 //! `/drop`, `DELETE /faults`, which also disarms chunk drops; no `/rate-limit`: YouTube's
 //! limit is its quota),
 //! and `GET /media/sample.mp4`, a small video for posts to point at.
@@ -54,14 +55,14 @@ use axum::{middleware, Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::control::{fault_controls, Shared};
+use super::control::{fault_controls, grant_controls, Shared};
 use super::faults::{inject, ConnectionHandle, FaultPoint, Faults};
 use super::oauth::{
-    self, token_fingerprint, AuthorizationCodes, ClientRegistration, CodeGrant, ConsentPage,
-    RefreshRejection, RevokedToken, TokenOutcome, TokenRequest, TokenStore,
+    self, token_fingerprint, ClientRegistration, ConsentPage, OAuthApp, RefreshRejection,
+    TokenOutcome, TokenRequest,
 };
 use super::x::SANDBOX_PASSWORD;
-use super::{sandbox_client, SandboxError, Secret};
+use super::SandboxError;
 
 /// Google's access tokens: an hour (answered as 3599 s).
 const ACCESS_LIFETIME: Duration = Duration::from_secs(3599);
@@ -221,21 +222,23 @@ pub struct YoutubeControl {
 }
 
 fault_controls!(YoutubeControl, None);
+grant_controls!(
+    YoutubeControl,
+    World,
+    "youtube",
+    owner = |world, who| Ok(world.require_user(who)?.id.clone())
+);
 
-struct World {
-    client_id: String,
-    client_secret: Secret,
+pub(crate) struct World {
+    /// The app registration and what was granted to it.
+    app: OAuthApp,
     users: Vec<YoutubeUser>,
-    codes: AuthorizationCodes,
     /// For each code: whether its exchange issues a refresh token.
     offline_codes: HashMap<String, bool>,
     /// Users who consented before: Google sends a refresh token again only with
     /// `prompt=consent`.
     consented: HashSet<String>,
     authorize_log: Vec<AuthorizeSeen>,
-    tokens: TokenStore,
-    token_log: Vec<TokenRequest>,
-    refresh_calls: u64,
     quota_spent: u32,
     quota_daily: u32,
     /// Users who uploaded all they may today (`uploadLimitExceeded`).
@@ -249,10 +252,8 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let (client_id, client_secret) = sandbox_client("youtube");
         World {
-            client_id,
-            client_secret,
+            app: OAuthApp::new("youtube", ACCESS_LIFETIME, CODE_LIFETIME),
             users: vec![
                 YoutubeUser {
                     id: "108204268033311374519".into(),
@@ -269,13 +270,9 @@ impl World {
                     channel: None,
                 },
             ],
-            codes: AuthorizationCodes::default(),
             offline_codes: HashMap::new(),
             consented: HashSet::new(),
             authorize_log: Vec::new(),
-            tokens: TokenStore::default(),
-            token_log: Vec::new(),
-            refresh_calls: 0,
             quota_spent: 0,
             quota_daily: DAILY_QUOTA,
             upload_limited: HashSet::new(),
@@ -294,12 +291,7 @@ impl World {
     }
 
     fn registration(&self) -> ClientRegistration<'_> {
-        ClientRegistration {
-            client_id: &self.client_id,
-            redirect_uris: &[],
-            known_scopes: KNOWN_SCOPES,
-            require_state: false,
-        }
+        self.app.registration(KNOWN_SCOPES, false)
     }
 
     fn quota_remaining(&self) -> u32 {
@@ -322,7 +314,7 @@ impl World {
         scopes: &[&str],
     ) -> Result<YoutubeUser, CallRefused> {
         let owner = oauth::bearer_token(headers)
-            .and_then(|token| self.tokens.authenticate(token).ok())
+            .and_then(|token| self.app.tokens.authenticate(token).ok())
             .ok_or(CallRefused::InvalidCredentials)?;
         if !owner.scopes.iter().any(|s| scopes.contains(&s.as_str())) {
             return Err(CallRefused::InsufficientScopes);
@@ -345,11 +337,6 @@ impl YoutubeControl {
 
     fn world(&self) -> MutexGuard<'_, World> {
         self.world.lock()
-    }
-
-    /// The client id the sandbox accepts (default `sandbox-youtube-client`).
-    pub fn client_id(&self) -> String {
-        self.world().client_id.clone()
     }
 
     pub fn users(&self) -> Vec<YoutubeUser> {
@@ -388,23 +375,6 @@ impl YoutubeControl {
         Ok(())
     }
 
-    /// The user removed the app's access (or the refresh token lapsed): every token of
-    /// theirs stops working.
-    pub fn revoke_user_grants(&self, user: &str) -> Result<usize, SandboxError> {
-        let mut world = self.world();
-        let id = world.require_user(user)?.id.clone();
-        Ok(world
-            .tokens
-            .revoke_user(&id, oauth::RevokeCause::UserRevokedApp))
-    }
-
-    /// The user's access tokens lapse now; refresh tokens keep working.
-    pub fn expire_access_tokens(&self, user: &str) -> Result<usize, SandboxError> {
-        let mut world = self.world();
-        let id = world.require_user(user)?.id.clone();
-        Ok(world.tokens.expire_access_of_user(&id))
-    }
-
     /// The next `chunks` upload chunks keep only half their bytes and lose their answer.
     pub fn drop_next_chunks(&self, chunks: u32) {
         self.world().drop_chunks = chunks;
@@ -430,21 +400,6 @@ impl YoutubeControl {
     /// What each authorize request carried, oldest first.
     pub fn authorize_requests(&self) -> Vec<AuthorizeSeen> {
         self.world().authorize_log.clone()
-    }
-
-    /// Every request that reached the token endpoint, oldest first.
-    pub fn token_requests(&self) -> Vec<TokenRequest> {
-        self.world().token_log.clone()
-    }
-
-    /// How many `grant_type=refresh_token` requests reached the token endpoint.
-    pub fn refresh_calls(&self) -> u64 {
-        self.world().refresh_calls
-    }
-
-    /// Tokens revoked so far, oldest first.
-    pub fn revoked_tokens(&self) -> Vec<RevokedToken> {
-        self.world().tokens.revoked().to_vec()
     }
 
     /// The bytes of `GET /sandbox/youtube/media/sample.mp4`.
@@ -573,7 +528,6 @@ pub(crate) fn control_routes(youtube: &YoutubeControl) -> Router {
     Router::new()
         .route("/state", get(control_state))
         .route("/quota", post(control_quota))
-        .route("/users/{id}/revoke", post(control_revoke))
         .route("/users/{id}/upload-limit", post(control_upload_limit))
         .route("/videos", get(control_videos))
         .route("/drop-chunk", post(control_drop_chunk))
@@ -692,16 +646,7 @@ async fn authorize_decision(
                 .get("prompt")
                 .is_some_and(|p| p.split(' ').any(|p| p == "consent"));
             let first_consent = world.consented.insert(user_id.clone());
-            let code = world.codes.issue(
-                CodeGrant {
-                    client_id: request.client_id.clone(),
-                    redirect_uri: request.redirect_uri.clone(),
-                    code_challenge: request.code_challenge.clone(),
-                    user_id: user_id.clone(),
-                    scopes: request.scopes.clone(),
-                },
-                CODE_LIFETIME,
-            );
+            let code = world.app.issue_code(&request, &user_id);
             world
                 .offline_codes
                 .insert(code.clone(), offline && (first_consent || prompted));
@@ -740,7 +685,7 @@ async fn token(State(youtube): State<YoutubeControl>, headers: HeaderMap, body: 
     let mut world = youtube.world();
     let grant_type = form.get("grant_type").cloned().unwrap_or_default();
     let log = |world: &mut World, credential: Option<&str>, outcome: TokenOutcome| {
-        world.token_log.push(TokenRequest {
+        world.app.token_log.push(TokenRequest {
             grant_type: grant_type.clone(),
             credential: credential.map(token_fingerprint),
             outcome,
@@ -754,7 +699,7 @@ async fn token(State(youtube): State<YoutubeControl>, headers: HeaderMap, body: 
             form.get("client_secret").cloned().unwrap_or_default(),
         ),
     };
-    if client_id != world.client_id {
+    if client_id != world.app.client_id {
         log(&mut world, None, TokenOutcome::UnauthorizedClient);
         return oauth_error(
             StatusCode::UNAUTHORIZED,
@@ -762,7 +707,7 @@ async fn token(State(youtube): State<YoutubeControl>, headers: HeaderMap, body: 
             "The OAuth client was not found.",
         );
     }
-    if client_secret != world.client_secret.expose() {
+    if client_secret != world.app.client_secret.expose() {
         log(&mut world, None, TokenOutcome::UnauthorizedClient);
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized");
     }
@@ -779,6 +724,7 @@ async fn token(State(youtube): State<YoutubeControl>, headers: HeaderMap, body: 
             };
             let redirect_uri = form.get("redirect_uri").cloned().unwrap_or_default();
             let redeemed = world
+                .app
                 .codes
                 .redeem(&code, &client_id, &redirect_uri, verifier);
             let grant = match redeemed {
@@ -787,6 +733,7 @@ async fn token(State(youtube): State<YoutubeControl>, headers: HeaderMap, body: 
                     family: Some(family),
                 }) => {
                     world
+                        .app
                         .tokens
                         .revoke_family(family, oauth::RevokeCause::CodeReplayed);
                     log(&mut world, Some(&code), TokenOutcome::InvalidCode);
@@ -798,21 +745,23 @@ async fn token(State(youtube): State<YoutubeControl>, headers: HeaderMap, body: 
                 }
             };
             let with_refresh = world.offline_codes.remove(&code).unwrap_or(false);
-            let issued = world.tokens.issue(
+            let lifetime = world.app.access_lifetime;
+            let issued = world.app.tokens.issue(
                 &grant.user_id,
                 &client_id,
                 grant.scopes,
-                ACCESS_LIFETIME,
+                lifetime,
                 with_refresh,
             );
-            world.codes.link_family(&code, issued.family);
+            world.app.codes.link_family(&code, issued.family);
             log(&mut world, Some(&code), TokenOutcome::Issued);
             token_answer(issued)
         }
         "refresh_token" => {
-            world.refresh_calls += 1;
+            world.app.refresh_calls += 1;
             let refresh = form.get("refresh_token").cloned().unwrap_or_default();
-            match world.tokens.renew(&refresh, &client_id, ACCESS_LIFETIME) {
+            let lifetime = world.app.access_lifetime;
+            match world.app.tokens.renew(&refresh, &client_id, lifetime) {
                 Ok(issued) => {
                     log(&mut world, Some(&refresh), TokenOutcome::Issued);
                     token_answer(issued)
@@ -892,7 +841,7 @@ async fn revoke(
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Bad Request");
     };
     let mut world = youtube.world();
-    if world.tokens.revoke_grant_of(&token) {
+    if world.app.tokens.revoke_grant_of(&token) {
         tracing::info!(platform = "youtube", token = %token_fingerprint(&token), "grant revoked by the client");
         (StatusCode::OK, Json(json!({}))).into_response()
     } else {
@@ -1298,12 +1247,12 @@ async fn sample_media() -> Response {
 async fn control_state(State(youtube): State<YoutubeControl>) -> Json<Value> {
     let world = youtube.world();
     Json(json!({
-        "client_id": world.client_id,
+        "client_id": world.app.client_id,
         "users": world.users,
         "quota": {"daily": world.quota_daily, "spent": world.quota_spent, "remaining": world.quota_remaining()},
         "videos": world.videos.len(),
-        "refresh_calls": world.refresh_calls,
-        "token_requests": world.token_log.len(),
+        "refresh_calls": world.app.refresh_calls,
+        "token_requests": world.app.token_log.len(),
         "drop_chunks": world.drop_chunks,
         "pending_faults": youtube.faults.pending_faults(),
     }))
@@ -1320,14 +1269,6 @@ async fn control_quota(
 ) -> Json<Value> {
     youtube.set_remaining_quota(body.remaining);
     Json(json!({"remaining": youtube.remaining_quota()}))
-}
-
-async fn control_revoke(
-    State(youtube): State<YoutubeControl>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, SandboxError> {
-    let revoked = youtube.revoke_user_grants(&id)?;
-    Ok(Json(json!({"revoked": revoked})))
 }
 
 async fn control_upload_limit(
