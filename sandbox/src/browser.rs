@@ -14,8 +14,9 @@ pub enum ConsentError {
     Refused { status: u16, excerpt: String },
     #[error("the authorize page has no consent form")]
     NoForm,
-    #[error("the platform did not redirect back after consent")]
-    NoRedirect,
+    /// OAuth 2.0 sends the browser back with `302 Found` and a `Location`.
+    #[error("the platform answered the consent with {status}, not a redirect back (302 with a Location)")]
+    NoRedirect { status: u16 },
 }
 
 fn unescape(s: &str) -> String {
@@ -76,15 +77,19 @@ pub async fn consent(
     let (action, mut fields) = parse_form(&html).ok_or(ConsentError::NoForm)?;
     let action = base.join(&action).map_err(|_| ConsentError::NoForm)?;
     fields.insert("username".into(), username.into());
-    fields.insert("password".into(), super::x::SANDBOX_PASSWORD.into());
+    fields.insert("password".into(), crate::oauth::SANDBOX_PASSWORD.into());
     fields.insert("decision".into(), decision.into());
     let answer = client.post(action).form(&fields).send().await?;
+    let status = answer.status();
     answer
         .headers()
         .get(reqwest::header::LOCATION)
+        .filter(|_| status == reqwest::StatusCode::FOUND)
         .and_then(|l| l.to_str().ok())
         .map(str::to_string)
-        .ok_or(ConsentError::NoRedirect)
+        .ok_or(ConsentError::NoRedirect {
+            status: status.as_u16(),
+        })
 }
 
 #[cfg(test)]

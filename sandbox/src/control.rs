@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::faults::{Faults, PendingFaults};
-use crate::oauth::{OAuthApp, RevokeCause, RevokedToken, TokenRequest};
+use crate::oauth::{GrantWorld, RevokeCause, RevokedToken, TokenRequest};
 use crate::{lock, unix_now, SandboxError, Secret};
 
 /// A platform's world behind one mutex, shared by its control handle and its handlers.
@@ -195,29 +195,9 @@ macro_rules! fault_controls {
 }
 pub(crate) use fault_controls;
 
-/// What the shared grant controls need from an OAuth platform's world: the app
-/// registration it embeds, and how a control names a user.
-pub(crate) trait GrantWorld: Send + 'static {
-    fn app(&self) -> &OAuthApp;
-
-    fn app_mut(&mut self) -> &mut OAuthApp;
-
-    /// The id the platform issues tokens to, for the user a control names (by id, or
-    /// also by username where the platform's controls accept one); `UnknownUser` when
-    /// there is no such user.
-    fn grant_owner(&self, who: &str) -> Result<String, SandboxError>;
-
-    /// Revokes grants the platform keeps outside the shared token store (LinkedIn's
-    /// partner refresh tokens) when the user removes the app; returns how many were
-    /// still usable. None by default.
-    fn revoke_own_grants(&mut self, _owner: &str) -> usize {
-        0
-    }
-}
-
 /// The controls over an OAuth platform's app registration and what was granted to it,
-/// the same for every platform that embeds an [`OAuthApp`]. Written once here as
-/// provided methods; [`grant_controls!`] makes them inherent methods of a handle, so
+/// the same for every platform that embeds an [`OAuthApp`](crate::oauth::OAuthApp).
+/// Written once here as provided methods; [`grant_controls!`] makes them inherent methods of a handle, so
 /// that callers need not import this trait, and [`grant_routes`] serves them.
 pub(crate) trait GrantControl: Clone + Send + Sync + 'static {
     type World: GrantWorld;
@@ -319,7 +299,7 @@ macro_rules! grant_controls {
         owner = $owner:expr,
         revoke_own = $revoke_own:expr $(,)?
     ) => {
-        impl $crate::control::GrantWorld for $world {
+        impl $crate::oauth::GrantWorld for $world {
             fn app(&self) -> &$crate::oauth::OAuthApp {
                 &self.app
             }

@@ -17,7 +17,7 @@
 //! [`MEDIA`]); an `image_url`/`video_url`/`url` must name one of them, as Meta must be
 //! able to fetch what it is given. The sandbox checks the path instead of fetching it.
 //!
-//! Seeded people (password [`super::x::SANDBOX_PASSWORD`]):
+//! Seeded people (password [`crate::oauth::SANDBOX_PASSWORD`]):
 //!
 //! | username | Pages | Instagram |
 //! |---|---|---|
@@ -42,9 +42,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::oauth::{self, random_token};
-use super::x::SANDBOX_PASSWORD;
 use super::GRAPH_API_VERSION;
 use super::{lock, unix_now, SandboxError};
+use crate::oauth::SANDBOX_PASSWORD;
 
 /// The Facebook app the sandbox config uses (`sandbox-{platform}-client`).
 pub const FACEBOOK_CLIENT_ID: &str = "sandbox-facebook-client";

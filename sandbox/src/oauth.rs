@@ -20,6 +20,29 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
+/// The password every seeded sandbox account logs in with on the consent pages.
+pub const SANDBOX_PASSWORD: &str = "sandbox";
+
+/// What the shared grant controls need from an OAuth platform's world: the app
+/// registration it embeds, and how a control names a user.
+pub(crate) trait GrantWorld: Send + 'static {
+    fn app(&self) -> &OAuthApp;
+
+    fn app_mut(&mut self) -> &mut OAuthApp;
+
+    /// The id the platform issues tokens to, for the user a control names (by id, or
+    /// also by username where the platform's controls accept one); `UnknownUser` when
+    /// there is no such user.
+    fn grant_owner(&self, who: &str) -> Result<String, crate::SandboxError>;
+
+    /// Revokes grants the platform keeps outside the shared token store (LinkedIn's
+    /// partner refresh tokens) when the user removes the app; returns how many were
+    /// still usable. None by default.
+    fn revoke_own_grants(&mut self, _owner: &str) -> usize {
+        0
+    }
+}
+
 /// A random opaque token: `bytes` random bytes, base64url without padding.
 pub(crate) fn random_token(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
@@ -157,7 +180,7 @@ pub(crate) fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
 /// before anything is checked; `grant` applies the platform's rules, writes the
 /// fingerprint of the code or refresh token it read into its last argument, and says
 /// how a refusal is logged.
-pub(crate) fn logged_grant<W: crate::control::GrantWorld, T, E>(
+pub(crate) fn logged_grant<W: GrantWorld, T, E>(
     world: &mut W,
     form: Result<HashMap<String, String>, FormError>,
     unreadable: impl FnOnce(FormError) -> E,
@@ -609,7 +632,7 @@ impl ConsentFlow {
         match field("decision") {
             "cancel" => redirect_with_state(&request, self.denied),
             "authorize" => {
-                let granted = (field("password") == super::x::SANDBOX_PASSWORD)
+                let granted = (field("password") == SANDBOX_PASSWORD)
                     .then(|| sign_in(world, &request, username))
                     .flatten();
                 match granted {
@@ -628,7 +651,7 @@ impl ConsentFlow {
     /// [`ConsentFlow::decide`] for a platform whose world embeds an [`OAuthApp`]:
     /// `find_user` names the account a username signs in as, the registration issues
     /// the code, and `also` says what goes back beside `code` (TikTok echoes the scopes).
-    pub(crate) fn decide_with_code<W: crate::control::GrantWorld, R: IntoResponse>(
+    pub(crate) fn decide_with_code<W: GrantWorld, R: IntoResponse>(
         &self,
         world: &mut W,
         headers: &HeaderMap,

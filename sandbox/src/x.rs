@@ -56,7 +56,8 @@ use super::oauth::{
 use super::{unix_now, SandboxError};
 
 /// The password every seeded user logs in with on the consent page.
-pub const SANDBOX_PASSWORD: &str = "sandbox";
+pub use crate::oauth::SANDBOX_PASSWORD;
+
 /// X documents two hours for access tokens.
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(7200);
 /// X does not document its code lifetime; 30 s is short enough to catch a client that

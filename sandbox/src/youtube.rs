@@ -61,8 +61,8 @@ use super::oauth::{
     self, token_fingerprint, ClientRegistration, ConsentPage, OAuthApp, RefreshRejection,
     TokenOutcome, TokenRequest,
 };
-use super::x::SANDBOX_PASSWORD;
 use super::SandboxError;
+use crate::oauth::SANDBOX_PASSWORD;
 
 /// Google's access tokens: an hour (answered as 3599 s).
 const ACCESS_LIFETIME: Duration = Duration::from_secs(3599);
