@@ -637,11 +637,12 @@ fn web_origin(key: &str, value: &str, origin: &Origin) -> Result<String, ConfigE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::platforms::graph::GRAPH_API_VERSION;
 
-    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// An environment made of `vars`, for `Config::load`.
+    pub(super) fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
         vars.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
