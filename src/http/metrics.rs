@@ -104,13 +104,7 @@ impl HttpMetrics {
         status: axum::http::StatusCode,
         elapsed: std::time::Duration,
     ) {
-        let method: metrics::SharedString = match *method {
-            axum::http::Method::GET => "GET".into(),
-            axum::http::Method::POST => "POST".into(),
-            axum::http::Method::PATCH => "PATCH".into(),
-            axum::http::Method::DELETE => "DELETE".into(),
-            ref other => other.as_str().to_owned().into(),
-        };
+        let method: metrics::SharedString = method_label(method).into();
         let route: metrics::SharedString = match super::static_route(route) {
             Some(r) => r.into(),
             None => route.to_owned().into(),
@@ -129,6 +123,24 @@ impl HttpMetrics {
             metrics::histogram!("http_request_duration_seconds", labels.iter())
                 .record(elapsed.as_secs_f64());
         });
+    }
+}
+
+/// The method as a label: the standard methods by name, any other as `OTHER`, so that a
+/// client inventing methods cannot grow the number of series without bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
     }
 }
 

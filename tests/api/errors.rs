@@ -196,6 +196,22 @@ async fn the_status_routes_answer_json() {
     assert!(text.contains("social_studio_queue_posts"), "{text}");
 }
 
+/// A client inventing methods cannot grow the metrics' series: any method beyond the
+/// standard ones is counted as `OTHER`.
+#[tokio::test]
+async fn invented_methods_share_one_metrics_label() {
+    let app = spawn_app().await;
+    for i in 0..5 {
+        let method = Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
+        let response = app.request(method, "/v1/supervisor").send().await.unwrap();
+        assert!(response.status().is_client_error(), "{}", response.status());
+    }
+    let response = app.request(Method::GET, "/metrics").send().await.unwrap();
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("BREW"), "{text}");
+    assert!(text.contains("method=\"OTHER\""), "{text}");
+}
+
 #[tokio::test]
 async fn a_streamed_body_over_the_limit_is_refused_too() {
     // No Content-Length: the limit is found while reading, by the JSON extractor.
