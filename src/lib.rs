@@ -30,3 +30,8 @@ pub mod wait;
 
 #[cfg(feature = "sandbox")]
 pub use social_studio_sandbox as sandbox;
+
+// The README's embedding snippet is compiled as a doctest, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
