@@ -126,6 +126,14 @@ pub fn encode_as<T: Serialize + ?Sized>(version: u8, value: &T) -> Result<Vec<u8
     out.push(version);
     bincode::serde::encode_into_std_write(value, &mut out, config())
         .map_err(|e| EncodeError(e.to_string()))?;
+    // bincode's limit binds only the decoder: refuse here what `decode` would refuse, so
+    // that no record is ever written that cannot be read back.
+    let body = out.len() - 1;
+    if body > MAX_RECORD_BYTES {
+        return Err(EncodeError(format!(
+            "{body} bytes is over the {MAX_RECORD_BYTES}-byte record limit"
+        )));
+    }
     Ok(out)
 }
 
@@ -288,6 +296,21 @@ mod tests {
             0x3f,
         ];
         assert!(decode::<Sample>("posts", b"k", &huge).is_err());
+    }
+
+    /// Whatever `encode` accepts, `decode` reads back: a record over the limit is refused
+    /// when written, not discovered unreadable later.
+    #[test]
+    fn a_record_over_the_limit_is_refused_when_encoded() {
+        let mut big = sample();
+        big.name = "x".repeat(MAX_RECORD_BYTES);
+        let err = encode(&big).unwrap_err();
+        assert!(err.0.contains("record limit"), "{err}");
+
+        let mut fits = sample();
+        fits.name = "x".repeat(MAX_RECORD_BYTES - 64);
+        let bytes = encode(&fits).unwrap();
+        assert_eq!(decode::<Sample>("t", b"k", &bytes).unwrap(), fits);
     }
 
     #[test]
