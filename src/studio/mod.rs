@@ -20,6 +20,7 @@ mod error;
 mod new_post;
 mod posts;
 pub mod schema;
+mod upkeep;
 pub mod views;
 
 use std::collections::HashMap;
@@ -104,6 +105,14 @@ struct Inner {
     clock: Arc<dyn Clock>,
     admin_token: Secret,
     notes: StartupNotes,
+    /// The background upkeep ([`upkeep::housekeeping`]), stopped with the studio.
+    upkeep: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.upkeep.abort();
+    }
 }
 
 fn random_token(bytes: usize) -> String {
@@ -248,6 +257,12 @@ impl Studio {
             not_configured,
             store: store.info(),
         };
+        let upkeep = tokio::spawn(upkeep::housekeeping(
+            Arc::downgrade(&store),
+            clock.clone(),
+            config.oauth_state_ttl,
+        ))
+        .abort_handle();
         Ok(Studio {
             inner: Arc::new(Inner {
                 config,
@@ -257,6 +272,7 @@ impl Studio {
                 clock,
                 admin_token,
                 notes,
+                upkeep,
             }),
         })
     }
@@ -735,6 +751,7 @@ impl Studio {
 
     /// Stops every actor after it finishes what it holds, and flushes.
     pub async fn shutdown(&self) {
+        self.inner.upkeep.abort();
         self.inner.engine.shutdown().await;
     }
 }
