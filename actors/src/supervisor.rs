@@ -101,6 +101,31 @@ pub struct SupervisorArgs {
 
 pub struct Supervisor;
 
+/// How long a status question waits for a busy connection before the store answers.
+pub const STATUS_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A connection's view built from what the store holds.
+struct StoredView {
+    store: SharedStore,
+    ports: HashMap<Platform, Arc<dyn PlatformPort>>,
+    clock: Arc<dyn Clock>,
+    expiring_soon_warning: std::time::Duration,
+}
+
+impl StoredView {
+    async fn of(&self, key: &ConnectionKey) -> Result<Option<ConnectionView>, EngineError> {
+        let Some(connection) = self.store.connection(key).await? else {
+            return Ok(None);
+        };
+        Ok(Some(ConnectionView::of(
+            connection,
+            self.ports.get(&key.platform).map(|p| &**p),
+            self.clock.now(),
+            self.expiring_soon_warning,
+        )))
+    }
+}
+
 pub struct SupervisorState {
     store: SharedStore,
     ports: HashMap<Platform, Arc<dyn PlatformPort>>,
@@ -235,15 +260,17 @@ impl SupervisorState {
         &self,
         key: &ConnectionKey,
     ) -> Result<Option<ConnectionView>, EngineError> {
-        let Some(connection) = self.store.connection(key).await? else {
-            return Ok(None);
-        };
-        Ok(Some(ConnectionView::of(
-            connection,
-            self.ports.get(&key.platform).map(|p| &**p),
-            self.clock.now(),
-            self.config.expiring_soon_warning,
-        )))
+        self.stored_view().of(key).await
+    }
+
+    /// What answering from the store needs, detached from the supervisor's state.
+    fn stored_view(&self) -> StoredView {
+        StoredView {
+            store: self.store.clone(),
+            ports: self.ports.clone(),
+            clock: self.clock.clone(),
+            expiring_soon_warning: self.config.expiring_soon_warning,
+        }
     }
 
     async fn connect(
@@ -606,12 +633,17 @@ impl Actor for Supervisor {
             SupervisorMsg::Status { key, reply } => match state.live_connection(&key) {
                 Some(actor) => {
                     let actor = actor.clone();
+                    let stored = state.stored_view();
                     // Answered off the supervisor's mailbox: a busy connection never
-                    // holds up routing.
+                    // holds up routing. A connection busy for longer than STATUS_WITHIN
+                    // (a platform call that hangs) is answered from the store: the state
+                    // it last made durable.
                     tokio::spawn(async move {
-                        let r = ractor::call!(actor, ConnectionMsg::Status)
-                            .map(Some)
-                            .map_err(EngineError::from);
+                        let asked = async { ractor::call!(actor, ConnectionMsg::Status) };
+                        let r = match tokio::time::timeout(STATUS_WITHIN, asked).await {
+                            Ok(answer) => answer.map(Some).map_err(EngineError::from),
+                            Err(_) => stored.of(&key).await,
+                        };
                         let _ = reply.send(r);
                     });
                 }

@@ -247,6 +247,11 @@ impl FakePlatform {
         self.lock().publish_calls
     }
 
+    /// How many scripted faults for `op` are still waiting for a call to take them.
+    pub fn scripted(&self, op: Op) -> usize {
+        self.lock().faults.get(&op).map_or(0, VecDeque::len)
+    }
+
     pub fn check_calls(&self) -> u64 {
         self.lock().check_calls
     }

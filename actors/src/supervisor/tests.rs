@@ -69,3 +69,40 @@ async fn a_restart_rebuilds_connections_and_posts_from_storage() {
     .unwrap();
     assert_eq!(fake.published().len(), 1);
 }
+
+/// A connection stuck in a platform call that never answers does not hang a status
+/// question: after `STATUS_WITHIN` the store answers with the state last made durable.
+#[tokio::test(start_paused = true)]
+async fn a_status_question_is_answered_while_its_connection_is_stuck() {
+    use crate::testkit::{Fault, Op};
+
+    let w = crate::test_world::world(2 * HOUR, |f| f).await;
+    let key = w.connect("jane", "jane").await;
+    w.fake.script(Op::Check, [Fault::Hang]);
+    let engine = w.engine.clone();
+    let stuck_key = key.clone();
+    // The connection takes the verify into its mailbox and waits on the platform forever.
+    let stuck = tokio::spawn(async move { engine.verify(stuck_key).await });
+    // Until the connection has taken the hang (virtual time: 1 ms steps).
+    while w.fake.scripted(Op::Check) > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+
+    let asked = tokio::time::Instant::now();
+    let answer = tokio::time::timeout(10 * crate::supervisor::STATUS_WITHIN, w.engine.status(key))
+        .await
+        .expect("a status question is answered although the connection is stuck")
+        .unwrap()
+        .expect("the connection exists");
+    assert!(
+        answer.connection.status.is_active(),
+        "{:?}",
+        answer.connection.status
+    );
+    assert!(asked.elapsed() >= crate::supervisor::STATUS_WITHIN);
+    assert!(
+        !stuck.is_finished(),
+        "the verify is still waiting on the platform"
+    );
+    stuck.abort();
+}
