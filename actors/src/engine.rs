@@ -171,6 +171,13 @@ impl Engine {
         })?
     }
 
+    /// Whether the supervisor is running, read from the actor's own status without sending
+    /// it a message: a readiness probe, which anyone may call, never queues in front of
+    /// the commands the supervisor routes.
+    pub fn is_running(&self) -> bool {
+        matches!(self.supervisor.get_status(), ractor::ActorStatus::Running)
+    }
+
     pub async fn tree(&self) -> Result<TreeReport, EngineError> {
         Ok(ractor::call!(self.supervisor, SupervisorMsg::Tree)?)
     }

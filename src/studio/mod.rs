@@ -66,6 +66,15 @@ pub struct ConnectFailure {
     pub error: ConnectingError,
 }
 
+/// What `/readyz` answers from: see [`Studio::readiness`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// The supervisor is running and no shutdown has begun.
+    pub running: bool,
+    /// Stored records that cannot be read: counted, never a reason to be unready.
+    pub unreadable_records: usize,
+}
+
 /// How the service came up, for the operator (printed once by the binary).
 #[derive(Debug, Clone)]
 pub struct StartupNotes {
@@ -107,6 +116,8 @@ struct Inner {
     notes: StartupNotes,
     /// The background upkeep ([`upkeep::housekeeping`]), stopped with the studio.
     upkeep: tokio::task::AbortHandle,
+    /// Set when shutdown begins: from then on the studio is not ready.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Inner {
@@ -273,6 +284,7 @@ impl Studio {
                 admin_token,
                 notes,
                 upkeep,
+                closing: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -745,12 +757,26 @@ impl Studio {
         Ok(self.inner.store.events_after(seq, limit).await?)
     }
 
+    /// Readiness from state kept as the engine runs — whether the supervisor is running,
+    /// and how many stored records cannot be read — without a message to any actor, so
+    /// that an unauthenticated probe cannot delay the engine's work.
+    pub fn readiness(&self) -> Readiness {
+        Readiness {
+            running: self.inner.engine.is_running()
+                && !self.inner.closing.load(std::sync::atomic::Ordering::SeqCst),
+            unreadable_records: self.inner.store.unreadable().len(),
+        }
+    }
+
     pub async fn supervisor(&self) -> Result<TreeReport, EngineRefusal> {
         Ok(self.inner.engine.tree().await?)
     }
 
     /// Stops every actor after it finishes what it holds, and flushes.
     pub async fn shutdown(&self) {
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.upkeep.abort();
         self.inner.engine.shutdown().await;
     }

@@ -196,6 +196,19 @@ async fn the_status_routes_answer_json() {
     assert!(text.contains("social_studio_queue_posts"), "{text}");
 }
 
+/// Ready while the engine runs; not ready from the moment shutdown begins, while the
+/// HTTP server still answers.
+#[tokio::test]
+async fn readiness_ends_when_shutdown_begins() {
+    let app = spawn_app().await;
+    let (status, body) = read_json(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ready");
+    app.studio.shutdown().await;
+    let (status, body) = read_json(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+    assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+}
+
 /// A client inventing methods cannot grow the metrics' series: any method beyond the
 /// standard ones is counted as `OTHER`.
 #[tokio::test]
