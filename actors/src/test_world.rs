@@ -157,3 +157,28 @@ impl World {
 pub(crate) fn reason(code: ReasonCode) -> Reason {
     Reason::with_platform_message(code, "said the platform")
 }
+
+/// Waits (virtual time) until `done` holds, for at most `within`.
+pub(crate) async fn until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The connection as its actor shows it equals the connection as the store holds it.
+pub(crate) async fn memory_and_disk_agree(w: &World, key: &social_studio_storage::ConnectionKey) {
+    let shown = w
+        .engine
+        .status(key.clone())
+        .await
+        .unwrap()
+        .unwrap()
+        .connection;
+    let stored = w.store.connection(key).await.unwrap().unwrap();
+    assert_eq!(
+        shown, stored,
+        "the actor shows what the store does not hold"
+    );
+}
