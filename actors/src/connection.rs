@@ -155,6 +155,14 @@ impl ConnectionState {
         at
     }
 
+    /// When to try again after a write failed: the backoff that failure already planned.
+    fn after_write_failure(&mut self) -> Timestamp {
+        match self.write_retry_at {
+            Some(at) => at,
+            None => self.plan_retry(),
+        }
+    }
+
     /// The next moment this connection must wake.
     fn next_deadline(&self) -> Option<Timestamp> {
         let next = self.next_due()?;
@@ -365,7 +373,7 @@ impl ConnectionState {
             if self.store_unstored_grant().await {
                 return Ok(true);
             }
-            self.refresh_at = Some(self.plan_retry());
+            self.refresh_at = Some(self.after_write_failure());
             return Ok(false);
         }
         let Some(grant) = self.grant.clone() else {
@@ -373,7 +381,7 @@ impl ConnectionState {
         };
         if self.mark_refresh_in_flight(&grant).await.is_err() {
             // Without the marker a crash could not be recognised: do not send.
-            self.refresh_at = Some(self.plan_retry());
+            self.refresh_at = Some(self.after_write_failure());
             return Ok(false);
         }
         let mut resent = false;
@@ -394,7 +402,7 @@ impl ConnectionState {
                         self.grant_unstored = true;
                         self.warned = false;
                         self.answer_lost = false;
-                        self.refresh_at = Some(self.plan_retry());
+                        self.refresh_at = Some(self.after_write_failure());
                         return Ok(false);
                     }
                     return Ok(true);
@@ -482,7 +490,7 @@ impl ConnectionState {
                 grant.clone()
             };
             if !self.store_unstored_grant().await {
-                self.check_at = self.plan_retry();
+                self.check_at = self.after_write_failure();
                 return Ok(());
             }
             match self.port.check(&grant).await {
