@@ -609,6 +609,10 @@ impl ConnectionState {
 
     async fn publish(&mut self, post: &Post) -> PublishOutcome {
         if let Some(reason) = self.record.status.reason() {
+            // The queue still dispatches here: the pause this connection asked for has not
+            // arrived, or did not hold (its write failed). Asked again; a pause that holds
+            // already costs the queue nothing.
+            self.tell_queue(self.record.status.clone());
             return PublishOutcome::NotActive(reason.clone());
         }
         // A limit answered to an earlier publish still holds for the ones that were
