@@ -1,12 +1,15 @@
-//! In-process fakes of the platform port, for unit tests, examples and benchmarks.
-//! Not part of the engine's API: compiled only for this crate's tests and behind the
-//! `testkit` feature, which only dev-dependencies enable.
+//! In-process fakes of the platform port and a store that fails on command, for unit
+//! tests, examples and benchmarks. Not part of the engine's API: compiled only for this
+//! crate's tests and behind the `testkit` feature, which only dev-dependencies enable.
 //!
 //! [`FakePlatform`] behaves like a platform with rotating single-use refresh tokens (as
 //! X and TikTok do), optionally a grace period for a resent refresh token (Bluesky), and
 //! lets a test act as the platform or its user: revoke, expire, rate-limit, fail, lose
 //! answers, hang, or panic. Time comes from the engine's clock, so it runs under paused
 //! tokio time.
+//!
+//! [`FaultyStore`] is the store port over a real store, refusing the commits a test
+//! chooses until told to heal: a failed write, for what memory and disk must agree on.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
