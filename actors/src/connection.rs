@@ -5,13 +5,17 @@
 //!   when a publish comes back unauthorised (once), one refresh at a time (the mailbox is
 //!   the lock, so concurrent needs share one refresh);
 //! - rotation safety: the refresh in flight is recorded durably before the call and the
-//!   rotated grant is stored durably before it is used; a refresh whose answer was lost
-//!   (crash, cut connection) is resent once with the same token, and if the platform then
-//!   calls the grant dead the reason is `refresh_interrupted`;
+//!   rotated grant is stored durably before it is used; a rotated grant whose store fails
+//!   is kept (its predecessor is spent) and stored before any other platform call, so a
+//!   spent refresh token is never sent again; a refresh whose answer was lost (crash, cut
+//!   connection) is resent once with the same token, and if the platform then calls the
+//!   grant dead the reason is `refresh_interrupted`;
 //! - grants that cannot be renewed without the author warn "expiring soon", then expire;
 //! - a health check at least daily and before a post is due;
 //! - every status change is persisted, recorded as an event, broadcast, then told to the
-//!   platform queue (pause or resume).
+//!   platform queue (pause or resume). The record in memory changes only once its write
+//!   holds: after a failed write the actor shows what the store holds, and a later attempt
+//!   makes the change.
 //!
 //! One timer per actor: the next wake-up is the earliest of its deadlines.
 
@@ -74,6 +78,12 @@ pub struct ConnectionState {
     answer_lost: bool,
     /// The "expiring soon" event went out for the current grant.
     warned: bool,
+    /// `grant` is a rotated grant whose store failed. Its predecessor's refresh token is
+    /// spent, so it is the only grant that works: it is stored before the next platform
+    /// call, and nothing refreshes until it is.
+    grant_unstored: bool,
+    /// A write failed: no deadline fires before this backoff ends.
+    write_retry_at: Option<Timestamp>,
     /// Until when this connection's rate limit holds: publishes already in the mailbox
     /// wait it out instead of meeting the platform.
     limited_until: Option<Timestamp>,
@@ -145,8 +155,22 @@ impl ConnectionState {
         at
     }
 
+    /// When to try again after a write failed: the backoff that failure already planned.
+    fn after_write_failure(&mut self) -> Timestamp {
+        match self.write_retry_at {
+            Some(at) => at,
+            None => self.plan_retry(),
+        }
+    }
+
     /// The next moment this connection must wake.
     fn next_deadline(&self) -> Option<Timestamp> {
+        let next = self.next_due()?;
+        Some(self.write_retry_at.map_or(next, |hold| next.max(hold)))
+    }
+
+    /// The earliest of this connection's own deadlines.
+    fn next_due(&self) -> Option<Timestamp> {
         match &self.record.status {
             ConnectionStatus::Expired(_) => None,
             ConnectionStatus::Error(r) if r.code == ReasonCode::TooManyRestarts => None,
@@ -186,10 +210,20 @@ impl ConnectionState {
         }
     }
 
-    /// Commits durably; the store publishes the events once they are on disk.
-    async fn persist(&self, batch: Batch) -> Result<(), EngineError> {
-        self.store.commit(batch, Durability::Durable).await?;
-        Ok(())
+    /// Commits durably; the store publishes the events once they are on disk. After a
+    /// failed write every deadline waits for a backoff, so a deadline the write was
+    /// meant to settle (an expiry, a warning, a dead grant) is not retried in a loop.
+    async fn persist(&mut self, batch: Batch) -> Result<(), EngineError> {
+        match self.store.commit(batch, Durability::Durable).await {
+            Ok(_) => {
+                self.write_retry_at = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.write_retry_at = Some(self.plan_retry());
+                Err(e.into())
+            }
+        }
     }
 
     /// Persist, record, broadcast, then tell the queue — in that order.
@@ -199,10 +233,11 @@ impl ConnectionState {
         }
         let from = self.record.status.clone();
         let now = self.now();
-        self.record.status = status.clone();
-        self.record.status_since = now;
+        let mut record = self.record.clone();
+        record.status = status.clone();
+        record.status_since = now;
         let mut b = self.batch();
-        b.put_connection(&self.record).event(
+        b.put_connection(&record).event(
             Event::new(now, self.key().clone(), EventKind::ConnectionStatus)
                 .transition(Some(from.label()), Some(status.label()))
                 .reason(status.reason().cloned()),
@@ -214,7 +249,23 @@ impl ConnectionState {
                     .reason(from.reason().cloned()),
             );
         }
-        self.persist(b).await?;
+        if let Err(e) = self.persist(b).await {
+            // Nothing changed: the next check classifies again (after a backoff, so a
+            // failing disk is not asked in a loop) and makes the change then.
+            tracing::warn!(connection = %self.key(), error = %e, "a status change could not be stored; it is tried again");
+            if let Some(retry) = self.write_retry_at {
+                self.check_at = self.check_at.min(retry);
+            }
+            return Err(e);
+        }
+        self.record = record;
+        self.tell_queue(status);
+        Ok(())
+    }
+
+    /// Tells the platform queue to pause or resume this connection's posts, as `status`
+    /// wants.
+    fn tell_queue(&self, status: ConnectionStatus) {
         let msg = match status {
             ConnectionStatus::Active => QueueMsg::Resume {
                 key: self.key().clone(),
@@ -225,16 +276,21 @@ impl ConnectionState {
             },
         };
         let _ = self.queue.cast(msg);
-        Ok(())
     }
 
-    /// Stores a new grant (and clears any refresh marker) durably before it is used.
-    async fn install_grant(&mut self, grant: Grant, kind: EventKind) -> Result<(), EngineError> {
-        self.record.refresh_in_flight = None;
-        self.record.grant = Some(grant.facts());
+    /// Stores a new grant (and clears any refresh marker) durably before it is used,
+    /// with `record` as the connection's record around it.
+    async fn install_grant(
+        &mut self,
+        grant: Grant,
+        mut record: Connection,
+        kind: EventKind,
+    ) -> Result<(), EngineError> {
+        record.refresh_in_flight = None;
+        record.grant = Some(grant.facts());
         let mut b = self.batch();
         b.put_grant(self.key(), &grant)
-            .put_connection(&self.record)
+            .put_connection(&record)
             .event(
                 Event::new(self.now(), self.key().clone(), kind).detail(
                     grant
@@ -244,7 +300,9 @@ impl ConnectionState {
                 ),
             );
         self.persist(b).await?;
+        self.record = record;
         self.grant = Some(grant);
+        self.grant_unstored = false;
         self.warned = false;
         self.answer_lost = false;
         self.fault_streak = 0;
@@ -259,47 +317,92 @@ impl ConnectionState {
     }
 
     async fn mark_refresh_in_flight(&mut self, grant: &Grant) -> Result<(), EngineError> {
-        self.record.refresh_in_flight = Some(RefreshInFlight {
+        let mut record = self.record.clone();
+        record.refresh_in_flight = Some(RefreshInFlight {
             started_at: self.now(),
             token_fingerprint: Self::sent_fingerprint(grant),
         });
         let mut b = self.batch();
-        b.put_connection(&self.record);
-        self.persist(b).await
+        b.put_connection(&record);
+        self.persist(b).await?;
+        self.record = record;
+        Ok(())
     }
 
     async fn clear_refresh_marker(&mut self) -> Result<(), EngineError> {
-        if self.record.refresh_in_flight.take().is_some() {
+        if self.record.refresh_in_flight.is_some() {
+            let mut record = self.record.clone();
+            record.refresh_in_flight = None;
             let mut b = self.batch();
-            b.put_connection(&self.record);
+            b.put_connection(&record);
             self.persist(b).await?;
+            self.record = record;
         }
         Ok(())
+    }
+
+    /// Stores the rotated grant whose store failed, if there is one. `false`: it is still
+    /// not stored, and no platform call may be made (a refresh would send the spent token;
+    /// a crash after any other call would lose the only working grant).
+    async fn store_unstored_grant(&mut self) -> bool {
+        if !self.grant_unstored {
+            return true;
+        }
+        let Some(grant) = self.grant.clone() else {
+            self.grant_unstored = false;
+            return true;
+        };
+        match self
+            .install_grant(grant, self.record.clone(), EventKind::GrantRenewed)
+            .await
+        {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(connection = %self.key(), %error, "the rotated grant still cannot be stored");
+                false
+            }
+        }
     }
 
     /// One refresh, with rotation safety. `Ok(true)`: a fresh grant is installed.
     /// `Ok(false)`: a passing fault; a retry is planned and the connection stays Active.
     /// `Err(reason)`: the connection left Active with that reason.
     async fn refresh(&mut self) -> Result<bool, Reason> {
+        if self.grant_unstored {
+            // The grant in hand is already fresh: it needs storing, not renewing.
+            if self.store_unstored_grant().await {
+                return Ok(true);
+            }
+            self.refresh_at = Some(self.after_write_failure());
+            return Ok(false);
+        }
         let Some(grant) = self.grant.clone() else {
             return Err(Reason::new(ReasonCode::AuthorizationInvalid));
         };
         if self.mark_refresh_in_flight(&grant).await.is_err() {
             // Without the marker a crash could not be recognised: do not send.
-            self.refresh_at = Some(self.plan_retry());
+            self.refresh_at = Some(self.after_write_failure());
             return Ok(false);
         }
         let mut resent = false;
         loop {
             match self.port.refresh(&grant).await {
                 Ok(new) => {
-                    if self
-                        .install_grant(new, EventKind::GrantRenewed)
+                    let record = self.record.clone();
+                    if let Err(error) = self
+                        .install_grant(new.clone(), record, EventKind::GrantRenewed)
                         .await
-                        .is_err()
                     {
-                        // Not stored: the marker stays, and the next attempt resends.
-                        self.refresh_at = Some(self.plan_retry());
+                        // The platform has rotated: the old refresh token is spent and
+                        // this is the only grant that works. Keep it, and store it before
+                        // anything else reaches the platform. (The stored marker stays:
+                        // a crash before the store holds can only resend.)
+                        tracing::warn!(connection = %self.key(), %error, "a rotated grant could not be stored; it is kept and stored before the next call");
+                        self.grant = Some(new);
+                        self.grant_unstored = true;
+                        self.warned = false;
+                        self.answer_lost = false;
+                        self.refresh_at = Some(self.after_write_failure());
                         return Ok(false);
                     }
                     return Ok(true);
@@ -386,6 +489,10 @@ impl ConnectionState {
             } else {
                 grant.clone()
             };
+            if !self.store_unstored_grant().await {
+                self.check_at = self.after_write_failure();
+                return Ok(());
+            }
             match self.port.check(&grant).await {
                 Ok(_) => {
                     let now = self.now();
@@ -502,6 +609,10 @@ impl ConnectionState {
 
     async fn publish(&mut self, post: &Post) -> PublishOutcome {
         if let Some(reason) = self.record.status.reason() {
+            // The queue still dispatches here: the pause this connection asked for has not
+            // arrived, or did not hold (its write failed). Asked again; a pause that holds
+            // already costs the queue nothing.
+            self.tell_queue(self.record.status.clone());
             return PublishOutcome::NotActive(reason.clone());
         }
         // A limit answered to an earlier publish still holds for the ones that were
@@ -525,6 +636,19 @@ impl ConnectionState {
         }
         let mut refreshed = false;
         loop {
+            if !self.store_unstored_grant().await {
+                let j = self.jitter();
+                let at = self
+                    .now()
+                    .saturating_add(self.config.backoff(post.attempts.saturating_sub(1), j));
+                return PublishOutcome::Retry {
+                    at,
+                    reason: Reason::with_platform_message(
+                        ReasonCode::PlatformUnavailable,
+                        "the renewed authorization could not be stored yet",
+                    ),
+                };
+            }
             let Some(grant) = self.grant.clone() else {
                 return PublishOutcome::NotActive(Reason::new(ReasonCode::AuthorizationInvalid));
             };
@@ -663,6 +787,8 @@ impl Actor for ConnectionActor {
             fault_streak: 0,
             answer_lost: false,
             warned: false,
+            grant_unstored: false,
+            write_retry_at: None,
             limited_until: None,
             platform_limit: args.platform_limit,
         };
@@ -787,10 +913,18 @@ async fn handle_message(
                         reason,
                     }));
                 } else {
-                    state.record.account = account;
-                    state.record.targets = targets;
+                    let mut record = state.record.clone();
+                    record.account = account;
+                    record.targets = targets;
                     let result = async {
-                        state.install_grant(*grant, EventKind::GrantRenewed).await?;
+                        state
+                            .install_grant(*grant, record, EventKind::GrantRenewed)
+                            .await?;
+                        if state.record.status.is_active() {
+                            // Already Active: no status change will tell the queue, yet a
+                            // resume of its posts may not have held before. Told again.
+                            state.tell_queue(ConnectionStatus::Active);
+                        }
                         state.set_status(ConnectionStatus::Active).await?;
                         let now = state.now();
                         state.last_checked = Some(now);

@@ -486,13 +486,18 @@ impl QueueState {
         }
     }
 
+    /// Pauses a connection's posts. The slot is paused only once its posts' change
+    /// holds, so memory never says paused where the store says scheduled; meanwhile the
+    /// connection itself refuses to publish while it is not Active.
     async fn pause(&mut self, key: &ConnectionKey, reason: Reason) -> Result<(), EngineError> {
-        let Some(slot) = self.slots.get_mut(key) else {
+        let Some(slot) = self.slots.get(key) else {
             return Ok(());
         };
-        slot.paused = Some(reason.clone());
+        if slot.paused.as_ref() == Some(&reason) {
+            // Already held: its posts were written Paused before the slot was.
+            return Ok(());
+        }
         let ids: Vec<PostId> = slot.posts.iter().map(|&(_, id)| id).collect();
-        self.refresh_slot_readiness(key);
         let now = self.now();
         let mut changed = Vec::new();
         for id in ids {
@@ -506,14 +511,21 @@ impl QueueState {
                 changed.push((p, from));
             }
         }
-        self.commit_posts(&changed).await
+        self.commit_posts(&changed).await?;
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.paused = Some(reason);
+        }
+        self.refresh_slot_readiness(key);
+        Ok(())
     }
 
+    /// Resumes a connection's posts. The slot stays paused until its posts' change holds:
+    /// after a failed write the queue holds them paused as the store does, and the next
+    /// resume (a reconnect) tries again.
     async fn resume(&mut self, key: &ConnectionKey) -> Result<(), EngineError> {
-        let Some(slot) = self.slots.get_mut(key) else {
+        let Some(slot) = self.slots.get(key) else {
             return Ok(());
         };
-        slot.paused = None;
         let ids: Vec<PostId> = slot.posts.iter().map(|&(_, id)| id).collect();
         let now = self.now();
         let mut changed = Vec::new();
@@ -527,6 +539,9 @@ impl QueueState {
         }
         // Persisted before they become dispatchable; overdue posts then go in due order.
         self.commit_posts(&changed).await?;
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.paused = None;
+        }
         self.refresh_slot_readiness(key);
         Ok(())
     }
@@ -738,8 +753,9 @@ impl QueueState {
             return Err(EngineError::PostNotFound(id));
         }
         let from = post.cancel(self.now())?;
-        self.untrack(id);
+        // Forgotten only once the cancel holds: a cancel that failed leaves it queued.
         self.commit_posts(&[(post.clone(), from)]).await?;
+        self.untrack(id);
         Ok(post)
     }
 
@@ -764,12 +780,12 @@ impl QueueState {
     async fn update(&mut self, new: Post) -> Result<Post, EngineError> {
         let mut post = self.load_post(new.id).await?;
         post.edit(new, self.now())?;
-        let was_tracked = self.untrack(post.id).is_some();
-        // The body changed too: the whole post is written.
+        // The body changed too: the whole post is written, and re-queued at its new time
+        // only once that holds (a failed edit leaves it queued as it was).
         let mut b = Batch::new();
         b.put_post(&post);
         self.store.commit(b, Durability::Durable).await?;
-        if was_tracked {
+        if self.untrack(post.id).is_some() {
             self.track(&post);
         }
         Ok(post)
@@ -793,18 +809,20 @@ impl QueueState {
             ) {
                 let from = p.state.label();
                 let mut p = p;
-                if self.entries.get(&p.id).is_some_and(|e| e.sent) {
-                    self.in_flight = self.in_flight.saturating_sub(1);
-                }
                 p.state = PostState::Failed(reason.clone());
                 p.updated_at = now;
                 changed.push((p, from));
             }
         }
+        // The queue lets go of them only once their failure holds: a disconnect whose
+        // write failed leaves the connection and its posts as they were.
+        self.commit_posts(&changed).await?;
         for (p, _) in &changed {
+            if self.entries.get(&p.id).is_some_and(|e| e.sent) {
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
             self.untrack(p.id);
         }
-        self.commit_posts(&changed).await?;
         if let Some(slot) = self.slots.remove(key) {
             for (_, id) in slot.posts {
                 self.entries.remove(&id);

@@ -1,6 +1,7 @@
 //! The world the actors' tests run in: the whole engine on virtual time, with a real
 //! sled store on disk, an in-process fake platform, and `tokio::time::pause()` so days
-//! pass in milliseconds. The tests beside each actor (`connection/tests.rs`,
+//! pass in milliseconds. The store is wrapped in a [`FaultyStore`], so a test can make
+//! its writes fail on command (it passes everything through until told). The tests beside each actor (`connection/tests.rs`,
 //! `queue/tests.rs`, `supervisor/tests.rs`) build on it.
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use social_studio_storage::{
 };
 use tokio::sync::broadcast::Receiver;
 
-use crate::testkit::{open_store, post_due, wait_for_event, FakePlatform};
+use crate::testkit::{open_store, post_due, wait_for_event, FakePlatform, FaultyStore};
 use crate::{Clock, Engine, EngineConfig, TokioClock};
 
 pub(crate) const HOUR: Duration = Duration::from_secs(3600);
@@ -21,6 +22,8 @@ pub(crate) const DAY: Duration = Duration::from_secs(24 * 3600);
 pub(crate) struct World {
     pub(crate) _dir: tempfile::TempDir,
     pub(crate) store: SharedStore,
+    /// The switch for write failures of `store`.
+    pub(crate) faults: FaultyStore,
     pub(crate) fake: FakePlatform,
     pub(crate) clock: Arc<TokioClock>,
     pub(crate) engine: Engine,
@@ -32,7 +35,8 @@ pub(crate) async fn world(
     tweak: impl FnOnce(FakePlatform) -> FakePlatform,
 ) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path()).unwrap();
+    let faults = FaultyStore::new(open_store(dir.path()).unwrap());
+    let store: SharedStore = Arc::new(faults.clone());
     let clock = Arc::new(TokioClock::starting_at(Timestamp::from_unix_millis(
         1_800_000_000_000,
     )));
@@ -57,6 +61,7 @@ pub(crate) async fn world(
     World {
         _dir: dir,
         store,
+        faults,
         fake,
         clock,
         engine,
@@ -151,4 +156,29 @@ impl World {
 /// A reason as a platform would give it.
 pub(crate) fn reason(code: ReasonCode) -> Reason {
     Reason::with_platform_message(code, "said the platform")
+}
+
+/// Waits (virtual time) until `done` holds, for at most `within`.
+pub(crate) async fn until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The connection as its actor shows it equals the connection as the store holds it.
+pub(crate) async fn memory_and_disk_agree(w: &World, key: &social_studio_storage::ConnectionKey) {
+    let shown = w
+        .engine
+        .status(key.clone())
+        .await
+        .unwrap()
+        .unwrap()
+        .connection;
+    let stored = w.store.connection(key).await.unwrap().unwrap();
+    assert_eq!(
+        shown, stored,
+        "the actor shows what the store does not hold"
+    );
 }

@@ -1,12 +1,15 @@
-//! In-process fakes of the platform port, for unit tests, examples and benchmarks.
-//! Not part of the engine's API: compiled only for this crate's tests and behind the
-//! `testkit` feature, which only dev-dependencies enable.
+//! In-process fakes of the platform port and a store that fails on command, for unit
+//! tests, examples and benchmarks. Not part of the engine's API: compiled only for this
+//! crate's tests and behind the `testkit` feature, which only dev-dependencies enable.
 //!
 //! [`FakePlatform`] behaves like a platform with rotating single-use refresh tokens (as
 //! X and TikTok do), optionally a grace period for a resent refresh token (Bluesky), and
 //! lets a test act as the platform or its user: revoke, expire, rate-limit, fail, lose
 //! answers, hang, or panic. Time comes from the engine's clock, so it runs under paused
 //! tokio time.
+//!
+//! [`FaultyStore`] is the store port over a real store, refusing the commits a test
+//! chooses until told to heal: a failed write, for what memory and disk must agree on.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -546,4 +549,256 @@ pub fn post_due(key: &social_studio_storage::ConnectionKey, due: Timestamp, text
     p.created_at = due;
     p.updated_at = due;
     p
+}
+
+/// Which commits a [`FaultyStore`] refuses.
+pub type CommitFilter = Arc<dyn Fn(&social_studio_storage::Batch) -> bool + Send + Sync>;
+
+/// The store port over another store, refusing commits on command: a write failure (a
+/// full disk, a failed fsync) that a test switches on and off, for the paths that must
+/// keep memory and disk in agreement when a write does not hold. Reads and everything
+/// else pass through. Cheap to clone; clones share the switch.
+#[derive(Clone)]
+pub struct FaultyStore {
+    inner: social_studio_storage::SharedStore,
+    filter: Arc<Mutex<Option<CommitFilter>>>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FaultyStore {
+    pub fn new(inner: social_studio_storage::SharedStore) -> FaultyStore {
+        FaultyStore {
+            inner,
+            filter: Arc::new(Mutex::new(None)),
+            refused: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    /// From now on, refuses every commit for which `which` is true (nothing is applied).
+    pub fn fail_commits(
+        &self,
+        which: impl Fn(&social_studio_storage::Batch) -> bool + Send + Sync + 'static,
+    ) {
+        *self.filter.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(which));
+    }
+
+    /// The fault clears: every commit goes through again.
+    pub fn heal(&self) {
+        *self.filter.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// How many commits were refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a batch stores a grant.
+    pub fn stores_a_grant(batch: &social_studio_storage::Batch) -> bool {
+        batch
+            .ops()
+            .iter()
+            .any(|op| matches!(op, social_studio_storage::BatchOp::PutGrant(..)))
+    }
+
+    /// Whether a batch records an event of this kind.
+    pub fn records(
+        batch: &social_studio_storage::Batch,
+        kind: social_studio_storage::EventKind,
+    ) -> bool {
+        batch
+            .ops()
+            .iter()
+            .any(|op| matches!(op, social_studio_storage::BatchOp::Event(e) if e.kind == kind))
+    }
+}
+
+#[async_trait]
+impl social_studio_storage::Store for FaultyStore {
+    fn commit(
+        &self,
+        batch: social_studio_storage::Batch,
+        durability: social_studio_storage::Durability,
+    ) -> social_studio_storage::CommitFuture {
+        let filter = self
+            .filter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if filter.is_some_and(|refuse| refuse(&batch)) {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Box::pin(async {
+                Err(social_studio_storage::StoreError::Flush(
+                    "injected write failure".into(),
+                ))
+            });
+        }
+        self.inner.commit(batch, durability)
+    }
+
+    async fn sync(&self) -> Result<(), social_studio_storage::StoreError> {
+        self.inner.sync().await
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<social_studio_storage::Event> {
+        self.inner.subscribe()
+    }
+
+    async fn claim(
+        &self,
+        key: &social_studio_storage::ConnectionKey,
+    ) -> Result<social_studio_storage::Epoch, social_studio_storage::StoreError> {
+        self.inner.claim(key).await
+    }
+
+    async fn connection(
+        &self,
+        key: &social_studio_storage::ConnectionKey,
+    ) -> Result<Option<social_studio_storage::Connection>, social_studio_storage::StoreError> {
+        self.inner.connection(key).await
+    }
+
+    async fn connections_of(
+        &self,
+        pen: &social_studio_storage::PenName,
+    ) -> Result<
+        social_studio_storage::Loaded<social_studio_storage::Connection>,
+        social_studio_storage::StoreError,
+    > {
+        self.inner.connections_of(pen).await
+    }
+
+    async fn all_connections(
+        &self,
+    ) -> Result<
+        social_studio_storage::Loaded<social_studio_storage::Connection>,
+        social_studio_storage::StoreError,
+    > {
+        self.inner.all_connections().await
+    }
+
+    async fn connection_counts(
+        &self,
+    ) -> Result<social_studio_storage::ConnectionCounts, social_studio_storage::StoreError> {
+        self.inner.connection_counts().await
+    }
+
+    async fn grant(
+        &self,
+        key: &social_studio_storage::ConnectionKey,
+    ) -> Result<Option<Grant>, social_studio_storage::StoreError> {
+        self.inner.grant(key).await
+    }
+
+    async fn post(&self, id: PostId) -> Result<Option<Post>, social_studio_storage::StoreError> {
+        self.inner.post(id).await
+    }
+
+    async fn posts_of_connection(
+        &self,
+        key: &social_studio_storage::ConnectionKey,
+    ) -> Result<social_studio_storage::Loaded<Post>, social_studio_storage::StoreError> {
+        self.inner.posts_of_connection(key).await
+    }
+
+    async fn posts_of_pen(
+        &self,
+        pen: &social_studio_storage::PenName,
+    ) -> Result<social_studio_storage::Loaded<Post>, social_studio_storage::StoreError> {
+        self.inner.posts_of_pen(pen).await
+    }
+
+    async fn queued_posts(
+        &self,
+    ) -> Result<
+        social_studio_storage::Loaded<social_studio_storage::PostStatus>,
+        social_studio_storage::StoreError,
+    > {
+        self.inner.queued_posts().await
+    }
+
+    async fn post_counts(
+        &self,
+        key: &social_studio_storage::ConnectionKey,
+    ) -> Result<social_studio_storage::PostCounts, social_studio_storage::StoreError> {
+        self.inner.post_counts(key).await
+    }
+
+    async fn events_after(
+        &self,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<social_studio_storage::Event>, social_studio_storage::StoreError> {
+        self.inner.events_after(seq, limit).await
+    }
+
+    async fn events_of_connection(
+        &self,
+        key: &social_studio_storage::ConnectionKey,
+        page: social_studio_storage::EventPage,
+    ) -> Result<Vec<social_studio_storage::Event>, social_studio_storage::StoreError> {
+        self.inner.events_of_connection(key, page).await
+    }
+
+    async fn event(
+        &self,
+        seq: u64,
+    ) -> Result<Option<social_studio_storage::Event>, social_studio_storage::StoreError> {
+        self.inner.event(seq).await
+    }
+
+    async fn take_oauth_state(
+        &self,
+        state: &str,
+        now: Timestamp,
+    ) -> Result<social_studio_storage::StateLookup, social_studio_storage::StoreError> {
+        self.inner.take_oauth_state(state, now).await
+    }
+
+    async fn purge_oauth_states(
+        &self,
+        now: Timestamp,
+        keep: Duration,
+    ) -> Result<usize, social_studio_storage::StoreError> {
+        self.inner.purge_oauth_states(now, keep).await
+    }
+
+    async fn idempotent_result(
+        &self,
+        pen: &social_studio_storage::PenName,
+        key: &str,
+    ) -> Result<Option<social_studio_storage::IdempotentRequest>, social_studio_storage::StoreError>
+    {
+        self.inner.idempotent_result(pen, key).await
+    }
+
+    async fn remember_idempotent(
+        &self,
+        pen: &social_studio_storage::PenName,
+        key: &str,
+        record: &social_studio_storage::IdempotentRequest,
+    ) -> Result<social_studio_storage::IdempotentRequest, social_studio_storage::StoreError> {
+        self.inner.remember_idempotent(pen, key, record).await
+    }
+
+    async fn erase_pen_name(
+        &self,
+        pen: &social_studio_storage::PenName,
+    ) -> Result<social_studio_storage::ErasedCounts, social_studio_storage::StoreError> {
+        self.inner.erase_pen_name(pen).await
+    }
+
+    fn unreadable(&self) -> Vec<social_studio_storage::UnreadableRecord> {
+        self.inner.unreadable()
+    }
+
+    async fn check_integrity(
+        &self,
+    ) -> Result<social_studio_storage::IntegrityReport, social_studio_storage::StoreError> {
+        self.inner.check_integrity().await
+    }
+
+    fn info(&self) -> social_studio_storage::StoreInfo {
+        self.inner.info()
+    }
 }

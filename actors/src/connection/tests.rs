@@ -7,8 +7,8 @@ use social_studio_storage::{
     ConnectionStatus, EventKind, PostState, ReasonCode, StateLabel, Timestamp,
 };
 
-use crate::test_world::{reason, world, DAY, HOUR};
-use crate::testkit::{wait_for_event, Fault, Op};
+use crate::test_world::{memory_and_disk_agree, reason, until, world, DAY, HOUR};
+use crate::testkit::{wait_for_event, Fault, FaultyStore, Op};
 use crate::{LimitScope, PortError};
 
 #[tokio::test(start_paused = true)]
@@ -314,4 +314,122 @@ async fn reconnecting_resumes_paused_posts_in_due_order_and_a_different_account_
     }
     let order: Vec<_> = w.fake.published().iter().map(|p| p.text.clone()).collect();
     assert_eq!(order, ["first", "second", "third"]);
+}
+
+/// A refresh rotated the grant but storing the new one failed: the new grant is kept, the
+/// next step stores it before anything else reaches the platform, and the spent refresh
+/// token is never sent again (on X, TikTok and Pinterest that would kill the grant).
+#[tokio::test(start_paused = true)]
+async fn a_rotated_grant_that_could_not_be_stored_is_kept_and_stored_before_the_next_call() {
+    let mut w = world(2 * HOUR, |f| f).await;
+    let key = w.connect("jane", "jane").await;
+    let issued = w.store.grant(&key).await.unwrap().unwrap();
+    w.faults.fail_commits(FaultyStore::stores_a_grant);
+    // The proactive refresh comes at 75–90% of the two hours; its answer cannot be stored.
+    until(3 * HOUR, "a refresh whose grant was refused", || {
+        w.fake.refresh_calls() == 1 && w.faults.refused() == 1
+    })
+    .await;
+    // The disk fails on for a while: the next steps retry the store and call nothing.
+    tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+    assert_eq!(
+        w.fake.spent_token_sends(),
+        0,
+        "the spent refresh token was resent"
+    );
+    assert_eq!(
+        w.fake.refresh_calls(),
+        1,
+        "no second refresh while one is unstored"
+    );
+    assert!(w.faults.refused() >= 3, "the store was retried");
+    memory_and_disk_agree(&w, &key).await;
+    // The fault clears: the kept grant is stored, not refreshed again.
+    w.faults.heal();
+    let deadline = tokio::time::Instant::now() + DAY;
+    let stored = loop {
+        let g = w.store.grant(&key).await.unwrap().unwrap();
+        if g.refresh_token.as_ref().map(|t| t.expose().to_string())
+            != issued
+                .refresh_token
+                .as_ref()
+                .map(|t| t.expose().to_string())
+        {
+            break g;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the kept grant was never stored"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(w.fake.refresh_calls(), 1);
+    memory_and_disk_agree(&w, &key).await;
+    // And it is the grant in use.
+    let id = w
+        .schedule(&key, Duration::from_secs(60), "after the fault")
+        .await;
+    w.post_reaches(id, StateLabel::Published, HOUR).await;
+    assert_eq!(
+        w.fake.published()[0].access_token_fingerprint,
+        social_studio_storage::fingerprint(stored.access_token.expose())
+    );
+    tokio::time::sleep(2 * DAY).await;
+    assert_eq!(
+        w.fake.spent_token_sends(),
+        0,
+        "a spent refresh token was resent"
+    );
+    assert!(w
+        .engine
+        .status(key.clone())
+        .await
+        .unwrap()
+        .unwrap()
+        .connection
+        .status
+        .is_active());
+}
+
+/// A reconnect whose status change cannot be written leaves the connection as the store
+/// holds it (not Active in memory and Expired on disk); once the fault clears, the next
+/// reconnect brings both forward and the paused posts go.
+#[tokio::test(start_paused = true)]
+async fn a_status_change_that_could_not_be_written_is_not_shown_and_the_next_attempt_makes_it() {
+    let mut w = world(2 * HOUR, |f| f).await;
+    let key = w.connect("jane", "jane").await;
+    w.fake.revoke_user("jane", ReasonCode::RevokedByUser);
+    let id = w.schedule(&key, HOUR, "waiting").await;
+    w.connection_becomes(&key, StateLabel::Expired, DAY).await;
+    w.post_reaches(id, StateLabel::Paused, DAY).await;
+    w.faults
+        .fail_commits(|b| FaultyStore::records(b, EventKind::ConnectionStatus));
+    let grant = w.fake.issue_grant("jane");
+    let refused = w
+        .engine
+        .connect(key.clone(), w.fake.account("jane"), vec![], grant, false)
+        .await;
+    assert!(refused.is_err(), "the reconnect could not be written");
+    memory_and_disk_agree(&w, &key).await;
+    assert!(matches!(
+        w.store.connection(&key).await.unwrap().unwrap().status,
+        ConnectionStatus::Expired(_)
+    ));
+    assert!(matches!(w.post_state(id).await, PostState::Paused(_)));
+    w.faults.heal();
+    let grant = w.fake.issue_grant("jane");
+    w.engine
+        .connect(key.clone(), w.fake.account("jane"), vec![], grant, false)
+        .await
+        .unwrap();
+    memory_and_disk_agree(&w, &key).await;
+    assert!(w
+        .store
+        .connection(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .status
+        .is_active());
+    w.post_reaches(id, StateLabel::Published, DAY).await;
 }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use social_studio_storage::{
-    ConnectionKey, PenName, Platform, PostState, ReasonCode, SharedStore, StateLabel, Timestamp,
+    ConnectionKey, EventKind, PenName, Platform, PostState, ReasonCode, SharedStore, StateLabel,
+    Timestamp,
 };
 
-use crate::test_world::{world, DAY, HOUR};
-use crate::testkit::{open_store, post_due, wait_for_event, FakePlatform, Fault, Op};
+use crate::test_world::{until, world, DAY, HOUR};
+use crate::testkit::{open_store, post_due, wait_for_event, FakePlatform, Fault, FaultyStore, Op};
 use crate::{Clock, Engine, EngineConfig, TokioClock};
 
 #[tokio::test(start_paused = true)]
@@ -248,4 +249,137 @@ async fn a_dispatch_still_flushing_at_shutdown_goes_back_to_waiting() {
     );
     assert_eq!(after.attempts, 0);
     assert!(fake.published().is_empty());
+}
+
+/// The connection's status was written but the queue's resume of its posts was not: the
+/// queue keeps them paused as the store does (not dispatchable in memory, Paused on
+/// disk), and the next reconnect resumes them.
+#[tokio::test(start_paused = true)]
+async fn a_resume_that_could_not_be_written_keeps_the_posts_paused_until_the_next_attempt() {
+    let mut w = world(2 * HOUR, |f| f).await;
+    let key = w.connect("jane", "jane").await;
+    w.fake.revoke_user("jane", ReasonCode::RevokedByUser);
+    let id = w.schedule(&key, HOUR, "waiting").await;
+    w.connection_becomes(&key, StateLabel::Expired, DAY).await;
+    w.post_reaches(id, StateLabel::Paused, DAY).await;
+    w.faults
+        .fail_commits(|b| FaultyStore::records(b, EventKind::PostState));
+    let grant = w.fake.issue_grant("jane");
+    w.engine
+        .connect(key.clone(), w.fake.account("jane"), vec![], grant, false)
+        .await
+        .unwrap();
+    until(HOUR, "the resume was refused", || w.faults.refused() >= 1).await;
+    tokio::time::sleep(HOUR).await;
+    assert!(matches!(w.post_state(id).await, PostState::Paused(_)));
+    let tree = w.engine.tree().await.unwrap();
+    let (_, queue) = tree.queues.iter().find(|(p, _)| *p == Platform::X).unwrap();
+    assert_eq!(
+        (queue.paused, queue.scheduled),
+        (1, 0),
+        "the queue holds the post as the store does: paused"
+    );
+    assert_eq!(w.fake.publish_calls(), 0);
+    w.faults.heal();
+    let grant = w.fake.issue_grant("jane");
+    w.engine
+        .connect(key.clone(), w.fake.account("jane"), vec![], grant, false)
+        .await
+        .unwrap();
+    w.post_reaches(id, StateLabel::Published, DAY).await;
+}
+
+/// The queue's view of one connection's posts on X: (paused, scheduled).
+async fn held(w: &crate::test_world::World) -> (usize, usize) {
+    let tree = w.engine.tree().await.unwrap();
+    let (_, queue) = tree.queues.iter().find(|(p, _)| *p == Platform::X).unwrap();
+    (queue.paused, queue.scheduled)
+}
+
+/// A pause whose write failed leaves the queue holding the posts as the store does
+/// (Scheduled); the connection, still asked to publish, asks for the pause again, and
+/// once the fault has cleared it holds, with nothing sent to the platform.
+#[tokio::test(start_paused = true)]
+async fn a_pause_that_could_not_be_written_is_not_held_in_memory_and_the_next_dispatch_makes_it() {
+    let mut w = world(60 * DAY, |f| f.without_refresh()).await;
+    let key = w.connect("jane", "jane").await;
+    let id = w.schedule(&key, 3 * DAY, "later").await;
+    w.faults
+        .fail_commits(|b| FaultyStore::records(b, EventKind::PostState));
+    w.fake.revoke_user("jane", ReasonCode::RevokedByUser);
+    w.connection_becomes(&key, StateLabel::Expired, 10 * DAY)
+        .await;
+    until(HOUR, "the pause was refused", || w.faults.refused() >= 1).await;
+    assert!(matches!(w.post_state(id).await, PostState::Scheduled));
+    assert_eq!(
+        held(&w).await,
+        (0, 1),
+        "the queue holds what the store does"
+    );
+    w.faults.heal();
+    w.post_reaches(id, StateLabel::Paused, 10 * DAY).await;
+    assert!(
+        matches!(w.post_state(id).await, PostState::Paused(r) if r.code == ReasonCode::RevokedByUser)
+    );
+    assert_eq!(held(&w).await, (1, 0));
+    assert_eq!(w.fake.publish_calls(), 0);
+}
+
+/// A cancel whose write failed leaves the post queued as the store holds it, and it
+/// publishes when due.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_that_could_not_be_written_leaves_the_post_queued() {
+    let mut w = world(2 * HOUR, |f| f).await;
+    let key = w.connect("jane", "jane").await;
+    let id = w.schedule(&key, HOUR, "kept").await;
+    w.faults
+        .fail_commits(|b| FaultyStore::records(b, EventKind::PostState));
+    let refused = w.engine.cancel(key.pen_name.clone(), id).await;
+    assert!(refused.is_err());
+    w.faults.heal();
+    assert!(matches!(w.post_state(id).await, PostState::Scheduled));
+    assert_eq!(held(&w).await, (0, 1));
+    w.post_reaches(id, StateLabel::Published, DAY).await;
+}
+
+/// An edit whose write failed leaves the post queued as it was, and it publishes when due.
+#[tokio::test(start_paused = true)]
+async fn an_edit_that_could_not_be_written_leaves_the_post_queued_as_it_was() {
+    let mut w = world(2 * HOUR, |f| f).await;
+    let key = w.connect("jane", "jane").await;
+    let id = w.schedule(&key, HOUR, "as it was").await;
+    let mut edited = w.store.post(id).await.unwrap().unwrap();
+    edited.content.text = "edited".into();
+    w.faults.fail_commits(|b| {
+        b.ops()
+            .iter()
+            .any(|op| matches!(op, social_studio_storage::BatchOp::PutPost(_)))
+    });
+    assert!(w.engine.update(edited).await.is_err());
+    w.faults.heal();
+    assert_eq!(held(&w).await, (0, 1));
+    w.post_reaches(id, StateLabel::Published, DAY).await;
+    assert_eq!(w.fake.published()[0].text, "as it was");
+}
+
+/// A disconnect whose write failed leaves the connection's posts queued as the store
+/// holds them; the next disconnect fails them.
+#[tokio::test(start_paused = true)]
+async fn a_disconnect_that_could_not_be_written_leaves_the_posts_as_stored() {
+    let w = world(2 * HOUR, |f| f).await;
+    let key = w.connect("jane", "jane").await;
+    let id = w.schedule(&key, DAY, "queued").await;
+    w.faults
+        .fail_commits(|b| FaultyStore::records(b, EventKind::PostState));
+    assert!(w.engine.disconnect(key.clone()).await.is_err());
+    assert!(matches!(w.post_state(id).await, PostState::Scheduled));
+    assert_eq!(
+        held(&w).await,
+        (0, 1),
+        "the queue holds what the store does"
+    );
+    w.faults.heal();
+    w.engine.disconnect(key.clone()).await.unwrap();
+    assert!(matches!(w.post_state(id).await, PostState::Failed(_)));
+    assert_eq!(held(&w).await, (0, 0));
 }
