@@ -711,6 +711,7 @@ async fn erasing_a_pen_name_removes_everything_it_owns_even_unreadable_and_nothi
         request_digest: [1; 8],
         posts: vec![],
         created_at: Timestamp::from_unix_millis(1),
+        unfinished: vec![],
     };
     store
         .remember_idempotent(&gone.pen_name, "req-1", &record)

@@ -157,6 +157,11 @@ impl SledStore {
                 })?;
                 Staged::Write(Write::put(T::OAuthStates, state.into_bytes(), value))
             }
+            BatchOp::PutIdempotent(pen, key, record) => Staged::Write(Write::put(
+                T::Idempotency,
+                layout::idempotency_key(&pen, &key),
+                encoded(&*record)?,
+            )),
         })
     }
 
