@@ -11,6 +11,7 @@ mod connections;
 mod errors;
 mod events;
 mod every_platform;
+mod idempotency;
 mod isolation;
 mod openapi;
 mod properties;
