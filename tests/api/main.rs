@@ -8,6 +8,7 @@ mod helpers;
 mod auth;
 mod connect;
 mod connections;
+mod erasure;
 mod errors;
 mod events;
 mod every_platform;
