@@ -68,8 +68,9 @@ pub struct ConnectFailure {
 /// How the service came up, for the operator (printed once by the binary).
 #[derive(Debug, Clone)]
 pub struct StartupNotes {
-    /// The admin token, when it was generated just now (printed once, never again).
-    pub generated_admin_token: Option<Secret>,
+    /// The file the admin token was generated into just now, when it was: where to read
+    /// it (the token itself is never printed — a service's output is its log).
+    pub generated_admin_token_file: Option<PathBuf>,
     pub key_source: KeySource,
     /// Platforms without an adapter or credentials (they report `not_configured`).
     pub not_configured: Vec<Platform>,
@@ -243,7 +244,7 @@ impl Studio {
             .filter(|p| !adapters.contains_key(p))
             .collect();
         let notes = StartupNotes {
-            generated_admin_token: generated.then(|| admin_token.clone()),
+            generated_admin_token_file: generated.then(|| config.data_dir.join(ADMIN_TOKEN_FILE)),
             key_source: source,
             not_configured,
             store: store.info(),
