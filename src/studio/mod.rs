@@ -89,7 +89,13 @@ pub struct StudioOptions {
     /// Capacity of the store's event feed (a subscriber that falls further behind lags
     /// and replays from the store); the store's default when `None`.
     pub event_capacity: Option<usize>,
+    /// Wraps the store before the engine and `Studio` use it — instrumentation, or in
+    /// tests a store that fails on command; the store as opened when `None`.
+    pub store_layer: Option<StoreLayer>,
 }
+
+/// A wrapper around the store port ([`StudioOptions::store_layer`]).
+pub type StoreLayer = Arc<dyn Fn(SharedStore) -> SharedStore + Send + Sync>;
 
 /// The engine, opened. Cheap to clone.
 #[derive(Clone)]
@@ -222,6 +228,10 @@ impl Studio {
             &key,
             source.clone(),
         )?);
+        let store = match &options.store_layer {
+            Some(layer) => layer(store),
+            None => store,
+        };
         let (admin_token, generated) = match &config.admin_token {
             Some(t) => (t.clone(), false),
             None => admin_token_from_file(&config.data_dir)?,

@@ -5,7 +5,10 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use social_studio_storage::{PostId, PostState, StateLabel};
 
-use crate::helpers::{assert_error, in_a_day, read_answer, spawn_app, TestApp, JANE};
+use crate::failing_store::PostFaults;
+use crate::helpers::{
+    assert_error, in_a_day, read_answer, spawn_app, spawn_app_with, AppOptions, TestApp, JANE,
+};
 
 /// `POST /v1/pen-names/jane/posts` with `key`.
 async fn send_keyed(app: &TestApp, key: &str, body: &Value) -> (StatusCode, Value) {
@@ -64,6 +67,48 @@ async fn a_keyed_request_cut_short_before_scheduling_is_finished_by_its_retry() 
         StatusCode::CONFLICT,
         "idempotency_key_reused",
     );
+}
+
+/// A request for two platforms whose second post's commit fails: the first post exists,
+/// the second does not. The retry must not answer with the first alone — it creates the
+/// second, and the first is not created again.
+#[tokio::test]
+async fn a_keyed_request_whose_second_post_failed_is_finished_by_its_retry() {
+    let (layer, faults) = PostFaults::layer();
+    let app = spawn_app_with(AppOptions {
+        store_layer: Some(layer),
+        ..AppOptions::default()
+    })
+    .await;
+    app.connect_x("jane", JANE).await;
+    let linkedin = app.connect_oauth("jane", "linkedin", JANE).await;
+    let mut on_linkedin = json!({"platform": "linkedin"});
+    if let Some(target) = linkedin["targets"].get(0) {
+        on_linkedin["target"] = target["id"].clone();
+    }
+    let request = json!({
+        "platforms": [{"platform": "x"}, on_linkedin],
+        "text": "two places at once",
+        "scheduled_at": in_a_day(),
+    });
+
+    faults.fail_after(1);
+    let (status, first) = send_keyed(&app, "order-9", &request).await;
+    assert!(!status.is_success(), "{status} {first}");
+    let stored = app.stored_posts("jane").await;
+    assert_eq!(stored.len(), 1, "the first post was created: {stored:?}");
+
+    let (status, retried) = send_keyed(&app, "order-9", &request).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    let posts = retried["posts"].as_array().expect("posts");
+    let platforms: Vec<&str> = posts
+        .iter()
+        .map(|p| p["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["x", "linkedin"], "{retried}");
+    assert_eq!(posts[0]["id"], stored[0]["id"]);
+    assert_eq!(app.stored_posts("jane").await.len(), 2);
+    assert_eq!(posts[0]["group_id"], posts[1]["group_id"]);
 }
 
 /// Finishing a keyed request sends its posts to their queues again; a post the earlier

@@ -12,6 +12,7 @@ mod erasure;
 mod errors;
 mod events;
 mod every_platform;
+mod failing_store;
 mod idempotency;
 mod isolation;
 mod openapi;
