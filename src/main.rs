@@ -169,11 +169,11 @@ fn announce(studio: &Studio, listener: &tokio::net::TcpListener) -> Result<()> {
             unreadable.len()
         );
     }
-    if let Some(token) = &notes.generated_admin_token {
+    if let Some(file) = &notes.generated_admin_token_file {
+        // Where, never what: this output is the log under journald or a container.
         eprintln!(
-            "admin token (printed once; kept in {}): {}",
-            studio.data_dir().join(ADMIN_TOKEN_FILE).display(),
-            token.expose()
+            "admin token generated: read it from {} (or set SOCIAL_STUDIO_ADMIN_TOKEN)",
+            file.display()
         );
     }
     if let social_studio_storage::KeySource::File { path, .. } = &notes.key_source {

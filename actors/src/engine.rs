@@ -124,7 +124,8 @@ impl Engine {
     }
 
     /// Schedules a post (already validated for its platform by the caller). It is Paused at
-    /// once if its connection is not Active.
+    /// once if its connection is not Active. A post whose id is already stored is answered
+    /// as it is, unchanged: scheduling the same post twice creates it once.
     pub async fn schedule(&self, post: Post) -> Result<Post, EngineError> {
         ractor::call!(self.supervisor, |reply| SupervisorMsg::Schedule {
             post: Box::new(post),

@@ -706,6 +706,20 @@ impl QueueState {
     }
 
     async fn schedule(&mut self, mut post: Post) -> Result<Post, EngineError> {
+        // A post is created once. A retried request that finishes what an earlier attempt
+        // began may send a post that attempt already scheduled: it gets the post as it is
+        // now (perhaps published or cancelled since), never a second start. This queue is
+        // the only writer of its platform's new posts, so the check cannot race.
+        if let Some(existing) = self.store.post(post.id).await? {
+            if existing.connection == post.connection {
+                return Ok(existing);
+            }
+            return Err(EngineError::InvalidTransition {
+                id: post.id,
+                state: existing.state.label(),
+                action: "scheduled",
+            });
+        }
         let Some(slot) = self.slots.get(&post.connection) else {
             return Err(EngineError::NotConnected(post.connection.clone()));
         };

@@ -97,7 +97,7 @@ fn record_pen(pen: &social_studio_storage::PenName) {
     tag = "posts",
     params(
         ("pen" = String, Path, description = "pen name"),
-        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body returns the first answer and creates nothing"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key and body returns the first request's posts and creates nothing new; if the first attempt was cut short, the retry schedules what it had not"),
     ),
     request_body(content = PostRequest, content_type = "application/json"),
     responses(

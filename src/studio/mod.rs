@@ -78,8 +78,9 @@ pub struct Readiness {
 /// How the service came up, for the operator (printed once by the binary).
 #[derive(Debug, Clone)]
 pub struct StartupNotes {
-    /// The admin token, when it was generated just now (printed once, never again).
-    pub generated_admin_token: Option<Secret>,
+    /// The file the admin token was generated into just now, when it was: where to read
+    /// it (the token itself is never printed — a service's output is its log).
+    pub generated_admin_token_file: Option<PathBuf>,
     pub key_source: KeySource,
     /// Platforms without an adapter or credentials (they report `not_configured`).
     pub not_configured: Vec<Platform>,
@@ -98,7 +99,13 @@ pub struct StudioOptions {
     /// Capacity of the store's event feed (a subscriber that falls further behind lags
     /// and replays from the store); the store's default when `None`.
     pub event_capacity: Option<usize>,
+    /// Wraps the store before the engine and `Studio` use it — instrumentation, or in
+    /// tests a store that fails on command; the store as opened when `None`.
+    pub store_layer: Option<StoreLayer>,
 }
+
+/// A wrapper around the store port ([`StudioOptions::store_layer`]).
+pub type StoreLayer = Arc<dyn Fn(SharedStore) -> SharedStore + Send + Sync>;
 
 /// The engine, opened. Cheap to clone.
 #[derive(Clone)]
@@ -241,6 +248,10 @@ impl Studio {
             &key,
             source.clone(),
         )?);
+        let store = match &options.store_layer {
+            Some(layer) => layer(store),
+            None => store,
+        };
         let (admin_token, generated) = match &config.admin_token {
             Some(t) => (t.clone(), false),
             None => admin_token_from_file(&config.data_dir)?,
@@ -263,7 +274,7 @@ impl Studio {
             .filter(|p| !adapters.contains_key(p))
             .collect();
         let notes = StartupNotes {
-            generated_admin_token: generated.then(|| admin_token.clone()),
+            generated_admin_token_file: generated.then(|| config.data_dir.join(ADMIN_TOKEN_FILE)),
             key_source: source,
             not_configured,
             store: store.info(),

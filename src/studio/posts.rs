@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 use social_studio_storage::{
-    fingerprint, ConnectionKey, IdempotentRequest, PenName, Post, PostAction, PostId, PostState,
-    StateLabel, Timestamp,
+    fingerprint, Batch, ConnectionKey, Durability, IdempotentRequest, PenName, Post, PostAction,
+    PostBody, PostId, PostState, StateLabel, Timestamp,
 };
 use utoipa::ToSchema;
 
@@ -44,6 +44,12 @@ impl Studio {
     /// connection. With an `Idempotency-Key`, a retried request returns what the first
     /// one created and creates nothing new — looked up before the request is validated
     /// again, so a retry gets the first answer even if the request would not pass now.
+    ///
+    /// The key is stored, with the posts the request will create, before any of them is
+    /// scheduled; the posts then go through their platforms' queues one by one. If that
+    /// is cut short (a refusal, a storage failure, the process stopping), the next attempt
+    /// with the key schedules what is missing before it answers — it never answers with
+    /// a post missing.
     pub async fn schedule(
         &self,
         pen: &PenName,
@@ -53,19 +59,19 @@ impl Studio {
         let digest = fingerprint(&serde_json::to_string(&request).unwrap_or_default());
         if let Some(key) = idempotency_key {
             if let Some(prior) = self.inner.store.idempotent_result(pen, key).await? {
-                if prior.request_digest != digest {
-                    return Err(PostError::IdempotencyKeyReused);
-                }
-                return Ok((self.posts_by_id(&prior.posts).await?, false));
+                return Ok((self.replay(pen, key, prior, digest).await?, false));
             }
         }
         let new_post = NewPost::parse(self, pen, &request).await?;
+        let mut claimed = None;
         if let Some(key) = idempotency_key {
-            // Claimed before scheduling: of two concurrent retries, one creates the posts.
+            // Claimed before scheduling: of two concurrent attempts, one writes the record
+            // and the other replays it.
             let record = IdempotentRequest {
                 request_digest: digest,
                 posts: new_post.posts.iter().map(|p| p.id).collect(),
                 created_at: new_post.created_at,
+                unfinished: new_post.posts.iter().map(Post::body).collect(),
             };
             let winner = self
                 .inner
@@ -73,15 +79,53 @@ impl Studio {
                 .remember_idempotent(pen, key, &record)
                 .await?;
             if winner != record {
-                return Ok((self.posts_by_id(&winner.posts).await?, false));
+                return Ok((self.replay(pen, key, winner, digest).await?, false));
             }
+            claimed = Some((key, record));
         }
         let mut out = Vec::with_capacity(new_post.posts.len());
         for p in new_post.posts {
             let scheduled = self.inner.engine.schedule(p).await?;
             out.push(PostView::from(&scheduled));
         }
+        if let Some((key, record)) = claimed {
+            self.mark_finished(pen, key, &record).await;
+        }
         Ok((out, true))
+    }
+
+    /// The answer to a request whose `Idempotency-Key` is stored: refused if the body
+    /// differs; otherwise its posts, after scheduling those an earlier attempt did not
+    /// (the queue answers a post it already holds as it is, so a post is never created
+    /// twice). A post that still cannot be scheduled fails the replay with its error.
+    async fn replay(
+        &self,
+        pen: &PenName,
+        key: &str,
+        prior: IdempotentRequest,
+        digest: [u8; 8],
+    ) -> Result<Vec<PostView>, PostError> {
+        if prior.request_digest != digest {
+            return Err(PostError::IdempotencyKeyReused);
+        }
+        if !prior.is_finished() {
+            for body in &prior.unfinished {
+                self.inner.engine.schedule(planned(body.clone())).await?;
+            }
+            self.mark_finished(pen, key, &prior).await;
+        }
+        self.posts_by_id(&prior.posts).await
+    }
+
+    /// Records that every post of a keyed request is scheduled. Not fatal when it fails:
+    /// the posts exist and the answer says so; the record keeps its plan, and the next
+    /// attempt with the key finds every post already there.
+    async fn mark_finished(&self, pen: &PenName, key: &str, record: &IdempotentRequest) {
+        let mut batch = Batch::new();
+        batch.put_idempotent(pen, key, &record.finished());
+        if let Err(error) = self.inner.store.commit(batch, Durability::Buffered).await {
+            tracing::warn!(%error, "could not record that a keyed request's posts are all scheduled; a retry will find them there");
+        }
     }
 
     async fn posts_by_id(&self, ids: &[PostId]) -> Result<Vec<PostView>, PostError> {
@@ -254,5 +298,25 @@ impl Studio {
             connection: self.connection(key).await?,
             test_post: test,
         })
+    }
+}
+
+/// A post as a keyed request planned it, before any queue took it: Scheduled, never tried
+/// (its queue decides whether it waits Paused).
+fn planned(body: PostBody) -> Post {
+    Post {
+        id: body.id,
+        group_id: body.group_id,
+        connection: body.connection,
+        target: body.target,
+        kind: body.kind,
+        content: body.content,
+        due_at: body.due_at,
+        next_attempt_at: None,
+        state: PostState::Scheduled,
+        attempts: 0,
+        created_at: body.created_at,
+        updated_at: body.created_at,
+        waiting: None,
     }
 }

@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 
 use crate::codec::{self, Record};
 use crate::{
-    Connection, ConnectionKey, Event, Grant, PendingAuthorization, Post, PostId, PostStatus,
-    StoreError, Timestamp,
+    Connection, ConnectionKey, Event, Grant, IdempotentRequest, PenName, PendingAuthorization,
+    Post, PostId, PostStatus, StoreError, Timestamp,
 };
 
 /// A writer's ownership of one connection. Claiming a connection again supersedes every
@@ -42,6 +42,10 @@ pub enum BatchOp {
     Event(Box<Event>),
     /// A pending OAuth authorization under its `state`, encoded but not yet sealed.
     PutOAuthState(String, Zeroizing<Vec<u8>>, Timestamp),
+    /// The record of a pen name's `Idempotency-Key`, replacing the one stored (the first
+    /// writer of a key is chosen by [`crate::Store::remember_idempotent`]; this records
+    /// what became of its request).
+    PutIdempotent(PenName, String, Box<IdempotentRequest>),
 }
 
 impl Batch {
@@ -130,6 +134,21 @@ impl Batch {
             )),
             Err(e) => self.fail(e.into()),
         }
+        self
+    }
+
+    /// Replaces the record of `pen`'s `Idempotency-Key` `key` (see [`BatchOp::PutIdempotent`]).
+    pub fn put_idempotent(
+        &mut self,
+        pen: &PenName,
+        key: &str,
+        record: &IdempotentRequest,
+    ) -> &mut Batch {
+        self.ops.push(BatchOp::PutIdempotent(
+            pen.clone(),
+            key.to_owned(),
+            Box::new(record.clone()),
+        ));
         self
     }
 

@@ -382,9 +382,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- erasure ----
 
-    /// Erases everything a pen name owns — readable or not — atomically: after a crash
-    /// the erasure is finished when the store opens, never left half done. The caller
-    /// stops the pen name's actors first.
+    /// Erases everything a pen name owns — readable or not, its pending OAuth
+    /// authorizations included — atomically: after a crash the erasure is finished when
+    /// the store opens, never left half done. The caller stops the pen name's actors first.
     async fn erase_pen_name(&self, pen: &PenName) -> Result<ErasedCounts, StoreError>;
 
     // ---- health ----

@@ -711,6 +711,7 @@ async fn erasing_a_pen_name_removes_everything_it_owns_even_unreadable_and_nothi
         request_digest: [1; 8],
         posts: vec![],
         created_at: Timestamp::from_unix_millis(1),
+        unfinished: vec![],
     };
     store
         .remember_idempotent(&gone.pen_name, "req-1", &record)
@@ -1209,4 +1210,84 @@ async fn a_durable_commit_s_events_can_be_replayed_as_soon_as_it_resolves() {
         let replay = store.events_after(seq - 1, 10).await.unwrap();
         assert_eq!(replay.first().map(|e| e.seq), Some(seq), "commit {i}");
     }
+}
+
+#[tokio::test]
+async fn erasing_a_pen_name_removes_its_pending_oauth_states_and_no_one_else_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &MasterKey::generate());
+    let pending = |pen: &str| PendingAuthorization {
+        connection: key(pen, Platform::X),
+        pkce_verifier: Some(Secret::new("v")),
+        redirect_uri: "http://127.0.0.1:8080/v1/oauth/callback".into(),
+        created_at: Timestamp::from_unix_millis(0),
+        expires_at: Timestamp::from_unix_millis(600_000),
+        replace: false,
+    };
+    let mut b = Batch::new();
+    b.put_oauth_state("gone-1", &pending("gone"))
+        .put_oauth_state("gone-2", &pending("gone"))
+        .put_oauth_state("kept-1", &pending("kept"));
+    store.commit(b, Durability::Durable).await.unwrap();
+
+    store
+        .erase_pen_name(&PenName::parse("gone").unwrap())
+        .await
+        .unwrap();
+    let now = Timestamp::from_unix_millis(1_000);
+    for state in ["gone-1", "gone-2"] {
+        assert_eq!(
+            store.take_oauth_state(state, now).await.unwrap(),
+            StateLookup::Unknown,
+            "{state} outlived its pen name"
+        );
+    }
+    assert_eq!(
+        store.take_oauth_state("kept-1", now).await.unwrap(),
+        StateLookup::Taken(pending("kept"))
+    );
+}
+
+#[tokio::test]
+async fn a_batch_replaces_an_idempotency_record_and_the_first_claim_still_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mk = MasterKey::generate();
+    let k = key("jane", Platform::X);
+    let planned = post(&k, 1);
+    let record = IdempotentRequest {
+        request_digest: [3; 8],
+        posts: vec![planned.id],
+        created_at: Timestamp::from_unix_millis(1),
+        unfinished: vec![planned.body()],
+    };
+    {
+        let store = open(dir.path(), &mk);
+        let claimed = store
+            .remember_idempotent(&k.pen_name, "order-1", &record)
+            .await
+            .unwrap();
+        assert_eq!(claimed, record);
+        assert!(!claimed.is_finished());
+        let mut b = Batch::new();
+        b.put_idempotent(&k.pen_name, "order-1", &record.finished());
+        store.commit(b, Durability::Durable).await.unwrap();
+        // A later claim of the key gets the stored record, now finished.
+        let later = IdempotentRequest {
+            request_digest: [4; 8],
+            ..record.clone()
+        };
+        let winner = store
+            .remember_idempotent(&k.pen_name, "order-1", &later)
+            .await
+            .unwrap();
+        assert_eq!(winner, record.finished());
+    }
+    let store = open(dir.path(), &mk);
+    let stored = store
+        .idempotent_result(&k.pen_name, "order-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.is_finished());
+    assert_eq!(stored.posts, vec![planned.id]);
 }

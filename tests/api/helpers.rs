@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use social_studio::config::Config;
 use social_studio::sandbox::Sandbox;
-use social_studio::studio::{Studio, StudioOptions};
+use social_studio::studio::{StoreLayer, Studio, StudioOptions};
 use social_studio::wait::poll_until;
 use social_studio_actors::{Clock, EngineConfig};
 use social_studio_storage::{Secret, Timestamp};
@@ -62,6 +62,8 @@ pub struct AppOptions {
     pub max_body_bytes: Option<usize>,
     /// Capacity of the engine's event broadcast (small, to make a subscriber lag).
     pub event_channel_capacity: Option<usize>,
+    /// Wraps the store (a store that fails on command), at every start.
+    pub store_layer: Option<StoreLayer>,
 }
 
 /// The running service and everything a test needs to drive and inspect it.
@@ -101,6 +103,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let tuning = Tuning {
         engine: None,
         event_capacity: options.event_channel_capacity,
+        store_layer: options.store_layer,
     };
     start(sandbox, data_dir, config, options.clock, tuning).await
 }
@@ -147,11 +150,13 @@ async fn start(
     }
 }
 
-/// What a test tunes beyond the configuration: the engine's timing and the event feed.
+/// What a test tunes beyond the configuration: the engine's timing, the event feed, and
+/// the store's wrapper.
 #[derive(Clone, Default)]
 pub struct Tuning {
     pub engine: Option<EngineConfig>,
     pub event_capacity: Option<usize>,
+    pub store_layer: Option<StoreLayer>,
 }
 
 /// Opens the engine; right after a stop the previous one may still be letting go of the
@@ -163,6 +168,7 @@ async fn open_studio(config: &Config, clock: Option<Arc<dyn Clock>>, engine: Tun
             clock: clock.clone(),
             engine: engine.engine.clone(),
             event_capacity: engine.event_capacity,
+            store_layer: engine.store_layer.clone(),
         };
         match Studio::open(config.clone(), options).await {
             Ok(studio) => Some(studio),

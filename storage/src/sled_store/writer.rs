@@ -157,6 +157,11 @@ impl SledStore {
                 })?;
                 Staged::Write(Write::put(T::OAuthStates, state.into_bytes(), value))
             }
+            BatchOp::PutIdempotent(pen, key, record) => Staged::Write(Write::put(
+                T::Idempotency,
+                layout::idempotency_key(&pen, &key),
+                encoded(&*record)?,
+            )),
         })
     }
 
@@ -594,6 +599,35 @@ impl SledStore {
                 Err(e) => {
                     tracing::error!(error = %e, "an event group of an erased pen name cannot be read; left as it is")
                 }
+            }
+        }
+        // Pending OAuth authorizations are keyed by their random `state`, with the pen name
+        // sealed inside: each one not yet used is opened to see whose it is. Left behind, a
+        // late callback would connect the erased pen name again.
+        for item in self.tree(T::OAuthStates).iter() {
+            let (k, v) = item?;
+            let Ok(record) = codec::decode::<OAuthStateRecord>("oauth_states", &k, &v) else {
+                continue;
+            };
+            if record.used {
+                continue;
+            }
+            let Ok(state) = std::str::from_utf8(&k) else {
+                continue;
+            };
+            let owned = self
+                .inner
+                .vault
+                .open(&layout::oauth_aad(state), &record.sealed, || {
+                    "an OAuth state".to_string()
+                })
+                .ok()
+                .and_then(|plain| {
+                    codec::decode::<crate::PendingAuthorization>("oauth_states", &k, &plain).ok()
+                })
+                .is_some_and(|p| p.connection.pen_name == *pen);
+            if owned {
+                removals.push(Write::remove(T::OAuthStates, k.to_vec()));
             }
         }
         for item in self.tree(T::Quarantine).iter() {
