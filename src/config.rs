@@ -126,6 +126,12 @@ pub struct Config {
     pub lateness_window_secs: Option<u64>,
     /// How many platform calls each platform queue runs at once.
     pub publish_concurrency: usize,
+    /// Whether media may be fetched from (and a Bluesky account's PDS reached at)
+    /// addresses outside the public internet: loopback, private networks, link-local
+    /// (a cloud's metadata service), and names that resolve only to those. Off by
+    /// default, so that a post's media URL cannot make the engine reach inside its own
+    /// network; `--sandbox` and the demo turn it on, their media being on 127.0.0.1.
+    pub allow_private_media_urls: bool,
     /// The `[platforms.<id>]` sections present (from the file or the environment).
     /// Instagram has its own even where it shares Facebook's app: nothing is inherited.
     pub platforms: BTreeMap<Platform, PlatformConfig>,
@@ -318,6 +324,10 @@ const RANGES: [(&str, u64, u64); 5] = [
     ("publish_concurrency", 1, 1024),
 ];
 
+/// Keys that are true or false: in the file a TOML boolean, in the environment the word
+/// `true` or `false`.
+const BOOLEANS: [&str; 1] = ["allow_private_media_urls"];
+
 /// What a key expects, for a refusal of its value.
 fn expected(key: &str) -> String {
     if let Some((_, min, max)) = RANGES.iter().find(|(k, _, _)| *k == key) {
@@ -326,6 +336,9 @@ fn expected(key: &str) -> String {
         } else {
             format!("a whole number from {min} to {max}")
         };
+    }
+    if BOOLEANS.contains(&key) {
+        return "true or false".to_owned();
     }
     match key.split('.').collect::<Vec<_>>().as_slice() {
         ["listen"] => "an IP address and port such as 127.0.0.1:8080".to_owned(),
@@ -350,6 +363,7 @@ impl Default for Config {
             expiring_soon_days: DEFAULT_EXPIRING_SOON_DAYS,
             lateness_window_secs: None,
             publish_concurrency: DEFAULT_PUBLISH_CONCURRENCY,
+            allow_private_media_urls: false,
             platforms: BTreeMap::new(),
         }
     }
@@ -498,6 +512,7 @@ impl Config {
                     token_url: format!("{service}{}", bluesky::REFRESH_SESSION),
                     revoke_url: Some(format!("{service}{}", bluesky::DELETE_SESSION)),
                     api_base: service,
+                    allow_private_media_urls: self.allow_private_media_urls,
                 })
             }
             Reach::OAuth(real) => Some(PlatformSettings {
@@ -511,6 +526,7 @@ impl Config {
                     .revoke_url
                     .or_else(|| real.revoke_url.map(str::to_owned)),
                 api_base: section.api_base.unwrap_or_else(|| real.api_base.to_owned()),
+                allow_private_media_urls: self.allow_private_media_urls,
             }),
         }
     }

@@ -137,6 +137,7 @@ async fn without_a_did_document_in_the_session_the_plc_directory_names_the_pds()
     let adapter = BlueskyAdapter::new(&BlueskySettings {
         service: format!("{base}/bluesky"),
         plc_directory: "http://127.0.0.1:9/plc".into(),
+        allow_private_media_urls: true,
     })
     .unwrap();
     let error = adapter
@@ -600,6 +601,8 @@ async fn studio(sandbox: &Sandbox, dir: &Path) -> Studio {
     let mut config = Config {
         data_dir: dir.to_path_buf(),
         admin_token: Some(Secret::new("test-admin-token")),
+        // The sandbox's media and DID documents are on 127.0.0.1.
+        allow_private_media_urls: true,
         ..Config::default()
     };
     config.use_sandbox_for_unconfigured(&sandbox.base_url());

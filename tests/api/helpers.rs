@@ -62,6 +62,9 @@ pub struct AppOptions {
     pub max_body_bytes: Option<usize>,
     /// Capacity of the engine's event broadcast (small, to make a subscriber lag).
     pub event_channel_capacity: Option<usize>,
+    /// Refuse media outside the public internet, as a production engine does. Off in
+    /// tests by default: the sandbox serves media on 127.0.0.1.
+    pub refuse_private_media: bool,
 }
 
 /// The running service and everything a test needs to drive and inspect it.
@@ -92,6 +95,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let mut config = Config {
         data_dir: data_dir.path().to_path_buf(),
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        allow_private_media_urls: !options.refuse_private_media,
         ..Config::default()
     };
     if let Some(max) = options.max_body_bytes {

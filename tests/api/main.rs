@@ -13,6 +13,7 @@ mod events;
 mod every_platform;
 mod isolation;
 mod openapi;
+mod private_media;
 mod properties;
 mod restart;
 mod scheduling;
