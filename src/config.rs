@@ -14,6 +14,7 @@
 //! listen = "0.0.0.0:8080"
 //! public_url = "https://studio.example.com"     # redirect URI: {public_url}/v1/oauth/callback
 //! app_origin = "https://app.example.com"        # default: the origin of public_url
+//! allow_private_media_urls = false             # true only where media is served locally (a sandbox)
 //!
 //! [platforms.x]
 //! client_id = "…"
@@ -774,6 +775,59 @@ pub(crate) mod tests {
             "https://pds.example.com/xrpc/com.atproto.server.createSession"
         );
         assert_eq!(config.bluesky_plc_directory(), "https://plc.example.com");
+    }
+
+    /// `allow_private_media_urls`: off by default; a TOML boolean in the file, the word
+    /// `true` or `false` in the environment; carried into every adapter's settings.
+    #[test]
+    fn private_media_urls_are_allowed_only_when_said() {
+        let key = "SOCIAL_STUDIO_ALLOW_PRIVATE_MEDIA_URLS";
+        assert!(!Config::default().allow_private_media_urls);
+        assert!(!load("", &[]).unwrap().allow_private_media_urls);
+        assert!(
+            load("allow_private_media_urls = true", &[])
+                .unwrap()
+                .allow_private_media_urls
+        );
+        assert!(
+            Config::load(None, env(&[(key, " true ")]))
+                .unwrap()
+                .allow_private_media_urls
+        );
+        assert!(
+            !load("allow_private_media_urls = true", &[(key, "false")])
+                .unwrap()
+                .allow_private_media_urls,
+            "the environment wins"
+        );
+        let cases: [(&str, &[(&str, &str)]); 3] = [
+            ("allow_private_media_urls = \"true\"", &[]),
+            ("allow_private_media_urls = 1", &[]),
+            ("", &[(key, "yes")]),
+        ];
+        for (text, vars) in cases {
+            let error = refused(text, vars);
+            assert_eq!(error.code(), "bad_value", "{text} {vars:?}: {error}");
+            assert_eq!(error.key(), Some("allow_private_media_urls"));
+            assert!(error.to_string().contains("true or false"), "{error}");
+        }
+
+        let config = Config {
+            allow_private_media_urls: true,
+            ..Config::default()
+        };
+        assert!(
+            config
+                .platform_settings(Platform::Bluesky)
+                .unwrap()
+                .allow_private_media_urls
+        );
+        assert!(
+            !Config::default()
+                .platform_settings(Platform::Bluesky)
+                .unwrap()
+                .allow_private_media_urls
+        );
     }
 
     #[test]
