@@ -14,6 +14,7 @@
 //! listen = "0.0.0.0:8080"
 //! public_url = "https://studio.example.com"     # redirect URI: {public_url}/v1/oauth/callback
 //! app_origin = "https://app.example.com"        # default: the origin of public_url
+//! allow_private_media_urls = false             # true only where media is served locally (a sandbox)
 //!
 //! [platforms.x]
 //! client_id = "…"
@@ -126,6 +127,12 @@ pub struct Config {
     pub lateness_window_secs: Option<u64>,
     /// How many platform calls each platform queue runs at once.
     pub publish_concurrency: usize,
+    /// Whether media may be fetched from (and a Bluesky account's PDS reached at)
+    /// addresses outside the public internet: loopback, private networks, link-local
+    /// (a cloud's metadata service), and names that resolve only to those. Off by
+    /// default, so that a post's media URL cannot make the engine reach inside its own
+    /// network; `--sandbox` and the demo turn it on, their media being on 127.0.0.1.
+    pub allow_private_media_urls: bool,
     /// The `[platforms.<id>]` sections present (from the file or the environment).
     /// Instagram has its own even where it shares Facebook's app: nothing is inherited.
     pub platforms: BTreeMap<Platform, PlatformConfig>,
@@ -318,6 +325,10 @@ const RANGES: [(&str, u64, u64); 5] = [
     ("publish_concurrency", 1, 1024),
 ];
 
+/// Keys that are true or false: in the file a TOML boolean, in the environment the word
+/// `true` or `false`.
+const BOOLEANS: [&str; 1] = ["allow_private_media_urls"];
+
 /// What a key expects, for a refusal of its value.
 fn expected(key: &str) -> String {
     if let Some((_, min, max)) = RANGES.iter().find(|(k, _, _)| *k == key) {
@@ -326,6 +337,9 @@ fn expected(key: &str) -> String {
         } else {
             format!("a whole number from {min} to {max}")
         };
+    }
+    if BOOLEANS.contains(&key) {
+        return "true or false".to_owned();
     }
     match key.split('.').collect::<Vec<_>>().as_slice() {
         ["listen"] => "an IP address and port such as 127.0.0.1:8080".to_owned(),
@@ -350,6 +364,7 @@ impl Default for Config {
             expiring_soon_days: DEFAULT_EXPIRING_SOON_DAYS,
             lateness_window_secs: None,
             publish_concurrency: DEFAULT_PUBLISH_CONCURRENCY,
+            allow_private_media_urls: false,
             platforms: BTreeMap::new(),
         }
     }
@@ -498,6 +513,7 @@ impl Config {
                     token_url: format!("{service}{}", bluesky::REFRESH_SESSION),
                     revoke_url: Some(format!("{service}{}", bluesky::DELETE_SESSION)),
                     api_base: service,
+                    allow_private_media_urls: self.allow_private_media_urls,
                 })
             }
             Reach::OAuth(real) => Some(PlatformSettings {
@@ -511,6 +527,7 @@ impl Config {
                     .revoke_url
                     .or_else(|| real.revoke_url.map(str::to_owned)),
                 api_base: section.api_base.unwrap_or_else(|| real.api_base.to_owned()),
+                allow_private_media_urls: self.allow_private_media_urls,
             }),
         }
     }
@@ -758,6 +775,59 @@ pub(crate) mod tests {
             "https://pds.example.com/xrpc/com.atproto.server.createSession"
         );
         assert_eq!(config.bluesky_plc_directory(), "https://plc.example.com");
+    }
+
+    /// `allow_private_media_urls`: off by default; a TOML boolean in the file, the word
+    /// `true` or `false` in the environment; carried into every adapter's settings.
+    #[test]
+    fn private_media_urls_are_allowed_only_when_said() {
+        let key = "SOCIAL_STUDIO_ALLOW_PRIVATE_MEDIA_URLS";
+        assert!(!Config::default().allow_private_media_urls);
+        assert!(!load("", &[]).unwrap().allow_private_media_urls);
+        assert!(
+            load("allow_private_media_urls = true", &[])
+                .unwrap()
+                .allow_private_media_urls
+        );
+        assert!(
+            Config::load(None, env(&[(key, " true ")]))
+                .unwrap()
+                .allow_private_media_urls
+        );
+        assert!(
+            !load("allow_private_media_urls = true", &[(key, "false")])
+                .unwrap()
+                .allow_private_media_urls,
+            "the environment wins"
+        );
+        let cases: [(&str, &[(&str, &str)]); 3] = [
+            ("allow_private_media_urls = \"true\"", &[]),
+            ("allow_private_media_urls = 1", &[]),
+            ("", &[(key, "yes")]),
+        ];
+        for (text, vars) in cases {
+            let error = refused(text, vars);
+            assert_eq!(error.code(), "bad_value", "{text} {vars:?}: {error}");
+            assert_eq!(error.key(), Some("allow_private_media_urls"));
+            assert!(error.to_string().contains("true or false"), "{error}");
+        }
+
+        let config = Config {
+            allow_private_media_urls: true,
+            ..Config::default()
+        };
+        assert!(
+            config
+                .platform_settings(Platform::Bluesky)
+                .unwrap()
+                .allow_private_media_urls
+        );
+        assert!(
+            !Config::default()
+                .platform_settings(Platform::Bluesky)
+                .unwrap()
+                .allow_private_media_urls
+        );
     }
 
     #[test]

@@ -459,6 +459,9 @@ pub async fn run(data_dir: PathBuf, once: bool) -> Result<bool> {
     config.public_url = format!("http://{addr}");
     config.app_origin = format!("http://{addr}");
     config.use_sandbox_for_unconfigured(&sandbox.base_url());
+    // The sandbox serves the demo's media on 127.0.0.1, which the engine otherwise
+    // refuses to fetch.
+    config.allow_private_media_urls = true;
     let studio = Studio::open(config, StudioOptions::default())
         .await
         .context("opening the engine")?;

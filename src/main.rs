@@ -111,7 +111,9 @@ async fn serve(config_file: Option<PathBuf>, use_sandbox: bool) -> Result<()> {
 }
 
 /// With `--sandbox`, starts the sandbox and points every platform without credentials
-/// at it; the sandbox runs until it is shut down or dropped.
+/// at it; the sandbox runs until it is shut down or dropped. Media may then be fetched
+/// from private addresses (`allow_private_media_urls`): the sandbox serves its media on
+/// 127.0.0.1.
 #[cfg(feature = "sandbox")]
 async fn start_sandbox(config: &mut Config, use_sandbox: bool) -> Result<Option<Sandbox>> {
     if !use_sandbox {
@@ -119,6 +121,8 @@ async fn start_sandbox(config: &mut Config, use_sandbox: bool) -> Result<Option<
     }
     let sandbox = Sandbox::start().await.context("starting the sandbox")?;
     let pointed = config.use_sandbox_for_unconfigured(&sandbox.base_url());
+    config.allow_private_media_urls = true;
+    eprintln!("sandbox: media may be fetched from private addresses (allow_private_media_urls)");
     eprintln!(
         "sandbox at {} serves: {}",
         sandbox.base_url(),

@@ -104,6 +104,7 @@ impl OidcServer {
             token_url: self.url("/token"),
             revoke_url: Some(self.url("/token/revocation")),
             api_base: self.issuer.clone(),
+            allow_private_media_urls: false,
         }
     }
 

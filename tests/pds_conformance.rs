@@ -71,6 +71,8 @@ impl Pds {
         BlueskySettings {
             service: self.pds.clone(),
             plc_directory: self.plc.clone(),
+            // The reference PDS and its media are on loopback.
+            allow_private_media_urls: true,
         }
     }
 
@@ -551,6 +553,8 @@ async fn through_the_engine_a_revoked_app_password_pauses_and_a_reconnect_publis
     let mut config = Config {
         data_dir: dir.path().to_path_buf(),
         admin_token: Some(Secret::new("test-admin-token")),
+        // The reference PDS and its media are on loopback.
+        allow_private_media_urls: true,
         ..Config::default()
     };
     config.platforms.insert(

@@ -137,6 +137,7 @@ async fn without_a_did_document_in_the_session_the_plc_directory_names_the_pds()
     let adapter = BlueskyAdapter::new(&BlueskySettings {
         service: format!("{base}/bluesky"),
         plc_directory: "http://127.0.0.1:9/plc".into(),
+        allow_private_media_urls: true,
     })
     .unwrap();
     let error = adapter
@@ -144,6 +145,37 @@ async fn without_a_did_document_in_the_session_the_plc_directory_names_the_pds()
         .await
         .unwrap_err();
     assert_eq!(connect_code(&error), "platform_unavailable", "{error:?}");
+}
+
+/// A DID document naming a PDS outside the public internet is refused at connect unless
+/// `allow_private_media_urls`: the engine's calls, with the account's tokens, never go
+/// there. The configured service (here reached as `localhost`) is the operator's choice
+/// and stays reachable; the PDS the sandbox's DID document names is on 127.0.0.1,
+/// another origin.
+#[tokio::test]
+async fn a_pds_outside_the_public_internet_is_refused_unless_allowed() {
+    let sandbox = Sandbox::start().await.unwrap();
+    let as_localhost = bluesky_settings(&sandbox.base_url().replace("127.0.0.1", "localhost"));
+    let refusing = BlueskyAdapter::new(&BlueskySettings {
+        allow_private_media_urls: false,
+        ..as_localhost.clone()
+    })
+    .unwrap();
+    let error = refusing
+        .connect_with_app_password(JANE_HANDLE, Secret::new(JANE_APP_PASSWORD), now())
+        .await
+        .unwrap_err();
+    assert_eq!(connect_code(&error), "pds_not_public", "{error:?}");
+
+    let allowing = BlueskyAdapter::new(&as_localhost).unwrap();
+    let connected = allowing
+        .connect_with_app_password(JANE_HANDLE, Secret::new(JANE_APP_PASSWORD), now())
+        .await
+        .unwrap();
+    assert_eq!(
+        SessionEndpoint::of(&connected.grant).unwrap().pds,
+        sandbox.bluesky().pds_url()
+    );
 }
 
 #[tokio::test]
@@ -600,6 +632,8 @@ async fn studio(sandbox: &Sandbox, dir: &Path) -> Studio {
     let mut config = Config {
         data_dir: dir.to_path_buf(),
         admin_token: Some(Secret::new("test-admin-token")),
+        // The sandbox's media and DID documents are on 127.0.0.1.
+        allow_private_media_urls: true,
         ..Config::default()
     };
     config.use_sandbox_for_unconfigured(&sandbox.base_url());

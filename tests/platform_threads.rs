@@ -759,6 +759,8 @@ async fn the_studio_connects_threads_and_disconnect_says_it_cannot_revoke() {
     let data_dir = tempfile::TempDir::new().unwrap();
     let mut config = Config {
         data_dir: data_dir.path().to_path_buf(),
+        // The sandbox serves media on 127.0.0.1.
+        allow_private_media_urls: true,
         ..Config::default()
     };
     config.use_sandbox_for_unconfigured(&sandbox.base_url());

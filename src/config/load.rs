@@ -16,7 +16,7 @@ use url::Url;
 
 use super::{
     expected, is_secret, platform_keys, web_origin, web_url, Config, ConfigError, Origin,
-    PlatformConfig, ENV_PREFIX, IGNORED_ENV_VARS, PLATFORMS_KEY, RANGES,
+    PlatformConfig, BOOLEANS, ENV_PREFIX, IGNORED_ENV_VARS, PLATFORMS_KEY, RANGES,
 };
 
 /// [`Config::load`]: the file, the environment over it, then the checks.
@@ -66,6 +66,7 @@ struct FileShape {
     expiring_soon_days: Option<u64>,
     lateness_window_secs: Option<u64>,
     publish_concurrency: Option<u64>,
+    allow_private_media_urls: Option<bool>,
     #[serde(default)]
     platforms: PlatformSections,
 }
@@ -159,7 +160,7 @@ impl From<BlueskySection> for PlatformConfig {
 }
 
 /// Top-level keys of the file (and, upper-cased behind [`ENV_PREFIX`], of the environment).
-const TOP_KEYS: [&str; 11] = [
+const TOP_KEYS: [&str; 12] = [
     "data_dir",
     "listen",
     "public_url",
@@ -171,6 +172,7 @@ const TOP_KEYS: [&str; 11] = [
     "expiring_soon_days",
     "lateness_window_secs",
     "publish_concurrency",
+    "allow_private_media_urls",
 ];
 
 /// `[<section>]` tables other than `platforms`, with their keys: each key is also
@@ -329,10 +331,12 @@ impl Provider for EnvVar {
             Value::from(self.value.clone())
         } else {
             let text = self.value.trim();
-            // A variable is text; a whole-number key reads its number here, so that the
-            // file's whole numbers stay strictly numbers (`"2048"` in the file is refused).
-            match text.parse::<u64>() {
-                Ok(n) if RANGES.iter().any(|(key, _, _)| *key == self.key) => Value::from(n),
+            // A variable is text; a whole-number key reads its number here, and a
+            // true-or-false key its word, so that the file's numbers and booleans stay
+            // strictly so (`"2048"` or `"true"` in the file is refused).
+            match (text.parse::<u64>(), text.parse::<bool>()) {
+                (Ok(n), _) if RANGES.iter().any(|(key, _, _)| *key == self.key) => Value::from(n),
+                (_, Ok(b)) if BOOLEANS.contains(&self.key.as_str()) => Value::from(b),
                 _ => Value::from(text.to_owned()),
             }
         };
@@ -482,6 +486,9 @@ impl Layers {
                 Some(v) => self.fit("publish_concurrency", v)?,
                 None => defaults.publish_concurrency,
             },
+            allow_private_media_urls: shape
+                .allow_private_media_urls
+                .unwrap_or(defaults.allow_private_media_urls),
             platforms,
         })
     }

@@ -51,6 +51,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use reqwest::dns::Resolve as _;
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -111,11 +112,19 @@ pub struct BlueskySettings {
     pub service: String,
     /// The PLC directory (`https://plc.directory`), without a trailing slash.
     pub plc_directory: String,
+    /// Whether a PDS named by a DID document, a `did:web` host and the author's media may
+    /// be outside the public internet (configuration key `allow_private_media_urls`).
+    pub allow_private_media_urls: bool,
 }
 
 /// The Bluesky adapter.
 pub struct BlueskyAdapter {
+    /// Calls to the configured service and PLC directory.
     http: reqwest::Client,
+    /// Calls to hosts someone else named — the PDS of a DID document, a `did:web` host,
+    /// the author's media — reaching only the public internet unless
+    /// `allow_private_media_urls` ([`outbound::GuardedClient`]).
+    guarded: outbound::GuardedClient,
     service: String,
     plc_directory: String,
     clock: Arc<dyn Clock>,
@@ -319,6 +328,10 @@ impl BlueskyAdapter {
         check_endpoint("plc_directory", &settings.plc_directory)?;
         Ok(BlueskyAdapter {
             http: outbound::client(outbound::DEFAULT_TIMEOUT)?,
+            guarded: outbound::GuardedClient::new(
+                outbound::DEFAULT_TIMEOUT,
+                outbound::Reach::allowing_private(settings.allow_private_media_urls),
+            )?,
             service: settings.service.trim_end_matches('/').to_owned(),
             plc_directory: settings.plc_directory.trim_end_matches('/').to_owned(),
             clock: Arc::new(SystemClock),
@@ -335,11 +348,54 @@ impl BlueskyAdapter {
         format!("{base}/xrpc/{method}")
     }
 
+    /// The client for calls to `url`: the plain one for the configured service and PLC
+    /// directory (the operator chose them), the guarded one for any other host — a PDS
+    /// or `did:web` host named by an identity. An IP literal outside the public internet
+    /// is refused here; a name, when the guarded client resolves it.
+    fn to(&self, url: &str) -> Result<&reqwest::Client, PortError> {
+        let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+        let here = origin(url);
+        if here.is_some() && (here == origin(&self.service) || here == origin(&self.plc_directory))
+        {
+            return Ok(&self.http);
+        }
+        self.guarded
+            .check(url)
+            .map_err(|refusal| pds_not_public(&refusal))?;
+        Ok(self.guarded.http())
+    }
+
+    /// Refuses, at connect, a PDS that every later call would be refused at: a host
+    /// outside the public internet, unless it is the configured service or
+    /// `allow_private_media_urls` is set. Each call is judged again when it connects; a
+    /// name that cannot be resolved now is left for those calls to report.
+    async fn check_pds(&self, pds: &str) -> Result<(), PortError> {
+        let client = self.to(pds)?;
+        if !std::ptr::eq(client, self.guarded.http())
+            || self.guarded.reach() == outbound::Reach::Any
+        {
+            return Ok(());
+        }
+        let Some(name) = url::Url::parse(pds).ok().and_then(|u| {
+            u.host_str()
+                .and_then(|h| h.parse::<reqwest::dns::Name>().ok())
+        }) else {
+            return Ok(());
+        };
+        match outbound::public_only::PublicOnly.resolve(name).await {
+            Err(error) => match outbound::public_only::not_public(error.as_ref()) {
+                Some(refusal) => Err(pds_not_public(refusal)),
+                None => Ok(()),
+            },
+            Ok(_) => Ok(()),
+        }
+    }
+
     /// Sends one call and returns whatever HTTP answer came back.
     async fn exchange(
         request: RequestBuilder,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), PortError> {
-        outbound::exchange(request).await
+        outbound::public_only::exchange(request, pds_not_public).await
     }
 
     /// Sends one call and returns its body, or the classified failure.
@@ -461,7 +517,7 @@ impl BlueskyAdapter {
             did: String,
         }
         let request = self
-            .http
+            .to(base)?
             .get(Self::xrpc(base, "com.atproto.identity.resolveHandle"))
             .query(&[("handle", handle)]);
         let (status, headers, body) = Self::exchange(request).await?;
@@ -490,7 +546,7 @@ impl BlueskyAdapter {
         } else {
             return Ok(None);
         };
-        let body = self.send(self.http.get(url), Call::Read).await?;
+        let body = self.send(self.to(&url)?.get(url), Call::Read).await?;
         let doc: Value = serde_json::from_slice(&body)
             .map_err(|e| Self::unreadable("DID document", &e, &body, false))?;
         Ok(pds_of(&doc))
@@ -531,7 +587,7 @@ impl BlueskyAdapter {
         endpoint: &SessionEndpoint,
     ) -> Result<Session, PortError> {
         let request = self
-            .http
+            .to(&endpoint.pds)?
             .get(Self::xrpc(&endpoint.pds, "com.atproto.server.getSession"))
             .bearer_auth(grant.access_token.expose());
         let body = self.send(request, Call::Read).await?;
@@ -542,8 +598,8 @@ impl BlueskyAdapter {
     /// that nobody stores.
     async fn discard(&self, pds: &str, refresh_jwt: Option<&str>) {
         let Some(refresh) = refresh_jwt else { return };
-        let request = self
-            .http
+        let Ok(client) = self.to(pds) else { return };
+        let request = client
             .post(Self::xrpc(pds, "com.atproto.server.deleteSession"))
             .bearer_auth(refresh);
         if let Err(error) = self.send(request, Call::Refresh).await {
@@ -559,9 +615,9 @@ impl BlueskyAdapter {
         media: &Media,
     ) -> Result<Value, PortError> {
         let (bytes, content_type) =
-            outbound::fetch_image(&self.http, media, |_| IMAGE_MAX_BYTES).await?;
+            outbound::fetch_image(&self.guarded, media, |_| IMAGE_MAX_BYTES).await?;
         let request = self
-            .http
+            .to(&endpoint.pds)?
             .post(Self::xrpc(&endpoint.pds, "com.atproto.repo.uploadBlob"))
             .bearer_auth(grant.access_token.expose())
             .header(CONTENT_TYPE, content_type)
@@ -633,7 +689,7 @@ impl BlueskyAdapter {
             uri: String,
         }
         let request = self
-            .http
+            .to(&endpoint.pds)?
             .get(Self::xrpc(&endpoint.pds, "com.atproto.repo.getRecord"))
             .bearer_auth(grant.access_token.expose())
             .query(&[
@@ -740,6 +796,11 @@ impl BlueskyAdapter {
                 }
             },
         };
+        if let Err(error) = self.check_pds(&pds).await {
+            self.discard(&self.service, session.refresh_jwt.as_deref())
+                .await;
+            return Err(error.into());
+        }
         let unmet = if session.did != did {
             Some(ConnectError::AuthorizationRefused(
                 Reason::with_platform_message(
@@ -782,6 +843,15 @@ impl BlueskyAdapter {
     }
 }
 
+/// A PDS (or `did:web` host) outside the public internet: the account cannot be used
+/// from here, and nothing was sent there.
+fn pds_not_public(refusal: &outbound::public_only::NotPublic) -> PortError {
+    PortError::RequirementUnmet(Reason::with_platform_message(
+        ReasonCode::PdsNotPublic,
+        format!("the account's PDS or identity host {refusal}"),
+    ))
+}
+
 /// The connect refusal for an identifier or password Bluesky did not accept.
 fn refused(message: &str) -> ConnectError {
     ConnectError::AuthorizationRefused(Reason::with_platform_message(
@@ -816,7 +886,7 @@ impl PlatformPort for BlueskyAdapter {
             )));
         };
         let request = self
-            .http
+            .to(&endpoint.pds)?
             .post(Self::xrpc(
                 &endpoint.pds,
                 "com.atproto.server.refreshSession",
@@ -898,7 +968,7 @@ impl PlatformPort for BlueskyAdapter {
             });
         }
         let request = self
-            .http
+            .to(&endpoint.pds)?
             .post(Self::xrpc(&endpoint.pds, "com.atproto.repo.createRecord"))
             .bearer_auth(grant.access_token.expose())
             .json(&json!({
@@ -940,7 +1010,7 @@ impl PlatformPort for BlueskyAdapter {
             return Ok(RevokeOutcome::Revoked);
         };
         let request = self
-            .http
+            .to(&endpoint.pds)?
             .post(Self::xrpc(
                 &endpoint.pds,
                 "com.atproto.server.deleteSession",

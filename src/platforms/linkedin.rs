@@ -134,8 +134,11 @@ pub const EXPIRY_MESSAGE: &str = "LinkedIn self-serve apps get no refresh token;
 pub struct LinkedinAdapter {
     /// Authorize, code exchange, refresh and revoke, in LinkedIn's OAuth dialect.
     oauth: OAuthClient,
-    /// API calls, uploads and media fetches; redirects disabled.
+    /// API calls and uploads; redirects disabled.
     http: reqwest::Client,
+    /// Media fetches: the author's URLs, reaching only the public internet unless
+    /// `allow_private_media_urls` ([`outbound::GuardedClient`]).
+    media: outbound::GuardedClient,
     /// `https://api.linkedin.com`, or the sandbox's `{base}/linkedin`; no trailing slash.
     api_base: String,
     /// Whether organisations are listed and posted to (the organisation scopes).
@@ -325,6 +328,10 @@ impl LinkedinAdapter {
         Ok(LinkedinAdapter {
             oauth,
             http,
+            media: outbound::GuardedClient::new(
+                outbound::DEFAULT_TIMEOUT,
+                outbound::Reach::allowing_private(settings.allow_private_media_urls),
+            )?,
             api_base: settings.api_base.trim_end_matches('/').to_owned(),
             organisations,
             clock: Arc::new(SystemClock),
@@ -506,7 +513,7 @@ impl LinkedinAdapter {
 
     /// Fetches one image from its public URL.
     async fn fetch_media(&self, media: &Media) -> Result<(Vec<u8>, String), PortError> {
-        outbound::fetch_image(&self.http, media, |_| IMAGE_MAX_BYTES).await
+        outbound::fetch_image(&self.media, media, |_| IMAGE_MAX_BYTES).await
     }
 
     /// Uploads one image for `author` and returns its image URN.

@@ -131,6 +131,10 @@ pub struct PlatformSettings {
     pub revoke_url: Option<String>,
     /// Base of the platform's API (`https://api.x.com`), without a trailing slash.
     pub api_base: String,
+    /// Whether an author's media may be fetched from addresses outside the public
+    /// internet (loopback, private networks, link-local): configuration key
+    /// `allow_private_media_urls`, for a sandbox serving media on 127.0.0.1.
+    pub allow_private_media_urls: bool,
 }
 
 /// The settings could not make an adapter.
@@ -552,6 +556,7 @@ mod tests {
             token_url: "https://api.x.com/2/oauth2/token".into(),
             revoke_url: None,
             api_base: "https://api.x.com".into(),
+            allow_private_media_urls: false,
         };
         assert!(!format!("{settings:?}").contains("s3cr3t-value"));
     }

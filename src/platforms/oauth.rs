@@ -965,6 +965,7 @@ mod tests {
             token_url: format!("{base}/token"),
             revoke_url: None,
             api_base: base.into(),
+            allow_private_media_urls: false,
         };
         let profile = OAuthProfile {
             scopes: &["a", "b"],

@@ -20,6 +20,10 @@ use social_studio_storage::Timestamp;
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
 
+pub mod public_only;
+
+pub use public_only::{GuardedClient, Reach};
+
 /// Whole-request timeout for token, identity and publish calls: long enough for an image
 /// upload on a slow link, short enough that a stalled platform is noticed and retried.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -136,7 +140,7 @@ pub fn body_excerpt(body: &[u8]) -> String {
 /// `limit_for` gives the platform's size limit for a content type; anything but an
 /// image (or an untyped body) is refused. See [`fetch_media`].
 pub async fn fetch_image(
-    client: &reqwest::Client,
+    client: &GuardedClient,
     media: &social_studio_storage::Media,
     limit_for: impl Fn(&str) -> usize,
 ) -> Result<(Vec<u8>, String), PortError> {
@@ -159,9 +163,12 @@ pub async fn fetch_image(
 /// a refusal of the file is `ContentRejected`, a passing fault of its host `Unavailable`
 /// (never delivered). Redirects are not followed, and the body is read in chunks so that
 /// a host lying about (or not sending) its length cannot make the engine buffer more than
-/// the platform accepts.
+/// the platform accepts. A client that reaches only the public internet
+/// ([`Reach::PublicOnly`]) refuses a host outside it before anything is sent
+/// (`ContentRejected` with [`ReasonCode::MediaUrlNotPublic`](social_studio_storage::ReasonCode::MediaUrlNotPublic)),
+/// whatever listens there.
 pub async fn fetch_media(
-    client: &reqwest::Client,
+    client: &GuardedClient,
     media: &social_studio_storage::Media,
     accept: impl Fn(&str) -> Result<(String, usize), String>,
 ) -> Result<(Vec<u8>, String), PortError> {
@@ -184,7 +191,23 @@ pub async fn fetch_media(
     };
     let fetch_failed =
         |error: reqwest::Error| not_sent(format!("fetching {}: {}", media.url, describe(&error)));
-    let mut response = client.get(&media.url).send().await.map_err(fetch_failed)?;
+    let not_public = || {
+        PortError::ContentRejected(Reason::with_platform_message(
+            ReasonCode::MediaUrlNotPublic,
+            format!(
+                "the {noun} at {} is not on the public internet, so it was not fetched",
+                media.url
+            ),
+        ))
+    };
+    client.check(&media.url).map_err(|_| not_public())?;
+    let mut response =
+        client.http().get(&media.url).send().await.map_err(
+            |error| match public_only::not_public(&error) {
+                Some(_) => not_public(),
+                None => fetch_failed(error),
+            },
+        )?;
     let status = response.status();
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         return Err(not_sent(format!(

@@ -913,6 +913,7 @@ mod tests {
             token_url: "https://graph.threads.net/oauth/access_token".into(),
             revoke_url: None,
             api_base: "https://graph.threads.net/v1.0".into(),
+            allow_private_media_urls: false,
         };
         let adapter = ThreadsAdapter::new(&settings).unwrap();
         assert!(adapter.renewable(&grant(lifetime).facts()));

@@ -150,8 +150,11 @@ pub struct TiktokAdapter {
     tokens: TokenEndpoint,
     /// API calls; redirects disabled.
     http: reqwest::Client,
-    /// Video fetches and chunk uploads, with a longer timeout.
+    /// Chunk uploads, with a longer timeout.
     upload_http: reqwest::Client,
+    /// Video fetches, with the same longer timeout, reaching only the public internet
+    /// unless `allow_private_media_urls` ([`outbound::GuardedClient`]).
+    media: outbound::GuardedClient,
     /// `https://open.tiktokapis.com`, or the sandbox's `{base}/tiktok`; no trailing slash.
     api_base: String,
     clock: Arc<dyn Clock>,
@@ -274,6 +277,10 @@ impl TiktokAdapter {
             },
             http,
             upload_http,
+            media: outbound::GuardedClient::new(
+                UPLOAD_TIMEOUT,
+                outbound::Reach::allowing_private(settings.allow_private_media_urls),
+            )?,
             api_base: settings.api_base.trim_end_matches('/').to_owned(),
             clock: Arc::new(SystemClock),
             upload_mode: UploadMode::Auto,
@@ -509,7 +516,7 @@ impl TiktokAdapter {
         video: &Media,
         max_secs: Option<u64>,
     ) -> Result<String, PortError> {
-        let (bytes, content_type) = upload::fetch_video(&self.upload_http, video).await?;
+        let (bytes, content_type) = upload::fetch_video(&self.media, video).await?;
         // Refused before the upload, with the creator's own limit, rather than after
         // sending every chunk for TikTok to answer `duration_check_failed`.
         if let (Some(max), Some(length)) = (max_secs, upload::video_duration(&bytes)) {

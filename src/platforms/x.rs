@@ -98,8 +98,11 @@ const MIN_RATE_WAIT: Duration = Duration::from_secs(1);
 pub struct XAdapter {
     /// Authorize, code exchange, refresh and revoke, in X's OAuth dialect.
     oauth: OAuthClient,
-    /// API calls and media fetches; redirects disabled.
+    /// API calls; redirects disabled.
     http: reqwest::Client,
+    /// Media fetches: the author's URLs, reaching only the public internet unless
+    /// `allow_private_media_urls` ([`outbound::GuardedClient`]).
+    media: outbound::GuardedClient,
     /// `https://api.x.com`, or the sandbox's `{base}/x`; no trailing slash.
     api_base: String,
     /// The time refreshes are issued at and rate-limit resets are measured from; the
@@ -176,6 +179,10 @@ impl XAdapter {
         Ok(XAdapter {
             oauth,
             http,
+            media: outbound::GuardedClient::new(
+                outbound::DEFAULT_TIMEOUT,
+                outbound::Reach::allowing_private(settings.allow_private_media_urls),
+            )?,
             api_base: settings.api_base.trim_end_matches('/').to_owned(),
             clock: Arc::new(SystemClock),
         })
@@ -313,7 +320,7 @@ impl XAdapter {
 
     /// Fetches one media item from its public URL (GIFs have their own, larger limit).
     async fn fetch_media(&self, media: &Media) -> Result<(Vec<u8>, String), PortError> {
-        outbound::fetch_image(&self.http, media, |content_type| {
+        outbound::fetch_image(&self.media, media, |content_type| {
             if content_type == "image/gif" {
                 GIF_MAX_BYTES
             } else {

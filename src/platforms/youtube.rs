@@ -109,8 +109,11 @@ const DEFAULT_RATE_WAIT: Duration = Duration::from_secs(60);
 pub struct YoutubeAdapter {
     /// Authorize, code exchange, refresh and revoke, in Google's OAuth dialect.
     oauth: OAuthClient,
-    /// API calls, video fetches and upload chunks; redirects disabled.
+    /// API calls and upload chunks; redirects disabled.
     http: reqwest::Client,
+    /// Media fetches: the author's URLs, reaching only the public internet unless
+    /// `allow_private_media_urls` ([`outbound::GuardedClient`]).
+    media: outbound::GuardedClient,
     /// `https://www.googleapis.com`, or the sandbox's `{base}/youtube`; no trailing slash.
     /// The API is at `{api_base}/youtube/v3`, uploads at `{api_base}/upload/youtube/v3`,
     /// as on Google's own host.
@@ -271,6 +274,10 @@ impl YoutubeAdapter {
         Ok(YoutubeAdapter {
             oauth,
             http,
+            media: outbound::GuardedClient::new(
+                outbound::DEFAULT_TIMEOUT,
+                outbound::Reach::allowing_private(settings.allow_private_media_urls),
+            )?,
             api_base: settings.api_base.trim_end_matches('/').to_owned(),
             clock: Arc::new(SystemClock),
             quota: QuotaLedger::new(QuotaPolicy::default()),

@@ -200,6 +200,7 @@ fn build_adapters(config: &Config, clock: &Arc<dyn Clock>) -> HashMap<Platform, 
                 Platform::Bluesky => BlueskyAdapter::new(&BlueskySettings {
                     service: settings.api_base.clone(),
                     plc_directory: config.bluesky_plc_directory(),
+                    allow_private_media_urls: config.allow_private_media_urls,
                 })
                 .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
             };

@@ -134,6 +134,12 @@ reason_codes! {
     AppPasswordRejected => "app_password_rejected",
         "The platform did not accept this identifier and app password: one of them is wrong, or the app password was revoked.",
         "Check the handle, or create a new app password in Bluesky's settings (Settings → Privacy and security → App passwords) and connect with it.";
+    MediaUrlNotPublic => "media_url_not_public",
+        "The media's address is not on the public internet (a loopback, private, link-local or other reserved address, or a name that resolves only to one), so the engine did not fetch it.",
+        "Host the file at a public http(s) address and schedule the post again. (An operator testing against a local server can set allow_private_media_urls.)";
+    PdsNotPublic => "pds_not_public",
+        "The account's identity names a personal data server that is not on the public internet, so the engine will not call it.",
+        "Connect an account hosted at a public address. (An operator running a private PDS on purpose can set allow_private_media_urls.)";
 }
 
 impl fmt::Display for ReasonCode {

@@ -64,6 +64,9 @@ pub struct AppOptions {
     pub event_channel_capacity: Option<usize>,
     /// Wraps the store (a store that fails on command), at every start.
     pub store_layer: Option<StoreLayer>,
+    /// Refuse media outside the public internet, as a production engine does. Off in
+    /// tests by default: the sandbox serves media on 127.0.0.1.
+    pub refuse_private_media: bool,
 }
 
 /// The running service and everything a test needs to drive and inspect it.
@@ -94,6 +97,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let mut config = Config {
         data_dir: data_dir.path().to_path_buf(),
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        allow_private_media_urls: !options.refuse_private_media,
         ..Config::default()
     };
     if let Some(max) = options.max_body_bytes {

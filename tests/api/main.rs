@@ -16,6 +16,7 @@ mod failing_store;
 mod idempotency;
 mod isolation;
 mod openapi;
+mod private_media;
 mod properties;
 mod restart;
 mod scheduling;

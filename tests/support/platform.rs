@@ -36,6 +36,8 @@ pub fn settings(base: &str, platform_id: &str) -> PlatformSettings {
         token_url: oauth.token_url,
         revoke_url: oauth.revoke_url,
         api_base: oauth.api_base,
+        // The sandbox serves media on 127.0.0.1.
+        allow_private_media_urls: true,
     }
 }
 
@@ -59,6 +61,8 @@ pub fn bluesky_settings(base: &str) -> BlueskySettings {
     BlueskySettings {
         service: at.service,
         plc_directory: at.plc_directory,
+        // The sandbox's DID documents and media are on 127.0.0.1.
+        allow_private_media_urls: true,
     }
 }
 

@@ -52,7 +52,7 @@ pub(super) fn ranges(size: u64, chunk: u64, count: u64) -> Vec<(u64, u64)> {
 /// Fetches the video (see [`fetch_media`]): MP4, WebM or MOV (an untyped body is sent as
 /// MP4), at most [`MAX_UPLOAD_BYTES`].
 pub(super) async fn fetch_video(
-    client: &reqwest::Client,
+    client: &super::super::outbound::GuardedClient,
     media: &Media,
 ) -> Result<(Vec<u8>, String), PortError> {
     fetch_media(client, media, |content_type| match content_type {

@@ -112,7 +112,7 @@ impl YoutubeAdapter {
     /// [`outbound::fetch_media`]).
     async fn fetch_video(&self, media: &Media) -> Result<(Vec<u8>, String), PortError> {
         let limit = self.upload.max_video_bytes;
-        outbound::fetch_media(&self.http, media, |content_type| {
+        outbound::fetch_media(&self.media, media, |content_type| {
             if content_type.starts_with("video/") || content_type == "application/octet-stream" {
                 Ok((content_type.to_owned(), limit))
             } else {
