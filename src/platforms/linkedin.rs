@@ -365,7 +365,8 @@ impl LinkedinAdapter {
         let (_, body) = self.api(request, Call::Identity).await?;
         serde_json::from_slice::<UserInfo>(&body).map_err(|error| PortError::Unavailable {
             detail: format!(
-                "LinkedIn's userinfo answer could not be read ({error}): {}",
+                "LinkedIn's userinfo answer could not be read ({}): {}",
+                outbound::json_failure(&error),
                 body_excerpt(&body)
             ),
             maybe_delivered: false,
@@ -396,7 +397,8 @@ impl LinkedinAdapter {
             let acls: Collection<OrganizationAcl> =
                 serde_json::from_slice(&body).map_err(|error| PortError::Unavailable {
                     detail: format!(
-                        "LinkedIn's organizationAcls answer could not be read ({error}): {}",
+                        "LinkedIn's organizationAcls answer could not be read ({}): {}",
+                        outbound::json_failure(&error),
                         body_excerpt(&body)
                     ),
                     maybe_delivered: false,
@@ -531,7 +533,8 @@ impl LinkedinAdapter {
             .map(|answer| answer.value)
             .map_err(|error| PortError::Unavailable {
                 detail: format!(
-                    "LinkedIn's initializeUpload answer could not be read ({error}): {}",
+                    "LinkedIn's initializeUpload answer could not be read ({}): {}",
+                    outbound::json_failure(&error),
                     body_excerpt(&body)
                 ),
                 maybe_delivered: false,
