@@ -86,10 +86,9 @@ pub async fn exchange(
     if status.is_success() {
         return Ok((status, headers, body.to_vec()));
     }
-    let body = match String::from_utf8(body.to_vec()) {
-        Ok(text) => without_secrets(&text, &carried).into_bytes(),
-        Err(error) => error.into_bytes(),
-    };
+    // Read as text even when it is not quite UTF-8 (an error body is only ever read as
+    // text), so that no byte sequence keeps a secret out of reach of the mask.
+    let body = without_secrets(&String::from_utf8_lossy(&body), &carried).into_bytes();
     Ok((status, headers, body))
 }
 
