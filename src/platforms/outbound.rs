@@ -278,7 +278,8 @@ pub const REDACTED: &str = "[redacted]";
 
 /// `text` with the value of every credential-bearing key masked: a JSON member
 /// (`"access_token": "…"`, escapes included) or a form or query pair
-/// (`access_token=…`). Numbers are left alone, so Graph's numeric error `code` stays
+/// (`access_token=…`), also where the JSON is quoted inside another JSON string
+/// (`\"password\":\"…\"`). Numbers are left alone, so Graph's numeric error `code` stays
 /// readable. Keys are matched whole and case-insensitively.
 pub fn redact(text: &str) -> String {
     use std::sync::LazyLock;
@@ -294,7 +295,16 @@ pub fn redact(text: &str) -> String {
         ))
         .unwrap_or_else(|error| unreachable!("a constant pattern: {error}"))
     });
+    // The same member inside a JSON string (a body quoting a request body): its quotes
+    // are escaped, and its value ends at the first escaped quote.
+    static QUOTED_JSON_MEMBER: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(&format!(
+            r#"(?i)(\\"(?:{CREDENTIAL_KEYS})\\"\s*:\s*)\\"[^"\\]*(?:\\")?"#
+        ))
+        .unwrap_or_else(|error| unreachable!("a constant pattern: {error}"))
+    });
     let text = JSON_MEMBER.replace_all(text, format!("${{1}}\"{REDACTED}\""));
+    let text = QUOTED_JSON_MEMBER.replace_all(&text, format!("${{1}}\\\"{REDACTED}\\\""));
     FORM_PAIR
         .replace_all(&text, format!("${{1}}${{2}}{REDACTED}"))
         .into_owned()
@@ -460,6 +470,11 @@ mod tests {
         // Numbers (Graph's error code) and other keys stay readable.
         assert!(excerpt.contains(r#""code": 190"#), "{excerpt}");
         assert!(excerpt.contains("&b=1"), "{excerpt}");
+        let quoted = br#"{"message": "you sent {\"identifier\":\"me\",\"password\":\"pw-7\"}"}"#;
+        assert_eq!(
+            body_excerpt(quoted),
+            r#"{"message": "you sent {\"identifier\":\"me\",\"password\":\"[redacted]\"}"}"#
+        );
         assert_eq!(
             body_excerpt(b"refresh_token=r-5&expires_in=60"),
             "refresh_token=[redacted]&expires_in=60"
