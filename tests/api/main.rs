@@ -16,4 +16,5 @@ mod openapi;
 mod properties;
 mod restart;
 mod scheduling;
+mod secrets;
 mod unreadable;
