@@ -3,6 +3,12 @@
 //! exchange into a [`PortError`], and fetching an author's media for upload. (The
 //! engine's own inbound API, which hosts and browsers call, is `crate::http`.)
 //!
+//! It is also where credentials are kept out of error text, once for every adapter: a
+//! transport error is described without its URL ([`describe`]), an answer that is not a
+//! 2xx comes back from [`exchange`] with the request's own credentials masked, and every
+//! body quoted into an error goes through [`body_excerpt`], which masks the values of
+//! credential-bearing keys.
+//!
 //! Two facts drive this module. Redirects are never followed: the oauth2 crate asks for
 //! it (a token endpoint that redirects could make the engine post secrets to another
 //! host — SSRF), and no platform API the engine calls answers with one. And a request
