@@ -185,7 +185,7 @@ impl OidcPlatform {
             .bearer_auth(grant.access_token.expose())
             .send()
             .await
-            .map_err(|e| outbound::transport_failure(&e))?;
+            .map_err(outbound::transport_failure)?;
         match answer.status() {
             StatusCode::OK => answer.json().await.map_err(|e| PortError::Unavailable {
                 detail: format!("unreadable /me answer: {e}"),

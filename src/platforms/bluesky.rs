@@ -502,7 +502,8 @@ impl BlueskyAdapter {
     ) -> PortError {
         PortError::Unavailable {
             detail: format!(
-                "Bluesky's {what} answer could not be read ({error}): {}",
+                "Bluesky's {what} answer could not be read ({}): {}",
+                outbound::json_failure(error),
                 body_excerpt(body)
             ),
             maybe_delivered,

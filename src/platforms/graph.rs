@@ -519,7 +519,8 @@ impl GraphApp {
         let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|error| {
             TokenError::Port(PortError::Unavailable {
                 detail: format!(
-                    "Graph's token answer could not be read ({error}): {}",
+                    "Graph's token answer could not be read ({}): {}",
+                    outbound::json_failure(&error),
                     body_excerpt(&body)
                 ),
                 maybe_delivered: false,
@@ -656,7 +657,8 @@ impl GraphApp {
         let body = self.send_as(request, Call::Publish, token).await?;
         serde_json::from_slice(&body).map_err(|error| PortError::Unavailable {
             detail: format!(
-                "Graph's answer to {path} could not be read ({error}): {}",
+                "Graph's answer to {path} could not be read ({}): {}",
+                outbound::json_failure(&error),
                 body_excerpt(&body)
             ),
             maybe_delivered: true,
@@ -769,7 +771,8 @@ pub fn classify_token(
 fn unreadable(what: &str, error: &serde_json::Error, body: &[u8]) -> PortError {
     PortError::Unavailable {
         detail: format!(
-            "Graph's {what} answer could not be read ({error}): {}",
+            "Graph's {what} answer could not be read ({}): {}",
+            outbound::json_failure(error),
             body_excerpt(body)
         ),
         maybe_delivered: false,

@@ -372,7 +372,8 @@ impl LinkedinAdapter {
         let (_, body) = self.api(request, Call::Identity).await?;
         serde_json::from_slice::<UserInfo>(&body).map_err(|error| PortError::Unavailable {
             detail: format!(
-                "LinkedIn's userinfo answer could not be read ({error}): {}",
+                "LinkedIn's userinfo answer could not be read ({}): {}",
+                outbound::json_failure(&error),
                 body_excerpt(&body)
             ),
             maybe_delivered: false,
@@ -403,7 +404,8 @@ impl LinkedinAdapter {
             let acls: Collection<OrganizationAcl> =
                 serde_json::from_slice(&body).map_err(|error| PortError::Unavailable {
                     detail: format!(
-                        "LinkedIn's organizationAcls answer could not be read ({error}): {}",
+                        "LinkedIn's organizationAcls answer could not be read ({}): {}",
+                        outbound::json_failure(&error),
                         body_excerpt(&body)
                     ),
                     maybe_delivered: false,
@@ -538,7 +540,8 @@ impl LinkedinAdapter {
             .map(|answer| answer.value)
             .map_err(|error| PortError::Unavailable {
                 detail: format!(
-                    "LinkedIn's initializeUpload answer could not be read ({error}): {}",
+                    "LinkedIn's initializeUpload answer could not be read ({}): {}",
+                    outbound::json_failure(&error),
                     body_excerpt(&body)
                 ),
                 maybe_delivered: false,

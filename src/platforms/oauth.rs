@@ -666,7 +666,7 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Transport<'_> {
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(async move {
             let request = reqwest::Request::try_from(request)
-                .map_err(|e| TokenError::Port(outbound::transport_failure(&e)))?;
+                .map_err(|e| TokenError::Port(outbound::transport_failure(e)))?;
             let (status, headers, body) = self
                 .send(reqwest::RequestBuilder::from_parts(
                     self.http.clone(),

@@ -3,6 +3,12 @@
 //! exchange into a [`PortError`], and fetching an author's media for upload. (The
 //! engine's own inbound API, which hosts and browsers call, is `crate::http`.)
 //!
+//! It is also where credentials are kept out of error text, once for every adapter: a
+//! transport error is described without its URL ([`describe`]), an answer that is not a
+//! 2xx comes back from [`exchange`] with the request's own credentials masked, and every
+//! body quoted into an error goes through [`body_excerpt`], which masks the values of
+//! credential-bearing keys.
+//!
 //! Two facts drive this module. Redirects are never followed: the oauth2 crate asks for
 //! it (a token endpoint that redirects could make the engine post secrets to another
 //! host — SSRF), and no platform API the engine calls answers with one. And a request
@@ -59,7 +65,7 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, ClientBuildError> {
 /// it. Everything else — a timeout after sending, a connection closed before the answer
 /// (hyper's "incomplete message"), a body cut short — leaves open that the platform
 /// acted: a refresh may have rotated the token, a publish may have happened.
-pub fn transport_failure(error: &reqwest::Error) -> PortError {
+pub fn transport_failure(error: reqwest::Error) -> PortError {
     let never_sent = error.is_connect() || error.is_builder();
     PortError::Unavailable {
         detail: describe(error),
@@ -70,20 +76,144 @@ pub fn transport_failure(error: &reqwest::Error) -> PortError {
 /// Sends one request and reads its whole answer: status, headers and body, whatever the
 /// status. A failure to send or to read is classified by [`transport_failure`]; what
 /// the status means is the caller's to judge.
+///
+/// The body of an answer that is not a 2xx comes back with every credential the request
+/// carried (see [`carried_secrets`]) masked: such a body is only ever read for an error
+/// and quoted into one, and a platform (or a proxy in front of it) that echoes the
+/// request — "invalid code …", a debug page — must not put the client secret or a token
+/// into error text. A 2xx body is returned as it came: a token answer may hold the same
+/// refresh token the request sent, and the caller needs it.
 pub async fn exchange(
     request: reqwest::RequestBuilder,
 ) -> Result<(StatusCode, HeaderMap, Vec<u8>), PortError> {
-    let response = request
-        .send()
-        .await
-        .map_err(|error| transport_failure(&error))?;
+    let (client, request) = request.build_split();
+    let request = request.map_err(transport_failure)?;
+    let carried = carried_secrets(&request);
+    let response = client.execute(request).await.map_err(transport_failure)?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|error| transport_failure(&error))?;
-    Ok((status, headers, body.to_vec()))
+    let body = response.bytes().await.map_err(transport_failure)?;
+    if status.is_success() {
+        return Ok((status, headers, body.to_vec()));
+    }
+    // Read as text even when it is not quite UTF-8 (an error body is only ever read as
+    // text), so that no byte sequence keeps a secret out of reach of the mask.
+    let body = without_secrets(&String::from_utf8_lossy(&body), &carried).into_bytes();
+    Ok((status, headers, body))
+}
+
+/// Secrets shorter than this are not masked by value: a real credential is far longer,
+/// and masking every occurrence of a short string would garble the text around it.
+const SHORTEST_MASKED: usize = 8;
+
+/// The credentials a request carries: the values of credential-bearing keys (see
+/// [`redact`]) in its query string and in a form or JSON body, and what its
+/// `Authorization` header presents (a bearer token; a Basic header's encoded form and
+/// the password inside it).
+pub fn carried_secrets(request: &reqwest::Request) -> Vec<String> {
+    use base64::Engine as _;
+    use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+
+    let mut secrets: Vec<String> = request
+        .url()
+        .query_pairs()
+        .filter(|(key, _)| is_credential_key(key))
+        .map(|(_, value)| value.into_owned())
+        .collect();
+    // Only a form or JSON body names its credentials; an upload's bytes are not read.
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(body) = request.body().and_then(|body| body.as_bytes()) {
+        if content_type.starts_with("application/json") {
+            if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
+                credential_values(&json, &mut secrets);
+            }
+        } else if content_type.starts_with("application/x-www-form-urlencoded") {
+            secrets.extend(
+                form_urlencoded::parse(body)
+                    .filter(|(key, _)| is_credential_key(key))
+                    .map(|(_, value)| value.into_owned()),
+            );
+        }
+    }
+    if let Some(value) = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let (scheme, credentials) = value.split_once(' ').unwrap_or(("", value));
+        secrets.push(credentials.trim().to_owned());
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(credentials.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+            if let Some((_, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
+                secrets.push(password.to_owned());
+                // RFC 6749 §2.3.1 form-encodes the secret before Basic encoding.
+                secrets.extend(
+                    form_urlencoded::parse(format!("p={password}").as_bytes())
+                        .map(|(_, value)| value.into_owned()),
+                );
+            }
+        }
+    }
+    secrets.retain(|secret| secret.len() >= SHORTEST_MASKED);
+    // As an echo may quote them: form-encoded too (Graph's app token `id|secret` is
+    // `id%7Csecret` in a query string).
+    let encoded: Vec<String> = secrets
+        .iter()
+        .map(|secret| form_urlencoded::byte_serialize(secret.as_bytes()).collect())
+        .filter(|encoded: &String| !secrets.contains(encoded))
+        .collect();
+    secrets.extend(encoded);
+    // Longest first, so that a secret inside another (the app secret inside the app
+    // token) does not leave the rest of the longer one behind.
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    secrets
+}
+
+/// Whether `key` names a credential (one of the keys [`redact`] masks).
+fn is_credential_key(key: &str) -> bool {
+    CREDENTIAL_KEYS
+        .split('|')
+        .any(|credential| credential.trim().eq_ignore_ascii_case(key))
+}
+
+/// The string values of credential-bearing keys anywhere in `json`.
+fn credential_values(json: &serde_json::Value, into: &mut Vec<String>) {
+    match json {
+        serde_json::Value::Object(members) => {
+            for (key, value) in members {
+                match value {
+                    serde_json::Value::String(text) if is_credential_key(key) => {
+                        into.push(text.clone());
+                    }
+                    other => credential_values(other, into),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                credential_values(item, into);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `text` with every occurrence of each of `secrets` replaced by [`REDACTED`].
+pub fn without_secrets(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| s.len() >= SHORTEST_MASKED) {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), REDACTED);
+        }
+    }
+    text
 }
 
 /// Classifies a 5xx answer. A gateway that answers 502 or 504 lost the origin's answer,
@@ -101,7 +231,12 @@ pub fn server_error(status: StatusCode, detail: impl Into<String>) -> PortError 
 /// A transport error with its chain of causes, because reqwest's own message ("error
 /// sending request") hides the cause a person needs (connection refused, incomplete
 /// message, timed out).
-pub fn describe(error: &reqwest::Error) -> String {
+///
+/// Without the URL: reqwest's message ends with the whole request URL, query string
+/// included, and Meta's and Threads' token calls carry the client secret, the code and
+/// tokens there. The causes below it (hyper's, the OS's) never name the URL.
+pub fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -126,14 +261,75 @@ pub fn retry_after(headers: &HeaderMap, now: Timestamp) -> Option<Duration> {
 
 /// A short, printable excerpt of an answer body for error details: platform messages are
 /// small, but a proxy's HTML error page is not, and a detail must stay readable.
+///
+/// This is the one way an answer body reaches error text, so it is where credentials
+/// are taken out: the value of every credential-bearing key (see [`redact`]) is masked
+/// before the cut, whether the body is JSON, a form or a page quoting either.
 pub fn body_excerpt(body: &[u8]) -> String {
     const MAX: usize = 300;
-    let text = String::from_utf8_lossy(body);
+    let text = redact(&String::from_utf8_lossy(body));
     let trimmed = text.trim();
     match trimmed.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{}…", &trimmed[..cut]),
         None => trimmed.to_owned(),
     }
+}
+
+/// Names of the fields that carry credentials in the platforms' token answers and
+/// requests: OAuth 2.0's (RFC 6749, OpenID Connect's `id_token`), Meta's
+/// (`fb_exchange_token`, `input_token`), and the AT Protocol's session (`accessJwt`,
+/// `refreshJwt`, `password`).
+const CREDENTIAL_KEYS: &str = "access_token|refresh_token|id_token|client_secret|code|\
+    code_verifier|fb_exchange_token|input_token|accessJwt|refreshJwt|password|\
+    app_secret|token";
+
+/// What replaces a credential in error text.
+pub const REDACTED: &str = "[redacted]";
+
+/// `text` with the value of every credential-bearing key masked: a JSON member
+/// (`"access_token": "…"`, escapes included) or a form or query pair
+/// (`access_token=…`), also where the JSON is quoted inside another JSON string
+/// (`\"password\":\"…\"`). Numbers are left alone, so Graph's numeric error `code` stays
+/// readable. Keys are matched whole and case-insensitively.
+pub fn redact(text: &str) -> String {
+    use std::sync::LazyLock;
+    static JSON_MEMBER: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(&format!(
+            r#"(?i)("(?:{CREDENTIAL_KEYS})"\s*:\s*)"(?:[^"\\]|\\.)*"?"#
+        ))
+        .unwrap_or_else(|error| unreachable!("a constant pattern: {error}"))
+    });
+    static FORM_PAIR: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(&format!(
+            r#"(?i)(^|[?&;,\s"'])((?:{CREDENTIAL_KEYS})=)[^&\s"'<>;,]*"#
+        ))
+        .unwrap_or_else(|error| unreachable!("a constant pattern: {error}"))
+    });
+    // The same member inside a JSON string (a body quoting a request body): its quotes
+    // are escaped, and its value ends at the first escaped quote.
+    static QUOTED_JSON_MEMBER: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(&format!(
+            r#"(?i)(\\"(?:{CREDENTIAL_KEYS})\\"\s*:\s*)\\"[^"\\]*(?:\\")?"#
+        ))
+        .unwrap_or_else(|error| unreachable!("a constant pattern: {error}"))
+    });
+    let text = JSON_MEMBER.replace_all(text, format!("${{1}}\"{REDACTED}\""));
+    let text = QUOTED_JSON_MEMBER.replace_all(&text, format!("${{1}}\\\"{REDACTED}\\\""));
+    FORM_PAIR
+        .replace_all(&text, format!("${{1}}${{2}}{REDACTED}"))
+        .into_owned()
+}
+
+/// Why a body could not be read as JSON, without serde's message: it quotes the values
+/// it could not read ("invalid type: string \"…\""), and in a token answer those are
+/// the tokens. The kind of error and where it is say what a person needs.
+pub fn json_failure(error: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        error.classify(),
+        error.line(),
+        error.column()
+    )
 }
 
 /// Fetches one image from its public URL for a platform that wants the bytes uploaded.
@@ -190,7 +386,7 @@ pub async fn fetch_media(
         maybe_delivered: false,
     };
     let fetch_failed =
-        |error: reqwest::Error| not_sent(format!("fetching {}: {}", media.url, describe(&error)));
+        |error: reqwest::Error| not_sent(format!("fetching {}: {}", media.url, describe(error)));
     let not_public = || {
         PortError::ContentRejected(Reason::with_platform_message(
             ReasonCode::MediaUrlNotPublic,
@@ -290,6 +486,92 @@ mod tests {
         assert!(!delivered(StatusCode::INTERNAL_SERVER_ERROR));
         assert!(delivered(StatusCode::GATEWAY_TIMEOUT));
         assert!(delivered(StatusCode::BAD_GATEWAY));
+    }
+
+    #[test]
+    fn excerpts_mask_credentials_in_json_forms_and_quoted_urls() {
+        let body = br#"{"access_token": "tok-1\"x", "error": {"code": 190, "message": "m"},
+            "next": "https://h/p?client_secret=sec-2&code=code-3&b=1", "refreshJwt":"jwt-4"}"#;
+        let excerpt = body_excerpt(body);
+        for secret in ["tok-1", "sec-2", "code-3", "jwt-4"] {
+            assert!(!excerpt.contains(secret), "{excerpt}");
+        }
+        // Numbers (Graph's error code) and other keys stay readable.
+        assert!(excerpt.contains(r#""code": 190"#), "{excerpt}");
+        assert!(excerpt.contains("&b=1"), "{excerpt}");
+        let quoted = br#"{"message": "you sent {\"identifier\":\"me\",\"password\":\"pw-7\"}"}"#;
+        assert_eq!(
+            body_excerpt(quoted),
+            r#"{"message": "you sent {\"identifier\":\"me\",\"password\":\"[redacted]\"}"}"#
+        );
+        assert_eq!(
+            body_excerpt(b"refresh_token=r-5&expires_in=60"),
+            "refresh_token=[redacted]&expires_in=60"
+        );
+    }
+
+    #[test]
+    fn json_failures_do_not_quote_the_values_serde_could_not_read() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Answer {
+            #[allow(dead_code)]
+            expires_in: u64,
+        }
+        let error = serde_json::from_slice::<Answer>(br#"{"expires_in": "tok-6"}"#)
+            .expect_err("a string is not a number");
+        assert!(error.to_string().contains("tok-6"));
+        assert!(
+            !json_failure(&error).contains("tok-6"),
+            "{}",
+            json_failure(&error)
+        );
+    }
+
+    #[test]
+    fn a_request_carries_its_query_form_and_authorization_secrets() {
+        let client = reqwest::Client::new();
+        let request = client
+            .post("http://127.0.0.1:1/token?client_secret=query-secret&fields=id")
+            .basic_auth("app", Some("basic-secret"))
+            .form(&[
+                ("refresh_token", "form-refresh"),
+                ("grant_type", "refresh_token"),
+            ])
+            .build()
+            .expect("a valid request");
+        let carried = carried_secrets(&request);
+        for secret in ["query-secret", "basic-secret", "form-refresh"] {
+            assert!(carried.iter().any(|c| c == secret), "{secret}: {carried:?}");
+        }
+        assert!(!carried.iter().any(|c| c == "refresh_token" || c == "id"));
+        let bearer = client
+            .get("http://127.0.0.1:1/me")
+            .bearer_auth("bearer-token")
+            .build()
+            .expect("a valid request");
+        assert_eq!(
+            without_secrets("you sent bearer-token", &carried_secrets(&bearer)),
+            "you sent [redacted]"
+        );
+    }
+
+    #[test]
+    fn transport_failures_do_not_name_the_url() {
+        let client = reqwest::Client::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let error = runtime
+            .block_on(
+                client
+                    .get("http://127.0.0.1:1/token?client_secret=query-secret")
+                    .send(),
+            )
+            .expect_err("nothing listens on port 1");
+        let detail = describe(error);
+        assert!(!detail.contains("query-secret"), "{detail}");
+        assert!(!detail.contains("127.0.0.1"), "{detail}");
     }
 
     #[test]

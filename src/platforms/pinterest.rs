@@ -388,7 +388,8 @@ fn rate_limit_wait(headers: &HeaderMap, now: Timestamp) -> Option<Duration> {
 fn unreadable(what: &str, error: &serde_json::Error, body: &[u8]) -> PortError {
     PortError::Unavailable {
         detail: format!(
-            "Pinterest's {what} answer could not be read ({error}): {}",
+            "Pinterest's {what} answer could not be read ({}): {}",
+            outbound::json_failure(error),
             body_excerpt(body)
         ),
         maybe_delivered: false,
@@ -471,7 +472,8 @@ impl PlatformPort for PinterestAdapter {
             // Pinterest said 2xx: the pin exists, but without its id it cannot be confirmed.
             PortError::Unavailable {
                 detail: format!(
-                    "Pinterest's answer to the pin could not be read ({error}): {}",
+                    "Pinterest's answer to the pin could not be read ({}): {}",
+                    outbound::json_failure(&error),
                     body_excerpt(&answer)
                 ),
                 maybe_delivered: true,

@@ -292,8 +292,7 @@ impl ThreadsAdapter {
 
     /// Sends one API call and returns its body, or the classified failure.
     async fn call(&self, request: RequestBuilder, step: Step) -> Result<Vec<u8>, PortError> {
-        let transport = |error: reqwest::Error| {
-            let mut failure = outbound::transport_failure(&error);
+        let transport = |mut failure: PortError| {
             // Only the publishing call makes anything public: a lost answer elsewhere
             // left at most an unpublished container behind.
             if step != Step::Publish {
@@ -306,12 +305,10 @@ impl ThreadsAdapter {
             }
             failure
         };
-        let response = request.send().await.map_err(transport)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(transport)?;
+        // Through `exchange`, so that a refusal's body never quotes the token it was sent.
+        let (status, headers, body) = outbound::exchange(request).await.map_err(transport)?;
         if status.is_success() {
-            return Ok(body.to_vec());
+            return Ok(body);
         }
         Err(graph::classify(
             status,
@@ -582,7 +579,8 @@ impl ThreadsAdapter {
 fn unreadable(what: &str, error: &serde_json::Error, body: &[u8], delivered: bool) -> PortError {
     PortError::Unavailable {
         detail: format!(
-            "Threads' {what} answer could not be read ({error}): {}",
+            "Threads' {what} answer could not be read ({}): {}",
+            outbound::json_failure(error),
             body_excerpt(body)
         ),
         maybe_delivered: delivered,

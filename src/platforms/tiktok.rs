@@ -578,7 +578,7 @@ impl TiktokAdapter {
             let response = match sent {
                 Ok(response) => response,
                 Err(error) => {
-                    return Err(match outbound::transport_failure(&error) {
+                    return Err(match outbound::transport_failure(error) {
                         PortError::Unavailable {
                             detail,
                             maybe_delivered,

@@ -210,7 +210,8 @@ impl XAdapter {
             .map(|d| d.data)
             .map_err(|error| PortError::Unavailable {
                 detail: format!(
-                    "X's users/me answer could not be read ({error}): {}",
+                    "X's users/me answer could not be read ({}): {}",
+                    outbound::json_failure(&error),
                     body_excerpt(&body)
                 ),
                 maybe_delivered: false,
@@ -367,7 +368,8 @@ impl XAdapter {
             .map(|d| d.data.id)
             .map_err(|error| PortError::Unavailable {
                 detail: format!(
-                    "X's upload answer could not be read ({error}): {}",
+                    "X's upload answer could not be read ({}): {}",
+                    outbound::json_failure(&error),
                     body_excerpt(&body)
                 ),
                 maybe_delivered: false,
@@ -529,7 +531,8 @@ impl PlatformPort for XAdapter {
             // X said 2xx: the post exists, but without its id it cannot be confirmed.
             PortError::Unavailable {
                 detail: format!(
-                    "X's answer to the post could not be read ({error}): {}",
+                    "X's answer to the post could not be read ({}): {}",
+                    outbound::json_failure(&error),
                     body_excerpt(&answer)
                 ),
                 maybe_delivered: true,

@@ -345,7 +345,8 @@ impl YoutubeAdapter {
         let list: ChannelList =
             serde_json::from_slice(&body).map_err(|error| PortError::Unavailable {
                 detail: format!(
-                    "YouTube's channels answer could not be read ({error}): {}",
+                    "YouTube's channels answer could not be read ({}): {}",
+                    outbound::json_failure(&error),
                     body_excerpt(&body)
                 ),
                 maybe_delivered: false,

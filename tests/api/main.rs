@@ -20,4 +20,5 @@ mod private_media;
 mod properties;
 mod restart;
 mod scheduling;
+mod secrets;
 mod unreadable;

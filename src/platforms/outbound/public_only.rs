@@ -266,7 +266,7 @@ pub async fn exchange(
         Err(error) => {
             return Err(match not_public(&error) {
                 Some(refusal) => refused(refusal),
-                None => super::transport_failure(&error),
+                None => super::transport_failure(error),
             })
         }
     };
@@ -275,7 +275,7 @@ pub async fn exchange(
     let body = response
         .bytes()
         .await
-        .map_err(|error| super::transport_failure(&error))?;
+        .map_err(super::transport_failure)?;
     Ok((status, headers, body.to_vec()))
 }
 

@@ -159,16 +159,7 @@ impl YoutubeAdapter {
             .header("X-Upload-Content-Length", length.to_string())
             .header("X-Upload-Content-Type", content_type)
             .json(&self.metadata(post));
-        let response = request
-            .send()
-            .await
-            .map_err(|error| not_published(outbound::transport_failure(&error)))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| not_published(outbound::transport_failure(&error)))?;
+        let (status, headers, body) = outbound::exchange(request).await.map_err(not_published)?;
         if !status.is_success() {
             return Err(not_published(self.classify(
                 status,
@@ -278,23 +269,15 @@ impl YoutubeAdapter {
             },
             other => other,
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|error| lost(outbound::transport_failure(&error)))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| lost(outbound::transport_failure(&error)))?;
+        let (status, headers, body) = outbound::exchange(request).await.map_err(lost)?;
         match status.as_u16() {
             200 | 201 => {
                 let video: Video =
                     serde_json::from_slice(&body).map_err(|error| PortError::Unavailable {
                         // The video exists, but without its id it cannot be confirmed.
                         detail: format!(
-                            "YouTube's answer to the upload could not be read ({error}): {}",
+                            "YouTube's answer to the upload could not be read ({}): {}",
+                            outbound::json_failure(&error),
                             body_excerpt(&body)
                         ),
                         maybe_delivered: true,
