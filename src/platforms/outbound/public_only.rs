@@ -272,10 +272,7 @@ pub async fn exchange(
     };
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response
-        .bytes()
-        .await
-        .map_err(super::transport_failure)?;
+    let body = response.bytes().await.map_err(super::transport_failure)?;
     Ok((status, headers, body.to_vec()))
 }
 
