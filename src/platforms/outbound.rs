@@ -86,10 +86,19 @@ pub fn transport_failure(error: reqwest::Error) -> PortError {
 pub async fn exchange(
     request: reqwest::RequestBuilder,
 ) -> Result<(StatusCode, HeaderMap, Vec<u8>), PortError> {
+    exchange_with(request, transport_failure).await
+}
+
+/// [`exchange`], with `unsent` judging an error of the send itself (the media guard's
+/// client names a refused destination there).
+pub(crate) async fn exchange_with(
+    request: reqwest::RequestBuilder,
+    unsent: impl FnOnce(reqwest::Error) -> PortError,
+) -> Result<(StatusCode, HeaderMap, Vec<u8>), PortError> {
     let (client, request) = request.build_split();
     let request = request.map_err(transport_failure)?;
     let carried = carried_secrets(&request);
-    let response = client.execute(request).await.map_err(transport_failure)?;
+    let response = client.execute(request).await.map_err(unsent)?;
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.bytes().await.map_err(transport_failure)?;

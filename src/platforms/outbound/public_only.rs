@@ -261,19 +261,11 @@ pub async fn exchange(
     request: reqwest::RequestBuilder,
     refused: impl FnOnce(&NotPublic) -> PortError,
 ) -> Result<(StatusCode, HeaderMap, Vec<u8>), PortError> {
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(error) => {
-            return Err(match not_public(&error) {
-                Some(refusal) => refused(refusal),
-                None => super::transport_failure(error),
-            })
-        }
-    };
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(super::transport_failure)?;
-    Ok((status, headers, body.to_vec()))
+    super::exchange_with(request, |error| match not_public(&error) {
+        Some(refusal) => refused(refusal),
+        None => super::transport_failure(error),
+    })
+    .await
 }
 
 #[cfg(test)]
