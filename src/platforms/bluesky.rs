@@ -344,6 +344,13 @@ impl BlueskyAdapter {
         self
     }
 
+    /// Holds the media it fetches for upload against `budget`, the engine's one budget
+    /// shared by every adapter (configuration key `media_memory_bytes`).
+    pub fn with_media_budget(mut self, budget: outbound::MediaBudget) -> BlueskyAdapter {
+        self.guarded = self.guarded.with_media_budget(budget);
+        self
+    }
+
     fn xrpc(base: &str, method: &str) -> String {
         format!("{base}/xrpc/{method}")
     }
@@ -622,7 +629,7 @@ impl BlueskyAdapter {
             .post(Self::xrpc(&endpoint.pds, "com.atproto.repo.uploadBlob"))
             .bearer_auth(grant.access_token.expose())
             .header(CONTENT_TYPE, content_type)
-            .body(bytes);
+            .body(bytes.body());
         let body = self
             .send(request, Call::Upload)
             .await

@@ -351,6 +351,13 @@ impl LinkedinAdapter {
         self
     }
 
+    /// Holds the media it fetches for upload against `budget`, the engine's one budget
+    /// shared by every adapter (configuration key `media_memory_bytes`).
+    pub fn with_media_budget(mut self, budget: outbound::MediaBudget) -> LinkedinAdapter {
+        self.media = self.media.with_media_budget(budget);
+        self
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.api_base)
     }
@@ -514,7 +521,10 @@ impl LinkedinAdapter {
     }
 
     /// Fetches one image from its public URL.
-    async fn fetch_media(&self, media: &Media) -> Result<(Vec<u8>, String), PortError> {
+    async fn fetch_media(
+        &self,
+        media: &Media,
+    ) -> Result<(outbound::MediaBytes, String), PortError> {
         outbound::fetch_image(&self.media, media, |_| IMAGE_MAX_BYTES).await
     }
 
@@ -557,7 +567,7 @@ impl LinkedinAdapter {
             .put(&slot.upload_url)
             .bearer_auth(grant.access_token.expose())
             .header(CONTENT_TYPE, content_type)
-            .body(bytes);
+            .body(bytes.body());
         self.api(request, call).await.map_err(not_published)?;
         Ok(slot.image)
     }

@@ -26,8 +26,10 @@ use social_studio_storage::Timestamp;
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
 
+pub mod media_budget;
 pub mod public_only;
 
+pub use media_budget::{MediaBudget, MediaBytes};
 pub use public_only::{GuardedClient, Reach};
 
 /// Whole-request timeout for token, identity and publish calls: long enough for an image
@@ -348,7 +350,7 @@ pub async fn fetch_image(
     client: &GuardedClient,
     media: &social_studio_storage::Media,
     limit_for: impl Fn(&str) -> usize,
-) -> Result<(Vec<u8>, String), PortError> {
+) -> Result<(MediaBytes, String), PortError> {
     fetch_media(client, media, |content_type| {
         if content_type.starts_with("image/") || content_type == "application/octet-stream" {
             Ok((content_type.to_owned(), limit_for(content_type)))
@@ -368,7 +370,10 @@ pub async fn fetch_image(
 /// a refusal of the file is `ContentRejected`, a passing fault of its host `Unavailable`
 /// (never delivered). Redirects are not followed, and the body is read in chunks so that
 /// a host lying about (or not sending) its length cannot make the engine buffer more than
-/// the platform accepts. A client that reaches only the public internet
+/// the platform accepts. The bytes are reserved in the client's [`MediaBudget`] before
+/// the body is read (waiting while others hold it) and stay reserved until the returned
+/// [`MediaBytes`] is dropped; a file larger than the whole budget is refused
+/// (`ContentRejected`). A client that reaches only the public internet
 /// ([`Reach::PublicOnly`]) refuses a host outside it before anything is sent
 /// (`ContentRejected` with [`ReasonCode::MediaUrlNotPublic`](social_studio_storage::ReasonCode::MediaUrlNotPublic)),
 /// whatever listens there.
@@ -376,7 +381,7 @@ pub async fn fetch_media(
     client: &GuardedClient,
     media: &social_studio_storage::Media,
     accept: impl Fn(&str) -> Result<(String, usize), String>,
-) -> Result<(Vec<u8>, String), PortError> {
+) -> Result<(MediaBytes, String), PortError> {
     use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
     use social_studio_storage::{MediaKind, Reason, ReasonCode};
 
@@ -450,17 +455,42 @@ pub async fn fetch_media(
     if announced.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
+    let budget = client.media_budget();
+    let beyond_budget = || {
+        unusable(format!(
+            "is larger than the {} bytes this engine may hold in media at once \
+             (configuration key media_memory_bytes)",
+            budget.capacity()
+        ))
+    };
+    if announced.is_some_and(|length| length > budget.capacity()) {
+        return Err(beyond_budget());
+    }
+    // Without an announced length, room for the most it may be, given back once read.
+    let reserved = budget
+        .reserve(announced.unwrap_or(limit.min(budget.capacity())))
+        .await
+        .ok_or_else(beyond_budget)?;
+    let room = announced.unwrap_or(usize::MAX).min(limit);
     let mut bytes = Vec::with_capacity(announced.unwrap_or(0).min(limit));
     while let Some(chunk) = response.chunk().await.map_err(fetch_failed)? {
         if bytes.len() + chunk.len() > limit {
             return Err(too_large());
+        }
+        if bytes.len() + chunk.len() > room.min(budget.capacity()) {
+            // A host sending more than it announced, or more than the budget holds.
+            return Err(if bytes.len() + chunk.len() > budget.capacity() {
+                beyond_budget()
+            } else {
+                unusable(format!("sent more than the {room} bytes it announced"))
+            });
         }
         bytes.extend_from_slice(&chunk);
     }
     if bytes.is_empty() {
         return Err(unusable("is empty".to_owned()));
     }
-    Ok((bytes, content_type))
+    Ok((MediaBytes::new(bytes, reserved), content_type))
 }
 
 #[cfg(test)]

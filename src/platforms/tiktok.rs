@@ -296,6 +296,13 @@ impl TiktokAdapter {
         self
     }
 
+    /// Holds the media it fetches for upload against `budget`, the engine's one budget
+    /// shared by every adapter (configuration key `media_memory_bytes`).
+    pub fn with_media_budget(mut self, budget: outbound::MediaBudget) -> TiktokAdapter {
+        self.media = self.media.with_media_budget(budget);
+        self
+    }
+
     /// How videos reach TikTok (default [`UploadMode::Auto`]).
     pub fn with_upload_mode(mut self, mode: UploadMode) -> TiktokAdapter {
         self.upload_mode = mode;
@@ -561,10 +568,7 @@ impl TiktokAdapter {
                     maybe_delivered: false,
                 });
             };
-            let body = bytes
-                .get(start..end)
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default();
+            let body = bytes.slice(start..end).unwrap_or_default();
             let sent = self
                 .upload_http
                 .put(&upload_url)

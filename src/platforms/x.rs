@@ -195,6 +195,13 @@ impl XAdapter {
         self
     }
 
+    /// Holds the media it fetches for upload against `budget`, the engine's one budget
+    /// shared by every adapter (configuration key `media_memory_bytes`).
+    pub fn with_media_budget(mut self, budget: outbound::MediaBudget) -> XAdapter {
+        self.media = self.media.with_media_budget(budget);
+        self
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.api_base)
     }
@@ -320,7 +327,10 @@ impl XAdapter {
     }
 
     /// Fetches one media item from its public URL (GIFs have their own, larger limit).
-    async fn fetch_media(&self, media: &Media) -> Result<(Vec<u8>, String), PortError> {
+    async fn fetch_media(
+        &self,
+        media: &Media,
+    ) -> Result<(outbound::MediaBytes, String), PortError> {
         outbound::fetch_image(&self.media, media, |content_type| {
             if content_type == "image/gif" {
                 GIF_MAX_BYTES
@@ -340,7 +350,8 @@ impl XAdapter {
         } else {
             "tweet_image"
         };
-        let part = Part::bytes(bytes)
+        // The bytes stay held (and counted in the media budget) until the answer.
+        let part = Part::stream_with_length(bytes.body(), bytes.len() as u64)
             .file_name("media")
             .mime_str(&content_type)
             .map_err(|error| {

@@ -292,6 +292,13 @@ impl YoutubeAdapter {
         self
     }
 
+    /// Holds the media it fetches for upload against `budget`, the engine's one budget
+    /// shared by every adapter (configuration key `media_memory_bytes`).
+    pub fn with_media_budget(mut self, budget: outbound::MediaBudget) -> YoutubeAdapter {
+        self.media = self.media.with_media_budget(budget);
+        self
+    }
+
     /// Counts against `policy` instead of Google's defaults (a project granted more
     /// quota, or one on the separate `videos.insert` bucket). Starts a fresh count.
     pub fn with_quota(mut self, policy: QuotaPolicy) -> YoutubeAdapter {

@@ -29,6 +29,7 @@ use reqwest::StatusCode;
 use social_studio_actors::PortError;
 use url::{Host, Url};
 
+use super::media_budget::MediaBudget;
 use super::{ClientBuildError, CONNECT_TIMEOUT, USER_AGENT};
 
 /// IPv4 ranges that are not the public internet, each with what it is. Checked in order;
@@ -197,10 +198,13 @@ impl Reach {
 /// A reqwest client for addresses someone else chose (media, a DID document's PDS): with
 /// [`Reach::PublicOnly`], resolved through [`PublicOnly`] and without a proxy. Otherwise
 /// as [`super::client`]: redirects disabled, the given timeout, a bounded connect timeout.
+/// Media it fetches are held against its [`MediaBudget`] (its own default budget unless
+/// [`with_media_budget`](Self::with_media_budget) shares the engine's).
 #[derive(Debug, Clone)]
 pub struct GuardedClient {
     http: reqwest::Client,
     reach: Reach,
+    budget: MediaBudget,
 }
 
 impl GuardedClient {
@@ -218,7 +222,19 @@ impl GuardedClient {
         Ok(GuardedClient {
             http: builder.build().map_err(ClientBuildError)?,
             reach,
+            budget: MediaBudget::default(),
         })
+    }
+
+    /// Holds fetched media against `budget`, shared with the engine's other adapters.
+    pub fn with_media_budget(mut self, budget: MediaBudget) -> GuardedClient {
+        self.budget = budget;
+        self
+    }
+
+    /// The budget fetched media are held against.
+    pub fn media_budget(&self) -> &MediaBudget {
+        &self.budget
     }
 
     /// What this client may reach.

@@ -54,7 +54,7 @@ pub(super) fn ranges(size: u64, chunk: u64, count: u64) -> Vec<(u64, u64)> {
 pub(super) async fn fetch_video(
     client: &super::super::outbound::GuardedClient,
     media: &Media,
-) -> Result<(Vec<u8>, String), PortError> {
+) -> Result<(super::super::outbound::MediaBytes, String), PortError> {
     fetch_media(client, media, |content_type| match content_type {
         "video/mp4" | "video/quicktime" | "video/webm" => {
             Ok((content_type.to_owned(), MAX_UPLOAD_BYTES))

@@ -26,7 +26,7 @@ use social_studio_actors::PortError;
 use social_studio_storage::{Grant, Media, MediaKind, Post, Reason, ReasonCode};
 
 use super::{description, Call, YoutubeAdapter};
-use crate::platforms::outbound::{self, body_excerpt};
+use crate::platforms::outbound::{self, body_excerpt, MediaBytes};
 
 /// Google wants every chunk but the last to be a multiple of 256 KiB.
 pub const CHUNK_UNIT: usize = 256 * 1024;
@@ -110,7 +110,7 @@ impl YoutubeAdapter {
 
     /// Fetches the video from its public URL, bounded by the configured size (see
     /// [`outbound::fetch_media`]).
-    async fn fetch_video(&self, media: &Media) -> Result<(Vec<u8>, String), PortError> {
+    async fn fetch_video(&self, media: &Media) -> Result<(MediaBytes, String), PortError> {
         let limit = self.upload.max_video_bytes;
         outbound::fetch_media(&self.media, media, |content_type| {
             if content_type.starts_with("video/") || content_type == "application/octet-stream" {
@@ -201,7 +201,7 @@ impl YoutubeAdapter {
         &self,
         grant: &Grant,
         session: &str,
-        bytes: &[u8],
+        bytes: &MediaBytes,
         content_type: &str,
     ) -> Result<String, PortError> {
         let total = bytes.len();
@@ -220,7 +220,7 @@ impl YoutubeAdapter {
                     CONTENT_RANGE,
                     format!("bytes {offset}-{}/{total}", end.saturating_sub(1)),
                 )
-                .body(bytes[offset..end].to_vec());
+                .body(bytes.slice(offset..end).unwrap_or_default());
             let lost = match self.progress(request, carries_last_byte).await {
                 Ok(Progress::Done(id)) => return Ok(id),
                 Ok(Progress::Kept(kept)) => {
