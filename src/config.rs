@@ -133,6 +133,10 @@ pub struct Config {
     /// default, so that a post's media URL cannot make the engine reach inside its own
     /// network; `--sandbox` and the demo turn it on, their media being on 127.0.0.1.
     pub allow_private_media_urls: bool,
+    /// How many bytes of fetched media (videos and images the engine uploads itself) it
+    /// holds in memory at once, across every platform: a fetch waits for room, and a file
+    /// larger than this is refused (key `media_memory_bytes`).
+    pub media_memory_bytes: usize,
     /// The `[platforms.<id>]` sections present (from the file or the environment).
     /// Instagram has its own even where it shares Facebook's app: nothing is inherited.
     pub platforms: BTreeMap<Platform, PlatformConfig>,
@@ -317,13 +321,17 @@ fn is_secret(key: &str) -> bool {
 }
 
 /// Whole-number keys and the values they accept, inclusive.
-const RANGES: [(&str, u64, u64); 5] = [
+const RANGES: [(&str, u64, u64); 6] = [
     ("oauth_state_ttl_secs", 1, 86_400),
     ("max_body_bytes", 1, u64::MAX),
     ("expiring_soon_days", 1, 365),
     ("lateness_window_secs", 1, u64::MAX),
     ("publish_concurrency", 1, 1024),
+    ("media_memory_bytes", MIN_MEDIA_MEMORY_BYTES, u64::MAX),
 ];
+
+/// The smallest media budget: below it even an image for X or Bluesky may not fit.
+const MIN_MEDIA_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Keys that are true or false: in the file a TOML boolean, in the environment the word
 /// `true` or `false`.
@@ -365,6 +373,8 @@ impl Default for Config {
             lateness_window_secs: None,
             publish_concurrency: DEFAULT_PUBLISH_CONCURRENCY,
             allow_private_media_urls: false,
+            media_memory_bytes:
+                crate::platforms::outbound::media_budget::DEFAULT_MEDIA_MEMORY_BYTES,
             platforms: BTreeMap::new(),
         }
     }
@@ -440,6 +450,10 @@ impl Config {
             (
                 "publish_concurrency",
                 u64::try_from(self.publish_concurrency).ok(),
+            ),
+            (
+                "media_memory_bytes",
+                u64::try_from(self.media_memory_bytes).ok(),
             ),
         ];
         for (key, value) in numbers {
@@ -827,6 +841,44 @@ pub(crate) mod tests {
                 .platform_settings(Platform::Bluesky)
                 .unwrap()
                 .allow_private_media_urls
+        );
+    }
+
+    /// `media_memory_bytes`: 1 GiB by default, at least 16 MiB, from the file or the
+    /// environment.
+    #[test]
+    fn the_media_memory_budget_is_a_number_of_bytes_with_a_floor() {
+        assert_eq!(load("", &[]).unwrap().media_memory_bytes, 1 << 30);
+        assert_eq!(
+            load("media_memory_bytes = 268435456", &[])
+                .unwrap()
+                .media_memory_bytes,
+            256 << 20
+        );
+        assert_eq!(
+            Config::load(
+                None,
+                env(&[("SOCIAL_STUDIO_MEDIA_MEMORY_BYTES", "33554432")])
+            )
+            .unwrap()
+            .media_memory_bytes,
+            32 << 20
+        );
+        for text in [
+            "media_memory_bytes = 1024",
+            "media_memory_bytes = \"1 GiB\"",
+        ] {
+            let error = refused(text, &[]);
+            assert_eq!(error.code(), "bad_value", "{text}: {error}");
+            assert_eq!(error.key(), Some("media_memory_bytes"), "{text}");
+        }
+        let small = Config {
+            media_memory_bytes: 1024,
+            ..Config::default()
+        };
+        assert_eq!(
+            small.validate().unwrap_err().key(),
+            Some("media_memory_bytes")
         );
     }
 

@@ -67,6 +67,7 @@ struct FileShape {
     lateness_window_secs: Option<u64>,
     publish_concurrency: Option<u64>,
     allow_private_media_urls: Option<bool>,
+    media_memory_bytes: Option<u64>,
     #[serde(default)]
     platforms: PlatformSections,
 }
@@ -160,7 +161,7 @@ impl From<BlueskySection> for PlatformConfig {
 }
 
 /// Top-level keys of the file (and, upper-cased behind [`ENV_PREFIX`], of the environment).
-const TOP_KEYS: [&str; 12] = [
+const TOP_KEYS: [&str; 13] = [
     "data_dir",
     "listen",
     "public_url",
@@ -173,6 +174,7 @@ const TOP_KEYS: [&str; 12] = [
     "lateness_window_secs",
     "publish_concurrency",
     "allow_private_media_urls",
+    "media_memory_bytes",
 ];
 
 /// `[<section>]` tables other than `platforms`, with their keys: each key is also
@@ -489,6 +491,10 @@ impl Layers {
             allow_private_media_urls: shape
                 .allow_private_media_urls
                 .unwrap_or(defaults.allow_private_media_urls),
+            media_memory_bytes: match shape.media_memory_bytes {
+                Some(v) => self.fit("media_memory_bytes", v)?,
+                None => defaults.media_memory_bytes,
+            },
             platforms,
         })
     }

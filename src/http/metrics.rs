@@ -8,6 +8,9 @@
 //!   `social_studio_queue_posts{platform, state}` and
 //!   `social_studio_queue_backed_off_connections{platform}`: read from the supervisor at
 //!   scrape time.
+//! - `social_studio_media_memory_bytes{kind="held"|"budget"}` and
+//!   `social_studio_media_fetches_waiting`: fetched media held in memory against the
+//!   `media_memory_bytes` budget, and fetches waiting for room in it.
 //! - `social_studio_events_total{kind}`: every event the engine emitted since this router
 //!   was built, counted by a task subscribed to the event bus.
 //!
@@ -48,6 +51,11 @@ impl HttpMetrics {
             );
             metrics::describe_counter!("social_studio_events_total", "events the engine emitted");
             metrics::describe_gauge!("social_studio_connections", "connections by status");
+            metrics::describe_gauge!(
+                "social_studio_media_memory_bytes",
+                metrics::Unit::Bytes,
+                "fetched media held in memory for upload, and the budget for them"
+            );
             metrics::describe_gauge!(
                 "social_studio_queue_posts",
                 "posts held by each platform queue, by state"
@@ -204,6 +212,13 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, Ap
             }
         });
     }
+    let media = state.studio.media_budget();
+    state.metrics.record(|| {
+        for (kind, bytes) in [("held", media.in_use()), ("budget", media.capacity())] {
+            metrics::gauge!("social_studio_media_memory_bytes", "kind" => kind).set(bytes as f64);
+        }
+        metrics::gauge!("social_studio_media_fetches_waiting").set(media.waiting() as f64);
+    });
     let mut response = state.metrics.handle.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

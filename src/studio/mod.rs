@@ -51,6 +51,7 @@ use views::{
 
 use crate::config::Config;
 use crate::platforms::bluesky::BlueskySettings;
+use crate::platforms::outbound::MediaBudget;
 use crate::platforms::{
     Adapter, BlueskyAdapter, ConnectError, Connected, FacebookAdapter, InstagramAdapter,
     LinkedinAdapter, PinterestAdapter, ThreadsAdapter, TiktokAdapter, XAdapter, YoutubeAdapter,
@@ -125,6 +126,8 @@ struct Inner {
     upkeep: tokio::task::AbortHandle,
     /// Set when shutdown begins: from then on the studio is not ready.
     closing: std::sync::atomic::AtomicBool,
+    /// The memory every adapter holds fetched media against (`media_memory_bytes`).
+    media: MediaBudget,
 }
 
 impl Drop for Inner {
@@ -172,7 +175,11 @@ fn admin_token_from_file(dir: &Path) -> Result<(Secret, bool), EngineRefusal> {
 }
 
 /// An adapter for each platform that has settings and an implementation.
-fn build_adapters(config: &Config, clock: &Arc<dyn Clock>) -> HashMap<Platform, Arc<dyn Adapter>> {
+fn build_adapters(
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+    media: &MediaBudget,
+) -> HashMap<Platform, Arc<dyn Adapter>> {
     let mut adapters: HashMap<Platform, Arc<dyn Adapter>> = HashMap::new();
     for platform in Platform::ALL {
         let Some(settings) = config.platform_settings(platform) else {
@@ -180,29 +187,34 @@ fn build_adapters(config: &Config, clock: &Arc<dyn Clock>) -> HashMap<Platform, 
         };
         let built: Result<Arc<dyn Adapter>, crate::platforms::SettingsError> =
             match platform {
-                Platform::X => {
-                    XAdapter::new(&settings).map(|a| Arc::new(a.with_clock(clock.clone())) as _)
-                }
-                Platform::Linkedin => LinkedinAdapter::new(&settings)
-                    .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+                Platform::X => XAdapter::new(&settings).map(|a| {
+                    Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
+                }),
+                Platform::Linkedin => LinkedinAdapter::new(&settings).map(|a| {
+                    Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
+                }),
                 Platform::Pinterest => PinterestAdapter::new(&settings)
                     .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
-                Platform::Tiktok => TiktokAdapter::new(&settings)
-                    .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+                Platform::Tiktok => TiktokAdapter::new(&settings).map(|a| {
+                    Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
+                }),
                 Platform::Facebook => FacebookAdapter::new(&settings)
                     .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
                 Platform::Instagram => InstagramAdapter::new(&settings)
                     .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
                 Platform::Threads => ThreadsAdapter::new(&settings)
                     .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
-                Platform::Youtube => YoutubeAdapter::new(&settings)
-                    .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+                Platform::Youtube => YoutubeAdapter::new(&settings).map(|a| {
+                    Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
+                }),
                 Platform::Bluesky => BlueskyAdapter::new(&BlueskySettings {
                     service: settings.api_base.clone(),
                     plc_directory: config.bluesky_plc_directory(),
                     allow_private_media_urls: config.allow_private_media_urls,
                 })
-                .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+                .map(|a| {
+                    Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
+                }),
             };
         match built {
             Ok(adapter) => {
@@ -257,7 +269,9 @@ impl Studio {
             Some(t) => (t.clone(), false),
             None => admin_token_from_file(&config.data_dir)?,
         };
-        let adapters = build_adapters(&config, &clock);
+        // One budget for every adapter that fetches media to upload it.
+        let media = MediaBudget::new(config.media_memory_bytes);
+        let adapters = build_adapters(&config, &clock, &media);
         let ports: Vec<Arc<dyn PlatformPort>> = adapters
             .values()
             .map(|a| a.clone() as Arc<dyn PlatformPort>)
@@ -297,6 +311,7 @@ impl Studio {
                 notes,
                 upkeep,
                 closing: std::sync::atomic::AtomicBool::new(false),
+                media,
             }),
         })
     }
@@ -772,6 +787,12 @@ impl Studio {
     /// Readiness from state kept as the engine runs — whether the supervisor is running,
     /// and how many stored records cannot be read — without a message to any actor, so
     /// that an unauthenticated probe cannot delay the engine's work.
+    /// The memory fetched media are held in (`media_memory_bytes`): how much is held
+    /// now and how many fetches wait for room.
+    pub fn media_budget(&self) -> &MediaBudget {
+        &self.inner.media
+    }
+
     pub fn readiness(&self) -> Readiness {
         Readiness {
             running: self.inner.engine.is_running()

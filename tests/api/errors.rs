@@ -194,6 +194,15 @@ async fn the_status_routes_answer_json() {
     assert!(text.contains("route=\"/v1/attention\""), "{text}");
     assert!(text.contains("social_studio_connections"), "{text}");
     assert!(text.contains("social_studio_queue_posts"), "{text}");
+    // The media budget, as configured (the test app keeps the default 1 GiB).
+    assert!(
+        text.contains("social_studio_media_memory_bytes{kind=\"budget\"} 1073741824"),
+        "{text}"
+    );
+    assert!(
+        text.contains("social_studio_media_memory_bytes{kind=\"held\"} 0"),
+        "{text}"
+    );
 }
 
 /// Ready while the engine runs; not ready from the moment shutdown begins, while the
