@@ -2,7 +2,8 @@
 //! reached during a connect (Facebook's code exchange, whose query string carries the
 //! client secret and the code) or that echoes the request back (Bluesky's sign-in,
 //! whose body carries the app password) leaves none of them in the OAuth callback page,
-//! the API's answers or the data directory (where the event feed is kept).
+//! the API's answers, the engine's log lines or the data directory (where the event feed
+//! is kept).
 
 use std::path::Path;
 
@@ -15,6 +16,9 @@ use social_studio::config::PlatformConfig;
 use social_studio_storage::{Platform, Secret};
 
 use crate::helpers::spawn_app;
+
+#[path = "../support/logs.rs"]
+mod logs;
 
 const CLIENT_SECRET: &str = "api-planted-client-secret-8a1c";
 const CODE: &str = "api-planted-authorization-code-3d7e";
@@ -69,7 +73,10 @@ fn assert_none_in(what: &str, text: &str) {
 }
 
 #[tokio::test]
-async fn failed_connects_leave_no_secret_in_pages_answers_events_or_files() {
+async fn failed_connects_leave_no_secret_in_pages_answers_logs_events_or_files() {
+    // The service runs on this test's (current-thread) runtime: every task it spawns
+    // logs into this capture.
+    let (logs, guard) = logs::capture();
     let app = spawn_app().await;
     let mut stopped = app.stop().await;
     let unreachable = refusing().await;
@@ -125,6 +132,15 @@ async fn failed_connects_leave_no_secret_in_pages_answers_events_or_files() {
     // The event feed streams the store's events, so the data directory holds them all.
     let data_dir = app.data_dir.clone();
     drop(app.stop().await);
+    drop(guard);
+    let logged = logs.text();
+    assert!(
+        logged.contains("facebook"),
+        "the failed connect was logged: {logged}"
+    );
+    for line in logged.lines() {
+        assert_none_in("the log", line);
+    }
     for (path, bytes) in files(data_dir.path()) {
         assert_none_in(&path, &String::from_utf8_lossy(&bytes));
     }
