@@ -72,4 +72,4 @@ pub use sled_store::{
     FlushStats, SledStore, StoreConfig, DEFAULT_CACHE_CAPACITY, DEFAULT_EVENT_CAPACITY,
 };
 pub use timestamp::{Timestamp, TimestampParseError};
-pub use vault::{KeySource, MasterKey, VaultError};
+pub use vault::{KeyId, KeySource, MasterKey, MasterKeys, VaultError};
