@@ -420,6 +420,20 @@ impl Vault {
         Vault::sealed_by(sealed) == SealedBy::Key(self.current.id)
     }
 
+    /// Whether the current key (not a previous one) opens `sealed`.
+    pub fn current_opens(&self, aad: &[u8], sealed: &[u8]) -> bool {
+        match Vault::sealed_by(sealed) {
+            SealedBy::Malformed => false,
+            SealedBy::Unnamed => {
+                let (nonce, ct) = sealed[1..].split_at(NONCE_LEN);
+                self.current.open(aad, nonce, ct).is_some()
+            }
+            SealedBy::Key(id) => {
+                id == self.current.id && self.open(aad, sealed, String::new).is_ok()
+            }
+        }
+    }
+
     /// Opens what [`Vault::seal`] produced (or a version-1 seal) with the same `aad`,
     /// under whichever known key sealed it. `what` names the value in the error.
     pub fn open(
