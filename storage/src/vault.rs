@@ -306,6 +306,62 @@ impl MasterKeys {
     }
 }
 
+/// What [`rotate_key_file`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFileRotation {
+    /// The new current key's id.
+    pub current: KeyId,
+    /// The keys the file holds after it, as previous keys, in order.
+    pub previous: Vec<KeyId>,
+}
+
+/// Puts a fresh key at the head of the key file at `path`, keeping the keys it held below
+/// it as previous keys: the store re-seals everything under the new key at its next
+/// start. The file is replaced atomically (a temporary file made durable with mode 0600,
+/// renamed over). A missing or unreadable file is an error: rotating needs the old key.
+pub fn rotate_key_file(path: &Path) -> Result<KeyFileRotation, VaultError> {
+    let io = |source| VaultError::KeyFile {
+        path: path.to_owned(),
+        source,
+    };
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+    let held = MasterKey::parse_list(&text)?;
+    if held.is_empty() {
+        return Err(VaultError::InvalidMasterKey(format!(
+            "the key file {} holds no key",
+            path.display()
+        )));
+    }
+    let new = MasterKey::generate();
+    let mut out = Zeroizing::new(String::new());
+    for key in std::iter::once(&new).chain(&held) {
+        out.push_str(&key.to_base64());
+        out.push('\n');
+    }
+    let tmp = path.with_extension("key.tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(io)?;
+    f.write_all(out.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(KeyFileRotation {
+        current: new.id(),
+        previous: held.iter().map(MasterKey::id).collect(),
+    })
+}
+
 /// One key's cipher and id.
 struct Sealer {
     id: KeyId,
@@ -637,6 +693,30 @@ mod tests {
         assert!(matches!(
             MasterKeys::resolve(dir.path(), Some(&file), None, Some("not-a-key")),
             Err(VaultError::InvalidMasterKey(_))
+        ));
+    }
+
+    #[test]
+    fn rotating_the_key_file_puts_a_new_key_first_and_keeps_the_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, _) = MasterKey::resolve(dir.path(), None).unwrap();
+        let path = dir.path().join(MASTER_KEY_FILE);
+        let done = rotate_key_file(&path).unwrap();
+        assert_eq!(done.previous, vec![old.id()]);
+        let (keys, _) = MasterKeys::resolve(dir.path(), None, None, None).unwrap();
+        assert_eq!(keys.current.id(), done.current);
+        assert_ne!(done.current, old.id());
+        assert_eq!(keys.previous.len(), 1);
+        assert_eq!(keys.previous[0].id(), old.id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(matches!(
+            rotate_key_file(&dir.path().join("absent.key")),
+            Err(VaultError::KeyFile { .. })
         ));
     }
 
