@@ -912,6 +912,40 @@ pub(crate) mod tests {
         assert_eq!(config, Config::default());
     }
 
+    #[test]
+    fn previous_admin_tokens_are_a_list_of_secrets_each_long_enough() {
+        let config = load(
+            "admin_token = \"the-new-admin-token-01\"\nprevious_admin_tokens = \"old-admin-token-0001, older-admin-token-02\"",
+            &[("SOCIAL_STUDIO_PREVIOUS_MASTER_KEYS", "read-by-the-storage-vault")],
+        )
+        .unwrap();
+        assert_eq!(
+            config
+                .previous_admin_tokens
+                .iter()
+                .map(Secret::expose)
+                .collect::<Vec<_>>(),
+            ["old-admin-token-0001", "older-admin-token-02"]
+        );
+        let from_env = load(
+            "",
+            &[(
+                "SOCIAL_STUDIO_PREVIOUS_ADMIN_TOKENS",
+                "old-admin-token-0001",
+            )],
+        )
+        .unwrap();
+        assert_eq!(from_env.previous_admin_tokens.len(), 1);
+        let error = refused(
+            "previous_admin_tokens = \"old-admin-token-0001,short\"",
+            &[],
+        );
+        let text = error.to_string();
+        assert!(text.contains("previous_admin_tokens"), "{text}");
+        assert!(!text.contains("old-admin-token-0001"), "{text}");
+        assert!(!format!("{config:?}").contains("old-admin-token-0001"));
+    }
+
     /// A config file, environment variables, the key the refusal must name, its code.
     type RefusalCase = (
         &'static str,
