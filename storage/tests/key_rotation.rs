@@ -26,13 +26,21 @@ fn try_open(
     dir: &Path,
     keys: &MasterKeys,
     chunk: usize,
-    mut hook: Option<ResealHook>,
+    hook: Option<ResealHook>,
 ) -> Result<SledStore, StoreError> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // Shared, so an attempt refused by the lock does not use the hook up.
+    let hook = hook.map(|h| Arc::new(std::sync::Mutex::new(h)));
     loop {
-        let opened = match hook.take() {
+        let opened = match &hook {
             Some(h) => {
-                SledStore::open_with_reseal_hook(&config(dir, chunk), keys, KeySource::Provided, h)
+                let h = h.clone();
+                SledStore::open_with_reseal_hook(
+                    &config(dir, chunk),
+                    keys,
+                    KeySource::Provided,
+                    Box::new(move |store, done| (h.lock().unwrap())(store, done)),
+                )
             }
             None => SledStore::open_with_keys(&config(dir, chunk), keys, KeySource::Provided),
         };

@@ -31,6 +31,9 @@ use crate::StoreError;
 use super::layout::{self, OAuthStateRecord, Write, T};
 use super::SledStore;
 
+/// How often a long rotation says how far it got.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Called before each compare-and-set write of a rotation with the number of records
 /// re-sealed so far; an error stops the rotation there (tests use it to stop mid-way and
 /// to write between a read and its compare-and-set).
@@ -79,6 +82,8 @@ impl SledStore {
         let mut counts = ResealCounts::default();
         let chunk = chunk.max(1);
         let mut done = 0usize;
+        // Progress at most every few seconds: a large store writes many chunks.
+        let mut last_said = std::time::Instant::now();
         for t in [T::Grants, T::OAuthStates] {
             let mut pending = Vec::new();
             for item in self.tree(t).iter() {
@@ -112,7 +117,12 @@ impl SledStore {
                 }
                 if pending.len() >= chunk {
                     done += self.compare_and_reseal(t, &mut pending, hook, done, &mut counts)?;
-                    tracing::info!("store: master key rotation: {done} records re-sealed so far");
+                    if last_said.elapsed() >= PROGRESS_EVERY {
+                        tracing::info!(
+                            "store: master key rotation: {done} records re-sealed so far"
+                        );
+                        last_said = std::time::Instant::now();
+                    }
                 }
             }
             done += self.compare_and_reseal(t, &mut pending, hook, done, &mut counts)?;
@@ -191,7 +201,9 @@ impl SledStore {
                 counts.changed_meanwhile += 1;
             }
         }
-        self.write_locked(w.seq_high, &writes)?;
+        if !writes.is_empty() {
+            self.write_locked(w.seq_high, &writes)?;
+        }
         drop(w);
         match t {
             T::Grants => counts.grants += writes.len(),
