@@ -18,7 +18,8 @@
 //! - version 1 (releases before key rotation): `[1][nonce 24][ciphertext + tag]`, opened by
 //!   trying each known key, the current one first;
 //! - version 2: `[2][key id 8][nonce 24][ciphertext + tag]`, where the [`KeyId`] is a hash
-//!   of the key under a fixed label — it names a key without revealing anything of it.
+//!   of the key under a fixed label (its first 8 bytes): it names a key, and the key cannot
+//!   be recovered from it.
 //!
 //! The store re-seals everything an old key sealed when it opens (see the sled backend).
 
@@ -72,7 +73,7 @@ pub enum VaultError {
 }
 
 /// Names a master key in seals and messages: the first 8 bytes of SHA-256 over a fixed
-/// label and the key. Printed as hex; knowing it tells nothing of the key.
+/// label and the key. Printed as hex; the key cannot be recovered from it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyId([u8; KEY_ID_LEN]);
 
@@ -181,12 +182,17 @@ impl MasterKey {
         Self::load_or_create_file(&path)
     }
 
-    /// Reads `SOCIAL_STUDIO_MASTER_KEY`, falling back to the key file in `data_dir`.
+    /// Reads `SOCIAL_STUDIO_MASTER_KEY`, falling back to the key file in `data_dir`. The
+    /// current key only: [`MasterKeys::from_environment_or_file`] reads the previous ones
+    /// too.
     pub fn from_environment_or_file(data_dir: &Path) -> Result<(MasterKey, KeySource), VaultError> {
         let env = std::env::var(MASTER_KEY_ENV).ok();
         Self::resolve(data_dir, env.as_deref())
     }
 
+    /// The key on the first line of the key file at `path` (further lines are previous
+    /// keys: see [`MasterKeys::resolve`]), or a new key written to a new file there
+    /// (mode 0600) if it does not exist.
     pub fn load_or_create_file(path: &Path) -> Result<(MasterKey, KeySource), VaultError> {
         let io = |source| VaultError::KeyFile {
             path: path.to_owned(),
