@@ -66,9 +66,13 @@ mod load;
 pub const ENV_PREFIX: &str = "SOCIAL_STUDIO_";
 
 /// `SOCIAL_STUDIO_*` variables that belong to someone else and are not errors here: the
-/// master key (read by the storage crate's vault) and the config file path (read by the
-/// binary). A new variable read elsewhere must be added here, or `load` refuses it.
-pub const IGNORED_ENV_VARS: [&str; 2] = ["SOCIAL_STUDIO_MASTER_KEY", "SOCIAL_STUDIO_CONFIG"];
+/// master key and the previous master keys of a rotation (read by the storage crate's
+/// vault) and the config file path (read by the binary). A new variable read elsewhere must be added here, or `load` refuses it.
+pub const IGNORED_ENV_VARS: [&str; 3] = [
+    "SOCIAL_STUDIO_MASTER_KEY",
+    "SOCIAL_STUDIO_PREVIOUS_MASTER_KEYS",
+    "SOCIAL_STUDIO_CONFIG",
+];
 
 /// Where the service keeps its database and key files unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "social-studio-data";
@@ -113,6 +117,9 @@ pub struct Config {
     pub app_origin: String,
     /// Guards the admin API. `None`: the service generates one into the data dir.
     pub admin_token: Option<Secret>,
+    /// Admin tokens still accepted while clients move to a new one (key
+    /// `previous_admin_tokens`: comma-separated). Empty outside a rotation.
+    pub previous_admin_tokens: Vec<Secret>,
     /// Where the master key is kept when `SOCIAL_STUDIO_MASTER_KEY` is not set (that
     /// variable is read by the storage crate, not here). `None`: `{data_dir}/master.key`.
     pub master_key_file: Option<PathBuf>,
@@ -314,7 +321,7 @@ fn platform_keys(p: Platform) -> &'static [&'static str] {
 }
 
 /// Keys whose values are never shown (the last part of the dotted key).
-const SECRET_KEYS: [&str; 2] = ["admin_token", "client_secret"];
+const SECRET_KEYS: [&str; 3] = ["admin_token", "previous_admin_tokens", "client_secret"];
 
 fn is_secret(key: &str) -> bool {
     SECRET_KEYS.contains(&key.rsplit('.').next().unwrap_or(key))
@@ -366,6 +373,7 @@ impl Default for Config {
             public_url: origin.clone(),
             app_origin: origin,
             admin_token: None,
+            previous_admin_tokens: Vec::new(),
             master_key_file: None,
             oauth_state_ttl: DEFAULT_OAUTH_STATE_TTL,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -429,11 +437,16 @@ impl Config {
             });
         }
         web_origin("app_origin", &self.app_origin, &origin("app_origin"))?;
-        if let Some(token) = &self.admin_token {
+        let tokens = self.admin_token.iter().map(|t| ("admin_token", t)).chain(
+            self.previous_admin_tokens
+                .iter()
+                .map(|t| ("previous_admin_tokens", t)),
+        );
+        for (key, token) in tokens {
             if token.expose().chars().count() < MIN_ADMIN_TOKEN_LEN {
                 return Err(ConfigError::BadValue {
-                    key: "admin_token".to_owned(),
-                    origin: origin("admin_token"),
+                    key: key.to_owned(),
+                    origin: origin(key),
                     value: None,
                     expected: format!("at least {MIN_ADMIN_TOKEN_LEN} characters"),
                 });
@@ -949,6 +962,40 @@ pub(crate) mod tests {
         )
         .unwrap();
         assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn previous_admin_tokens_are_a_list_of_secrets_each_long_enough() {
+        let config = load(
+            "admin_token = \"the-new-admin-token-01\"\nprevious_admin_tokens = \"old-admin-token-0001, older-admin-token-02\"",
+            &[("SOCIAL_STUDIO_PREVIOUS_MASTER_KEYS", "read-by-the-storage-vault")],
+        )
+        .unwrap();
+        assert_eq!(
+            config
+                .previous_admin_tokens
+                .iter()
+                .map(Secret::expose)
+                .collect::<Vec<_>>(),
+            ["old-admin-token-0001", "older-admin-token-02"]
+        );
+        let from_env = load(
+            "",
+            &[(
+                "SOCIAL_STUDIO_PREVIOUS_ADMIN_TOKENS",
+                "old-admin-token-0001",
+            )],
+        )
+        .unwrap();
+        assert_eq!(from_env.previous_admin_tokens.len(), 1);
+        let error = refused(
+            "previous_admin_tokens = \"old-admin-token-0001,short\"",
+            &[],
+        );
+        let text = error.to_string();
+        assert!(text.contains("previous_admin_tokens"), "{text}");
+        assert!(!text.contains("old-admin-token-0001"), "{text}");
+        assert!(!format!("{config:?}").contains("old-admin-token-0001"));
     }
 
     /// A config file, environment variables, the key the refusal must name, its code.

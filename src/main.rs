@@ -1,4 +1,5 @@
-//! The `social-studio` binary: `serve`, `demo` and `status`.
+//! The `social-studio` binary: `serve`, `demo`, `status`, and the key commands
+//! (`new-master-key`, `rotate-master-key`, `rotate-admin-token`).
 
 #[cfg(feature = "sandbox")]
 mod demo;
@@ -63,6 +64,28 @@ enum Command {
         #[arg(long, default_value = "social-studio-data")]
         data_dir: PathBuf,
     },
+    /// Print a fresh master key (base64 of 32 random bytes) for SOCIAL_STUDIO_MASTER_KEY.
+    NewMasterKey,
+    /// Put a new master key first in the key file, the old one kept below it: the next
+    /// start re-seals every grant under the new key. For keys kept in a file; with
+    /// SOCIAL_STUDIO_MASTER_KEY, set the new key there and the old one in
+    /// SOCIAL_STUDIO_PREVIOUS_MASTER_KEYS instead.
+    RotateMasterKey {
+        /// TOML configuration file (also SOCIAL_STUDIO_CONFIG): where the key file is.
+        #[arg(long, env = "SOCIAL_STUDIO_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Put a new admin token first in the data directory's token file, the old ones
+    /// still accepted below it; a running server takes it up on SIGHUP. With
+    /// --end-transition, keep only the first token instead.
+    RotateAdminToken {
+        /// TOML configuration file (also SOCIAL_STUDIO_CONFIG): where the data directory is.
+        #[arg(long, env = "SOCIAL_STUDIO_CONFIG")]
+        config: Option<PathBuf>,
+        /// Stop accepting the previous tokens: keep only the current one.
+        #[arg(long)]
+        end_transition: bool,
+    },
 }
 
 fn init_tracing(quiet: bool) {
@@ -100,9 +123,14 @@ async fn serve(config_file: Option<PathBuf>, use_sandbox: bool) -> Result<()> {
         .await
         .context("opening the engine")?;
     announce(&studio, &listener)?;
+    let reloads = tokio::spawn(reload_admin_tokens_on_sighup(
+        studio.clone(),
+        config_file.clone(),
+    ));
     social_studio::http::serve(studio.clone(), listener, shutdown_signal())
         .await
         .context("serving HTTP")?;
+    reloads.abort();
     studio.shutdown().await;
     if let Some(s) = sandbox {
         s.shutdown().await;
@@ -220,11 +248,97 @@ async fn shutdown_signal() {
     eprintln!("shutting down: finishing what is in flight");
 }
 
+/// On every SIGHUP: reads the configuration (the file, and the environment as the process
+/// has it) and the admin token file again and accepts the admin tokens they name from
+/// then on. A reload that fails keeps the tokens as they were.
+#[cfg(unix)]
+async fn reload_admin_tokens_on_sighup(studio: Studio, config_file: Option<PathBuf>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        eprintln!("SIGHUP cannot be handled here: admin tokens are read at start only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let reloaded = Config::load(config_file.as_deref(), std::env::vars())
+            .context("configuration")
+            .and_then(|c| {
+                studio
+                    .reload_admin_tokens(&c)
+                    .context("reading the admin tokens")
+            });
+        match reloaded {
+            Ok(tokens) => eprintln!(
+                "SIGHUP: admin tokens reloaded: the current token and {} previous ones are accepted",
+                tokens.previous().len()
+            ),
+            Err(e) => eprintln!("SIGHUP: admin tokens kept as they were: {e:#}"),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_admin_tokens_on_sighup(_studio: Studio, _config_file: Option<PathBuf>) {}
+
+fn rotate_master_key(config_file: Option<PathBuf>) -> Result<()> {
+    if std::env::var_os(social_studio_storage::vault::MASTER_KEY_ENV).is_some() {
+        bail!(
+            "the master key comes from SOCIAL_STUDIO_MASTER_KEY, not a file: set it to a new key (`social-studio new-master-key` prints one) and SOCIAL_STUDIO_PREVIOUS_MASTER_KEYS to the old one, then restart"
+        );
+    }
+    let config = Config::load(config_file.as_deref(), std::env::vars()).context("configuration")?;
+    let path = config.master_key_path();
+    let done = social_studio_storage::vault::rotate_key_file(&path)
+        .with_context(|| format!("rotating the master key in {}", path.display()))?;
+    println!(
+        "{}: new master key {} first, {} previous key(s) kept ({}).",
+        path.display(),
+        done.current,
+        done.previous.len(),
+        done.previous
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "Restart the server: at start it re-seals every grant under the new key and says when the rotation is finished; only then remove the other lines of the file."
+    );
+    Ok(())
+}
+
+fn rotate_admin_token(config_file: Option<PathBuf>, end_transition: bool) -> Result<()> {
+    let config = Config::load(config_file.as_deref(), std::env::vars()).context("configuration")?;
+    if config.admin_token.is_some() {
+        bail!(
+            "the admin token is set in the configuration (admin_token), not the token file: set the new token there and the old one in previous_admin_tokens, then send SIGHUP to the server (or restart it)"
+        );
+    }
+    let done = social_studio::studio::rotate_token_file(&config.data_dir, end_transition)
+        .context("rotating the admin token")?;
+    // Where, never what: the token is read from the file.
+    if end_transition {
+        println!(
+            "{}: only the current admin token is kept; {} previous one(s) remain.",
+            done.path.display(),
+            done.previous
+        );
+    } else {
+        println!(
+            "{}: a new admin token is on the first line; the {} older one(s) below it are still accepted.",
+            done.path.display(),
+            done.previous
+        );
+    }
+    println!("Send SIGHUP to the running server (kill -HUP <pid>) to apply it without a restart.");
+    Ok(())
+}
+
 async fn status(pen: String, url: String, data_dir: PathBuf) -> Result<()> {
     let token = match std::env::var("SOCIAL_STUDIO_ADMIN_TOKEN") {
         Ok(t) if !t.is_empty() => t,
+        // The current token is the file's first line; further lines are previous tokens.
         _ => std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE))
-            .map(|t| t.trim().to_string())
+            .map(|t| t.lines().next().unwrap_or_default().trim().to_string())
             .with_context(|| {
                 format!(
                     "no SOCIAL_STUDIO_ADMIN_TOKEN and no {}",
@@ -289,6 +403,20 @@ fn main() -> Result<()> {
                 url,
                 data_dir,
             } => status(pen_name, url, data_dir).await,
+            Command::NewMasterKey => {
+                println!(
+                    "{}",
+                    social_studio_storage::MasterKey::generate()
+                        .to_base64()
+                        .as_str()
+                );
+                Ok(())
+            }
+            Command::RotateMasterKey { config } => rotate_master_key(config),
+            Command::RotateAdminToken {
+                config,
+                end_transition,
+            } => rotate_admin_token(config, end_transition),
         }
     })
 }

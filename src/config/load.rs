@@ -60,6 +60,7 @@ struct FileShape {
     public_url: Option<String>,
     app_origin: Option<String>,
     admin_token: Option<Secret>,
+    previous_admin_tokens: Option<Secret>,
     master_key_file: Option<String>,
     oauth_state_ttl_secs: Option<u64>,
     max_body_bytes: Option<u64>,
@@ -161,12 +162,13 @@ impl From<BlueskySection> for PlatformConfig {
 }
 
 /// Top-level keys of the file (and, upper-cased behind [`ENV_PREFIX`], of the environment).
-const TOP_KEYS: [&str; 13] = [
+const TOP_KEYS: &[&str] = &[
     "data_dir",
     "listen",
     "public_url",
     "app_origin",
     "admin_token",
+    "previous_admin_tokens",
     "master_key_file",
     "oauth_state_ttl_secs",
     "max_body_bytes",
@@ -469,6 +471,10 @@ impl Layers {
             public_url: public_url.as_str().trim_end_matches('/').to_owned(),
             app_origin,
             admin_token: self.secret("admin_token", shape.admin_token)?,
+            previous_admin_tokens: self
+                .secret("previous_admin_tokens", shape.previous_admin_tokens)?
+                .map(|list| split_tokens(list.expose()))
+                .unwrap_or_default(),
             master_key_file: self
                 .text("master_key_file", shape.master_key_file)?
                 .map(PathBuf::from),
@@ -538,6 +544,14 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
         .map_or(0, |last| last.chars().count())
         + 1;
     (line, column)
+}
+
+/// Tokens separated by commas or whitespace.
+pub(crate) fn split_tokens(list: &str) -> Vec<Secret> {
+    list.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty())
+        .map(Secret::new)
+        .collect()
 }
 
 #[cfg(test)]

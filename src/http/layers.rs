@@ -141,7 +141,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if super::auth::is_admin(&request, self.studio.admin_token().expose()) {
+        if super::auth::is_admin(&request, &self.studio.admin_tokens()) {
             Guarded::Admitted {
                 inner: self.inner.call(request),
             }

@@ -182,7 +182,10 @@ fn is_record_problem(e: &StoreError) -> bool {
     matches!(
         e,
         StoreError::Codec(_)
-            | StoreError::Vault(social_studio_storage::VaultError::Unopenable { .. })
+            | StoreError::Vault(
+                social_studio_storage::VaultError::Unopenable { .. }
+                    | social_studio_storage::VaultError::UnknownKey { .. }
+            )
     )
 }
 

@@ -12,10 +12,12 @@
 //! | `mod.rs` | `Studio`: opening, connections, the connect flows, disconnect, attention, erasure |
 //! | `new_post.rs` | [`PostRequest`] as sent, parsed once into a validated [`NewPost`] |
 //! | `posts.rs` | scheduling, listing, editing, cancel, retry, resolve, verify |
+//! | `admin_tokens.rs` | the admin tokens accepted (current and previous), reloaded while serving |
 //! | `error.rs` | one error type per use case, each with its code, remedy and reason |
 //! | `views.rs` | what the engine shows: typed views, serialised as the API writes them |
 //! | `schema.rs` | OpenAPI schemas for the storage types the views show |
 
+mod admin_tokens;
 mod error;
 mod new_post;
 mod posts;
@@ -24,7 +26,7 @@ mod upkeep;
 pub mod views;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,8 +35,8 @@ use rand::RngCore;
 use social_studio_actors::{Clock, Engine, EngineConfig, PlatformPort, SystemClock, TreeReport};
 use social_studio_storage::{
     Batch, Connection, ConnectionKey, ConnectionStatus, Durability, Event, EventPage, KeySource,
-    MasterKey, PenName, PendingAuthorization, Platform, Secret, SharedStore, SledStore, StateLabel,
-    StateLookup, StoreConfig, StoreError, StoreInfo, Timestamp, UnreadableRecord,
+    MasterKeys, PenName, PendingAuthorization, Platform, Secret, SharedStore, SledStore,
+    StateLabel, StateLookup, StoreConfig, StoreError, StoreInfo, Timestamp, UnreadableRecord,
 };
 use tokio::sync::broadcast;
 
@@ -58,7 +60,11 @@ use crate::platforms::{
 };
 
 /// File in the data directory holding the generated admin token.
+/// The admin token file in the data directory: the current token on the first line,
+/// tokens still accepted during a rotation on the lines after it.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+pub use admin_tokens::{rotate_token_file, AdminTokens, TokenFileRotation};
 
 /// A connect that did not finish, and the connection it was for once the `state` said.
 #[derive(Debug)]
@@ -120,7 +126,8 @@ struct Inner {
     engine: Engine,
     adapters: HashMap<Platform, Arc<dyn Adapter>>,
     clock: Arc<dyn Clock>,
-    admin_token: Secret,
+    /// Swapped whole by [`Studio::reload_admin_tokens`].
+    admin_tokens: std::sync::RwLock<Arc<AdminTokens>>,
     notes: StartupNotes,
     /// The background upkeep ([`upkeep::housekeeping`]), stopped with the studio.
     upkeep: tokio::task::AbortHandle,
@@ -140,38 +147,6 @@ fn random_token(bytes: usize) -> String {
     let mut raw = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-/// Reads the admin token file, or creates it (mode 0600). `Some` is a new token.
-fn admin_token_from_file(dir: &Path) -> Result<(Secret, bool), EngineRefusal> {
-    let path = dir.join(ADMIN_TOKEN_FILE);
-    let io = |e: std::io::Error| {
-        EngineRefusal::Unavailable(format!("admin token file {}: {e}", path.display()))
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => Ok((Secret::new(t.trim()), false)),
-        Ok(_) => Err(EngineRefusal::Unavailable(format!(
-            "admin token file {} is empty: delete it to generate a new token",
-            path.display()
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(io)?;
-            let token = random_token(32);
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            use std::io::Write;
-            let mut f = opts.open(&path).map_err(io)?;
-            f.write_all(token.as_bytes()).map_err(io)?;
-            f.sync_all().map_err(io)?;
-            Ok((Secret::new(token), true))
-        }
-        Err(e) => Err(io(e)),
-    }
 }
 
 /// An adapter for each platform that has settings and an implementation.
@@ -243,11 +218,10 @@ impl Studio {
         if let Some(capacity) = options.event_capacity {
             store_config.event_capacity = capacity;
         }
-        let env_key = std::env::var(social_studio_storage::vault::MASTER_KEY_ENV).ok();
-        let (key, source) = match (&env_key, &config.master_key_file) {
-            (None, Some(file)) => MasterKey::load_or_create_file(file),
-            _ => MasterKey::resolve(&config.data_dir, env_key.as_deref()),
-        }
+        let (keys, source) = MasterKeys::from_environment_or_file(
+            &config.data_dir,
+            config.master_key_file.as_deref(),
+        )
         .map_err(|e| EngineRefusal::Storage(e.into()))?;
         if let KeySource::File { path, created } = &source {
             tracing::warn!(
@@ -256,19 +230,19 @@ impl Studio {
                 "the master key is a file beside the data it protects: fine for local use; in production set SOCIAL_STUDIO_MASTER_KEY"
             );
         }
-        let store: SharedStore = Arc::new(SledStore::open_with_key(
+        let store: SharedStore = Arc::new(SledStore::open_with_keys(
             &store_config,
-            &key,
+            &keys,
             source.clone(),
         )?);
         let store = match &options.store_layer {
             Some(layer) => layer(store),
             None => store,
         };
-        let (admin_token, generated) = match &config.admin_token {
-            Some(t) => (t.clone(), false),
-            None => admin_token_from_file(&config.data_dir)?,
-        };
+        let admin_tokens::Loaded {
+            tokens: admin_tokens,
+            generated,
+        } = admin_tokens::load(&config, true)?;
         // One budget for every adapter that fetches media to upload it.
         let media = MediaBudget::new(config.media_memory_bytes);
         let adapters = build_adapters(&config, &clock, &media);
@@ -307,7 +281,7 @@ impl Studio {
                 engine,
                 adapters,
                 clock,
-                admin_token,
+                admin_tokens: std::sync::RwLock::new(Arc::new(admin_tokens)),
                 notes,
                 upkeep,
                 closing: std::sync::atomic::AtomicBool::new(false),
@@ -332,9 +306,38 @@ impl Studio {
         &self.inner.notes
     }
 
-    /// The admin token the HTTP API requires.
-    pub fn admin_token(&self) -> &Secret {
-        &self.inner.admin_token
+    /// The admin token clients should use (the current one of [`Studio::admin_tokens`]).
+    pub fn admin_token(&self) -> Secret {
+        self.admin_tokens().current().clone()
+    }
+
+    /// Every admin token the HTTP API accepts now: the current one and, during a
+    /// rotation, the previous ones.
+    pub fn admin_tokens(&self) -> Arc<AdminTokens> {
+        self.inner
+            .admin_tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads the admin tokens again from `config` (`admin_token`, `previous_admin_tokens`)
+    /// and the token file, and accepts those from now on, without a restart. Nothing else
+    /// of `config` is applied. A missing or empty token file is refused and the tokens
+    /// stay as they were.
+    pub fn reload_admin_tokens(&self, config: &Config) -> Result<Arc<AdminTokens>, EngineRefusal> {
+        let tokens = Arc::new(admin_tokens::load(config, false)?.tokens);
+        *self
+            .inner
+            .admin_tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = tokens.clone();
+        tracing::info!(
+            previous = tokens.previous().len(),
+            "admin tokens reloaded: the current token and {} previous ones are accepted",
+            tokens.previous().len()
+        );
+        Ok(tokens)
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -69,7 +69,8 @@ pub use post::{
 pub use reason::{Reason, ReasonCode};
 pub use secret::Secret;
 pub use sled_store::{
-    FlushStats, SledStore, StoreConfig, DEFAULT_CACHE_CAPACITY, DEFAULT_EVENT_CAPACITY,
+    FlushStats, ResealCounts, ResealHook, SledStore, StoreConfig, DEFAULT_CACHE_CAPACITY,
+    DEFAULT_EVENT_CAPACITY, DEFAULT_RESEAL_CHUNK,
 };
 pub use timestamp::{Timestamp, TimestampParseError};
-pub use vault::{KeySource, MasterKey, VaultError};
+pub use vault::{KeyId, KeySource, MasterKey, MasterKeys, VaultError};

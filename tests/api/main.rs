@@ -15,6 +15,7 @@ mod every_platform;
 mod failing_store;
 mod idempotency;
 mod isolation;
+mod key_rotation;
 mod openapi;
 mod private_media;
 mod properties;

@@ -49,6 +49,9 @@ pub(crate) const META_KEY_CHECK: &[u8] = b"master_key_check";
 /// The store-wide [`ConnectionCounts`](crate::port::ConnectionCounts).
 pub(crate) const META_CONNECTION_COUNTS: &[u8] = b"connection_counts";
 pub(crate) const KEY_CHECK_PLAINTEXT: &[u8] = b"social-studio master key check v1";
+/// The [`KeyId`](crate::vault::KeyId) of the key a master key rotation is re-sealing
+/// everything under: present from the rotation's start until the check value moves.
+pub(crate) const META_KEY_ROTATION: &[u8] = b"master_key_rotation";
 /// `erasing \0 pen`: an erasure that began and must be finished.
 pub(crate) const META_ERASING: &[u8] = b"erasing\0";
 

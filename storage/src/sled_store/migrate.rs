@@ -18,7 +18,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use crate::vault::{Vault, VaultError};
+use crate::vault::{KeyId, Vault, VaultError};
 use crate::StoreError;
 
 use super::layout::{self, Trees, FORMAT, T};
@@ -92,14 +92,24 @@ fn switch_over(data_dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Checks the opened database: its own format record, and that the master key is the one
-/// its data was sealed with (a new database records both).
+/// What the key check found: whether a master key rotation must (still) re-seal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyCheck {
+    /// The check value is sealed with the current key and no rotation is under way.
+    Current,
+    /// A previous key sealed the check value, or a rotation began and has not finished.
+    Rotating,
+}
+
+/// Checks the opened database: its own format record, and that the master key (or, during
+/// a rotation, one of the previous keys) is the one its data was sealed with (a new
+/// database records both).
 pub(crate) fn check_opened(
     db: &sled::Db,
     trees: &Trees,
     vault: &Vault,
     data_dir: &Path,
-) -> Result<(), StoreError> {
+) -> Result<KeyCheck, StoreError> {
     let meta = trees.get(T::Meta);
     match meta.get(layout::META_FORMAT)? {
         Some(v) => {
@@ -118,11 +128,30 @@ pub(crate) fn check_opened(
             meta.insert(layout::META_FORMAT, &FORMAT.to_be_bytes())?;
         }
     }
+    let rotating_to = meta.get(layout::META_KEY_ROTATION)?;
     match meta.get(layout::META_KEY_CHECK)? {
+        Some(sealed) if vault.current_opens(layout::META_KEY_CHECK, &sealed) => {
+            Ok(if rotating_to.is_some() {
+                // The check moved and the marker stayed (a stop between the two), or the
+                // rotation is being rolled back to this key: the re-seal sorts out which.
+                KeyCheck::Rotating
+            } else {
+                KeyCheck::Current
+            })
+        }
         Some(sealed) => {
-            vault
+            if vault
                 .open(layout::META_KEY_CHECK, &sealed, String::new)
-                .map_err(|_| VaultError::WrongMasterKey)?;
+                .is_ok()
+            {
+                return Ok(KeyCheck::Rotating);
+            }
+            match rotating_to.and_then(|id| KeyId::from_slice(&id)) {
+                Some(target) if target == vault.key_id() => {
+                    Err(VaultError::RotationUnfinished { current: target }.into())
+                }
+                _ => Err(VaultError::WrongMasterKey.into()),
+            }
         }
         None => {
             meta.insert(
@@ -130,9 +159,9 @@ pub(crate) fn check_opened(
                 vault.seal(layout::META_KEY_CHECK, layout::KEY_CHECK_PLAINTEXT),
             )?;
             db.flush()?;
+            Ok(KeyCheck::Current)
         }
     }
-    Ok(())
 }
 
 /// The format the data directory says it is at (`None`: no `format` file).

@@ -22,6 +22,7 @@ mod layout;
 mod legacy;
 mod migrate;
 mod reads;
+mod rekey;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,7 +41,7 @@ use crate::port::{
     CommitFuture, Committed, Durability, ErasedCounts, EventPage, IntegrityReport, Loaded,
     PostCounts, Store, StoreInfo, UnreadableRecord,
 };
-use crate::vault::{KeySource, MasterKey, Vault, VaultError};
+use crate::vault::{KeySource, MasterKey, MasterKeys, Vault, VaultError};
 use crate::{
     Connection, ConnectionKey, Event, Grant, IdempotentRequest, PenName, Post, PostId, PostStatus,
     StateLookup, StoreError, Timestamp,
@@ -48,6 +49,7 @@ use crate::{
 
 use flusher::{Feed, FlushHook, Flusher};
 use layout::{Trees, T};
+pub use rekey::{ResealCounts, ResealHook};
 
 /// Default sled page cache: enough for the hot set of a large deployment, far below
 /// sled's own default of 1 GiB, which would dwarf the engine's working memory.
@@ -55,6 +57,9 @@ pub const DEFAULT_CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
 
 /// Default capacity of the event feed (a slower subscriber lags and replays from the store).
 pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
+
+/// Default number of records a master key rotation re-seals per atomic write.
+pub const DEFAULT_RESEAL_CHUNK: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -72,6 +77,8 @@ pub struct StoreConfig {
     pub hold_virtual_time: bool,
     /// Capacity of the durable event feed ([`Store::subscribe`]).
     pub event_capacity: usize,
+    /// How many records a master key rotation re-seals per atomic write.
+    pub reseal_chunk: usize,
 }
 
 impl StoreConfig {
@@ -82,6 +89,7 @@ impl StoreConfig {
             background_flush_ms: Some(500),
             hold_virtual_time: false,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            reseal_chunk: DEFAULT_RESEAL_CHUNK,
         }
     }
 }
@@ -132,10 +140,11 @@ struct Inner {
 
 impl SledStore {
     /// Opens (or creates) the store in `config.path` with the master key from
-    /// `SOCIAL_STUDIO_MASTER_KEY` or the key file in that directory.
+    /// `SOCIAL_STUDIO_MASTER_KEY` or the key file in that directory, and the previous
+    /// keys from `SOCIAL_STUDIO_PREVIOUS_MASTER_KEYS` or the key file's further lines.
     pub fn open(config: &StoreConfig) -> Result<SledStore, StoreError> {
-        let (key, source) = MasterKey::from_environment_or_file(&config.path)?;
-        SledStore::open_with_key(config, &key, source)
+        let (keys, source) = MasterKeys::from_environment_or_file(&config.path, None)?;
+        SledStore::open_with_keys(config, &keys, source)
     }
 
     pub fn open_with_key(
@@ -143,7 +152,30 @@ impl SledStore {
         key: &MasterKey,
         source: KeySource,
     ) -> Result<SledStore, StoreError> {
-        SledStore::open_inner(config, key, source, None)
+        SledStore::open_with_keys(config, &MasterKeys::new(key.clone()), source)
+    }
+
+    /// Opens with a current master key and previous ones. When a previous key sealed the
+    /// store's key check (a rotation began, or has just been asked for by configuring a
+    /// new key), every grant and OAuth state is re-sealed under the current key before
+    /// this returns, and the check moves to it; see [`Store::info`] for the counts.
+    pub fn open_with_keys(
+        config: &StoreConfig,
+        keys: &MasterKeys,
+        source: KeySource,
+    ) -> Result<SledStore, StoreError> {
+        SledStore::open_inner(config, keys, source, None, None)
+    }
+
+    /// [`SledStore::open_with_keys`], with `hook` called before each atomic write of a
+    /// master key rotation — for tests that stop a rotation mid-way or write beside it.
+    pub fn open_with_reseal_hook(
+        config: &StoreConfig,
+        keys: &MasterKeys,
+        source: KeySource,
+        hook: ResealHook,
+    ) -> Result<SledStore, StoreError> {
+        SledStore::open_inner(config, keys, source, None, Some(hook))
     }
 
     /// [`SledStore::open_with_key`], with `hook` run on the flusher thread before every
@@ -154,16 +186,23 @@ impl SledStore {
         source: KeySource,
         hook: Box<dyn Fn() + Send + 'static>,
     ) -> Result<SledStore, StoreError> {
-        SledStore::open_inner(config, key, source, Some(hook))
+        SledStore::open_inner(
+            config,
+            &MasterKeys::new(key.clone()),
+            source,
+            Some(hook),
+            None,
+        )
     }
 
     fn open_inner(
         config: &StoreConfig,
-        key: &MasterKey,
+        keys: &MasterKeys,
         key_source: KeySource,
         before_flush: Option<FlushHook>,
+        mut reseal_hook: Option<ResealHook>,
     ) -> Result<SledStore, StoreError> {
-        let vault = Vault::new(key);
+        let vault = Vault::with_keys(keys);
         let mut opened = migrate::prepare(&config.path, &vault)?;
         let dir = config.path.join(layout::SLED_DIR);
         let db = sled::Config::new()
@@ -172,7 +211,7 @@ impl SledStore {
             .flush_every_ms(config.background_flush_ms)
             .open()?;
         let trees = Trees::open(&db)?;
-        migrate::check_opened(&db, &trees, &vault, &config.path)?;
+        let key_check = migrate::check_opened(&db, &trees, &vault, &config.path)?;
         let log_path = dir.join("db");
         let log_file = std::fs::File::open(&log_path).map_err(|source| StoreError::DataDir {
             path: log_path.clone(),
@@ -217,6 +256,19 @@ impl SledStore {
             opened.push(format!(
                 "finished erasing pen name {pen}, which a previous run had begun: {} connections, {} posts, {} events",
                 erased.connections, erased.posts, erased.events
+            ));
+        }
+        if key_check == migrate::KeyCheck::Rotating {
+            let key = store.inner.vault.key_id();
+            let c = store.finish_key_rotation(config.reseal_chunk, &mut reseal_hook)?;
+            opened.push(format!(
+                "master key rotation to key {key} finished: {} grants and {} OAuth states re-sealed, {} already under this key, {} changed meanwhile and kept, {} opened by no key and left as they were; the previous master keys are no longer needed",
+                c.grants, c.oauth_states, c.already_current, c.changed_meanwhile, c.unopenable
+            ));
+        } else if store.inner.vault.has_previous() {
+            opened.push(format!(
+                "previous master keys are configured but nothing is sealed with them: the data is under master key {}; they can be removed",
+                store.inner.vault.key_id()
             ));
         }
         let quarantined = store.unreadable().len();
@@ -614,7 +666,10 @@ impl From<CodecError> for UnreadableRecord {
 
 /// A vault failure that means "this record cannot be read", as opposed to a wrong key.
 fn is_unopenable(e: &StoreError) -> bool {
-    matches!(e, StoreError::Vault(VaultError::Unopenable { .. }))
+    matches!(
+        e,
+        StoreError::Vault(VaultError::Unopenable { .. } | VaultError::UnknownKey { .. })
+    )
 }
 
 #[cfg(test)]

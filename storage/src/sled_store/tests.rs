@@ -11,9 +11,10 @@ fn open_with_hook(dir: &Path, hook: FlushHook) -> SledStore {
             background_flush_ms: None,
             ..StoreConfig::new(dir)
         },
-        &MasterKey::generate(),
+        &MasterKeys::new(MasterKey::generate()),
         KeySource::Provided,
         Some(hook),
+        None,
     )
     .unwrap()
 }
