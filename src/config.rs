@@ -1650,9 +1650,17 @@ mod retention_tests {
         assert_eq!(config.retention.finished_posts_days, 90);
     }
 
+    type Case = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        &'static str,
+        &'static str,
+    );
+
     #[test]
     fn retention_refusals_name_their_key() {
-        let cases: [(&str, &[(&str, &str)], &str, &str); 6] = [
+        // (file, variables, the key refused, the refusal's code)
+        let cases: [Case; 6] = [
             (
                 "[retention]\nidempotency_hours = 0",
                 &[],
