@@ -305,3 +305,43 @@ async fn only_old_finished_posts_are_removed_with_their_index_entries_and_counts
     assert_eq!(store.post(gone[0]).await.unwrap(), None);
     assert_whole(&store.check_integrity().await.unwrap());
 }
+
+/// A commit of thousands of events is stored as several full groups: a purge takes them
+/// over several batches and leaves every reference true.
+#[tokio::test]
+async fn large_event_groups_are_purged_over_several_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &MasterKey::generate());
+    let keys = [
+        key("jane", Platform::X),
+        key("jane", Platform::Threads),
+        key("john", Platform::X),
+    ];
+    let mut b = Batch::new();
+    for i in 0..5_000 {
+        b.event(Event::new(
+            at(1),
+            keys[i % 3].clone(),
+            EventKind::GrantRenewed,
+        ));
+    }
+    store.commit(b, Durability::Durable).await.unwrap();
+    let mut b = Batch::new();
+    b.event(Event::new(at(5), keys[0].clone(), EventKind::GrantRenewed));
+    let kept = store.commit(b, Durability::Durable).await.unwrap().events;
+
+    assert_eq!(store.purge_events_before(at(2)).await.unwrap(), 5_000);
+    assert_eq!(store.events_after(0, 10).await.unwrap(), kept);
+    assert_eq!(
+        store.events_purged_through().await.unwrap(),
+        kept[0].seq - 1
+    );
+    for k in &keys[1..] {
+        let left = store
+            .events_of_connection(k, EventPage::newest(10))
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{k}");
+    }
+    assert_whole(&store.check_integrity().await.unwrap());
+}

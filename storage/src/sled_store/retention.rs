@@ -20,8 +20,10 @@ use crate::{
 use super::layout::{self, EventGroup, EventRefs, Write, T};
 use super::SledStore;
 
-/// Event groups removed in one batch (a group holds up to 512 events; most hold a few).
+/// Event groups removed in one batch (a group holds up to 512 events; most hold a few)…
 const EVENT_GROUPS_PER_BATCH: usize = 256;
+/// …and events, so that a batch of large groups is read as quickly as one of small ones.
+const EVENTS_PER_BATCH: usize = 4096;
 /// Idempotency records removed in one batch.
 const RECORDS_PER_BATCH: usize = 1024;
 /// Posts removed in one batch (four records each, and their connections' counts).
@@ -56,7 +58,7 @@ impl SledStore {
         let mut through = 0;
         let mut more = true;
         for item in self.tree(T::Events).iter() {
-            if groups.len() >= EVENT_GROUPS_PER_BATCH {
+            if groups.len() >= EVENT_GROUPS_PER_BATCH || events >= EVENTS_PER_BATCH {
                 break;
             }
             let (k, v) = item?;
