@@ -16,6 +16,11 @@
 //! app_origin = "https://app.example.com"        # default: the origin of public_url
 //! allow_private_media_urls = false             # true only where media is served locally (a sandbox)
 //!
+//! [retention]                                   # what the engine forgets, checked hourly
+//! events_days = 30                              # 0: keep every event
+//! idempotency_hours = 24                        # at least 1
+//! finished_posts_days = 90                      # Published and Cancelled posts; 0: keep them
+//!
 //! [platforms.x]
 //! client_id = "…"
 //! client_secret = "…"
@@ -93,6 +98,16 @@ pub const DEFAULT_EXPIRING_SOON_DAYS: u32 = 7;
 /// How many platform calls each platform queue runs at once.
 pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 8;
 
+/// How many days events are kept by default.
+pub const DEFAULT_EVENTS_DAYS: u32 = 30;
+
+/// How many hours an `Idempotency-Key` is remembered by default: a client retrying later
+/// makes a new post.
+pub const DEFAULT_IDEMPOTENCY_HOURS: u32 = 24;
+
+/// How many days a finished post is kept by default.
+pub const DEFAULT_FINISHED_POSTS_DAYS: u32 = 90;
+
 /// The path under `public_url` where platforms send the author back.
 pub const CALLBACK_PATH: &str = "/v1/oauth/callback";
 
@@ -147,6 +162,54 @@ pub struct Config {
     /// The `[platforms.<id>]` sections present (from the file or the environment).
     /// Instagram has its own even where it shares Facebook's app: nothing is inherited.
     pub platforms: BTreeMap<Platform, PlatformConfig>,
+    /// How long events, idempotency keys and finished posts are kept (`[retention]`).
+    pub retention: Retention,
+}
+
+/// The `[retention]` section: how long the engine keeps what it no longer needs. The
+/// studio's upkeep purges what is older, hourly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Days an event is kept (`retention.events_days`); 0 keeps every event. A client
+    /// resuming the event stream from before what was purged is told so.
+    pub events_days: u32,
+    /// Hours an `Idempotency-Key` is remembered (`retention.idempotency_hours`, at least
+    /// 1, at most `finished_posts_days` × 24 when those are purged): a request retried
+    /// later with the same key is a new request and makes new posts.
+    pub idempotency_hours: u32,
+    /// Days a finished post — Published or Cancelled — is kept after it finished
+    /// (`retention.finished_posts_days`); 0 keeps them. Failed, Held and Unconfirmed posts
+    /// wait for a person and are never purged by age.
+    pub finished_posts_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            events_days: DEFAULT_EVENTS_DAYS,
+            idempotency_hours: DEFAULT_IDEMPOTENCY_HOURS,
+            finished_posts_days: DEFAULT_FINISHED_POSTS_DAYS,
+        }
+    }
+}
+
+impl Retention {
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    /// How long events are kept; `None`: forever.
+    pub fn events(&self) -> Option<Duration> {
+        (self.events_days > 0).then(|| Retention::DAY * self.events_days)
+    }
+
+    /// How long an `Idempotency-Key` is remembered.
+    pub fn idempotency(&self) -> Duration {
+        Duration::from_secs(3_600) * self.idempotency_hours
+    }
+
+    /// How long a finished post is kept after it finished; `None`: forever.
+    pub fn finished_posts(&self) -> Option<Duration> {
+        (self.finished_posts_days > 0).then(|| Retention::DAY * self.finished_posts_days)
+    }
 }
 
 /// One `[platforms.<id>]` section: app credentials and endpoint overrides. Every field
@@ -327,14 +390,20 @@ fn is_secret(key: &str) -> bool {
     SECRET_KEYS.contains(&key.rsplit('.').next().unwrap_or(key))
 }
 
+/// The name of the retention section.
+const RETENTION_KEY: &str = "retention";
+
 /// Whole-number keys and the values they accept, inclusive.
-const RANGES: [(&str, u64, u64); 6] = [
+const RANGES: &[(&str, u64, u64)] = &[
     ("oauth_state_ttl_secs", 1, 86_400),
     ("max_body_bytes", 1, u64::MAX),
     ("expiring_soon_days", 1, 365),
     ("lateness_window_secs", 1, u64::MAX),
     ("publish_concurrency", 1, 1024),
     ("media_memory_bytes", MIN_MEDIA_MEMORY_BYTES, u64::MAX),
+    ("retention.events_days", 0, 36_500),
+    ("retention.idempotency_hours", 1, 87_600),
+    ("retention.finished_posts_days", 0, 36_500),
 ];
 
 /// The smallest media budget: below it even an image for X or Bluesky may not fit.
@@ -359,7 +428,7 @@ fn expected(key: &str) -> String {
     match key.split('.').collect::<Vec<_>>().as_slice() {
         ["listen"] => "an IP address and port such as 127.0.0.1:8080".to_owned(),
         [PLATFORMS_KEY] => "a table of [platforms.<id>] sections".to_owned(),
-        [PLATFORMS_KEY, _] => "a table of keys".to_owned(),
+        [PLATFORMS_KEY, _] | [RETENTION_KEY] => "a table of keys".to_owned(),
         _ => "a string".to_owned(),
     }
 }
@@ -384,6 +453,7 @@ impl Default for Config {
             media_memory_bytes:
                 crate::platforms::outbound::media_budget::DEFAULT_MEDIA_MEMORY_BYTES,
             platforms: BTreeMap::new(),
+            retention: Retention::default(),
         }
     }
 }
@@ -468,6 +538,18 @@ impl Config {
                 "media_memory_bytes",
                 u64::try_from(self.media_memory_bytes).ok(),
             ),
+            (
+                "retention.events_days",
+                Some(u64::from(self.retention.events_days)),
+            ),
+            (
+                "retention.idempotency_hours",
+                Some(u64::from(self.retention.idempotency_hours)),
+            ),
+            (
+                "retention.finished_posts_days",
+                Some(u64::from(self.retention.finished_posts_days)),
+            ),
         ];
         for (key, value) in numbers {
             let Some(value) = value else { continue };
@@ -483,6 +565,19 @@ impl Config {
                     expected: expected(key),
                 });
             }
+        }
+        let posts_hours = u64::from(self.retention.finished_posts_days) * 24;
+        if posts_hours > 0 && u64::from(self.retention.idempotency_hours) > posts_hours {
+            // A retry would be answered with the posts it made missing from the answer.
+            let key = "retention.idempotency_hours";
+            return Err(ConfigError::Inconsistent {
+                key: key.to_owned(),
+                origin: origin(key),
+                problem: format!(
+                    "{} hours outlives the posts a keyed request made (retention.finished_posts_days is {}, {posts_hours} hours): keep it at most {posts_hours}",
+                    self.retention.idempotency_hours, self.retention.finished_posts_days
+                ),
+            });
         }
         for (p, section) in &self.platforms {
             check_platform(*p, section, origin)?;
@@ -1598,6 +1693,130 @@ pub(crate) mod tests {
             x.client_secret.as_ref().map(Secret::expose),
             Some(" s "),
             "secrets kept exactly"
+        );
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::tests::env;
+    use super::*;
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("social-studio.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), env(vars))
+    }
+
+    #[test]
+    fn retention_has_defaults_a_section_and_variables() {
+        let defaults = Config::default().retention;
+        assert_eq!(
+            defaults,
+            Retention {
+                events_days: 30,
+                idempotency_hours: 24,
+                finished_posts_days: 90,
+            }
+        );
+        assert_eq!(defaults.events(), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(defaults.idempotency(), Duration::from_secs(24 * 3_600));
+        assert_eq!(
+            defaults.finished_posts(),
+            Some(Duration::from_secs(90 * 86_400))
+        );
+
+        let config = load(
+            "[retention]\nevents_days = 7\nidempotency_hours = 48\nfinished_posts_days = 0\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.retention.events_days, 7);
+        assert_eq!(config.retention.idempotency_hours, 48);
+        assert_eq!(config.retention.finished_posts(), None, "0 keeps them");
+
+        let config = load(
+            "[retention]\nevents_days = 7\n",
+            &[
+                ("SOCIAL_STUDIO_RETENTION_EVENTS_DAYS", "0"),
+                ("SOCIAL_STUDIO_RETENTION_IDEMPOTENCY_HOURS", " 12 "),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.retention.events(), None, "the environment wins");
+        assert_eq!(config.retention.idempotency_hours, 12);
+        assert_eq!(config.retention.finished_posts_days, 90);
+    }
+
+    type Case = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        &'static str,
+        &'static str,
+    );
+
+    #[test]
+    fn retention_refusals_name_their_key() {
+        // (file, variables, the key refused, the refusal's code)
+        let cases: [Case; 6] = [
+            (
+                "[retention]\nidempotency_hours = 0",
+                &[],
+                "retention.idempotency_hours",
+                "bad_value",
+            ),
+            (
+                "",
+                &[("SOCIAL_STUDIO_RETENTION_EVENTS_DAYS", "a month")],
+                "retention.events_days",
+                "bad_value",
+            ),
+            (
+                "[retention]\nfinished_posts_days = 100000",
+                &[],
+                "retention.finished_posts_days",
+                "bad_value",
+            ),
+            (
+                "[retention]\nevents_day = 3",
+                &[],
+                "retention.events_day",
+                "unknown_key",
+            ),
+            ("retention = 3", &[], "retention", "bad_value"),
+            (
+                "[retention]\nfinished_posts_days = 1\nidempotency_hours = 25",
+                &[],
+                "retention.idempotency_hours",
+                "inconsistent",
+            ),
+        ];
+        for (text, vars, key, code) in cases {
+            let error = load(text, vars).expect_err(text);
+            assert_eq!(error.key(), Some(key), "{text:?} {vars:?}: {error}");
+            assert_eq!(error.code(), code, "{text:?}: {error}");
+        }
+        let error = load("", &[("SOCIAL_STUDIO_RETENTION_EVENT_DAYS", "3")]).unwrap_err();
+        assert_eq!(error.code(), "unknown_variable");
+        assert!(
+            error
+                .to_string()
+                .contains("SOCIAL_STUDIO_RETENTION_EVENTS_DAYS"),
+            "{error}"
+        );
+
+        let mut config = Config::default();
+        config.retention.idempotency_hours = 0;
+        let error = config.validate().unwrap_err();
+        assert_eq!(error.key(), Some("retention.idempotency_hours"));
+        assert_eq!(error.origin(), Some(&Origin::Code));
+        config.retention.idempotency_hours = 24 * 90 + 1;
+        assert_eq!(config.validate().unwrap_err().code(), "inconsistent");
+        config.retention.finished_posts_days = 0;
+        assert!(
+            config.validate().is_ok(),
+            "posts kept forever outlive any key"
         );
     }
 }

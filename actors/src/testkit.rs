@@ -640,6 +640,31 @@ impl social_studio_storage::Store for FaultyStore {
         self.inner.sync().await
     }
 
+    async fn purge_events_before(
+        &self,
+        before: social_studio_storage::Timestamp,
+    ) -> Result<usize, social_studio_storage::StoreError> {
+        self.inner.purge_events_before(before).await
+    }
+
+    async fn events_purged_through(&self) -> Result<u64, social_studio_storage::StoreError> {
+        self.inner.events_purged_through().await
+    }
+
+    async fn purge_idempotency_before(
+        &self,
+        before: social_studio_storage::Timestamp,
+    ) -> Result<usize, social_studio_storage::StoreError> {
+        self.inner.purge_idempotency_before(before).await
+    }
+
+    async fn purge_finished_posts_before(
+        &self,
+        before: social_studio_storage::Timestamp,
+    ) -> Result<usize, social_studio_storage::StoreError> {
+        self.inner.purge_finished_posts_before(before).await
+    }
+
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<social_studio_storage::Event> {
         self.inner.subscribe()
     }

@@ -16,7 +16,8 @@ use url::Url;
 
 use super::{
     expected, is_secret, platform_keys, web_origin, web_url, Config, ConfigError, Origin,
-    PlatformConfig, BOOLEANS, ENV_PREFIX, IGNORED_ENV_VARS, PLATFORMS_KEY, RANGES,
+    PlatformConfig, Retention, BOOLEANS, ENV_PREFIX, IGNORED_ENV_VARS, PLATFORMS_KEY, RANGES,
+    RETENTION_KEY,
 };
 
 /// [`Config::load`]: the file, the environment over it, then the checks.
@@ -71,6 +72,17 @@ struct FileShape {
     media_memory_bytes: Option<u64>,
     #[serde(default)]
     platforms: PlatformSections,
+    #[serde(default)]
+    retention: RetentionSection,
+}
+
+/// The `[retention]` section, as written.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSection {
+    events_days: Option<u64>,
+    idempotency_hours: Option<u64>,
+    finished_posts_days: Option<u64>,
 }
 
 /// The `[platforms.<id>]` sections: one field per [`Platform::id`], so an unknown
@@ -180,9 +192,12 @@ const TOP_KEYS: &[&str] = &[
 ];
 
 /// `[<section>]` tables other than `platforms`, with their keys: each key is also
-/// `SOCIAL_STUDIO_<SECTION>_<KEY>`. None yet; a new section adds a field to [`FileShape`]
-/// and a line here.
-const SECTIONS: &[(&str, &[&str])] = &[];
+/// `SOCIAL_STUDIO_<SECTION>_<KEY>`. A new section adds a field to [`FileShape`] and a line
+/// here.
+const SECTIONS: &[(&str, &[&str])] = &[(
+    RETENTION_KEY,
+    &["events_days", "idempotency_hours", "finished_posts_days"],
+)];
 
 // ---------------------------------------------------------------------------------------
 // The environment's names.
@@ -502,6 +517,32 @@ impl Layers {
                 None => defaults.media_memory_bytes,
             },
             platforms,
+            retention: self.retention(shape.retention, defaults.retention)?,
+        })
+    }
+
+    /// The `[retention]` section, each key absent taking its default.
+    fn retention(
+        &self,
+        s: RetentionSection,
+        defaults: Retention,
+    ) -> Result<Retention, ConfigError> {
+        let days = |key: &str, value: Option<u64>, default: u32| match value {
+            Some(v) => self.fit(&format!("{RETENTION_KEY}.{key}"), v),
+            None => Ok(default),
+        };
+        Ok(Retention {
+            events_days: days("events_days", s.events_days, defaults.events_days)?,
+            idempotency_hours: days(
+                "idempotency_hours",
+                s.idempotency_hours,
+                defaults.idempotency_hours,
+            )?,
+            finished_posts_days: days(
+                "finished_posts_days",
+                s.finished_posts_days,
+                defaults.finished_posts_days,
+            )?,
         })
     }
 

@@ -9,6 +9,13 @@
 //! and are skipped. A subscriber that falls behind the broadcast channel (lagged) does
 //! not drop what it missed: it reads it from the store, the same way.
 //!
+//! Events older than the configured retention (`retention.events_days`) are purged. A
+//! replay that starts before the newest purged event — a client resuming with an old
+//! `Last-Event-ID` — first sends `event: gap` with `data: {"last_event_id": N,
+//! "purged_through": P}` and no `id` (the client's position stays its own): the events
+//! after N up to P are gone, and the stream goes on with those after P. A client that must
+//! not miss anything resynchronises from the API's listings.
+//!
 //! Each stream is a task feeding a small channel; it ends when the client goes away
 //! (the channel closes), when the engine stops, or when the server shuts down.
 
@@ -77,11 +84,11 @@ type EventStream = Sse<axum::response::sse::KeepAliveStream<BoxedEvents>>;
     path = "/v1/events",
     tag = "events",
     params(
-        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id: the stored events after it come first, then live ones"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id: the stored events after it come first, then live ones; if retention has purged events after it, an `event: gap` (no id, data `{\"last_event_id\", \"purged_through\"}`) comes first"),
         EventsQuery,
     ),
     responses(
-        (status = 200, description = "server-sent events: `id: <seq>`, `event: <kind>`, `data: <event JSON>`", content_type = "text/event-stream"),
+        (status = 200, description = "server-sent events: `id: <seq>`, `event: <kind>`, `data: <event JSON>`; after a resume from before what retention purged, first `event: gap`", content_type = "text/event-stream"),
         (status = 400, description = "invalid_last_event_id", body = super::error::ErrorBody),
         (status = 401, description = "no or wrong admin token", body = super::error::ErrorBody),
     ),
@@ -103,7 +110,7 @@ pub(crate) async fn all(
     tag = "events",
     params(
         ("pen" = String, Path, description = "pen name"),
-        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id (an `event: gap` first if retention purged events after it)"),
         EventsQuery,
     ),
     responses(
@@ -202,9 +209,25 @@ impl Pump {
         }
     }
 
-    /// Sends the stored events after `seen`, page by page, and moves the seam past them.
+    /// Sends the stored events after `seen`, page by page, and moves the seam past them —
+    /// first a `gap` if retention purged some of them.
     async fn replay(&mut self) -> Result<(), Stop> {
         let mut position = self.seen.unwrap_or(0);
+        let purged = self.studio.events_purged_through().await.map_err(|e| {
+            tracing::error!(error = %e, "cannot read how far events were purged for the stream");
+            Stop::StoreFailed
+        })?;
+        if purged > position {
+            tracing::debug!(
+                last_event_id = position,
+                purged_through = purged,
+                "a stream resumes from before what retention purged"
+            );
+            if let Some(gap) = gap(position, purged) {
+                self.tx.send(gap).await.map_err(|_| Stop::ClientGone)?;
+            }
+            position = purged;
+        }
         loop {
             let page = self
                 .studio
@@ -250,6 +273,18 @@ async fn server_closing(closing: &mut watch::Receiver<bool>) {
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// `event: gap`, `data: {"last_event_id": N, "purged_through": P}`, without an id: the
+/// events after N up to P were purged by retention.
+fn gap(last_event_id: u64, purged_through: u64) -> Option<SseEvent> {
+    SseEvent::default()
+        .event("gap")
+        .json_data(serde_json::json!({
+            "last_event_id": last_event_id,
+            "purged_through": purged_through,
+        }))
+        .ok()
 }
 
 /// `id: <seq>`, `event: <kind>`, `data: <EventView JSON>`.

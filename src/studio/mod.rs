@@ -46,6 +46,7 @@ pub use error::{
 };
 pub use new_post::{MediaInput, NewPost, PlatformTarget, PostRequest};
 pub use posts::{PostList, PostPatch};
+pub use upkeep::{Purged, RETENTION_EVERY};
 use views::{
     AttentionItem, AuthorizeStart, ConnectionEntry, ConnectionErased, ConnectionState,
     DisconnectView, ErasureReport, EventView, ReasonView, RevokeOutcome, UnreadableView,
@@ -129,7 +130,8 @@ struct Inner {
     /// Swapped whole by [`Studio::reload_admin_tokens`].
     admin_tokens: std::sync::RwLock<Arc<AdminTokens>>,
     notes: StartupNotes,
-    /// The background upkeep ([`upkeep::housekeeping`]), stopped with the studio.
+    /// The background upkeep ([`upkeep::housekeeping`], [`upkeep::retention`]), stopped
+    /// with the studio.
     upkeep: tokio::task::AbortHandle,
     /// Set when shutdown begins: from then on the studio is not ready.
     closing: std::sync::atomic::AtomicBool,
@@ -268,11 +270,16 @@ impl Studio {
             not_configured,
             store: store.info(),
         };
-        let upkeep = tokio::spawn(upkeep::housekeeping(
-            Arc::downgrade(&store),
-            clock.clone(),
-            config.oauth_state_ttl,
-        ))
+        let upkeep = tokio::spawn({
+            let oauth_states = upkeep::housekeeping(
+                Arc::downgrade(&store),
+                clock.clone(),
+                config.oauth_state_ttl,
+            );
+            let retention =
+                upkeep::retention(Arc::downgrade(&store), clock.clone(), config.retention);
+            async move { tokio::join!(oauth_states, retention) }
+        })
         .abort_handle();
         Ok(Studio {
             inner: Arc::new(Inner {

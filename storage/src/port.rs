@@ -380,6 +380,33 @@ pub trait Store: Send + Sync + 'static {
         record: &IdempotentRequest,
     ) -> Result<IdempotentRequest, StoreError>;
 
+    // ---- retention ----
+
+    /// Removes the events recorded before `before`, oldest first, in bounded batches (each
+    /// its own commit, so a purge never holds commits back for long), keeping every
+    /// connection's event references true. It stops at the first event recorded at or
+    /// after `before` (events are kept in sequence order, so a clock that once ran back
+    /// keeps a few older ones a while longer) and at the first record it cannot read.
+    /// Returns how many events it removed.
+    async fn purge_events_before(&self, before: Timestamp) -> Result<usize, StoreError>;
+
+    /// The highest sequence number [`Store::purge_events_before`] has removed, 0 when it
+    /// never removed any: a reader resuming after a lower number has missed events.
+    async fn events_purged_through(&self) -> Result<u64, StoreError>;
+
+    /// Forgets the `Idempotency-Key` records created before `before`, in bounded
+    /// batches; a request retried with such a key afterwards is a new request. A record
+    /// that cannot be read is kept (and named in [`Store::unreadable`]). Returns how many
+    /// it removed.
+    async fn purge_idempotency_before(&self, before: Timestamp) -> Result<usize, StoreError>;
+
+    /// Removes the finished posts — Published or Cancelled, the two states nothing leaves
+    /// — whose last change (`updated_at`, when they finished) is before `before`, in
+    /// bounded batches, with their index entries and counts. Posts that wait for a person
+    /// (Failed, Held, Unconfirmed) and posts still queued are never removed; their events
+    /// are left to [`Store::purge_events_before`]. Returns how many posts it removed.
+    async fn purge_finished_posts_before(&self, before: Timestamp) -> Result<usize, StoreError>;
+
     // ---- erasure ----
 
     /// Erases everything a pen name owns — readable or not, its pending OAuth

@@ -20,6 +20,7 @@ mod openapi;
 mod private_media;
 mod properties;
 mod restart;
+mod retention;
 mod scheduling;
 mod secrets;
 mod unreadable;

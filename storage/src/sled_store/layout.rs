@@ -14,7 +14,7 @@
 //! | `events_by_connection` | `pen \0 platform \0` + `ff`×8 (the head) or + first group seq (older chunks) | [`EventRefs`]: the groups holding the connection's events |
 //! | `oauth_states` | state | expiry, used flag, sealed [`PendingAuthorization`](crate::PendingAuthorization) |
 //! | `idempotency` | `pen \0 key` | [`IdempotentRequest`](crate::IdempotentRequest) |
-//! | `meta` | name | format, master-key check value, connection counts, erasures in progress |
+//! | `meta` | name | format, master-key check value, connection counts, erasures in progress, how far events were purged |
 //! | `quarantine` | `tree \0 key` | a record that could not be read when it was migrated |
 //! | `journal` | `head`, `chunk N` | the last commit's writes, for redo after a crash |
 //!
@@ -52,6 +52,10 @@ pub(crate) const KEY_CHECK_PLAINTEXT: &[u8] = b"social-studio master key check v
 /// The [`KeyId`](crate::vault::KeyId) of the key a master key rotation is re-sealing
 /// everything under: present from the rotation's start until the check value moves.
 pub(crate) const META_KEY_ROTATION: &[u8] = b"master_key_rotation";
+/// The highest event sequence number a retention purge removed (8 bytes, big-endian;
+/// absent: none). Like the sequence number kept at a clean close, a bare number rather
+/// than a versioned record: a build that does not know it ignores it.
+pub(crate) const META_EVENTS_PURGED_THROUGH: &[u8] = b"events_purged_through";
 /// `erasing \0 pen`: an erasure that began and must be finished.
 pub(crate) const META_ERASING: &[u8] = b"erasing\0";
 

@@ -13,6 +13,8 @@
 //!   durable commit waiting — and events published in sequence order once durable.
 //! - **Format and migration** ([`migrate`]): the data directory names its layout format;
 //!   an older one is upgraded at open, a newer one refused.
+//! - **Retention** ([`retention`]): old events, idempotency records and finished posts
+//!   are removed in bounded batches, each its own journaled commit.
 //! - **Unreadable records** are never skipped in silence: every read that meets one names
 //!   it in [`Store::unreadable`], scans return it in [`Loaded::unreadable`], and records
 //!   that could not be read during an upgrade are kept whole in a quarantine.
@@ -23,6 +25,7 @@ mod legacy;
 mod migrate;
 mod reads;
 mod rekey;
+mod retention;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -614,6 +617,22 @@ impl Store for SledStore {
         let winner = self.remember_idempotent_sync(pen, key, record)?;
         self.wait_durable().await?;
         Ok(winner)
+    }
+
+    async fn purge_events_before(&self, before: Timestamp) -> Result<usize, StoreError> {
+        self.purge_events_before_sync(before)
+    }
+
+    async fn events_purged_through(&self) -> Result<u64, StoreError> {
+        self.events_purged_through_sync()
+    }
+
+    async fn purge_idempotency_before(&self, before: Timestamp) -> Result<usize, StoreError> {
+        self.purge_idempotency_before_sync(before)
+    }
+
+    async fn purge_finished_posts_before(&self, before: Timestamp) -> Result<usize, StoreError> {
+        self.purge_finished_posts_before_sync(before)
     }
 
     async fn erase_pen_name(&self, pen: &PenName) -> Result<ErasedCounts, StoreError> {

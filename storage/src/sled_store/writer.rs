@@ -323,7 +323,7 @@ impl SledStore {
     /// Whether a post has a status now, and what it says (a status that does not decode
     /// is overwritten all the same; the post's counts may then be off by one, which
     /// `check_integrity` reports).
-    fn locate_post(&self, id: PostId) -> Result<Located, StoreError> {
+    pub(super) fn locate_post(&self, id: PostId) -> Result<Located, StoreError> {
         Ok(self
             .tree(T::Status)
             .get(id.as_bytes())?
@@ -367,6 +367,21 @@ impl SledStore {
                 .push(Write::put(T::Counts, key.storage_key(), encoded(&c)?));
         }
         Ok(())
+    }
+
+    /// The writes that delete the posts `ids` — status, body, queue and index entries,
+    /// and their connections' counts — planned as a batch of deletions is. The caller
+    /// holds the writer.
+    pub(super) fn plan_deletions(
+        &self,
+        ids: impl IntoIterator<Item = PostId>,
+    ) -> Result<Vec<Write>, StoreError> {
+        let mut plan = Plan::default();
+        for id in ids {
+            self.plan(&mut plan, Staged::DeletePost(id))?;
+        }
+        self.plan_counts(&mut plan)?;
+        Ok(plan.writes)
     }
 
     /// Records `writes` in the journal, then applies them. The caller holds the writer.
@@ -417,7 +432,7 @@ impl SledStore {
     }
 
     /// One journaled commit of plain writes, under the writer.
-    fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
+    pub(super) fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
         let w = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
         self.write_locked(w.seq_high, writes)?;
         drop(w);
@@ -749,11 +764,16 @@ pub(crate) fn replay_journal(trees: &Trees) -> Result<(u64, usize), StoreError> 
             .unwrap_or_else(|_| <[u8; 8]>::try_from(k.as_ref()).map_or(0, u64::from_be_bytes)),
         None => 0,
     };
-    let stored_high = trees
-        .get(T::Meta)
-        .get(SEQ_HIGH)?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map_or(0, u64::from_be_bytes);
+    let meta_number = |name: &[u8]| -> Result<u64, StoreError> {
+        Ok(trees
+            .get(T::Meta)
+            .get(name)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    };
+    // A purge may have removed every event: the numbers it removed are never handed out
+    // again either.
+    let stored_high = meta_number(SEQ_HIGH)?.max(meta_number(layout::META_EVENTS_PURGED_THROUGH)?);
     let Some(head) = trees.journal.get(layout::JOURNAL_HEAD)? else {
         return Ok((last_event.max(stored_high), 0));
     };
