@@ -320,6 +320,22 @@ async fn backup(
         .with_context(|| format!("cannot write in {}", dir.display()))?;
     match from_data_dir {
         Some(stopped) => {
+            // Opening creates what is missing: never a new store, nor a new key beside data
+            // sealed with another one.
+            if !stopped.join("format").is_file() {
+                bail!("{} is not an engine's data directory", stopped.display());
+            }
+            let has_key = std::env::var(social_studio_storage::vault::MASTER_KEY_ENV)
+                .is_ok_and(|k| !k.is_empty())
+                || stopped
+                    .join(social_studio_storage::vault::MASTER_KEY_FILE)
+                    .is_file();
+            if !has_key {
+                bail!(
+                    "no master key: set SOCIAL_STUDIO_MASTER_KEY to the key {} was opened with",
+                    stopped.display()
+                );
+            }
             let store = SledStore::open(&StoreConfig::new(&stopped)).with_context(|| {
                 format!(
                     "cannot open the store in {} (is the engine running? then back up through it with --url)",

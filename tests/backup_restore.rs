@@ -263,6 +263,18 @@ async fn backup_and_restore_commands_end_to_end() {
         "offline backup failed: {}",
         String::from_utf8_lossy(&backup.stderr)
     );
+    // A directory that holds no engine's data is refused, and nothing is created there.
+    let nowhere = out.path().join("nowhere");
+    let refused = run(binary()
+        .args(["backup", "--out"])
+        .arg(out.path().join("nothing.ssbackup"))
+        .arg("--from-data-dir")
+        .arg(&nowhere)
+        .env("SOCIAL_STUDIO_MASTER_KEY", &master_key_b64))
+    .await;
+    assert!(!refused.status.success());
+    assert!(!nowhere.exists(), "no store was created");
+    assert!(!out.path().join("nothing.ssbackup").exists());
     let offline_bytes = std::fs::read(&offline).unwrap();
     let offline_summary = archive::verify(offline_bytes.as_slice()).unwrap();
     assert_eq!(
