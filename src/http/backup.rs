@@ -21,6 +21,14 @@ use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::studio::EngineRefusal;
 
+// Only described in the OpenAPI document, never built: the handler streams the spool file.
+/// A backup archive: bytes in the format `social-studio restore` reads (magic `SSBACKUP`,
+/// versions, every record as stored, a SHA-256 at the end).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub(crate) struct BackupArchive(Vec<u8>);
+
 /// Bytes per chunk of the streamed archive.
 const CHUNK: usize = 64 * 1024;
 
@@ -29,7 +37,7 @@ const CHUNK: usize = 64 * 1024;
     path = "/v1/admin/backup",
     tag = "status",
     responses(
-        (status = 200, description = "a backup archive of the whole store, taken with commits held so no change is half in it; grants stay sealed and the master key is not in it (see the README's Backup and restore)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "a backup archive of the whole store, taken with commits held so no change is half in it; grants stay sealed and the master key is not in it (see the README's Backup and restore)", content_type = "application/octet-stream", body = BackupArchive),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
         (status = 500, description = "storage_error: the copy could not be made", body = ErrorBody),
     ),
