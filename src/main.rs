@@ -1,12 +1,13 @@
-//! The `social-studio` binary: `serve`, `demo`, `status`, and the key commands
-//! (`new-master-key`, `rotate-master-key`, `rotate-admin-token`).
+//! The `social-studio` binary: `serve`, `demo`, `status`, `backup` and `restore`, and
+//! the key commands (`new-master-key`, `rotate-master-key`, `rotate-admin-token`).
 
 #[cfg(feature = "sandbox")]
 mod demo;
 mod table;
 
+use std::io::{Seek as _, Write as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -14,6 +15,7 @@ use social_studio::config::Config;
 #[cfg(feature = "sandbox")]
 use social_studio::sandbox::Sandbox;
 use social_studio::studio::{Studio, StudioOptions, ADMIN_TOKEN_FILE};
+use social_studio_storage::{archive, SledStore, StoreConfig};
 
 /// mimalloc: the engine allocates many small, short-lived buffers across threads (records,
 /// messages, HTTP), where glibc's malloc took a fifth of the dispatch CPU. A host that
@@ -85,6 +87,33 @@ enum Command {
         /// Stop accepting the previous tokens: keep only the current one.
         #[arg(long)]
         end_transition: bool,
+    },
+    /// Write a backup archive of a running server's store (or of a stopped engine's data
+    /// directory, with --from-data-dir) to FILE; the archive is checked before it is named.
+    Backup {
+        /// Where the archive goes (written beside it first, renamed when whole and checked).
+        #[arg(long)]
+        out: PathBuf,
+        /// The running server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Data directory to read the admin token from when SOCIAL_STUDIO_ADMIN_TOKEN is unset.
+        #[arg(long, default_value = "social-studio-data")]
+        data_dir: PathBuf,
+        /// Back up a stopped engine's data directory by opening its store directly (the
+        /// master key as for `serve`: SOCIAL_STUDIO_MASTER_KEY or the key file in it).
+        #[arg(long, conflicts_with = "url")]
+        from_data_dir: Option<PathBuf>,
+    },
+    /// Make a new data directory from a backup archive (checked whole first). The engine
+    /// opens it with the master key of the store that was backed up.
+    Restore {
+        /// The backup archive.
+        #[arg(long)]
+        from: PathBuf,
+        /// The data directory to create: it must not exist or be empty.
+        #[arg(long)]
+        data_dir: PathBuf,
     },
 }
 
@@ -334,18 +363,7 @@ fn rotate_admin_token(config_file: Option<PathBuf>, end_transition: bool) -> Res
 }
 
 async fn status(pen: String, url: String, data_dir: PathBuf) -> Result<()> {
-    let token = match std::env::var("SOCIAL_STUDIO_ADMIN_TOKEN") {
-        Ok(t) if !t.is_empty() => t,
-        // The current token is the file's first line; further lines are previous tokens.
-        _ => std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE))
-            .map(|t| t.lines().next().unwrap_or_default().trim().to_string())
-            .with_context(|| {
-                format!(
-                    "no SOCIAL_STUDIO_ADMIN_TOKEN and no {}",
-                    data_dir.join(ADMIN_TOKEN_FILE).display()
-                )
-            })?,
-    };
+    let token = admin_token(&data_dir)?;
     let client = reqwest::Client::new();
     let answer = client
         .get(format!(
@@ -370,6 +388,164 @@ async fn status(pen: String, url: String, data_dir: PathBuf) -> Result<()> {
         );
     }
     print!("{}", table::connections_table(&body));
+    Ok(())
+}
+
+/// The admin token: `SOCIAL_STUDIO_ADMIN_TOKEN`, else the file the server wrote in its
+/// data directory.
+fn admin_token(data_dir: &Path) -> Result<String> {
+    match std::env::var("SOCIAL_STUDIO_ADMIN_TOKEN") {
+        Ok(t) if !t.is_empty() => Ok(t),
+        // The current token is the file's first line; further lines are previous tokens.
+        _ => std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE))
+            .map(|t| t.lines().next().unwrap_or_default().trim().to_string())
+            .with_context(|| {
+                format!(
+                    "no SOCIAL_STUDIO_ADMIN_TOKEN and no {}",
+                    data_dir.join(ADMIN_TOKEN_FILE).display()
+                )
+            }),
+    }
+}
+
+/// `backup`: the archive goes to a temporary file beside `out`, is made durable and
+/// checked whole, and only then renamed to `out` — a backup cut short or damaged on the
+/// way never carries the final name.
+async fn backup(
+    out: PathBuf,
+    url: String,
+    data_dir: PathBuf,
+    from_data_dir: Option<PathBuf>,
+) -> Result<()> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = out
+        .file_name()
+        .with_context(|| format!("{} names no file", out.display()))?;
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let mut partial = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".partial")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    match from_data_dir {
+        Some(stopped) => {
+            // Opening creates what is missing: never a new store, nor a new key beside data
+            // sealed with another one.
+            if !stopped.join("format").is_file() {
+                bail!("{} is not an engine's data directory", stopped.display());
+            }
+            let has_key = std::env::var(social_studio_storage::vault::MASTER_KEY_ENV)
+                .is_ok_and(|k| !k.is_empty())
+                || stopped
+                    .join(social_studio_storage::vault::MASTER_KEY_FILE)
+                    .is_file();
+            if !has_key {
+                bail!(
+                    "no master key: set SOCIAL_STUDIO_MASTER_KEY to the key {} was opened with",
+                    stopped.display()
+                );
+            }
+            let store = SledStore::open(&StoreConfig::new(&stopped)).with_context(|| {
+                format!(
+                    "cannot open the store in {} (is the engine running? then back up through it with --url)",
+                    stopped.display()
+                )
+            })?;
+            let file = partial.as_file_mut();
+            tokio::task::block_in_place(|| store.backup_blocking(file))
+                .context("writing the backup")?;
+        }
+        None => fetch_backup(&url, &data_dir, partial.as_file_mut()).await?,
+    }
+    let file = partial.as_file_mut();
+    file.sync_all().context("making the backup durable")?;
+    file.seek(std::io::SeekFrom::Start(0))?;
+    let summary = archive::verify(std::io::BufReader::new(&mut *file))
+        .context("the backup received does not check out; nothing was written under its name")?;
+    partial
+        .persist(&out)
+        .with_context(|| format!("cannot name the backup {}", out.display()))?;
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("making {} durable", dir.display()))?;
+    println!(
+        "backup written to {}: {} records, {} bytes ({} store, format {}), checked whole",
+        out.display(),
+        summary.records,
+        summary.bytes,
+        summary.header.backend,
+        summary.header.store_format
+    );
+    println!(
+        "it is useless without the master key the store is sealed with: keep the key, apart from the backup"
+    );
+    Ok(())
+}
+
+/// Streams `GET /v1/admin/backup` into `file`, checking the length the server announced.
+async fn fetch_backup(url: &str, data_dir: &Path, file: &mut std::fs::File) -> Result<()> {
+    let token = admin_token(data_dir)?;
+    let mut answer = reqwest::Client::new()
+        .get(format!("{}/v1/admin/backup", url.trim_end_matches('/')))
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = answer.status();
+    if !status.is_success() {
+        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        bail!(
+            "{status} {}: {}",
+            body["error"]["code"].as_str().unwrap_or("error"),
+            body["error"]["message"].as_str().unwrap_or("")
+        );
+    }
+    let announced = answer.content_length();
+    let mut received = 0u64;
+    let mut out = std::io::BufWriter::new(file);
+    while let Some(chunk) = answer
+        .chunk()
+        .await
+        .context("the backup's download was cut off")?
+    {
+        received += chunk.len() as u64;
+        out.write_all(&chunk).context("writing the backup")?;
+    }
+    out.flush().context("writing the backup")?;
+    if let Some(expected) = announced {
+        if expected != received {
+            bail!("the backup's download was cut off: {received} of {expected} bytes");
+        }
+    }
+    Ok(())
+}
+
+/// `restore`: a new data directory from an archive, checked whole before anything is
+/// written.
+fn restore(from: PathBuf, data_dir: PathBuf) -> Result<()> {
+    let summary = SledStore::restore(&from, &data_dir).with_context(|| {
+        format!(
+            "cannot restore {} into {}",
+            from.display(),
+            data_dir.display()
+        )
+    })?;
+    println!(
+        "restored {} records into {} (a backup written at {})",
+        summary.records,
+        data_dir.display(),
+        summary.header.written_at.to_rfc3339()
+    );
+    println!(
+        "start the engine on it with the master key of the store that was backed up: SOCIAL_STUDIO_MASTER_KEY, or its {} copied into {} (another key is refused)",
+        social_studio_storage::vault::MASTER_KEY_FILE,
+        data_dir.display()
+    );
     Ok(())
 }
 
@@ -417,6 +593,13 @@ fn main() -> Result<()> {
                 config,
                 end_transition,
             } => rotate_admin_token(config, end_transition),
+            Command::Backup {
+                out,
+                url,
+                data_dir,
+                from_data_dir,
+            } => backup(out, url, data_dir, from_data_dir).await,
+            Command::Restore { from, data_dir } => restore(from, data_dir),
         }
     })
 }

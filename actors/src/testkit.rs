@@ -665,6 +665,13 @@ impl social_studio_storage::Store for FaultyStore {
         self.inner.purge_finished_posts_before(before).await
     }
 
+    async fn backup(
+        &self,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<social_studio_storage::BackupSummary, social_studio_storage::StoreError> {
+        self.inner.backup(out).await
+    }
+
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<social_studio_storage::Event> {
         self.inner.subscribe()
     }

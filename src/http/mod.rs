@@ -9,6 +9,7 @@
 //! | `posts.rs` | schedule (with `Idempotency-Key`), list, read, edit, cancel, retry, resolve |
 //! | `events.rs` | the server-sent event stream, with replay from the store after `Last-Event-ID` |
 //! | `admin.rs` | health, readiness, attention, supervisor, pen-name erasure |
+//! | `backup.rs` | a backup archive of the whole store, streamed |
 //! | `metrics.rs` | Prometheus text: requests by route and status, connections, queues, events |
 //! | `openapi.rs` | the OpenAPI document, generated from the handlers' annotations |
 //!
@@ -27,6 +28,7 @@
 
 mod admin;
 mod auth;
+mod backup;
 mod connections;
 mod error;
 mod events;
@@ -179,6 +181,13 @@ static ROUTES: &[RouteSpec] = &[
         protected: true,
         summary: "the actor tree: connections by status, restarts, queue depths",
         mount: |m| on(m, admin::supervisor),
+    },
+    RouteSpec {
+        method: Verb::Get,
+        path: "/v1/admin/backup",
+        protected: true,
+        summary: "a consistent backup archive of the whole store (application/octet-stream)",
+        mount: |m| on(m, backup::backup),
     },
     RouteSpec {
         method: Verb::Get,

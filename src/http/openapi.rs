@@ -45,6 +45,7 @@ impl Modify for AdminToken {
         document,
         super::admin::attention_all,
         super::admin::supervisor,
+        super::backup::backup,
         super::events::all,
         super::admin::erase_pen_name,
         super::admin::attention_of_pen,

@@ -41,4 +41,11 @@ pub enum StoreError {
     FlusherStopped,
     #[error("the flush to disk failed: {0}")]
     Flush(String),
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
+    #[error("cannot restore into {path}: {detail}")]
+    RestoreTarget {
+        path: std::path::PathBuf,
+        detail: String,
+    },
 }

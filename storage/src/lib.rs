@@ -15,6 +15,9 @@
 //!   name what they cannot read.
 //! - [`codec`]: the one way records become bytes — each kind of record with its own
 //!   format version, older versions upgraded on read, newer ones refused.
+//! - [`archive`]: the backup archive — every record as stored, versioned, with a
+//!   checksum at its end; [`Store::backup`] writes one from a consistent snapshot and
+//!   [`SledStore::restore`] makes a data directory from one.
 //! - [`vault`]: grants are sealed (XChaCha20-Poly1305, the connection key as associated
 //!   data) before they reach any backend.
 //! - [`SledStore`]: the port on an embedded sled database — a layout with no index keyed
@@ -23,6 +26,7 @@
 //!
 //! Storage knows nothing of actors or HTTP.
 
+pub mod archive;
 mod batch;
 pub mod codec;
 mod connection;
@@ -59,7 +63,7 @@ pub use oauth::{PendingAuthorization, StateLookup};
 pub use pen_name::{PenName, PenNameError, PEN_NAME_MAX_LEN};
 pub use platform::{Capabilities, Platform, PostKind, Renewal, UnknownPlatform};
 pub use port::{
-    CommitFuture, Committed, ConnectionCounts, Durability, ErasedCounts, EventPage,
+    BackupSummary, CommitFuture, Committed, ConnectionCounts, Durability, ErasedCounts, EventPage,
     IntegrityReport, Loaded, PostCounts, SharedStore, Store, StoreInfo, UnreadableRecord,
 };
 pub use post::{

@@ -21,6 +21,9 @@
 //!   could be read, and what could not ([`UnreadableRecord`]); [`Store::unreadable`]
 //!   names every record found unreadable so far.
 //!
+//! - **Backups are snapshots.** [`Store::backup`] writes every record to an archive
+//!   ([`crate::archive`]) while commits wait, so no batch is ever half in a backup.
+//!
 //! No backend blocks a runtime thread on the network. Backend specifics (sled's flush
 //! statistics, size on disk, test hooks) are methods of the backend, not of the port.
 
@@ -253,6 +256,19 @@ pub struct StoreInfo {
     pub opened: Vec<String>,
 }
 
+/// What [`Store::backup`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    /// Records in the archive.
+    pub records: u64,
+    /// Records per tree.
+    pub per_tree: std::collections::BTreeMap<String, u64>,
+    /// The archive's length in bytes.
+    pub bytes: u64,
+    /// How long commits waited while the records were copied.
+    pub commits_held: Duration,
+}
+
 /// The store port. See the module documentation for what every backend promises.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -413,6 +429,21 @@ pub trait Store: Send + Sync + 'static {
     /// authorizations included — atomically: after a crash the erasure is finished when
     /// the store opens, never left half done. The caller stops the pen name's actors first.
     async fn erase_pen_name(&self, pen: &PenName) -> Result<ErasedCounts, StoreError>;
+
+    // ---- backup ----
+
+    /// Writes a consistent copy of every record to `out` as a backup archive
+    /// ([`crate::archive`]): commits wait while the records are copied, so every batch is
+    /// wholly in the copy or wholly absent. The copy is of what is applied, buffered
+    /// commits included. Records are copied as stored — grants stay sealed, and the
+    /// master key is not in the archive.
+    ///
+    /// The copy blocks the calling thread for as long as it takes (and commits with it):
+    /// write to a local file, not to a network peer, and call it where blocking is allowed.
+    async fn backup(
+        &self,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<BackupSummary, StoreError>;
 
     // ---- health ----
 

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod auth;
+mod backup;
 mod connect;
 mod connections;
 mod erasure;

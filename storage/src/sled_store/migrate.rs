@@ -186,7 +186,7 @@ pub(crate) fn read_format(data_dir: &Path) -> Result<Option<u32>, StoreError> {
 
 /// Writes `format` atomically: a temporary file made durable, renamed over, and the
 /// directory made durable.
-fn write_format(data_dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn write_format(data_dir: &Path) -> Result<(), StoreError> {
     let path = data_dir.join(layout::FORMAT_FILE);
     let tmp = data_dir.join(".format.tmp");
     let io = |source| StoreError::DataDir {
@@ -201,7 +201,7 @@ fn write_format(data_dir: &Path) -> Result<(), StoreError> {
     sync_dir(data_dir)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|source| StoreError::DataDir {

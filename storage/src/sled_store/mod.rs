@@ -15,10 +15,14 @@
 //!   an older one is upgraded at open, a newer one refused.
 //! - **Retention** ([`retention`]): old events, idempotency records and finished posts
 //!   are removed in bounded batches, each its own journaled commit.
+//! - **Backup and restore** ([`backup`]): a copy of every record taken with the writer
+//!   held, into the archive format of [`crate::archive`]; a restore builds a new data
+//!   directory from one.
 //! - **Unreadable records** are never skipped in silence: every read that meets one names
 //!   it in [`Store::unreadable`], scans return it in [`Loaded::unreadable`], and records
 //!   that could not be read during an upgrade are kept whole in a quarantine.
 
+mod backup;
 mod flusher;
 mod layout;
 mod legacy;
@@ -639,6 +643,13 @@ impl Store for SledStore {
         let erased = self.erase_blocking(pen)?;
         self.wait_durable().await?;
         Ok(erased)
+    }
+
+    async fn backup(
+        &self,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<crate::port::BackupSummary, StoreError> {
+        self.backup_blocking(out)
     }
 
     fn unreadable(&self) -> Vec<UnreadableRecord> {
