@@ -12,23 +12,9 @@ use social_studio_storage::archive::{self, ArchiveError, ArchiveHeader, ArchiveW
 use social_studio_storage::fixtures::{connection, grant, key, post};
 use social_studio_storage::*;
 
-/// Opens the store in `dir`, waiting (to a deadline) for sled's I/O threads of a store
-/// just dropped there to let go of the directory lock; any other error fails at once.
-fn open(dir: &Path, key: &MasterKey) -> SledStore {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match SledStore::open_with_key(&StoreConfig::new(dir), key, KeySource::Provided) {
-            Ok(store) => return store,
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("open store: {e:?}"),
-        }
-    }
-}
+#[path = "support/reopen.rs"]
+mod reopen;
+use reopen::open;
 
 async fn backup_of(store: &dyn Store) -> (Vec<u8>, BackupSummary) {
     let mut bytes = Vec::new();

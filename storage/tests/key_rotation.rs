@@ -6,11 +6,13 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use social_studio_storage::fixtures::{connection, grant, key};
 use social_studio_storage::vault::VaultError;
 use social_studio_storage::*;
+
+#[path = "support/reopen.rs"]
+mod reopen;
 
 const GRANTS: usize = 12;
 
@@ -21,39 +23,27 @@ fn config(dir: &Path, chunk: usize) -> StoreConfig {
     }
 }
 
-/// Opens, waiting out sled's directory lock right after a drop (see `tests/store.rs`).
+/// Opens, waiting out sled's directory lock right after a drop (see `support/reopen.rs`).
 fn try_open(
     dir: &Path,
     keys: &MasterKeys,
     chunk: usize,
     hook: Option<ResealHook>,
 ) -> Result<SledStore, StoreError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     // Shared, so an attempt refused by the lock does not use the hook up.
     let hook = hook.map(|h| Arc::new(std::sync::Mutex::new(h)));
-    loop {
-        let opened = match &hook {
-            Some(h) => {
-                let h = h.clone();
-                SledStore::open_with_reseal_hook(
-                    &config(dir, chunk),
-                    keys,
-                    KeySource::Provided,
-                    Box::new(move |store, done| (h.lock().unwrap())(store, done)),
-                )
-            }
-            None => SledStore::open_with_keys(&config(dir, chunk), keys, KeySource::Provided),
-        };
-        match opened {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            other => return other,
+    reopen::when_unlocked(|| match &hook {
+        Some(h) => {
+            let h = h.clone();
+            SledStore::open_with_reseal_hook(
+                &config(dir, chunk),
+                keys,
+                KeySource::Provided,
+                Box::new(move |store, done| (h.lock().unwrap())(store, done)),
+            )
         }
-    }
+        None => SledStore::open_with_keys(&config(dir, chunk), keys, KeySource::Provided),
+    })
 }
 
 fn open(dir: &Path, keys: &MasterKeys) -> SledStore {

@@ -2,29 +2,12 @@
 //! it must leave, and that every derived record (counts, the queue index, event
 //! references) stays true afterwards.
 
-use std::path::Path;
-use std::time::Duration;
-
 use social_studio_storage::fixtures::{connection, key, post};
 use social_studio_storage::*;
 
-/// Opens the store in `dir`, waiting (up to a deadline) for a store dropped there a moment
-/// ago to let go of sled's directory lock.
-fn open(dir: &Path, key: &MasterKey) -> SledStore {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match SledStore::open_with_key(&StoreConfig::new(dir), key, KeySource::Provided) {
-            Ok(store) => return store,
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("open store: {e:?}"),
-        }
-    }
-}
+#[path = "support/reopen.rs"]
+mod reopen;
+use reopen::open;
 
 fn at(millis: i64) -> Timestamp {
     Timestamp::from_unix_millis(millis)

@@ -8,24 +8,9 @@ use social_studio_storage::fixtures::{connection, grant, key, post};
 use social_studio_storage::vault::VaultError;
 use social_studio_storage::*;
 
-/// Opens the store in `dir`. Right after a store there was dropped, sled's own I/O threads
-/// may still hold the directory's lock for a moment (seen under load): a reopen waits for
-/// it, up to a deadline, and any other error fails at once.
-fn open(dir: &Path, key: &MasterKey) -> SledStore {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match SledStore::open_with_key(&StoreConfig::new(dir), key, KeySource::Provided) {
-            Ok(store) => return store,
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("open store: {e:?}"),
-        }
-    }
-}
+#[path = "support/reopen.rs"]
+mod reopen;
+use reopen::open;
 
 fn states() -> Vec<PostState> {
     vec![
