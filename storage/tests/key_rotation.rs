@@ -11,9 +11,6 @@ use social_studio_storage::fixtures::{connection, grant, key};
 use social_studio_storage::vault::VaultError;
 use social_studio_storage::*;
 
-#[path = "support/reopen.rs"]
-mod reopen;
-
 const GRANTS: usize = 12;
 
 fn config(dir: &Path, chunk: usize) -> StoreConfig {
@@ -23,16 +20,15 @@ fn config(dir: &Path, chunk: usize) -> StoreConfig {
     }
 }
 
-/// Opens, waiting out sled's directory lock right after a drop (see `support/reopen.rs`).
+/// Opens with the given keys, re-seal chunk and (optionally) re-seal hook.
 fn try_open(
     dir: &Path,
     keys: &MasterKeys,
     chunk: usize,
     hook: Option<ResealHook>,
 ) -> Result<SledStore, StoreError> {
-    // Shared, so an attempt refused by the lock does not use the hook up.
     let hook = hook.map(|h| Arc::new(std::sync::Mutex::new(h)));
-    reopen::when_unlocked(|| match &hook {
+    match &hook {
         Some(h) => {
             let h = h.clone();
             SledStore::open_with_reseal_hook(
@@ -43,7 +39,7 @@ fn try_open(
             )
         }
         None => SledStore::open_with_keys(&config(dir, chunk), keys, KeySource::Provided),
-    })
+    }
 }
 
 fn open(dir: &Path, keys: &MasterKeys) -> SledStore {

@@ -17,9 +17,6 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use social_studio_storage::*;
 
-#[path = "support/reopen.rs"]
-mod reopen;
-
 fn fixture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -67,10 +64,8 @@ fn fixture(name: &str) -> Fixture {
 }
 
 fn open(f: &Fixture) -> SledStore {
-    reopen::when_unlocked(|| {
-        SledStore::open_with_key(&StoreConfig::new(&f.data), &f.key, KeySource::Provided)
-    })
-    .unwrap_or_else(|e| panic!("the fixture does not open: {e}"))
+    SledStore::open_with_key(&StoreConfig::new(&f.data), &f.key, KeySource::Provided)
+        .unwrap_or_else(|e| panic!("the fixture does not open: {e}"))
 }
 
 fn list<'a>(m: &'a Value, field: &str) -> &'a Vec<Value> {

@@ -58,6 +58,28 @@ use flusher::{Feed, FlushHook, Flusher};
 use layout::{Trees, T};
 pub use rekey::{ResealCounts, ResealHook};
 
+/// How long an open waits for sled's directory lock when it is held: a store of this
+/// process dropped a moment ago keeps it until sled's own I/O threads have finished, a
+/// little after the last handle is gone (an engine restarted in-process, a test that
+/// reopens). Another process holding the directory is refused once this has passed.
+pub const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens sled, waiting up to [`LOCK_RELEASE_WAIT`] while its directory lock is held.
+fn open_when_released(config: sled::Config) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
 /// Default sled page cache: enough for the hot set of a large deployment, far below
 /// sled's own default of 1 GiB, which would dwarf the engine's working memory.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
@@ -212,11 +234,12 @@ impl SledStore {
         let vault = Vault::with_keys(keys);
         let mut opened = migrate::prepare(&config.path, &vault)?;
         let dir = config.path.join(layout::SLED_DIR);
-        let db = sled::Config::new()
-            .path(&dir)
-            .cache_capacity(config.cache_capacity)
-            .flush_every_ms(config.background_flush_ms)
-            .open()?;
+        let db = open_when_released(
+            sled::Config::new()
+                .path(&dir)
+                .cache_capacity(config.cache_capacity)
+                .flush_every_ms(config.background_flush_ms),
+        )?;
         let trees = Trees::open(&db)?;
         let key_check = migrate::check_opened(&db, &trees, &vault, &config.path)?;
         let log_path = dir.join("db");

@@ -198,3 +198,22 @@ fn writer_plan_for_tests(
 fn write_journal_only(store: &SledStore, seq_high: u64, writes: &[layout::Write]) {
     super::writer::journal_only_for_tests(store, seq_high, writes)
 }
+
+/// An open while the directory is still held — by a store of this process that is about
+/// to let go (an engine restarted in-process, whose old store's sled threads are still
+/// finishing) — waits for it instead of failing.
+#[test]
+fn an_open_waits_for_a_store_that_is_letting_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let mk = MasterKey::generate();
+    let config = StoreConfig::new(dir.path());
+    let held = SledStore::open_with_key(&config, &mk, KeySource::Provided).unwrap();
+    let letting_go = std::thread::spawn(move || {
+        // Still held for a moment after the open below has begun.
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+    });
+    let reopened = SledStore::open_with_key(&config, &mk, KeySource::Provided);
+    letting_go.join().unwrap();
+    assert!(reopened.is_ok(), "{:?}", reopened.err());
+}
