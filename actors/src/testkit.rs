@@ -563,6 +563,8 @@ pub struct FaultyStore {
     inner: social_studio_storage::SharedStore,
     filter: Arc<Mutex<Option<CommitFilter>>>,
     refused: Arc<std::sync::atomic::AtomicU64>,
+    /// Woken at every refusal, for [`FaultyStore::refused_reaches`].
+    refusal: Arc<tokio::sync::Notify>,
 }
 
 impl FaultyStore {
@@ -571,6 +573,7 @@ impl FaultyStore {
             inner,
             filter: Arc::new(Mutex::new(None)),
             refused: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            refusal: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -590,6 +593,21 @@ impl FaultyStore {
     /// How many commits were refused so far.
     pub fn refused(&self) -> u64 {
         self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Resolves once `n` commits have been refused in all. Raced against a (virtual) wait,
+    /// it tells a writer that retries in a loop — which never lets paused time advance —
+    /// from one that backs off.
+    pub async fn refused_reaches(&self, n: u64) {
+        loop {
+            let refusal = self.refusal.notified();
+            tokio::pin!(refusal);
+            refusal.as_mut().enable();
+            if self.refused() >= n {
+                return;
+            }
+            refusal.await;
+        }
     }
 
     /// Whether a batch stores a grant.
@@ -627,6 +645,7 @@ impl social_studio_storage::Store for FaultyStore {
         if filter.is_some_and(|refuse| refuse(&batch)) {
             self.refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.refusal.notify_waiters();
             return Box::pin(async {
                 Err(social_studio_storage::StoreError::Flush(
                     "injected write failure".into(),
