@@ -8,6 +8,11 @@
 //!   `social_studio_queue_posts{platform, state}` and
 //!   `social_studio_queue_backed_off_connections{platform}`: read from the supervisor at
 //!   scrape time.
+//! - `social_studio_store_healthy` (1 while the store takes the engine's writes, 0 from a
+//!   failed commit until the next that holds) and
+//!   `social_studio_store_commit_failures_total` (commits the store refused since the
+//!   engine started): read from the engine's store-health flag at scrape time, without a
+//!   message, so they answer even when the supervisor is slow.
 //! - `social_studio_events_total{kind}`: every event the engine emitted since this router
 //!   was built, counted by a task subscribed to the event bus.
 //!
@@ -48,6 +53,14 @@ impl HttpMetrics {
             );
             metrics::describe_counter!("social_studio_events_total", "events the engine emitted");
             metrics::describe_gauge!("social_studio_connections", "connections by status");
+            metrics::describe_gauge!(
+                "social_studio_store_healthy",
+                "1 while the store takes the engine's writes, 0 while it refuses them"
+            );
+            metrics::describe_counter!(
+                "social_studio_store_commit_failures_total",
+                "commits the store refused since the engine started"
+            );
             metrics::describe_gauge!(
                 "social_studio_queue_posts",
                 "posts held by each platform queue, by state"
@@ -179,6 +192,16 @@ fn status_str(status: axum::http::StatusCode) -> Option<&'static str> {
 )]
 pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
     // The engine's figures are read now rather than tracked, so they are never stale.
+    let health = state.studio.store_health();
+    state.metrics.record(|| {
+        metrics::gauge!("social_studio_store_healthy").set(if health.is_healthy() {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::counter!("social_studio_store_commit_failures_total")
+            .absolute(health.commit_failures());
+    });
     if let Ok(report) = state.studio.supervisor().await {
         state.metrics.record(|| {
             for (status, count) in [

@@ -21,4 +21,5 @@ mod properties;
 mod restart;
 mod scheduling;
 mod secrets;
+mod storage_failing;
 mod unreadable;
