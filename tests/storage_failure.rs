@@ -10,7 +10,6 @@
 
 #![cfg(target_os = "linux")]
 
-use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
