@@ -68,12 +68,15 @@ pub(crate) enum NotReadyBody {
     Stopped(ErrorBody),
 }
 
-/// `{"attention": [...], "engine": [...], "unreadable": [...]}`.
+/// `{"attention": [...], "unreadable": [...]}`, and `"engine": [...]` when the engine
+/// itself needs an operator.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AttentionBody {
     pub(crate) attention: Vec<AttentionItem>,
     /// What needs an operator about the engine itself, whichever pen name is asked
-    /// about (a store that refuses writes, `storage_failing`); empty when all is well.
+    /// about (a store that refuses writes, `storage_failing`); absent when all is well.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub(crate) engine: Vec<EngineAttentionItem>,
     /// Stored records that cannot be read, each with what it belonged to.
     pub(crate) unreadable: Vec<UnreadableView>,
