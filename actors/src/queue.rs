@@ -562,11 +562,12 @@ impl QueueState {
             back_to_wait.push((back, StateLabel::Publishing));
         }
         if !back_to_wait.is_empty() {
-            match self.commit_posts(&back_to_wait).await {
-                Ok(()) => self.store_held(),
+            // Only a dispatch that holds ends a storage backoff: a store that takes this
+            // write but refuses dispatches must not be asked again at once.
+            if let Err(e) = self.commit_posts(&back_to_wait).await {
                 // The store refuses writes: they are Scheduled in memory and wait for the
                 // backoff (a store that failed the dispatch holds them Scheduled too).
-                Err(e) => self.store_failed(&e.to_string()),
+                self.store_failed(&e.to_string());
             }
             for (p, _) in &back_to_wait {
                 self.track(p);

@@ -453,3 +453,33 @@ async fn an_outcome_that_could_not_be_written_is_written_after_the_backoff() {
     assert!(w.engine.store_health().is_healthy());
     assert_eq!(w.fake.publish_calls(), 1, "published once");
 }
+
+/// A store that refuses only dispatches (the write putting their posts back holds) is
+/// still asked after a backoff, never in a loop.
+#[tokio::test(start_paused = true)]
+async fn a_store_refusing_only_dispatches_is_not_asked_in_a_loop() {
+    let mut w = world(2 * HOUR, |f| f).await;
+    let key = w.connect("jane", "jane").await;
+    let id = w.schedule(&key, Duration::from_secs(60), "later").await;
+    w.faults.fail_commits(|b| {
+        b.ops().iter().any(|op| {
+            matches!(op, social_studio_storage::BatchOp::Event(e)
+                if e.to == Some(StateLabel::Publishing))
+        })
+    });
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(10 * 60)) => {}
+        _ = w.faults.refused_reaches(1_000) => {
+            panic!("the queue asks a store refusing dispatches again in a loop")
+        }
+    }
+    let refused = w.faults.refused();
+    assert!(
+        (3..=20).contains(&refused),
+        "{refused} dispatches refused in ten minutes"
+    );
+    assert!(matches!(w.post_state(id).await, PostState::Scheduled));
+    w.faults.heal();
+    w.post_reaches(id, StateLabel::Published, 2 * HOUR).await;
+    assert_eq!(w.fake.publish_calls(), 1);
+}
