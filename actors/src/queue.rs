@@ -434,8 +434,18 @@ impl QueueState {
                 continue;
             };
             let key = entry.key.clone();
-            let mut post = match self.store.post(id).await {
-                Ok(Some(p)) if matches!(p.state, PostState::Scheduled) => p,
+            let (mut post, from) = match self.store.post(id).await {
+                Ok(Some(p)) if matches!(p.state, PostState::Scheduled) => {
+                    (p, StateLabel::Scheduled)
+                }
+                // Publishing in the store while this queue holds it waiting: a dispatch of
+                // it failed, and so did the write putting it back (a store that applied
+                // the dispatch in memory, then could not make it durable). It never
+                // reached its connection, so it goes as the Scheduled post it is.
+                Ok(Some(mut p)) if matches!(p.state, PostState::Publishing) => {
+                    p.attempts = p.attempts.saturating_sub(1);
+                    (p, StateLabel::Publishing)
+                }
                 Ok(_) => {
                     self.untrack(id);
                     continue;
@@ -458,7 +468,7 @@ impl QueueState {
             if late {
                 post.state = PostState::Held(Reason::new(ReasonCode::TooLate));
                 self.entries.remove(&id);
-                held.push((post, StateLabel::Scheduled));
+                held.push((post, from));
                 continue;
             }
             post.state = PostState::Publishing;
@@ -467,7 +477,7 @@ impl QueueState {
             if let Some(e) = self.entries.get_mut(&id) {
                 e.publishing = true;
             }
-            batch.push((post, StateLabel::Scheduled));
+            batch.push((post, from));
         }
         if held.is_empty() && batch.is_empty() {
             return false;

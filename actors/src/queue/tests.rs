@@ -483,3 +483,29 @@ async fn a_store_refusing_only_dispatches_is_not_asked_in_a_loop() {
     w.post_reaches(id, StateLabel::Published, 2 * HOUR).await;
     assert_eq!(w.fake.publish_calls(), 1);
 }
+
+/// A dispatch the store applied in memory but could not make durable (sled's case when
+/// the disk fills during a flush), with every write after it refused: the store reads
+/// Publishing for a post that never reached its connection. The queue keeps it, and once
+/// the store takes writes it publishes, once.
+#[tokio::test(start_paused = true)]
+async fn a_dispatch_applied_but_not_made_durable_is_not_dropped() {
+    let mut w = world(2 * HOUR, |f| f).await;
+    let key = w.connect("jane", "jane").await;
+    let id = w.schedule(&key, Duration::from_secs(60), "kept").await;
+    w.faults.apply_then_fail_next(1);
+    w.faults.fail_commits(|_| true);
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(5 * 60)) => {}
+        _ = w.faults.refused_reaches(1_000) => panic!("the queue asks a failing store in a loop"),
+    }
+    assert!(
+        matches!(w.post_state(id).await, PostState::Publishing),
+        "the store shows the dispatch it could not make durable"
+    );
+    assert_eq!(w.fake.publish_calls(), 0);
+    w.faults.heal();
+    w.post_reaches(id, StateLabel::Published, 2 * HOUR).await;
+    assert_eq!(w.fake.publish_calls(), 1);
+    assert_eq!(w.store.post(id).await.unwrap().unwrap().attempts, 1);
+}
