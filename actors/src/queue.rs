@@ -22,7 +22,7 @@
 //!   until the process restarts) never makes the queue spin: it backs off, from
 //!   [`STORE_BACKOFF_FIRST`] (1 s) doubling up to [`STORE_BACKOFF_CAP`] (60 s), logs once
 //!   per step, and tries again; its posts stay Scheduled meanwhile (never Failed, never
-//!   Held because of the store) and go in due order once a commit holds. The lateness
+//!   Held because of the store) and go in due order once a dispatch holds. The lateness
 //!   window still applies as configured: a post later than it when the store takes writes
 //!   again is Held (`too_late`), as after any other delay. Every commit also sets the
 //!   engine's [`crate::StoreHealth`].
@@ -49,7 +49,7 @@ const OUTCOME_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 /// After a failed commit the queue writes nothing for this long, then tries again…
 pub const STORE_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// …doubling after each failure up to this; a commit that holds starts it over.
+/// …doubling after each failure up to this; a dispatch that holds starts it over.
 pub const STORE_BACKOFF_CAP: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct QueueArgs {
@@ -299,7 +299,7 @@ impl QueueState {
         );
     }
 
-    /// A commit held: the storage backoff is over.
+    /// A dispatch held: the storage backoff is over.
     fn store_held(&mut self) {
         if self.store_streak > 0 {
             tracing::info!(platform = %self.platform, failures_in_a_row = self.store_streak, "the store takes writes again: this queue resumes");
