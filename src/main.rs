@@ -549,7 +549,21 @@ fn restore(from: PathBuf, data_dir: PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// A write past the file size limit (`ulimit -f`, `RLIMIT_FSIZE`) raises SIGXFSZ, whose
+/// default action ends the process. Ignored, the write fails with EFBIG instead: the store
+/// reports it, `/readyz` says `storage_failing`, and the engine backs off and waits.
+#[cfg(unix)]
+fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler, and this runs
+    // first in `main`, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 fn main() -> Result<()> {
+    #[cfg(unix)]
+    ignore_file_size_signal();
     let cli = Cli::parse();
     // The demo narrates; logs would drown the story (RUST_LOG brings them back).
     #[cfg(feature = "sandbox")]

@@ -784,6 +784,7 @@ async fn struct_sizes(store: &SledStore) -> Res<Vec<(&'static str, usize)>> {
         record: fixtures::connection(&k),
         grant: Some(bench_grant(0, now)),
         store: shared(store),
+        health: social_studio_actors::StoreHealth::new(Arc::new(SystemClock)),
         port: ports(&calls, None).swap_remove(0),
         clock: Arc::new(SystemClock),
         config: Arc::new(EngineConfig::default()),

@@ -41,6 +41,8 @@ pub struct ConnectionArgs {
     /// `None` when the stored grant cannot be read: the connection is then Expired.
     pub grant: Option<Grant>,
     pub store: SharedStore,
+    /// Set by this actor's commits (see [`crate::StoreHealth`]).
+    pub health: crate::StoreHealth,
     pub port: Arc<dyn PlatformPort>,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<EngineConfig>,
@@ -56,6 +58,7 @@ pub struct ConnectionState {
     record: Connection,
     grant: Option<Grant>,
     store: SharedStore,
+    health: crate::StoreHealth,
     /// This actor's claim on the connection: every write it makes is fenced by it, so an
     /// actor that was replaced can never write over its successor.
     epoch: Epoch,
@@ -214,7 +217,11 @@ impl ConnectionState {
     /// failed write every deadline waits for a backoff, so a deadline the write was
     /// meant to settle (an expiry, a warning, a dead grant) is not retried in a loop.
     async fn persist(&mut self, batch: Batch) -> Result<(), EngineError> {
-        match self.store.commit(batch, Durability::Durable).await {
+        match self
+            .health
+            .commit(&self.store, batch, Durability::Durable)
+            .await
+        {
             Ok(_) => {
                 self.write_retry_at = None;
                 Ok(())
@@ -774,6 +781,7 @@ impl Actor for ConnectionActor {
             record: args.record,
             grant: args.grant,
             store: args.store,
+            health: args.health,
             epoch,
             port: args.port,
             clock: args.clock,

@@ -22,6 +22,7 @@ pub struct Engine {
     ports: Arc<HashMap<social_studio_storage::Platform, Arc<dyn PlatformPort>>>,
     clock: Arc<dyn Clock>,
     config: Arc<EngineConfig>,
+    health: crate::StoreHealth,
     join: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -36,8 +37,10 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let ports: HashMap<_, _> = ports.into_iter().map(|p| (p.platform(), p)).collect();
         let config = Arc::new(config);
+        let health = crate::StoreHealth::new(clock.clone());
         let args = SupervisorArgs {
             store: store.clone(),
+            health: health.clone(),
             ports: ports.clone(),
             clock: clock.clone(),
             config: config.clone(),
@@ -51,6 +54,7 @@ impl Engine {
             ports: Arc::new(ports),
             clock,
             config,
+            health,
             join: Arc::new(tokio::sync::Mutex::new(Some(join))),
         })
     }
@@ -177,6 +181,12 @@ impl Engine {
     /// the commands the supervisor routes.
     pub fn is_running(&self) -> bool {
         matches!(self.supervisor.get_status(), ractor::ActorStatus::Running)
+    }
+
+    /// Whether the store takes the actors' writes, read from the flag every actor's
+    /// commit sets, without a message: see [`crate::StoreHealth`].
+    pub fn store_health(&self) -> &crate::StoreHealth {
+        &self.health
     }
 
     pub async fn tree(&self) -> Result<TreeReport, EngineError> {

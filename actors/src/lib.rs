@@ -20,6 +20,8 @@
 //!   connection, backs off for rate limits, persists every transition before the next step.
 //! - [`supervisor`]: boot, routing, restart budget, graceful shutdown.
 //! - [`Engine`]: the async handle over all of it.
+//! - [`health`]: [`StoreHealth`], the one flag every actor's commit sets — whether the
+//!   store takes writes — read by readiness probes without a message.
 //!
 //! The actors reach storage only through the store port
 //! ([`social_studio_storage::Store`]); events reach subscribers through the store's own
@@ -29,6 +31,7 @@ pub mod config;
 pub mod connection;
 mod engine;
 mod error;
+pub mod health;
 pub mod messages;
 pub mod ports;
 pub mod queue;
@@ -39,6 +42,7 @@ pub mod testkit;
 pub use config::EngineConfig;
 pub use engine::Engine;
 pub use error::EngineError;
+pub use health::{StoreFailure, StoreHealth};
 pub use messages::{ConnectionView, DisconnectReport, PublishOutcome, QueueStats};
 pub use ports::{
     Clock, LimitScope, LostRefreshPolicy, PlatformPort, PortError, RevokeOutcome, SystemClock,

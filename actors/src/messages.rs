@@ -5,8 +5,8 @@
 
 use ractor::{ActorRef, RpcReplyPort};
 use social_studio_storage::{
-    Account, Connection, ConnectionKey, Grant, Post, PostId, PostStatus, Reason, Receipt, Target,
-    Timestamp,
+    Account, Connection, ConnectionKey, Grant, Post, PostId, PostStatus, Reason, Receipt,
+    StateLabel, Target, Timestamp,
 };
 
 use crate::{EngineError, LimitScope, PlatformPort, PortError, RevokeOutcome};
@@ -194,10 +194,26 @@ pub enum QueueMsg {
     /// still waiting for its flush (those go back to Scheduled, never sent).
     Freeze(RpcReplyPort<()>),
     Wake,
-    /// A dispatched batch's flush finished (`durable`) or failed: its posts may now go to
-    /// their connections, or go back to waiting.
+    /// A dispatched batch's flush finished or failed: its posts may now go to their
+    /// connections, or go back to waiting.
     Flushed {
         posts: Vec<Post>,
-        durable: bool,
+        /// `None`: durable. `Some`: the commit failed, and nothing in it holds — the
+        /// store's error, and what the batch carried besides its posts, to be tried again
+        /// after the queue's storage backoff.
+        failed: Option<Box<UnheldCommit>>,
     },
+    /// A commit of publish outcomes alone failed: they are applied again after the
+    /// queue's storage backoff.
+    OutcomesUnheld(Box<UnheldCommit>),
+}
+
+/// What a failed queue commit carried, returned to the queue to be tried again.
+pub struct UnheldCommit {
+    /// The store's error, for the one log line per backoff step.
+    pub error: String,
+    /// Posts the batch was holding for lateness (`too_late`): they wait again, Scheduled.
+    pub held: Vec<Post>,
+    /// Publish outcomes the batch applied, each with the state its post left.
+    pub outcomes: Vec<(Post, StateLabel)>,
 }

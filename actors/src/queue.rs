@@ -18,6 +18,14 @@
 //!   next one), and publish outcomes that arrive together are applied as one commit,
 //!   before the queue handles anything else.
 //! - The queue is the only writer of post records once a post is scheduled.
+//! - A commit that fails (a full disk, a failed fsync: sled then refuses every write
+//!   until the process restarts) never makes the queue spin: it backs off, from
+//!   [`STORE_BACKOFF_FIRST`] (1 s) doubling up to [`STORE_BACKOFF_CAP`] (60 s), logs once
+//!   per step, and tries again; its posts stay Scheduled meanwhile (never Failed, never
+//!   Held because of the store) and go in due order once a dispatch holds. The lateness
+//!   window still applies as configured: a post later than it when the store takes writes
+//!   again is Held (`too_late`), as after any other delay. Every commit also sets the
+//!   engine's [`crate::StoreHealth`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -28,8 +36,8 @@ use social_studio_storage::{
     PostState, PostStatus, Reason, ReasonCode, SharedStore, StateLabel, Timestamp,
 };
 
-use crate::messages::{ConnectionMsg, PublishOutcome, QueueMsg, QueueStats};
-use crate::{Clock, EngineConfig, EngineError, LimitScope};
+use crate::messages::{ConnectionMsg, PublishOutcome, QueueMsg, QueueStats, UnheldCommit};
+use crate::{Clock, EngineConfig, EngineError, LimitScope, StoreHealth};
 
 /// The most posts one dispatch commit carries.
 const DISPATCH_BATCH: usize = 512;
@@ -38,9 +46,17 @@ const DISPATCH_BATCH: usize = 512;
 /// applied sooner, in the same commit as the next dispatch batch.
 const OUTCOME_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// After a failed commit the queue writes nothing for this long, then tries again…
+pub const STORE_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// …doubling after each failure up to this; a dispatch that holds starts it over.
+pub const STORE_BACKOFF_CAP: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct QueueArgs {
     pub platform: Platform,
     pub store: SharedStore,
+    /// Set by this queue's commits.
+    pub health: StoreHealth,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<EngineConfig>,
     /// The platform's publishing is idempotent (engine-chosen record keys).
@@ -75,6 +91,7 @@ struct Entry {
 pub struct QueueState {
     platform: Platform,
     store: SharedStore,
+    health: StoreHealth,
     clock: Arc<dyn Clock>,
     config: Arc<EngineConfig>,
     idempotent: bool,
@@ -102,6 +119,18 @@ pub struct QueueState {
     freeze_waiters: Vec<RpcReplyPort<()>>,
     timer: crate::Timer<QueueMsg>,
     frozen: bool,
+    /// After a failed commit: nothing is dispatched or applied before this.
+    store_retry: Option<Timestamp>,
+    /// Failed commits in a row (each a backoff step): the next backoff is
+    /// `STORE_BACKOFF_FIRST` doubled this many times, up to `STORE_BACKOFF_CAP`.
+    store_streak: u32,
+}
+
+/// The wait after `streak` failed commits in a row.
+fn store_backoff(streak: u32) -> std::time::Duration {
+    STORE_BACKOFF_FIRST
+        .saturating_mul(2u32.saturating_pow(streak.min(16)))
+        .min(STORE_BACKOFF_CAP)
 }
 
 /// The event of a post's transition from `from` to the status it has now.
@@ -173,8 +202,8 @@ impl QueueState {
         if posts.is_empty() {
             return Ok(());
         }
-        self.store
-            .commit(self.transitions(posts), Durability::Durable)
+        self.health
+            .commit(&self.store, self.transitions(posts), Durability::Durable)
             .await?;
         Ok(())
     }
@@ -198,31 +227,114 @@ impl QueueState {
     }
 
     /// Applies the outcomes gathered so far as one commit of their own. Made durable by
-    /// the next group commit (their next step is only telling people).
-    fn commit_outcomes(&mut self) {
-        if self.outcomes.is_empty() {
+    /// the next group commit (their next step is only telling people). During a storage
+    /// backoff they wait for its end, unless `force` (the last try, at stop).
+    fn commit_outcomes(&mut self, myself: Option<&ActorRef<QueueMsg>>, force: bool) {
+        if self.outcomes.is_empty() || (!force && self.store_holding()) {
             return;
         }
         let outcomes = std::mem::take(&mut self.outcomes);
         // The place in the commit order is taken here; the future only reports.
-        let commit = self
-            .store
-            .commit(self.transitions(&outcomes), Durability::Buffered);
+        let commit = self.health.commit(
+            &self.store,
+            self.transitions(&outcomes),
+            Durability::Buffered,
+        );
         let platform = self.platform;
+        let queue = myself.cloned();
+        let unheld = outcomes.clone();
         tokio::spawn(async move {
             if let Err(error) = commit.await {
-                tracing::error!(%platform, %error, "could not record publish outcomes");
+                let back = UnheldCommit {
+                    error: error.to_string(),
+                    held: Vec::new(),
+                    outcomes: unheld,
+                };
+                // Gone only at stop: the outcomes then stay as the store last held them
+                // (a post Publishing there becomes Unconfirmed at the next boot).
+                let sent =
+                    queue.is_some_and(|q| q.cast(QueueMsg::OutcomesUnheld(Box::new(back))).is_ok());
+                if !sent {
+                    tracing::error!(%platform, %error, "could not record publish outcomes");
+                }
             }
         });
         self.track_outcomes(&outcomes);
     }
 
     /// Posts whose outcome sends them back to wait are tracked once their transition has
-    /// its place in the commit order, so a later dispatch of them lands after it.
+    /// its place in the commit order, so a later dispatch of them lands after it. A post
+    /// tracked already (its outcome is being applied again after a failed commit) is
+    /// left as it is.
     fn track_outcomes(&mut self, outcomes: &[(Post, StateLabel)]) {
         for (post, _) in outcomes {
-            if post.state.is_pending() {
+            if post.state.is_pending() && !self.entries.contains_key(&post.id) {
                 self.track(post);
+            }
+        }
+    }
+
+    /// A storage backoff is running: nothing is written before it ends.
+    fn store_holding(&self) -> bool {
+        self.store_retry.is_some_and(|t| t > self.now())
+    }
+
+    /// A commit failed: writes wait for the next backoff step (one log line per step).
+    /// A failure while a backoff already runs (another commit of the same attempt) adds
+    /// no step.
+    fn store_failed(&mut self, error: &str) {
+        if self.store_holding() {
+            tracing::debug!(platform = %self.platform, %error, "another commit failed during the storage backoff");
+            return;
+        }
+        let wait = store_backoff(self.store_streak);
+        self.store_streak = self.store_streak.saturating_add(1);
+        self.store_retry = Some(self.now().saturating_add(wait));
+        tracing::error!(
+            platform = %self.platform,
+            %error,
+            failures_in_a_row = self.store_streak,
+            retry_in_secs = wait.as_secs(),
+            "the store refuses writes: this queue's posts stay Scheduled and wait; writes are tried again after the backoff"
+        );
+    }
+
+    /// A dispatch held: the storage backoff is over.
+    fn store_held(&mut self) {
+        if self.store_streak > 0 {
+            tracing::info!(platform = %self.platform, failures_in_a_row = self.store_streak, "the store takes writes again: this queue resumes");
+        }
+        self.store_streak = 0;
+        self.store_retry = None;
+    }
+
+    /// Takes back what a failed commit carried: outcomes to apply again (before any
+    /// gathered since, in their order), and posts it was holding for lateness, which
+    /// wait again as Scheduled. An outcome whose post went on meanwhile (dispatched
+    /// again) is superseded and dropped.
+    fn take_back(&mut self, unheld: UnheldCommit, myself: &ActorRef<QueueMsg>) {
+        let UnheldCommit {
+            error,
+            held,
+            outcomes,
+        } = unheld;
+        self.store_failed(&error);
+        let mut back: Vec<(Post, StateLabel)> = outcomes
+            .into_iter()
+            .filter(|(p, _)| !self.entries.get(&p.id).is_some_and(|e| e.publishing))
+            .collect();
+        if !back.is_empty() {
+            back.append(&mut self.outcomes);
+            self.outcomes = back;
+            if !self.outcomes_scheduled {
+                myself.send_after(OUTCOME_GATHER, || QueueMsg::CommitOutcomes);
+                self.outcomes_scheduled = true;
+            }
+        }
+        for mut post in held {
+            post.state = PostState::Scheduled;
+            if !self.entries.contains_key(&post.id) {
+                self.track(&post);
             }
         }
     }
@@ -255,7 +367,7 @@ impl QueueState {
     async fn dispatch(&mut self, myself: &ActorRef<QueueMsg>) {
         let sent = self.dispatch_batch(myself).await;
         if !sent {
-            self.commit_outcomes();
+            self.commit_outcomes(Some(myself), false);
         }
         self.rearm(myself);
     }
@@ -294,6 +406,10 @@ impl QueueState {
                 }
             }
         }
+        if self.store_holding() {
+            // The store refused the last write: nothing goes before the backoff ends.
+            return false;
+        }
         if self.platform_backoff.is_some_and(|t| t > now) {
             return false;
         }
@@ -318,8 +434,18 @@ impl QueueState {
                 continue;
             };
             let key = entry.key.clone();
-            let mut post = match self.store.post(id).await {
-                Ok(Some(p)) if matches!(p.state, PostState::Scheduled) => p,
+            let (mut post, from) = match self.store.post(id).await {
+                Ok(Some(p)) if matches!(p.state, PostState::Scheduled) => {
+                    (p, StateLabel::Scheduled)
+                }
+                // Publishing in the store while this queue holds it waiting: a dispatch of
+                // it failed, and so did the write putting it back (a store that applied
+                // the dispatch in memory, then could not make it durable). It never
+                // reached its connection, so it goes as the Scheduled post it is.
+                Ok(Some(mut p)) if matches!(p.state, PostState::Publishing) => {
+                    p.attempts = p.attempts.saturating_sub(1);
+                    (p, StateLabel::Publishing)
+                }
                 Ok(_) => {
                     self.untrack(id);
                     continue;
@@ -342,7 +468,7 @@ impl QueueState {
             if late {
                 post.state = PostState::Held(Reason::new(ReasonCode::TooLate));
                 self.entries.remove(&id);
-                held.push((post, StateLabel::Scheduled));
+                held.push((post, from));
                 continue;
             }
             post.state = PostState::Publishing;
@@ -351,7 +477,7 @@ impl QueueState {
             if let Some(e) = self.entries.get_mut(&id) {
                 e.publishing = true;
             }
-            batch.push((post, StateLabel::Scheduled));
+            batch.push((post, from));
         }
         if held.is_empty() && batch.is_empty() {
             return false;
@@ -364,31 +490,42 @@ impl QueueState {
         let mut b = self.transitions(&outcomes);
         self.add_transitions(&mut b, &held);
         self.add_transitions(&mut b, &batch);
-        let commit = self.store.commit(b, Durability::Durable);
+        let commit = self.health.commit(&self.store, b, Durability::Durable);
         self.track_outcomes(&outcomes);
         let posts: Vec<Post> = batch.into_iter().map(|(p, _)| p).collect();
         self.flushing += posts.len();
         self.dispatching = true;
         let queue = myself.clone();
-        let platform = self.platform;
+        let held: Vec<Post> = held.into_iter().map(|(p, _)| p).collect();
         tokio::spawn(async move {
-            let durable = match commit.await {
-                Ok(_) => true,
-                Err(error) => {
-                    tracing::error!(%platform, %error, "could not make a dispatch durable; its posts wait again");
-                    false
-                }
-            };
+            // Logged once by the queue, as a step of its storage backoff.
+            let failed = commit.await.err().map(|error| {
+                Box::new(UnheldCommit {
+                    error: error.to_string(),
+                    held,
+                    outcomes,
+                })
+            });
             // The queue is gone only at shutdown, after it froze with nothing flushing.
-            let _ = queue.cast(QueueMsg::Flushed { posts, durable });
+            let _ = queue.cast(QueueMsg::Flushed { posts, failed });
         });
         true
     }
 
     /// A dispatched batch is durable (or could not be made so): hands each post that is
     /// still wanted to its connection, or puts it back to wait.
-    async fn flushed(&mut self, posts: Vec<Post>, durable: bool, myself: &ActorRef<QueueMsg>) {
+    async fn flushed(
+        &mut self,
+        posts: Vec<Post>,
+        failed: Option<Box<UnheldCommit>>,
+        myself: &ActorRef<QueueMsg>,
+    ) {
         self.dispatching = false;
+        let durable = failed.is_none();
+        match failed {
+            None => self.store_held(),
+            Some(unheld) => self.take_back(*unheld, myself),
+        }
         self.flushing = self.flushing.saturating_sub(posts.len());
         let mut back_to_wait = Vec::new();
         for post in posts {
@@ -435,8 +572,12 @@ impl QueueState {
             back_to_wait.push((back, StateLabel::Publishing));
         }
         if !back_to_wait.is_empty() {
+            // Only a dispatch that holds ends a storage backoff: a store that takes this
+            // write but refuses dispatches must not be asked again at once.
             if let Err(e) = self.commit_posts(&back_to_wait).await {
-                tracing::error!(platform = %self.platform, error = %e, "could not put unsent posts back to Scheduled");
+                // The store refuses writes: they are Scheduled in memory and wait for the
+                // backoff (a store that failed the dispatch holds them Scheduled too).
+                self.store_failed(&e.to_string());
             }
             for (p, _) in &back_to_wait {
                 self.track(p);
@@ -452,7 +593,10 @@ impl QueueState {
     fn next_deadline(&self) -> Option<Timestamp> {
         let mut next: Option<Timestamp> = None;
         let mut consider = |t: Timestamp| next = Some(next.map_or(t, |n: Timestamp| n.min(t)));
-        if let Some(t) = self.platform_backoff {
+        if let Some(t) = self.store_retry.filter(|&t| t > self.now()) {
+            // Nothing is written before it; then the ready posts and gathered outcomes.
+            consider(t);
+        } else if let Some(t) = self.platform_backoff {
             consider(t);
         } else if !self.dispatching
             && self.in_flight + self.flushing < self.config.publish_concurrency.max(1)
@@ -691,7 +835,9 @@ impl QueueState {
             }
         }
         if !batch.is_empty() {
-            self.store.commit(batch, Durability::Durable).await?;
+            self.health
+                .commit(&self.store, batch, Durability::Durable)
+                .await?;
         }
         for s in &waiting {
             self.track_parts(
@@ -734,7 +880,9 @@ impl QueueState {
                 .transition(None, Some(post.state.label()))
                 .reason(post.state.reason().cloned()),
         );
-        self.store.commit(b, Durability::Durable).await?;
+        self.health
+            .commit(&self.store, b, Durability::Durable)
+            .await?;
         self.track(&post);
         // Due within the lead time already: check the grant now.
         if post.due_at.saturating_sub(self.config.precheck_lead) <= self.now() {
@@ -798,7 +946,9 @@ impl QueueState {
         // only once that holds (a failed edit leaves it queued as it was).
         let mut b = Batch::new();
         b.put_post(&post);
-        self.store.commit(b, Durability::Durable).await?;
+        self.health
+            .commit(&self.store, b, Durability::Durable)
+            .await?;
         if self.untrack(post.id).is_some() {
             self.track(&post);
         }
@@ -877,6 +1027,7 @@ impl Actor for QueueActor {
         Ok(QueueState {
             platform: args.platform,
             store: args.store,
+            health: args.health,
             clock: args.clock,
             config: args.config,
             idempotent: args.idempotent_publish,
@@ -894,6 +1045,8 @@ impl Actor for QueueActor {
             freeze_waiters: Vec::new(),
             timer: None,
             frozen: false,
+            store_retry: None,
+            store_streak: 0,
         })
     }
 
@@ -903,7 +1056,7 @@ impl Actor for QueueActor {
         state: &mut QueueState,
     ) -> Result<(), ActorProcessingErr> {
         // A stop after a drain has nothing pending; anything else still gets written.
-        state.commit_outcomes();
+        state.commit_outcomes(None, true);
         if let Some((_, h)) = state.timer.take() {
             h.abort();
         }
@@ -924,9 +1077,13 @@ impl Actor for QueueActor {
                 return Ok(());
             }
             // These only free slots or time: their dispatch applies the outcomes.
-            QueueMsg::CommitOutcomes | QueueMsg::Wake | QueueMsg::Flushed { .. } => {}
-            // Every other message sees the outcomes already applied.
-            _ => state.commit_outcomes(),
+            QueueMsg::CommitOutcomes
+            | QueueMsg::Wake
+            | QueueMsg::Flushed { .. }
+            | QueueMsg::OutcomesUnheld(_) => {}
+            // Every other message sees the outcomes already applied (unless a storage
+            // backoff holds them).
+            _ => state.commit_outcomes(Some(&myself), false),
         }
         match msg {
             QueueMsg::Outcome { .. } => {}
@@ -1011,9 +1168,10 @@ impl Actor for QueueActor {
             QueueMsg::Wake => {
                 state.timer = None;
             }
-            QueueMsg::Flushed { posts, durable } => {
-                state.flushed(posts, durable, &myself).await;
+            QueueMsg::Flushed { posts, failed } => {
+                state.flushed(posts, failed, &myself).await;
             }
+            QueueMsg::OutcomesUnheld(unheld) => state.take_back(*unheld, &myself),
         }
         state.dispatch(&myself).await;
         Ok(())

@@ -20,7 +20,7 @@ use social_studio_storage::{
 use crate::connection::{ConnectionActor, ConnectionArgs};
 use crate::messages::{ConnectionMsg, ConnectionView, DisconnectReport, QueueMsg, QueueStats};
 use crate::queue::{QueueActor, QueueArgs};
-use crate::{Clock, EngineConfig, EngineError, PlatformPort};
+use crate::{Clock, EngineConfig, EngineError, PlatformPort, StoreHealth};
 
 /// The actor tree at a glance.
 #[derive(Debug, Clone, Default)]
@@ -94,6 +94,8 @@ pub struct ConnectRequest {
 
 pub struct SupervisorArgs {
     pub store: SharedStore,
+    /// Set by every commit of every actor (see [`StoreHealth`]).
+    pub health: StoreHealth,
     pub ports: HashMap<Platform, Arc<dyn PlatformPort>>,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<EngineConfig>,
@@ -128,6 +130,7 @@ impl StoredView {
 
 pub struct SupervisorState {
     store: SharedStore,
+    health: StoreHealth,
     ports: HashMap<Platform, Arc<dyn PlatformPort>>,
     clock: Arc<dyn Clock>,
     config: Arc<EngineConfig>,
@@ -159,6 +162,7 @@ impl SupervisorState {
         let args = QueueArgs {
             platform,
             store: self.store.clone(),
+            health: self.health.clone(),
             clock: self.clock.clone(),
             config: self.config.clone(),
             idempotent_publish: self
@@ -197,6 +201,7 @@ impl SupervisorState {
             record,
             grant,
             store: self.store.clone(),
+            health: self.health.clone(),
             port,
             clock: self.clock.clone(),
             config: self.config.clone(),
@@ -322,7 +327,9 @@ impl SupervisorState {
                         .transition(Some(StateLabel::NotConnected), Some(StateLabel::Active)),
                 );
                 let result = async {
-                    self.store.commit(b, Durability::Durable).await?;
+                    self.health
+                        .commit(&self.store, b, Durability::Durable)
+                        .await?;
                     let actor = self
                         .spawn_connection(record, Some(grant), myself)
                         .await
@@ -401,7 +408,11 @@ impl SupervisorState {
                 .transition(Some(from), Some(StateLabel::Error))
                 .reason(Some(reason.clone())),
             );
-            match self.store.commit(b, Durability::Durable).await {
+            match self
+                .health
+                .commit(&self.store, b, Durability::Durable)
+                .await
+            {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(connection = %key, error = %e, "cannot record too many restarts")
@@ -465,7 +476,9 @@ impl SupervisorState {
                 .transition(None, Some(StateLabel::NotConnected))
                 .reason(Some(Reason::new(ReasonCode::AccountDisconnected))),
         );
-        self.store.commit(b, Durability::Durable).await?;
+        self.health
+            .commit(&self.store, b, Durability::Durable)
+            .await?;
         Ok(DisconnectReport {
             revoke,
             posts_failed,
@@ -522,6 +535,7 @@ impl Actor for Supervisor {
         let seed = args.config.jitter_seed.unwrap_or_else(rand::random);
         let mut state = SupervisorState {
             store: args.store,
+            health: args.health,
             ports: args.ports,
             clock: args.clock,
             config: args.config,

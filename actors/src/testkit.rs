@@ -563,6 +563,10 @@ pub struct FaultyStore {
     inner: social_studio_storage::SharedStore,
     filter: Arc<Mutex<Option<CommitFilter>>>,
     refused: Arc<std::sync::atomic::AtomicU64>,
+    /// Woken at every refusal, for [`FaultyStore::refused_reaches`].
+    refusal: Arc<tokio::sync::Notify>,
+    /// Commits still to apply and then report failed.
+    apply_then_fail: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl FaultyStore {
@@ -571,7 +575,18 @@ impl FaultyStore {
             inner,
             filter: Arc::new(Mutex::new(None)),
             refused: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            refusal: Arc::new(tokio::sync::Notify::new()),
+            apply_then_fail: Arc::new(std::sync::atomic::AtomicU32::new(0)),
         }
+    }
+
+    /// The next `n` commits are applied and then reported failed, as a store does whose
+    /// write reached memory but whose flush to disk failed (sled after a failed fsync or
+    /// a full disk: reads then show the change, though it is not durable and the caller
+    /// was told it failed). They count as refused. Checked before [`Self::fail_commits`].
+    pub fn apply_then_fail_next(&self, n: u32) {
+        self.apply_then_fail
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// From now on, refuses every commit for which `which` is true (nothing is applied).
@@ -590,6 +605,21 @@ impl FaultyStore {
     /// How many commits were refused so far.
     pub fn refused(&self) -> u64 {
         self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Resolves once `n` commits have been refused in all. Raced against a (virtual) wait,
+    /// it tells a writer that retries in a loop — which never lets paused time advance —
+    /// from one that backs off.
+    pub async fn refused_reaches(&self, n: u64) {
+        loop {
+            let refusal = self.refusal.notified();
+            tokio::pin!(refusal);
+            refusal.as_mut().enable();
+            if self.refused() >= n {
+                return;
+            }
+            refusal.await;
+        }
     }
 
     /// Whether a batch stores a grant.
@@ -619,6 +649,26 @@ impl social_studio_storage::Store for FaultyStore {
         batch: social_studio_storage::Batch,
         durability: social_studio_storage::Durability,
     ) -> social_studio_storage::CommitFuture {
+        let apply_then_fail = self
+            .apply_then_fail
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if apply_then_fail {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.refusal.notify_waiters();
+            let applied = self.inner.commit(batch, durability);
+            return Box::pin(async move {
+                let _ = applied.await;
+                Err(social_studio_storage::StoreError::Flush(
+                    "injected flush failure after the write was applied".into(),
+                ))
+            });
+        }
         let filter = self
             .filter
             .lock()
@@ -627,6 +677,7 @@ impl social_studio_storage::Store for FaultyStore {
         if filter.is_some_and(|refuse| refuse(&batch)) {
             self.refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.refusal.notify_waiters();
             return Box::pin(async {
                 Err(social_studio_storage::StoreError::Flush(
                     "injected write failure".into(),

@@ -15,7 +15,7 @@ use super::extract::{ApiQuery, PenPath};
 use super::query::ConfirmQuery;
 use super::AppState;
 use crate::studio::schema::PlatformId;
-use crate::studio::views::{AttentionItem, ErasureReport, UnreadableView};
+use crate::studio::views::{AttentionItem, EngineAttentionItem, ErasureReport, UnreadableView};
 
 /// `{"status": "ok"}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -39,10 +39,45 @@ pub(crate) struct UnreadableCount {
     pub(crate) code: Option<&'static str>,
 }
 
-/// `{"attention": [...], "unreadable": [...]}`.
+/// Why the engine is not ready, when it runs but cannot do its work:
+/// `{"ready": false, "reason": {"code", "message", "remedy"}}`. Named by a code only:
+/// `/readyz` needs no token (the store's own error is in the attention list).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UnreadyBody {
+    /// Always `false`.
+    pub(crate) ready: bool,
+    pub(crate) reason: UnreadyReason,
+}
+
+/// A code (`storage_failing`), what happened, and what an operator does.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UnreadyReason {
+    pub(crate) code: &'static str,
+    pub(crate) message: &'static str,
+    pub(crate) remedy: &'static str,
+}
+
+/// A 503 of `/readyz`: the engine is not running (`{"error": …}`, code `not_ready`), or
+/// it runs and cannot do its work (`{"ready": false, "reason": …}`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum NotReadyBody {
+    Unready(UnreadyBody),
+    /// Answered through [`ApiError`], as every error is; named here for the schema.
+    #[allow(dead_code)]
+    Stopped(ErrorBody),
+}
+
+/// `{"attention": [...], "unreadable": [...]}`, and `"engine": [...]` when the engine
+/// itself needs an operator.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AttentionBody {
     pub(crate) attention: Vec<AttentionItem>,
+    /// What needs an operator about the engine itself, whichever pen name is asked
+    /// about (a store that refuses writes, `storage_failing`); absent when all is well.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
+    pub(crate) engine: Vec<EngineAttentionItem>,
     /// Stored records that cannot be read, each with what it belonged to.
     pub(crate) unreadable: Vec<UnreadableView>,
 }
@@ -128,7 +163,7 @@ pub(crate) async fn healthz() -> Json<StatusBody> {
     tag = "status",
     responses(
         (status = 200, description = "the engine is running; unreadable records are counted, never a reason to fail", body = ReadyBody),
-        (status = 503, description = "not_ready", body = ErrorBody),
+        (status = 503, description = "not_ready (the engine is not running), or storage_failing (the store refuses writes)", body = NotReadyBody),
     )
 )]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
@@ -140,6 +175,21 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             "the engine is not running (starting or stopping)",
         )
         .into_response();
+    }
+    if readiness.storage_failing {
+        let reason = crate::studio::views::storage_failing();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(NotReadyBody::Unready(UnreadyBody {
+                ready: false,
+                reason: UnreadyReason {
+                    code: reason.code,
+                    message: reason.message,
+                    remedy: reason.remedy,
+                },
+            })),
+        )
+            .into_response();
     }
     let count = readiness.unreadable_records;
     Json(ReadyBody {
@@ -169,6 +219,7 @@ pub(crate) async fn attention_all(
     let (attention, unreadable) = state.studio.attention(None).await?;
     Ok(Json(AttentionBody {
         attention,
+        engine: state.studio.engine_attention(),
         unreadable,
     }))
 }
@@ -193,6 +244,7 @@ pub(crate) async fn attention_of_pen(
     let (attention, unreadable) = state.studio.attention(Some(&pen)).await?;
     Ok(Json(AttentionBody {
         attention,
+        engine: state.studio.engine_attention(),
         unreadable,
     }))
 }

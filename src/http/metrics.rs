@@ -11,6 +11,11 @@
 //! - `social_studio_media_memory_bytes{kind="held"|"budget"}` and
 //!   `social_studio_media_fetches_waiting`: fetched media held in memory against the
 //!   `media_memory_bytes` budget, and fetches waiting for room in it.
+//! - `social_studio_store_healthy` (1 while the store takes the engine's writes, 0 from a
+//!   failed commit until the next that holds) and
+//!   `social_studio_store_commit_failures_total` (commits the store refused since the
+//!   engine started): read from the engine's store-health flag at scrape time, without a
+//!   message, so they answer even when the supervisor is slow.
 //! - `social_studio_events_total{kind}`: every event the engine emitted since this router
 //!   was built, counted by a task subscribed to the event bus.
 //!
@@ -55,6 +60,14 @@ impl HttpMetrics {
                 "social_studio_media_memory_bytes",
                 metrics::Unit::Bytes,
                 "fetched media held in memory for upload, and the budget for them"
+            );
+            metrics::describe_gauge!(
+                "social_studio_store_healthy",
+                "1 while the store takes the engine's writes, 0 while it refuses them"
+            );
+            metrics::describe_counter!(
+                "social_studio_store_commit_failures_total",
+                "commits the store refused since the engine started"
             );
             metrics::describe_gauge!(
                 "social_studio_queue_posts",
@@ -187,6 +200,16 @@ fn status_str(status: axum::http::StatusCode) -> Option<&'static str> {
 )]
 pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
     // The engine's figures are read now rather than tracked, so they are never stale.
+    let health = state.studio.store_health();
+    state.metrics.record(|| {
+        metrics::gauge!("social_studio_store_healthy").set(if health.is_healthy() {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::counter!("social_studio_store_commit_failures_total")
+            .absolute(health.commit_failures());
+    });
     if let Ok(report) = state.studio.supervisor().await {
         state.metrics.record(|| {
             for (status, count) in [

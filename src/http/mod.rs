@@ -144,7 +144,7 @@ static ROUTES: &[RouteSpec] = &[
         method: Verb::Get,
         path: "/readyz",
         protected: false,
-        summary: "readiness: 200 when the engine answers within 2 s",
+        summary: "readiness: 200 when the engine runs and the store takes its writes",
         mount: |m| on(m, admin::readyz),
     },
     RouteSpec {

@@ -81,6 +81,9 @@ pub struct Readiness {
     pub running: bool,
     /// Stored records that cannot be read: counted, never a reason to be unready.
     pub unreadable_records: usize,
+    /// The store refuses the engine's writes (the last commit an actor made failed): a
+    /// reason to be unready, `storage_failing`.
+    pub storage_failing: bool,
 }
 
 /// How the service came up, for the operator (printed once by the binary).
@@ -794,21 +797,44 @@ impl Studio {
         Ok(self.inner.store.events_after(seq, limit).await?)
     }
 
-    /// Readiness from state kept as the engine runs — whether the supervisor is running,
-    /// and how many stored records cannot be read — without a message to any actor, so
-    /// that an unauthenticated probe cannot delay the engine's work.
     /// The memory fetched media are held in (`media_memory_bytes`): how much is held
     /// now and how many fetches wait for room.
     pub fn media_budget(&self) -> &MediaBudget {
         &self.inner.media
     }
 
+    /// Readiness from state kept as the engine runs — whether the supervisor is running,
+    /// whether the store takes writes, and how many stored records cannot be read —
+    /// without a message to any actor, so that an unauthenticated probe cannot delay the
+    /// engine's work.
     pub fn readiness(&self) -> Readiness {
         Readiness {
             running: self.inner.engine.is_running()
                 && !self.inner.closing.load(std::sync::atomic::Ordering::SeqCst),
             unreadable_records: self.inner.store.unreadable().len(),
+            storage_failing: !self.inner.engine.store_health().is_healthy(),
         }
+    }
+
+    /// Whether the store takes the engine's writes, as every actor's last commit found:
+    /// read without a message (see [`social_studio_actors::StoreHealth`]).
+    pub fn store_health(&self) -> &social_studio_actors::StoreHealth {
+        self.inner.engine.store_health()
+    }
+
+    /// What needs an operator about the engine itself: a store that refuses writes.
+    pub fn engine_attention(&self) -> Vec<views::EngineAttentionItem> {
+        let health = self.store_health();
+        health
+            .failing()
+            .map(|f| views::EngineAttentionItem {
+                reason: views::storage_failing(),
+                since: f.since,
+                detail: f.error,
+                commit_failures: health.commit_failures(),
+            })
+            .into_iter()
+            .collect()
     }
 
     pub async fn supervisor(&self) -> Result<TreeReport, EngineRefusal> {

@@ -204,6 +204,33 @@ pub struct AttentionItem {
     pub paused_posts: usize,
 }
 
+/// Something wrong with the engine itself rather than with one connection, for an
+/// operator: today, a store that refuses the engine's writes.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EngineAttentionItem {
+    /// `storage_failing`, with what happened and what to do.
+    pub reason: ReasonView,
+    /// The first failed write of this streak.
+    #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub since: Timestamp,
+    /// The store's last error, as it said it (an I/O condition; never a record's content).
+    pub detail: String,
+    /// Writes the store refused since the engine started.
+    pub commit_failures: u64,
+}
+
+/// The reason a store that refuses writes is shown with, in `/readyz` and the attention
+/// list.
+pub fn storage_failing() -> ReasonView {
+    ReasonView {
+        code: "storage_failing",
+        message: "The store refuses the engine's writes (a full disk, a file size limit, a failed write or fsync). Posts wait, Scheduled, and nothing new is published until it takes writes again; the engine tries again after a backoff of up to a minute.",
+        remedy: "Free disk space or check the disk (the log names the error), then restart the engine: the embedded store keeps refusing writes after a failed one until the process restarts. Every post accepted before is kept and publishes after the restart.",
+        platform_message: None,
+    }
+}
+
 /// An image or video of a post.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MediaView {

@@ -1,6 +1,7 @@
 //! A store that fails on command, for the API tests: the actors' test kit's
 //! [`FaultyStore`] (the one wrapper over the store port that refuses commits), set to
-//! fail the one commit that creates a post a test picks.
+//! fail the one commit that creates a post a test picks ([`PostFaults`]), or every commit
+//! while a test says so ([`StoreSwitch`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -63,4 +64,47 @@ fn creates_a_post(batch: &Batch) -> bool {
         .ops()
         .iter()
         .any(|op| matches!(op, BatchOp::PutPost(_)))
+}
+
+/// Every commit fails while switched on: a store that refuses writes (a full disk).
+#[derive(Default)]
+pub struct StoreSwitch {
+    store: std::sync::Mutex<Option<FaultyStore>>,
+}
+
+impl StoreSwitch {
+    /// A layer for [`crate::helpers::AppOptions::store_layer`], and its switch.
+    pub fn layer() -> (StoreLayer, Arc<StoreSwitch>) {
+        let switch = Arc::new(StoreSwitch::default());
+        let control = switch.clone();
+        let layer: StoreLayer = Arc::new(move |inner: SharedStore| -> SharedStore {
+            let store = FaultyStore::new(inner);
+            *switch.store.lock().unwrap() = Some(store.clone());
+            Arc::new(store)
+        });
+        (layer, control)
+    }
+
+    fn store(&self) -> FaultyStore {
+        self.store
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the app opened its store")
+    }
+
+    /// From now on every commit fails.
+    pub fn fail_every_commit(&self) {
+        self.store().fail_commits(|_| true);
+    }
+
+    /// Commits go through again.
+    pub fn heal(&self) {
+        self.store().heal();
+    }
+
+    /// Commits refused so far.
+    pub fn refused(&self) -> u64 {
+        self.store().refused()
+    }
 }

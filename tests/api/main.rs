@@ -24,4 +24,5 @@ mod restart;
 mod retention;
 mod scheduling;
 mod secrets;
+mod storage_failing;
 mod unreadable;

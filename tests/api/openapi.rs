@@ -87,7 +87,13 @@ fn close_objects(schema: &mut Value) {
 /// Fails the test, naming every mismatch, unless `answer` fits the schema the document
 /// gives `method path` answering `status`.
 #[track_caller]
-fn assert_documented(doc: &Value, method: &str, path: &str, status: StatusCode, answer: &Value) {
+pub(crate) fn assert_documented(
+    doc: &Value,
+    method: &str,
+    path: &str,
+    status: StatusCode,
+    answer: &Value,
+) {
     let schema = answer_schema(doc, method, path, status.as_u16());
     let validator = jsonschema::options()
         .with_draft(jsonschema::Draft::Draft202012)

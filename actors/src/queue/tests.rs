@@ -383,3 +383,129 @@ async fn a_disconnect_that_could_not_be_written_leaves_the_posts_as_stored() {
     assert!(matches!(w.post_state(id).await, PostState::Failed(_)));
     assert_eq!(held(&w).await, (0, 0));
 }
+
+/// A store that refuses every write (a full disk; sled after a failed fsync) is asked
+/// again after a backoff, never in a loop: over ten minutes the queue tries a handful of
+/// times, its posts stay Scheduled, the engine's store-health flag says so, and once the
+/// store takes writes again the posts publish, once each, in due order.
+#[tokio::test(start_paused = true)]
+async fn a_failing_store_is_retried_with_a_backoff_and_nothing_is_lost() {
+    let mut w = world(2 * HOUR, |f| f).await;
+    let key = w.connect("jane", "jane").await;
+    let health = w.engine.store_health().clone();
+    assert!(health.is_healthy());
+    let first = w.schedule(&key, Duration::from_secs(60), "first").await;
+    let second = w.schedule(&key, Duration::from_secs(90), "second").await;
+    w.faults.fail_commits(|_| true);
+    // A queue that spins never lets paused time advance: it reaches the count instead.
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(10 * 60)) => {}
+        _ = w.faults.refused_reaches(1_000) => {
+            panic!("the queue asks a failing store again in a loop")
+        }
+    }
+    let refused = w.faults.refused();
+    // 1 s doubling to 60 s over ten minutes: some fifteen attempts, each a dispatch and
+    // the write putting its posts back.
+    assert!(
+        (3..=40).contains(&refused),
+        "{refused} commits in ten minutes of a failing store"
+    );
+    assert!(!health.is_healthy());
+    assert_eq!(health.commit_failures(), refused);
+    let failing = health.failing().expect("the failure is named");
+    assert!(
+        failing.error.contains("injected write failure"),
+        "{failing:?}"
+    );
+    for id in [first, second] {
+        assert!(matches!(w.post_state(id).await, PostState::Scheduled));
+    }
+    assert_eq!(w.fake.publish_calls(), 0);
+
+    w.faults.heal();
+    w.post_reaches(first, StateLabel::Published, 2 * HOUR).await;
+    w.post_reaches(second, StateLabel::Published, 2 * HOUR)
+        .await;
+    assert!(health.is_healthy());
+    assert!(health.failing().is_none());
+    let texts: Vec<String> = w.fake.published().into_iter().map(|p| p.text).collect();
+    assert_eq!(texts, ["first", "second"], "once each, in due order");
+}
+
+/// A publish outcome whose commit failed is applied again after the backoff: the post
+/// published at the platform ends Published, not stuck Publishing until a restart.
+#[tokio::test(start_paused = true)]
+async fn an_outcome_that_could_not_be_written_is_written_after_the_backoff() {
+    let mut w = world(2 * HOUR, |f| f).await;
+    let key = w.connect("jane", "jane").await;
+    let id = w.schedule(&key, Duration::from_secs(60), "once").await;
+    w.faults.fail_commits(|b| {
+        b.ops().iter().any(|op| {
+            matches!(op, social_studio_storage::BatchOp::Event(e)
+                if e.kind == EventKind::PostState && e.to == Some(StateLabel::Published))
+        })
+    });
+    w.faults.refused_reaches(1).await;
+    assert!(!w.engine.store_health().is_healthy());
+    w.faults.heal();
+    w.post_reaches(id, StateLabel::Published, HOUR).await;
+    assert!(w.engine.store_health().is_healthy());
+    assert_eq!(w.fake.publish_calls(), 1, "published once");
+}
+
+/// A store that refuses only dispatches (the write putting their posts back holds) is
+/// still asked after a backoff, never in a loop.
+#[tokio::test(start_paused = true)]
+async fn a_store_refusing_only_dispatches_is_not_asked_in_a_loop() {
+    let mut w = world(2 * HOUR, |f| f).await;
+    let key = w.connect("jane", "jane").await;
+    let id = w.schedule(&key, Duration::from_secs(60), "later").await;
+    w.faults.fail_commits(|b| {
+        b.ops().iter().any(|op| {
+            matches!(op, social_studio_storage::BatchOp::Event(e)
+                if e.to == Some(StateLabel::Publishing))
+        })
+    });
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(10 * 60)) => {}
+        _ = w.faults.refused_reaches(1_000) => {
+            panic!("the queue asks a store refusing dispatches again in a loop")
+        }
+    }
+    let refused = w.faults.refused();
+    assert!(
+        (3..=20).contains(&refused),
+        "{refused} dispatches refused in ten minutes"
+    );
+    assert!(matches!(w.post_state(id).await, PostState::Scheduled));
+    w.faults.heal();
+    w.post_reaches(id, StateLabel::Published, 2 * HOUR).await;
+    assert_eq!(w.fake.publish_calls(), 1);
+}
+
+/// A dispatch the store applied in memory but could not make durable (sled's case when
+/// the disk fills during a flush), with every write after it refused: the store reads
+/// Publishing for a post that never reached its connection. The queue keeps it, and once
+/// the store takes writes it publishes, once.
+#[tokio::test(start_paused = true)]
+async fn a_dispatch_applied_but_not_made_durable_is_not_dropped() {
+    let mut w = world(2 * HOUR, |f| f).await;
+    let key = w.connect("jane", "jane").await;
+    let id = w.schedule(&key, Duration::from_secs(60), "kept").await;
+    w.faults.apply_then_fail_next(1);
+    w.faults.fail_commits(|_| true);
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(5 * 60)) => {}
+        _ = w.faults.refused_reaches(1_000) => panic!("the queue asks a failing store in a loop"),
+    }
+    assert!(
+        matches!(w.post_state(id).await, PostState::Publishing),
+        "the store shows the dispatch it could not make durable"
+    );
+    assert_eq!(w.fake.publish_calls(), 0);
+    w.faults.heal();
+    w.post_reaches(id, StateLabel::Published, 2 * HOUR).await;
+    assert_eq!(w.fake.publish_calls(), 1);
+    assert_eq!(w.store.post(id).await.unwrap().unwrap().attempts, 1);
+}
