@@ -246,6 +246,7 @@ async fn a_real_write_failure_is_named_not_spun_on_and_loses_nothing() {
         "the store failed only once the posts were due: too slow a machine for this test"
     );
     assert_eq!(body["error"]["code"], "storage_error", "{status} {body}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(accepted.len() >= 5, "only {} posts fit", accepted.len());
 
     // Named at once, with what to do.

@@ -39,7 +39,7 @@ const CHUNK: usize = 64 * 1024;
     responses(
         (status = 200, description = "a backup archive of the whole store, taken with commits held so no change is half in it; grants stay sealed and the master key is not in it (see the README's Backup and restore)", content_type = "application/octet-stream", body = BackupArchive),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
-        (status = 500, description = "storage_error: the copy could not be made", body = ErrorBody),
+        (status = 503, description = "storage_error: the copy could not be made (the store or the disk under the data directory failed)", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]

@@ -194,7 +194,13 @@ fn engine_status(e: &EngineRefusal) -> StatusCode {
         | EngineRefusal::InvalidTransition { .. } => StatusCode::CONFLICT,
         EngineRefusal::PostNotFound(_) => StatusCode::NOT_FOUND,
         EngineRefusal::Platform(p) => platform_status(p),
-        EngineRefusal::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        // A record that cannot be read stays so; a store that refuses the write is the
+        // engine being unavailable (see `/readyz`): the request changed nothing, and may be
+        // sent again once it is ready (with the same `Idempotency-Key` where it has one).
+        EngineRefusal::Storage(e) if crate::studio::error::is_record_problem(e) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        EngineRefusal::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         EngineRefusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

@@ -125,7 +125,9 @@ impl EngineRefusal {
                 ReasonCode::RecordUnreadable.remedy()
             }
             EngineRefusal::Storage(_) => {
-                "An administrator should check the service's data directory and logs."
+                "The engine could not save this and changed nothing; send it again once /readyz \
+                 answers ready. An administrator should check the disk under the data directory \
+                 (its space, its errors in the log) and restart the engine."
             }
             EngineRefusal::Unavailable(_) => BUSY,
             EngineRefusal::WrongAccount { .. }
@@ -178,7 +180,7 @@ fn platform_remedy(e: &ConnectError) -> &'static str {
 
 /// A stored record that does not decode or open: named `record_unreadable`, with its
 /// reason and remedy, rather than a bare storage error.
-fn is_record_problem(e: &StoreError) -> bool {
+pub(crate) fn is_record_problem(e: &StoreError) -> bool {
     matches!(
         e,
         StoreError::Codec(_)

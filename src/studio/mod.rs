@@ -18,7 +18,7 @@
 //! | `schema.rs` | OpenAPI schemas for the storage types the views show |
 
 mod admin_tokens;
-mod error;
+pub(crate) mod error;
 mod new_post;
 mod posts;
 pub mod schema;
