@@ -213,7 +213,7 @@ struct EnvNames {
 
 /// The names this version reads.
 const ENV_NAMES: EnvNames = EnvNames {
-    top: &TOP_KEYS,
+    top: TOP_KEYS,
     sections: SECTIONS,
 };
 
