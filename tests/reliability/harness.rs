@@ -27,6 +27,8 @@ const ADMIN_TOKEN: &str = "reliability-admin-token-9c41e2";
 const X_USER: &str = "jane_writes";
 const X_USER_ID: &str = "2244994945";
 const LINKEDIN_USER: &str = "jane_writes";
+const PINTEREST_USER: &str = "jane_writes";
+const PINTEREST_USER_ID: &str = "549755885175";
 const BLUESKY_HANDLE: &str = "jane.sandbox.test";
 const BLUESKY_APP_PASSWORD: &str = "abcd-efgh-ijkl-mnop";
 /// How long the engine may take to answer `/healthz` after a start.
@@ -35,7 +37,7 @@ const START_PATIENCE: Duration = Duration::from_secs(60);
 pub const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
 /// The platforms the suite connects.
-pub const PLATFORMS: [&str; 3] = ["x", "linkedin", "bluesky"];
+pub const PLATFORMS: [&str; 4] = ["x", "linkedin", "pinterest", "bluesky"];
 
 /// The parts run one after the other: each would steal the other's two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -174,12 +176,13 @@ impl World {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// Connects X and LinkedIn through their consent pages and Bluesky with an app
-    /// password, as an author would; returns each platform's first target (the account
-    /// itself where the platform has no other).
+    /// Connects X, LinkedIn and Pinterest through their consent pages and Bluesky with
+    /// an app password, as an author would; returns each platform's first target (the
+    /// account itself, a board).
     pub async fn connect_all(&self) -> BTreeMap<&'static str, Option<String>> {
         self.api.connect_oauth("x", X_USER).await;
         self.api.connect_oauth("linkedin", LINKEDIN_USER).await;
+        self.api.connect_oauth("pinterest", PINTEREST_USER).await;
         self.api
             .post(
                 &format!("/v1/pen-names/{PEN}/connections/bluesky"),
@@ -206,6 +209,9 @@ impl World {
         }
         for post in self.sandbox.linkedin().posts() {
             count(&post.commentary);
+        }
+        for pin in self.sandbox.pinterest().pins(PINTEREST_USER_ID) {
+            count(pin.description.as_deref().unwrap_or_default());
         }
         // Bluesky's records, from its control route (the PDS's own state page).
         let state: Value =
@@ -386,6 +392,13 @@ impl Api {
             "text": text,
             "scheduled_at": Timestamp::now_system().saturating_add(due_in).to_rfc3339(),
         });
+        if platform == "pinterest" {
+            // A pin is an image with a title; Pinterest fetches the image itself (the
+            // sandbox records its URL).
+            body["kind"] = json!("pin");
+            body["title"] = json!("Reliability");
+            body["media"] = json!([{"url": "https://example.com/covers/reliability.jpg", "kind": "image", "alt": "A cover"}]);
+        }
         if let Some(target) = target {
             body["target"] = json!(target);
         }

@@ -1,6 +1,6 @@
 //! The engine SIGKILLed at random moments — between requests, mid-request, mid-publish —
 //! and restarted on the same data directory, again and again, while posts are scheduled
-//! and fall due on X, LinkedIn and Bluesky. Then everything due settles, and every post
+//! and fall due on X, LinkedIn, Pinterest and Bluesky. Then everything due settles, and every post
 //! the API accepted (201) is accounted for: Published, or Unconfirmed where a kill hit it
 //! mid-publish (the platform's record says whether it went out); none Failed, none lost,
 //! none received twice by a platform.
