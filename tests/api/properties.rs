@@ -170,7 +170,7 @@ fn percent_encode(raw: &str, keep: &[u8]) -> String {
 
 fn segment() -> impl Strategy<Value = String> {
     prop_oneof![
-        3 => Just("jane".to_string()),
+        6 => Just("jane".to_string()),
         3 => Just("x".to_string()),
         1 => Just("bluesky".to_string()),
         1 => Just("youtube".to_string()),
@@ -226,20 +226,24 @@ fn api_shaped_object(keys: Vec<String>) -> impl Strategy<Value = Value> {
 /// Close to a real schedule request, so that some get all the way through.
 fn plausible_post() -> impl Strategy<Value = Value> {
     (
-        prop_oneof![Just("x"), Just("youtube"), Just("bluesky"), Just("nope")],
+        prop_oneof![3 => Just("x"), 1 => Just("youtube"), 1 => Just("bluesky"), 1 => Just("nope")],
         prop_oneof![
-            Just(None),
-            Just(Some("feed")),
-            Just(Some("thread")),
-            Just(Some("community")),
-            Just(Some("reel"))
+            4 => Just(None),
+            1 => Just(Some("feed")),
+            1 => Just(Some("thread")),
+            1 => Just(Some("community")),
+            1 => Just(Some("reel"))
         ],
-        "\\PC{0,300}",
+        prop_oneof![2 => "[a-zA-Z0-9 ]{1,120}", 1 => "\\PC{0,300}"],
         prop_oneof![
             3 => Just("2031-05-01T09:00:00Z".to_string()),
             1 => any::<String>(),
         ],
-        prop::collection::vec("(https?://)?[a-z.]{0,12}(/[a-z]{0,5})?", 0..2),
+        prop_oneof![
+            2 => Just(Vec::new()),
+            1 => prop::collection::vec("https://[a-z]{1,10}\\.example/[a-z]{0,5}", 1..3),
+            1 => prop::collection::vec("(https?://)?[a-z.]{0,12}(/[a-z]{0,5})?", 0..3),
+        ],
     )
         .prop_map(|(platform, kind, text, scheduled_at, links)| {
             let mut post = serde_json::json!({
@@ -297,7 +301,15 @@ fn input(surface: &Surface, states: Vec<String>) -> impl Strategy<Value = Input>
         .filter(|(_, r)| matches!(r.method, Verb::Post | Verb::Patch))
         .map(|(i, _)| i)
         .collect();
-    let route = prop_oneof![0..routes().len(), prop::sample::select(with_body)];
+    // And a quarter to the routes that declare parameters, where those are read.
+    let with_params: Vec<usize> = (0..routes().len())
+        .filter(|&i| !surface.routes[i].params.is_empty())
+        .collect();
+    let route = prop_oneof![
+        2 => 0..routes().len(),
+        2 => prop::sample::select(with_body),
+        1 => prop::sample::select(with_params),
+    ];
     let params = prop::collection::vec(param_value(states), surface.most_params());
     // Often no arbitrary query beside the declared parameters, so that those parse.
     let query = prop_oneof![2 => Just(None), 1 => query()];
