@@ -178,7 +178,8 @@ impl Faults {
     /// The next `calls` calls whose path contains `on` (any call when `None`) are
     /// processed — tokens rotated, posts published — and answered with their status
     /// and headers, but with only the first half of their body: a malformed answer, as
-    /// a proxy that cut the response short or a platform's own bug produces.
+    /// a proxy that cut the response short or a platform's own bug produces. An answer
+    /// whose body is empty (LinkedIn's post id travels in a header) stays as it was.
     pub fn garble_next(&self, calls: u32, on: Option<&str>) {
         lock(&self.armed).garble = Countdown::arm(calls, on);
     }
@@ -327,8 +328,8 @@ pub(crate) async fn inject(
     response
 }
 
-/// `response` with only the first half of its body (at least one byte less than it
-/// had), its status and other headers kept.
+/// `response` with only the first half of its body (rounded down, so a body of one
+/// byte or more loses at least one), its status and other headers kept.
 async fn cut_short(response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
