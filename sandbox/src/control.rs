@@ -66,14 +66,17 @@ pub(crate) trait FaultControl: Clone + Send + Sync + 'static {
 
 /// The fault controls, the same for every platform: `POST /fail {"calls","status"}`
 /// (status a 5xx, 503 when left out), `POST /stall {"calls","millis"}`,
-/// `POST /drop {"calls"}`, `POST /rate-limit {"calls","reset"}` (unix seconds, one
-/// window from now when left out) and `DELETE /faults`. Each answers what is still
-/// armed.
+/// `POST /drop {"calls"}`, `POST /garble {"calls"}` (processed, the answer's body cut
+/// in half), `POST /rate-limit {"calls","reset","retry_after"}` (reset in unix seconds,
+/// one window from now when left out; `retry_after` in seconds adds a `Retry-After`
+/// header) and `DELETE /faults`. `fail`, `stall`, `drop` and `garble` take an optional
+/// `"on"`: only calls whose path contains it count. Each answers what is still armed.
 pub(crate) fn fault_routes<C: FaultControl>(control: &C) -> Router {
     let router = Router::new()
         .route("/fail", post(fail::<C>))
         .route("/stall", post(stall::<C>))
         .route("/drop", post(drop_answers::<C>))
+        .route("/garble", post(garble_answers::<C>))
         .route("/faults", delete(clear::<C>));
     let router = match control.rate_window() {
         Some(_) => router.route("/rate-limit", post(rate_limit::<C>)),
@@ -96,17 +99,21 @@ struct FailControl {
     calls: u32,
     /// A 5xx; 503 when left out.
     status: Option<u16>,
+    /// Only calls whose path contains this count; any call when left out.
+    on: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct StallControl {
     calls: u32,
     millis: u64,
+    on: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct CallsControl {
     calls: u32,
+    on: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +121,8 @@ struct RateLimitControl {
     calls: u32,
     /// Unix seconds; one window from now when left out.
     reset: Option<u64>,
+    /// Seconds, sent as `Retry-After` besides the platform's own headers.
+    retry_after: Option<u64>,
 }
 
 async fn fail<C: FaultControl>(
@@ -123,7 +132,9 @@ async fn fail<C: FaultControl>(
     let body = read_control(body)?;
     let status = StatusCode::from_u16(body.status.unwrap_or(503))
         .map_err(|_| SandboxError::InvalidSetting("status is not an HTTP status".into()))?;
-    control.faults().fail_next(body.calls, status)?;
+    control
+        .faults()
+        .fail_next_on(body.calls, status, body.on.as_deref())?;
     Ok(Json(control.faults().pending_faults()))
 }
 
@@ -132,9 +143,11 @@ async fn stall<C: FaultControl>(
     body: ControlBody<StallControl>,
 ) -> Result<Json<PendingFaults>, SandboxError> {
     let body = read_control(body)?;
-    control
-        .faults()
-        .stall_next(body.calls, Duration::from_millis(body.millis));
+    control.faults().stall_next_on(
+        body.calls,
+        Duration::from_millis(body.millis),
+        body.on.as_deref(),
+    );
     Ok(Json(control.faults().pending_faults()))
 }
 
@@ -143,7 +156,18 @@ async fn drop_answers<C: FaultControl>(
     body: ControlBody<CallsControl>,
 ) -> Result<Json<PendingFaults>, SandboxError> {
     let body = read_control(body)?;
-    control.faults().drop_next(body.calls);
+    control
+        .faults()
+        .drop_next_on(body.calls, body.on.as_deref());
+    Ok(Json(control.faults().pending_faults()))
+}
+
+async fn garble_answers<C: FaultControl>(
+    State(control): State<C>,
+    body: ControlBody<CallsControl>,
+) -> Result<Json<PendingFaults>, SandboxError> {
+    let body = read_control(body)?;
+    control.faults().garble_next(body.calls, body.on.as_deref());
     Ok(Json(control.faults().pending_faults()))
 }
 
@@ -154,7 +178,9 @@ async fn rate_limit<C: FaultControl>(
     let body = read_control(body)?;
     let window = control.rate_window().unwrap_or_default();
     let reset = body.reset.unwrap_or_else(|| unix_now() + window.as_secs());
-    control.faults().rate_limit_next(body.calls, reset);
+    control
+        .faults()
+        .rate_limit_next_with(body.calls, reset, body.retry_after);
     Ok(Json(control.faults().pending_faults()))
 }
 

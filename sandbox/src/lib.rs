@@ -33,8 +33,8 @@
 //!
 //! Shared parts: `oauth` (authorize page, codes, PKCE, token families and rotation, and
 //! the app registration an OAuth platform's world embeds), `faults` (injected failures,
-//! stalls, lost answers and rate limits: [`Faults`], which every platform's control
-//! handle derefs to), `control` (the world behind its mutex, the fault-control routes
+//! stalls, lost answers, answers cut short and rate limits, each optionally aimed at the
+//! calls of one path: [`Faults`], which every platform's control handle derefs to), `control` (the world behind its mutex, the fault-control routes
 //! mounted under every `/sandbox/{platform}` prefix, and for X, LinkedIn, Pinterest,
 //! TikTok and YouTube the grant controls — `revoke_user_grants`, `token_requests` and
 //! the rest — with their routes `/users/{id}/revoke|expire`, `/token-requests` and

@@ -37,7 +37,7 @@
 //! the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
 //! `GET /token-requests`, `/revoked-tokens`) where `{id}` is the member's `sub` and revoking also ends partner refresh
 //! tokens, and the shared fault controls (`POST /fail`, `/stall`,
-//! `/drop`, `/rate-limit`, `DELETE /faults`, which also disarms
+//! `/drop`, `/garble`, `/rate-limit`, `DELETE /faults`, which also disarms
 //! [`LinkedinControl::reject_next_posts`]).
 //!
 //! Not simulated: videos and documents, mentions and hashtag templates (read as plain

@@ -20,7 +20,7 @@
 //! `DELETE /boards/{id}`, the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
 //! `GET /token-requests`, `/revoked-tokens`) (`{id}` an id or
 //! username), and the shared fault controls (`POST /fail`, `/stall`,
-//! `/drop`, `/rate-limit`, `DELETE /faults`).
+//! `/drop`, `/garble`, `/rate-limit`, `DELETE /faults`).
 //!
 //! Written from Pinterest's OpenAPI description and developer docs. Where they are silent
 //! the sandbox chooses, and says so at the spot:

@@ -968,3 +968,71 @@ async fn shutdown_frees_the_port() {
     let again = Sandbox::start_on(addr).await.unwrap();
     assert_eq!(again.base_url(), base);
 }
+
+#[tokio::test]
+async fn faults_aimed_at_a_path_cut_bodies_and_add_retry_after() {
+    let h = harness().await;
+    let tokens = h.login("jane_writes", SCOPES).await;
+    let x = h.sandbox.x();
+
+    // Aimed at publishing: a refresh and an identity call go through untouched.
+    x.fail_next_on(1, StatusCode::BAD_GATEWAY, Some("/tweets"))
+        .unwrap();
+    x.garble_next(1, Some("/tweets"));
+    let refresh = tokens.refresh.clone().unwrap();
+    let renewed = tokens_after_ok(h.refresh(&refresh).await).await;
+    assert_eq!(h.me(&renewed.access).await.status(), StatusCode::OK);
+    assert_eq!(x.pending_faults().fail, 1);
+    assert_eq!(x.pending_faults().garble, 1);
+    let failed = h.tweet(&renewed.access, json!({"text": "first"})).await;
+    assert_eq!(failed.status(), StatusCode::BAD_GATEWAY);
+    assert!(x.tweets(JANE).is_empty(), "a failed call is not processed");
+
+    // A cut body: processed, its status kept, its JSON broken.
+    let cut = h.tweet(&renewed.access, json!({"text": "second"})).await;
+    assert_eq!(cut.status(), StatusCode::CREATED);
+    let text = cut.text().await.unwrap();
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+    assert!(!text.is_empty(), "half of the body is kept");
+    assert_eq!(x.tweets(JANE).len(), 1, "the post went out");
+    assert_eq!(x.pending_faults().garble, 0);
+    let whole = h.tweet(&renewed.access, json!({"text": "third"})).await;
+    assert_eq!(whole.status(), StatusCode::CREATED);
+    assert!(whole.json::<Value>().await.is_ok());
+
+    // An armed rate limit with a Retry-After carries it beside the platform's headers;
+    // one without carries none.
+    x.rate_limit_next_with(1, unix_now() + 7, Some(5));
+    let limited = h.me(&renewed.access).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(rate_header(&limited, "retry-after"), 5);
+    assert!(limited.headers().contains_key("x-rate-limit-reset"));
+    x.rate_limit_next(1, unix_now() + 7);
+    let limited = h.me(&renewed.access).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(!limited.headers().contains_key("retry-after"));
+
+    // The same over the control routes.
+    let armed: Value = h
+        .http
+        .post(h.url("/sandbox/x/garble"))
+        .json(&json!({"calls": 2, "on": "/tweets"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(armed["garble"], 2);
+    let armed: Value = h
+        .http
+        .post(h.url("/sandbox/x/rate-limit"))
+        .json(&json!({"calls": 1, "reset": unix_now() + 3, "retry_after": 2}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(armed["rate_limit_retry_after"], 2);
+}

@@ -28,7 +28,7 @@
 //! Tokens are read from `Authorization: Bearer` or the `access_token` query parameter,
 //! as the Graph API accepts both. Controls under `/sandbox/threads`: `GET /state`,
 //! `GET /users/{id}/threads`, and the shared fault controls (`POST /fail`, `/stall`,
-//! `/drop`, `/rate-limit`, `DELETE /faults`); an armed rate limit answers code 17 with
+//! `/drop`, `/garble`, `/rate-limit`, `DELETE /faults`); an armed rate limit answers code 17 with
 //! `X-Business-Use-Case-Usage`.
 //!
 //! Where Threads' docs are silent the sandbox chooses, and says so here:

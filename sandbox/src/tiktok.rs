@@ -26,7 +26,7 @@
 //! Controls, under `/sandbox/tiktok`: `GET /state`, `POST /audited {"audited"}`,
 //! `GET /users/{id}/posts`, the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
 //! `GET /token-requests`, `/revoked-tokens`) (`{id}` an open id or
-//! username), and the shared fault controls (`POST /fail`, `/stall`, `/drop`, `/rate-limit`,
+//! username), and the shared fault controls (`POST /fail`, `/stall`, `/drop`, `/garble`, `/rate-limit`,
 //! `DELETE /faults`).
 //!
 //! Seeded creators (password `sandbox`): `jane_tok` (public account, can post),

@@ -23,7 +23,7 @@
 //! `POST /users/{id}/upload-limit`, `GET /videos`, `POST /drop-chunk {"chunks"}`,
 //! the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
 //! `GET /token-requests`, `/revoked-tokens`) (`{id}` an id or username), the shared fault controls (`POST /fail`, `/stall`,
-//! `/drop`, `DELETE /faults`, which also disarms chunk drops; no `/rate-limit`: YouTube's
+//! `/drop`, `/garble`, `DELETE /faults`, which also disarms chunk drops; no `/rate-limit`: YouTube's
 //! limit is its quota),
 //! and `GET /media/sample.mp4`, a small video for posts to point at.
 //!
