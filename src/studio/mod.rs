@@ -503,7 +503,7 @@ impl Studio {
                 replace,
             },
         );
-        self.inner.store.commit(b, Durability::Durable).await?;
+        self.commit(b, Durability::Durable).await?;
         Ok(AuthorizeStart {
             authorize_url: request.url,
             state,
@@ -795,6 +795,20 @@ impl Studio {
     /// Stored events after `seq`, in order (replay for a reconnecting event stream).
     pub async fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>, EngineRefusal> {
         Ok(self.inner.store.events_after(seq, limit).await?)
+    }
+
+    /// Commits a batch of the studio's own (an OAuth state, an idempotency record) through
+    /// the engine's store-health flag, as every actor commit goes: a store refusing these
+    /// writes is named by `/readyz` at once, not only once an actor meets it.
+    pub(crate) fn commit(
+        &self,
+        batch: Batch,
+        durability: Durability,
+    ) -> social_studio_storage::CommitFuture {
+        self.inner
+            .engine
+            .store_health()
+            .commit(&self.inner.store, batch, durability)
     }
 
     /// The memory fetched media are held in (`media_memory_bytes`): how much is held

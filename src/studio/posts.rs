@@ -123,7 +123,7 @@ impl Studio {
     async fn mark_finished(&self, pen: &PenName, key: &str, record: &IdempotentRequest) {
         let mut batch = Batch::new();
         batch.put_idempotent(pen, key, &record.finished());
-        if let Err(error) = self.inner.store.commit(batch, Durability::Buffered).await {
+        if let Err(error) = self.commit(batch, Durability::Buffered).await {
             tracing::warn!(%error, "could not record that a keyed request's posts are all scheduled; a retry will find them there");
         }
     }

@@ -145,3 +145,33 @@ async fn a_store_refusing_writes_is_named_until_it_heals_and_nothing_is_lost() {
         "{text}"
     );
 }
+
+/// A write the studio makes itself (the OAuth state of a connect) that the store refuses
+/// is named at once: the request answers 503 `storage_error` and changed nothing, and
+/// `/readyz` says `storage_failing` without waiting for an actor to meet the store — until
+/// a write holds again.
+#[tokio::test]
+async fn a_refused_write_of_the_studio_itself_is_named_at_once() {
+    let (layer, switch) = StoreSwitch::layer();
+    let app = spawn_app_with(AppOptions {
+        store_layer: Some(layer),
+        ..AppOptions::default()
+    })
+    .await;
+    assert_eq!(readyz(&app).await.0, StatusCode::OK);
+
+    switch.fail_every_commit();
+    let (status, body) = app
+        .post("/v1/pen-names/jane/connections/x/authorize", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "storage_error", "{body}");
+    let (status, unready) = readyz(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{unready}");
+    assert_eq!(unready["reason"]["code"], "storage_failing", "{unready}");
+
+    switch.heal();
+    let (state_url, _) = app.authorize("jane").await;
+    assert!(!state_url.is_empty());
+    assert_eq!(readyz(&app).await.0, StatusCode::OK, "a write held again");
+}
