@@ -1,0 +1,151 @@
+//! The tests' own PostgreSQL (`tests/support/postgres.rs`): a real server from the
+//! package pinned in `tests/pg/`, started by the test itself, reached with the client the
+//! PostgreSQL store will use (tokio-postgres). These tests hold the harness to what the
+//! store's tests will rely on: queries run (and fail when they should), the version is
+//! the pinned one, the password is required, instances run side by side without sharing
+//! anything, a server that cannot start says why, and a dropped server is gone.
+
+#[path = "support/node.rs"]
+#[allow(dead_code)] // only its npm install is used here, not its server scripts
+mod node;
+#[path = "support/postgres.rs"]
+mod postgres;
+
+use postgres::Postgres;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+/// Connects to `url`, the connection driven by a task of the test's runtime.
+async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("postgres connection: {e}");
+        }
+    });
+    Ok(client)
+}
+
+async fn connect_to(pg: &Postgres) -> Client {
+    connect(pg.url())
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}\n{}", pg.url(), pg.log_tail()))
+}
+
+#[tokio::test]
+async fn a_started_server_is_the_pinned_version_and_runs_queries() {
+    let pg = Postgres::start().await;
+    let client = connect_to(&pg).await;
+
+    let version: String = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .expect("SHOW server_version")
+        .get(0);
+    let pinned = postgres::pinned_version();
+    let major = |v: &str| v.split('.').next().unwrap_or_default().to_owned();
+    assert_eq!(
+        major(&version),
+        major(&pinned),
+        "server {version}, pinned package {pinned}"
+    );
+
+    client
+        .batch_execute("CREATE TABLE notes (id bigint PRIMARY KEY, body text NOT NULL)")
+        .await
+        .expect("CREATE TABLE");
+    for (id, body) in [(1_i64, "first"), (2, "second")] {
+        client
+            .execute(
+                "INSERT INTO notes (id, body) VALUES ($1, $2)",
+                &[&id, &body],
+            )
+            .await
+            .expect("INSERT");
+    }
+    let rows = client
+        .query("SELECT id, body FROM notes ORDER BY id", &[])
+        .await
+        .expect("SELECT");
+    let read: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(read, [(1, "first".to_owned()), (2, "second".to_owned())]);
+
+    // A statement the server refuses comes back as that error, not as success.
+    let duplicate = client
+        .execute(
+            "INSERT INTO notes (id, body) VALUES ($1, $2)",
+            &[&1_i64, &"again"],
+        )
+        .await
+        .expect_err("a second row with id 1");
+    assert_eq!(duplicate.code(), Some(&SqlState::UNIQUE_VIOLATION));
+}
+
+#[tokio::test]
+async fn the_password_in_the_url_is_required() {
+    let pg = Postgres::start().await;
+    let url = pg.url();
+    let (without_password, at_host) = url
+        .split_once('@')
+        .map(|(user, host)| (user.rsplit_once(':').map_or(user, |(u, _)| u), host))
+        .expect("the URL has user@host");
+    let wrong = format!("{without_password}:not-the-password@{at_host}");
+    let refused = connect(&wrong)
+        .await
+        .expect_err("a wrong password is refused");
+    assert_eq!(
+        refused.code(),
+        Some(&SqlState::INVALID_PASSWORD),
+        "{refused}"
+    );
+    connect_to(&pg).await;
+}
+
+#[tokio::test]
+async fn two_servers_run_at_once_and_share_nothing() {
+    let (a, b) = tokio::join!(Postgres::start(), Postgres::start());
+    assert_ne!(a.url(), b.url());
+    let (on_a, on_b) = tokio::join!(connect_to(&a), connect_to(&b));
+    on_a.batch_execute("CREATE TABLE only_on_a (x int)")
+        .await
+        .expect("CREATE TABLE on a");
+    let on_b_too: Option<String> = on_b
+        .query_one("SELECT to_regclass('only_on_a')::text", &[])
+        .await
+        .expect("to_regclass on b")
+        .get(0);
+    assert_eq!(
+        on_b_too, None,
+        "a table made on one server shows on the other"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_start_says_why() {
+    let why = Postgres::start_with(&[("shared_buffers", "plenty")])
+        .await
+        .err()
+        .expect("postgres refuses shared_buffers=plenty");
+    // The server's own words, from its log.
+    assert!(
+        why.contains("invalid value for parameter \"shared_buffers\""),
+        "{why}"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_server_is_stopped() {
+    let pg = Postgres::start().await;
+    let url = pg.url().to_owned();
+    connect_to(&pg).await;
+    drop(pg);
+    let refused = connect(&url).await.expect_err("nothing answers any more");
+    let io = std::error::Error::source(&refused)
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    assert_eq!(
+        io,
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "{refused:?}"
+    );
+}
