@@ -242,13 +242,23 @@ impl RunAs {
             .await
             .map_err(|e| format!("{} could not start: {e}", self.describe(postgres)))?;
         if !out.status.success() {
-            return Err(format!(
-                "{} --version failed ({}): {}{}. As root, the files under tests/pg/node_modules \
-                 (and every folder above them) must be readable and executable by `nobody`.",
-                self.describe(postgres),
-                out.status,
+            let hint = match self {
+                RunAs::Me => "",
+                RunAs::Nobody { .. } => {
+                    "\nAs root, the files under tests/pg/node_modules (and every folder above \
+                     them) must be readable and executable by `nobody`."
+                }
+            };
+            let said = format!(
+                "{}{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
+            );
+            return Err(format!(
+                "{} --version failed ({}): {}{hint}",
+                self.describe(postgres),
+                out.status,
+                said.trim()
             ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
