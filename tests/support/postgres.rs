@@ -199,20 +199,35 @@ impl RunAs {
         if unsafe { libc::geteuid() } != 0 {
             return Ok(RunAs::Me);
         }
-        let name = c"nobody";
-        // SAFETY: a NUL-terminated name; the entry is read at once, before any other
-        // getpw* call could overwrite it (tests start servers from several threads, but
-        // a race here could only yield another valid entry of the same user).
-        let entry = unsafe { libc::getpwnam(name.as_ptr()) };
-        if entry.is_null() {
-            return Err(
+        let mut entry = std::mem::MaybeUninit::<libc::passwd>::uninit();
+        let mut strings = vec![0 as libc::c_char; 16 * 1024];
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: the reentrant lookup (tests start servers from several threads): a
+        // NUL-terminated name, and an entry, a buffer of the length given and a result
+        // pointer that all outlive the call.
+        let failed = unsafe {
+            libc::getpwnam_r(
+                c"nobody".as_ptr(),
+                entry.as_mut_ptr(),
+                strings.as_mut_ptr(),
+                strings.len(),
+                &mut found,
+            )
+        };
+        if failed != 0 || found.is_null() {
+            return Err(format!(
                 "running as root, so PostgreSQL must run as an unprivileged user, \
-                 but this system has no user `nobody`"
-                    .to_owned(),
-            );
+                 but the user `nobody` could not be looked up (getpwnam_r: {})",
+                if failed != 0 {
+                    std::io::Error::from_raw_os_error(failed).to_string()
+                } else {
+                    "no such user".to_owned()
+                }
+            ));
         }
-        // SAFETY: non-null, pointing at the C library's static passwd entry.
-        let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
+        // SAFETY: a non-null result means getpwnam_r filled in `entry`.
+        let entry = unsafe { entry.assume_init() };
+        let (uid, gid) = (entry.pw_uid, entry.pw_gid);
         Ok(RunAs::Nobody { uid, gid })
     }
 
