@@ -11,7 +11,10 @@ mod node;
 #[path = "support/postgres.rs"]
 mod postgres;
 
+use std::time::Duration;
+
 use postgres::Postgres;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
@@ -136,16 +139,79 @@ async fn a_server_that_cannot_start_says_why() {
 #[tokio::test]
 async fn a_dropped_server_is_stopped() {
     let pg = Postgres::start().await;
-    let url = pg.url().to_owned();
-    connect_to(&pg).await;
+    let postmaster = std::path::PathBuf::from(format!("/proc/{}", pg.pid()));
+    let client = connect_to(&pg).await;
+    assert!(postmaster.exists());
+    // Dropped with a client still connected: the fast shutdown ends its session too.
     drop(pg);
-    let refused = connect(&url).await.expect_err("nothing answers any more");
-    let io = std::error::Error::source(&refused)
-        .and_then(|e| e.downcast_ref::<std::io::Error>())
-        .map(std::io::Error::kind);
-    assert_eq!(
-        io,
-        Some(std::io::ErrorKind::ConnectionRefused),
-        "{refused:?}"
+    // The drop waited for the server to exit (the port could already serve another
+    // test's server, so look at the process).
+    assert!(!postmaster.exists(), "the postmaster outlived its drop");
+    client
+        .batch_execute("SELECT 1")
+        .await
+        .expect_err("the session ended with the server");
+}
+
+/// Set in the child process of `a_killed_test_process_leaves_no_server`.
+const HOLDER: &str = "POSTGRES_HARNESS_HOLD_A_SERVER";
+
+#[tokio::test]
+async fn a_killed_test_process_leaves_no_server() {
+    let exe = std::env::current_exe().expect("this test binary");
+    let mut holder = tokio::process::Command::new(exe)
+        .args([
+            "--exact",
+            "hold_a_server_until_killed",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env(HOLDER, "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the holder process");
+    let mut lines = BufReader::new(holder.stdout.take().expect("piped stdout")).lines();
+    let held = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.expect("the holder's stdout") {
+            if let Some(held) = line.strip_prefix("HOLDING ") {
+                return Some(held.to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .expect("the holder started a server within 2 minutes")
+    .expect("the holder said which server it holds");
+    let (pid, dir) = held.split_once(' ').expect("HOLDING <pid> <dir>");
+
+    // No drop runs: the process is gone at once, as under a CI timeout.
+    holder.start_kill().expect("SIGKILL to the holder");
+    holder.wait().await.expect("the holder's end");
+    let postmaster = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let gone = social_studio::wait::poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        async || (!postmaster.exists()).then_some(()),
+    )
+    .await;
+    // What a killed process cannot remove: its temporary directory.
+    let _ = std::fs::remove_dir_all(dir);
+    assert!(
+        gone.is_some(),
+        "postgres {pid} still runs 30 s after its test process was killed"
     );
+}
+
+/// The child process of `a_killed_test_process_leaves_no_server`: starts a server, says
+/// which, and waits to be killed. Run any other way, it does nothing.
+#[tokio::test]
+#[ignore = "a helper that a_killed_test_process_leaves_no_server runs in a child process"]
+async fn hold_a_server_until_killed() {
+    if std::env::var_os(HOLDER).is_none() {
+        return;
+    }
+    let pg = Postgres::start().await;
+    println!("HOLDING {} {}", pg.pid(), pg.dir().display());
+    std::future::pending::<()>().await;
 }

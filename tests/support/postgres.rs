@@ -121,6 +121,20 @@ impl Postgres {
         &self.url
     }
 
+    /// The postmaster's process id, from its `postmaster.pid`.
+    pub fn pid(&self) -> u32 {
+        let pid_file = self.dir.path().join("data").join("postmaster.pid");
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no process id in {}", pid_file.display()))
+    }
+
+    /// The server's temporary directory (its data directory is `data` inside).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The last lines the server logged.
     pub fn log_tail(&self) -> String {
         log_tail(&self.log)
