@@ -3,7 +3,8 @@
 //! PostgreSQL store will use (tokio-postgres). These tests hold the harness to what the
 //! store's tests will rely on: queries run (and fail when they should), the version is
 //! the pinned one, the password is required, instances run side by side without sharing
-//! anything, a server that cannot start says why, and a dropped server is gone.
+//! anything, a server that cannot start says why, a dropped server is gone, and so is the
+//! server of a test process killed outright.
 
 #[path = "support/node.rs"]
 #[allow(dead_code)] // only its npm install is used here, not its server scripts
