@@ -29,6 +29,8 @@
 pub mod archive;
 mod batch;
 pub mod codec;
+#[cfg(feature = "testkit")]
+pub mod conformance;
 mod connection;
 mod error;
 mod event;

@@ -1,0 +1,83 @@
+//! The store port's conformance suite: the contract every backend of [`Store`] keeps,
+//! written once and run against each backend (only with the `testkit` feature).
+//!
+//! A backend provides a [`Backend`]: how to open its store (a fresh one the first time,
+//! the same data again after the previous handle was dropped) and how to open that same
+//! store with another master key. Its test file then invokes
+//! [`conformance_tests!`](crate::conformance_tests), which expands into one
+//! `#[tokio::test]` per contract test, named as the test is:
+//!
+//! ```ignore
+//! // storage/tests/conformance_sled.rs
+//! social_studio_storage::conformance_tests!(SledBackend::new());
+//! ```
+//!
+//! The expression is evaluated once per test, so every test gets a store of its own.
+//! The calling crate needs `tokio` (with the `macros`, `rt` and `rt-multi-thread`
+//! features) among its dev-dependencies.
+//!
+//! What is backend-specific stays with the backend's own tests: files on disk, formats,
+//! journals, locks, and corrupting stored bytes on purpose.
+
+use async_trait::async_trait;
+
+use crate::{MasterKey, Store, StoreError};
+
+pub mod store;
+
+/// What a backend gives the conformance suite.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// The backend's store.
+    type Store: Store;
+
+    /// Opens the store with the backend's own master key: the first call makes an empty
+    /// store, every later call (once the previous handle is dropped) opens the same data
+    /// again, as a restart would. Panics, naming the error, if the store cannot open.
+    async fn open(&self) -> Self::Store;
+
+    /// Opens the same store with `key` instead of the backend's own master key.
+    async fn open_with_key(&self, key: &MasterKey) -> Result<Self::Store, StoreError>;
+}
+
+/// Expands into one `#[tokio::test]` per contract test of the suite, each running
+/// against the store of a fresh `$backend` (an expression evaluated once per test, whose
+/// type implements [`conformance::Backend`](crate::conformance::Backend)).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($backend:expr) => {
+        $crate::conformance_tests!(@on_one_thread $backend;
+            store::every_record_type_round_trips_and_survives_reopen,
+            store::counts_follow_every_transition_and_queued_posts_are_exactly_the_queued_ones,
+            store::event_pages_and_the_events_of_one_post,
+            store::a_wrong_master_key_is_a_typed_error_and_changes_nothing,
+            store::oauth_states_are_single_use_and_expire,
+            store::a_used_state_stays_used_across_a_restart,
+            store::deleting_a_connection_and_its_posts_leaves_no_index_behind,
+            store::a_fenced_writer_cannot_write_after_it_lost_the_connection,
+            store::a_long_event_history_pages_newest_first_and_erases_cleanly,
+            store::a_durable_commit_s_events_can_be_replayed_as_soon_as_it_resolves,
+            store::erasing_a_pen_name_removes_its_pending_oauth_states_and_no_one_else_s,
+            store::a_batch_replaces_an_idempotency_record_and_the_first_claim_still_wins,
+        );
+        $crate::conformance_tests!(@on_two_threads $backend;
+            store::events_become_visible_in_sequence_order_under_concurrent_writers,
+        );
+    };
+    (@on_one_thread $backend:expr; $($module:ident :: $test:ident),* $(,)?) => {
+        $(
+            #[::tokio::test]
+            async fn $test() {
+                $crate::conformance::$module::$test($backend).await
+            }
+        )*
+    };
+    (@on_two_threads $backend:expr; $($module:ident :: $test:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                $crate::conformance::$module::$test($backend).await
+            }
+        )*
+    };
+}
