@@ -23,6 +23,7 @@ use async_trait::async_trait;
 
 use crate::{MasterKey, Store, StoreError};
 
+pub mod retention;
 pub mod store;
 
 /// What a backend gives the conformance suite.
@@ -59,6 +60,11 @@ macro_rules! conformance_tests {
             store::a_durable_commit_s_events_can_be_replayed_as_soon_as_it_resolves,
             store::erasing_a_pen_name_removes_its_pending_oauth_states_and_no_one_else_s,
             store::a_batch_replaces_an_idempotency_record_and_the_first_claim_still_wins,
+            retention::old_events_go_oldest_first_and_references_stay_true,
+            retention::an_event_purge_stops_at_the_first_newer_event,
+            retention::old_idempotency_records_are_forgotten_and_newer_ones_kept,
+            retention::only_old_finished_posts_are_removed_with_their_index_entries_and_counts,
+            retention::large_event_groups_are_purged_over_several_batches,
         );
         $crate::conformance_tests!(@on_two_threads $backend;
             store::events_become_visible_in_sequence_order_under_concurrent_writers,

@@ -1,13 +1,10 @@
-//! Retention through the store port, on real sled on disk: what each purge removes, what
-//! it must leave, and that every derived record (counts, the queue index, event
-//! references) stays true afterwards.
+//! Retention through the store port: what each purge removes, what it must leave, and
+//! that every derived record (counts, the queue index, event references) stays true
+//! afterwards.
 
-use social_studio_storage::fixtures::{connection, key, post};
-use social_studio_storage::*;
-
-#[path = "support/reopen.rs"]
-mod reopen;
-use reopen::open;
+use super::Backend;
+use crate::fixtures::{connection, key, post};
+use crate::*;
 
 fn at(millis: i64) -> Timestamp {
     Timestamp::from_unix_millis(millis)
@@ -20,11 +17,8 @@ fn assert_whole(report: &IntegrityReport) {
 /// 700 commits of two events each (two connections, one commit a millisecond): each
 /// connection's references span a head and older chunks, and a purge takes several
 /// batches.
-#[tokio::test]
-async fn old_events_go_oldest_first_and_references_stay_true() {
-    let dir = tempfile::tempdir().unwrap();
-    let mk = MasterKey::generate();
-    let store = open(dir.path(), &mk);
+pub async fn old_events_go_oldest_first_and_references_stay_true<B: Backend>(backend: B) {
+    let store = backend.open().await;
     let jane = key("jane", Platform::X);
     let john = key("john", Platform::Bluesky);
     let mut seqs = Vec::new();
@@ -76,7 +70,7 @@ async fn old_events_go_oldest_first_and_references_stay_true() {
     assert!(store.events_after(0, 10).await.unwrap().is_empty());
     assert_whole(&store.check_integrity().await.unwrap());
     drop(store);
-    let store = open(dir.path(), &mk);
+    let store = backend.open().await;
     assert_eq!(store.events_purged_through().await.unwrap(), newer[0].seq);
     let mut b = Batch::new();
     b.event(Event::new(at(900), john.clone(), EventKind::GrantRenewed));
@@ -87,10 +81,8 @@ async fn old_events_go_oldest_first_and_references_stay_true() {
 
 /// Events are kept in sequence order: a purge stops at the first event at or after the
 /// cutoff, even if an older one (a clock that ran back) comes after it.
-#[tokio::test]
-async fn an_event_purge_stops_at_the_first_newer_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), &MasterKey::generate());
+pub async fn an_event_purge_stops_at_the_first_newer_event<B: Backend>(backend: B) {
+    let store = backend.open().await;
     let jane = key("jane", Platform::X);
     let mut seqs = Vec::new();
     for t in [1, 2, 50, 3] {
@@ -111,10 +103,8 @@ async fn an_event_purge_stops_at_the_first_newer_event() {
     assert_whole(&store.check_integrity().await.unwrap());
 }
 
-#[tokio::test]
-async fn old_idempotency_records_are_forgotten_and_newer_ones_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), &MasterKey::generate());
+pub async fn old_idempotency_records_are_forgotten_and_newer_ones_kept<B: Backend>(backend: B) {
+    let store = backend.open().await;
     let jane = PenName::parse("jane").unwrap();
     let john = PenName::parse("john").unwrap();
     let record = |created: i64| IdempotentRequest {
@@ -173,11 +163,10 @@ async fn old_idempotency_records_are_forgotten_and_newer_ones_kept() {
 /// Every state, old and new, on two connections: only the old Published and Cancelled
 /// posts go. Failed, Held and Unconfirmed wait for a person, whatever their age, and
 /// queued posts are never finished.
-#[tokio::test]
-async fn only_old_finished_posts_are_removed_with_their_index_entries_and_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let mk = MasterKey::generate();
-    let store = open(dir.path(), &mk);
+pub async fn only_old_finished_posts_are_removed_with_their_index_entries_and_counts<B: Backend>(
+    backend: B,
+) {
+    let store = backend.open().await;
     let jane = key("jane", Platform::X);
     let john = key("john", Platform::X);
     let states = [
@@ -284,17 +273,15 @@ async fn only_old_finished_posts_are_removed_with_their_index_entries_and_counts
 
     assert_eq!(store.purge_finished_posts_before(cutoff).await.unwrap(), 0);
     drop(store);
-    let store = open(dir.path(), &mk);
+    let store = backend.open().await;
     assert_eq!(store.post(gone[0]).await.unwrap(), None);
     assert_whole(&store.check_integrity().await.unwrap());
 }
 
 /// A commit of thousands of events is stored as several full groups: a purge takes them
 /// over several batches and leaves every reference true.
-#[tokio::test]
-async fn large_event_groups_are_purged_over_several_batches() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), &MasterKey::generate());
+pub async fn large_event_groups_are_purged_over_several_batches<B: Backend>(backend: B) {
+    let store = backend.open().await;
     let keys = [
         key("jane", Platform::X),
         key("jane", Platform::Threads),
