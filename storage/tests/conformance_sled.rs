@@ -2,7 +2,7 @@
 //! sled backend, on real sled on disk.
 
 use async_trait::async_trait;
-use social_studio_storage::conformance::Backend;
+use social_studio_storage::conformance::{Backend, RawRecords};
 use social_studio_storage::{KeySource, MasterKey, SledStore, StoreConfig, StoreError};
 
 #[path = "support/reopen.rs"]
@@ -36,4 +36,19 @@ impl Backend for Sled {
     }
 }
 
-social_studio_storage::conformance_tests!(Sled::new());
+impl RawRecords for Sled {
+    fn raw_get(store: &SledStore, kind: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        store.raw_get_for_tests(kind, key)
+    }
+
+    fn raw_insert(
+        store: &SledStore,
+        kind: &str,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        store.raw_insert_for_tests(kind, key, bytes)
+    }
+}
+
+social_studio_storage::conformance_tests!(Sled::new(), raw_records);

@@ -9,20 +9,23 @@
 //!
 //! ```ignore
 //! // storage/tests/conformance_sled.rs
-//! social_studio_storage::conformance_tests!(SledBackend::new());
+//! social_studio_storage::conformance_tests!(SledBackend::new(), raw_records);
 //! ```
 //!
 //! The expression is evaluated once per test, so every test gets a store of its own.
 //! The calling crate needs `tokio` (with the `macros`, `rt` and `rt-multi-thread`
 //! features) among its dev-dependencies.
 //!
+//! A backend that can also hand out and overwrite a stored record's bytes implements
+//! [`RawRecords`] and adds `, raw_records`: the tests of unreadable records run on it too.
 //! What is backend-specific stays with the backend's own tests: files on disk, formats,
-//! journals, locks, and corrupting stored bytes on purpose.
+//! journals, locks, and the derived records of its own layout (counts, indexes).
 
 use async_trait::async_trait;
 
 use crate::{MasterKey, Store, StoreError};
 
+pub mod raw;
 pub mod retention;
 pub mod store;
 
@@ -41,11 +44,43 @@ pub trait Backend: Send + Sync {
     async fn open_with_key(&self, key: &MasterKey) -> Result<Self::Store, StoreError>;
 }
 
+/// A backend that lets the suite read and overwrite the bytes of a stored record: the
+/// one way to test records that cannot be read (from a newer release, or damaged) and
+/// grants copied under another connection. Its tests run only when the backend's test
+/// file asks for them (`conformance_tests!(backend, raw_records)`).
+///
+/// A record is named as a [`CodecError`](crate::CodecError) names it: its kind
+/// (`"connections"`, `"grants"`, `"post_status"`, …) and its key (a connection's
+/// [`storage_key`](crate::ConnectionKey::storage_key), a post's id bytes); the bytes are
+/// the codec's, sealed where the record is sealed.
+pub trait RawRecords: Backend {
+    /// The stored bytes of the record `key` of `kind`, if there is one.
+    fn raw_get(store: &Self::Store, kind: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores `bytes` as the record `key` of `kind`, past every check of the port.
+    fn raw_insert(
+        store: &Self::Store,
+        kind: &str,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<(), StoreError>;
+}
+
 /// Expands into one `#[tokio::test]` per contract test of the suite, each running
 /// against the store of a fresh `$backend` (an expression evaluated once per test, whose
-/// type implements [`conformance::Backend`](crate::conformance::Backend)).
+/// type implements [`conformance::Backend`](crate::conformance::Backend)). With
+/// `, raw_records` it adds the tests that need
+/// [`conformance::RawRecords`](crate::conformance::RawRecords).
 #[macro_export]
 macro_rules! conformance_tests {
+    ($backend:expr, raw_records) => {
+        $crate::conformance_tests!($backend);
+        $crate::conformance_tests!(@on_one_thread $backend;
+            raw::two_pen_names_on_one_platform_never_see_each_other,
+            raw::an_unreadable_record_is_named_everywhere_and_the_rest_stays_usable,
+            raw::erasing_a_pen_name_removes_everything_it_owns_even_unreadable_and_nothing_else,
+        );
+    };
     ($backend:expr) => {
         $crate::conformance_tests!(@on_one_thread $backend;
             store::every_record_type_round_trips_and_survives_reopen,
