@@ -7,9 +7,9 @@
 //! [`conformance_tests!`](crate::conformance_tests), which expands into one
 //! `#[tokio::test]` per contract test, named as the test is:
 //!
-//! ```ignore
+//! ```text
 //! // storage/tests/conformance_sled.rs
-//! social_studio_storage::conformance_tests!(SledBackend::new(), raw_records);
+//! social_studio_storage::conformance_tests!(Sled::new(), raw_records);
 //! ```
 //!
 //! The expression is evaluated once per test, so every test gets a store of its own.

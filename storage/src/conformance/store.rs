@@ -28,6 +28,9 @@ fn states() -> Vec<PostState> {
     ]
 }
 
+/// Commits, durably, a connection (expired, with a target and a refresh in flight), its
+/// grant with extras, a post in every state with an event each, and one connection
+/// event; returns the connection's key, the posts and the events.
 pub async fn every_kind_of_record(store: &dyn Store) -> (ConnectionKey, Vec<Post>, Vec<Event>) {
     let k = key("jane", Platform::Facebook);
     let mut c = connection(&k);
@@ -93,6 +96,7 @@ pub async fn every_kind_of_record(store: &dyn Store) -> (ConnectionKey, Vec<Post
     (k, posts, events)
 }
 
+/// A grant with a refresh token, a target token and an endpoint.
 pub fn grant_with_extras() -> Grant {
     let mut g = grant("access-1", Some("refresh-1"));
     g.target_tokens.push(TargetToken {
