@@ -142,7 +142,11 @@ fn open(state: &AppState, since: Option<u64>, only: Option<PenName>) -> EventStr
         seam: since.unwrap_or(0),
         seen: since,
     };
-    tokio::spawn(pump.run(live, since.is_some(), state.closing.subscribe()));
+    tokio::spawn(pump.run(
+        live,
+        since.is_some(),
+        [state.closing.subscribe(), state.studio.closing_signal()],
+    ));
     let stream: BoxedEvents = Box::pin(ReceiverStream::new(rx).map(Ok));
     Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
@@ -172,14 +176,15 @@ impl Pump {
         mut self,
         mut live: broadcast::Receiver<Event>,
         replay_first: bool,
-        mut closing: watch::Receiver<bool>,
+        [mut server, mut studio]: [watch::Receiver<bool>; 2],
     ) {
         if replay_first && self.replay().await.is_err() {
             return;
         }
         loop {
             tokio::select! {
-                () = server_closing(&mut closing) => return,
+                () = server_closing(&mut server) => return,
+                () = server_closing(&mut studio) => return,
                 () = self.tx.closed() => return,
                 received = live.recv() => match received {
                     Ok(event) => {
@@ -262,8 +267,9 @@ impl Pump {
     }
 }
 
-/// Completes when the server starts shutting down. A router dropped without a shutdown
-/// (a test's `oneshot`) leaves its streams running: the response owns them.
+/// Completes when the server (the router's shutdown signal) or the studio starts shutting
+/// down. A router dropped without a shutdown (a test's `oneshot`) leaves its streams
+/// running: the response owns them.
 async fn server_closing(closing: &mut watch::Receiver<bool>) {
     loop {
         if *closing.borrow_and_update() {

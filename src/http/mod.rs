@@ -65,8 +65,10 @@ pub(crate) struct AppState(Arc<Shared>);
 pub(crate) struct Shared {
     pub(crate) studio: Studio,
     pub(crate) metrics: Arc<metrics::HttpMetrics>,
-    /// Becomes `true` when [`serve`] starts its graceful shutdown: event streams never
-    /// end on their own, so they end on this, or the shutdown would wait for them forever.
+    /// Becomes `true` when [`serve`] starts its graceful shutdown, or when the host's
+    /// signal given to [`router_with_shutdown`] completes: event streams never end on
+    /// their own, so they end on this (or on [`Studio::shutdown`](crate::studio::Studio::shutdown)),
+    /// or the shutdown would wait for them forever.
     pub(crate) closing: Arc<watch::Sender<bool>>,
 }
 
@@ -316,9 +318,34 @@ pub fn routes() -> &'static [RouteSpec] {
 }
 
 /// The whole API as one router. A plain function, so tests can drive it with
-/// `tower::ServiceExt::oneshot` without a socket.
+/// `tower::ServiceExt::oneshot` without a socket. Its event streams end when
+/// [`Studio::shutdown`](crate::studio::Studio::shutdown) begins; a host that shuts its
+/// server down before (or without) the studio gives its signal to
+/// [`router_with_shutdown`] instead.
 pub fn router(studio: Studio) -> Router {
     build(studio, Arc::new(watch::channel(false).0))
+}
+
+/// [`router`], for a host that nests it in its own server: when `shutdown` completes —
+/// give it the same signal as the host's `with_graceful_shutdown`, e.g. a clone of a
+/// cancellation token's `cancelled_owned()` — every open event stream ends, so the host's
+/// graceful shutdown finishes instead of waiting for them forever. Call it inside a tokio
+/// runtime: a task waits for the signal.
+pub fn router_with_shutdown(
+    studio: Studio,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Router {
+    let closing = Arc::new(watch::channel(false).0);
+    let app = build(studio, closing.clone());
+    // Weak, so a router dropped before the signal does not outlive itself in this task.
+    let closing = Arc::downgrade(&closing);
+    tokio::spawn(async move {
+        shutdown.await;
+        if let Some(closing) = closing.upgrade() {
+            closing.send_replace(true);
+        }
+    });
+    app
 }
 
 fn build(studio: Studio, closing: Arc<watch::Sender<bool>>) -> Router {

@@ -136,8 +136,9 @@ struct Inner {
     /// The background upkeep ([`upkeep::housekeeping`], [`upkeep::retention`]), stopped
     /// with the studio.
     upkeep: tokio::task::AbortHandle,
-    /// Set when shutdown begins: from then on the studio is not ready.
-    closing: std::sync::atomic::AtomicBool,
+    /// Set when shutdown begins: from then on the studio is not ready, and every event
+    /// stream of every router built on it ends.
+    closing: tokio::sync::watch::Sender<bool>,
     /// The memory every adapter holds fetched media against (`media_memory_bytes`).
     media: MediaBudget,
 }
@@ -294,7 +295,7 @@ impl Studio {
                 admin_tokens: std::sync::RwLock::new(Arc::new(admin_tokens)),
                 notes,
                 upkeep,
-                closing: std::sync::atomic::AtomicBool::new(false),
+                closing: tokio::sync::watch::channel(false).0,
                 media,
             }),
         })
@@ -823,8 +824,7 @@ impl Studio {
     /// engine's work.
     pub fn readiness(&self) -> Readiness {
         Readiness {
-            running: self.inner.engine.is_running()
-                && !self.inner.closing.load(std::sync::atomic::Ordering::SeqCst),
+            running: self.inner.engine.is_running() && !*self.inner.closing.borrow(),
             unreadable_records: self.inner.store.unreadable().len(),
             storage_failing: !self.inner.engine.store_health().is_healthy(),
         }
@@ -855,11 +855,16 @@ impl Studio {
         Ok(self.inner.engine.tree().await?)
     }
 
-    /// Stops every actor after it finishes what it holds, and flushes.
+    /// Becomes `true` when [`Studio::shutdown`] begins.
+    pub(crate) fn closing_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
+
+    /// Stops every actor after it finishes what it holds, and flushes. Every open event
+    /// stream of a router built on this studio ends at once, so a host's graceful
+    /// shutdown does not wait for them.
     pub async fn shutdown(&self) {
-        self.inner
-            .closing
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.closing.send_replace(true);
         self.inner.upkeep.abort();
         self.inner.engine.shutdown().await;
     }

@@ -9,6 +9,7 @@ mod auth;
 mod backup;
 mod connect;
 mod connections;
+mod embedding;
 mod erasure;
 mod errors;
 mod events;
