@@ -113,6 +113,16 @@ pub struct StudioOptions {
     /// Wraps the store before the engine and `Studio` use it — instrumentation, or in
     /// tests a store that fails on command; the store as opened when `None`.
     pub store_layer: Option<StoreLayer>,
+    /// The master keys from the host's own secret store: the current key, and during a
+    /// rotation the previous ones ([`MasterKeys::with_previous`]). When given, neither
+    /// `SOCIAL_STUDIO_MASTER_KEY`, `SOCIAL_STUDIO_PREVIOUS_MASTER_KEYS` nor a key file is
+    /// read, and no key file is created; the store checks the key against its data as it
+    /// does any other ([`VaultError::WrongMasterKey`](social_studio_storage::VaultError::WrongMasterKey)
+    /// when it is not the one the data was sealed with), and
+    /// [`StartupNotes::key_source`] says [`KeySource::Provided`]. The keys are wiped from
+    /// memory when dropped and never printed. From the environment or the key file when
+    /// `None`.
+    pub master_keys: Option<MasterKeys>,
 }
 
 /// A wrapper around the store port ([`StudioOptions::store_layer`]).
@@ -224,11 +234,14 @@ impl Studio {
         if let Some(capacity) = options.event_capacity {
             store_config.event_capacity = capacity;
         }
-        let (keys, source) = MasterKeys::from_environment_or_file(
-            &config.data_dir,
-            config.master_key_file.as_deref(),
-        )
-        .map_err(|e| EngineRefusal::Storage(e.into()))?;
+        let (keys, source) = match &options.master_keys {
+            Some(keys) => (keys.clone(), KeySource::Provided),
+            None => MasterKeys::from_environment_or_file(
+                &config.data_dir,
+                config.master_key_file.as_deref(),
+            )
+            .map_err(|e| EngineRefusal::Storage(e.into()))?,
+        };
         if let KeySource::File { path, created } = &source {
             tracing::warn!(
                 path = %path.display(),

@@ -6,8 +6,9 @@
 //!
 //! The master key comes from `SOCIAL_STUDIO_MASTER_KEY` (base64 of 32 bytes) or from a key
 //! file, by default `master.key` in the data directory, created on first open with mode
-//! 0600. A key beside the data it protects is a convenience for local use only; the
-//! [`KeySource`] tells the service so it can say that when it starts.
+//! 0600 — or, from a program that embeds the engine, as a value from its own secret store
+//! ([`KeySource::Provided`]). A key beside the data it protects is a convenience for local
+//! use only; the [`KeySource`] tells the service so it can say that when it starts.
 //!
 //! **Rotation.** A vault holds one current key and any number of previous ones
 //! ([`MasterKeys`]): it seals with the current key only and opens with whichever key
@@ -116,8 +117,13 @@ impl fmt::Debug for MasterKey {
 /// beside the data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
+    /// `SOCIAL_STUDIO_MASTER_KEY` (and `SOCIAL_STUDIO_PREVIOUS_MASTER_KEYS`).
     Environment,
+    /// A key file: the one at `path`, read, or `created` with a fresh key just now.
     File { path: PathBuf, created: bool },
+    /// Passed in by the program that opened the store, as a value: a host application's
+    /// own secret store (the root crate's `StudioOptions::master_keys`), a tool, a test.
+    /// Neither the environment nor a key file was read.
     Provided,
 }
 
