@@ -149,6 +149,18 @@ impl ApiError {
     }
 }
 
+/// A host's refusal ([`Authorize`](super::Authorize)): its status (401 or 403), its code
+/// and its sentence, in the body every refusal has.
+impl From<super::Refusal> for ApiError {
+    fn from(refusal: super::Refusal) -> ApiError {
+        ApiError::new(
+            refusal.status(),
+            refusal.code().to_owned(),
+            refusal.message().to_owned(),
+        )
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

@@ -6,8 +6,12 @@
 //! - [`ObserveLayer`] (every route): counts and times the request by route template and
 //!   status, and turns any error answer that is not JSON yet (tower-http's 413, say) into
 //!   the API's error body.
-//! - [`AdminLayer`] (the protected routes): `Authorization: Bearer <admin token>`, checked
-//!   as `auth.rs` says, before the handler runs.
+//! - [`AdminLayer`] (the protected routes, by default): `Authorization: Bearer <admin
+//!   token>`, checked as `auth.rs` says, before the handler runs.
+//! - [`HostLayer`] (the protected routes of a router whose host authorizes,
+//!   [`RouterBuilder::authorize`](super::RouterBuilder::authorize)): the host's
+//!   [`Authorize`](super::Authorize) asked before the handler runs, the admin token let
+//!   through first where the host keeps it. Its future is boxed: the host's is, anyway.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,8 +24,10 @@ use axum::response::{IntoResponse, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use super::auth::{AuthorizeDyn, RouteInfo};
 use super::error::{self, ApiError};
 use super::metrics::HttpMetrics;
+use super::RouteSpec;
 use crate::studio::Studio;
 
 /// Counts, times, and keeps every error answer JSON.
@@ -141,7 +147,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if super::auth::is_admin(&request, &self.studio.admin_tokens()) {
+        if super::auth::is_admin(request.headers(), &self.studio.admin_tokens()) {
             Guarded::Admitted {
                 inner: self.inner.call(request),
             }
@@ -174,5 +180,71 @@ where
                 .take()
                 .unwrap_or_else(|| ApiError::unauthorized().into_response()))),
         }
+    }
+}
+
+/// Asks the host's authorization before a protected route's handler runs.
+#[derive(Clone)]
+pub(crate) struct HostLayer {
+    pub(crate) studio: Studio,
+    pub(crate) policy: Arc<dyn AuthorizeDyn>,
+    /// The route this layer guards: what the host is told about it.
+    pub(crate) route: &'static RouteSpec,
+    /// The admin token admits too, without asking the host.
+    pub(crate) admin_token_too: bool,
+}
+
+impl<S> Layer<S> for HostLayer {
+    type Service = Host<S>;
+
+    fn layer(&self, inner: S) -> Host<S> {
+        Host {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Host<S> {
+    inner: S,
+    layer: HostLayer,
+}
+
+impl<S> Service<Request> for Host<S>
+where
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if self.layer.admin_token_too
+            && super::auth::is_admin(request.headers(), &self.layer.studio.admin_tokens())
+        {
+            return Box::pin(self.inner.call(request));
+        }
+        // The service that was made ready goes with the request; its clone stays.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let policy = self.layer.policy.clone();
+        let route = self.layer.route;
+        Box::pin(async move {
+            let (mut parts, body) = request.into_parts();
+            let info = match RouteInfo::of(route, &mut parts).await {
+                Ok(info) => info,
+                Err(refused) => return Ok(refused.into_response()),
+            };
+            match policy.authorize_dyn(&parts, &info).await {
+                Ok(()) => inner.call(Request::from_parts(parts, body)).await,
+                Err(refusal) => Ok(ApiError::from(refusal).into_response()),
+            }
+        })
     }
 }

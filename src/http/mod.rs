@@ -14,8 +14,9 @@
 //! | `openapi.rs` | the OpenAPI document, generated from the handlers' annotations |
 //!
 //! Cross-cutting parts: `layers.rs` (the request layers: metrics and JSON errors on every
-//! route, the admin token on the protected ones), `auth.rs` (the admin bearer token,
-//! compared in constant time),
+//! route, the admin token or the host's authorization on the protected ones), `auth.rs`
+//! (the admin bearer token, compared in constant time, and [`Authorize`], the host's own
+//! check),
 //! `error.rs` (one [`ApiError`]; every refusal, axum's own included, is
 //! `{"error": {"code", "message", ...}}`, and the engine's refusals get their HTTP status
 //! there), `extract.rs` (path, query and body extractors whose rejections are
@@ -23,8 +24,10 @@
 //! way: `openapi.rs` reads the handlers and their schemas, never the reverse.
 //!
 //! The route list is one table, [`routes`], that [`router`] is built from: whether a route
-//! needs the admin token is decided there and nowhere else, so a test can walk every
-//! protected route and a route added later cannot escape it.
+//! is protected is decided there and nowhere else, so a test can walk every protected
+//! route and a route added later cannot escape it. Who admits a request to a protected
+//! route — the admin token (the default), a host's [`Authorize`], or either — is the
+//! router's, chosen with [`RouterBuilder`].
 
 mod admin;
 mod auth;
@@ -41,6 +44,7 @@ mod posts;
 mod query;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -53,6 +57,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::studio::Studio;
 
+pub use auth::{Authorize, Refusal, RouteInfo};
 pub use error::ApiError;
 pub use openapi::ApiDoc;
 
@@ -114,7 +119,8 @@ pub struct RouteSpec {
     pub method: Verb,
     /// The path template, axum style (`/v1/pen-names/{pen}/posts/{id}`).
     pub path: &'static str,
-    /// Requires `Authorization: Bearer <admin token>`.
+    /// Requires credentials: `Authorization: Bearer <admin token>`, or what the host's
+    /// [`Authorize`] accepts ([`RouterBuilder`]).
     pub protected: bool,
     /// One line for people reading the table.
     pub summary: &'static str,
@@ -317,38 +323,136 @@ pub fn routes() -> &'static [RouteSpec] {
     ROUTES
 }
 
-/// The whole API as one router. A plain function, so tests can drive it with
-/// `tower::ServiceExt::oneshot` without a socket. Its event streams end when
-/// [`Studio::shutdown`](crate::studio::Studio::shutdown) begins; a host that shuts its
-/// server down before (or without) the studio gives its signal to
-/// [`router_with_shutdown`] instead.
+/// The whole API as one router, the admin token guarding its protected routes. A plain
+/// function, so tests can drive it with `tower::ServiceExt::oneshot` without a socket. Its
+/// event streams end when [`Studio::shutdown`](crate::studio::Studio::shutdown) begins; a
+/// host that shuts its server down before (or without) the studio gives its signal to
+/// [`router_with_shutdown`] instead. `RouterBuilder::new(studio).build()`.
 pub fn router(studio: Studio) -> Router {
-    build(studio, Arc::new(watch::channel(false).0))
+    RouterBuilder::new(studio).build()
 }
 
 /// [`router`], for a host that nests it in its own server: when `shutdown` completes —
 /// give it the same signal as the host's `with_graceful_shutdown`, e.g. a clone of a
 /// cancellation token's `cancelled_owned()` — every open event stream ends, so the host's
 /// graceful shutdown finishes instead of waiting for them forever. Call it inside a tokio
-/// runtime: a task waits for the signal.
+/// runtime: a task waits for the signal. `RouterBuilder::new(studio).shutdown(signal).build()`.
 pub fn router_with_shutdown(
     studio: Studio,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Router {
-    let closing = Arc::new(watch::channel(false).0);
-    let app = build(studio, closing.clone());
-    // Weak, so a router dropped before the signal does not outlive itself in this task.
-    let closing = Arc::downgrade(&closing);
-    tokio::spawn(async move {
-        shutdown.await;
-        if let Some(closing) = closing.upgrade() {
-            closing.send_replace(true);
-        }
-    });
-    app
+    RouterBuilder::new(studio).shutdown(shutdown).build()
 }
 
-fn build(studio: Studio, closing: Arc<watch::Sender<bool>>) -> Router {
+/// The router as a host application wants it: its shutdown signal, and its own
+/// authorization in front of the protected routes.
+///
+/// ```no_run
+/// # use axum::http::request::Parts;
+/// # use social_studio::http::{Authorize, Refusal, RouteInfo, RouterBuilder};
+/// # struct HostUsers;
+/// # impl Authorize for HostUsers {
+/// #     async fn authorize(&self, _: &Parts, _: &RouteInfo) -> Result<(), Refusal> {
+/// #         Ok(())
+/// #     }
+/// # }
+/// # async fn host(studio: social_studio::studio::Studio) {
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let api = RouterBuilder::new(studio)
+///     // The same signal as the host's own `with_graceful_shutdown`.
+///     .shutdown(async move {
+///         let _ = stopped.await;
+///     })
+///     // The host decides alone who may call the protected routes.
+///     .authorize(HostUsers)
+///     .build();
+/// let app: axum::Router = axum::Router::new().nest("/social", api);
+/// # drop((stop, app));
+/// # }
+/// ```
+///
+/// Three ways to guard the protected routes ([`RouteSpec::protected`]); the open ones
+/// (`/healthz`, `/readyz`, the OAuth callback) stay open in each:
+///
+/// | built with | who is admitted |
+/// |---|---|
+/// | nothing (the default) | a request with the admin token |
+/// | [`authorize`](RouterBuilder::authorize) | whom the host's [`Authorize`] admits; the admin token means nothing to the engine |
+/// | [`authorize_or_admin_token`](RouterBuilder::authorize_or_admin_token) | a request with the admin token, without asking the host; any other, if the host admits it |
+#[must_use = "a builder does nothing until `build`"]
+pub struct RouterBuilder {
+    studio: Studio,
+    shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    access: Access,
+}
+
+/// Who admits a request to a protected route.
+enum Access {
+    AdminToken,
+    Host {
+        policy: Arc<dyn auth::AuthorizeDyn>,
+        admin_token_too: bool,
+    },
+}
+
+impl RouterBuilder {
+    /// The router of `studio`, guarded by the admin token, its event streams ended by
+    /// [`Studio::shutdown`](crate::studio::Studio::shutdown).
+    pub fn new(studio: Studio) -> RouterBuilder {
+        RouterBuilder {
+            studio,
+            shutdown: None,
+            access: Access::AdminToken,
+        }
+    }
+
+    /// When `signal` completes, every open event stream ends (see
+    /// [`router_with_shutdown`]). [`build`](RouterBuilder::build) must then be called
+    /// inside a tokio runtime: a task waits for the signal.
+    pub fn shutdown(mut self, signal: impl Future<Output = ()> + Send + 'static) -> RouterBuilder {
+        self.shutdown = Some(Box::pin(signal));
+        self
+    }
+
+    /// The host decides alone who may call the protected routes: `policy` is asked
+    /// before each such request's handler, and the admin token admits nobody.
+    pub fn authorize(mut self, policy: impl Authorize) -> RouterBuilder {
+        self.access = Access::Host {
+            policy: Arc::new(policy),
+            admin_token_too: false,
+        };
+        self
+    }
+
+    /// The admin token admits as it does by default, without asking the host; a request
+    /// without it goes to `policy`, which decides.
+    pub fn authorize_or_admin_token(mut self, policy: impl Authorize) -> RouterBuilder {
+        self.access = Access::Host {
+            policy: Arc::new(policy),
+            admin_token_too: true,
+        };
+        self
+    }
+
+    /// The router.
+    pub fn build(self) -> Router {
+        let closing = Arc::new(watch::channel(false).0);
+        let app = build(self.studio, closing.clone(), self.access);
+        if let Some(shutdown) = self.shutdown {
+            // Weak, so a router dropped before the signal does not outlive itself in this task.
+            let closing = Arc::downgrade(&closing);
+            tokio::spawn(async move {
+                shutdown.await;
+                if let Some(closing) = closing.upgrade() {
+                    closing.send_replace(true);
+                }
+            });
+        }
+        app
+    }
+}
+
+fn build(studio: Studio, closing: Arc<watch::Sender<bool>>, access: Access) -> Router {
     let max_body = studio.config().max_body_bytes;
     let state = AppState(Arc::new(Shared {
         metrics: metrics::HttpMetrics::start(&studio),
@@ -359,9 +463,20 @@ fn build(studio: Studio, closing: Arc<watch::Sender<bool>>) -> Router {
     for spec in ROUTES {
         let mut handler = (spec.mount)(spec.method.filter());
         if spec.protected {
-            handler = handler.route_layer(layers::AdminLayer {
-                studio: state.studio.clone(),
-            });
+            handler = match &access {
+                Access::AdminToken => handler.route_layer(layers::AdminLayer {
+                    studio: state.studio.clone(),
+                }),
+                Access::Host {
+                    policy,
+                    admin_token_too,
+                } => handler.route_layer(layers::HostLayer {
+                    studio: state.studio.clone(),
+                    policy: policy.clone(),
+                    route: spec,
+                    admin_token_too: *admin_token_too,
+                }),
+            };
         }
         app = app.route(spec.path, handler);
     }
@@ -415,7 +530,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let closing = Arc::new(watch::channel(false).0);
-    let app = build(studio, closing.clone());
+    let app = build(studio, closing.clone(), Access::AdminToken);
     let signal = async move {
         shutdown.await;
         closing.send_replace(true);

@@ -15,6 +15,7 @@ mod errors;
 mod events;
 mod every_platform;
 mod failing_store;
+mod host_auth;
 mod host_key;
 mod idempotency;
 mod isolation;
