@@ -256,6 +256,27 @@ mod tests {
     }
 
     #[test]
+    fn a_host_s_refusal_is_401_or_403_with_the_code_it_chose() {
+        let refused = Refusal::unauthorized();
+        assert_eq!(
+            (refused.status(), refused.code()),
+            (StatusCode::UNAUTHORIZED, "unauthorized")
+        );
+        let refused = Refusal::forbidden()
+            .with_code("not_your_pen_name")
+            .with_message("another user's");
+        assert_eq!(
+            (refused.status(), refused.code(), refused.message()),
+            (StatusCode::FORBIDDEN, "not_your_pen_name", "another user's")
+        );
+        // A code must say something: an empty one keeps the default.
+        assert_eq!(Refusal::forbidden().with_code("").code(), "forbidden");
+        let body = ApiError::from(refused).body();
+        assert_eq!(body["error"]["code"], "not_your_pen_name");
+        assert_eq!(body["error"]["message"], "another user's");
+    }
+
+    #[test]
     fn tokens_compare_exactly() {
         assert!(token_matches("secret-token-123", "secret-token-123"));
         assert!(!token_matches("secret-token-12", "secret-token-123"));

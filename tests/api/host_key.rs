@@ -145,3 +145,35 @@ async fn the_host_rotates_its_key_by_giving_the_previous_one_beside_the_new() {
         Ok(_) => panic!("the old key still opens the store"),
     }
 }
+
+/// The test below, in a process of its own whose `SOCIAL_STUDIO_MASTER_KEY` and
+/// `SOCIAL_STUDIO_PREVIOUS_MASTER_KEYS` are not keys at all: an engine that read them
+/// would refuse to open. (Setting them in this process would reach every other test.)
+#[tokio::test]
+async fn the_environment_s_keys_are_not_read_when_the_host_gives_its_own() {
+    use social_studio_storage::vault::{MASTER_KEY_ENV, PREVIOUS_MASTER_KEYS_ENV};
+    let child = "host_key::opens_with_the_host_s_key_whatever_the_environment_says";
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([child, "--exact", "--ignored", "--nocapture"])
+        .env(MASTER_KEY_ENV, "not-a-key")
+        .env(PREVIOUS_MASTER_KEYS_ENV, "not-a-key-either")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "the child test ran: {stdout}");
+}
+
+#[tokio::test]
+#[ignore = "run by the_environment_s_keys_are_not_read_when_the_host_gives_its_own, with the variables set"]
+async fn opens_with_the_host_s_key_whatever_the_environment_says() {
+    let dir = TempDir::new().unwrap();
+    let config = config(&dir.path().join("data"), &dir.path().join("master.key"));
+    let studio = open_with(&config, MasterKeys::new(MasterKey::generate()))
+        .await
+        .expect("the engine opens with the host's key, whatever the environment holds");
+    assert_eq!(studio.startup_notes().key_source, KeySource::Provided);
+    studio.shutdown().await;
+}
