@@ -336,7 +336,8 @@ pub fn router(studio: Studio) -> Router {
 /// give it the same signal as the host's `with_graceful_shutdown`, e.g. a clone of a
 /// cancellation token's `cancelled_owned()` — every open event stream ends, so the host's
 /// graceful shutdown finishes instead of waiting for them forever. Call it inside a tokio
-/// runtime: a task waits for the signal. `RouterBuilder::new(studio).shutdown(signal).build()`.
+/// runtime: a task waits for the signal.
+/// `RouterBuilder::new(studio).shutdown(signal).build()`.
 pub fn router_with_shutdown(
     studio: Studio,
     shutdown: impl Future<Output = ()> + Send + 'static,
