@@ -46,6 +46,7 @@ pub use error::{
 };
 pub use new_post::{MediaInput, NewPost, PlatformTarget, PostRequest};
 pub use posts::{PostList, PostPatch};
+pub use social_studio_actors::{BootPhase, BootProgress, BootState};
 pub use upkeep::{Purged, RETENTION_EVERY};
 use views::{
     AttentionItem, AuthorizeStart, ConnectionEntry, ConnectionErased, ConnectionState,
@@ -113,6 +114,12 @@ pub struct StudioOptions {
     /// Wraps the store before the engine and `Studio` use it — instrumentation, or in
     /// tests a store that fails on command; the store as opened when `None`.
     pub store_layer: Option<StoreLayer>,
+    /// Where [`Studio::open`] reports how far the start has come — opening the store,
+    /// then connections started of how many, then the posts — for a server that answers
+    /// probes while it runs ([`crate::http::Booting`]); a progress of its own when
+    /// `None`. Either way the start logs its progress every few seconds and its duration
+    /// when done.
+    pub boot_progress: Option<BootProgress>,
 }
 
 /// A wrapper around the store port ([`StudioOptions::store_layer`]).
@@ -146,6 +153,56 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.upkeep.abort();
+    }
+}
+
+/// How often a start that is still running says how far it has come.
+pub const BOOT_PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Logs the start's progress every [`BOOT_PROGRESS_LOG_EVERY`] until it is ready — at a
+/// million connections a start takes over a minute, and an operator watching the log
+/// should see it move.
+async fn log_boot_progress(boot: BootProgress) {
+    let mut every = tokio::time::interval(BOOT_PROGRESS_LOG_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: nothing to say yet.
+    every.tick().await;
+    loop {
+        tokio::select! {
+            () = boot.ready() => return,
+            _ = every.tick() => {}
+        }
+        let state = boot.state();
+        match (state.phase, state.total) {
+            (BootPhase::StartingConnections, Some(total)) => tracing::info!(
+                phase = %state.phase,
+                loaded = state.loaded,
+                total,
+                "boot: {} of {total} connections started",
+                state.loaded
+            ),
+            (BootPhase::LoadingPosts, total) => tracing::info!(
+                phase = %state.phase,
+                loaded = state.loaded,
+                total,
+                "boot: {} connections started; loading the unfinished posts",
+                state.loaded
+            ),
+            (phase, _) => tracing::info!(
+                phase = %phase,
+                "boot: opening the store ({:.0?} so far)",
+                state.elapsed
+            ),
+        }
+    }
+}
+
+/// A task that ends when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -211,8 +268,13 @@ fn build_adapters(
 
 impl Studio {
     /// Opens the store in `config.data_dir`, starts every actor, and rebuilds every
-    /// connection and unfinished post.
+    /// connection and unfinished post — reporting how far it has come into
+    /// [`StudioOptions::boot_progress`], and logging it every
+    /// [`BOOT_PROGRESS_LOG_EVERY`] until it is done.
     pub async fn open(config: Config, options: StudioOptions) -> Result<Studio, EngineRefusal> {
+        let boot = options.boot_progress.clone().unwrap_or_default();
+        // Stopped when the start ends, whether it succeeded or not.
+        let _progress_log = AbortOnDrop(tokio::spawn(log_boot_progress(boot.clone())));
         let clock = options
             .clock
             .clone()
@@ -263,7 +325,14 @@ impl Studio {
             engine_config.lateness_window = config.lateness_window_secs.map(Duration::from_secs);
             engine_config.publish_concurrency = config.publish_concurrency;
         }
-        let engine = Engine::start(store.clone(), ports, clock.clone(), engine_config).await?;
+        let engine = Engine::start_reporting(
+            store.clone(),
+            ports,
+            clock.clone(),
+            engine_config,
+            boot.clone(),
+        )
+        .await?;
         let not_configured = Platform::ALL
             .into_iter()
             .filter(|p| !adapters.contains_key(p))
@@ -285,6 +354,14 @@ impl Studio {
             async move { tokio::join!(oauth_states, retention) }
         })
         .abort_handle();
+        let booted = boot.state();
+        tracing::info!(
+            connections = booted.loaded,
+            took_ms = booted.elapsed.as_millis() as u64,
+            "boot: ready in {:.1?}: {} connections started",
+            booted.elapsed,
+            booted.loaded
+        );
         Ok(Studio {
             inner: Arc::new(Inner {
                 config,
