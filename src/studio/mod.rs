@@ -946,3 +946,72 @@ impl Studio {
         self.inner.engine.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What the log said, as text.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_start_logs_its_progress_every_few_seconds_until_ready() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let _log = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish(),
+        );
+        let boot = BootProgress::new();
+        let logging = tokio::spawn(log_boot_progress(boot.clone()));
+        // Just past each tick, so the log has had its turn.
+        let past_a_tick = BOOT_PROGRESS_LOG_EVERY + Duration::from_millis(1);
+        tokio::time::sleep(past_a_tick).await;
+        assert!(
+            captured.text().contains("boot: opening the store"),
+            "{}",
+            captured.text()
+        );
+
+        boot.starting_connections(10);
+        for _ in 0..4 {
+            boot.connection_started();
+        }
+        tokio::time::sleep(BOOT_PROGRESS_LOG_EVERY).await;
+        assert!(
+            captured
+                .text()
+                .contains("boot: 4 of 10 connections started"),
+            "{}",
+            captured.text()
+        );
+
+        boot.finished();
+        tokio::time::timeout(BOOT_PROGRESS_LOG_EVERY, logging)
+            .await
+            .expect("the log stops once the start has finished")
+            .unwrap();
+    }
+}
