@@ -79,6 +79,8 @@ impl Booting {
                     async move { super::admin::booting(progress.state()) }
                 }),
             )
+            // Must come after the routes: set on the method routers that exist.
+            .method_not_allowed_fallback(super::error::method_not_allowed)
             .fallback(not_yet);
         Booting {
             progress,

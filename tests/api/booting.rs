@@ -268,6 +268,12 @@ async fn a_starting_engine_answers_healthz_and_its_progress_then_the_whole_api()
     let (status, _, _) = get(&client, &base, "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);
 
+    // A method the probes do not answer is refused as the API refuses it, in JSON.
+    let (status, body) =
+        read_json(client.post(format!("{base}/healthz")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+
     // Every other route: 503 `booting`, with when to try again.
     let path = format!("/v1/pen-names/{}/connections", PENS[0]);
     let (status, retry_after, body) = get(&client, &base, &path, Some(&token)).await;
