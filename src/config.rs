@@ -72,11 +72,14 @@ pub const ENV_PREFIX: &str = "SOCIAL_STUDIO_";
 
 /// `SOCIAL_STUDIO_*` variables that belong to someone else and are not errors here: the
 /// master key and the previous master keys of a rotation (read by the storage crate's
-/// vault) and the config file path (read by the binary). A new variable read elsewhere must be added here, or `load` refuses it.
-pub const IGNORED_ENV_VARS: [&str; 3] = [
+/// vault), the config file path and the log format (read by the binary, before any
+/// configuration: the log must work to report a configuration that does not). A new
+/// variable read elsewhere must be added here, or `load` refuses it.
+pub const IGNORED_ENV_VARS: [&str; 4] = [
     "SOCIAL_STUDIO_MASTER_KEY",
     "SOCIAL_STUDIO_PREVIOUS_MASTER_KEYS",
     "SOCIAL_STUDIO_CONFIG",
+    "SOCIAL_STUDIO_LOG_FORMAT",
 ];
 
 /// Where the service keeps its database and key files unless told otherwise.

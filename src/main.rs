@@ -10,12 +10,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use social_studio::config::Config;
+use social_studio::http::Booting;
 #[cfg(feature = "sandbox")]
 use social_studio::sandbox::Sandbox;
-use social_studio::studio::{Studio, StudioOptions, ADMIN_TOKEN_FILE};
+use social_studio::studio::{BootProgress, Studio, StudioOptions, ADMIN_TOKEN_FILE};
 use social_studio_storage::{archive, SledStore, StoreConfig};
+use tokio::sync::watch;
 
 /// mimalloc: the engine allocates many small, short-lived buffers across threads (records,
 /// messages, HTTP), where glibc's malloc took a fifth of the dispatch CPU. A host that
@@ -30,8 +32,28 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Keeps authors' social connections alive and publishes their scheduled posts"
 )]
 struct Cli {
+    /// How the log is written to stderr: `text` for people, `json` (one object a line)
+    /// for a log collector.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "SOCIAL_STUDIO_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// A line for people: time, level, message, fields.
+    Text,
+    /// One JSON object a line: `timestamp`, `level`, `fields.message` and the other
+    /// fields, `target`, and the spans the event happened in.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -117,7 +139,9 @@ enum Command {
     },
 }
 
-fn init_tracing(quiet: bool) {
+/// The log goes to stderr, whatever its format: stdout is for what a command answers
+/// (`status`'s table, `backup`'s summary, a new master key), which a script reads.
+fn init_tracing(quiet: bool, format: LogFormat) {
     let default = if quiet {
         "error"
     } else {
@@ -125,10 +149,17 @@ fn init_tracing(quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        // Colours for a person at a terminal; none in a file, journald or a pipe.
+        LogFormat::Text => log
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => log.json().try_init(),
+    };
 }
 
 /// Binds the configured address; the demo falls back to any free port.
@@ -136,35 +167,94 @@ async fn bind(addr: SocketAddr, fallback: bool) -> Result<tokio::net::TcpListene
     match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => Ok(l),
         Err(e) if fallback => {
-            eprintln!("{addr} is busy ({e}); using a free port instead");
+            tracing::warn!(%addr, error = %e, "{addr} is busy ({e}); using a free port instead");
             Ok(tokio::net::TcpListener::bind((addr.ip(), 0)).await?)
         }
         Err(e) => Err(e).with_context(|| format!("cannot listen on {addr}")),
     }
 }
 
+/// `serve`: binds, answers `/healthz` (and `/readyz` with the start's progress) at once,
+/// opens the engine — a minute and more for a large store — and then serves the whole API
+/// on the same listener.
 async fn serve(config_file: Option<PathBuf>, use_sandbox: bool) -> Result<()> {
     let mut config =
         Config::load(config_file.as_deref(), std::env::vars()).context("configuration")?;
     let listener = bind(config.listen, false).await?;
+    let addr = listener.local_addr()?;
+    let hangups = listen_for_hangups();
+    let progress = BootProgress::new();
+    let booting = Booting::new(progress.clone());
+    // One signal for the server, the event streams and the start: fired on SIGINT/SIGTERM.
+    let (stop, stopping) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.send_replace(true);
+    });
+    let server = tokio::spawn({
+        let app = booting.router();
+        let stopping = fired(&stopping);
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopping)
+                .await
+        }
+    });
+    tracing::info!(
+        %addr,
+        "social-studio listening on http://{addr} (data in {}); /readyz says how far the start has come",
+        config.data_dir.display()
+    );
     let sandbox = start_sandbox(&mut config, use_sandbox).await?;
-    let studio = Studio::open(config, StudioOptions::default())
-        .await
-        .context("opening the engine")?;
-    announce(&studio, &listener)?;
+    let options = StudioOptions {
+        boot_progress: Some(progress),
+        ..StudioOptions::default()
+    };
+    let studio = tokio::select! {
+        opened = Studio::open(config, options) => opened.context("opening the engine")?,
+        // Stopped while starting: nothing has been accepted yet, so nothing is in flight.
+        () = fired(&stopping) => {
+            tracing::info!("shut down while starting");
+            server.await.context("serving HTTP")?.context("serving HTTP")?;
+            if let Some(s) = sandbox {
+                s.shutdown().await;
+            }
+            return Ok(());
+        }
+    };
     let reloads = tokio::spawn(reload_admin_tokens_on_sighup(
         studio.clone(),
         config_file.clone(),
+        hangups,
     ));
-    social_studio::http::serve(studio.clone(), listener, shutdown_signal())
-        .await
+    booting
+        .switch_to(social_studio::http::router_with_shutdown(
+            studio.clone(),
+            fired(&stopping),
+        ))
         .context("serving HTTP")?;
+    announce(&studio);
+    server
+        .await
+        .context("serving HTTP")?
+        .context("serving HTTP")?;
+    signals.abort();
     reloads.abort();
     studio.shutdown().await;
     if let Some(s) = sandbox {
         s.shutdown().await;
     }
     Ok(())
+}
+
+/// Completes when `stopping` turns `true` (or its sender is gone).
+fn fired(
+    stopping: &watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut stopping = stopping.clone();
+    async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    }
 }
 
 /// With `--sandbox`, starts the sandbox and points every platform without credentials
@@ -179,8 +269,10 @@ async fn start_sandbox(config: &mut Config, use_sandbox: bool) -> Result<Option<
     let sandbox = Sandbox::start().await.context("starting the sandbox")?;
     let pointed = config.use_sandbox_for_unconfigured(&sandbox.base_url());
     config.allow_private_media_urls = true;
-    eprintln!("sandbox: media may be fetched from private addresses (allow_private_media_urls)");
-    eprintln!(
+    tracing::info!(
+        "sandbox: media may be fetched from private addresses (allow_private_media_urls)"
+    );
+    tracing::info!(
         "sandbox at {} serves: {}",
         sandbox.base_url(),
         pointed
@@ -209,42 +301,37 @@ impl NoSandbox {
     }
 }
 
-fn announce(studio: &Studio, listener: &tokio::net::TcpListener) -> Result<()> {
-    let addr = listener.local_addr()?;
+/// What an operator should know once the engine has started, through the log (so that in
+/// `--log-format json` every line is JSON).
+fn announce(studio: &Studio) {
     let notes = studio.startup_notes();
-    eprintln!(
-        "social-studio listening on http://{addr} (data in {})",
-        studio.data_dir().display()
-    );
-    eprintln!(
+    tracing::info!(
         "store: {} (format {}) in {}",
-        notes.store.backend, notes.store.format, notes.store.location
+        notes.store.backend,
+        notes.store.format,
+        notes.store.location
     );
     for line in &notes.store.opened {
-        eprintln!("store: {line}");
+        tracing::info!("store: {line}");
     }
     let unreadable = studio.unreadable(None);
     if !unreadable.is_empty() {
-        eprintln!(
+        tracing::warn!(
+            unreadable = unreadable.len(),
             "store: {} stored records cannot be read; they are named in /v1/supervisor and the attention list",
             unreadable.len()
         );
     }
     if let Some(file) = &notes.generated_admin_token_file {
         // Where, never what: this output is the log under journald or a container.
-        eprintln!(
+        tracing::info!(
             "admin token generated: read it from {} (or set SOCIAL_STUDIO_ADMIN_TOKEN)",
             file.display()
         );
     }
-    if let social_studio_storage::KeySource::File { path, .. } = &notes.key_source {
-        eprintln!(
-            "note: the master key is the file {} beside the data it protects — fine for local use; in production set SOCIAL_STUDIO_MASTER_KEY",
-            path.display()
-        );
-    }
+    // A master key kept in a file beside the data: `Studio::open` has warned of it.
     if !notes.not_configured.is_empty() {
-        eprintln!(
+        tracing::info!(
             "not configured (they report not_configured): {}",
             notes
                 .not_configured
@@ -254,7 +341,6 @@ fn announce(studio: &Studio, listener: &tokio::net::TcpListener) -> Result<()> {
                 .join(", ")
         );
     }
-    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -274,17 +360,44 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    eprintln!("shutting down: finishing what is in flight");
+    tracing::info!("shutting down: finishing what is in flight");
 }
+
+/// SIGHUPs, listened for from the start: a SIGHUP's default action ends the process, and
+/// one sent while the engine starts must not. Those received meanwhile are handled once it
+/// has.
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+#[cfg(unix)]
+fn listen_for_hangups() -> Hangups {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(hangups) => Some(hangups),
+        Err(e) => {
+            tracing::warn!(
+                "SIGHUP cannot be handled here ({e}): admin tokens are read at start only"
+            );
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn listen_for_hangups() -> Hangups {}
 
 /// On every SIGHUP: reads the configuration (the file, and the environment as the process
 /// has it) and the admin token file again and accepts the admin tokens they name from
 /// then on. A reload that fails keeps the tokens as they were.
 #[cfg(unix)]
-async fn reload_admin_tokens_on_sighup(studio: Studio, config_file: Option<PathBuf>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        eprintln!("SIGHUP cannot be handled here: admin tokens are read at start only");
+async fn reload_admin_tokens_on_sighup(
+    studio: Studio,
+    config_file: Option<PathBuf>,
+    hangups: Hangups,
+) {
+    let Some(mut hangups) = hangups else {
         return;
     };
     while hangups.recv().await.is_some() {
@@ -296,17 +409,22 @@ async fn reload_admin_tokens_on_sighup(studio: Studio, config_file: Option<PathB
                     .context("reading the admin tokens")
             });
         match reloaded {
-            Ok(tokens) => eprintln!(
+            Ok(tokens) => tracing::info!(
                 "SIGHUP: admin tokens reloaded: the current token and {} previous ones are accepted",
                 tokens.previous().len()
             ),
-            Err(e) => eprintln!("SIGHUP: admin tokens kept as they were: {e:#}"),
+            Err(e) => tracing::error!("SIGHUP: admin tokens kept as they were: {e:#}"),
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn reload_admin_tokens_on_sighup(_studio: Studio, _config_file: Option<PathBuf>) {}
+async fn reload_admin_tokens_on_sighup(
+    _studio: Studio,
+    _config_file: Option<PathBuf>,
+    _hangups: Hangups,
+) {
+}
 
 fn rotate_master_key(config_file: Option<PathBuf>) -> Result<()> {
     if std::env::var_os(social_studio_storage::vault::MASTER_KEY_ENV).is_some() {
@@ -561,7 +679,7 @@ fn ignore_file_size_signal() {
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     #[cfg(unix)]
     ignore_file_size_signal();
     let cli = Cli::parse();
@@ -570,7 +688,23 @@ fn main() -> Result<()> {
     let quiet = matches!(cli.command, Command::Demo { .. });
     #[cfg(not(feature = "sandbox"))]
     let quiet = false;
-    init_tracing(quiet);
+    let format = cli.log_format;
+    init_tracing(quiet, format);
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            match format {
+                // As `fn main() -> Result` would say it.
+                LogFormat::Text => eprintln!("Error: {e:?}"),
+                // A log collector reads every line of stderr as JSON.
+                LogFormat::Json => tracing::error!("{e:#}"),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -93,7 +93,7 @@ impl Engine {
         }
         let mut child = command.spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        // The log is on stdout, what the binary says to a person on stderr: both kept.
+        // The log is on stderr, what a command answers on stdout: both kept.
         let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
         let gathered = log.clone();

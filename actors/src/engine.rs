@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 
 use crate::messages::{ConnectionView, DisconnectReport};
 use crate::supervisor::{ConnectRequest, Supervisor, SupervisorArgs, SupervisorMsg, TreeReport};
-use crate::{Clock, EngineConfig, EngineError, PlatformPort};
+use crate::{BootProgress, Clock, EngineConfig, EngineError, PlatformPort};
 
 /// A running engine. Cheap to clone.
 #[derive(Clone)]
@@ -35,6 +35,23 @@ impl Engine {
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
+        Engine::start_reporting(store, ports, clock, config, BootProgress::new()).await
+    }
+
+    /// [`Engine::start`], reporting how far the start has come into `boot` as it goes —
+    /// the connections started of how many, then the posts — and [`BootPhase::Ready`]
+    /// once every actor is live, just before this returns. Whoever holds a clone of `boot`
+    /// reads it meanwhile without waiting for the engine (a readiness probe, a progress
+    /// log).
+    ///
+    /// [`BootPhase::Ready`]: crate::BootPhase::Ready
+    pub async fn start_reporting(
+        store: SharedStore,
+        ports: Vec<Arc<dyn PlatformPort>>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        boot: BootProgress,
+    ) -> Result<Engine, EngineError> {
         let ports: HashMap<_, _> = ports.into_iter().map(|p| (p.platform(), p)).collect();
         let config = Arc::new(config);
         let health = crate::StoreHealth::new(clock.clone());
@@ -44,10 +61,12 @@ impl Engine {
             ports: ports.clone(),
             clock: clock.clone(),
             config: config.clone(),
+            boot: boot.clone(),
         };
         let (supervisor, join) = Actor::spawn(None, Supervisor, args)
             .await
             .map_err(|e| EngineError::Unavailable(format!("the supervisor did not start: {e}")))?;
+        boot.finished();
         Ok(Engine {
             supervisor,
             store,

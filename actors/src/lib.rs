@@ -20,6 +20,8 @@
 //!   connection, backs off for rate limits, persists every transition before the next step.
 //! - [`supervisor`]: boot, routing, restart budget, graceful shutdown.
 //! - [`Engine`]: the async handle over all of it.
+//! - [`boot`]: [`BootProgress`], how far the engine's start has come (connections
+//!   started of how many, then the posts), read by probes while the start runs.
 //! - [`health`]: [`StoreHealth`], the one flag every actor's commit sets — whether the
 //!   store takes writes — read by readiness probes without a message.
 //!
@@ -27,6 +29,7 @@
 //! ([`social_studio_storage::Store`]); events reach subscribers through the store's own
 //! durable, in-order feed.
 
+pub mod boot;
 pub mod config;
 pub mod connection;
 mod engine;
@@ -39,6 +42,7 @@ pub mod supervisor;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
+pub use boot::{BootPhase, BootProgress, BootState};
 pub use config::EngineConfig;
 pub use engine::Engine;
 pub use error::EngineError;

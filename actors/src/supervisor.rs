@@ -20,7 +20,7 @@ use social_studio_storage::{
 use crate::connection::{ConnectionActor, ConnectionArgs};
 use crate::messages::{ConnectionMsg, ConnectionView, DisconnectReport, QueueMsg, QueueStats};
 use crate::queue::{QueueActor, QueueArgs};
-use crate::{Clock, EngineConfig, EngineError, PlatformPort, StoreHealth};
+use crate::{BootProgress, Clock, EngineConfig, EngineError, PlatformPort, StoreHealth};
 
 /// The actor tree at a glance.
 #[derive(Debug, Clone, Default)]
@@ -99,6 +99,9 @@ pub struct SupervisorArgs {
     pub ports: HashMap<Platform, Arc<dyn PlatformPort>>,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<EngineConfig>,
+    /// Where the start reports how far it has come (connections started of how many,
+    /// then the posts), for readiness probes and the log while it runs.
+    pub boot: BootProgress,
 }
 
 pub struct Supervisor;
@@ -533,6 +536,7 @@ impl Actor for Supervisor {
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let seed = args.config.jitter_seed.unwrap_or_else(rand::random);
+        let boot = args.boot;
         let mut state = SupervisorState {
             store: args.store,
             health: args.health,
@@ -557,6 +561,7 @@ impl Actor for Supervisor {
         }
         // Every connection, then every unfinished post, from storage.
         let loaded = state.store.all_connections().await?;
+        boot.starting_connections(loaded.items.len() as u64);
         for record in loaded.items {
             let key = record.key.clone();
             let paused = record.status.reason().cloned();
@@ -578,6 +583,7 @@ impl Actor for Supervisor {
             state
                 .queue(key.platform)?
                 .cast(QueueMsg::Register { key, actor, paused })?;
+            boot.connection_started();
         }
         // A connection whose record cannot be read has no actor, but its posts are kept:
         // they wait, paused with a reason, instead of being failed as disconnected.
@@ -595,6 +601,7 @@ impl Actor for Supervisor {
                 })?;
             }
         }
+        boot.loading_posts();
         let posts = state.store.queued_posts().await?;
         for e in &posts.unreadable {
             tracing::error!(record = %e.key, problem = %e.problem, "a queued post cannot be read; it is named as unreadable and not sent");

@@ -2,11 +2,12 @@
 //! erasing a pen name.
 
 use axum::extract::State;
+use axum::http::header;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use social_studio_actors::{QueueStats, TreeReport};
+use social_studio_actors::{BootState, QueueStats, TreeReport};
 use social_studio_storage::Platform;
 use utoipa::ToSchema;
 
@@ -47,6 +48,48 @@ pub(crate) struct UnreadyBody {
     /// Always `false`.
     pub(crate) ready: bool,
     pub(crate) reason: UnreadyReason,
+    /// While the engine starts (reason `booting`): how far the start has come.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub(crate) booting: Option<BootingBody>,
+}
+
+/// How far a start has come: its phase (`opening_store`, `starting_connections`,
+/// `loading_posts`, `ready`), and the stored connections whose actor has started of how
+/// many (`total` is null until the store has been read).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BootingBody {
+    pub(crate) phase: &'static str,
+    pub(crate) loaded: u64,
+    pub(crate) total: Option<u64>,
+}
+
+impl From<BootState> for BootingBody {
+    fn from(state: BootState) -> BootingBody {
+        BootingBody {
+            phase: state.phase.as_str(),
+            loaded: state.loaded,
+            total: state.total,
+        }
+    }
+}
+
+/// `/readyz` while the engine starts: 503, reason `booting`, and how far it has come.
+pub(crate) fn booting(state: BootState) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, super::booting::RETRY_AFTER_SECS)],
+        Json(NotReadyBody::Unready(UnreadyBody {
+            ready: false,
+            reason: UnreadyReason {
+                code: "booting",
+                message: "the engine is starting: the store is being opened, or its connections and posts loaded",
+                remedy: "Wait: the engine is ready once every connection has its actor; `booting` says how far the start has come.",
+            },
+            booting: Some(state.into()),
+        })),
+    )
+        .into_response()
 }
 
 /// A code (`storage_failing`), what happened, and what an operator does.
@@ -163,7 +206,7 @@ pub(crate) async fn healthz() -> Json<StatusBody> {
     tag = "status",
     responses(
         (status = 200, description = "the engine is running; unreadable records are counted, never a reason to fail", body = ReadyBody),
-        (status = 503, description = "not_ready (the engine is not running), or storage_failing (the store refuses writes)", body = NotReadyBody),
+        (status = 503, description = "not_ready (the engine is not running), storage_failing (the store refuses writes), or — from a server still opening the engine (`http::Booting`) — booting, with how far the start has come", body = NotReadyBody),
     )
 )]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
@@ -187,6 +230,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
                     message: reason.message,
                     remedy: reason.remedy,
                 },
+                booting: None,
             })),
         )
             .into_response();

@@ -9,6 +9,7 @@
 //! | `posts.rs` | schedule (with `Idempotency-Key`), list, read, edit, cancel, retry, resolve |
 //! | `events.rs` | the server-sent event stream, with replay from the store after `Last-Event-ID` |
 //! | `admin.rs` | health, readiness, attention, supervisor, pen-name erasure |
+//! | `booting.rs` | [`Booting`]: `/healthz` and `/readyz` (with the start's progress) while the engine starts, then the switch to the whole API |
 //! | `backup.rs` | a backup archive of the whole store, streamed |
 //! | `metrics.rs` | Prometheus text: requests by route and status, connections, queues, events |
 //! | `openapi.rs` | the OpenAPI document, generated from the handlers' annotations |
@@ -32,6 +33,7 @@
 mod admin;
 mod auth;
 mod backup;
+mod booting;
 mod connections;
 mod error;
 mod events;
@@ -58,6 +60,7 @@ use tower_http::trace::TraceLayer;
 use crate::studio::Studio;
 
 pub use auth::{Authorize, Refusal, RouteInfo};
+pub use booting::{AlreadySwitched, Booting};
 pub use error::ApiError;
 pub use openapi::ApiDoc;
 

@@ -46,6 +46,7 @@ pub use error::{
 };
 pub use new_post::{MediaInput, NewPost, PlatformTarget, PostRequest};
 pub use posts::{PostList, PostPatch};
+pub use social_studio_actors::{BootPhase, BootProgress, BootState};
 pub use upkeep::{Purged, RETENTION_EVERY};
 use views::{
     AttentionItem, AuthorizeStart, ConnectionEntry, ConnectionErased, ConnectionState,
@@ -123,6 +124,12 @@ pub struct StudioOptions {
     /// memory when dropped and never printed. From the environment or the key file when
     /// `None`.
     pub master_keys: Option<MasterKeys>,
+    /// Where [`Studio::open`] reports how far the start has come — opening the store,
+    /// then connections started of how many, then the posts — for a server that answers
+    /// probes while it runs ([`crate::http::Booting`]); a progress of its own when
+    /// `None`. Either way the start logs its progress every few seconds and its duration
+    /// when done.
+    pub boot_progress: Option<BootProgress>,
 }
 
 /// A wrapper around the store port ([`StudioOptions::store_layer`]).
@@ -156,6 +163,56 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.upkeep.abort();
+    }
+}
+
+/// How often a start that is still running says how far it has come.
+pub const BOOT_PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Logs the start's progress every [`BOOT_PROGRESS_LOG_EVERY`] until it is ready — at a
+/// million connections a start takes over a minute, and an operator watching the log
+/// should see it move.
+async fn log_boot_progress(boot: BootProgress) {
+    let mut every = tokio::time::interval(BOOT_PROGRESS_LOG_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: nothing to say yet.
+    every.tick().await;
+    loop {
+        tokio::select! {
+            () = boot.ready() => return,
+            _ = every.tick() => {}
+        }
+        let state = boot.state();
+        match (state.phase, state.total) {
+            (BootPhase::StartingConnections, Some(total)) => tracing::info!(
+                phase = %state.phase,
+                loaded = state.loaded,
+                total,
+                "boot: {} of {total} connections started",
+                state.loaded
+            ),
+            (BootPhase::LoadingPosts, total) => tracing::info!(
+                phase = %state.phase,
+                loaded = state.loaded,
+                total,
+                "boot: {} connections started; loading the unfinished posts",
+                state.loaded
+            ),
+            (phase, _) => tracing::info!(
+                phase = %phase,
+                "boot: opening the store ({:.0?} so far)",
+                state.elapsed
+            ),
+        }
+    }
+}
+
+/// A task that ends when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -221,8 +278,13 @@ fn build_adapters(
 
 impl Studio {
     /// Opens the store in `config.data_dir`, starts every actor, and rebuilds every
-    /// connection and unfinished post.
+    /// connection and unfinished post — reporting how far it has come into
+    /// [`StudioOptions::boot_progress`], and logging it every
+    /// [`BOOT_PROGRESS_LOG_EVERY`] until it is done.
     pub async fn open(config: Config, options: StudioOptions) -> Result<Studio, EngineRefusal> {
+        let boot = options.boot_progress.clone().unwrap_or_default();
+        // Stopped when the start ends, whether it succeeded or not.
+        let _progress_log = AbortOnDrop(tokio::spawn(log_boot_progress(boot.clone())));
         let clock = options
             .clock
             .clone()
@@ -276,7 +338,14 @@ impl Studio {
             engine_config.lateness_window = config.lateness_window_secs.map(Duration::from_secs);
             engine_config.publish_concurrency = config.publish_concurrency;
         }
-        let engine = Engine::start(store.clone(), ports, clock.clone(), engine_config).await?;
+        let engine = Engine::start_reporting(
+            store.clone(),
+            ports,
+            clock.clone(),
+            engine_config,
+            boot.clone(),
+        )
+        .await?;
         let not_configured = Platform::ALL
             .into_iter()
             .filter(|p| !adapters.contains_key(p))
@@ -298,6 +367,14 @@ impl Studio {
             async move { tokio::join!(oauth_states, retention) }
         })
         .abort_handle();
+        let booted = boot.state();
+        tracing::info!(
+            connections = booted.loaded,
+            took_ms = booted.elapsed.as_millis() as u64,
+            "boot: ready in {:.1?}: {} connections started",
+            booted.elapsed,
+            booted.loaded
+        );
         Ok(Studio {
             inner: Arc::new(Inner {
                 config,
@@ -880,5 +957,74 @@ impl Studio {
         self.inner.closing.send_replace(true);
         self.inner.upkeep.abort();
         self.inner.engine.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What the log said, as text.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_start_logs_its_progress_every_few_seconds_until_ready() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let _log = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish(),
+        );
+        let boot = BootProgress::new();
+        let logging = tokio::spawn(log_boot_progress(boot.clone()));
+        // Just past each tick, so the log has had its turn.
+        let past_a_tick = BOOT_PROGRESS_LOG_EVERY + Duration::from_millis(1);
+        tokio::time::sleep(past_a_tick).await;
+        assert!(
+            captured.text().contains("boot: opening the store"),
+            "{}",
+            captured.text()
+        );
+
+        boot.starting_connections(10);
+        for _ in 0..4 {
+            boot.connection_started();
+        }
+        tokio::time::sleep(BOOT_PROGRESS_LOG_EVERY).await;
+        assert!(
+            captured
+                .text()
+                .contains("boot: 4 of 10 connections started"),
+            "{}",
+            captured.text()
+        );
+
+        boot.finished();
+        tokio::time::timeout(BOOT_PROGRESS_LOG_EVERY, logging)
+            .await
+            .expect("the log stops once the start has finished")
+            .unwrap();
     }
 }

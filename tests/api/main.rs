@@ -7,6 +7,7 @@ mod helpers;
 
 mod auth;
 mod backup;
+mod booting;
 mod connect;
 mod connections;
 mod embedding;

@@ -31,7 +31,7 @@ const PINTEREST_USER: &str = "jane_writes";
 const PINTEREST_USER_ID: &str = "549755885175";
 const BLUESKY_HANDLE: &str = "jane.sandbox.test";
 const BLUESKY_APP_PASSWORD: &str = "abcd-efgh-ijkl-mnop";
-/// How long the engine may take to answer `/healthz` after a start.
+/// How long the engine may take to be ready (`/readyz`) after a start.
 const START_PATIENCE: Duration = Duration::from_secs(60);
 /// How often a condition is looked at again.
 pub const LOOK_AGAIN: Duration = Duration::from_millis(100);
@@ -288,7 +288,8 @@ impl Api {
 
     async fn healthy(&self) -> bool {
         self.client
-            .get(format!("{}/healthz", self.base))
+            // Ready, not merely up: `/healthz` answers while the engine still starts.
+            .get(format!("{}/readyz", self.base))
             .timeout(Duration::from_secs(2))
             .send()
             .await

@@ -106,3 +106,47 @@ async fn a_status_question_is_answered_while_its_connection_is_stuck() {
     );
     stuck.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_reports_its_progress_connection_by_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(TokioClock::starting_at(Timestamp::from_unix_millis(
+        1_800_000_000_000,
+    )));
+    let fake = FakePlatform::new(Platform::X, clock.clone(), 2 * HOUR);
+    {
+        let store = open_store(dir.path()).unwrap();
+        let engine = Engine::start(
+            store,
+            vec![Arc::new(fake.clone())],
+            clock.clone(),
+            EngineConfig::default(),
+        )
+        .await
+        .unwrap();
+        for pen in ["ann", "bea", "cy"] {
+            let key = ConnectionKey::new(PenName::parse(pen).unwrap(), Platform::X);
+            engine
+                .connect(key, fake.account(pen), vec![], fake.issue_grant(pen), false)
+                .await
+                .unwrap();
+        }
+        engine.shutdown().await;
+    }
+    let boot = crate::BootProgress::new();
+    assert_eq!(boot.state().phase, crate::BootPhase::OpeningStore);
+    let store = open_store(dir.path()).unwrap();
+    let engine = Engine::start_reporting(
+        store,
+        vec![Arc::new(fake.clone())],
+        clock.clone(),
+        EngineConfig::default(),
+        boot.clone(),
+    )
+    .await
+    .unwrap();
+    let state = boot.state();
+    assert_eq!(state.phase, crate::BootPhase::Ready);
+    assert_eq!((state.loaded, state.total), (3, Some(3)));
+    engine.shutdown().await;
+}
