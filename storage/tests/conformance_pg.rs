@@ -82,10 +82,23 @@ impl Pg {
         }
     }
 
+    /// A plain client on the test's database, for looking past the store.
+    async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the test database: {e}"));
+        tokio::spawn(connection);
+        client
+    }
+
     fn config(&self) -> PgConfig {
         let mut config = PgConfig::new(&self.url);
         config.pool_size = 8;
         config
+    }
+
+    async fn open_backend(&self) -> PgStore {
+        Backend::open(self).await
     }
 }
 
@@ -115,3 +128,274 @@ impl RawRecords for Pg {
 }
 
 social_studio_storage::conformance_tests!(Pg::new().await, raw_records);
+
+// ---- what is particular to this backend ----
+
+mod postgres_backend {
+    use social_studio_storage::conformance::store::every_kind_of_record;
+    use social_studio_storage::fixtures::{connection, grant, key};
+    use social_studio_storage::{
+        archive, Batch, Durability, Event, EventKind, MasterKey, PendingAuthorization, PgError,
+        PgStore, Platform, Secret, Store, StoreError, Timestamp,
+    };
+
+    use tokio_postgres::NoTls;
+
+    use super::Pg;
+
+    /// Nodes that open one new database at once apply the schema once, and all open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_opening_a_new_database_at_once_apply_the_schema_once() {
+        let pg = Pg::new().await;
+        let config = pg.config();
+        // Each node's first connection made before any of them goes on, so that their
+        // migrations meet.
+        let nodes = 6;
+        let ready = std::sync::Arc::new(tokio::sync::Barrier::new(nodes));
+        let opens: Vec<_> = (0..nodes)
+            .map(|_| {
+                let config = config.clone();
+                let key = pg.key.clone();
+                let ready = ready.clone();
+                tokio::spawn(async move {
+                    let (warm, connection) = tokio_postgres::connect(&config.url, NoTls)
+                        .await
+                        .expect("a connection");
+                    tokio::spawn(connection);
+                    ready.wait().await;
+                    drop(warm);
+                    PgStore::open_with_key(&config, &key).await
+                })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for open in opens {
+            stores.push(open.await.unwrap().expect("every node opens"));
+        }
+        let client = pg.client().await;
+        let versions: Vec<i64> = client
+            .query("SELECT version FROM schema_migrations", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(versions, [1], "applied once");
+        let opened: Vec<_> = stores.iter().map(|s| s.info().opened).collect();
+        assert_eq!(
+            opened.iter().filter(|o| !o.is_empty()).count(),
+            1,
+            "one node applied the migration, the others found it: {opened:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_schema_from_a_newer_release_is_refused() {
+        let pg = Pg::new().await;
+        drop(pg.open_backend().await);
+        pg.client()
+            .await
+            .execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (99, 'future')",
+                &[],
+            )
+            .await
+            .unwrap();
+        match PgStore::open_with_key(&pg.config(), &pg.key).await {
+            Err(StoreError::Postgres(PgError::NewerSchema { found, supported })) => {
+                assert_eq!((found, supported), (99, 1))
+            }
+            Err(other) => panic!("expected NewerSchema, got {other}"),
+            Ok(_) => panic!("a newer schema was opened"),
+        }
+    }
+
+    /// Two handles on one database (two nodes, as far as the store can tell): a claim
+    /// through one fences the other's writes, and the epochs outlive both handles.
+    #[tokio::test]
+    async fn a_claim_through_another_handle_fences_and_outlives_a_reopen() {
+        let pg = Pg::new().await;
+        let k = key("jane", Platform::X);
+        let a = pg.open_backend().await;
+        let b = pg.open_backend().await;
+        let first = a.claim(&k).await.unwrap();
+        let second = b.claim(&k).await.unwrap();
+        assert!(second > first);
+        let mut batch = Batch::new();
+        batch.fence(&k, first).put_connection(&connection(&k));
+        match a.commit(batch, Durability::Durable).await {
+            Err(StoreError::Fenced { epoch, newest, .. }) => {
+                assert_eq!((epoch, newest), (first.0, second.0))
+            }
+            other => panic!("a superseded handle wrote: {other:?}"),
+        }
+        assert!(b.connection(&k).await.unwrap().is_none());
+        drop((a, b));
+        let c = pg.open_backend().await;
+        let third = c.claim(&k).await.unwrap();
+        assert!(
+            third > second,
+            "epochs never go back: {third:?} after {second:?}"
+        );
+        let mut batch = Batch::new();
+        batch.fence(&k, second).put_connection(&connection(&k));
+        assert!(matches!(
+            c.commit(batch, Durability::Durable).await,
+            Err(StoreError::Fenced { .. })
+        ));
+    }
+
+    /// A commit's place in the order is fixed when `commit` is called, not when its
+    /// future is polled.
+    #[tokio::test]
+    async fn the_commit_order_is_the_order_of_the_calls() {
+        let pg = Pg::new().await;
+        let store = pg.open_backend().await;
+        let k = key("jane", Platform::X);
+        let event = || {
+            Event::new(
+                Timestamp::from_unix_millis(1),
+                k.clone(),
+                EventKind::GrantRenewed,
+            )
+        };
+        let mut futures = Vec::new();
+        for _ in 0..20 {
+            let mut b = Batch::new();
+            b.event(event());
+            futures.push(store.commit(b, Durability::Buffered));
+        }
+        let mut seqs = Vec::new();
+        // Awaited last to first.
+        while let Some(f) = futures.pop() {
+            seqs.push(f.await.unwrap().events[0].seq);
+        }
+        seqs.reverse();
+        assert!(seqs.windows(2).all(|w| w[0] + 1 == w[1]), "{seqs:?}");
+    }
+
+    /// Every column of every table, read as text: no token, verifier or refresh token is
+    /// there in plain bytes (nor as the hex a bytea reads as).
+    #[tokio::test]
+    async fn the_database_never_sees_a_plaintext_token() {
+        let pg = Pg::new().await;
+        let store = pg.open_backend().await;
+        let k = key("jane", Platform::X);
+        let secrets = [
+            "access-token-never-in-the-database",
+            "refresh-token-never-in-the-database",
+            "pkce-verifier-never-in-the-database",
+        ];
+        let mut b = Batch::new();
+        b.put_connection(&connection(&k))
+            .put_grant(&k, &grant(secrets[0], Some(secrets[1])))
+            .put_oauth_state(
+                "state-1",
+                &PendingAuthorization {
+                    connection: k.clone(),
+                    pkce_verifier: Some(Secret::new(secrets[2])),
+                    redirect_uri: "http://127.0.0.1:8080/v1/oauth/callback".into(),
+                    created_at: Timestamp::from_unix_millis(0),
+                    expires_at: Timestamp::from_unix_millis(600_000),
+                    replace: false,
+                },
+            );
+        store.commit(b, Durability::Durable).await.unwrap();
+        assert_eq!(
+            store
+                .grant(&k)
+                .await
+                .unwrap()
+                .unwrap()
+                .access_token
+                .expose(),
+            secrets[0]
+        );
+        let client = pg.client().await;
+        let tables: Vec<String> = client
+            .query(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(tables.len() >= 9, "{tables:?}");
+        for table in tables {
+            let rows = client
+                .query(&format!("SELECT t::text FROM {table} t"), &[])
+                .await
+                .unwrap();
+            for row in rows {
+                let text: String = row.get(0);
+                for secret in secrets {
+                    let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+                    assert!(
+                        !text.contains(secret) && !text.contains(&hex),
+                        "{secret} is readable in table {table}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A backup is the archive format, whole (its checksum verifies), with every record
+    /// and the grants still sealed.
+    #[tokio::test]
+    async fn a_backup_is_a_verified_archive_of_every_record_with_grants_sealed() {
+        let pg = Pg::new().await;
+        let store = pg.open_backend().await;
+        let (_, posts, events) = every_kind_of_record(&store).await;
+        let mut out = Vec::new();
+        let summary = store.backup(&mut out).await.unwrap();
+        let verified = archive::verify(out.as_slice()).unwrap();
+        assert_eq!(verified.header.backend, "postgres");
+        assert_eq!(verified.records, summary.records);
+        assert_eq!(verified.bytes, summary.bytes);
+        let per_tree = |tree: &str| summary.per_tree.get(tree).copied().unwrap_or(0);
+        assert_eq!(per_tree("connections"), 1);
+        assert_eq!(per_tree("grants"), 1);
+        assert_eq!(per_tree("post_bodies"), posts.len() as u64);
+        assert_eq!(per_tree("post_status"), posts.len() as u64);
+        assert_eq!(per_tree("events"), events.len() as u64);
+        let plain = b"access-1";
+        assert!(
+            !out.windows(plain.len()).any(|w| w == plain),
+            "a plaintext token is in the archive"
+        );
+    }
+
+    #[tokio::test]
+    async fn what_it_shows_never_holds_the_password() {
+        let pg = Pg::new().await;
+        let store = pg.open_backend().await;
+        let password = pg
+            .url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .and_then(|(user, _)| user.split_once(':'))
+            .map(|(_, password)| password.to_owned())
+            .expect("the harness's URL has a password");
+        let info = store.info();
+        assert_eq!(info.backend, "postgres");
+        assert!(!info.location.contains(&password), "{}", info.location);
+        assert!(info.location.ends_with(pg.url.rsplit('/').next().unwrap()));
+        assert!(!format!("{:?}", pg.config()).contains(&password));
+        // A refused login names neither.
+        let wrong = pg.url.replace(&password, "not-the-password");
+        let refused = PgStore::open_with_key(
+            &social_studio_storage::PgConfig::new(&wrong),
+            &MasterKey::generate(),
+        )
+        .await
+        .err()
+        .expect("a wrong password is refused");
+        let said = format!("{refused} {refused:?}");
+        assert!(
+            !said.contains(&password) && !said.contains("not-the-password"),
+            "{said}"
+        );
+    }
+}
