@@ -133,10 +133,10 @@ social_studio_storage::conformance_tests!(Pg::new().await, raw_records);
 
 mod postgres_backend {
     use social_studio_storage::conformance::store::every_kind_of_record;
-    use social_studio_storage::fixtures::{connection, grant, key};
+    use social_studio_storage::fixtures::{connection, grant, key, post};
     use social_studio_storage::{
         archive, Batch, Durability, Event, EventKind, MasterKey, PendingAuthorization, PgError,
-        PgStore, Platform, Secret, Store, StoreError, Timestamp,
+        PgStore, Platform, PostState, Secret, Store, StoreError, Timestamp,
     };
 
     use tokio_postgres::NoTls;
@@ -396,6 +396,70 @@ mod postgres_backend {
         assert!(
             !said.contains(&password) && !said.contains("not-the-password"),
             "{said}"
+        );
+    }
+
+    /// The database aborts one of two transactions that wait for each other (here a
+    /// commit and another session; in production a purge, an erasure or another node):
+    /// nothing of the commit was applied, and the store applies it again.
+    #[tokio::test]
+    async fn a_commit_aborted_to_break_a_deadlock_is_applied_again() {
+        let pg = Pg::new().await;
+        let store = pg.open_backend().await;
+        let k = key("jane", Platform::X);
+        let (x, y) = (post(&k, 1), post(&k, 2));
+        let mut b = Batch::new();
+        b.put_post(&x).put_post(&y);
+        store.commit(b, Durability::Durable).await.unwrap();
+
+        let other = pg.client().await;
+        let touch = "UPDATE posts SET due_at = due_at WHERE id = $1";
+        other.batch_execute("BEGIN").await.unwrap();
+        other
+            .execute(touch, &[&x.id.as_bytes().as_slice()])
+            .await
+            .unwrap();
+        // The commit writes y, then waits for x…
+        let (mut x2, mut y2) = (x.clone(), y.clone());
+        x2.state = PostState::Cancelled;
+        y2.state = PostState::Cancelled;
+        let mut b = Batch::new();
+        b.put_post_status(&y2).put_post_status(&x2);
+        let pending = tokio::spawn(store.commit(b, Durability::Durable));
+        let waiting = crate::wait::poll_until(
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_millis(10),
+            async || {
+                let n: i64 = other
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                         AND application_name = 'social-studio' AND wait_event_type = 'Lock'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                (n > 0).then_some(())
+            },
+        )
+        .await;
+        assert!(waiting.is_some(), "the commit never waited for the row");
+        // …and the other session now waits for y: a cycle. The commit waited first, so
+        // its session finds the deadlock and is aborted; the other one goes on.
+        other
+            .execute(touch, &[&y.id.as_bytes().as_slice()])
+            .await
+            .unwrap();
+        other.batch_execute("COMMIT").await.unwrap();
+        let committed = pending.await.unwrap();
+        assert!(committed.is_ok(), "{committed:?}");
+        assert_eq!(
+            store.post(x.id).await.unwrap().unwrap().state,
+            PostState::Cancelled
+        );
+        assert_eq!(
+            store.post(y.id).await.unwrap().unwrap().state,
+            PostState::Cancelled
         );
     }
 }

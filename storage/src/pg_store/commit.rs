@@ -32,12 +32,14 @@ pub(super) enum Job {
 }
 
 /// A batch with every byte that does not depend on the database computed.
+#[derive(Clone)]
 pub(super) struct Staged {
     ops: Vec<Op>,
     fences: Vec<(ConnectionKey, Epoch)>,
     events: Vec<Event>,
 }
 
+#[derive(Clone)]
 enum Op {
     PutConnection {
         key: Vec<u8>,
@@ -122,9 +124,13 @@ impl PgStore {
         if let Some(e) = batch.take_error() {
             return Err(e);
         }
+        let mut fences = std::mem::take(&mut batch.fences);
+        // Epoch rows are locked in one order by every transaction, so two that fence the
+        // same connections never wait for each other in a cycle.
+        fences.sort_by_key(|(key, _)| key.storage_key());
         let mut staged = Staged {
             ops: Vec::with_capacity(batch.ops.len()),
-            fences: std::mem::take(&mut batch.fences),
+            fences,
             events: Vec::new(),
         };
         for op in std::mem::take(&mut batch.ops) {
@@ -213,7 +219,7 @@ pub(super) fn start_writer(pool: Pool, feed: Arc<Pump>) -> mpsc::UnboundedSender
             match job {
                 Job::Commit(staged, reply) => {
                     let has_events = !staged.events.is_empty();
-                    let outcome = apply(&pool, staged).await;
+                    let outcome = apply_retrying(&pool, staged).await;
                     if has_events && outcome.is_ok() {
                         feed.wake();
                     }
@@ -229,6 +235,35 @@ pub(super) fn start_writer(pool: Pool, feed: Arc<Pump>) -> mpsc::UnboundedSender
         }
     });
     tx
+}
+
+/// How many times a transaction the server aborted to break a deadlock (with a purge or
+/// an erasure, or another node) is tried again.
+const RETRIES: usize = 3;
+
+/// [`apply`], again when the server chose this transaction to abort to break a deadlock
+/// or a serialization conflict: nothing of it was applied, so applying it again is safe.
+async fn apply_retrying(pool: &Pool, staged: Staged) -> Result<Vec<Event>, StoreError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match apply(pool, staged.clone()).await {
+            Err(StoreError::Postgres(super::PgError::Database(e)))
+                if tries < RETRIES && is_retryable(&e) =>
+            {
+                tracing::warn!(error = %super::describe(&e), "a commit was aborted by the database to break a conflict; applying it again");
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(
+        e.code(),
+        Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+    )
 }
 
 async fn claim(pool: &Pool, key: &ConnectionKey) -> Result<Epoch, StoreError> {
