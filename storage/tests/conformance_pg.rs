@@ -135,8 +135,8 @@ mod postgres_backend {
     use social_studio_storage::conformance::store::every_kind_of_record;
     use social_studio_storage::fixtures::{connection, grant, key, post};
     use social_studio_storage::{
-        archive, Batch, Durability, Event, EventKind, MasterKey, PendingAuthorization, PgError,
-        PgStore, Platform, PostState, Secret, Store, StoreError, Timestamp,
+        archive, Batch, Durability, Event, EventKind, MasterKey, MasterKeys, PendingAuthorization,
+        PgError, PgStore, Platform, PostState, Secret, Store, StoreError, Timestamp,
     };
 
     use tokio_postgres::NoTls;
@@ -461,5 +461,21 @@ mod postgres_backend {
             store.post(y.id).await.unwrap().unwrap().state,
             PostState::Cancelled
         );
+    }
+
+    /// A master key rotation is not supported on PostgreSQL yet: a database sealed with
+    /// a key now configured as a previous one is refused with a sentence saying so, and
+    /// left as it was.
+    #[tokio::test]
+    async fn a_store_sealed_with_a_previous_key_is_refused_not_rotated() {
+        let pg = Pg::new().await;
+        drop(pg.open_backend().await);
+        let keys = MasterKeys::with_previous(MasterKey::generate(), vec![pg.key.clone()]);
+        match PgStore::open_with_keys(&pg.config(), &keys).await {
+            Err(StoreError::Postgres(PgError::RotationUnsupported)) => {}
+            Err(other) => panic!("expected RotationUnsupported, got {other}"),
+            Ok(_) => panic!("a store sealed with a previous key opened"),
+        }
+        drop(pg.open_backend().await);
     }
 }
