@@ -117,8 +117,9 @@ pub enum PgError {
     RotationUnsupported,
     #[error("the store's writer has stopped; no more writes are possible from this handle")]
     WriterStopped,
-    #[error("a test hook was given a record kind it does not know: {0}")]
-    UnknownKind(String),
+    /// The raw-record test hooks could not do what they were asked.
+    #[error("a test hook failed: {0}")]
+    TestHook(String),
 }
 
 /// A database error in the server's own words (tokio-postgres prints only "db error").
@@ -361,7 +362,11 @@ impl PgStore {
                 "INSERT INTO {table} ({key_column}, pen_name, {column}) VALUES ($1, $2, $3) \
                  ON CONFLICT ({key_column}) DO UPDATE SET {column} = EXCLUDED.{column}"
             ),
-            _ => format!("UPDATE {table} SET {column} = $3 WHERE {key_column} = $1 AND $2 = $2"),
+            // A post's or an event's columns come from its record: only an existing row.
+            // ($2, the pen name, is not needed here but keeps one parameter list.)
+            _ => format!(
+                "UPDATE {table} SET {column} = $3 WHERE {key_column} = $1 AND $2::text IS NOT NULL"
+            ),
         };
         self.on_own_connection(move |client| {
             Box::pin(async move {
@@ -370,7 +375,7 @@ impl PgStore {
                     RawKey::Seq(s) => client.execute(&sql, &[s, &pen, &bytes]).await?,
                 };
                 if changed == 0 {
-                    return Err(StoreError::Postgres(PgError::UnknownKind(format!(
+                    return Err(StoreError::Postgres(PgError::TestHook(format!(
                         "no {table} row to overwrite"
                     ))));
                 }
@@ -397,7 +402,7 @@ impl PgStore {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
-                        .map_err(|e| StoreError::Postgres(PgError::UnknownKind(e.to_string())))?;
+                        .map_err(|e| StoreError::Postgres(PgError::TestHook(e.to_string())))?;
                     runtime.block_on(async move {
                         let (client, connection) = config.connect(NoTls).await?;
                         let driver = tokio::spawn(connection);
@@ -426,7 +431,11 @@ fn raw_place(kind: &str) -> Result<(&'static str, &'static str, &'static str), S
         "post_status" => ("posts", "status", "id"),
         "post_bodies" => ("posts", "body", "id"),
         "events" => ("events", "record", "seq"),
-        other => return Err(StoreError::Postgres(PgError::UnknownKind(other.to_owned()))),
+        other => {
+            return Err(StoreError::Postgres(PgError::TestHook(format!(
+                "no record kind {other}"
+            ))))
+        }
     })
 }
 
