@@ -478,4 +478,112 @@ mod postgres_backend {
         }
         drop(pg.open_backend().await);
     }
+
+    /// Commits queued together are applied together (group commit), and a fenced one
+    /// among them is refused alone: the ones before and after it are applied, in order.
+    #[tokio::test]
+    async fn a_fenced_batch_in_a_group_is_refused_alone() {
+        let pg = Pg::new().await;
+        let store = pg.open_backend().await;
+        let (mine, lost) = (key("jane", Platform::X), key("jane", Platform::Threads));
+        let stale = store.claim(&lost).await.unwrap();
+        let newest = store.claim(&lost).await.unwrap();
+        let event = |k: &social_studio_storage::ConnectionKey| {
+            Event::new(
+                Timestamp::from_unix_millis(1),
+                k.clone(),
+                EventKind::ConnectionStatus,
+            )
+        };
+        let mut futures = Vec::new();
+        for i in 0..30 {
+            let mut b = Batch::new();
+            if i == 10 {
+                b.fence(&lost, stale)
+                    .put_connection(&connection(&lost))
+                    .event(event(&lost));
+            } else {
+                b.put_post(&post(&mine, i)).event(event(&mine));
+            }
+            futures.push(store.commit(b, Durability::Durable));
+        }
+        let mut seqs = Vec::new();
+        for (i, f) in futures.into_iter().enumerate() {
+            match f.await {
+                Ok(c) => {
+                    assert_ne!(i, 10, "the stale epoch wrote");
+                    seqs.push(c.events[0].seq);
+                }
+                Err(StoreError::Fenced {
+                    epoch, newest: n, ..
+                }) => {
+                    assert_eq!((i, epoch, n), (10, stale.0, newest.0))
+                }
+                Err(other) => panic!("commit {i}: {other}"),
+            }
+        }
+        assert_eq!(seqs.len(), 29);
+        assert!(seqs.windows(2).all(|w| w[0] + 1 == w[1]), "{seqs:?}");
+        assert!(store.connection(&lost).await.unwrap().is_none());
+        assert_eq!(
+            store.posts_of_connection(&mine).await.unwrap().items.len(),
+            29
+        );
+        // Rows written by one transaction carry its id (xmin): the 29 posts took a
+        // transaction or two, not one each.
+        let transactions: i64 = pg
+            .client()
+            .await
+            .query_one(
+                "SELECT count(DISTINCT xmin::text) FROM posts WHERE connection = $1",
+                &[&mine.storage_key()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            transactions <= 2,
+            "{transactions} transactions for 29 batches"
+        );
+    }
+
+    /// One batch of a group that cannot be written (here an event over the record size
+    /// limit, found only when it is numbered) fails alone: the group is applied again
+    /// batch by batch, and the others are applied once each.
+    #[tokio::test]
+    async fn a_batch_that_fails_in_a_group_fails_alone() {
+        let pg = Pg::new().await;
+        let store = pg.open_backend().await;
+        let k = key("jane", Platform::X);
+        let mut futures = Vec::new();
+        for i in 0..10 {
+            let mut event = Event::new(
+                Timestamp::from_unix_millis(1),
+                k.clone(),
+                EventKind::ConnectionStatus,
+            );
+            if i == 4 {
+                event = event.detail("x".repeat(2 << 20));
+            }
+            let mut b = Batch::new();
+            b.put_post(&post(&k, i)).event(event);
+            futures.push(store.commit(b, Durability::Durable));
+        }
+        let mut seqs = Vec::new();
+        for (i, f) in futures.into_iter().enumerate() {
+            match f.await {
+                Ok(c) => seqs.push(c.events[0].seq),
+                Err(StoreError::Encode(_)) if i == 4 => {}
+                Err(other) => panic!("commit {i}: {other}"),
+            }
+        }
+        assert_eq!(seqs.len(), 9);
+        assert!(seqs.windows(2).all(|w| w[0] + 1 == w[1]), "{seqs:?}");
+        assert_eq!(store.posts_of_connection(&k).await.unwrap().items.len(), 9);
+        assert_eq!(
+            store.events_after(0, 100).await.unwrap().len(),
+            9,
+            "each once"
+        );
+    }
 }

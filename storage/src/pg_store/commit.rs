@@ -211,19 +211,47 @@ impl PgStore {
     }
 }
 
+/// Batches applied in one transaction at most (see [`apply_group`]).
+const GROUP_MAX: usize = 64;
+
 /// Starts the writer task: it ends when the store (every sender) is dropped.
 pub(super) fn start_writer(pool: Pool, feed: Arc<Pump>) -> mpsc::UnboundedSender<Job> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     tokio::spawn(async move {
-        while let Some(job) = rx.recv().await {
+        let mut next = None;
+        loop {
+            let job = match next.take() {
+                Some(job) => job,
+                None => match rx.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
             match job {
                 Job::Commit(staged, reply) => {
-                    let has_events = !staged.events.is_empty();
-                    let outcome = apply_retrying(&pool, staged).await;
-                    if has_events && outcome.is_ok() {
+                    // Every commit queued meanwhile joins this one, up to the first job
+                    // that is not a commit (it runs after them, in its place).
+                    let mut group = vec![(staged, reply)];
+                    while group.len() < GROUP_MAX {
+                        match rx.try_recv() {
+                            Ok(Job::Commit(staged, reply)) => group.push((staged, reply)),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let outcomes = apply_group(&pool, &group).await;
+                    if outcomes
+                        .iter()
+                        .any(|o| o.as_ref().is_ok_and(|events| !events.is_empty()))
+                    {
                         feed.wake();
                     }
-                    let _ = reply.send(outcome);
+                    for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
+                        let _ = reply.send(outcome);
+                    }
                 }
                 Job::Claim(key, reply) => {
                     let _ = reply.send(claim(&pool, &key).await);
@@ -237,17 +265,71 @@ pub(super) fn start_writer(pool: Pool, feed: Arc<Pump>) -> mpsc::UnboundedSender
     tx
 }
 
+type Reply = oneshot::Sender<Result<Vec<Event>, StoreError>>;
+
+/// Group commit: the batches waiting together are applied in one transaction, so they
+/// share one commit (and its WAL flush) instead of taking one each. A fenced batch is
+/// refused before it writes anything, and the others go on; if the database fails a
+/// statement, nothing of the group was committed and each batch is applied again on its
+/// own, so one batch's failure is its own. If the commit itself fails, every batch of the
+/// group gets that error (whether the server committed is then unknown: applying them
+/// again could apply them twice).
+async fn apply_group(
+    pool: &Pool,
+    group: &[(Staged, Reply)],
+) -> Vec<Result<Vec<Event>, StoreError>> {
+    if group.len() == 1 {
+        return vec![apply_retrying(pool, &group[0].0).await];
+    }
+    let together = async {
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for (staged, _) in group {
+            outcomes.push(apply_in(&tx, staged).await?);
+        }
+        Ok::<_, StoreError>((client_commit(tx).await, outcomes))
+    };
+    match together.await {
+        Ok((Ok(()), outcomes)) => outcomes,
+        Ok((Err(e), outcomes)) => {
+            let text = e.to_string();
+            tracing::error!(error = %text, "a group commit failed at COMMIT; its batches are reported failed");
+            outcomes
+                .into_iter()
+                .map(|o| match o {
+                    Ok(_) => Err(StoreError::Postgres(super::PgError::CommitUnknown(
+                        text.clone(),
+                    ))),
+                    refused => refused,
+                })
+                .collect()
+        }
+        Err(_) => {
+            let mut outcomes = Vec::with_capacity(group.len());
+            for (staged, _) in group {
+                outcomes.push(apply_retrying(pool, staged).await);
+            }
+            outcomes
+        }
+    }
+}
+
+async fn client_commit(tx: deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    Ok(tx.commit().await?)
+}
+
 /// How many times a transaction the server aborted to break a deadlock (with a purge or
 /// an erasure, or another node) is tried again.
 const RETRIES: usize = 3;
 
 /// [`apply`], again when the server chose this transaction to abort to break a deadlock
 /// or a serialization conflict: nothing of it was applied, so applying it again is safe.
-async fn apply_retrying(pool: &Pool, staged: Staged) -> Result<Vec<Event>, StoreError> {
+async fn apply_retrying(pool: &Pool, staged: &Staged) -> Result<Vec<Event>, StoreError> {
     let mut tries = 0;
     loop {
         tries += 1;
-        match apply(pool, staged.clone()).await {
+        match apply(pool, staged).await {
             Err(StoreError::Postgres(super::PgError::Database(e)))
                 if tries < RETRIES && is_retryable(&e) =>
             {
@@ -279,37 +361,50 @@ async fn claim(pool: &Pool, key: &ConnectionKey) -> Result<Epoch, StoreError> {
 }
 
 /// Applies one staged batch as one transaction; returns its events, numbered.
-async fn apply(pool: &Pool, staged: Staged) -> Result<Vec<Event>, StoreError> {
+async fn apply(pool: &Pool, staged: &Staged) -> Result<Vec<Event>, StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    // A refused batch wrote nothing: dropping the transaction rolls it back.
+    let events = apply_in(&tx, staged).await??;
+    tx.commit().await?;
+    Ok(events)
+}
+
+/// Writes one staged batch inside `tx`: `Ok(Err(Fenced))` when a fence refuses it (it
+/// wrote nothing, and the transaction can go on), `Err` when the database failed (the
+/// transaction is then aborted).
+async fn apply_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    staged: &Staged,
+) -> Result<Result<Vec<Event>, StoreError>, StoreError> {
     let Staged {
         ops,
         fences,
-        mut events,
+        events,
     } = staged;
+    let mut events = events.clone();
     if !fences.is_empty() {
         let stmt = tx
             .prepare_cached("SELECT epoch FROM epochs WHERE key = $1 FOR UPDATE")
             .await?;
-        for (key, epoch) in &fences {
+        for (key, epoch) in fences {
             let newest = tx
                 .query_opt(&stmt, &[&key.storage_key()])
                 .await?
                 .map_or(0, |row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0));
             if newest != epoch.0 {
-                // Dropping the transaction rolls it back.
-                return Err(StoreError::Fenced {
+                return Ok(Err(StoreError::Fenced {
                     key: key.clone(),
                     epoch: epoch.0,
                     newest,
-                });
+                }));
             }
         }
     }
     if ops.is_empty() && events.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Ok(Vec::new()));
     }
-    for op in &ops {
+    for op in ops {
         match op {
             Op::PutConnection {
                 key,
@@ -448,6 +543,5 @@ async fn apply(pool: &Pool, staged: Staged) -> Result<Vec<Event>, StoreError> {
         tx.execute(&stmt, &[&seqs, &connections, &pens, &posts, &ats, &records])
             .await?;
     }
-    tx.commit().await?;
-    Ok(events)
+    Ok(Ok(events))
 }

@@ -115,6 +115,10 @@ pub enum PgError {
     NewerSchema { found: i64, supported: i64 },
     #[error("the store's data is sealed with a previous master key; a master key rotation is not supported on PostgreSQL yet. Configure the key the data was sealed with")]
     RotationUnsupported,
+    /// The commit of a group of batches failed (the connection was lost at COMMIT, most
+    /// likely): whether the server committed them is unknown.
+    #[error("the commit's outcome is unknown (the database failed at COMMIT: {0}); read back what it wrote before writing it again")]
+    CommitUnknown(String),
     #[error("the store's writer has stopped; no more writes are possible from this handle")]
     WriterStopped,
     /// The raw-record test hooks could not do what they were asked.
