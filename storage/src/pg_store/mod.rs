@@ -9,11 +9,11 @@
 //!   keys them, beside the columns queries select on; grants and OAuth states are sealed
 //!   by the vault before any statement carries them: the database never sees a plaintext
 //!   token. Counts are counted from the columns, not stored.
-//! - **Commits** ([`commit`]): a batch is one transaction. `commit` hands the batch to the
-//!   store's writer task at once, so its place in the order is fixed by the call; the
-//!   writer applies batches one after another and a commit resolves once its transaction
-//!   committed (both [`Durability`] levels: a committed transaction is as durable as the
-//!   server is configured to make it). A fenced batch locks its connection's epoch row
+//! - **Commits** ([`commit`]): `commit` hands the batch to the store's writer task at
+//!   once, so its place in the order is fixed by the call; the writer applies the batches
+//!   queued together in one transaction (group commit) and a commit resolves once that
+//!   transaction committed (both [`Durability`] levels: a committed transaction is as
+//!   durable as the server is configured to make it). A fenced batch locks its connection's epoch row
 //!   (`SELECT … FOR UPDATE`) and is refused in the same transaction when a newer claim
 //!   exists. Events are numbered from a one-row counter updated inside the transaction:
 //!   its row lock is held until commit, so numbers are handed out in commit order.
@@ -26,7 +26,8 @@
 //!
 //! Not yet: TLS (`sslmode` in the URL is not acted on; plain TCP only), master key
 //! rotation (a store sealed with a previous key is refused), leases and commands between
-//! nodes.
+//! nodes, and virtual time: the pool's and the client's timeouts run on tokio's clock, so
+//! an engine on a paused clock would see them fire while it waits for the server.
 
 mod commit;
 mod feed;
