@@ -288,7 +288,8 @@ async fn apply_group(
         for (staged, _) in group {
             outcomes.push(apply_in(&tx, staged).await?);
         }
-        Ok::<_, StoreError>((client_commit(tx).await, outcomes))
+        let committed = tx.commit().await.map_err(StoreError::from);
+        Ok::<_, StoreError>((committed, outcomes))
     };
     match together.await {
         Ok((Ok(()), outcomes)) => outcomes,
@@ -305,7 +306,8 @@ async fn apply_group(
                 })
                 .collect()
         }
-        Err(_) => {
+        Err(error) => {
+            tracing::warn!(%error, batches = group.len(), "a group commit failed before COMMIT (nothing of it applied); applying its batches one by one");
             let mut outcomes = Vec::with_capacity(group.len());
             for (staged, _) in group {
                 outcomes.push(apply_retrying(pool, staged).await);
@@ -313,10 +315,6 @@ async fn apply_group(
             outcomes
         }
     }
-}
-
-async fn client_commit(tx: deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
-    Ok(tx.commit().await?)
 }
 
 /// How many times a transaction the server aborted to break a deadlock (with a purge or
