@@ -405,6 +405,18 @@ mod postgres_backend {
     #[tokio::test]
     async fn a_commit_aborted_to_break_a_deadlock_is_applied_again() {
         let pg = Pg::new().await;
+        // A session looks for a deadlock once, `deadlock_timeout` after it began to wait.
+        // The store's sessions look after 3 s (the cycle is closed well before, even on a
+        // busy machine) and the other session not for a minute, so the store's is the one
+        // the server aborts.
+        let database = pg.url.rsplit('/').next().unwrap().to_owned();
+        pg.client()
+            .await
+            .batch_execute(&format!(
+                "ALTER DATABASE {database} SET deadlock_timeout = '3s'"
+            ))
+            .await
+            .unwrap();
         let store = pg.open_backend().await;
         let k = key("jane", Platform::X);
         let (x, y) = (post(&k, 1), post(&k, 2));
@@ -414,7 +426,10 @@ mod postgres_backend {
 
         let other = pg.client().await;
         let touch = "UPDATE posts SET due_at = due_at WHERE id = $1";
-        other.batch_execute("BEGIN").await.unwrap();
+        other
+            .batch_execute("SET deadlock_timeout = '60s'; BEGIN")
+            .await
+            .unwrap();
         other
             .execute(touch, &[&x.id.as_bytes().as_slice()])
             .await
@@ -444,8 +459,8 @@ mod postgres_backend {
         )
         .await;
         assert!(waiting.is_some(), "the commit never waited for the row");
-        // …and the other session now waits for y: a cycle. The commit waited first, so
-        // its session finds the deadlock and is aborted; the other one goes on.
+        // …and the other session now waits for y: a cycle. The store's session finds it
+        // (see deadlock_timeout above) and is aborted; the other one goes on.
         other
             .execute(touch, &[&y.id.as_bytes().as_slice()])
             .await
