@@ -43,6 +43,10 @@ pub enum StoreError {
     Flush(String),
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
+    /// The PostgreSQL backend (feature `postgres`) failed.
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Postgres(#[from] crate::pg_store::PgError),
     #[error("cannot restore into {path}: {detail}")]
     RestoreTarget {
         path: std::path::PathBuf,

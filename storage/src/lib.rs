@@ -23,6 +23,9 @@
 //! - [`SledStore`]: the port on an embedded sled database — a layout with no index keyed
 //!   by state, atomic commits through a redo journal, group commit with `fdatasync`, and
 //!   the upgrade of older data directories.
+//! - `PgStore` (feature `postgres`, in progress): the port on PostgreSQL — a batch is a
+//!   transaction, events are numbered in commit order from a one-row counter, fencing
+//!   locks the connection's epoch row, and the schema is migrated at open.
 //!
 //! Storage knows nothing of actors or HTTP.
 
@@ -42,6 +45,8 @@ mod grant;
 mod idempotency;
 mod oauth;
 mod pen_name;
+#[cfg(feature = "postgres")]
+mod pg_store;
 mod platform;
 pub mod port;
 mod post;
@@ -63,6 +68,8 @@ pub use grant::{fingerprint, Grant, GrantFacts, TargetToken};
 pub use idempotency::IdempotentRequest;
 pub use oauth::{PendingAuthorization, StateLookup};
 pub use pen_name::{PenName, PenNameError, PEN_NAME_MAX_LEN};
+#[cfg(feature = "postgres")]
+pub use pg_store::{PgConfig, PgError, PgStore, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE};
 pub use platform::{Capabilities, Platform, PostKind, Renewal, UnknownPlatform};
 pub use port::{
     BackupSummary, CommitFuture, Committed, ConnectionCounts, Durability, ErasedCounts, EventPage,

@@ -22,7 +22,8 @@
 //!   names every record found unreadable so far.
 //!
 //! - **Backups are snapshots.** [`Store::backup`] writes every record to an archive
-//!   ([`crate::archive`]) while commits wait, so no batch is ever half in a backup.
+//!   ([`crate::archive`]) from one consistent state — sled holds commits while it
+//!   copies, a database reads one snapshot — so no batch is ever half in a backup.
 //!
 //! No backend blocks a runtime thread on the network. Backend specifics (sled's flush
 //! statistics, size on disk, test hooks) are methods of the backend, not of the port.
@@ -433,13 +434,13 @@ pub trait Store: Send + Sync + 'static {
     // ---- backup ----
 
     /// Writes a consistent copy of every record to `out` as a backup archive
-    /// ([`crate::archive`]): commits wait while the records are copied, so every batch is
-    /// wholly in the copy or wholly absent. The copy is of what is applied, buffered
-    /// commits included. Records are copied as stored — grants stay sealed, and the
-    /// master key is not in the archive.
+    /// ([`crate::archive`]): every batch is wholly in the copy or wholly absent (sled holds
+    /// commits while the records are copied; PostgreSQL reads one snapshot while commits
+    /// go on). The copy is of what is applied, buffered commits included. Records are
+    /// copied as stored — grants stay sealed, and the master key is not in the archive.
     ///
-    /// The copy blocks the calling thread for as long as it takes (and commits with it):
-    /// write to a local file, not to a network peer, and call it where blocking is allowed.
+    /// Writing to `out` blocks the calling thread (on sled, commits with it): write to a
+    /// local file, not to a network peer, and call it where blocking is allowed.
     async fn backup(
         &self,
         out: &mut (dyn std::io::Write + Send),

@@ -174,7 +174,7 @@ impl Drop for Postgres {
 /// The version the pinned package ships, from `tests/pg/package.json`: `17.10.0-beta.17`
 /// is PostgreSQL 17.10 (the suffix is the package's own).
 pub fn pinned_version() -> String {
-    let manifest = super::node::peer_dir("pg").join("package.json");
+    let manifest = pg_dir().join("package.json");
     let text = std::fs::read_to_string(&manifest)
         .unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
     let json: serde_json::Value =
@@ -189,7 +189,7 @@ pub fn pinned_version() -> String {
 /// only the package's postinstall script makes (the libraries initdb links against), so
 /// an install that skipped scripts is caught here rather than as a loader error.
 fn binaries() -> PathBuf {
-    let dir = super::node::peer_dir("pg");
+    let dir = pg_dir();
     super::node::ensure_node_modules(
         &dir,
         &format!("{PACKAGE}/native/lib/libpq.so.5"),
@@ -199,6 +199,16 @@ fn binaries() -> PathBuf {
         .join(PACKAGE)
         .join("native")
         .join("bin")
+}
+
+/// `tests/pg` of the workspace: beside the including crate's manifest for the root
+/// package's tests, a level up for a member crate's (`storage/tests/conformance_pg.rs`).
+fn pg_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("tests").join("pg"))
+        .find(|dir| dir.join("package.json").is_file())
+        .unwrap_or_else(|| super::node::peer_dir("pg"))
 }
 
 /// Who runs initdb and postgres: this process's user, or `nobody` when that is root.

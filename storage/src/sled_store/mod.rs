@@ -24,7 +24,7 @@
 
 mod backup;
 mod flusher;
-mod layout;
+pub(crate) mod layout;
 mod legacy;
 mod migrate;
 mod reads;
