@@ -1,9 +1,11 @@
-//! `GET /metrics`: Prometheus text.
+//! `GET /metrics`: Prometheus text. Every metric's name starts with `social_studio_`,
+//! so that an embedding application's own metrics (often `http_requests_total` too)
+//! never collide with the engine's.
 //!
-//! - `http_requests_total{method, route, status}` and
-//!   `http_request_duration_seconds{method, route, status}`, with the route template
-//!   (`/v1/pen-names/{pen}/posts`), never the raw path: pen names and ids would make a
-//!   series per author.
+//! - `social_studio_http_requests_total{method, route, status}` and
+//!   `social_studio_http_request_duration_seconds{method, route, status}`, with the route
+//!   template (`/v1/pen-names/{pen}/posts`), never the raw path: pen names and ids would
+//!   make a series per author.
 //! - `social_studio_connections{status}`, `social_studio_connection_restarts`,
 //!   `social_studio_queue_posts{platform, state}` and
 //!   `social_studio_queue_backed_off_connections{platform}`: read from the supervisor at
@@ -48,9 +50,12 @@ impl HttpMetrics {
         let handle = recorder.handle();
         let this = Arc::new(HttpMetrics { recorder, handle });
         metrics::with_local_recorder(&this.recorder, || {
-            metrics::describe_counter!("http_requests_total", "HTTP requests answered");
+            metrics::describe_counter!(
+                "social_studio_http_requests_total",
+                "HTTP requests answered"
+            );
             metrics::describe_histogram!(
-                "http_request_duration_seconds",
+                "social_studio_http_request_duration_seconds",
                 metrics::Unit::Seconds,
                 "time to answer an HTTP request (to the response head)"
             );
@@ -140,8 +145,8 @@ impl HttpMetrics {
                 metrics::Label::new("route", route),
                 metrics::Label::new("status", status),
             ];
-            metrics::counter!("http_requests_total", labels.iter()).increment(1);
-            metrics::histogram!("http_request_duration_seconds", labels.iter())
+            metrics::counter!("social_studio_http_requests_total", labels.iter()).increment(1);
+            metrics::histogram!("social_studio_http_request_duration_seconds", labels.iter())
                 .record(elapsed.as_secs_f64());
         });
     }

@@ -18,6 +18,7 @@ mod failing_store;
 mod idempotency;
 mod isolation;
 mod key_rotation;
+mod metrics;
 mod openapi;
 mod private_media;
 mod properties;
