@@ -20,6 +20,12 @@
 //!   message, so they answer even when the supervisor is slow.
 //! - `social_studio_events_total{kind}`: every event the engine emitted since this router
 //!   was built, counted by a task subscribed to the event bus.
+//! - `social_studio_platform_requests_total{platform, endpoint, status}` and the histogram
+//!   `social_studio_platform_request_duration_seconds{platform, endpoint}`: every call
+//!   the adapters made to their platforms since the studio opened (`status` the HTTP
+//!   code, or `timeout` / `transport_error`; `endpoint` one of a fixed set of names —
+//!   see `platforms::outbound::call_metrics`). Counted by the studio, which adapters
+//!   know, not by this router, which they do not.
 //!
 //! The recorder belongs to the router, not the process: the library never installs a
 //! global recorder behind an embedding application's back, and two routers in one test
@@ -247,7 +253,11 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, Ap
         }
         metrics::gauge!("social_studio_media_fetches_waiting").set(media.waiting() as f64);
     });
-    let mut response = state.metrics.handle.render().into_response();
+    // The engine's count of platform calls is the studio's, not this router's: rendered
+    // beside the router's own families (no name is in both).
+    let mut text = state.metrics.handle.render();
+    text.push_str(&state.studio.platform_call_metrics().render());
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

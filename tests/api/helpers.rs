@@ -173,6 +173,7 @@ async fn open_studio(config: &Config, clock: Option<Arc<dyn Clock>>, engine: Tun
             engine: engine.engine.clone(),
             event_capacity: engine.event_capacity,
             store_layer: engine.store_layer.clone(),
+            ..StudioOptions::default()
         };
         match Studio::open(config.clone(), options).await {
             Ok(studio) => Some(studio),
