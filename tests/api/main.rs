@@ -26,5 +26,6 @@ mod restart;
 mod retention;
 mod scheduling;
 mod secrets;
+mod spans;
 mod storage_failing;
 mod unreadable;
