@@ -26,6 +26,5 @@ mod restart;
 mod retention;
 mod scheduling;
 mod secrets;
-mod spans;
 mod storage_failing;
 mod unreadable;

@@ -18,7 +18,7 @@ use social_studio_storage::{Platform, Secret};
 use crate::helpers::spawn_app;
 
 #[path = "../support/logs.rs"]
-pub(crate) mod logs;
+mod logs;
 
 const CLIENT_SECRET: &str = "api-planted-client-secret-8a1c";
 const CODE: &str = "api-planted-authorization-code-3d7e";

@@ -2,15 +2,23 @@
 //! call's own DEBUG event, in the adapter layer — says whose call it was (`pen_name`,
 //! `platform`, and the post where there is one), whether the call was made by the
 //! connection's actor (a publish, a renewal) or by an HTTP request (a connect).
+//!
+//! A test binary of its own, with one test: the capture is the thread's subscriber, and
+//! tracing caches whether a span is wanted, once per call site, from the subscriber of
+//! the thread that reaches it first while only one subscriber is registered — another
+//! test's thread (which has none) would switch this test's spans off.
 
 use reqwest::StatusCode;
 use serde_json::json;
 use social_studio::wait::poll_until;
 
-use crate::helpers::{spawn_app, JANE, JANE_ID, LOOK_AGAIN, PATIENCE};
+#[allow(dead_code)]
+#[path = "api/helpers.rs"]
+mod helpers;
+#[path = "support/logs.rs"]
+mod logs;
 
-// The capture is `secrets`' (a file is loaded as one module per test binary).
-use crate::secrets::logs;
+use helpers::{spawn_app, JANE, JANE_ID, LOOK_AGAIN, PATIENCE};
 
 /// The fields of the span named `span` in a captured line's context (`name{fields}:`),
 /// if the line was logged inside one.
