@@ -6,7 +6,8 @@
 //! through [`Outbound`](super::Outbound)), and `/metrics` renders it beside its own:
 //!
 //! - `social_studio_platform_requests_total{platform, endpoint, status}`: `status` is the
-//!   HTTP status code, or `timeout` / `transport_error` when no answer came;
+//!   HTTP status code, or `timeout` / `transport_error` when no whole answer came (none,
+//!   or one that broke off while its body was read);
 //! - `social_studio_platform_request_duration_seconds{platform, endpoint}`: a histogram
 //!   of the time from sending to the whole answer read (or the failure).
 //!
