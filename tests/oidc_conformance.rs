@@ -113,6 +113,8 @@ impl OidcServer {
             &self.settings(client_secret),
             profile(),
             outbound::client(Duration::from_secs(10)).unwrap(),
+            // A count of its own, which nothing reads: the label is any platform's.
+            outbound::Outbound::default().meter(social_studio_storage::Platform::X),
         )
         .unwrap()
     }

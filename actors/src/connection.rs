@@ -29,6 +29,7 @@ use social_studio_storage::{
     EventKind, Grant, Post, Reason, ReasonCode, RefreshInFlight, SharedStore, StateLabel,
     Timestamp,
 };
+use tracing::Instrument as _;
 
 use crate::messages::{ConnectionMsg, ConnectionView, DisconnectReport, PublishOutcome, QueueMsg};
 use crate::{
@@ -822,7 +823,13 @@ impl Actor for ConnectionActor {
                 .await;
         }
         if let Some(marker) = state.record.refresh_in_flight.clone() {
-            state.recover_refresh(marker).await;
+            let span = tracing::info_span!(
+                "connection",
+                pen_name = state.key().pen_name.as_str(),
+                platform = state.key().platform.id(),
+                handling = "start"
+            );
+            state.recover_refresh(marker).instrument(span).await;
         }
         // A grant that lapsed while the engine was down: refresh (or expire) now.
         state.rearm(&myself);
@@ -848,8 +855,48 @@ impl Actor for ConnectionActor {
     ) -> Result<(), ActorProcessingErr> {
         // The handler's state machine (refresh, check, publish, disconnect: ~2.5 KiB) is
         // boxed for the length of one message instead of being held inline, all the time,
-        // in every idle actor's message loop.
-        Box::pin(handle_message(myself, msg, state)).await
+        // in every idle actor's message loop. It runs in the connection's span, so every
+        // line logged on the way — the adapter's, the outbound call's — names the pen
+        // name, the platform and the post.
+        let span = message_span(state.key(), &msg);
+        Box::pin(handle_message(myself, msg, state))
+            .instrument(span)
+            .await
+    }
+}
+
+/// The span one message is handled in: `pen_name` and `platform`, and `post` for a
+/// publish. Info for what may reach the platform, so the adapter's lines carry it at the
+/// usual level; debug for what only reads or rewires the actor.
+fn message_span(key: &ConnectionKey, msg: &ConnectionMsg) -> tracing::Span {
+    let (pen_name, platform) = (key.pen_name.as_str(), key.platform.id());
+    match msg {
+        ConnectionMsg::Publish { post, .. } => {
+            tracing::info_span!("connection", pen_name, platform, post = %post.id, handling = "publish")
+        }
+        ConnectionMsg::Status(_) | ConnectionMsg::Rebind(_) => {
+            tracing::debug_span!("connection", pen_name, platform)
+        }
+        ConnectionMsg::Wake => {
+            tracing::info_span!("connection", pen_name, platform, handling = "wake")
+        }
+        ConnectionMsg::CheckBeforePost => {
+            tracing::info_span!(
+                "connection",
+                pen_name,
+                platform,
+                handling = "check_before_post"
+            )
+        }
+        ConnectionMsg::Verify(_) => {
+            tracing::info_span!("connection", pen_name, platform, handling = "verify")
+        }
+        ConnectionMsg::Reconnect { .. } => {
+            tracing::info_span!("connection", pen_name, platform, handling = "reconnect")
+        }
+        ConnectionMsg::Disconnect(_) => {
+            tracing::info_span!("connection", pen_name, platform, handling = "disconnect")
+        }
     }
 }
 

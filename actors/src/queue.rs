@@ -542,11 +542,14 @@ impl QueueState {
             let sent = durable
                 && !self.frozen
                 && actor.is_some_and(|a| {
-                    a.cast(ConnectionMsg::Publish {
-                        post: Box::new(post.clone()),
-                        queue: myself.clone(),
+                    post_span(&post).in_scope(|| {
+                        tracing::debug!("durably publishing: handed to its connection");
+                        a.cast(ConnectionMsg::Publish {
+                            post: Box::new(post.clone()),
+                            queue: myself.clone(),
+                        })
+                        .is_ok()
                     })
-                    .is_ok()
                 });
             if sent {
                 self.in_flight += 1;
@@ -1073,7 +1076,7 @@ impl Actor for QueueActor {
             QueueMsg::Outcome { post, outcome } => {
                 // Gathered; applied with the next dispatch batch, or on their own when
                 // `CommitOutcomes` comes first.
-                state.outcome(*post, outcome, &myself);
+                post_span(&post).in_scope(|| state.outcome(*post, outcome, &myself));
                 return Ok(());
             }
             // These only free slots or time: their dispatch applies the outcomes.
@@ -1176,6 +1179,18 @@ impl Actor for QueueActor {
         state.dispatch(&myself).await;
         Ok(())
     }
+}
+
+/// The span of one post's publish as the queue sees it (handed to its connection, its
+/// outcome gathered): its pen name, platform and id, the same fields as the connection's
+/// span in which the platform call itself runs.
+fn post_span(post: &Post) -> tracing::Span {
+    tracing::info_span!(
+        "queue",
+        pen_name = post.connection.pen_name.as_str(),
+        platform = post.connection.platform.id(),
+        post = %post.id
+    )
 }
 
 #[cfg(test)]

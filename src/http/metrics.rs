@@ -1,9 +1,11 @@
-//! `GET /metrics`: Prometheus text.
+//! `GET /metrics`: Prometheus text. Every metric's name starts with `social_studio_`,
+//! so that an embedding application's own metrics (often `http_requests_total` too)
+//! never collide with the engine's.
 //!
-//! - `http_requests_total{method, route, status}` and
-//!   `http_request_duration_seconds{method, route, status}`, with the route template
-//!   (`/v1/pen-names/{pen}/posts`), never the raw path: pen names and ids would make a
-//!   series per author.
+//! - `social_studio_http_requests_total{method, route, status}` and
+//!   `social_studio_http_request_duration_seconds{method, route, status}`, with the route
+//!   template (`/v1/pen-names/{pen}/posts`), never the raw path: pen names and ids would
+//!   make a series per author.
 //! - `social_studio_connections{status}`, `social_studio_connection_restarts`,
 //!   `social_studio_queue_posts{platform, state}` and
 //!   `social_studio_queue_backed_off_connections{platform}`: read from the supervisor at
@@ -18,6 +20,12 @@
 //!   message, so they answer even when the supervisor is slow.
 //! - `social_studio_events_total{kind}`: every event the engine emitted since this router
 //!   was built, counted by a task subscribed to the event bus.
+//! - `social_studio_platform_requests_total{platform, endpoint, status}` and the histogram
+//!   `social_studio_platform_request_duration_seconds{platform, endpoint}`: every call
+//!   the adapters made to their platforms since the studio opened (`status` the HTTP
+//!   code, or `timeout` / `transport_error`; `endpoint` one of a fixed set of names —
+//!   see `platforms::outbound::call_metrics`). Counted by the studio, which adapters
+//!   know, not by this router, which they do not.
 //!
 //! The recorder belongs to the router, not the process: the library never installs a
 //! global recorder behind an embedding application's back, and two routers in one test
@@ -48,9 +56,12 @@ impl HttpMetrics {
         let handle = recorder.handle();
         let this = Arc::new(HttpMetrics { recorder, handle });
         metrics::with_local_recorder(&this.recorder, || {
-            metrics::describe_counter!("http_requests_total", "HTTP requests answered");
+            metrics::describe_counter!(
+                "social_studio_http_requests_total",
+                "HTTP requests answered"
+            );
             metrics::describe_histogram!(
-                "http_request_duration_seconds",
+                "social_studio_http_request_duration_seconds",
                 metrics::Unit::Seconds,
                 "time to answer an HTTP request (to the response head)"
             );
@@ -140,8 +151,8 @@ impl HttpMetrics {
                 metrics::Label::new("route", route),
                 metrics::Label::new("status", status),
             ];
-            metrics::counter!("http_requests_total", labels.iter()).increment(1);
-            metrics::histogram!("http_request_duration_seconds", labels.iter())
+            metrics::counter!("social_studio_http_requests_total", labels.iter()).increment(1);
+            metrics::histogram!("social_studio_http_request_duration_seconds", labels.iter())
                 .record(elapsed.as_secs_f64());
         });
     }
@@ -242,7 +253,11 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, Ap
         }
         metrics::gauge!("social_studio_media_fetches_waiting").set(media.waiting() as f64);
     });
-    let mut response = state.metrics.handle.render().into_response();
+    // The engine's count of platform calls is the studio's, not this router's: rendered
+    // beside the router's own families (no name is in both).
+    let mut text = state.metrics.handle.render();
+    text.push_str(&state.studio.platform_call_metrics().render());
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -504,7 +504,10 @@ fn build(studio: Studio, closing: Arc<watch::Sender<bool>>, access: Access) -> R
         .with_state(state)
 }
 
-/// A span per request, naming the route template. Reads get theirs at debug level: they
+/// A span per request, naming the route template, and the pen name and platform the
+/// route names (`{pen}`, `{platform}`), so that what the request causes — the adapter's
+/// lines, the outbound call's — says whose it is. Never the URI itself: the callback's
+/// query carries the authorization code and state. Reads get theirs at debug level: they
 /// are the busiest requests and log nothing at info, and a span at info costs every one of
 /// them a formatted allocation; requests that change something keep theirs at info, so the
 /// few lines they log say which route they came from.
@@ -514,11 +517,33 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str())
         .unwrap_or("unmatched");
+    let (pen_name, platform) = connection_in_path(route, request.uri().path());
     if request.method() == axum::http::Method::GET {
-        tracing::debug_span!("http", method = %request.method(), route)
+        tracing::debug_span!("http", method = %request.method(), route, pen_name, platform)
     } else {
-        tracing::info_span!("http", method = %request.method(), route)
+        tracing::info_span!("http", method = %request.method(), route, pen_name, platform)
     }
+}
+
+/// The pen name and platform in `path` where the matched `route` has `{pen}` and
+/// `{platform}`: the segments in the same places, counted from the end (a host that
+/// nests the router adds segments in front). Each is kept only when it is a valid pen
+/// name or a known platform as written, so no arbitrary text reaches a log line.
+fn connection_in_path<'p>(route: &str, path: &'p str) -> (Option<&'p str>, Option<&'static str>) {
+    let mut pen_name = None;
+    let mut platform = None;
+    for (template, segment) in route.rsplit('/').zip(path.rsplit('/')) {
+        match template {
+            "{pen}" if social_studio_storage::PenName::parse(segment).is_ok() => {
+                pen_name = Some(segment);
+            }
+            "{platform}" => {
+                platform = social_studio_storage::Platform::from_id(segment).map(|p| p.id());
+            }
+            _ => {}
+        }
+    }
+    (pen_name, platform)
 }
 
 /// The route template as the static string of the route table, when it is one of ours.
@@ -542,4 +567,39 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connection_in_path;
+
+    #[test]
+    fn the_connection_is_read_from_the_routes_own_segments() {
+        let route = "/v1/pen-names/{pen}/connections/{platform}/verify";
+        assert_eq!(
+            connection_in_path(route, "/v1/pen-names/jane/connections/x/verify"),
+            (Some("jane"), Some("x"))
+        );
+        // Nested under a host's prefix, whichever of the two it names.
+        assert_eq!(
+            connection_in_path(route, "/social/v1/pen-names/jane/connections/x/verify"),
+            (Some("jane"), Some("x"))
+        );
+        assert_eq!(
+            connection_in_path(
+                &format!("/social{route}"),
+                "/social/v1/pen-names/jane/connections/x/verify"
+            ),
+            (Some("jane"), Some("x"))
+        );
+        // What is not a pen name or a platform is left out, never logged as sent.
+        assert_eq!(
+            connection_in_path(route, "/v1/pen-names/ja%0Ane/connections/myspace/verify"),
+            (None, None)
+        );
+        assert_eq!(
+            connection_in_path("/v1/oauth/callback", "/v1/oauth/callback"),
+            (None, None)
+        );
+    }
 }

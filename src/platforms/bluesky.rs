@@ -66,7 +66,7 @@ use social_studio_storage::{
 use unicode_segmentation::UnicodeSegmentation;
 
 use super::oauth::check_endpoint;
-use super::outbound::{self, body_excerpt};
+use super::outbound::{self, body_excerpt, Endpoint};
 use super::{Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, SettingsError};
 
 /// The PDS entryway used when `[platforms.bluesky] service` is not set.
@@ -121,6 +121,8 @@ pub struct BlueskySettings {
 pub struct BlueskyAdapter {
     /// Calls to the configured service and PLC directory.
     http: reqwest::Client,
+    /// Counts every call, as Bluesky's.
+    meter: outbound::CallMeter,
     /// Calls to hosts someone else named — the PDS of a DID document, a `did:web` host,
     /// the author's media — reaching only the public internet unless
     /// `allow_private_media_urls` ([`outbound::GuardedClient`]).
@@ -324,11 +326,21 @@ pub fn post_text(content: &Content) -> String {
 impl BlueskyAdapter {
     /// An adapter signing in at `settings.service`, reading time from the system clock.
     pub fn new(settings: &BlueskySettings) -> Result<BlueskyAdapter, SettingsError> {
+        Self::new_with(settings, &outbound::Outbound::default())
+    }
+
+    /// [`new`](Self::new), with clients built, and calls counted, by `outbound`.
+    pub fn new_with(
+        settings: &BlueskySettings,
+        outbound: &outbound::Outbound,
+    ) -> Result<BlueskyAdapter, SettingsError> {
         check_endpoint("service", &settings.service)?;
         check_endpoint("plc_directory", &settings.plc_directory)?;
         Ok(BlueskyAdapter {
-            http: outbound::client(outbound::DEFAULT_TIMEOUT)?,
-            guarded: outbound::GuardedClient::new(
+            http: outbound.client(outbound::DEFAULT_TIMEOUT)?,
+            meter: outbound.meter(Platform::Bluesky),
+            guarded: outbound.guarded(
+                Platform::Bluesky,
                 outbound::DEFAULT_TIMEOUT,
                 outbound::Reach::allowing_private(settings.allow_private_media_urls),
             )?,
@@ -398,16 +410,24 @@ impl BlueskyAdapter {
         }
     }
 
-    /// Sends one call and returns whatever HTTP answer came back.
+    /// Sends one call, counted as `endpoint`, and returns whatever HTTP answer came back.
     async fn exchange(
+        &self,
         request: RequestBuilder,
+        endpoint: Endpoint,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), PortError> {
-        outbound::public_only::exchange(request, pds_not_public).await
+        outbound::public_only::exchange(request, self.meter.call(endpoint), pds_not_public).await
     }
 
-    /// Sends one call and returns its body, or the classified failure.
-    async fn send(&self, request: RequestBuilder, call: Call) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = Self::exchange(request).await?;
+    /// Sends one call, counted as `endpoint`, and returns its body, or the classified
+    /// failure.
+    async fn send(
+        &self,
+        request: RequestBuilder,
+        call: Call,
+        endpoint: Endpoint,
+    ) -> Result<Vec<u8>, PortError> {
+        let (status, headers, body) = self.exchange(request, endpoint).await?;
         if status.is_success() {
             return Ok(body);
         }
@@ -528,7 +548,7 @@ impl BlueskyAdapter {
             .to(base)?
             .get(Self::xrpc(base, "com.atproto.identity.resolveHandle"))
             .query(&[("handle", handle)]);
-        let (status, headers, body) = Self::exchange(request).await?;
+        let (status, headers, body) = self.exchange(request, Endpoint::Resolve).await?;
         if status.is_success() {
             return serde_json::from_slice::<Resolved>(&body)
                 .map(|r| Some(r.did))
@@ -554,7 +574,9 @@ impl BlueskyAdapter {
         } else {
             return Ok(None);
         };
-        let body = self.send(self.to(&url)?.get(url), Call::Read).await?;
+        let body = self
+            .send(self.to(&url)?.get(url), Call::Read, Endpoint::Resolve)
+            .await?;
         let doc: Value = serde_json::from_slice(&body)
             .map_err(|e| Self::unreadable("DID document", &e, &body, false))?;
         Ok(pds_of(&doc))
@@ -598,7 +620,7 @@ impl BlueskyAdapter {
             .to(&endpoint.pds)?
             .get(Self::xrpc(&endpoint.pds, "com.atproto.server.getSession"))
             .bearer_auth(grant.access_token.expose());
-        let body = self.send(request, Call::Read).await?;
+        let body = self.send(request, Call::Read, Endpoint::Identity).await?;
         serde_json::from_slice(&body).map_err(|e| Self::unreadable("getSession", &e, &body, false))
     }
 
@@ -610,7 +632,7 @@ impl BlueskyAdapter {
         let request = client
             .post(Self::xrpc(pds, "com.atproto.server.deleteSession"))
             .bearer_auth(refresh);
-        if let Err(error) = self.send(request, Call::Refresh).await {
+        if let Err(error) = self.send(request, Call::Refresh, Endpoint::Revoke).await {
             tracing::warn!(platform = "bluesky", %error, "could not end a failed connect's session");
         }
     }
@@ -631,7 +653,7 @@ impl BlueskyAdapter {
             .header(CONTENT_TYPE, content_type)
             .body(bytes.body());
         let body = self
-            .send(request, Call::Upload)
+            .send(request, Call::Upload, Endpoint::MediaUpload)
             .await
             .map_err(not_published)?;
         let answer: Value = serde_json::from_slice(&body)
@@ -705,7 +727,7 @@ impl BlueskyAdapter {
                 ("collection", POST_COLLECTION),
                 ("rkey", rkey),
             ]);
-        let (status, headers, body) = Self::exchange(request).await?;
+        let (status, headers, body) = self.exchange(request, Endpoint::PublishStatus).await?;
         if status.is_success() {
             return serde_json::from_slice::<Found>(&body)
                 .map(|f| Some(f.uri))
@@ -770,7 +792,7 @@ impl BlueskyAdapter {
             });
         // The password goes no further than this request.
         drop(password);
-        let (status, headers, body) = Self::exchange(request).await?;
+        let (status, headers, body) = self.exchange(request, Endpoint::Token).await?;
         if !status.is_success() {
             let problem = XrpcError::read(&body);
             return Err(match problem.name() {
@@ -900,7 +922,7 @@ impl PlatformPort for BlueskyAdapter {
                 "com.atproto.server.refreshSession",
             ))
             .bearer_auth(refresh.expose());
-        let body = self.send(request, Call::Refresh).await?;
+        let body = self.send(request, Call::Refresh, Endpoint::Refresh).await?;
         let session: Session = serde_json::from_slice(&body)
             .map_err(|e| Self::unreadable("refreshSession", &e, &body, true))?;
         if let Some(reason) = session.suspended() {
@@ -985,7 +1007,7 @@ impl PlatformPort for BlueskyAdapter {
                 "rkey": rkey,
                 "record": record,
             }));
-        match self.send(request, Call::Publish).await {
+        match self.send(request, Call::Publish, Endpoint::Publish).await {
             Ok(answer) => {
                 #[derive(Deserialize)]
                 struct Created {
@@ -1024,7 +1046,7 @@ impl PlatformPort for BlueskyAdapter {
                 "com.atproto.server.deleteSession",
             ))
             .bearer_auth(refresh.expose());
-        match self.send(request, Call::Refresh).await {
+        match self.send(request, Call::Refresh, Endpoint::Revoke).await {
             Ok(_) => Ok(RevokeOutcome::Revoked),
             // Already revoked or expired: nothing is left to end.
             Err(PortError::GrantDead(_)) => Ok(RevokeOutcome::Revoked),

@@ -37,6 +37,7 @@ use social_studio_storage::{
 
 use super::graph::GraphApp;
 use super::oauth::{TokenError, TokenRequest};
+use super::outbound::{self, Endpoint};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -121,7 +122,17 @@ struct Created {
 impl FacebookAdapter {
     pub fn new(settings: &PlatformSettings) -> Result<FacebookAdapter, SettingsError> {
         Ok(FacebookAdapter {
-            graph: GraphApp::new(settings)?,
+            graph: GraphApp::new(settings, &outbound::Outbound::default(), Platform::Facebook)?,
+        })
+    }
+
+    /// [`new`](Self::new), with clients built, and calls counted, by `outbound`.
+    pub fn new_with(
+        settings: &PlatformSettings,
+        outbound: &outbound::Outbound,
+    ) -> Result<FacebookAdapter, SettingsError> {
+        Ok(FacebookAdapter {
+            graph: GraphApp::new(settings, outbound, Platform::Facebook)?,
         })
     }
 
@@ -243,13 +254,18 @@ impl PlatformPort for FacebookAdapter {
                     form.push(pair("link", link));
                 }
                 self.graph
-                    .post(&format!("/{page_id}/feed"), &form, token)
+                    .post(Endpoint::Publish, &format!("/{page_id}/feed"), &form, token)
                     .await?
             }
             [url] => {
                 let form = vec![pair("url", url), pair("caption", &caption)];
                 self.graph
-                    .post(&format!("/{page_id}/photos"), &form, token)
+                    .post(
+                        Endpoint::Publish,
+                        &format!("/{page_id}/photos"),
+                        &form,
+                        token,
+                    )
                     .await?
             }
             many => {
@@ -258,6 +274,7 @@ impl PlatformPort for FacebookAdapter {
                     let photo: Created = self
                         .graph
                         .post(
+                            Endpoint::Publish,
                             &format!("/{page_id}/photos"),
                             &[pair("url", url), pair("published", "false")],
                             token,
@@ -269,7 +286,7 @@ impl PlatformPort for FacebookAdapter {
                     ));
                 }
                 self.graph
-                    .post(&format!("/{page_id}/feed"), &form, token)
+                    .post(Endpoint::Publish, &format!("/{page_id}/feed"), &form, token)
                     .await?
             }
         };
@@ -305,11 +322,17 @@ impl Adapter for FacebookAdapter {
         debug.proves("Facebook", POSTING_SCOPES)?;
         let me: Me = self
             .graph
-            .get("/me", &[("fields", "id,name")], &user.token)
+            .get(
+                Endpoint::Identity,
+                "/me",
+                &[("fields", "id,name")],
+                &user.token,
+            )
             .await?;
         let pages: Vec<Page> = self
             .graph
             .get_all(
+                Endpoint::Targets,
                 "/me/accounts",
                 &[
                     ("fields", "id,name,access_token,tasks"),

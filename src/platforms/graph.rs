@@ -45,11 +45,11 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 use social_studio_actors::{Clock, LimitScope, PortError, RevokeOutcome, SystemClock};
-use social_studio_storage::{Reason, ReasonCode, Secret, Timestamp};
+use social_studio_storage::{Platform, Reason, ReasonCode, Secret, Timestamp};
 use url::Url;
 
 use super::oauth::{check_endpoint, TokenError, TokenRequest};
-use super::outbound::{self, body_excerpt};
+use super::outbound::{self, body_excerpt, Endpoint};
 use super::{AuthorizeRequest, ConnectError, PlatformSettings, SettingsError};
 
 // The Graph API version lives in a macro so that `concat!` can build the endpoints from
@@ -383,6 +383,8 @@ impl TokenDebug {
 /// One Meta app on the Graph API: Facebook Login for it, and signed Graph calls.
 pub struct GraphApp {
     pub http: reqwest::Client,
+    /// Counts every call, as the platform's (Facebook's or Instagram's).
+    meter: outbound::CallMeter,
     auth_url: Url,
     token_url: Url,
     /// `https://graph.facebook.com/v25.0`, no trailing slash.
@@ -406,10 +408,17 @@ impl std::fmt::Debug for GraphApp {
 }
 
 impl GraphApp {
-    pub fn new(settings: &PlatformSettings) -> Result<GraphApp, SettingsError> {
+    /// The app in `settings`, for `platform`, with clients built and calls counted by
+    /// `outbound`.
+    pub fn new(
+        settings: &PlatformSettings,
+        outbound: &outbound::Outbound,
+        platform: Platform,
+    ) -> Result<GraphApp, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
         Ok(GraphApp {
-            http: outbound::client(outbound::DEFAULT_TIMEOUT)?,
+            http: outbound.client(outbound::DEFAULT_TIMEOUT)?,
+            meter: outbound.meter(platform),
             auth_url: check_endpoint("auth_url", &settings.auth_url)?,
             token_url: check_endpoint("token_url", &settings.token_url)?,
             api_base: settings.api_base.trim_end_matches('/').to_owned(),
@@ -509,10 +518,12 @@ impl GraphApp {
         now: Timestamp,
         request: TokenRequest,
     ) -> Result<UserToken, TokenError> {
-        let (status, headers, body) =
-            outbound::exchange(self.http.get(self.token_url.clone()).query(query))
-                .await
-                .map_err(TokenError::Port)?;
+        let (status, headers, body) = outbound::exchange(
+            self.http.get(self.token_url.clone()).query(query),
+            self.meter.call(request.endpoint()),
+        )
+        .await
+        .map_err(TokenError::Port)?;
         if !status.is_success() {
             return Err(classify_token(status, &headers, &body, request));
         }
@@ -546,7 +557,7 @@ impl GraphApp {
             ("input_token", token.expose()),
             ("access_token", app_token.as_str()),
         ]);
-        let body = self.send(request, Call::Read).await?;
+        let body = self.send(request, Call::Read, Endpoint::Identity).await?;
         serde_json::from_slice::<Answer>(&body)
             .map(|a| a.data)
             .map_err(|error| unreadable("debug_token", &error, &body))
@@ -559,7 +570,7 @@ impl GraphApp {
             .http
             .delete(self.url("/me/permissions"))
             .bearer_auth(user_token.expose());
-        match self.send(request, Call::Read).await {
+        match self.send(request, Call::Read, Endpoint::Revoke).await {
             Ok(_) => Ok(RevokeOutcome::Revoked),
             // Already dead at Meta: nothing left to revoke.
             Err(PortError::GrantDead(_)) => Ok(RevokeOutcome::Revoked),
@@ -567,9 +578,10 @@ impl GraphApp {
         }
     }
 
-    /// `GET {path}` with `token`, read as `T`.
+    /// `GET {path}` with `token`, read as `T`; counted as `endpoint`.
     pub async fn get<T: serde::de::DeserializeOwned>(
         &self,
+        endpoint: Endpoint,
         path: &str,
         query: &[(&str, &str)],
         token: &Secret,
@@ -579,7 +591,7 @@ impl GraphApp {
             .get(self.url(path))
             .query(query)
             .bearer_auth(token.expose());
-        let body = self.send_as(request, Call::Read, token).await?;
+        let body = self.send_as(request, Call::Read, endpoint, token).await?;
         serde_json::from_slice(&body).map_err(|error| unreadable(path, &error, &body))
     }
 
@@ -590,6 +602,7 @@ impl GraphApp {
     /// there with a warning rather than read without end.
     pub async fn get_all<T: serde::de::DeserializeOwned>(
         &self,
+        endpoint: Endpoint,
         path: &str,
         query: &[(&str, &str)],
         token: &Secret,
@@ -620,7 +633,7 @@ impl GraphApp {
             if let Some(cursor) = after.as_deref() {
                 page_query.push(("after", cursor));
             }
-            let answer: Answer<T> = self.get(path, &page_query, token).await?;
+            let answer: Answer<T> = self.get(endpoint, path, &page_query, token).await?;
             items.extend(answer.data);
             let next = answer
                 .paging
@@ -645,6 +658,7 @@ impl GraphApp {
     /// cannot be read may still have created it (`maybe_delivered`).
     pub async fn post<T: serde::de::DeserializeOwned>(
         &self,
+        endpoint: Endpoint,
         path: &str,
         form: &[(String, String)],
         token: &Secret,
@@ -654,7 +668,9 @@ impl GraphApp {
             .post(self.url(path))
             .form(form)
             .bearer_auth(token.expose());
-        let body = self.send_as(request, Call::Publish, token).await?;
+        let body = self
+            .send_as(request, Call::Publish, endpoint, token)
+            .await?;
         serde_json::from_slice(&body).map_err(|error| PortError::Unavailable {
             detail: format!(
                 "Graph's answer to {path} could not be read ({}): {}",
@@ -672,9 +688,11 @@ impl GraphApp {
         &self,
         request: RequestBuilder,
         call: Call,
+        endpoint: Endpoint,
         token: &Secret,
     ) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = outbound::exchange(request).await?;
+        let (status, headers, body) =
+            outbound::exchange(request, self.meter.call(endpoint)).await?;
         if !status.is_success() {
             return Err(classify(status, &headers, &body, call));
         }
@@ -717,9 +735,16 @@ impl GraphApp {
         Ok(())
     }
 
-    /// Sends one call and returns its body, or the classified failure.
-    pub async fn send(&self, request: RequestBuilder, call: Call) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = outbound::exchange(request).await?;
+    /// Sends one call, counted as `endpoint`, and returns its body, or the classified
+    /// failure.
+    pub async fn send(
+        &self,
+        request: RequestBuilder,
+        call: Call,
+        endpoint: Endpoint,
+    ) -> Result<Vec<u8>, PortError> {
+        let (status, headers, body) =
+            outbound::exchange(request, self.meter.call(endpoint)).await?;
         if status.is_success() {
             return Ok(body);
         }

@@ -41,6 +41,7 @@ use social_studio_storage::{
 use super::facebook::Me;
 use super::graph::GraphApp;
 use super::oauth::{TokenError, TokenRequest};
+use super::outbound::{self, Endpoint};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -189,7 +190,21 @@ fn rejected(code: ReasonCode, words: impl Into<String>) -> PortError {
 impl InstagramAdapter {
     pub fn new(settings: &PlatformSettings) -> Result<InstagramAdapter, SettingsError> {
         Ok(InstagramAdapter {
-            graph: GraphApp::new(settings)?,
+            graph: GraphApp::new(
+                settings,
+                &outbound::Outbound::default(),
+                Platform::Instagram,
+            )?,
+        })
+    }
+
+    /// [`new`](Self::new), with clients built, and calls counted, by `outbound`.
+    pub fn new_with(
+        settings: &PlatformSettings,
+        outbound: &outbound::Outbound,
+    ) -> Result<InstagramAdapter, SettingsError> {
+        Ok(InstagramAdapter {
+            graph: GraphApp::new(settings, outbound, Platform::Instagram)?,
         })
     }
 
@@ -203,6 +218,7 @@ impl InstagramAdapter {
         let limits: Limits = self
             .graph
             .get(
+                Endpoint::Identity,
                 &format!("/{ig}/content_publishing_limit"),
                 &[("fields", "quota_usage,config")],
                 token,
@@ -242,7 +258,7 @@ impl InstagramAdapter {
     ) -> Result<String, PortError> {
         match self
             .graph
-            .post::<Id>(&format!("/{ig}/media"), &form, token)
+            .post::<Id>(Endpoint::Publish, &format!("/{ig}/media"), &form, token)
             .await
         {
             Ok(id) => Ok(id.id),
@@ -271,6 +287,7 @@ impl InstagramAdapter {
             let status: Status = self
                 .graph
                 .get(
+                    Endpoint::PublishStatus,
                     &format!("/{container}"),
                     &[("fields", "status_code,status")],
                     token,
@@ -431,6 +448,7 @@ impl PlatformPort for InstagramAdapter {
         let published: Id = self
             .graph
             .post(
+                Endpoint::Publish,
                 &format!("/{ig}/media_publish"),
                 &[pair("creation_id", &container)],
                 token,
@@ -440,6 +458,7 @@ impl PlatformPort for InstagramAdapter {
         let url = self
             .graph
             .get::<Permalink>(
+                Endpoint::PublishStatus,
                 &format!("/{}", published.id),
                 &[("fields", "permalink")],
                 token,
@@ -486,11 +505,17 @@ impl Adapter for InstagramAdapter {
         debug.proves("Facebook", &needed)?;
         let me: Me = self
             .graph
-            .get("/me", &[("fields", "id,name")], &user.token)
+            .get(
+                Endpoint::Identity,
+                "/me",
+                &[("fields", "id,name")],
+                &user.token,
+            )
             .await?;
         let pages: Vec<PageRef> = self
             .graph
             .get_all(
+                Endpoint::Targets,
                 "/me/accounts",
                 &[("fields", "id,name"), ("limit", "100")],
                 &user.token,
@@ -502,6 +527,7 @@ impl Adapter for InstagramAdapter {
             let linked: PageInstagram = self
                 .graph
                 .get(
+                    Endpoint::Targets,
                     &format!("/{}", page.id),
                     &[(
                         "fields",

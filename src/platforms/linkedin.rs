@@ -136,6 +136,8 @@ pub struct LinkedinAdapter {
     oauth: OAuthClient,
     /// API calls and uploads; redirects disabled.
     http: reqwest::Client,
+    /// Counts every call, as LinkedIn's.
+    meter: outbound::CallMeter,
     /// Media fetches: the author's URLs, reaching only the public internet unless
     /// `allow_private_media_urls` ([`outbound::GuardedClient`]).
     media: outbound::GuardedClient,
@@ -314,21 +316,33 @@ impl LinkedinAdapter {
     /// An adapter for the LinkedIn app in `settings`, asking for the organisation scopes
     /// too, reading time from the system clock.
     pub fn new(settings: &PlatformSettings) -> Result<LinkedinAdapter, SettingsError> {
-        Self::build(settings, true)
+        Self::new_with(settings, &outbound::Outbound::default())
+    }
+
+    /// [`new`](Self::new), with clients built, and calls counted, by `outbound`.
+    pub fn new_with(
+        settings: &PlatformSettings,
+        outbound: &outbound::Outbound,
+    ) -> Result<LinkedinAdapter, SettingsError> {
+        Self::build(settings, true, outbound)
     }
 
     fn build(
         settings: &PlatformSettings,
         organisations: bool,
+        outbound: &outbound::Outbound,
     ) -> Result<LinkedinAdapter, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
-        let http = outbound::client(outbound::DEFAULT_TIMEOUT)?;
+        let http = outbound.client(outbound::DEFAULT_TIMEOUT)?;
         let scopes = if organisations { SCOPES } else { MEMBER_SCOPES };
-        let oauth = OAuthClient::new(settings, profile(scopes), http.clone())?;
+        let meter = outbound.meter(Platform::Linkedin);
+        let oauth = OAuthClient::new(settings, profile(scopes), http.clone(), meter.clone())?;
         Ok(LinkedinAdapter {
             oauth,
             http,
-            media: outbound::GuardedClient::new(
+            meter,
+            media: outbound.guarded(
+                Platform::Linkedin,
                 outbound::DEFAULT_TIMEOUT,
                 outbound::Reach::allowing_private(settings.allow_private_media_urls),
             )?,
@@ -342,7 +356,7 @@ impl LinkedinAdapter {
     /// an app without LinkedIn's Community Management product, to which LinkedIn would
     /// refuse the organisation scopes.
     pub fn member_only(settings: &PlatformSettings) -> Result<LinkedinAdapter, SettingsError> {
-        Self::build(settings, false)
+        Self::build(settings, false, &outbound::Outbound::default())
     }
 
     /// Reads time from `clock` instead (the engine's, virtual in tests).
@@ -476,7 +490,13 @@ impl LinkedinAdapter {
         request: RequestBuilder,
         call: Call,
     ) -> Result<(HeaderMap, Vec<u8>), PortError> {
-        let (status, headers, body) = outbound::exchange(request).await?;
+        let endpoint = match call {
+            Call::Identity => outbound::Endpoint::Identity,
+            Call::Upload { .. } => outbound::Endpoint::MediaUpload,
+            Call::Publish { .. } => outbound::Endpoint::Publish,
+        };
+        let (status, headers, body) =
+            outbound::exchange(request, self.meter.call(endpoint)).await?;
         if status.is_success() {
             return Ok((headers, body));
         }

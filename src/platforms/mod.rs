@@ -13,8 +13,12 @@
 //!   brings its dialect in an [`oauth::OAuthProfile`], or reads its own token answers
 //!   into a `TokenError` in its module.
 //! - [`outbound`] is the engine's HTTP client side towards the platforms (the inbound
-//!   API is `crate::http`): it builds the reqwest client (redirects off), sends and
-//!   reads exchanges, classifies transport failures and 5xx answers, and fetches media.
+//!   API is `crate::http`): it builds the reqwest clients from the host's builder
+//!   ([`outbound::Outbound`]; redirects off, the engine's timeouts), sends and reads
+//!   exchanges (answers bounded), counts every call by platform and endpoint
+//!   ([`outbound::call_metrics`]), classifies transport failures and 5xx answers, and
+//!   fetches media. Each adapter's `new_with(settings, &outbound)` builds it on the
+//!   engine's [`outbound::Outbound`]; `new(settings)` on reqwest's defaults.
 //! - [`x`]: X (API v2).
 //! - [`linkedin`]: LinkedIn (Posts API, members and organisations).
 //! - [`pinterest`]: Pinterest (API v5).

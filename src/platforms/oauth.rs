@@ -50,7 +50,7 @@ use social_studio_actors::{LimitScope, PortError, RevokeOutcome};
 use social_studio_storage::{Grant, Reason, ReasonCode, Secret, Timestamp};
 use url::Url;
 
-use super::outbound::{self, body_excerpt};
+use super::outbound::{self, body_excerpt, Call, CallMeter, Endpoint};
 use super::{AuthorizeRequest, ConnectError, PlatformSettings, SettingsError};
 
 /// How long to wait after a 429 from a token endpoint that did not say how long.
@@ -116,6 +116,15 @@ pub enum TokenRequest {
 }
 
 impl TokenRequest {
+    /// What the call is, for the call count ([`outbound::call_metrics`]).
+    pub fn endpoint(self) -> Endpoint {
+        match self {
+            TokenRequest::CodeExchange | TokenRequest::TokenExchange => Endpoint::Token,
+            TokenRequest::Refresh => Endpoint::Refresh,
+            TokenRequest::Revocation => Endpoint::Revoke,
+        }
+    }
+
     /// The request presents a grant the engine holds (a refresh, a revocation), not one
     /// being issued.
     pub fn presents_grant(self) -> bool {
@@ -319,6 +328,8 @@ pub struct OAuthClient {
     inner: Oauth2Client,
     /// Sends them; built with redirects disabled.
     http: reqwest::Client,
+    /// Counts them, as the platform's.
+    meter: CallMeter,
     /// The RFC 7009 endpoint, where the platform has one.
     revoke_url: Option<Url>,
     /// The app's credentials again, for revocation, which this module sends itself.
@@ -341,11 +352,12 @@ impl std::fmt::Debug for OAuthClient {
 
 impl OAuthClient {
     /// A client for the platform the settings describe. `http` must not follow
-    /// redirects (use [`outbound::client`]).
+    /// redirects (use [`outbound::Outbound::client`]); every call is counted by `meter`.
     pub fn new(
         settings: &PlatformSettings,
         profile: OAuthProfile,
         http: reqwest::Client,
+        meter: CallMeter,
     ) -> Result<OAuthClient, SettingsError> {
         let auth_url = AuthUrl::from_url(check_endpoint("auth_url", &settings.auth_url)?);
         let token_url = TokenUrl::from_url(check_endpoint("token_url", &settings.token_url)?);
@@ -373,6 +385,7 @@ impl OAuthClient {
         Ok(OAuthClient {
             inner,
             http,
+            meter,
             revoke_url,
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
@@ -512,6 +525,7 @@ impl OAuthClient {
     fn transport(&self, request: TokenRequest, now: Timestamp) -> Transport<'_> {
         Transport {
             http: &self.http,
+            meter: &self.meter,
             request,
             now,
             grant_refusals: self.profile.grant_refusals,
@@ -580,9 +594,10 @@ pub(super) fn carry_over(mut issued: Grant, previous: Option<&Grant>, requested:
 /// answer, whatever its status, or the transport failure.
 pub(super) async fn post_form(
     request: reqwest::RequestBuilder,
+    call: Call<'_>,
     form: &[(&str, &str)],
 ) -> Result<(StatusCode, HeaderMap, Vec<u8>), TokenError> {
-    outbound::exchange(request.header(ACCEPT, "application/json").form(form))
+    outbound::exchange(request.header(ACCEPT, "application/json").form(form), call)
         .await
         .map_err(TokenError::Port)
 }
@@ -650,7 +665,9 @@ pub(super) fn split_scopes(scope: &str) -> Vec<String> {
 struct Transport<'a> {
     /// Built with redirects disabled.
     http: &'a reqwest::Client,
-    /// What the request is, for the profile's reading of a refusal.
+    /// Counts the call.
+    meter: &'a CallMeter,
+    /// What the request is, for the profile's reading of a refusal (and its count).
     request: TokenRequest,
     /// When it is sent: a `Retry-After` date is measured from here.
     now: Timestamp,
@@ -688,9 +705,10 @@ impl Transport<'_> {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), TokenError> {
-        let (status, headers, body) = outbound::exchange(request)
-            .await
-            .map_err(TokenError::Port)?;
+        let (status, headers, body) =
+            outbound::exchange(request, self.meter.call(self.request.endpoint()))
+                .await
+                .map_err(TokenError::Port)?;
         if !status.is_success() {
             return Err(classify_status(
                 status,
@@ -982,6 +1000,7 @@ mod tests {
             &settings,
             profile,
             outbound::client(Duration::from_secs(5)).unwrap(),
+            outbound::Outbound::default().meter(social_studio_storage::Platform::X),
         )
         .unwrap()
     }

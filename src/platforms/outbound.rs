@@ -1,7 +1,9 @@
 //! The outbound side of HTTP: how every adapter talks to its platform. The one way to
-//! build a reqwest client for platform calls, the one classification of a failed
-//! exchange into a [`PortError`], and fetching an author's media for upload. (The
-//! engine's own inbound API, which hosts and browsers call, is `crate::http`.)
+//! build a reqwest client for platform calls ([`Outbound`], from the host's
+//! [`HttpClientBuilder`] when it gave one), the one classification of a failed exchange
+//! into a [`PortError`], the count of every call ([`call_metrics`]), and fetching an
+//! author's media for upload. (The engine's own inbound API, which hosts and browsers
+//! call, is `crate::http`.)
 //!
 //! It is also where credentials are kept out of error text, once for every adapter: a
 //! transport error is described without its URL ([`describe`]), an answer that is not a
@@ -9,26 +11,32 @@
 //! body quoted into an error goes through [`body_excerpt`], which masks the values of
 //! credential-bearing keys.
 //!
-//! Two facts drive this module. Redirects are never followed: the oauth2 crate asks for
+//! Three facts drive this module. Redirects are never followed: the oauth2 crate asks for
 //! it (a token endpoint that redirects could make the engine post secrets to another
-//! host — SSRF), and no platform API the engine calls answers with one. And a request
-//! that left the machine may have been acted on even when no answer came back, so
-//! whether a failure is `maybe_delivered` is decided conservatively: only a connection
-//! that never opened proves nothing was sent.
+//! host — SSRF), and no platform API the engine calls answers with one; so a host's own
+//! client settings are taken as a builder, under which the engine sets its redirect
+//! policy last. A request that left the machine may have been acted on even when no
+//! answer came back, so whether a failure is `maybe_delivered` is decided
+//! conservatively: only a connection that never opened proves nothing was sent. And an
+//! answer is read only up to [`ANSWER_MAX_BYTES`]: a platform (or whatever answers in
+//! its place) cannot make the engine buffer without bound.
 
 use std::error::Error as _;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use social_studio_actors::PortError;
-use social_studio_storage::Timestamp;
+use social_studio_storage::{Platform, Timestamp};
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
 
+pub mod call_metrics;
 pub mod media_budget;
 pub mod public_only;
 
+pub use call_metrics::{Call, CallMeter, Endpoint, Outcome, PlatformCallMetrics};
 pub use media_budget::{MediaBudget, MediaBytes};
 pub use public_only::{GuardedClient, Reach};
 
@@ -40,25 +48,126 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// delays the retry.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most of an API answer (anything but fetched media, which
+/// [`fetch_media`] bounds by the platform's limit) the engine reads: platforms answer
+/// JSON of a few kilobytes, so 4 MiB is far beyond any real answer and small enough that
+/// many at once do not matter.
+pub const ANSWER_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 /// Sent with every request so that platforms (and the sandbox's logs) can tell the engine
 /// from other clients.
 const USER_AGENT: &str = concat!("social-studio/", env!("CARGO_PKG_VERSION"));
 
-/// The HTTP client could not be built (the TLS backend failed to initialise).
+/// The HTTP client could not be built (the TLS backend failed to initialise, or a
+/// host's builder holds a setting reqwest refuses).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client: {0}")]
 pub struct ClientBuildError(#[source] reqwest::Error);
 
-/// A reqwest client for platform calls: redirects disabled, the given whole-request
-/// timeout, a bounded connect timeout.
-pub fn client(timeout: Duration) -> Result<reqwest::Client, ClientBuildError> {
-    reqwest::Client::builder()
+/// The host's reqwest setup for platform calls: a factory of `reqwest::ClientBuilder`s
+/// (a ready `Client` cannot be checked for its redirect policy, so the engine takes the
+/// builder and sets its own limits on top).
+///
+/// What the host's builder sets survives — proxy, TLS roots and settings, DNS resolver,
+/// default headers, local address, connection pool and HTTP version settings — except
+/// what the engine owns, which it sets after the factory runs and so always wins:
+///
+/// - the redirect policy: none (see the module doc);
+/// - the whole-request timeout ([`DEFAULT_TIMEOUT`], longer for uploads) and the
+///   connect timeout ([`CONNECT_TIMEOUT`]);
+/// - the `User-Agent` (`social-studio/<version>`), even where the host's default headers
+///   name one.
+///
+/// For fetches of addresses others chose ([`GuardedClient`] with
+/// [`Reach::PublicOnly`]) the engine also sets its public-only DNS resolver and turns
+/// proxies off, so the host's resolver and proxy do not apply there; addresses the host
+/// pinned with `ClientBuilder::resolve` are the host's own decision and are used as given.
+#[derive(Clone)]
+pub struct HttpClientBuilder(Arc<dyn Fn() -> reqwest::ClientBuilder + Send + Sync>);
+
+impl HttpClientBuilder {
+    /// Builds every platform client from what `builder` returns, under the engine's limits.
+    pub fn new(
+        builder: impl Fn() -> reqwest::ClientBuilder + Send + Sync + 'static,
+    ) -> HttpClientBuilder {
+        HttpClientBuilder(Arc::new(builder))
+    }
+
+    /// A fresh builder from the host's factory.
+    fn builder(&self) -> reqwest::ClientBuilder {
+        (self.0)()
+    }
+}
+
+impl Default for HttpClientBuilder {
+    /// reqwest's own defaults.
+    fn default() -> HttpClientBuilder {
+        HttpClientBuilder::new(reqwest::Client::builder)
+    }
+}
+
+impl std::fmt::Debug for HttpClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpClientBuilder(..)")
+    }
+}
+
+/// What every adapter's HTTP side is built from: the host's client settings and the
+/// engine's one count of platform calls. `Studio` makes one and hands it to every
+/// adapter; an adapter built without one (`new`) uses reqwest's defaults and counts into
+/// a count of its own.
+#[derive(Debug, Clone, Default)]
+pub struct Outbound {
+    clients: HttpClientBuilder,
+    metrics: PlatformCallMetrics,
+}
+
+impl Outbound {
+    /// Clients from `clients`, calls counted into `metrics`.
+    pub fn new(clients: HttpClientBuilder, metrics: PlatformCallMetrics) -> Outbound {
+        Outbound { clients, metrics }
+    }
+
+    /// A client for platform calls: the host's settings, then the engine's — redirects
+    /// disabled, the given whole-request timeout, a bounded connect timeout, the
+    /// engine's user agent.
+    pub fn client(&self, timeout: Duration) -> Result<reqwest::Client, ClientBuildError> {
+        engine_limits(self.clients.builder(), timeout)
+            .build()
+            .map_err(ClientBuildError)
+    }
+
+    /// A client for addresses others chose, as [`GuardedClient`] says, counting its
+    /// fetches as `platform`'s.
+    pub fn guarded(
+        &self,
+        platform: Platform,
+        timeout: Duration,
+        reach: Reach,
+    ) -> Result<GuardedClient, ClientBuildError> {
+        GuardedClient::build(self.clients.builder(), timeout, reach, self.meter(platform))
+    }
+
+    /// `platform`'s view of the call count, for [`exchange`].
+    pub fn meter(&self, platform: Platform) -> CallMeter {
+        CallMeter::new(platform, self.metrics.clone())
+    }
+}
+
+/// The settings the engine owns, set on top of whatever the host's builder holds.
+fn engine_limits(builder: reqwest::ClientBuilder, timeout: Duration) -> reqwest::ClientBuilder {
+    builder
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(USER_AGENT)
-        .build()
-        .map_err(ClientBuildError)
+}
+
+/// A reqwest client for platform calls with reqwest's defaults under the engine's limits
+/// ([`Outbound::client`] of a default [`Outbound`]): redirects disabled, the given
+/// whole-request timeout, a bounded connect timeout.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, ClientBuildError> {
+    Outbound::default().client(timeout)
 }
 
 /// Classifies a request that failed without an HTTP answer.
@@ -77,7 +186,13 @@ pub fn transport_failure(error: reqwest::Error) -> PortError {
 
 /// Sends one request and reads its whole answer: status, headers and body, whatever the
 /// status. A failure to send or to read is classified by [`transport_failure`]; what
-/// the status means is the caller's to judge.
+/// the status means is the caller's to judge. `call` names the call, which is counted
+/// and timed ([`call_metrics`]) and logged at DEBUG.
+///
+/// The body is read up to [`ANSWER_MAX_BYTES`]. A 2xx answer longer than that (announced
+/// or found while reading) is refused without reading the rest, as an answer lost
+/// (`Unavailable`, `maybe_delivered`: the platform did act, whatever the request was);
+/// any other answer is cut there, as it is only ever read for an error.
 ///
 /// The body of an answer that is not a 2xx comes back with every credential the request
 /// carried (see [`carried_secrets`]) masked: such a body is only ever read for an error
@@ -87,30 +202,97 @@ pub fn transport_failure(error: reqwest::Error) -> PortError {
 /// refresh token the request sent, and the caller needs it.
 pub async fn exchange(
     request: reqwest::RequestBuilder,
+    call: Call<'_>,
 ) -> Result<(StatusCode, HeaderMap, Vec<u8>), PortError> {
-    exchange_with(request, transport_failure).await
+    exchange_with(request, call, transport_failure).await
 }
 
 /// [`exchange`], with `unsent` judging an error of the send itself (the media guard's
 /// client names a refused destination there).
 pub(crate) async fn exchange_with(
     request: reqwest::RequestBuilder,
+    call: Call<'_>,
     unsent: impl FnOnce(reqwest::Error) -> PortError,
 ) -> Result<(StatusCode, HeaderMap, Vec<u8>), PortError> {
     let (client, request) = request.build_split();
     let request = request.map_err(transport_failure)?;
     let carried = carried_secrets(&request);
-    let response = client.execute(request).await.map_err(unsent)?;
+    let started = Instant::now();
+    let mut response = match client.execute(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            // A destination the guard refused was never called.
+            if public_only::not_public(&error).is_none() {
+                call.finished(Outcome::of_error(&error), started.elapsed());
+            }
+            return Err(unsent(error));
+        }
+    };
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(transport_failure)?;
+    let body = read_bounded(&mut response, ANSWER_MAX_BYTES).await;
+    call.finished(
+        match &body {
+            Err(BodyFailure::Broken(error)) => Outcome::of_error(error),
+            _ => Outcome::Answered(status),
+        },
+        started.elapsed(),
+    );
+    let body = match body {
+        Ok(body) => body,
+        Err(BodyFailure::Broken(error)) => return Err(transport_failure(error)),
+        Err(BodyFailure::TooLong(read)) if !status.is_success() => read,
+        Err(BodyFailure::TooLong(_)) => {
+            return Err(PortError::Unavailable {
+                detail: format!(
+                    "the {} answer (HTTP {status}) is longer than the {ANSWER_MAX_BYTES} \
+                     bytes the engine reads; it was not read further",
+                    call.endpoint()
+                ),
+                maybe_delivered: true,
+            })
+        }
+    };
     if status.is_success() {
-        return Ok((status, headers, body.to_vec()));
+        return Ok((status, headers, body));
     }
     // Read as text even when it is not quite UTF-8 (an error body is only ever read as
     // text), so that no byte sequence keeps a secret out of reach of the mask.
     let body = without_secrets(&String::from_utf8_lossy(&body), &carried).into_bytes();
     Ok((status, headers, body))
+}
+
+/// Why an answer's body was not read whole.
+enum BodyFailure {
+    /// The connection failed while reading it.
+    Broken(reqwest::Error),
+    /// It is longer than the cap (announced, or found while reading): what was read.
+    TooLong(Vec<u8>),
+}
+
+/// Reads `response`'s body in chunks, stopping past `cap` bytes: a `Content-Length` over
+/// the cap is refused before anything is read, and a body without one (or longer than
+/// it said) is read no further than the chunk that crosses the cap.
+async fn read_bounded(
+    response: &mut reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, BodyFailure> {
+    let announced = response
+        .content_length()
+        .map(|length| usize::try_from(length).unwrap_or(usize::MAX));
+    if announced.is_some_and(|length| length > cap) {
+        return Err(BodyFailure::TooLong(Vec::new()));
+    }
+    let mut body = Vec::with_capacity(announced.unwrap_or(0));
+    while let Some(chunk) = response.chunk().await.map_err(BodyFailure::Broken)? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Err(BodyFailure::TooLong(body));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Secrets shorter than this are not masked by value: a real credential is far longer,
@@ -377,10 +559,32 @@ pub async fn fetch_image(
 /// ([`Reach::PublicOnly`]) refuses a host outside it before anything is sent
 /// (`ContentRejected` with [`ReasonCode::MediaUrlNotPublic`](social_studio_storage::ReasonCode::MediaUrlNotPublic)),
 /// whatever listens there.
+///
+/// The fetch is counted as the client's platform's `media_fetch` ([`call_metrics`]),
+/// from sending to the last byte read (a wait for room in the budget included).
 pub async fn fetch_media(
     client: &GuardedClient,
     media: &social_studio_storage::Media,
     accept: impl Fn(&str) -> Result<(String, usize), String>,
+) -> Result<(MediaBytes, String), PortError> {
+    let started = Instant::now();
+    let mut outcome = None;
+    let fetched = fetch_media_counted(client, media, accept, &mut outcome).await;
+    if let Some(outcome) = outcome {
+        client
+            .meter()
+            .call(Endpoint::MediaFetch)
+            .finished(outcome, started.elapsed());
+    }
+    fetched
+}
+
+/// [`fetch_media`], leaving in `outcome` how the fetch ended once it was sent.
+async fn fetch_media_counted(
+    client: &GuardedClient,
+    media: &social_studio_storage::Media,
+    accept: impl Fn(&str) -> Result<(String, usize), String>,
+    outcome: &mut Option<Outcome>,
 ) -> Result<(MediaBytes, String), PortError> {
     use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
     use social_studio_storage::{MediaKind, Reason, ReasonCode};
@@ -415,10 +619,14 @@ pub async fn fetch_media(
         client.http().get(&media.url).send().await.map_err(
             |error| match public_only::not_public(&error) {
                 Some(_) => not_public(),
-                None => fetch_failed(error),
+                None => {
+                    *outcome = Some(Outcome::of_error(&error));
+                    fetch_failed(error)
+                }
             },
         )?;
     let status = response.status();
+    *outcome = Some(Outcome::Answered(status));
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         return Err(not_sent(format!(
             "fetching {} answered HTTP {status}",
@@ -473,7 +681,10 @@ pub async fn fetch_media(
         .ok_or_else(beyond_budget)?;
     let room = announced.unwrap_or(usize::MAX).min(limit);
     let mut bytes = Vec::with_capacity(announced.unwrap_or(0).min(limit));
-    while let Some(chunk) = response.chunk().await.map_err(fetch_failed)? {
+    while let Some(chunk) = response.chunk().await.map_err(|error| {
+        *outcome = Some(Outcome::of_error(&error));
+        fetch_failed(error)
+    })? {
         if bytes.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -611,6 +822,200 @@ mod tests {
         let detail = describe(error);
         assert!(!detail.contains("query-secret"), "{detail}");
         assert!(!detail.contains("127.0.0.1"), "{detail}");
+    }
+
+    /// A loopback server for the client tests: `/redirect` answers 302 towards
+    /// `/sink`, which counts its visits; `/echo` answers the `x-host-header` and
+    /// `user-agent` it was sent; `/endless` streams a body that never ends, `/announced`
+    /// announces one larger than the cap, and `/endless-error` is a 500 whose body never
+    /// ends.
+    async fn loopback() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::body::Body;
+        use axum::http::HeaderMap as Headers;
+        use axum::routing::get;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        fn endless() -> Body {
+            let chunk = axum::body::Bytes::from(vec![b'a'; 64 * 1024]);
+            Body::from_stream(tokio_stream::iter(
+                std::iter::repeat(chunk).map(Ok::<_, std::io::Error>),
+            ))
+        }
+        let sink_visits = Arc::new(AtomicUsize::new(0));
+        let visits = sink_visits.clone();
+        let app = axum::Router::new()
+            .route(
+                "/redirect",
+                get(|| async {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [(axum::http::header::LOCATION, "/sink")],
+                    )
+                }),
+            )
+            .route(
+                "/sink",
+                get(move || async move {
+                    visits.fetch_add(1, Ordering::SeqCst);
+                    "followed"
+                }),
+            )
+            .route(
+                "/echo",
+                get(|headers: Headers| async move {
+                    let read = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    format!("{}|{}", read("x-host-header"), read("user-agent"))
+                }),
+            )
+            .route("/endless", get(|| async { endless() }))
+            .route(
+                "/announced",
+                get(|| async {
+                    let length = (ANSWER_MAX_BYTES + 1).to_string();
+                    ([(axum::http::header::CONTENT_LENGTH, length)], endless())
+                }),
+            )
+            .route(
+                "/endless-error",
+                get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, endless()) }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), sink_visits)
+    }
+
+    /// A host's builder that asks for everything the engine must not do: follow
+    /// redirects, a long timeout, its own user agent; and one setting the engine keeps,
+    /// a default header.
+    fn hosts_outbound() -> Outbound {
+        Outbound::new(
+            HttpClientBuilder::new(|| {
+                let mut headers = HeaderMap::new();
+                headers.insert("x-host-header", HeaderValue::from_static("from-the-host"));
+                headers.insert(
+                    reqwest::header::USER_AGENT,
+                    HeaderValue::from_static("host-agent/1"),
+                );
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::limited(10))
+                    .timeout(Duration::from_secs(3600))
+                    .default_headers(headers)
+            }),
+            PlatformCallMetrics::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_hosts_client_never_follows_a_redirect() {
+        let (base, sink_visits) = loopback().await;
+        let outbound = hosts_outbound();
+        let meter = outbound.meter(Platform::X);
+        let client = outbound.client(DEFAULT_TIMEOUT).unwrap();
+        let (status, _, _) = exchange(
+            client.get(format!("{base}/redirect")),
+            meter.call(Endpoint::Identity),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, StatusCode::FOUND);
+        // The guarded client (media, a PDS) is built from the host's builder too.
+        let guarded = outbound
+            .guarded(Platform::X, DEFAULT_TIMEOUT, Reach::Any)
+            .unwrap();
+        let answer = guarded
+            .http()
+            .get(format!("{base}/redirect"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::FOUND);
+        assert_eq!(
+            sink_visits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "a redirect was followed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hosts_default_headers_reach_the_platform_under_the_engines_user_agent() {
+        let (base, _) = loopback().await;
+        let outbound = hosts_outbound();
+        let meter = outbound.meter(Platform::X);
+        let client = outbound.client(DEFAULT_TIMEOUT).unwrap();
+        let (status, _, body) = exchange(
+            client.get(format!("{base}/echo")),
+            meter.call(Endpoint::Identity),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            format!("from-the-host|{USER_AGENT}")
+        );
+        let guarded = outbound
+            .guarded(Platform::X, DEFAULT_TIMEOUT, Reach::Any)
+            .unwrap();
+        let echoed = guarded
+            .http()
+            .get(format!("{base}/echo"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(echoed, format!("from-the-host|{USER_AGENT}"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_longer_than_the_cap_is_refused_without_reading_it_all() {
+        let (base, _) = loopback().await;
+        let outbound = Outbound::default();
+        let meter = outbound.meter(Platform::X);
+        let client = outbound.client(DEFAULT_TIMEOUT).unwrap();
+        for path in ["/endless", "/announced"] {
+            let sent = exchange(
+                client.get(format!("{base}{path}")),
+                meter.call(Endpoint::Publish),
+            );
+            // An endless body read whole would never end.
+            let answer = tokio::time::timeout(Duration::from_secs(20), sent)
+                .await
+                .unwrap_or_else(|_| panic!("{path}: the body was read without end"));
+            match answer {
+                Err(PortError::Unavailable {
+                    detail,
+                    maybe_delivered,
+                }) => {
+                    assert!(
+                        maybe_delivered,
+                        "{path}: the platform answered, so it acted"
+                    );
+                    assert!(detail.contains("publish answer"), "{path}: {detail}");
+                    assert!(detail.contains("longer than"), "{path}: {detail}");
+                }
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        // An error answer is read only for its excerpt: cut at the cap, its status kept.
+        let sent = exchange(
+            client.get(format!("{base}/endless-error")),
+            meter.call(Endpoint::Publish),
+        );
+        let (status, _, body) = tokio::time::timeout(Duration::from_secs(20), sent)
+            .await
+            .expect("the error body was read without end")
+            .unwrap();
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body.len(), ANSWER_MAX_BYTES);
     }
 
     #[test]

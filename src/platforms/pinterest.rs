@@ -127,6 +127,8 @@ pub struct PinterestAdapter {
     tokens: TokenEndpoint,
     /// API calls; redirects disabled.
     http: reqwest::Client,
+    /// Counts every call, as Pinterest's.
+    meter: outbound::CallMeter,
     /// `https://api.pinterest.com`, or the sandbox's `{base}/pinterest`; no trailing slash.
     api_base: String,
     /// The time grants are issued at and rate-limit resets are measured from.
@@ -223,19 +225,30 @@ enum Call<'a> {
 impl PinterestAdapter {
     /// An adapter for the Pinterest app in `settings`, reading time from the system clock.
     pub fn new(settings: &PlatformSettings) -> Result<PinterestAdapter, SettingsError> {
+        Self::new_with(settings, &outbound::Outbound::default())
+    }
+
+    /// [`new`](Self::new), with clients built, and calls counted, by `outbound`.
+    pub fn new_with(
+        settings: &PlatformSettings,
+        outbound: &outbound::Outbound,
+    ) -> Result<PinterestAdapter, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
         let token_url = check_endpoint("token_url", &settings.token_url)?;
-        let http = outbound::client(outbound::DEFAULT_TIMEOUT)?;
-        let oauth = OAuthClient::new(settings, profile(), http.clone())?;
+        let http = outbound.client(outbound::DEFAULT_TIMEOUT)?;
+        let meter = outbound.meter(Platform::Pinterest);
+        let oauth = OAuthClient::new(settings, profile(), http.clone(), meter.clone())?;
         Ok(PinterestAdapter {
             oauth,
             tokens: TokenEndpoint {
                 http: http.clone(),
+                meter: meter.clone(),
                 url: token_url,
                 client_id: settings.client_id.clone(),
                 client_secret: settings.client_secret.clone(),
             },
             http,
+            meter,
             api_base: settings.api_base.trim_end_matches('/').to_owned(),
             clock: Arc::new(SystemClock),
         })
@@ -298,7 +311,13 @@ impl PinterestAdapter {
 
     /// Sends one API call and returns its body, or the classified failure.
     async fn api(&self, request: RequestBuilder, call: Call<'_>) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = outbound::exchange(request).await?;
+        let endpoint = match call {
+            Call::Identity => outbound::Endpoint::Identity,
+            Call::Boards => outbound::Endpoint::Targets,
+            Call::Publish { .. } => outbound::Endpoint::Publish,
+        };
+        let (status, headers, body) =
+            outbound::exchange(request, self.meter.call(endpoint)).await?;
         if status.is_success() {
             return Ok(body);
         }

@@ -59,7 +59,7 @@ use social_studio_storage::{
 use url::Url;
 
 use super::oauth::{check_endpoint, TokenError, TokenRequest};
-use super::outbound::{self, body_excerpt};
+use super::outbound::{self, body_excerpt, Endpoint};
 use super::{
     Adapter, AuthorizeRequest, ConnectError, Connected, ContentError, PlatformSettings,
     SettingsError,
@@ -118,8 +118,10 @@ const QUOTA_RECHECK: Duration = Duration::from_secs(60 * 60);
 
 /// The Threads adapter.
 pub struct ThreadsAdapter {
-    /// Redirects disabled ([`outbound::client`]).
+    /// Redirects disabled ([`outbound::Outbound::client`]).
     http: reqwest::Client,
+    /// Counts every call, as Threads'.
+    meter: outbound::CallMeter,
     client_id: String,
     client_secret: Secret,
     auth_url: Url,
@@ -243,6 +245,14 @@ struct Permalink {
 impl ThreadsAdapter {
     /// An adapter for the Threads app in `settings`, reading time from the system clock.
     pub fn new(settings: &PlatformSettings) -> Result<ThreadsAdapter, SettingsError> {
+        Self::new_with(settings, &outbound::Outbound::default())
+    }
+
+    /// [`new`](Self::new), with clients built, and calls counted, by `outbound`.
+    pub fn new_with(
+        settings: &PlatformSettings,
+        outbound: &outbound::Outbound,
+    ) -> Result<ThreadsAdapter, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
         let auth_url = check_endpoint("auth_url", &settings.auth_url)?;
         let token_url = check_endpoint("token_url", &settings.token_url)?;
@@ -250,7 +260,8 @@ impl ThreadsAdapter {
         let host_base = host_of(&api_base);
         check_endpoint("api_base", &host_base)?;
         Ok(ThreadsAdapter {
-            http: outbound::client(outbound::DEFAULT_TIMEOUT)?,
+            http: outbound.client(outbound::DEFAULT_TIMEOUT)?,
+            meter: outbound.meter(Platform::Threads),
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
             auth_url,
@@ -290,8 +301,14 @@ impl ThreadsAdapter {
             .unwrap_or("me")
     }
 
-    /// Sends one API call and returns its body, or the classified failure.
-    async fn call(&self, request: RequestBuilder, step: Step) -> Result<Vec<u8>, PortError> {
+    /// Sends one API call, counted as `endpoint`, and returns its body, or the
+    /// classified failure.
+    async fn call(
+        &self,
+        request: RequestBuilder,
+        step: Step,
+        endpoint: Endpoint,
+    ) -> Result<Vec<u8>, PortError> {
         let transport = |mut failure: PortError| {
             // Only the publishing call makes anything public: a lost answer elsewhere
             // left at most an unpublished container behind.
@@ -306,7 +323,9 @@ impl ThreadsAdapter {
             failure
         };
         // Through `exchange`, so that a refusal's body never quotes the token it was sent.
-        let (status, headers, body) = outbound::exchange(request).await.map_err(transport)?;
+        let (status, headers, body) = outbound::exchange(request, self.meter.call(endpoint))
+            .await
+            .map_err(transport)?;
         if status.is_success() {
             return Ok(body);
         }
@@ -326,9 +345,10 @@ impl ThreadsAdapter {
         request: RequestBuilder,
         token_request: TokenRequest,
     ) -> Result<Vec<u8>, TokenError> {
-        let (status, headers, body) = outbound::exchange(request)
-            .await
-            .map_err(TokenError::Port)?;
+        let (status, headers, body) =
+            outbound::exchange(request, self.meter.call(token_request.endpoint()))
+                .await
+                .map_err(TokenError::Port)?;
         if status.is_success() {
             return Ok(body);
         }
@@ -429,7 +449,7 @@ impl ThreadsAdapter {
             .get(self.api("me"))
             .query(&[("fields", "id,username,threads_profile_picture_url")])
             .bearer_auth(grant.access_token.expose());
-        let body = self.call(request, Step::Read).await?;
+        let body = self.call(request, Step::Read, Endpoint::Identity).await?;
         serde_json::from_slice(&body).map_err(|error| unreadable("me", &error, &body, false))
     }
 
@@ -443,7 +463,7 @@ impl ThreadsAdapter {
             )))
             .query(&[("fields", "quota_usage,config")])
             .bearer_auth(grant.access_token.expose());
-        let body = self.call(request, Step::Read).await?;
+        let body = self.call(request, Step::Read, Endpoint::Identity).await?;
         let page: LimitPage = serde_json::from_slice(&body)
             .map_err(|error| unreadable("publishing limit", &error, &body, false))?;
         let Some(limit) = page.data.first() else {
@@ -477,7 +497,9 @@ impl ThreadsAdapter {
             .post(self.api(&format!("{}/threads", Self::user_id(grant))))
             .bearer_auth(grant.access_token.expose())
             .form(params);
-        let body = self.call(request, Step::CreateContainer).await?;
+        let body = self
+            .call(request, Step::CreateContainer, Endpoint::Publish)
+            .await?;
         let created: Created = serde_json::from_slice(&body)
             .map_err(|error| unreadable("container", &error, &body, false))?;
         Ok(created.id)
@@ -493,7 +515,9 @@ impl ThreadsAdapter {
                 .get(self.api(container))
                 .query(&[("fields", "status,error_message")])
                 .bearer_auth(grant.access_token.expose());
-            let body = self.call(request, Step::Read).await?;
+            let body = self
+                .call(request, Step::Read, Endpoint::PublishStatus)
+                .await?;
             let status: ContainerStatus = serde_json::from_slice(&body)
                 .map_err(|error| unreadable("container status", &error, &body, false))?;
             let said = || {
@@ -550,7 +574,7 @@ impl ThreadsAdapter {
             .post(self.api(&format!("{}/threads_publish", Self::user_id(grant))))
             .query(&[("creation_id", container)])
             .bearer_auth(grant.access_token.expose());
-        let body = self.call(request, Step::Publish).await?;
+        let body = self.call(request, Step::Publish, Endpoint::Publish).await?;
         let created: Created = serde_json::from_slice(&body)
             // Threads said 2xx: the post is public, but without its id it cannot be confirmed.
             .map_err(|error| unreadable("publish", &error, &body, true))?;
@@ -564,7 +588,10 @@ impl ThreadsAdapter {
             .get(self.api(media))
             .query(&[("fields", "permalink")])
             .bearer_auth(grant.access_token.expose());
-        match self.call(request, Step::Read).await {
+        match self
+            .call(request, Step::Read, Endpoint::PublishStatus)
+            .await
+        {
             Ok(body) => serde_json::from_slice::<Permalink>(&body)
                 .ok()
                 .and_then(|p| p.permalink),

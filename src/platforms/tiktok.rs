@@ -150,6 +150,8 @@ pub struct TiktokAdapter {
     tokens: TokenEndpoint,
     /// API calls; redirects disabled.
     http: reqwest::Client,
+    /// Counts every call, as TikTok's.
+    meter: outbound::CallMeter,
     /// Chunk uploads, with a longer timeout.
     upload_http: reqwest::Client,
     /// Video fetches, with the same longer timeout, reaching only the public internet
@@ -255,6 +257,14 @@ impl TiktokAdapter {
     /// An adapter for the TikTok app in `settings` (`client_id` holds the client key),
     /// reading time from the system clock.
     pub fn new(settings: &PlatformSettings) -> Result<TiktokAdapter, SettingsError> {
+        Self::new_with(settings, &outbound::Outbound::default())
+    }
+
+    /// [`new`](Self::new), with clients built, and calls counted, by `outbound`.
+    pub fn new_with(
+        settings: &PlatformSettings,
+        outbound: &outbound::Outbound,
+    ) -> Result<TiktokAdapter, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
         let auth_url = check_endpoint("auth_url", &settings.auth_url)?;
         let token_url = check_endpoint("token_url", &settings.token_url)?;
@@ -263,21 +273,25 @@ impl TiktokAdapter {
             .as_deref()
             .map(|url| check_endpoint("revoke_url", url))
             .transpose()?;
-        let http = outbound::client(outbound::DEFAULT_TIMEOUT)?;
-        let upload_http = outbound::client(UPLOAD_TIMEOUT)?;
+        let http = outbound.client(outbound::DEFAULT_TIMEOUT)?;
+        let upload_http = outbound.client(UPLOAD_TIMEOUT)?;
+        let meter = outbound.meter(Platform::Tiktok);
         Ok(TiktokAdapter {
             client_key: settings.client_id.clone(),
             auth_url,
             tokens: TokenEndpoint {
                 http: http.clone(),
+                meter: meter.clone(),
                 url: token_url,
                 revoke_url,
                 client_key: settings.client_id.clone(),
                 client_secret: settings.client_secret.clone(),
             },
             http,
+            meter,
             upload_http,
-            media: outbound::GuardedClient::new(
+            media: outbound.guarded(
+                Platform::Tiktok,
                 UPLOAD_TIMEOUT,
                 outbound::Reach::allowing_private(settings.allow_private_media_urls),
             )?,
@@ -330,9 +344,11 @@ impl TiktokAdapter {
     async fn api<T: for<'de> Deserialize<'de>>(
         &self,
         request: reqwest::RequestBuilder,
+        endpoint: outbound::Endpoint,
         what: &str,
     ) -> Result<T, PortError> {
-        let (status, headers, body) = outbound::exchange(request).await?;
+        let (status, headers, body) =
+            outbound::exchange(request, self.meter.call(endpoint)).await?;
         let envelope = serde_json::from_slice::<Envelope<T>>(&body);
         if let Ok(Envelope {
             data: Some(data),
@@ -437,7 +453,9 @@ impl TiktokAdapter {
             .get(self.url("/v2/user/info/"))
             .query(&[("fields", "open_id,union_id,display_name,avatar_url")])
             .bearer_auth(grant.access_token.expose());
-        let data: UserData = self.api(request, "user info").await?;
+        let data: UserData = self
+            .api(request, outbound::Endpoint::Identity, "user info")
+            .await?;
         Ok(data.user)
     }
 
@@ -449,7 +467,8 @@ impl TiktokAdapter {
             .bearer_auth(grant.access_token.expose())
             .header(CONTENT_TYPE, "application/json; charset=UTF-8")
             .body("{}");
-        self.api(request, "creator info").await
+        self.api(request, outbound::Endpoint::Identity, "creator info")
+            .await
     }
 
     /// The account and its one target, checking that the creator can post now.
@@ -512,7 +531,7 @@ impl TiktokAdapter {
             .bearer_auth(grant.access_token.expose())
             .header(CONTENT_TYPE, "application/json; charset=UTF-8")
             .json(&json!({"post_info": post_info, "source_info": source_info}));
-        self.api(request, INIT).await
+        self.api(request, outbound::Endpoint::Publish, INIT).await
     }
 
     /// Fetches the video, initialises a `FILE_UPLOAD` and sends every chunk.
@@ -569,20 +588,20 @@ impl TiktokAdapter {
                 });
             };
             let body = bytes.slice(start..end).unwrap_or_default();
-            let sent = self
+            let request = self
                 .upload_http
                 .put(&upload_url)
                 .header(CONTENT_TYPE, &content_type)
                 .header(CONTENT_RANGE, format!("bytes {first}-{last}/{size}"))
-                .body(body)
-                .send()
-                .await;
+                .body(body);
+            let sent =
+                outbound::exchange(request, self.meter.call(outbound::Endpoint::MediaUpload)).await;
             // Only the last chunk completes the upload, so only its lost answer may
             // have let TikTok go on to publish.
-            let response = match sent {
-                Ok(response) => response,
+            let (status, body) = match sent {
+                Ok((status, _, body)) => (status, body),
                 Err(error) => {
-                    return Err(match outbound::transport_failure(error) {
+                    return Err(match error {
                         PortError::Unavailable {
                             detail,
                             maybe_delivered,
@@ -597,9 +616,7 @@ impl TiktokAdapter {
                     })
                 }
             };
-            let status = response.status();
             if !status.is_success() {
-                let body = response.bytes().await.unwrap_or_default();
                 return Err(PortError::Unavailable {
                     detail: format!(
                         "TikTok refused chunk {index} ({first}-{last}/{size}) of {} with HTTP {status}: {}",
@@ -630,7 +647,10 @@ impl TiktokAdapter {
                 .bearer_auth(grant.access_token.expose())
                 .header(CONTENT_TYPE, "application/json; charset=UTF-8")
                 .json(&json!({"publish_id": publish_id}));
-            let last_seen = match self.api::<StatusData>(request, "publish status").await {
+            let last_seen = match self
+                .api::<StatusData>(request, outbound::Endpoint::PublishStatus, "publish status")
+                .await
+            {
                 Ok(status) => match status.status.as_str() {
                     "PUBLISH_COMPLETE" => return Ok(receipt(publish_id, &status, handle)),
                     "FAILED" => return Err(failed(publish_id, status.fail_reason.as_deref())),

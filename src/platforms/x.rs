@@ -100,6 +100,8 @@ pub struct XAdapter {
     oauth: OAuthClient,
     /// API calls; redirects disabled.
     http: reqwest::Client,
+    /// Counts every call, as X's.
+    meter: outbound::CallMeter,
     /// Media fetches: the author's URLs, reaching only the public internet unless
     /// `allow_private_media_urls` ([`outbound::GuardedClient`]).
     media: outbound::GuardedClient,
@@ -171,15 +173,27 @@ enum Call {
 }
 
 impl XAdapter {
-    /// An adapter for the X app in `settings`, reading time from the system clock.
+    /// An adapter for the X app in `settings`, reading time from the system clock, its
+    /// clients from reqwest's defaults.
     pub fn new(settings: &PlatformSettings) -> Result<XAdapter, SettingsError> {
+        Self::new_with(settings, &outbound::Outbound::default())
+    }
+
+    /// An adapter whose clients are built, and calls counted, by `outbound`.
+    pub fn new_with(
+        settings: &PlatformSettings,
+        outbound: &outbound::Outbound,
+    ) -> Result<XAdapter, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
-        let http = outbound::client(outbound::DEFAULT_TIMEOUT)?;
-        let oauth = OAuthClient::new(settings, profile(), http.clone())?;
+        let http = outbound.client(outbound::DEFAULT_TIMEOUT)?;
+        let meter = outbound.meter(Platform::X);
+        let oauth = OAuthClient::new(settings, profile(), http.clone(), meter.clone())?;
         Ok(XAdapter {
             oauth,
             http,
-            media: outbound::GuardedClient::new(
+            meter,
+            media: outbound.guarded(
+                Platform::X,
                 outbound::DEFAULT_TIMEOUT,
                 outbound::Reach::allowing_private(settings.allow_private_media_urls),
             )?,
@@ -227,7 +241,13 @@ impl XAdapter {
 
     /// Sends one API call and returns its body, or the classified failure.
     async fn api(&self, request: RequestBuilder, call: Call) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = outbound::exchange(request).await?;
+        let endpoint = match call {
+            Call::Identity => outbound::Endpoint::Identity,
+            Call::Upload => outbound::Endpoint::MediaUpload,
+            Call::Publish => outbound::Endpoint::Publish,
+        };
+        let (status, headers, body) =
+            outbound::exchange(request, self.meter.call(endpoint)).await?;
         if status.is_success() {
             return Ok(body);
         }

@@ -111,6 +111,8 @@ pub struct YoutubeAdapter {
     oauth: OAuthClient,
     /// API calls and upload chunks; redirects disabled.
     http: reqwest::Client,
+    /// Counts every call, as YouTube's.
+    meter: outbound::CallMeter,
     /// Media fetches: the author's URLs, reaching only the public internet unless
     /// `allow_private_media_urls` ([`outbound::GuardedClient`]).
     media: outbound::GuardedClient,
@@ -268,13 +270,24 @@ impl YoutubeAdapter {
     /// An adapter for the Google app in `settings`, reading time from the system clock,
     /// with Google's default quota ([`QuotaPolicy::default`]).
     pub fn new(settings: &PlatformSettings) -> Result<YoutubeAdapter, SettingsError> {
+        Self::new_with(settings, &outbound::Outbound::default())
+    }
+
+    /// [`new`](Self::new), with clients built, and calls counted, by `outbound`.
+    pub fn new_with(
+        settings: &PlatformSettings,
+        outbound: &outbound::Outbound,
+    ) -> Result<YoutubeAdapter, SettingsError> {
         check_endpoint("api_base", &settings.api_base)?;
-        let http = outbound::client(outbound::DEFAULT_TIMEOUT)?;
-        let oauth = OAuthClient::new(settings, profile(), http.clone())?;
+        let http = outbound.client(outbound::DEFAULT_TIMEOUT)?;
+        let meter = outbound.meter(Platform::Youtube);
+        let oauth = OAuthClient::new(settings, profile(), http.clone(), meter.clone())?;
         Ok(YoutubeAdapter {
             oauth,
             http,
-            media: outbound::GuardedClient::new(
+            meter,
+            media: outbound.guarded(
+                Platform::Youtube,
                 outbound::DEFAULT_TIMEOUT,
                 outbound::Reach::allowing_private(settings.allow_private_media_urls),
             )?,
@@ -363,7 +376,12 @@ impl YoutubeAdapter {
 
     /// Sends one API call and returns its body, or the classified failure.
     async fn api(&self, request: RequestBuilder, call: Call) -> Result<Vec<u8>, PortError> {
-        let (status, headers, body) = outbound::exchange(request).await?;
+        let endpoint = match call {
+            Call::Identity => outbound::Endpoint::Identity,
+            Call::Upload => outbound::Endpoint::MediaUpload,
+        };
+        let (status, headers, body) =
+            outbound::exchange(request, self.meter.call(endpoint)).await?;
         if status.is_success() {
             return Ok(body);
         }

@@ -55,7 +55,8 @@ use views::{
 
 use crate::config::Config;
 use crate::platforms::bluesky::BlueskySettings;
-use crate::platforms::outbound::MediaBudget;
+pub use crate::platforms::outbound::HttpClientBuilder;
+use crate::platforms::outbound::{MediaBudget, Outbound, PlatformCallMetrics};
 use crate::platforms::{
     Adapter, BlueskyAdapter, ConnectError, Connected, FacebookAdapter, InstagramAdapter,
     LinkedinAdapter, PinterestAdapter, ThreadsAdapter, TiktokAdapter, XAdapter, YoutubeAdapter,
@@ -130,6 +131,11 @@ pub struct StudioOptions {
     /// `None`. Either way the start logs its progress every few seconds and its duration
     /// when done.
     pub boot_progress: Option<BootProgress>,
+    /// The host's reqwest setup for every platform call (proxy, TLS roots, resolver,
+    /// default headers, local address), as a builder factory; the engine still sets its
+    /// redirect policy (none), timeouts and user agent on top — see
+    /// [`HttpClientBuilder`] for what is whose. reqwest's defaults when `None`.
+    pub http_client: Option<HttpClientBuilder>,
 }
 
 /// A wrapper around the store port ([`StudioOptions::store_layer`]).
@@ -158,6 +164,8 @@ struct Inner {
     closing: tokio::sync::watch::Sender<bool>,
     /// The memory every adapter holds fetched media against (`media_memory_bytes`).
     media: MediaBudget,
+    /// Every adapter's calls to its platform, counted: `/metrics` renders them.
+    platform_calls: PlatformCallMetrics,
 }
 
 impl Drop for Inner {
@@ -227,43 +235,44 @@ fn build_adapters(
     config: &Config,
     clock: &Arc<dyn Clock>,
     media: &MediaBudget,
+    outbound: &Outbound,
 ) -> HashMap<Platform, Arc<dyn Adapter>> {
     let mut adapters: HashMap<Platform, Arc<dyn Adapter>> = HashMap::new();
     for platform in Platform::ALL {
         let Some(settings) = config.platform_settings(platform) else {
             continue;
         };
-        let built: Result<Arc<dyn Adapter>, crate::platforms::SettingsError> =
-            match platform {
-                Platform::X => XAdapter::new(&settings).map(|a| {
-                    Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
-                }),
-                Platform::Linkedin => LinkedinAdapter::new(&settings).map(|a| {
-                    Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
-                }),
-                Platform::Pinterest => PinterestAdapter::new(&settings)
-                    .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
-                Platform::Tiktok => TiktokAdapter::new(&settings).map(|a| {
-                    Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
-                }),
-                Platform::Facebook => FacebookAdapter::new(&settings)
-                    .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
-                Platform::Instagram => InstagramAdapter::new(&settings)
-                    .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
-                Platform::Threads => ThreadsAdapter::new(&settings)
-                    .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
-                Platform::Youtube => YoutubeAdapter::new(&settings).map(|a| {
-                    Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
-                }),
-                Platform::Bluesky => BlueskyAdapter::new(&BlueskySettings {
+        let built: Result<Arc<dyn Adapter>, crate::platforms::SettingsError> = match platform {
+            Platform::X => XAdapter::new_with(&settings, outbound).map(|a| {
+                Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
+            }),
+            Platform::Linkedin => LinkedinAdapter::new_with(&settings, outbound).map(|a| {
+                Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
+            }),
+            Platform::Pinterest => PinterestAdapter::new_with(&settings, outbound)
+                .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+            Platform::Tiktok => TiktokAdapter::new_with(&settings, outbound).map(|a| {
+                Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
+            }),
+            Platform::Facebook => FacebookAdapter::new_with(&settings, outbound)
+                .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+            Platform::Instagram => InstagramAdapter::new_with(&settings, outbound)
+                .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+            Platform::Threads => ThreadsAdapter::new_with(&settings, outbound)
+                .map(|a| Arc::new(a.with_clock(clock.clone())) as _),
+            Platform::Youtube => YoutubeAdapter::new_with(&settings, outbound).map(|a| {
+                Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
+            }),
+            Platform::Bluesky => BlueskyAdapter::new_with(
+                &BlueskySettings {
                     service: settings.api_base.clone(),
                     plc_directory: config.bluesky_plc_directory(),
                     allow_private_media_urls: config.allow_private_media_urls,
-                })
-                .map(|a| {
-                    Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _
-                }),
-            };
+                },
+                outbound,
+            )
+            .map(|a| Arc::new(a.with_clock(clock.clone()).with_media_budget(media.clone())) as _),
+        };
         match built {
             Ok(adapter) => {
                 adapters.insert(platform, adapter);
@@ -326,7 +335,13 @@ impl Studio {
         } = admin_tokens::load(&config, true)?;
         // One budget for every adapter that fetches media to upload it.
         let media = MediaBudget::new(config.media_memory_bytes);
-        let adapters = build_adapters(&config, &clock, &media);
+        // One count of platform calls, and the host's client settings, for every adapter.
+        let platform_calls = PlatformCallMetrics::new();
+        let outbound = Outbound::new(
+            options.http_client.clone().unwrap_or_default(),
+            platform_calls.clone(),
+        );
+        let adapters = build_adapters(&config, &clock, &media, &outbound);
         let ports: Vec<Arc<dyn PlatformPort>> = adapters
             .values()
             .map(|a| a.clone() as Arc<dyn PlatformPort>)
@@ -387,6 +402,7 @@ impl Studio {
                 upkeep,
                 closing: tokio::sync::watch::channel(false).0,
                 media,
+                platform_calls,
             }),
         })
     }
@@ -906,6 +922,14 @@ impl Studio {
     /// now and how many fetches wait for room.
     pub fn media_budget(&self) -> &MediaBudget {
         &self.inner.media
+    }
+
+    /// Every call the adapters made to their platforms, counted by platform, endpoint
+    /// and status, and timed: what `/metrics` shows as
+    /// `social_studio_platform_requests_total` and
+    /// `social_studio_platform_request_duration_seconds`.
+    pub fn platform_call_metrics(&self) -> &PlatformCallMetrics {
+        &self.inner.platform_calls
     }
 
     /// Readiness from state kept as the engine runs — whether the supervisor is running,

@@ -190,7 +190,7 @@ async fn the_status_routes_answer_json() {
     let response = app.request(Method::GET, "/metrics").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.unwrap();
-    assert!(text.contains("http_requests_total"), "{text}");
+    assert!(text.contains("social_studio_http_requests_total"), "{text}");
     assert!(text.contains("route=\"/v1/attention\""), "{text}");
     assert!(text.contains("social_studio_connections"), "{text}");
     assert!(text.contains("social_studio_queue_posts"), "{text}");

@@ -21,6 +21,7 @@ mod host_key;
 mod idempotency;
 mod isolation;
 mod key_rotation;
+mod metrics;
 mod openapi;
 mod private_media;
 mod properties;

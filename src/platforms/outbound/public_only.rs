@@ -30,7 +30,7 @@ use social_studio_actors::PortError;
 use url::{Host, Url};
 
 use super::media_budget::MediaBudget;
-use super::{ClientBuildError, CONNECT_TIMEOUT, USER_AGENT};
+use super::{Call, CallMeter, ClientBuildError};
 
 /// IPv4 ranges that are not the public internet, each with what it is. Checked in order;
 /// the first match names the range.
@@ -196,25 +196,39 @@ impl Reach {
 }
 
 /// A reqwest client for addresses someone else chose (media, a DID document's PDS): with
-/// [`Reach::PublicOnly`], resolved through [`PublicOnly`] and without a proxy. Otherwise
-/// as [`super::client`]: redirects disabled, the given timeout, a bounded connect timeout.
-/// Media it fetches are held against its [`MediaBudget`] (its own default budget unless
-/// [`with_media_budget`](Self::with_media_budget) shares the engine's).
+/// [`Reach::PublicOnly`], resolved through [`PublicOnly`] and without a proxy, whatever
+/// the host's builder said. Otherwise as [`Outbound::client`](super::Outbound::client):
+/// the host's settings under the engine's limits (redirects disabled, the given
+/// timeout, a bounded connect timeout). Media it fetches are held against its
+/// [`MediaBudget`] (its own default budget unless
+/// [`with_media_budget`](Self::with_media_budget) shares the engine's), and counted as
+/// its platform's `media_fetch`.
 #[derive(Debug, Clone)]
 pub struct GuardedClient {
     http: reqwest::Client,
     reach: Reach,
     budget: MediaBudget,
+    meter: CallMeter,
 }
 
 impl GuardedClient {
-    /// Builds the client.
-    pub fn new(timeout: Duration, reach: Reach) -> Result<GuardedClient, ClientBuildError> {
-        let builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(USER_AGENT);
+    /// For this crate's tests: the client from reqwest's defaults, counting into a count
+    /// of its own as X's (adapters are built through
+    /// [`Outbound::guarded`](super::Outbound::guarded)).
+    #[cfg(test)]
+    pub(crate) fn new(timeout: Duration, reach: Reach) -> Result<GuardedClient, ClientBuildError> {
+        super::Outbound::default().guarded(social_studio_storage::Platform::X, timeout, reach)
+    }
+
+    /// Builds the client from the host's `builder`: the engine's limits on top, and with
+    /// [`Reach::PublicOnly`] its own resolver and no proxy.
+    pub(super) fn build(
+        builder: reqwest::ClientBuilder,
+        timeout: Duration,
+        reach: Reach,
+        meter: CallMeter,
+    ) -> Result<GuardedClient, ClientBuildError> {
+        let builder = super::engine_limits(builder, timeout);
         let builder = match reach {
             Reach::Any => builder,
             Reach::PublicOnly => builder.dns_resolver(Arc::new(PublicOnly)).no_proxy(),
@@ -223,7 +237,13 @@ impl GuardedClient {
             http: builder.build().map_err(ClientBuildError)?,
             reach,
             budget: MediaBudget::default(),
+            meter,
         })
+    }
+
+    /// Whose fetches these are, for the call count.
+    pub fn meter(&self) -> &CallMeter {
+        &self.meter
     }
 
     /// Holds fetched media against `budget`, shared with the engine's other adapters.
@@ -275,9 +295,10 @@ impl GuardedClient {
 /// resolver is answered by `refused` (nothing was sent), any other failure as there.
 pub async fn exchange(
     request: reqwest::RequestBuilder,
+    call: Call<'_>,
     refused: impl FnOnce(&NotPublic) -> PortError,
 ) -> Result<(StatusCode, HeaderMap, Vec<u8>), PortError> {
-    super::exchange_with(request, |error| match not_public(&error) {
+    super::exchange_with(request, call, |error| match not_public(&error) {
         Some(refusal) => refused(refusal),
         None => super::transport_failure(error),
     })

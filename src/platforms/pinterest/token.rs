@@ -26,7 +26,7 @@ use social_studio_storage::{Grant, ReasonCode, Secret, Timestamp};
 use url::Url;
 
 use super::super::oauth::{basic_auth, carry_over, post_form, split_scopes, TokenError};
-use super::super::outbound::{self, body_excerpt};
+use super::super::outbound::{self, body_excerpt, Endpoint};
 use super::{rate_limit_wait, DEFAULT_RATE_WAIT, SCOPES};
 
 /// Pinterest's error code for a code or refresh token it no longer accepts (expired,
@@ -35,8 +35,10 @@ pub(super) const GRANT_INVALID: i64 = 283;
 
 /// The token endpoint and the app's credentials.
 pub(super) struct TokenEndpoint {
-    /// Built with redirects disabled ([`outbound::client`]).
+    /// Built with redirects disabled ([`outbound::Outbound::client`]).
     pub(super) http: reqwest::Client,
+    /// Counts every call, as Pinterest's.
+    pub(super) meter: outbound::CallMeter,
     pub(super) url: Url,
     pub(super) client_id: String,
     pub(super) client_secret: Secret,
@@ -107,7 +109,7 @@ impl TokenEndpoint {
             ("redirect_uri", redirect_uri),
             ("continuous_refresh", "true"),
         ];
-        let answer = self.request(&form, now).await?;
+        let answer = self.request(&form, Endpoint::Token, now).await?;
         Ok(grant_from(answer, now, None))
     }
 
@@ -121,14 +123,19 @@ impl TokenEndpoint {
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose()),
         ];
-        let answer = self.request(&form, now).await?;
+        let answer = self.request(&form, Endpoint::Refresh, now).await?;
         Ok(grant_from(answer, now, Some(grant)))
     }
 
-    async fn request(&self, form: &[(&str, &str)], now: Timestamp) -> Result<Answer, TokenError> {
+    async fn request(
+        &self,
+        form: &[(&str, &str)],
+        endpoint: Endpoint,
+        now: Timestamp,
+    ) -> Result<Answer, TokenError> {
         let request = self.http.post(self.url.clone());
         let request = basic_auth(request, &self.client_id, &self.client_secret);
-        let (status, headers, body) = post_form(request, form).await?;
+        let (status, headers, body) = post_form(request, self.meter.call(endpoint), form).await?;
         if !status.is_success() {
             return Err(classify(status, &headers, &body, now));
         }

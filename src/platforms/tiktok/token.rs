@@ -24,13 +24,15 @@ use social_studio_storage::{Grant, ReasonCode, Secret, Timestamp};
 use url::Url;
 
 use super::super::oauth::{carry_over, post_form, split_scopes, TokenError};
-use super::super::outbound::{self, body_excerpt};
+use super::super::outbound::{self, body_excerpt, Endpoint};
 use super::{rate_limit_wait, SCOPES};
 
 /// The token and revoke endpoints and the app's credentials.
 pub(super) struct TokenEndpoint {
-    /// Built with redirects disabled ([`outbound::client`]).
+    /// Built with redirects disabled ([`outbound::Outbound::client`]).
     pub(super) http: reqwest::Client,
+    /// Counts every call, as TikTok's.
+    pub(super) meter: outbound::CallMeter,
     pub(super) url: Url,
     pub(super) revoke_url: Option<Url>,
     pub(super) client_key: String,
@@ -123,7 +125,7 @@ impl TokenEndpoint {
         if let Some(verifier) = code_verifier {
             form.push(("code_verifier", verifier.expose()));
         }
-        let answer = self.request(&form, now).await?;
+        let answer = self.request(&form, Endpoint::Token, now).await?;
         let open_id = answer.open_id.clone();
         Ok((grant_from(answer, now, None), open_id))
     }
@@ -140,7 +142,7 @@ impl TokenEndpoint {
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose()),
         ];
-        let answer = self.request(&form, now).await?;
+        let answer = self.request(&form, Endpoint::Refresh, now).await?;
         Ok(grant_from(answer, now, Some(grant)))
     }
 
@@ -155,7 +157,9 @@ impl TokenEndpoint {
             ("client_secret", self.client_secret.expose()),
             ("token", token.expose()),
         ];
-        let (status, headers, body) = post_form(self.http.post(url.clone()), &form).await?;
+        let request = self.http.post(url.clone());
+        let (status, headers, body) =
+            post_form(request, self.meter.call(Endpoint::Revoke), &form).await?;
         let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
         if status.is_success() && parsed.code().is_none() {
             return Ok(true);
@@ -167,8 +171,14 @@ impl TokenEndpoint {
         }
     }
 
-    async fn request(&self, form: &[(&str, &str)], now: Timestamp) -> Result<Answer, TokenError> {
-        let (status, headers, body) = post_form(self.http.post(self.url.clone()), form).await?;
+    async fn request(
+        &self,
+        form: &[(&str, &str)],
+        endpoint: Endpoint,
+        now: Timestamp,
+    ) -> Result<Answer, TokenError> {
+        let request = self.http.post(self.url.clone());
+        let (status, headers, body) = post_form(request, self.meter.call(endpoint), form).await?;
         if !status.is_success() {
             return Err(classify(status, &headers, &body, now));
         }

@@ -159,7 +159,10 @@ impl YoutubeAdapter {
             .header("X-Upload-Content-Length", length.to_string())
             .header("X-Upload-Content-Type", content_type)
             .json(&self.metadata(post));
-        let (status, headers, body) = outbound::exchange(request).await.map_err(not_published)?;
+        let call = self.meter.call(outbound::Endpoint::Publish);
+        let (status, headers, body) = outbound::exchange(request, call)
+            .await
+            .map_err(not_published)?;
         if !status.is_success() {
             return Err(not_published(self.classify(
                 status,
@@ -269,7 +272,8 @@ impl YoutubeAdapter {
             },
             other => other,
         };
-        let (status, headers, body) = outbound::exchange(request).await.map_err(lost)?;
+        let call = self.meter.call(outbound::Endpoint::MediaUpload);
+        let (status, headers, body) = outbound::exchange(request, call).await.map_err(lost)?;
         match status.as_u16() {
             200 | 201 => {
                 let video: Video =
