@@ -77,10 +77,14 @@ struct App {
     engine: String,
     /// `http://127.0.0.1:PORT` of the host application: the engine's `app_origin`.
     host: String,
+    /// The test's own client for the admin API, beside the browser.
     http: reqwest::Client,
+    /// Shut down at the end, so its actors stop with the test.
     studio: Studio,
+    /// X and the other platforms the engine reaches; kept for as long as the engine.
     _sandbox: Sandbox,
     _data_dir: TempDir,
+    /// Stop the host's server and the engine's.
     stop: Vec<oneshot::Sender<()>>,
 }
 
@@ -125,15 +129,16 @@ impl App {
         }
     }
 
+    /// A request to the admin API (an empty JSON body on a POST), and its JSON answer.
     async fn admin(&self, method: reqwest::Method, path: &str) -> (StatusCode, Value) {
-        let answer = self
+        let mut request = self
             .http
-            .request(method, format!("{}{path}", self.engine))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({}))
-            .send()
-            .await
-            .expect("the engine answers");
+            .request(method.clone(), format!("{}{path}", self.engine))
+            .bearer_auth(ADMIN_TOKEN);
+        if method == reqwest::Method::POST {
+            request = request.json(&json!({}));
+        }
+        let answer = request.send().await.expect("the engine answers");
         let status = answer.status();
         (status, answer.json().await.unwrap_or(Value::Null))
     }
@@ -440,9 +445,17 @@ async fn a_blocked_popup_is_seen_by_the_opener() {
     app.stop().await;
 }
 
-/// The live processes of process group `group` (zombies left out) and their names,
-/// from `/proc`.
-fn processes_in(group: u32) -> Vec<(u32, String)> {
+/// A live process, as `/proc` shows it.
+#[derive(Debug)]
+struct Process {
+    pid: u32,
+    name: String,
+    group: u32,
+    command: String,
+}
+
+/// The live processes (zombies left out), from `/proc`.
+fn processes() -> Vec<Process> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return found;
@@ -459,14 +472,32 @@ fn processes_in(group: u32) -> Vec<(u32, String)> {
             continue;
         };
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let Some(group) = fields.get(2).and_then(|g| g.parse::<u32>().ok()) else {
+            continue;
+        };
         if fields.first() == Some(&"Z") {
             continue;
         }
-        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(group) {
-            found.push((pid, stat[open + 1..close].to_owned()));
-        }
+        let command = std::fs::read(entry.path().join("cmdline"))
+            .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+            .unwrap_or_default();
+        found.push(Process {
+            pid,
+            name: stat[open + 1..close].to_owned(),
+            group,
+            command,
+        });
     }
     found
+}
+
+/// The live processes of a browser: those in its process group, and those that name its
+/// directory (Chromium's crash handler leaves the group, but names the directory).
+fn processes_of(group: u32, dir: &str) -> Vec<Process> {
+    processes()
+        .into_iter()
+        .filter(|p| p.group == group || p.command.contains(dir))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,31 +509,35 @@ async fn a_dropped_browser_leaves_no_process() {
         .await
         .expect("a page loads");
     let group = browser.process_group();
-    let running = processes_in(group);
+    let dir = browser.dir().to_string_lossy().into_owned();
+    let running = processes_of(group, &dir);
+    let names: Vec<(u32, &str, u32)> = running
+        .iter()
+        .map(|p| (p.pid, p.name.as_str(), p.group))
+        .collect();
     assert!(
         running
             .iter()
-            .any(|(_, name)| name.contains("chromedriver")),
-        "chromedriver runs in the group: {running:?}"
+            .any(|p| p.name == "chromedriver" && p.group == group),
+        "chromedriver runs in its own process group: {names:?}"
     );
     assert!(
         running
             .iter()
-            .any(|(_, name)| name.contains("chrom") && !name.contains("driver")),
-        "Chromium runs in chromedriver's group, so killing the group ends it: {running:?}"
+            .any(|p| p.name == "chromium" && p.group == group),
+        "Chromium runs in chromedriver's process group, so killing the group ends it: {names:?}"
     );
 
     // No close: what a failing test's unwinding does.
     drop(browser);
-    let left = poll_until(PATIENCE, LOOK_AGAIN, async || {
-        let left = processes_in(group);
-        left.is_empty().then_some(())
+    let gone = poll_until(PATIENCE, LOOK_AGAIN, async || {
+        processes_of(group, &dir).is_empty().then_some(())
     })
     .await;
     assert!(
-        left.is_some(),
+        gone.is_some(),
         "processes outlived the browser: {:?}",
-        processes_in(group)
+        processes_of(group, &dir)
     );
 }
 

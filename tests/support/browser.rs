@@ -11,9 +11,11 @@
 //!   root, it fails naming the packages.
 //! - **Each [`Browser`] is its own chromedriver** on a free loopback port (awaited on its
 //!   `/status`, never slept for) and one session with headless Chromium in a fresh
-//!   profile directory. [`Browser::close`] ends the session; dropping a `Browser` — at the
-//!   end of a test or while a failing one unwinds — kills chromedriver's whole process
-//!   group, Chromium included. chromedriver runs under a small `sh` watchdog holding the
+//!   temporary directory (its profile, and its configuration and cache homes, so that
+//!   nothing is written under the user's home). [`Browser::close`] ends the session;
+//!   dropping a `Browser` — at the end of a test or while a failing one unwinds — kills
+//!   chromedriver's whole process group, Chromium included (its crash handler, which
+//!   leaves the group, exits with it). chromedriver runs under a small `sh` watchdog holding the
 //!   test process's end of a pipe on its stdin, so a test binary killed outright leaves no
 //!   browser running either.
 //! - [`BrowserOptions`] chooses the window's size ([`BrowserOptions::desktop`], 1280 px
@@ -133,9 +135,11 @@ impl BrowserOptions {
 pub struct Browser {
     client: Client,
     driver: Driver,
-    /// Chromium's `--user-data-dir`; declared after the driver, so removed once the
-    /// processes that write to it are gone.
-    _profile: TempDir,
+    /// Everything of this browser on disk: Chromium's profile (`profile/`), its
+    /// configuration and cache homes (`config/`, `cache/`: crash reports go there rather
+    /// than under the user's home), and chromedriver's log. Declared after the driver, so
+    /// removed once the processes that write to it are gone.
+    dir: TempDir,
 }
 
 impl Browser {
@@ -147,12 +151,12 @@ impl Browser {
             .unwrap_or_else(|e| panic!("the install of Chromium did not finish: {e}"))
             .unwrap_or_else(|why| panic!("{why}"));
         let started = Instant::now();
-        let profile = tempfile::Builder::new()
+        let dir = tempfile::Builder::new()
             .prefix("social-studio-chromium-")
             .tempdir()
-            .unwrap_or_else(|e| panic!("no temporary directory for Chromium's profile: {e}"));
-        let driver = Driver::start().await;
-        let capabilities = capabilities(&options, profile.path());
+            .unwrap_or_else(|e| panic!("no temporary directory for Chromium: {e}"));
+        let driver = Driver::start(dir.path()).await;
+        let capabilities = capabilities(&options, &dir.path().join("profile"));
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&driver.url)
@@ -171,7 +175,7 @@ impl Browser {
         Browser {
             client,
             driver,
-            _profile: profile,
+            dir,
         }
     }
 
@@ -215,6 +219,12 @@ impl Browser {
     /// The process group chromedriver and Chromium run in (the watchdog's id).
     pub fn process_group(&self) -> u32 {
         self.driver.watchdog.id()
+    }
+
+    /// The temporary directory that holds this browser's profile, homes and log; every
+    /// process of the browser names it on its command line.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Ends the session (Chromium quits), then stops chromedriver.
@@ -273,17 +283,13 @@ struct Driver {
     stop: Option<ChildStdin>,
     /// chromedriver's own log, quoted when a session cannot start.
     log: PathBuf,
-    /// Holds the log; removed once the processes are gone.
-    _dir: TempDir,
 }
 
 impl Driver {
-    async fn start() -> Driver {
-        let dir = tempfile::Builder::new()
-            .prefix("social-studio-chromedriver-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("no temporary directory for chromedriver: {e}"));
-        let log = dir.path().join("chromedriver.log");
+    /// Starts chromedriver with its log in `dir`, and `dir/config` and `dir/cache` as
+    /// the configuration and cache homes of the Chromium it starts.
+    async fn start(dir: &Path) -> Driver {
+        let log = dir.join("chromedriver.log");
         let mut refusals = Vec::new();
         for _ in 0..PORT_TRIES {
             let port = free_port();
@@ -297,6 +303,8 @@ impl Driver {
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
+                .env("XDG_CONFIG_HOME", dir.join("config"))
+                .env("XDG_CACHE_HOME", dir.join("cache"))
                 .process_group(0)
                 .spawn()
                 .unwrap_or_else(|e| panic!("{CHROMEDRIVER} could not start: {e}"));
@@ -309,7 +317,6 @@ impl Driver {
                         watchdog,
                         stop,
                         log,
-                        _dir: dir,
                     }
                 }
                 Err(why) => {
