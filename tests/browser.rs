@@ -29,6 +29,7 @@ use social_studio::studio::{Studio, StudioOptions};
 use social_studio::wait::poll_until;
 use social_studio_storage::Secret;
 use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 
 const ADMIN_TOKEN: &str = "test-admin-token-browser-3b8e1d";
@@ -539,6 +540,83 @@ async fn a_dropped_browser_leaves_no_process() {
         "processes outlived the browser: {:?}",
         processes_of(group, &dir)
     );
+}
+
+/// Set in the child process of `a_killed_test_process_leaves_no_browser`.
+const HOLDER: &str = "BROWSER_TEST_HOLD_A_BROWSER";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_test_process_leaves_no_browser() {
+    let exe = std::env::current_exe().expect("this test binary");
+    let mut holder = tokio::process::Command::new(exe)
+        .args([
+            "--exact",
+            "hold_a_browser_until_killed",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env(HOLDER, "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the holder process");
+    let mut lines = BufReader::new(holder.stdout.take().expect("piped stdout")).lines();
+    let held = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.expect("the holder's stdout") {
+            if let Some(held) = line.strip_prefix("HOLDING ") {
+                return Some(held.to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .expect("the holder started a browser within 2 minutes")
+    .expect("the holder said which browser it holds");
+    let (group, dir) = held.split_once(' ').expect("HOLDING <group> <dir>");
+    let group: u32 = group.parse().expect("a process group");
+    assert!(
+        processes_of(group, dir)
+            .iter()
+            .any(|p| p.name == "chromium"),
+        "the holder's Chromium runs"
+    );
+
+    // No drop runs: the process is gone at once, as under a CI timeout.
+    holder.start_kill().expect("SIGKILL to the holder");
+    holder.wait().await.expect("the holder's end");
+    let gone = poll_until(PATIENCE, LOOK_AGAIN, async || {
+        processes_of(group, dir).is_empty().then_some(())
+    })
+    .await;
+    let left = processes_of(group, dir);
+    // What a killed process cannot remove: its temporary directory.
+    let _ = std::fs::remove_dir_all(dir);
+    assert!(
+        gone.is_some(),
+        "processes outlived the killed test process: {left:?}"
+    );
+}
+
+/// The child process of `a_killed_test_process_leaves_no_browser`: starts a browser,
+/// says which, and waits to be killed. Run any other way, it does nothing.
+#[tokio::test]
+#[ignore = "a helper that a_killed_test_process_leaves_no_browser runs in a child process"]
+async fn hold_a_browser_until_killed() {
+    if std::env::var_os(HOLDER).is_none() {
+        return;
+    }
+    let browser = Browser::start(BrowserOptions::desktop()).await;
+    browser
+        .client()
+        .goto("about:blank")
+        .await
+        .expect("a page loads");
+    println!(
+        "HOLDING {} {}",
+        browser.process_group(),
+        browser.dir().display()
+    );
+    std::future::pending::<()>().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
