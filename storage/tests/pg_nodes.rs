@@ -437,3 +437,35 @@ async fn a_subscriber_that_lags_past_the_capacity_is_told() {
     }
     assert_eq!(seqs(&take(&mut slow, 4, "B").await), committed[6..]);
 }
+
+/// A store's listening connection is its own, one per store, and ends with the store.
+#[tokio::test]
+async fn each_store_listens_on_one_connection_of_its_own_until_dropped() {
+    let db = Db::new().await;
+    let admin = db.client().await;
+    let listeners = async || -> i64 {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = 'social-studio event feed' AND query LIKE 'LISTEN%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let awaited = async |n: i64| {
+        wait::poll_until(WITHIN, Duration::from_millis(20), async || {
+            (listeners().await == n).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("expected {n} listening connections"))
+    };
+    let a = db.open(&db.config()).await;
+    let b = db.open(&db.config()).await;
+    awaited(2).await;
+    drop(a);
+    awaited(1).await;
+    drop(b);
+    awaited(0).await;
+}
