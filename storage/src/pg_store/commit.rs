@@ -6,7 +6,9 @@
 //! In the transaction: the fences first (each connection's epoch row locked with
 //! `SELECT … FOR UPDATE`, so a claim cannot slip in before the commit), then the
 //! records, then the events, numbered last from the one-row counter so its lock is held
-//! for as short a time as possible.
+//! for as short a time as possible. A transaction that numbers events also sends
+//! `NOTIFY` on the event channel with the new high number (see [`announce`]), so every
+//! node's feed learns of them at commit.
 
 use std::sync::Arc;
 
@@ -242,7 +244,7 @@ pub(super) fn start_writer(pool: Pool, feed: Arc<Pump>) -> mpsc::UnboundedSender
                             Err(_) => break,
                         }
                     }
-                    let outcomes = apply_group(&pool, &group).await;
+                    let outcomes = apply_group(&pool, feed.channel(), &group).await;
                     if outcomes
                         .iter()
                         .any(|o| o.as_ref().is_ok_and(|events| !events.is_empty()))
@@ -276,10 +278,11 @@ type Reply = oneshot::Sender<Result<Vec<Event>, StoreError>>;
 /// again could apply them twice).
 async fn apply_group(
     pool: &Pool,
+    channel: &str,
     group: &[(Staged, Reply)],
 ) -> Vec<Result<Vec<Event>, StoreError>> {
     if group.len() == 1 {
-        return vec![apply_retrying(pool, &group[0].0).await];
+        return vec![apply_retrying(pool, channel, &group[0].0).await];
     }
     let together = async {
         let mut client = pool.get().await?;
@@ -288,6 +291,7 @@ async fn apply_group(
         for (staged, _) in group {
             outcomes.push(apply_in(&tx, staged).await?);
         }
+        announce(&tx, channel, outcomes.iter().flatten()).await?;
         let committed = tx.commit().await.map_err(StoreError::from);
         Ok::<_, StoreError>((committed, outcomes))
     };
@@ -310,7 +314,7 @@ async fn apply_group(
             tracing::warn!(%error, batches = group.len(), "a group commit failed before COMMIT (nothing of it applied); applying its batches one by one");
             let mut outcomes = Vec::with_capacity(group.len());
             for (staged, _) in group {
-                outcomes.push(apply_retrying(pool, staged).await);
+                outcomes.push(apply_retrying(pool, channel, staged).await);
             }
             outcomes
         }
@@ -323,11 +327,15 @@ const RETRIES: usize = 3;
 
 /// [`apply`], again when the server chose this transaction to abort to break a deadlock
 /// or a serialization conflict: nothing of it was applied, so applying it again is safe.
-async fn apply_retrying(pool: &Pool, staged: &Staged) -> Result<Vec<Event>, StoreError> {
+async fn apply_retrying(
+    pool: &Pool,
+    channel: &str,
+    staged: &Staged,
+) -> Result<Vec<Event>, StoreError> {
     let mut tries = 0;
     loop {
         tries += 1;
-        match apply(pool, staged).await {
+        match apply(pool, channel, staged).await {
             Err(StoreError::Postgres(super::PgError::Database(e)))
                 if tries < RETRIES && is_retryable(&e) =>
             {
@@ -359,13 +367,35 @@ async fn claim(pool: &Pool, key: &ConnectionKey) -> Result<Epoch, StoreError> {
 }
 
 /// Applies one staged batch as one transaction; returns its events, numbered.
-async fn apply(pool: &Pool, staged: &Staged) -> Result<Vec<Event>, StoreError> {
+async fn apply(pool: &Pool, channel: &str, staged: &Staged) -> Result<Vec<Event>, StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     // A refused batch wrote nothing: dropping the transaction rolls it back.
     let events = apply_in(&tx, staged).await??;
+    announce(&tx, channel, [&events]).await?;
     tx.commit().await?;
     Ok(events)
+}
+
+/// Tells every node's feed that the transaction numbered events: `pg_notify` on the
+/// event channel with the highest number as the payload — a number, never record data.
+/// The server delivers it to the listeners when the transaction commits (not at all if
+/// it rolls back). Nothing is sent for a transaction without events.
+async fn announce<'a>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    channel: &str,
+    outcomes: impl IntoIterator<Item = &'a Vec<Event>>,
+) -> Result<(), StoreError> {
+    let Some(high) = outcomes
+        .into_iter()
+        .flat_map(|events| events.iter().map(|e| e.seq))
+        .max()
+    else {
+        return Ok(());
+    };
+    let stmt = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+    tx.execute(&stmt, &[&channel, &high.to_string()]).await?;
+    Ok(())
 }
 
 /// Writes one staged batch inside `tx`: `Ok(Err(Fenced))` when a fence refuses it (it

@@ -18,8 +18,10 @@
 //!   exists. Events are numbered from a one-row counter updated inside the transaction:
 //!   its row lock is held until commit, so numbers are handed out in commit order.
 //! - **The event feed** is read back from the `events` table by a task of this store
-//!   after each of its commits ([`feed`]); this node's commits wake it now, and another
-//!   node's commits will wake it through LISTEN/NOTIFY (the seam is [`feed::Pump::wake`]).
+//!   ([`feed`]), so it carries every node's events in sequence order: this store's
+//!   commits wake it, other nodes' commits wake it through LISTEN/NOTIFY (a listening
+//!   connection of its own, reconnected when lost, with a read from the table after each
+//!   reconnection), and a timer reads at least every [`PgConfig::feed_poll_interval`].
 //! - **Reads, retention, erasure, backup** ([`reads`], [`upkeep`]): plain queries; an
 //!   erasure is one transaction; a backup reads a `REPEATABLE READ` snapshot into the
 //!   archive format of [`crate::archive`] while commits go on.
@@ -64,6 +66,9 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// How long opening a connection, or waiting for a free one, may take.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the event feed reads the table when nothing woke it.
+const DEFAULT_FEED_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Where the store's database is, and how to reach it.
 #[derive(Clone)]
 pub struct PgConfig {
@@ -75,6 +80,11 @@ pub struct PgConfig {
     /// Capacity of the event feed ([`Store::subscribe`]).
     pub event_capacity: usize,
     pub connect_timeout: Duration,
+    /// The event feed reads the `events` table at least this often, even when no
+    /// notification came: another node's events reach this store's subscribers within
+    /// this bound (and the time a read takes) even when its listening connection is
+    /// dead and nobody said so. 5 s unless set.
+    pub feed_poll_interval: Duration,
 }
 
 impl PgConfig {
@@ -84,6 +94,7 @@ impl PgConfig {
             pool_size: DEFAULT_POOL_SIZE,
             event_capacity: crate::DEFAULT_EVENT_CAPACITY,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            feed_poll_interval: DEFAULT_FEED_POLL_INTERVAL,
         }
     }
 }
@@ -96,6 +107,7 @@ impl std::fmt::Debug for PgConfig {
             .field("pool_size", &self.pool_size)
             .field("event_capacity", &self.event_capacity)
             .field("connect_timeout", &self.connect_timeout)
+            .field("feed_poll_interval", &self.feed_poll_interval)
             .finish()
     }
 }
@@ -173,7 +185,8 @@ struct Inner {
 }
 
 impl Drop for Inner {
-    /// The feed's task ends with the store (the writer's ends when its queue closes).
+    /// The feed's tasks (and its listening connection) end with the store (the writer's
+    /// ends when its queue closes).
     fn drop(&mut self) {
         self.feed.stop();
     }
@@ -226,7 +239,16 @@ impl PgStore {
             ));
         }
         let high = feed::published_high(&pool).await?;
-        let feed = feed::Pump::start(pool.clone(), high, config.event_capacity);
+        let feed = feed::Pump::start(
+            pool.clone(),
+            high,
+            feed::FeedConfig {
+                connect: pg_config.clone(),
+                channel: feed::channel_of(&pool).await?,
+                capacity: config.event_capacity,
+                poll_interval: config.feed_poll_interval,
+            },
+        );
         let writer = commit::start_writer(pool.clone(), feed.clone());
         for line in &opened {
             tracing::info!("store: {line}");
