@@ -44,6 +44,7 @@ mod golden;
 mod grant;
 mod idempotency;
 mod oauth;
+pub mod ownership;
 mod pen_name;
 #[cfg(feature = "postgres")]
 mod pg_store;
@@ -67,6 +68,7 @@ pub use event::{Event, EventKind};
 pub use grant::{fingerprint, Grant, GrantFacts, TargetToken};
 pub use idempotency::IdempotentRequest;
 pub use oauth::{PendingAuthorization, StateLookup};
+pub use ownership::{HeldUntil, LeaseRenewal, NodeId, NodeIdError, Ownership, NODE_ID_MAX_LEN};
 pub use pen_name::{PenName, PenNameError, PEN_NAME_MAX_LEN};
 #[cfg(feature = "postgres")]
 pub use pg_store::{PgConfig, PgError, PgStore, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE};

@@ -31,6 +31,7 @@
 
 mod commit;
 mod feed;
+mod leases;
 mod migrate;
 mod reads;
 mod upkeep;
@@ -170,6 +171,8 @@ struct Inner {
     unreadable: Mutex<BTreeMap<(String, Vec<u8>), UnreadableRecord>>,
     location: String,
     opened: Vec<String>,
+    /// The leases this handle holds, per node (`leases`).
+    leases: leases::Held,
 }
 
 impl Drop for Inner {
@@ -241,6 +244,7 @@ impl PgStore {
                 unreadable: Mutex::new(BTreeMap::new()),
                 location,
                 opened,
+                leases: leases::Held::default(),
             }),
         })
     }
