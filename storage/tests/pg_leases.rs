@@ -397,3 +397,40 @@ async fn release_hands_over_without_waiting_for_expiry() {
     b_held.extend(key_set(&rest));
     assert_one_live_owner_each(&pg, &all, &[("b", &b_held)]).await;
 }
+
+/// A process restarted under the same node id is a new holder: it does not renew its
+/// predecessor's leases (it runs no work for them), takes them once they lapsed with
+/// newer epochs, and the predecessor — same id, older epochs — has lost them.
+#[tokio::test]
+async fn a_restart_under_the_same_node_id_takes_over_by_epoch() {
+    let pg = Pg::new().await;
+    let (before, after) = (pg.node().await, pg.node().await);
+    let n = node("web-1");
+    let all = keys(0..4);
+    create(&before, &all).await;
+    let old = before.acquire(&n, SHORT).await.unwrap();
+    assert_eq!(old.len(), 4);
+    let fresh = after.renew(&n, SHORT).await.unwrap();
+    assert!(
+        fresh.held.is_empty(),
+        "renewed leases it never took: {:?}",
+        fresh.held
+    );
+    let mut taken = Vec::new();
+    let took = poll_until(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        async || {
+            after.renew(&n, SHORT).await.unwrap();
+            taken.extend(after.acquire(&n, SHORT).await.unwrap());
+            (taken.len() == 4).then_some(())
+        },
+    )
+    .await;
+    assert!(took.is_some(), "took only {taken:?}");
+    let stale = before.renew(&n, SHORT).await.unwrap();
+    assert!(stale.held.is_empty(), "{:?}", stale.held);
+    assert_eq!(key_set(&old), stale.lost.iter().cloned().collect());
+    let renewed = after.renew(&n, SHORT).await.unwrap();
+    assert_eq!(key_set(&renewed.held), key_set(&taken));
+}

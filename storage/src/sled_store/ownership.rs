@@ -97,3 +97,82 @@ impl Ownership for SledStore {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::fixtures::{connection, key};
+    use crate::ownership::{NodeId, Ownership};
+    use crate::vault::{KeySource, MasterKey};
+    use crate::{Batch, Durability, Epoch, Platform, SledStore, Store, StoreConfig, StoreError};
+
+    /// The port's trivial answers on one process: everything, once, forever; a released
+    /// connection is fenced and handed out again with a newer epoch.
+    #[tokio::test]
+    async fn one_process_owns_every_connection_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open_with_key(
+            &StoreConfig::new(dir.path()),
+            &MasterKey::generate(),
+            KeySource::Provided,
+        )
+        .unwrap();
+        let n = NodeId::parse("only").unwrap();
+        let (a, b) = (key("jane", Platform::X), key("paul", Platform::Bluesky));
+        let mut batch = Batch::new();
+        batch.put_connection(&connection(&a));
+        store.commit(batch, Durability::Durable).await.unwrap();
+
+        let first = store.acquire(&n, Duration::from_secs(15)).await.unwrap();
+        assert_eq!(first.iter().map(|(k, _)| k).collect::<Vec<_>>(), [&a]);
+        assert!(store
+            .acquire(&n, Duration::from_secs(15))
+            .await
+            .unwrap()
+            .is_empty());
+        let mut batch = Batch::new();
+        batch.put_connection(&connection(&b));
+        store.commit(batch, Durability::Durable).await.unwrap();
+        let second = store.acquire(&n, Duration::from_secs(15)).await.unwrap();
+        assert_eq!(second.iter().map(|(k, _)| k).collect::<Vec<_>>(), [&b]);
+
+        let renewal = store.renew(&n, Duration::from_secs(15)).await.unwrap();
+        assert_eq!(renewal.held.len(), 2);
+        assert!(renewal.lost.is_empty() && renewal.released.is_empty());
+        assert_eq!(renewal.valid_for, Duration::MAX);
+        let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        assert!(renewal
+            .held_until(Duration::from_secs(5))
+            .allows_call_at(far));
+        assert_eq!(store.owners().await.unwrap(), vec![(n.clone(), 2)]);
+
+        // The acquired epoch fences writes; a release ends it.
+        let (_, epoch) = first[0];
+        let fenced = |epoch: Epoch| {
+            let mut batch = Batch::new();
+            batch.fence(&a, epoch).put_connection(&connection(&a));
+            store.commit(batch, Durability::Durable)
+        };
+        fenced(epoch).await.unwrap();
+        store.release(&n, std::slice::from_ref(&a)).await.unwrap();
+        assert!(matches!(
+            fenced(epoch).await,
+            Err(StoreError::Fenced { .. })
+        ));
+        let again = store.acquire(&n, Duration::from_secs(15)).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert!(again[0].0 == a && again[0].1 > epoch, "{again:?}");
+
+        store.release_all(&n).await.unwrap();
+        assert!(store.owners().await.unwrap().is_empty());
+        assert_eq!(
+            store
+                .acquire(&n, Duration::from_secs(15))
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+}
