@@ -205,11 +205,13 @@ pub trait Ownership: Send + Sync + 'static {
 
 /// Rebalancing: a node holding more than its fair share plus this many releases the
 /// excess (so a count that moves by one does not move connections back and forth).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn slack(share: u64) -> u64 {
     1 + share / 20
 }
 
 /// The fair share of one of `live` nodes: `ceil(connections / live)`.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn fair_share(connections: u64, live: u64) -> u64 {
     connections.div_ceil(live.max(1))
 }
