@@ -187,7 +187,11 @@ pub trait Ownership: Send + Sync + 'static {
     ) -> Result<Vec<(ConnectionKey, Epoch)>, StoreError>;
 
     /// Renews every lease the node holds, and its heartbeat, in one statement; reports
-    /// what it lost and what it should hand over ([`LeaseRenewal`]).
+    /// what it lost and what it should hand over ([`LeaseRenewal`]). Only the leases
+    /// this store handle acquired for the node are renewed (a process restarted under the
+    /// same node id runs no work for its predecessor's: they lapse and are acquired
+    /// again). A connection deleted stays held until released: release it with its
+    /// deletion.
     async fn renew(&self, node: &NodeId, lease: Duration) -> Result<LeaseRenewal, StoreError>;
 
     /// Hands these connections over now (their work stopped first): another node's next

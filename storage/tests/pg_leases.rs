@@ -312,6 +312,7 @@ async fn a_node_that_stops_renewing_loses_its_connections_and_its_writes() {
     let (na, nb) = (node("a"), node("b"));
     let all = keys(0..6);
     create(&a, &all).await;
+    let acquired_at = std::time::Instant::now();
     let a_took = a.acquire(&na, SHORT).await.unwrap();
     assert_eq!(a_took.len(), 6);
     b.renew(&nb, SHORT).await.unwrap();
@@ -332,6 +333,10 @@ async fn a_node_that_stops_renewing_loses_its_connections_and_its_writes() {
     )
     .await;
     assert!(took_over.is_some(), "b took only {b_took:?}");
+    assert!(
+        acquired_at.elapsed() >= SHORT,
+        "taken over before a's lease ran out"
+    );
     let before: BTreeMap<_, _> = a_took.iter().cloned().collect();
     for (k, epoch) in &b_took {
         assert!(*epoch > before[k], "{k}: {epoch:?} after {:?}", before[k]);

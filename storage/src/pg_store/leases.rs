@@ -248,11 +248,11 @@ impl PgStore {
                 released.push(key);
             }
         }
-        let still: HashSet<&ConnectionKey> = held.iter().map(|(k, _)| k).collect();
+        let found: HashSet<&ConnectionKey> = held.iter().map(|(k, _)| k).chain(&released).collect();
         let lost: Vec<ConnectionKey> = mine
             .iter()
             .map(|(k, _)| k)
-            .filter(|k| !still.contains(k) && !released.contains(k))
+            .filter(|k| !found.contains(k))
             .cloned()
             .collect();
         // Forgotten one by one (not replaced by `held`): a lease acquired meanwhile
