@@ -9,20 +9,29 @@
 //!
 //! How a node uses it (the engine's loop):
 //!
-//! 1. every `lease / 3`: [`Ownership::acquire`] (the connections it should take now, each
-//!    with the epoch to fence its writes with), then [`Ownership::renew`] (the leases it
-//!    still holds, the ones it lost, the ones it should hand over, and for how long the
-//!    renewal is good);
-//! 2. before every platform call for a connection: [`HeldUntil::allows_call_at`] on the
-//!    *last confirmed renewal*, on the local monotonic clock — no database round trip.
-//!    What remains is the time between that check and the call's send: a node paused
-//!    right there (GC, SIGSTOP) can send one call after its lease ran out; the margin
-//!    given to [`LeaseRenewal::held_until`] bounds how long a pause this covers;
-//! 3. the connections reported lost or released: stop their work (their writes are fenced
-//!    anyway); the released ones can then be handed over at once with
-//!    [`Ownership::release`] instead of waiting for their leases to lapse;
+//! 1. every `lease / 3`: [`Ownership::renew`] (the leases it still holds, the ones it
+//!    lost, the ones it should hand over, and for how long the renewal is good), then
+//!    [`Ownership::acquire`] (the connections it should take now, each with the epoch to
+//!    fence its writes with). In this order a connection acquired is covered by the
+//!    renewal just before it (its lease started later), so one [`HeldUntil`] serves
+//!    every connection the node holds, from the first tick on; and a lease that lapsed
+//!    while the node was paused, but that nobody took, is renewed at its epoch rather
+//!    than acquired again under a new one;
+//! 2. before every platform call for a connection: [`HeldUntil::allows_call_at`] from
+//!    the *last confirmed renewal* ([`LeaseRenewal::held_until`]), on the local monotonic
+//!    clock — no database round trip. The margin covers the local clock running slower
+//!    than the database's and a pause of up to the margin between that check and the
+//!    call's send; a longer pause right there (GC, SIGSTOP) can still send one call after
+//!    the lease ran out. Writes after it are refused by the epoch all the same;
+//! 3. the connections reported lost: stop their work (their writes are refused already).
+//!    The ones reported released: stop calling the platform for them now and stop their
+//!    work, then hand them over at once with [`Ownership::release`] rather than let their
+//!    leases lapse;
 //! 4. graceful shutdown: stop every connection's work, then [`Ownership::release_all`], so
 //!    the survivors take them at their next `acquire` without waiting for expiry.
+//!
+//! On a database shared by nodes, [`Store::claim`](crate::Store::claim) is not for the
+//! engine: it supersedes a lease's epoch without taking the lease.
 //!
 //! The PostgreSQL backend keeps leases in the database, on the database's clock
 //! (`storage/src/pg_store/leases.rs`). The sled backend is one process that owns every
