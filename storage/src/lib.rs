@@ -13,6 +13,10 @@
 //!   atomically ([`Batch`]), durability per commit, events numbered in commit order and
 //!   delivered once durable, ownership fencing, constant-time post counts, and scans that
 //!   name what they cannot read.
+//! - [`Ownership`] (module [`ownership`]): which node owns which connection — leases
+//!   (owner, epoch, expiry) acquired up to a fair share, renewed in bulk, released on
+//!   shutdown, and [`HeldUntil`], the local check before a platform call. PostgreSQL
+//!   keeps them on the database's clock; sled, one process, owns everything.
 //! - [`codec`]: the one way records become bytes — each kind of record with its own
 //!   format version, older versions upgraded on read, newer ones refused.
 //! - [`archive`]: the backup archive — every record as stored, versioned, with a
@@ -25,7 +29,8 @@
 //!   the upgrade of older data directories.
 //! - `PgStore` (feature `postgres`, in progress): the port on PostgreSQL — a batch is a
 //!   transaction, events are numbered in commit order from a one-row counter, fencing
-//!   locks the connection's epoch row, and the schema is migrated at open.
+//!   locks the connection's epoch row (which also holds its lease), and the schema is
+//!   migrated at open.
 //!
 //! Storage knows nothing of actors or HTTP.
 
@@ -44,6 +49,7 @@ mod golden;
 mod grant;
 mod idempotency;
 mod oauth;
+pub mod ownership;
 mod pen_name;
 #[cfg(feature = "postgres")]
 mod pg_store;
@@ -67,6 +73,7 @@ pub use event::{Event, EventKind};
 pub use grant::{fingerprint, Grant, GrantFacts, TargetToken};
 pub use idempotency::IdempotentRequest;
 pub use oauth::{PendingAuthorization, StateLookup};
+pub use ownership::{HeldUntil, LeaseRenewal, NodeId, NodeIdError, Ownership, NODE_ID_MAX_LEN};
 pub use pen_name::{PenName, PenNameError, PEN_NAME_MAX_LEN};
 #[cfg(feature = "postgres")]
 pub use pg_store::{PgConfig, PgError, PgStore, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE};

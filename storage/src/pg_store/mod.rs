@@ -25,14 +25,18 @@
 //! - **Reads, retention, erasure, backup** ([`reads`], [`upkeep`]): plain queries; an
 //!   erasure is one transaction; a backup reads a `REPEATABLE READ` snapshot into the
 //!   archive format of [`crate::archive`] while commits go on.
+//! - **Leases between nodes** ([`leases`], [`crate::Ownership`]): a connection's owner,
+//!   epoch and expiry on its `epochs` row, on the database's clock; acquiring a lease
+//!   bumps the epoch the fences check.
 //!
 //! Not yet: TLS (`sslmode` in the URL is not acted on; plain TCP only), master key
-//! rotation (a store sealed with a previous key is refused), leases and commands between
-//! nodes, and virtual time: the pool's and the client's timeouts run on tokio's clock, so
+//! rotation (a store sealed with a previous key is refused), commands between nodes, and
+//! virtual time: the pool's and the client's timeouts run on tokio's clock, so
 //! an engine on a paused clock would see them fire while it waits for the server.
 
 mod commit;
 mod feed;
+mod leases;
 mod migrate;
 mod reads;
 mod upkeep;
@@ -182,6 +186,8 @@ struct Inner {
     unreadable: Mutex<BTreeMap<(String, Vec<u8>), UnreadableRecord>>,
     location: String,
     opened: Vec<String>,
+    /// The leases this handle holds, per node (`leases`).
+    leases: leases::Held,
 }
 
 impl Drop for Inner {
@@ -263,6 +269,7 @@ impl PgStore {
                 unreadable: Mutex::new(BTreeMap::new()),
                 location,
                 opened,
+                leases: leases::Held::default(),
             }),
         })
     }

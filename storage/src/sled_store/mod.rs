@@ -27,6 +27,7 @@ mod flusher;
 pub(crate) mod layout;
 mod legacy;
 mod migrate;
+mod ownership;
 mod reads;
 mod rekey;
 mod retention;
@@ -145,6 +146,8 @@ struct WriterState {
     /// Newest claim on each claimed connection.
     epochs: HashMap<ConnectionKey, u64>,
     next_epoch: u64,
+    /// The node that last acquired through [`crate::Ownership`] (`ownership`).
+    node: Option<crate::NodeId>,
 }
 
 struct Inner {
@@ -272,6 +275,7 @@ impl SledStore {
                     seq_high,
                     epochs: HashMap::new(),
                     next_epoch: 0,
+                    node: None,
                 }),
                 feed,
                 flusher,
