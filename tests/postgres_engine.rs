@@ -478,3 +478,96 @@ async fn migrate_store_moves_a_sled_data_directory_into_postgres_with_everything
     assert_eq!(after[0].seq, last + 1);
     studio.shutdown().await;
 }
+
+fn binary() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_social-studio"));
+    command
+        .env_remove("SOCIAL_STUDIO_CONFIG")
+        .env_remove("SOCIAL_STUDIO_ADMIN_TOKEN")
+        .env_remove(MASTER_KEY_ENV)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn run(command: &mut tokio::process::Command) -> std::process::Output {
+    tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("the command finishes")
+        .expect("the command runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migrate_store_command_reads_the_engine_s_configuration_and_says_what_it_checked() {
+    let db = Database::new().await;
+    let sandbox = Sandbox::start().await.expect("the sandbox starts");
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let key = MasterKey::generate();
+    let studio = open(&config(&data, &sandbox, StoreSettings::default()), &key).await;
+    connect(&studio).await;
+    schedule(&studio, "one post", tomorrow(), None).await;
+    studio.shutdown().await;
+    drop(studio);
+
+    // The configuration the engine will run with on PostgreSQL; the URL from the
+    // environment.
+    let file = dir.path().join("social-studio.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = \"{}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n[store]\nbackend = \"postgres\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let password = db.password();
+
+    let no_key = run(binary()
+        .args(["migrate-store", "--config"])
+        .arg(&file)
+        .env("SOCIAL_STUDIO_STORE_URL", &db.url))
+    .await;
+    let said = String::from_utf8_lossy(&no_key.stderr);
+    assert!(!no_key.status.success());
+    assert!(said.contains("set SOCIAL_STUDIO_MASTER_KEY"), "{said}");
+    assert_eq!(
+        db.count("pg_catalog.pg_tables WHERE schemaname = 'public'")
+            .await,
+        0
+    );
+
+    let done = poll_until(PATIENCE, LOOK_AGAIN, async || {
+        let out = run(binary()
+            .args(["migrate-store", "--config"])
+            .arg(&file)
+            .env("SOCIAL_STUDIO_STORE_URL", &db.url)
+            .env(MASTER_KEY_ENV, key.to_base64().as_str()))
+        .await;
+        // The engine just stopped may still be letting go of the directory.
+        let busy = String::from_utf8_lossy(&out.stderr).contains("open by a running engine");
+        (!busy).then_some(out)
+    })
+    .await
+    .expect("the directory is let go of");
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("then checked: the database holds what the data directory holds"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("connections")
+                && l.contains(" 1 ")
+                && l.ends_with("equal")),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(&password) && !stderr.contains(&password),
+        "the database's password in the output"
+    );
+    assert_eq!(db.count("posts").await, 1);
+}
