@@ -1989,6 +1989,7 @@ mod store_tests {
     }
 
     const TOKEN: &str = "an-admin-token-of-some-length";
+    #[cfg(feature = "postgres")]
     const PASSWORD: &str = "hunter2-db-password";
 
     #[test]
@@ -2047,14 +2048,23 @@ mod store_tests {
         assert_eq!(config.store.lease_secs, 30);
     }
 
+    /// (file, variables, the key refused, the refusal's code, words of the refusal)
+    #[cfg(feature = "postgres")]
+    type Case = (
+        String,
+        Vec<(&'static str, &'static str)>,
+        &'static str,
+        &'static str,
+        &'static str,
+    );
+
     #[cfg(feature = "postgres")]
     #[test]
     fn postgres_refusals_name_their_key_and_never_the_password() {
         let token = ("SOCIAL_STUDIO_ADMIN_TOKEN", TOKEN);
         let pg = ("SOCIAL_STUDIO_STORE_BACKEND", "postgres");
         let with_url = |url: &str| format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n");
-        // (file, variables, the key refused, the refusal's code, words of the refusal)
-        let cases: Vec<(String, Vec<(&str, &str)>, &str, &str, &str)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "[store]\nbackend = \"mysql\"".into(),
                 vec![],

@@ -184,7 +184,7 @@ async fn connect(studio: &Studio) {
         .await
         .expect("the Bluesky account connects");
     assert_eq!(
-        serde_json::to_value(&entry.status).unwrap(),
+        serde_json::to_value(entry.status).unwrap(),
         "active",
         "{entry:?}"
     );
@@ -286,7 +286,7 @@ async fn a_studio_on_postgres_publishes_and_keeps_everything_across_a_restart() 
 
     let studio = open(&config, &key).await;
     let entry = studio.connection(&bluesky()).await.expect("the connection");
-    assert_eq!(serde_json::to_value(&entry.status).unwrap(), "active");
+    assert_eq!(serde_json::to_value(entry.status).unwrap(), "active");
     assert_eq!(
         states(&studio).await,
         vec![
@@ -449,7 +449,7 @@ async fn migrate_store_moves_a_sled_data_directory_into_postgres_with_everything
     let on_pg = config(&pg_dir, &sandbox, on_postgres(&db.url));
     let studio = open(&on_pg, &key).await;
     let entry = studio.connection(&bluesky()).await.expect("the connection");
-    assert_eq!(serde_json::to_value(&entry.status).unwrap(), "active");
+    assert_eq!(serde_json::to_value(entry.status).unwrap(), "active");
     assert_eq!(states(&studio).await, before);
     assert_eq!(last_event(&studio).await, last);
     // The idempotency record came along: the same key answers the same posts.

@@ -64,7 +64,7 @@ impl Contents {
         let sled = reader.header().backend == "sled";
         // Per kind, (canonical key, canonical value) pairs: sorted before hashing, since
         // a sled archive's event groups and a PostgreSQL one's rows arrive in other orders.
-        let mut items: BTreeMap<&'static str, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+        let mut items: BTreeMap<&'static str, Vec<Item>> = BTreeMap::new();
         let mut seq_high = 0u64;
         while let Some(r) = reader.next_record()? {
             let kind = match KINDS.iter().find(|k| **k == r.tree) {
@@ -129,6 +129,9 @@ impl Contents {
         Ok(Contents { kinds })
     }
 }
+
+/// A record brought to one form: (key, value).
+type Item = (Vec<u8>, Vec<u8>);
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
