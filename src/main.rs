@@ -138,8 +138,9 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
-    /// Copy a stopped engine's sled store (`data_dir`) into the empty PostgreSQL database
-    /// of `[store] url`, then check that the database holds what the data directory does.
+    /// Copy a stopped engine's sled store (`data_dir`) — or, with --from-archive, a backup
+    /// archive of either backend — into the empty PostgreSQL database of `[store] url`,
+    /// then check that the database holds what the source does.
     /// The configuration is the one the engine will run with on PostgreSQL
     /// (`store.backend = "postgres"`); the master key is the one the sled store is sealed
     /// with, in SOCIAL_STUDIO_MASTER_KEY. The data directory is left as it was.
@@ -148,6 +149,10 @@ enum Command {
         /// TOML configuration file (also SOCIAL_STUDIO_CONFIG).
         #[arg(long, env = "SOCIAL_STUDIO_CONFIG")]
         config: Option<PathBuf>,
+        /// Copy this backup archive (of a sled or a PostgreSQL store, as `backup` writes
+        /// them) instead of the data directory's store.
+        #[arg(long)]
+        from_archive: Option<PathBuf>,
     },
 }
 
@@ -681,7 +686,7 @@ fn restore(from: PathBuf, data_dir: PathBuf) -> Result<()> {
 
 /// `migrate-store`: the configured data directory into the configured database.
 #[cfg(feature = "postgres")]
-async fn migrate_store(config_file: Option<PathBuf>) -> Result<()> {
+async fn migrate_store(config_file: Option<PathBuf>, from_archive: Option<PathBuf>) -> Result<()> {
     use social_studio::config::Backend;
     use social_studio_storage::vault::{MASTER_KEY_ENV, MASTER_KEY_FILE};
     let config = Config::load(config_file.as_deref(), std::env::vars()).context("configuration")?;
@@ -714,21 +719,26 @@ async fn migrate_store(config_file: Option<PathBuf>) -> Result<()> {
             .as_deref(),
     )
     .context("the master key")?;
-    let report = social_studio::migrate::migrate_store(&config.data_dir, url.expose(), &keys)
-        .await
-        .with_context(|| format!("migrating {} into PostgreSQL", config.data_dir.display()))?;
+    let (source, report) = match &from_archive {
+        Some(archive) => (
+            format!("the archive {}", archive.display()),
+            social_studio::migrate::restore_archive(archive, url.expose(), &keys).await,
+        ),
+        None => (
+            config.data_dir.display().to_string(),
+            social_studio::migrate::migrate_store(&config.data_dir, url.expose(), &keys).await,
+        ),
+    };
+    let report = report.with_context(|| format!("copying {source} into PostgreSQL"))?;
     println!(
-        "copied {} into {} ({} archive records), then checked: the database holds what the data directory holds",
-        config.data_dir.display(),
-        report.target,
-        report.archive_records
+        "copied {source} into {} ({} archive records), then checked: the database holds what the source holds",
+        report.target, report.archive_records
     );
     for (kind, c) in &report.contents.kinds {
         println!("  {kind:<14} {:>10}  sha256 {}  equal", c.count, c.digest);
     }
     println!(
-        "start `social-studio serve` with this configuration; {} is left as it was (the engine on PostgreSQL does not read it)",
-        config.data_dir.display()
+        "start `social-studio serve` with this configuration; {source} is left as it was (the engine on PostgreSQL does not read it)"
     );
     Ok(())
 }
@@ -815,7 +825,10 @@ fn run(cli: Cli) -> Result<()> {
             } => backup(out, url, data_dir, from_data_dir).await,
             Command::Restore { from, data_dir } => restore(from, data_dir),
             #[cfg(feature = "postgres")]
-            Command::MigrateStore { config } => migrate_store(config).await,
+            Command::MigrateStore {
+                config,
+                from_archive,
+            } => migrate_store(config, from_archive).await,
         }
     })
 }

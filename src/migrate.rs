@@ -10,6 +10,11 @@
 //! turn and what both archives hold is compared kind by kind, count and digest
 //! ([`Contents`]): the report says they are equal, or the migration fails naming what
 //! differs. The sled data directory is left as it was.
+//!
+//! [`restore_archive`] is the second half alone: a backup archive of either backend
+//! (`social-studio backup`) into an empty database, checked the same way — how a
+//! PostgreSQL store is restored from its backup, or a sled backup moved without its data
+//! directory.
 
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -40,6 +45,12 @@ pub enum MigrateError {
     SourceInUse(PathBuf),
     #[error("the sled store in {} cannot be opened: {source}", .path.display())]
     Source {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    #[error("the archive {} cannot be read: {source}", .path.display())]
+    Archive {
         path: PathBuf,
         #[source]
         source: StoreError,
@@ -93,11 +104,49 @@ pub async fn migrate_store(
     .map_err(|e| MigrateError::Spool(std::io::Error::other(e)))?
     .map_err(source_error)?;
     spool.as_file_mut().sync_all()?;
-    spool.as_file_mut().seek(SeekFrom::Start(0))?;
-    let source = Contents::of_archive(BufReader::new(spool.as_file_mut())).map_err(source_error)?;
+    let report = copy_and_check(spool.path(), data_dir, url, keys).await?;
+    debug_assert_eq!(report.archive_records, written.records);
+    Ok(report)
+}
+
+/// Copies a backup archive — of a sled store or of a PostgreSQL one, as `backup` writes
+/// them — into the empty database at `url`, sealed with `keys` (the key the backed-up
+/// store was sealed with), then checks the copy as [`migrate_store`] does. The archive
+/// is read whole and checked before anything is written.
+pub async fn restore_archive(
+    archive: &Path,
+    url: &str,
+    keys: &MasterKeys,
+) -> Result<MigrationReport, MigrateError> {
+    let beside = match archive.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    copy_and_check(archive, beside, url, keys).await
+}
+
+/// The archive at `archive` into the database, then the database backed up (into a
+/// temporary file in `spool_dir`) and compared with the archive.
+async fn copy_and_check(
+    archive: &Path,
+    spool_dir: &Path,
+    url: &str,
+    keys: &MasterKeys,
+) -> Result<MigrationReport, MigrateError> {
+    let unreadable = |source: StoreError| MigrateError::Archive {
+        path: archive.to_path_buf(),
+        source,
+    };
+    let input = std::fs::File::open(archive).map_err(|source| {
+        unreadable(StoreError::DataDir {
+            path: archive.to_path_buf(),
+            source,
+        })
+    })?;
+    let source = Contents::of_archive(BufReader::new(input)).map_err(unreadable)?;
 
     let config = PgConfig::new(url);
-    PgStore::restore(&config, keys, spool.path())
+    let restored = PgStore::restore(&config, keys, archive)
         .await
         .map_err(MigrateError::Target)?;
 
@@ -108,7 +157,7 @@ pub async fn migrate_store(
     let mut copy = tempfile::Builder::new()
         .prefix(".migrate-store.")
         .suffix(".check")
-        .tempfile_in(data_dir)?;
+        .tempfile_in(spool_dir)?;
     target
         .backup(copy.as_file_mut())
         .await
@@ -124,7 +173,7 @@ pub async fn migrate_store(
     }
     Ok(MigrationReport {
         target: location,
-        archive_records: written.records,
+        archive_records: restored.records,
         contents: source,
     })
 }

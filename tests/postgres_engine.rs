@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use postgres::Postgres;
 use social_studio::config::{Backend, Config, StoreSettings};
-use social_studio::migrate::{migrate_store, MigrateError};
+use social_studio::migrate::{migrate_store, restore_archive, MigrateError};
 use social_studio::sandbox::Sandbox;
 use social_studio::studio::{EngineRefusal, PostRequest, Studio, StudioOptions};
 use social_studio::wait::poll_until;
@@ -476,6 +476,24 @@ async fn migrate_store_moves_a_sled_data_directory_into_postgres_with_everything
     let after = studio.events_after(last, 1000).await.unwrap();
     assert!(!after.is_empty(), "no event after the migrated ones");
     assert_eq!(after[0].seq, last + 1);
+
+    // The PostgreSQL store's own backup restores into another empty database the same way.
+    let archive = dir.path().join("pg.backup");
+    let mut file = std::fs::File::create(&archive).unwrap();
+    studio.store().backup(&mut file).await.expect("a backup");
+    drop(file);
+    let states_now = states(&studio).await;
+    let last_now = last_event(&studio).await;
+    studio.shutdown().await;
+    drop(studio);
+    let db2 = Database::new().await;
+    let restored = restore_archive(&archive, &db2.url, &MasterKeys::new(key.clone()))
+        .await
+        .expect("the archive restores into an empty database");
+    assert_eq!(restored.contents.kinds["events"].count, last_now);
+    let studio = open(&config(&pg_dir, &sandbox, on_postgres(&db2.url)), &key).await;
+    assert_eq!(states(&studio).await, states_now);
+    assert_eq!(last_event(&studio).await, last_now);
     studio.shutdown().await;
 }
 
@@ -554,7 +572,7 @@ async fn the_migrate_store_command_reads_the_engine_s_configuration_and_says_wha
     let stderr = String::from_utf8_lossy(&done.stderr);
     assert!(done.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("then checked: the database holds what the data directory holds"),
+        stdout.contains("then checked: the database holds what the source holds"),
         "{stdout}"
     );
     assert!(
