@@ -92,17 +92,21 @@ impl PgStore {
         )
         .await?;
         let mut copy = Copy::default();
+        let mut rows = Rows::default();
         while let Some(record) = reader.next_record()? {
             self.copy_record(
-                &tx,
                 source,
                 &record.tree,
                 &record.key,
                 &record.value,
                 &mut copy,
-            )
-            .await?;
+                &mut rows,
+            )?;
+            if rows.len() >= ROWS_PER_STATEMENT {
+                rows.flush(&tx).await?;
+            }
         }
+        rows.flush(&tx).await?;
         let bodies_placed = tx
             .execute(
                 "UPDATE posts SET body = b.body FROM restore_bodies b WHERE posts.id = b.id",
@@ -132,34 +136,26 @@ impl PgStore {
         Ok(high)
     }
 
-    async fn copy_record(
+    /// One archive record into the rows to insert (or into what the copy keeps for its
+    /// end).
+    fn copy_record(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
         source: Source,
         tree: &str,
         key: &[u8],
         value: &[u8],
         copy: &mut Copy,
+        rows: &mut Rows,
     ) -> Result<(), StoreError> {
         match tree {
             "connections" => {
                 let c: Connection = codec::decode("connections", key, value)?;
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO connections (key, pen_name, status, record) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .await?;
-                tx.execute(
-                    &stmt,
-                    &[
-                        &key,
-                        &c.key.pen_name.as_str(),
-                        &c.status.label().as_str(),
-                        &value,
-                    ],
-                )
-                .await?;
+                rows.connections.push((
+                    key.to_vec(),
+                    c.key.pen_name.as_str().to_owned(),
+                    c.status.label().as_str().to_owned(),
+                    value.to_vec(),
+                ));
             }
             "grants" => {
                 let owner = owner_of(key)?;
@@ -168,55 +164,34 @@ impl PgStore {
                 self.inner
                     .vault
                     .open(&grant_aad(key), value, || format!("grant of {owner}"))?;
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO grants (key, pen_name, sealed) VALUES ($1, $2, $3)",
-                    )
-                    .await?;
-                tx.execute(&stmt, &[&key, &owner.pen_name.as_str(), &value])
-                    .await?;
+                rows.grants.push((
+                    key.to_vec(),
+                    owner.pen_name.as_str().to_owned(),
+                    value.to_vec(),
+                ));
             }
             "post_bodies" => {
-                let stmt = tx
-                    .prepare_cached("INSERT INTO restore_bodies (id, body) VALUES ($1, $2)")
-                    .await?;
-                tx.execute(&stmt, &[&key, &value]).await?;
+                rows.bodies.push((key.to_vec(), value.to_vec()));
                 copy.bodies += 1;
             }
             "post_status" => {
                 let s: PostStatus = codec::decode("post_status", key, value)?;
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO posts (id, connection, pen_name, state, queued, due_at, \
-                         updated_at, body, status) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)",
-                    )
-                    .await?;
-                tx.execute(
-                    &stmt,
-                    &[
-                        &key,
-                        &s.connection.storage_key(),
-                        &s.connection.pen_name.as_str(),
-                        &s.state.label().as_str(),
-                        &s.state.is_queued(),
-                        &s.due_at.unix_millis(),
-                        &s.updated_at.unix_millis(),
-                        &value,
-                    ],
-                )
-                .await?;
+                rows.posts.push(PostRow {
+                    id: key.to_vec(),
+                    connection: s.connection.storage_key(),
+                    pen: s.connection.pen_name.as_str().to_owned(),
+                    state: s.state.label().as_str().to_owned(),
+                    queued: s.state.is_queued(),
+                    due_at: s.due_at.unix_millis(),
+                    updated_at: s.updated_at.unix_millis(),
+                    status: value.to_vec(),
+                });
             }
             "events" => {
                 let events = match source {
                     Source::Sled => codec::decode::<EventGroup>("events", key, value)?.events,
                     Source::Postgres => vec![codec::decode("events", key, value)?],
                 };
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO events (seq, connection, pen_name, post, at, record) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .await?;
                 for e in events {
                     let seq = i64::try_from(e.seq)
                         .map_err(|_| refused(format!("event number {} is too large", e.seq)))?;
@@ -225,18 +200,14 @@ impl PgStore {
                         Source::Sled => crate::batch::encoded(&e)?,
                         Source::Postgres => value.to_vec(),
                     };
-                    tx.execute(
-                        &stmt,
-                        &[
-                            &seq,
-                            &e.connection.storage_key(),
-                            &e.connection.pen_name.as_str(),
-                            &e.post.map(|p| p.as_bytes().to_vec()),
-                            &e.at.unix_millis(),
-                            &record,
-                        ],
-                    )
-                    .await?;
+                    rows.events.push(EventRow {
+                        seq,
+                        connection: e.connection.storage_key(),
+                        pen: e.connection.pen_name.as_str().to_owned(),
+                        post: e.post.map(|p| p.as_bytes().to_vec()),
+                        at: e.at.unix_millis(),
+                        record,
+                    });
                     copy.max_seq = copy.max_seq.max(seq);
                 }
             }
@@ -257,23 +228,13 @@ impl PgStore {
                         .ok()
                         .map(|p| p.connection.pen_name.as_str().to_owned())
                 };
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO oauth_states (state, pen_name, expires_at, used, sealed) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .await?;
-                tx.execute(
-                    &stmt,
-                    &[
-                        &state,
-                        &pen,
-                        &r.expires_at.unix_millis(),
-                        &r.used,
-                        &r.sealed,
-                    ],
-                )
-                .await?;
+                rows.oauth_states.push((
+                    state.to_owned(),
+                    pen,
+                    r.expires_at.unix_millis(),
+                    r.used,
+                    r.sealed,
+                ));
             }
             "idempotency" => {
                 let at = key
@@ -287,31 +248,14 @@ impl PgStore {
                 let request_key = std::str::from_utf8(&key[at + 1..])
                     .map_err(|_| refused("an Idempotency-Key that is not text".into()))?;
                 let r: IdempotentRequest = codec::decode("idempotency", key, value)?;
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO idempotency (pen_name, key, created_at, record) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .await?;
-                tx.execute(
-                    &stmt,
-                    &[
-                        &pen.as_str(),
-                        &request_key,
-                        &r.created_at.unix_millis(),
-                        &value,
-                    ],
-                )
-                .await?;
+                rows.idempotency.push((
+                    pen.as_str().to_owned(),
+                    request_key.to_owned(),
+                    r.created_at.unix_millis(),
+                    value.to_vec(),
+                ));
             }
-            "epochs" => {
-                let epoch = number(value)?;
-                tx.execute(
-                    "INSERT INTO epochs (key, epoch) VALUES ($1, $2)",
-                    &[&key, &epoch],
-                )
-                .await?;
-            }
+            "epochs" => rows.epochs.push((key.to_vec(), number(value)?)),
             "meta" => copy_meta(key, value, copy)?,
             // Derived from the records above: this backend counts from its columns.
             "posts_queued" | "posts_by_connection" | "post_counts" | "events_by_connection"
@@ -327,6 +271,193 @@ impl PgStore {
         }
         Ok(())
     }
+}
+
+/// Rows inserted per statement: one round trip (arrays through `unnest`) per this many,
+/// instead of one per row.
+const ROWS_PER_STATEMENT: usize = 1000;
+
+struct PostRow {
+    id: Vec<u8>,
+    connection: Vec<u8>,
+    pen: String,
+    state: String,
+    queued: bool,
+    due_at: i64,
+    updated_at: i64,
+    status: Vec<u8>,
+}
+
+struct EventRow {
+    seq: i64,
+    connection: Vec<u8>,
+    pen: String,
+    post: Option<Vec<u8>>,
+    at: i64,
+    record: Vec<u8>,
+}
+
+/// The rows read and not yet inserted, per table.
+#[derive(Default)]
+struct Rows {
+    connections: Vec<(Vec<u8>, String, String, Vec<u8>)>,
+    grants: Vec<(Vec<u8>, String, Vec<u8>)>,
+    bodies: Vec<(Vec<u8>, Vec<u8>)>,
+    posts: Vec<PostRow>,
+    events: Vec<EventRow>,
+    oauth_states: Vec<(String, Option<String>, i64, bool, Vec<u8>)>,
+    idempotency: Vec<(String, String, i64, Vec<u8>)>,
+    epochs: Vec<(Vec<u8>, i64)>,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.connections.len()
+            + self.grants.len()
+            + self.bodies.len()
+            + self.posts.len()
+            + self.events.len()
+            + self.oauth_states.len()
+            + self.idempotency.len()
+            + self.epochs.len()
+    }
+
+    /// Inserts every row held, a statement per table, and empties the lists.
+    async fn flush(&mut self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+        let rows = std::mem::take(self);
+        if !rows.connections.is_empty() {
+            let (keys, pens, statuses, records) = unzip4(rows.connections);
+            tx.execute(
+                "INSERT INTO connections (key, pen_name, status, record) \
+                 SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::bytea[])",
+                &[&keys, &pens, &statuses, &records],
+            )
+            .await?;
+        }
+        if !rows.grants.is_empty() {
+            let (keys, pens, sealed): (Vec<_>, Vec<_>, Vec<_>) = unzip3(rows.grants);
+            tx.execute(
+                "INSERT INTO grants (key, pen_name, sealed) \
+                 SELECT * FROM unnest($1::bytea[], $2::text[], $3::bytea[])",
+                &[&keys, &pens, &sealed],
+            )
+            .await?;
+        }
+        if !rows.bodies.is_empty() {
+            let (ids, bodies): (Vec<_>, Vec<_>) = rows.bodies.into_iter().unzip();
+            tx.execute(
+                "INSERT INTO restore_bodies (id, body) SELECT * FROM unnest($1::bytea[], $2::bytea[])",
+                &[&ids, &bodies],
+            )
+            .await?;
+        }
+        if !rows.posts.is_empty() {
+            let p = rows.posts;
+            let ids: Vec<&Vec<u8>> = p.iter().map(|r| &r.id).collect();
+            let connections: Vec<&Vec<u8>> = p.iter().map(|r| &r.connection).collect();
+            let pens: Vec<&str> = p.iter().map(|r| r.pen.as_str()).collect();
+            let states: Vec<&str> = p.iter().map(|r| r.state.as_str()).collect();
+            let queued: Vec<bool> = p.iter().map(|r| r.queued).collect();
+            let due: Vec<i64> = p.iter().map(|r| r.due_at).collect();
+            let updated: Vec<i64> = p.iter().map(|r| r.updated_at).collect();
+            let statuses: Vec<&Vec<u8>> = p.iter().map(|r| &r.status).collect();
+            tx.execute(
+                "INSERT INTO posts (id, connection, pen_name, state, queued, due_at, updated_at, \
+                 status) SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[], $4::text[], \
+                 $5::boolean[], $6::bigint[], $7::bigint[], $8::bytea[])",
+                &[
+                    &ids,
+                    &connections,
+                    &pens,
+                    &states,
+                    &queued,
+                    &due,
+                    &updated,
+                    &statuses,
+                ],
+            )
+            .await?;
+        }
+        if !rows.events.is_empty() {
+            let e = rows.events;
+            let seqs: Vec<i64> = e.iter().map(|r| r.seq).collect();
+            let connections: Vec<&Vec<u8>> = e.iter().map(|r| &r.connection).collect();
+            let pens: Vec<&str> = e.iter().map(|r| r.pen.as_str()).collect();
+            let posts: Vec<Option<&Vec<u8>>> = e.iter().map(|r| r.post.as_ref()).collect();
+            let ats: Vec<i64> = e.iter().map(|r| r.at).collect();
+            let records: Vec<&Vec<u8>> = e.iter().map(|r| &r.record).collect();
+            tx.execute(
+                "INSERT INTO events (seq, connection, pen_name, post, at, record) \
+                 SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::bytea[], \
+                 $5::bigint[], $6::bytea[])",
+                &[&seqs, &connections, &pens, &posts, &ats, &records],
+            )
+            .await?;
+        }
+        if !rows.oauth_states.is_empty() {
+            let o = rows.oauth_states;
+            let states: Vec<&str> = o.iter().map(|r| r.0.as_str()).collect();
+            let pens: Vec<Option<&str>> = o.iter().map(|r| r.1.as_deref()).collect();
+            let expires: Vec<i64> = o.iter().map(|r| r.2).collect();
+            let used: Vec<bool> = o.iter().map(|r| r.3).collect();
+            let sealed: Vec<&Vec<u8>> = o.iter().map(|r| &r.4).collect();
+            tx.execute(
+                "INSERT INTO oauth_states (state, pen_name, expires_at, used, sealed) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::boolean[], \
+                 $5::bytea[])",
+                &[&states, &pens, &expires, &used, &sealed],
+            )
+            .await?;
+        }
+        if !rows.idempotency.is_empty() {
+            let (pens, keys, created, records) = unzip4(rows.idempotency);
+            tx.execute(
+                "INSERT INTO idempotency (pen_name, key, created_at, record) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])",
+                &[&pens, &keys, &created, &records],
+            )
+            .await?;
+        }
+        if !rows.epochs.is_empty() {
+            let (keys, epochs): (Vec<_>, Vec<_>) = rows.epochs.into_iter().unzip();
+            tx.execute(
+                "INSERT INTO epochs (key, epoch) SELECT * FROM unnest($1::bytea[], $2::bigint[])",
+                &[&keys, &epochs],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn unzip3<A, B, C>(rows: Vec<(A, B, C)>) -> (Vec<A>, Vec<B>, Vec<C>) {
+    let mut out = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+    );
+    for (a, b, c) in rows {
+        out.0.push(a);
+        out.1.push(b);
+        out.2.push(c);
+    }
+    out
+}
+
+fn unzip4<A, B, C, D>(rows: Vec<(A, B, C, D)>) -> (Vec<A>, Vec<B>, Vec<C>, Vec<D>) {
+    let mut out = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+    );
+    for (a, b, c, d) in rows {
+        out.0.push(a);
+        out.1.push(b);
+        out.2.push(c);
+        out.3.push(d);
+    }
+    out
 }
 
 /// Which backend wrote the archive.
