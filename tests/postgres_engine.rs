@@ -487,6 +487,20 @@ async fn migrate_store_moves_a_sled_data_directory_into_postgres_with_everything
     studio.shutdown().await;
     drop(studio);
     let db2 = Database::new().await;
+    // An archive cut short is refused before anything reaches the database.
+    let bytes = std::fs::read(&archive).unwrap();
+    let cut = dir.path().join("cut.backup");
+    std::fs::write(&cut, &bytes[..bytes.len() - 40]).unwrap();
+    let refused = restore_archive(&cut, &db2.url, &MasterKeys::new(key.clone())).await;
+    assert!(
+        matches!(refused, Err(MigrateError::Archive { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        db2.count("pg_catalog.pg_tables WHERE schemaname = 'public'")
+            .await,
+        0
+    );
     let restored = restore_archive(&archive, &db2.url, &MasterKeys::new(key.clone()))
         .await
         .expect("the archive restores into an empty database");

@@ -136,3 +136,79 @@ type Item = (Vec<u8>, Vec<u8>);
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{ArchiveHeader, ArchiveWriter};
+    use crate::{ConnectionKey, EventKind, PenName, Platform, Timestamp};
+
+    fn event(seq: u64) -> Event {
+        let mut e = Event::new(
+            Timestamp::from_unix_millis(1_700_000_000_000 + seq as i64),
+            ConnectionKey::new(PenName::parse("ana").unwrap(), Platform::X),
+            EventKind::ConnectionStatus,
+        );
+        e.seq = seq;
+        e
+    }
+
+    /// An archive as `backend` lays it out, with `grant` as the one grant's bytes.
+    fn archive(backend: &str, grant: &[u8]) -> Vec<u8> {
+        let header = ArchiveHeader {
+            backend: backend.into(),
+            store_format: 1,
+            written_at: Timestamp::from_unix_millis(0),
+        };
+        let mut w = ArchiveWriter::new(Vec::new(), header).unwrap();
+        w.record("meta", b"seq_high", &3u64.to_be_bytes()).unwrap();
+        w.record("grants", b"ana\0x", grant).unwrap();
+        let state = OAuthStateRecord {
+            expires_at: Timestamp::from_unix_millis(5),
+            used: false,
+            sealed: vec![7; 9],
+        };
+        w.record("oauth_states", b"s1", &codec::encode(&state).unwrap())
+            .unwrap();
+        if backend == "sled" {
+            // One commit's events in one record, and the trees only sled keeps.
+            let group = EventGroup {
+                events: vec![event(1), event(2), event(3)],
+            };
+            w.record(
+                "events",
+                &1u64.to_be_bytes(),
+                &codec::encode(&group).unwrap(),
+            )
+            .unwrap();
+            w.record("post_counts", b"ana\0x", b"derived").unwrap();
+            w.record("meta", b"master_key_check", b"sled's own")
+                .unwrap();
+        } else {
+            for seq in [3u64, 1, 2] {
+                w.record(
+                    "events",
+                    &seq.to_be_bytes(),
+                    &codec::encode(&event(seq)).unwrap(),
+                )
+                .unwrap();
+            }
+            w.record("epochs", b"ana\0x", &1u64.to_be_bytes()).unwrap();
+        }
+        w.finish().unwrap().1
+    }
+
+    #[test]
+    fn the_same_records_laid_out_by_either_backend_compare_equal_and_a_change_is_named() {
+        let sled = Contents::of_archive(archive("sled", b"sealed").as_slice()).unwrap();
+        let pg = Contents::of_archive(archive("postgres", b"sealed").as_slice()).unwrap();
+        assert_eq!(sled.differences(&pg), Vec::<&str>::new());
+        assert_eq!(sled.kinds["events"].count, 3);
+        assert_eq!(sled.kinds["event_numbers"].count, 3);
+        assert_eq!(sled.kinds["grants"].count, 1);
+
+        let altered = Contents::of_archive(archive("postgres", b"sealeD").as_slice()).unwrap();
+        assert_eq!(sled.differences(&altered), vec!["grants"]);
+        assert_eq!(sled.kinds["grants"].count, altered.kinds["grants"].count);
+    }
+}

@@ -735,3 +735,40 @@ impl Store for PgStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TLS is refused in both forms a URL can take, whatever the case, and the refusal
+    /// never quotes the URL; what connects in plain text by the client's own rules is
+    /// accepted.
+    #[test]
+    fn a_url_asking_for_tls_is_refused_without_quoting_it() {
+        for url in [
+            "postgres://u:secret-pw@db/studio?sslmode=require",
+            "postgres://u:secret-pw@db/studio?connect_timeout=5&sslmode=verify-full",
+            "postgresql://u:secret-pw@db/studio?sslmode=VERIFY-CA",
+            "host=db user=u password=secret-pw sslmode=require",
+            "host=db user=u password=secret-pw sslmode='verify-full'",
+        ] {
+            let refused = check_url(url).expect_err(url);
+            assert!(
+                matches!(refused, PgError::TlsUnsupported { .. }),
+                "{url}: {refused:?}"
+            );
+            assert!(!refused.to_string().contains("secret-pw"), "{refused}");
+        }
+        for url in [
+            "postgres://u:secret-pw@db/studio",
+            "postgres://u:secret-pw@db/studio?sslmode=disable",
+            "postgres://u:secret-pw@db/studio?sslmode=prefer",
+            "host=db user=u sslmode=disable",
+        ] {
+            check_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        let refused = check_url("postgres://u:secret-pw@db:port/studio").unwrap_err();
+        assert!(matches!(refused, PgError::Url(_)), "{refused:?}");
+        assert!(!refused.to_string().contains("secret-pw"), "{refused}");
+    }
+}

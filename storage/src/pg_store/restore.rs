@@ -297,6 +297,9 @@ struct EventRow {
     record: Vec<u8>,
 }
 
+/// An OAuth state: the state, its pen name, expiry, used flag, sealed authorization.
+type OAuthStateRow = (String, Option<String>, i64, bool, Vec<u8>);
+
 /// The rows read and not yet inserted, per table.
 #[derive(Default)]
 struct Rows {
@@ -305,7 +308,7 @@ struct Rows {
     bodies: Vec<(Vec<u8>, Vec<u8>)>,
     posts: Vec<PostRow>,
     events: Vec<EventRow>,
-    oauth_states: Vec<(String, Option<String>, i64, bool, Vec<u8>)>,
+    oauth_states: Vec<OAuthStateRow>,
     idempotency: Vec<(String, String, i64, Vec<u8>)>,
     epochs: Vec<(Vec<u8>, i64)>,
 }
