@@ -131,7 +131,8 @@ pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 /// checks it with [`Config::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Where the database, the generated admin token and the master key file live.
+    /// Where the database, the generated admin token and the master key file live (on
+    /// sled; a node on PostgreSQL keeps none of them there).
     pub data_dir: PathBuf,
     /// The address the HTTP service binds.
     pub listen: SocketAddr,
@@ -142,13 +143,15 @@ pub struct Config {
     /// The only origin (`scheme://host[:port]`) the OAuth callback page posts its result
     /// to, so no other window can read it. Default: the origin of `public_url`.
     pub app_origin: String,
-    /// Guards the admin API. `None`: the service generates one into the data dir.
+    /// Guards the admin API. `None`: the service generates one into the data dir — on
+    /// sled only: with `store.backend = "postgres"` it is required.
     pub admin_token: Option<Secret>,
     /// Admin tokens still accepted while clients move to a new one (key
     /// `previous_admin_tokens`: comma-separated). Empty outside a rotation.
     pub previous_admin_tokens: Vec<Secret>,
     /// Where the master key is kept when `SOCIAL_STUDIO_MASTER_KEY` is not set (that
     /// variable is read by the storage crate, not here). `None`: `{data_dir}/master.key`.
+    /// Sled only: refused with `store.backend = "postgres"`, whose key is never a file.
     pub master_key_file: Option<PathBuf>,
     /// How long an OAuth `state` can be redeemed (key `oauth_state_ttl_secs`).
     pub oauth_state_ttl: Duration,
@@ -565,7 +568,9 @@ impl Config {
     /// what it reads: every value in range, URLs absolute and https (plain http only to
     /// loopback) without credentials or fragment, `app_origin` an origin, an admin token
     /// of at least [`MIN_ADMIN_TOKEN_LEN`] characters, client ids and secrets in pairs,
-    /// and each platform's section holding only its own keys. Refusals name the key,
+    /// each platform's section holding only its own keys, and a `[store]` that can work
+    /// (PostgreSQL: built in, a URL that does not ask for TLS, an admin token, no key
+    /// file). Refusals name the key,
     /// with [`Origin::Code`] as where it came from.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check(&|_| Origin::Code)
