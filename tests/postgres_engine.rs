@@ -603,3 +603,83 @@ async fn the_migrate_store_command_reads_the_engine_s_configuration_and_says_wha
     );
     assert_eq!(db.count("posts").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_postgres_names_the_database_without_its_password_and_refuses_without_a_token() {
+    let db = Database::new().await;
+    let password = db.password();
+    let dir = TempDir::new().unwrap();
+    let key = MasterKey::generate();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let serve = || {
+        let mut command = binary();
+        command
+            .arg("serve")
+            .env("SOCIAL_STUDIO_DATA_DIR", dir.path())
+            .env("SOCIAL_STUDIO_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SOCIAL_STUDIO_PUBLIC_URL", &url)
+            .env("SOCIAL_STUDIO_STORE_BACKEND", "postgres")
+            .env("SOCIAL_STUDIO_STORE_URL", &db.url)
+            .env(MASTER_KEY_ENV, key.to_base64().as_str())
+            .stdout(std::process::Stdio::null());
+        command
+    };
+
+    // Without an admin token: refused at start, naming the key; nothing generated.
+    let refused = run(&mut serve()).await;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("admin_token"), "{said}");
+    assert!(said.contains("SOCIAL_STUDIO_ADMIN_TOKEN"), "{said}");
+    assert!(!said.contains(&password), "the password in {said}");
+    assert!(!dir.path().join("admin.token").exists());
+
+    let log = dir.path().join("serve.log");
+    let mut server = serve()
+        .env("SOCIAL_STUDIO_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let up = poll_until(PATIENCE, LOOK_AGAIN, async || {
+        if let Ok(Some(status)) = server.try_wait() {
+            return Some(Err(status));
+        }
+        let ready = client.get(format!("{url}/readyz")).send().await;
+        ready
+            .is_ok_and(|r| r.status().is_success())
+            .then_some(Ok(()))
+    })
+    .await;
+    let said = || std::fs::read_to_string(&log).unwrap();
+    assert!(
+        matches!(up, Some(Ok(()))),
+        "the server did not come up: {up:?}\n{}",
+        said()
+    );
+    let (status, body) = {
+        let answer = client
+            .get(format!("{url}/v1/pen-names/jane/connections"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        (answer.status(), answer.text().await.unwrap())
+    };
+    assert!(status.is_success(), "{status} {body}");
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    let said = said();
+    assert!(
+        said.contains("store: postgres (format 1) in postgres://127.0.0.1:"),
+        "{said}"
+    );
+    assert!(!said.contains(&password), "the password in the log: {said}");
+    assert!(!dir.path().join("admin.token").exists());
+    assert!(!dir.path().join(MASTER_KEY_FILE).exists());
+}
