@@ -21,6 +21,12 @@
 //! idempotency_hours = 24                        # at least 1
 //! finished_posts_days = 90                      # Published and Cancelled posts; 0: keep them
 //!
+//! [store]                                       # where the engine's data lives
+//! backend = "sled"                              # or "postgres" (a build with `--features postgres`)
+//! url = "postgres://user:pw@db.internal/studio" # postgres only; a secret (its password)
+//! node_id = "studio-1"                          # default: host name and process id
+//! lease_secs = 15                               # for the multi-node leases (not yet acted on)
+//!
 //! [platforms.x]
 //! client_id = "…"
 //! client_secret = "…"
@@ -111,6 +117,9 @@ pub const DEFAULT_IDEMPOTENCY_HOURS: u32 = 24;
 /// How many days a finished post is kept by default.
 pub const DEFAULT_FINISHED_POSTS_DAYS: u32 = 90;
 
+/// How long a node's lease on its connections lasts by default (`store.lease_secs`).
+pub const DEFAULT_LEASE_SECS: u32 = 15;
+
 /// The path under `public_url` where platforms send the author back.
 pub const CALLBACK_PATH: &str = "/v1/oauth/callback";
 
@@ -122,7 +131,8 @@ pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 /// checks it with [`Config::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Where the database, the generated admin token and the master key file live.
+    /// Where the database, the generated admin token and the master key file live (on
+    /// sled; a node on PostgreSQL keeps none of them there).
     pub data_dir: PathBuf,
     /// The address the HTTP service binds.
     pub listen: SocketAddr,
@@ -133,13 +143,15 @@ pub struct Config {
     /// The only origin (`scheme://host[:port]`) the OAuth callback page posts its result
     /// to, so no other window can read it. Default: the origin of `public_url`.
     pub app_origin: String,
-    /// Guards the admin API. `None`: the service generates one into the data dir.
+    /// Guards the admin API. `None`: the service generates one into the data dir — on
+    /// sled only: with `store.backend = "postgres"` it is required.
     pub admin_token: Option<Secret>,
     /// Admin tokens still accepted while clients move to a new one (key
     /// `previous_admin_tokens`: comma-separated). Empty outside a rotation.
     pub previous_admin_tokens: Vec<Secret>,
     /// Where the master key is kept when `SOCIAL_STUDIO_MASTER_KEY` is not set (that
     /// variable is read by the storage crate, not here). `None`: `{data_dir}/master.key`.
+    /// Sled only: refused with `store.backend = "postgres"`, whose key is never a file.
     pub master_key_file: Option<PathBuf>,
     /// How long an OAuth `state` can be redeemed (key `oauth_state_ttl_secs`).
     pub oauth_state_ttl: Duration,
@@ -167,6 +179,72 @@ pub struct Config {
     pub platforms: BTreeMap<Platform, PlatformConfig>,
     /// How long events, idempotency keys and finished posts are kept (`[retention]`).
     pub retention: Retention,
+    /// Which backend holds the engine's data (`[store]`).
+    pub store: StoreSettings,
+}
+
+/// The `[store]` section: which backend holds the engine's data, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// `store.backend`: the embedded sled store in `data_dir` (the default), or a
+    /// PostgreSQL database (only in a build with the `postgres` feature).
+    pub backend: Backend,
+    /// `store.url` (`SOCIAL_STUDIO_STORE_URL`): the PostgreSQL database,
+    /// `postgres://user:password@host:port/database` or the key-value form, `sslmode` in
+    /// it. A secret (it may hold the password): never shown in an error, `Debug` or the
+    /// log. Required with `backend = "postgres"`, refused with sled.
+    pub url: Option<Secret>,
+    /// `store.node_id`: this process's name among the nodes sharing a database; `None`:
+    /// the host name and the process id ([`StoreSettings::node_id`]).
+    pub node_id: Option<String>,
+    /// `store.lease_secs`: how long a node's lease on its connections will last before
+    /// another node may take them over. Parsed and checked (5 to 300) now; no lease
+    /// exists yet, so nothing acts on it (the multi-node work of issue 13 will).
+    pub lease_secs: u32,
+}
+
+/// Where the engine's data lives (`store.backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// The embedded sled store, in `data_dir`.
+    #[default]
+    Sled,
+    /// A PostgreSQL database (`store.url`).
+    Postgres,
+}
+
+impl Backend {
+    /// The name `store.backend` spells it with.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sled => "sled",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> StoreSettings {
+        StoreSettings {
+            backend: Backend::Sled,
+            url: None,
+            node_id: None,
+            lease_secs: DEFAULT_LEASE_SECS,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// This node's name: `store.node_id`, or `{host name}-{process id}`.
+    pub fn node_id(&self) -> String {
+        match &self.node_id {
+            Some(id) => id.clone(),
+            None => {
+                let host = whoami::hostname().unwrap_or_else(|_| "localhost".to_owned());
+                format!("{host}-{}", std::process::id())
+            }
+        }
+    }
 }
 
 /// The `[retention]` section: how long the engine keeps what it no longer needs. The
@@ -387,7 +465,13 @@ fn platform_keys(p: Platform) -> &'static [&'static str] {
 }
 
 /// Keys whose values are never shown (the last part of the dotted key).
-const SECRET_KEYS: [&str; 3] = ["admin_token", "previous_admin_tokens", "client_secret"];
+const SECRET_KEYS: [&str; 4] = [
+    "admin_token",
+    "previous_admin_tokens",
+    "client_secret",
+    // `store.url`: it may hold the database's password.
+    "url",
+];
 
 fn is_secret(key: &str) -> bool {
     SECRET_KEYS.contains(&key.rsplit('.').next().unwrap_or(key))
@@ -395,6 +479,9 @@ fn is_secret(key: &str) -> bool {
 
 /// The name of the retention section.
 const RETENTION_KEY: &str = "retention";
+
+/// The name of the store section.
+const STORE_KEY: &str = "store";
 
 /// Whole-number keys and the values they accept, inclusive.
 const RANGES: &[(&str, u64, u64)] = &[
@@ -407,6 +494,7 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("retention.events_days", 0, 36_500),
     ("retention.idempotency_hours", 1, 87_600),
     ("retention.finished_posts_days", 0, 36_500),
+    ("store.lease_secs", 5, 300),
 ];
 
 /// The smallest media budget: below it even an image for X or Bluesky may not fit.
@@ -431,7 +519,8 @@ fn expected(key: &str) -> String {
     match key.split('.').collect::<Vec<_>>().as_slice() {
         ["listen"] => "an IP address and port such as 127.0.0.1:8080".to_owned(),
         [PLATFORMS_KEY] => "a table of [platforms.<id>] sections".to_owned(),
-        [PLATFORMS_KEY, _] | [RETENTION_KEY] => "a table of keys".to_owned(),
+        [PLATFORMS_KEY, _] | [RETENTION_KEY] | [STORE_KEY] => "a table of keys".to_owned(),
+        [STORE_KEY, "backend"] => "\"sled\" or \"postgres\"".to_owned(),
         _ => "a string".to_owned(),
     }
 }
@@ -457,6 +546,7 @@ impl Default for Config {
                 crate::platforms::outbound::media_budget::DEFAULT_MEDIA_MEMORY_BYTES,
             platforms: BTreeMap::new(),
             retention: Retention::default(),
+            store: StoreSettings::default(),
         }
     }
 }
@@ -478,7 +568,9 @@ impl Config {
     /// what it reads: every value in range, URLs absolute and https (plain http only to
     /// loopback) without credentials or fragment, `app_origin` an origin, an admin token
     /// of at least [`MIN_ADMIN_TOKEN_LEN`] characters, client ids and secrets in pairs,
-    /// and each platform's section holding only its own keys. Refusals name the key,
+    /// each platform's section holding only its own keys, and a `[store]` that can work
+    /// (PostgreSQL: built in, a URL that does not ask for TLS, an admin token, no key
+    /// file). Refusals name the key,
     /// with [`Origin::Code`] as where it came from.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check(&|_| Origin::Code)
@@ -553,6 +645,7 @@ impl Config {
                 "retention.finished_posts_days",
                 Some(u64::from(self.retention.finished_posts_days)),
             ),
+            ("store.lease_secs", Some(u64::from(self.store.lease_secs))),
         ];
         for (key, value) in numbers {
             let Some(value) = value else { continue };
@@ -585,7 +678,71 @@ impl Config {
         for (p, section) in &self.platforms {
             check_platform(*p, section, origin)?;
         }
-        Ok(())
+        self.check_store(origin)
+    }
+
+    /// The `[store]` section, and what a PostgreSQL store asks of the rest: every node
+    /// must share the admin token, so none is generated into a file.
+    fn check_store(&self, origin: &dyn Fn(&str) -> Origin) -> Result<(), ConfigError> {
+        let refuse = |key: &str, problem: String| ConfigError::Inconsistent {
+            key: key.to_owned(),
+            origin: origin(key),
+            problem,
+        };
+        if let Some(id) = &self.store.node_id {
+            if id.trim().is_empty() {
+                return Err(ConfigError::BadValue {
+                    key: "store.node_id".to_owned(),
+                    origin: origin("store.node_id"),
+                    value: Some("\"\"".to_owned()),
+                    expected: "a non-empty string".to_owned(),
+                });
+            }
+        }
+        match self.store.backend {
+            Backend::Sled => {
+                if self.store.url.is_some() {
+                    return Err(refuse(
+                        "store.url",
+                        "it is set but store.backend is \"sled\": set store.backend = \"postgres\" to use the database, or remove store.url".to_owned(),
+                    ));
+                }
+                Ok(())
+            }
+            Backend::Postgres => {
+                if !cfg!(feature = "postgres") {
+                    return Err(refuse(
+                        "store.backend",
+                        "this build has no PostgreSQL backend: build social-studio with `--features postgres`".to_owned(),
+                    ));
+                }
+                let Some(url) = &self.store.url else {
+                    return Err(refuse(
+                        "store.url",
+                        "store.backend is \"postgres\": set store.url (or SOCIAL_STUDIO_STORE_URL) to the database's postgres:// URL".to_owned(),
+                    ));
+                };
+                #[cfg(feature = "postgres")]
+                if let Err(e) = social_studio_storage::check_pg_url(url.expose()) {
+                    return Err(refuse("store.url", e.to_string()));
+                }
+                #[cfg(not(feature = "postgres"))]
+                let _ = url;
+                if self.admin_token.is_none() {
+                    return Err(refuse(
+                        "admin_token",
+                        "store.backend is \"postgres\": set admin_token (or SOCIAL_STUDIO_ADMIN_TOKEN). Every node must accept the same token, so none is generated into the data directory".to_owned(),
+                    ));
+                }
+                if self.master_key_file.is_some() {
+                    return Err(refuse(
+                        "master_key_file",
+                        "store.backend is \"postgres\": the master key comes from SOCIAL_STUDIO_MASTER_KEY (or the host), the same on every node; a key file is not read".to_owned(),
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The one redirect URI registered with every platform.
@@ -1821,5 +1978,206 @@ mod retention_tests {
             config.validate().is_ok(),
             "posts kept forever outlive any key"
         );
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::tests::env;
+    use super::*;
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("social-studio.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), env(vars))
+    }
+
+    const TOKEN: &str = "an-admin-token-of-some-length";
+    #[cfg(feature = "postgres")]
+    const PASSWORD: &str = "hunter2-db-password";
+
+    #[test]
+    fn the_store_defaults_to_sled_with_a_node_id_of_host_and_process() {
+        let store = Config::default().store;
+        assert_eq!(store.backend, Backend::Sled);
+        assert_eq!(store.url, None);
+        assert_eq!(store.lease_secs, 15);
+        let id = store.node_id();
+        assert!(
+            id.ends_with(&format!("-{}", std::process::id())),
+            "{id}: the host name and the process id"
+        );
+        let named = load("[store]\nnode_id = \" studio-1 \"\nlease_secs = 20\n", &[]).unwrap();
+        assert_eq!(named.store.node_id(), "studio-1");
+        assert_eq!(named.store.lease_secs, 20);
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_is_read_from_the_file_and_the_environment() {
+        let url = format!("postgres://studio:{PASSWORD}@db.internal:5433/studio?sslmode=disable");
+        let config = load(
+            &format!(
+                "admin_token = \"{TOKEN}\"\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.store.backend, Backend::Postgres);
+        assert_eq!(
+            config.store.url.as_ref().map(|u| u.expose()),
+            Some(url.as_str())
+        );
+        assert!(
+            !format!("{config:?}").contains(PASSWORD),
+            "the URL's password in Debug"
+        );
+
+        let config = load(
+            "",
+            &[
+                ("SOCIAL_STUDIO_STORE_BACKEND", "postgres"),
+                (
+                    "SOCIAL_STUDIO_STORE_URL",
+                    "postgres://studio@localhost/studio",
+                ),
+                ("SOCIAL_STUDIO_STORE_NODE_ID", "node-b"),
+                ("SOCIAL_STUDIO_STORE_LEASE_SECS", "30"),
+                ("SOCIAL_STUDIO_ADMIN_TOKEN", TOKEN),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.store.backend, Backend::Postgres);
+        assert_eq!(config.store.node_id(), "node-b");
+        assert_eq!(config.store.lease_secs, 30);
+    }
+
+    /// (file, variables, the key refused, the refusal's code, words of the refusal)
+    #[cfg(feature = "postgres")]
+    type Case = (
+        String,
+        Vec<(&'static str, &'static str)>,
+        &'static str,
+        &'static str,
+        &'static str,
+    );
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_refusals_name_their_key_and_never_the_password() {
+        let token = ("SOCIAL_STUDIO_ADMIN_TOKEN", TOKEN);
+        let pg = ("SOCIAL_STUDIO_STORE_BACKEND", "postgres");
+        let with_url = |url: &str| format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n");
+        let cases: Vec<Case> = vec![
+            (
+                "[store]\nbackend = \"mysql\"".into(),
+                vec![],
+                "store.backend",
+                "bad_value",
+                "\"sled\" or \"postgres\"",
+            ),
+            (
+                "".into(),
+                vec![pg, token],
+                "store.url",
+                "inconsistent",
+                "SOCIAL_STUDIO_STORE_URL",
+            ),
+            (
+                "[store]\nurl = \"postgres://localhost/studio\"".into(),
+                vec![token],
+                "store.url",
+                "inconsistent",
+                "store.backend is \"sled\"",
+            ),
+            (
+                with_url(&format!(
+                    "postgres://u:{PASSWORD}@localhost/db?sslmode=require"
+                )),
+                vec![token],
+                "store.url",
+                "inconsistent",
+                "sslmode=require",
+            ),
+            (
+                with_url(&format!(
+                    "postgres://u:{PASSWORD}@localhost/db?sslmode=verify-full"
+                )),
+                vec![token],
+                "store.url",
+                "inconsistent",
+                "TLS",
+            ),
+            (
+                with_url(&format!("postgres://u:{PASSWORD}@localhost:notaport/db")),
+                vec![token],
+                "store.url",
+                "inconsistent",
+                "cannot be used",
+            ),
+            (
+                with_url("postgres://localhost/db"),
+                vec![],
+                "admin_token",
+                "inconsistent",
+                "SOCIAL_STUDIO_ADMIN_TOKEN",
+            ),
+            (
+                format!(
+                    "master_key_file = \"/k\"\n{}",
+                    with_url("postgres://localhost/db")
+                ),
+                vec![token],
+                "master_key_file",
+                "inconsistent",
+                "SOCIAL_STUDIO_MASTER_KEY",
+            ),
+            (
+                "[store]\nlease_secs = 2".into(),
+                vec![],
+                "store.lease_secs",
+                "bad_value",
+                "5 to 300",
+            ),
+            (
+                "[store]\nnode_id = \" \"".into(),
+                vec![],
+                "store.node_id",
+                "bad_value",
+                "non-empty",
+            ),
+            (
+                "[store]\nbackend = \"sled\"\nurls = 1".into(),
+                vec![],
+                "store.urls",
+                "unknown_key",
+                "store.url",
+            ),
+        ];
+        for (text, vars, key, code, words) in cases {
+            let error = load(&text, &vars).expect_err(&text);
+            let shown = error.to_string();
+            assert_eq!(error.key(), Some(key), "{text:?} {vars:?}: {shown}");
+            assert_eq!(error.code(), code, "{text:?}: {shown}");
+            assert!(shown.contains(words), "{text:?}: {shown}");
+            assert!(!shown.contains(PASSWORD), "the password in {shown}");
+            assert!(
+                !format!("{error:?}").contains(PASSWORD),
+                "the password in {error:?}"
+            );
+        }
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn postgres_in_a_build_without_it_says_how_to_build_it() {
+        let error = load(
+            &format!("admin_token = \"{TOKEN}\"\n[store]\nbackend = \"postgres\"\nurl = \"postgres://localhost/db\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(error.key(), Some("store.backend"));
+        assert!(error.to_string().contains("--features postgres"), "{error}");
     }
 }

@@ -8,6 +8,8 @@
 //! - [`platforms`]: one adapter per platform (OAuth dialect, identity and requirement
 //!   checks, publishing, error mapping) over the shared OAuth 2.0 core.
 //! - [`config`]: the TOML file and `SOCIAL_STUDIO_*` environment overrides.
+//! - `migrate` (feature `postgres`): `migrate-store`, a sled data directory copied into
+//!   PostgreSQL and checked.
 //! - [`wait`]: the one way the demo, examples and tests wait for a condition nothing
 //!   announces.
 //! - `sandbox` (the default Cargo feature `sandbox`): the `social-studio-sandbox` crate,
@@ -22,6 +24,8 @@
 
 pub mod config;
 pub mod http;
+#[cfg(feature = "postgres")]
+pub mod migrate;
 pub mod platforms;
 #[cfg(feature = "sandbox")]
 mod sandboxed;

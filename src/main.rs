@@ -1,5 +1,6 @@
-//! The `social-studio` binary: `serve`, `demo`, `status`, `backup` and `restore`, and
-//! the key commands (`new-master-key`, `rotate-master-key`, `rotate-admin-token`).
+//! The `social-studio` binary: `serve`, `demo`, `status`, `backup` and `restore`,
+//! `migrate-store` (feature `postgres`), and the key commands (`new-master-key`,
+//! `rotate-master-key`, `rotate-admin-token`).
 
 #[cfg(feature = "sandbox")]
 mod demo;
@@ -136,6 +137,22 @@ enum Command {
         /// The data directory to create: it must not exist or be empty.
         #[arg(long)]
         data_dir: PathBuf,
+    },
+    /// Copy a stopped engine's sled store (`data_dir`) — or, with --from-archive, a backup
+    /// archive of either backend — into the empty PostgreSQL database of `[store] url`,
+    /// then check that the database holds what the source does.
+    /// The configuration is the one the engine will run with on PostgreSQL
+    /// (`store.backend = "postgres"`); the master key is the one the sled store is sealed
+    /// with, in SOCIAL_STUDIO_MASTER_KEY. The data directory is left as it was.
+    #[cfg(feature = "postgres")]
+    MigrateStore {
+        /// TOML configuration file (also SOCIAL_STUDIO_CONFIG).
+        #[arg(long, env = "SOCIAL_STUDIO_CONFIG")]
+        config: Option<PathBuf>,
+        /// Copy this backup archive (of a sled or a PostgreSQL store, as `backup` writes
+        /// them) instead of the data directory's store.
+        #[arg(long)]
+        from_archive: Option<PathBuf>,
     },
 }
 
@@ -667,6 +684,65 @@ fn restore(from: PathBuf, data_dir: PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// `migrate-store`: the configured data directory into the configured database.
+#[cfg(feature = "postgres")]
+async fn migrate_store(config_file: Option<PathBuf>, from_archive: Option<PathBuf>) -> Result<()> {
+    use social_studio::config::Backend;
+    use social_studio_storage::vault::{MASTER_KEY_ENV, MASTER_KEY_FILE};
+    let config = Config::load(config_file.as_deref(), std::env::vars()).context("configuration")?;
+    let (Backend::Postgres, Some(url)) = (config.store.backend, &config.store.url) else {
+        bail!(
+            "migrate-store copies into the database the engine will use: configure store.backend = \"postgres\" and store.url (SOCIAL_STUDIO_STORE_URL)"
+        );
+    };
+    let Some(key) = std::env::var(MASTER_KEY_ENV)
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+    else {
+        let file = config.data_dir.join(MASTER_KEY_FILE);
+        bail!(
+            "set SOCIAL_STUDIO_MASTER_KEY to the master key the store in {} is sealed with{}: the engine on PostgreSQL reads it from there, the same on every node",
+            config.data_dir.display(),
+            if file.is_file() {
+                format!(" (the first line of {})", file.display())
+            } else {
+                String::new()
+            }
+        );
+    };
+    let (keys, _) = social_studio_storage::MasterKeys::resolve(
+        &config.data_dir,
+        None,
+        Some(&key),
+        std::env::var(social_studio_storage::vault::PREVIOUS_MASTER_KEYS_ENV)
+            .ok()
+            .as_deref(),
+    )
+    .context("the master key")?;
+    let (source, report) = match &from_archive {
+        Some(archive) => (
+            format!("the archive {}", archive.display()),
+            social_studio::migrate::restore_archive(archive, url.expose(), &keys).await,
+        ),
+        None => (
+            config.data_dir.display().to_string(),
+            social_studio::migrate::migrate_store(&config.data_dir, url.expose(), &keys).await,
+        ),
+    };
+    let report = report.with_context(|| format!("copying {source} into PostgreSQL"))?;
+    println!(
+        "copied {source} into {} ({} archive records), then checked: the database holds what the source holds",
+        report.target, report.archive_records
+    );
+    for (kind, c) in &report.contents.kinds {
+        println!("  {kind:<14} {:>10}  sha256 {}  equal", c.count, c.digest);
+    }
+    println!(
+        "start `social-studio serve` with this configuration; {source} is left as it was (the engine on PostgreSQL does not read it)"
+    );
+    Ok(())
+}
+
 /// A write past the file size limit (`ulimit -f`, `RLIMIT_FSIZE`) raises SIGXFSZ, whose
 /// default action ends the process. Ignored, the write fails with EFBIG instead: the store
 /// reports it, `/readyz` says `storage_failing`, and the engine backs off and waits.
@@ -748,6 +824,11 @@ fn run(cli: Cli) -> Result<()> {
                 from_data_dir,
             } => backup(out, url, data_dir, from_data_dir).await,
             Command::Restore { from, data_dir } => restore(from, data_dir),
+            #[cfg(feature = "postgres")]
+            Command::MigrateStore {
+                config,
+                from_archive,
+            } => migrate_store(config, from_archive).await,
         }
     })
 }

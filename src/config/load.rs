@@ -16,9 +16,10 @@ use url::Url;
 
 use super::{
     expected, is_secret, platform_keys, web_origin, web_url, Config, ConfigError, Origin,
-    PlatformConfig, Retention, BOOLEANS, ENV_PREFIX, IGNORED_ENV_VARS, PLATFORMS_KEY, RANGES,
-    RETENTION_KEY,
+    PlatformConfig, Retention, StoreSettings, BOOLEANS, ENV_PREFIX, IGNORED_ENV_VARS,
+    PLATFORMS_KEY, RANGES, RETENTION_KEY, STORE_KEY,
 };
+use crate::config::Backend;
 
 /// [`Config::load`]: the file, the environment over it, then the checks.
 pub(super) fn load(
@@ -74,6 +75,18 @@ struct FileShape {
     platforms: PlatformSections,
     #[serde(default)]
     retention: RetentionSection,
+    #[serde(default)]
+    store: StoreSection,
+}
+
+/// The `[store]` section, as written.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    backend: Option<String>,
+    url: Option<Secret>,
+    node_id: Option<String>,
+    lease_secs: Option<u64>,
 }
 
 /// The `[retention]` section, as written.
@@ -194,10 +207,13 @@ const TOP_KEYS: &[&str] = &[
 /// `[<section>]` tables other than `platforms`, with their keys: each key is also
 /// `SOCIAL_STUDIO_<SECTION>_<KEY>`. A new section adds a field to [`FileShape`] and a line
 /// here.
-const SECTIONS: &[(&str, &[&str])] = &[(
-    RETENTION_KEY,
-    &["events_days", "idempotency_hours", "finished_posts_days"],
-)];
+const SECTIONS: &[(&str, &[&str])] = &[
+    (
+        RETENTION_KEY,
+        &["events_days", "idempotency_hours", "finished_posts_days"],
+    ),
+    (STORE_KEY, &["backend", "url", "node_id", "lease_secs"]),
+];
 
 // ---------------------------------------------------------------------------------------
 // The environment's names.
@@ -518,6 +534,31 @@ impl Layers {
             },
             platforms,
             retention: self.retention(shape.retention, defaults.retention)?,
+            store: self.store(shape.store, defaults.store)?,
+        })
+    }
+
+    /// The `[store]` section, each key absent taking its default.
+    fn store(
+        &self,
+        s: StoreSection,
+        defaults: StoreSettings,
+    ) -> Result<StoreSettings, ConfigError> {
+        let key = |name: &str| format!("{STORE_KEY}.{name}");
+        let backend = match self.text(&key("backend"), s.backend)?.as_deref() {
+            None => defaults.backend,
+            Some("sled") => Backend::Sled,
+            Some("postgres") => Backend::Postgres,
+            Some(_) => return Err(self.bad_value(&key("backend"), expected(&key("backend")))),
+        };
+        Ok(StoreSettings {
+            backend,
+            url: self.secret(&key("url"), s.url)?,
+            node_id: self.text(&key("node_id"), s.node_id)?,
+            lease_secs: match s.lease_secs {
+                Some(v) => self.fit(&key("lease_secs"), v)?,
+                None => defaults.lease_secs,
+            },
         })
     }
 

@@ -12,6 +12,7 @@
 //! | `mod.rs` | `Studio`: opening, connections, the connect flows, disconnect, attention, erasure |
 //! | `new_post.rs` | [`PostRequest`] as sent, parsed once into a validated [`NewPost`] |
 //! | `posts.rs` | scheduling, listing, editing, cancel, retry, resolve, verify |
+//! | `store_choice.rs` | the store opened: sled in the data directory, or PostgreSQL, and what each asks for |
 //! | `admin_tokens.rs` | the admin tokens accepted (current and previous), reloaded while serving |
 //! | `error.rs` | one error type per use case, each with its code, remedy and reason |
 //! | `views.rs` | what the engine shows: typed views, serialised as the API writes them |
@@ -22,6 +23,7 @@ pub(crate) mod error;
 mod new_post;
 mod posts;
 pub mod schema;
+mod store_choice;
 mod upkeep;
 pub mod views;
 
@@ -35,8 +37,8 @@ use rand::RngCore;
 use social_studio_actors::{Clock, Engine, EngineConfig, PlatformPort, SystemClock, TreeReport};
 use social_studio_storage::{
     Batch, Connection, ConnectionKey, ConnectionStatus, Durability, Event, EventPage, KeySource,
-    MasterKeys, PenName, PendingAuthorization, Platform, Secret, SharedStore, SledStore,
-    StateLabel, StateLookup, StoreConfig, StoreError, StoreInfo, Timestamp, UnreadableRecord,
+    MasterKeys, PenName, PendingAuthorization, Platform, Secret, SharedStore, StateLabel,
+    StateLookup, StoreError, StoreInfo, Timestamp, UnreadableRecord,
 };
 use tokio::sync::broadcast;
 
@@ -47,6 +49,7 @@ pub use error::{
 pub use new_post::{MediaInput, NewPost, PlatformTarget, PostRequest};
 pub use posts::{PostList, PostPatch};
 pub use social_studio_actors::{BootPhase, BootProgress, BootState};
+pub use store_choice::StoreRefusal;
 pub use upkeep::{Purged, RETENTION_EVERY};
 use views::{
     AttentionItem, AuthorizeStart, ConnectionEntry, ConnectionErased, ConnectionState,
@@ -301,30 +304,7 @@ impl Studio {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             EngineRefusal::Unavailable(format!("data directory {}: {e}", config.data_dir.display()))
         })?;
-        let mut store_config = StoreConfig::new(&config.data_dir);
-        if let Some(capacity) = options.event_capacity {
-            store_config.event_capacity = capacity;
-        }
-        let (keys, source) = match &options.master_keys {
-            Some(keys) => (keys.clone(), KeySource::Provided),
-            None => MasterKeys::from_environment_or_file(
-                &config.data_dir,
-                config.master_key_file.as_deref(),
-            )
-            .map_err(|e| EngineRefusal::Storage(e.into()))?,
-        };
-        if let KeySource::File { path, created } = &source {
-            tracing::warn!(
-                path = %path.display(),
-                created,
-                "the master key is a file beside the data it protects: fine for local use; in production set SOCIAL_STUDIO_MASTER_KEY"
-            );
-        }
-        let store: SharedStore = Arc::new(SledStore::open_with_keys(
-            &store_config,
-            &keys,
-            source.clone(),
-        )?);
+        let (store, source) = store_choice::open(&config, &options).await?;
         let store = match &options.store_layer {
             Some(layer) => layer(store),
             None => store,

@@ -40,6 +40,7 @@ pub mod codec;
 #[cfg(feature = "testkit")]
 pub mod conformance;
 mod connection;
+pub mod contents;
 mod error;
 mod event;
 #[cfg(any(test, feature = "testkit"))]
@@ -76,7 +77,10 @@ pub use oauth::{PendingAuthorization, StateLookup};
 pub use ownership::{HeldUntil, LeaseRenewal, NodeId, NodeIdError, Ownership, NODE_ID_MAX_LEN};
 pub use pen_name::{PenName, PenNameError, PEN_NAME_MAX_LEN};
 #[cfg(feature = "postgres")]
-pub use pg_store::{PgConfig, PgError, PgStore, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE};
+pub use pg_store::{
+    check_url as check_pg_url, PgConfig, PgError, PgStore, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_POOL_SIZE,
+};
 pub use platform::{Capabilities, Platform, PostKind, Renewal, UnknownPlatform};
 pub use port::{
     BackupSummary, CommitFuture, Committed, ConnectionCounts, Durability, ErasedCounts, EventPage,

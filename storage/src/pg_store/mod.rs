@@ -28,17 +28,21 @@
 //! - **Leases between nodes** ([`leases`], [`crate::Ownership`]): a connection's owner,
 //!   epoch and expiry on its `epochs` row, on the database's clock; acquiring a lease
 //!   bumps the epoch the fences check.
+//! - **Restore** ([`restore`]): an archive of either backend into an empty database, every
+//!   record as stored — how a sled data directory moves here (`migrate-store`).
 //!
-//! Not yet: TLS (`sslmode` in the URL is not acted on; plain TCP only), master key
+//! Not yet: TLS (plain TCP only: a URL asking for `sslmode=require` or `verify-*` is
+//! refused at open, [`PgError::TlsUnsupported`], never quietly downgraded), master key
 //! rotation (a store sealed with a previous key is refused), commands between nodes, and
-//! virtual time: the pool's and the client's timeouts run on tokio's clock, so
-//! an engine on a paused clock would see them fire while it waits for the server.
+//! virtual time: the pool's and the client's timeouts run on tokio's clock, so an engine
+//! on a paused clock would see them fire while it waits for the server.
 
 mod commit;
 mod feed;
 mod leases;
 mod migrate;
 mod reads;
+mod restore;
 mod upkeep;
 
 use std::collections::BTreeMap;
@@ -138,6 +142,16 @@ pub enum PgError {
     CommitUnknown(String),
     #[error("the store's writer has stopped; no more writes are possible from this handle")]
     WriterStopped,
+    /// The URL asks for TLS (`sslmode=require`, `verify-ca`, `verify-full`), which this
+    /// release cannot speak yet: refused rather than connecting in plain text.
+    #[error("the store URL asks for sslmode={sslmode}, but this release cannot connect to PostgreSQL over TLS yet, and will not connect in plain text instead. Reach the database over a network you trust (loopback, a private network, a TLS tunnel) and set sslmode=disable")]
+    TlsUnsupported { sslmode: String },
+    /// A restore's target database already holds data.
+    #[error("the target database is not empty (it holds {holds}); restore or migrate into a new, empty database")]
+    RestoreTargetNotEmpty { holds: String },
+    /// A restore found something it must not copy as it is.
+    #[error("the archive cannot be restored into PostgreSQL: {0}")]
+    RestoreRefused(String),
     /// The raw-record test hooks could not do what they were asked.
     #[error("a test hook failed: {0}")]
     TestHook(String),
@@ -212,10 +226,7 @@ impl PgStore {
         config: &PgConfig,
         keys: &MasterKeys,
     ) -> Result<PgStore, StoreError> {
-        let mut pg_config: tokio_postgres::Config = config
-            .url
-            .parse()
-            .map_err(|e| StoreError::Postgres(PgError::Url(e)))?;
+        let mut pg_config = parse_url(&config.url).map_err(StoreError::Postgres)?;
         pg_config.connect_timeout(config.connect_timeout);
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("social-studio");
@@ -450,6 +461,40 @@ impl PgStore {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
+}
+
+/// Checks a store URL as [`PgStore::open_with_keys`] will, without connecting: that it
+/// parses, and that it does not ask for TLS ([`PgError::TlsUnsupported`]). The error
+/// never quotes the URL.
+pub fn check_url(url: &str) -> Result<(), PgError> {
+    parse_url(url).map(|_| ())
+}
+
+fn parse_url(url: &str) -> Result<tokio_postgres::Config, PgError> {
+    // Looked for before parsing: the client refuses `verify-*` as an unknown value, which
+    // would not say why.
+    if let Some(mode) = requested_sslmode(url) {
+        if !matches!(mode.as_str(), "disable" | "prefer") {
+            return Err(PgError::TlsUnsupported { sslmode: mode });
+        }
+    }
+    let config: tokio_postgres::Config = url.parse().map_err(PgError::Url)?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(PgError::TlsUnsupported {
+            sslmode: "require".into(),
+        });
+    }
+    Ok(config)
+}
+
+/// The `sslmode` a URL (`…?sslmode=…`) or key-value string (`sslmode=…`) names.
+fn requested_sslmode(url: &str) -> Option<String> {
+    let at = url.find("sslmode=")? + "sslmode=".len();
+    let rest = &url[at..];
+    let end = rest
+        .find(|c: char| c == '&' || c == '#' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('\'').to_ascii_lowercase())
 }
 
 enum RawKey {
@@ -716,5 +761,42 @@ impl Store for PgStore {
             location: self.inner.location.clone(),
             opened: self.inner.opened.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TLS is refused in both forms a URL can take, whatever the case, and the refusal
+    /// never quotes the URL; what connects in plain text by the client's own rules is
+    /// accepted.
+    #[test]
+    fn a_url_asking_for_tls_is_refused_without_quoting_it() {
+        for url in [
+            "postgres://u:secret-pw@db/studio?sslmode=require",
+            "postgres://u:secret-pw@db/studio?connect_timeout=5&sslmode=verify-full",
+            "postgresql://u:secret-pw@db/studio?sslmode=VERIFY-CA",
+            "host=db user=u password=secret-pw sslmode=require",
+            "host=db user=u password=secret-pw sslmode='verify-full'",
+        ] {
+            let refused = check_url(url).expect_err(url);
+            assert!(
+                matches!(refused, PgError::TlsUnsupported { .. }),
+                "{url}: {refused:?}"
+            );
+            assert!(!refused.to_string().contains("secret-pw"), "{refused}");
+        }
+        for url in [
+            "postgres://u:secret-pw@db/studio",
+            "postgres://u:secret-pw@db/studio?sslmode=disable",
+            "postgres://u:secret-pw@db/studio?sslmode=prefer",
+            "host=db user=u sslmode=disable",
+        ] {
+            check_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        let refused = check_url("postgres://u:secret-pw@db:port/studio").unwrap_err();
+        assert!(matches!(refused, PgError::Url(_)), "{refused:?}");
+        assert!(!refused.to_string().contains("secret-pw"), "{refused}");
     }
 }
