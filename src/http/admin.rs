@@ -74,11 +74,15 @@ impl From<BootState> for BootingBody {
     }
 }
 
+/// How long a client is told to wait before it asks again while the engine starts
+/// (`Retry-After`, seconds): the interval the start logs its progress at.
+pub(crate) const RETRY_AFTER_SECS: &str = "5";
+
 /// `/readyz` while the engine starts: 503, reason `booting`, and how far it has come.
 pub(crate) fn booting(state: BootState) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, super::booting::RETRY_AFTER_SECS)],
+        [(header::RETRY_AFTER, RETRY_AFTER_SECS)],
         Json(NotReadyBody::Unready(UnreadyBody {
             ready: false,
             reason: UnreadyReason {

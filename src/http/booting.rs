@@ -27,10 +27,6 @@ use tower::Service;
 
 use super::error::ApiError;
 
-/// How long a client is told to wait before it asks again (`Retry-After`, seconds): the
-/// interval the start logs its progress at.
-pub(crate) const RETRY_AFTER_SECS: &str = "5";
-
 /// The switch was thrown already: a server answers with one full API.
 #[derive(Debug, thiserror::Error)]
 #[error("the server already answers with the engine's API")]
@@ -119,7 +115,7 @@ impl Booting {
 /// Every route but `/healthz` and `/readyz` while the engine starts.
 async fn not_yet() -> Response {
     (
-        [(header::RETRY_AFTER, RETRY_AFTER_SECS)],
+        [(header::RETRY_AFTER, super::admin::RETRY_AFTER_SECS)],
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "booting",
