@@ -514,11 +514,13 @@ impl Studio {
             ConnectionStatus::Expired(r) => (ConnectionState::Expired, Some(ReasonView::from(r))),
             ConnectionStatus::Error(r) => (ConnectionState::Error, Some(ReasonView::from(r))),
         };
+        let chosen_targets = c.chosen().into_iter().map(|t| t.id.clone()).collect();
         Ok(ConnectionEntry {
             platform: c.key.platform,
             status,
             reason,
             account: Some(c.account),
+            chosen_targets,
             targets: c.targets,
             expires_at: view.expires_at,
             expiring_soon: view.expiring_soon,
