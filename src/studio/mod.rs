@@ -22,6 +22,7 @@ pub(crate) mod error;
 mod new_post;
 mod posts;
 pub mod schema;
+mod targets;
 mod upkeep;
 pub mod views;
 
@@ -47,6 +48,7 @@ pub use error::{
 pub use new_post::{MediaInput, NewPost, PlatformTarget, PostRequest};
 pub use posts::{PostList, PostPatch};
 pub use social_studio_actors::{BootPhase, BootProgress, BootState};
+pub use targets::TargetsError;
 pub use upkeep::{Purged, RETENTION_EVERY};
 use views::{
     AttentionItem, AuthorizeStart, ConnectionEntry, ConnectionErased, ConnectionState,

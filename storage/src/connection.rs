@@ -388,7 +388,46 @@ impl Record for Connection {
 
 #[cfg(test)]
 mod tests {
-    use super::StateLabel;
+    use super::*;
+
+    fn target(kind: TargetKind, id: &str) -> Target {
+        Target {
+            kind,
+            id: id.into(),
+            name: id.into(),
+        }
+    }
+
+    #[test]
+    fn the_default_choice_is_the_account_itself_and_a_new_listing_keeps_what_is_still_there() {
+        let member = target(TargetKind::Person, "member");
+        let org = target(TargetKind::Organisation, "org");
+        let (page1, page2) = (
+            target(TargetKind::Page, "p1"),
+            target(TargetKind::Page, "p2"),
+        );
+        assert_eq!(
+            Connection::default_choice(&[member.clone(), org.clone()]),
+            vec!["member".to_string()]
+        );
+        assert!(Connection::default_choice(&[page1.clone(), page2.clone()]).is_empty());
+
+        let mut c = crate::fixtures::connection(&crate::fixtures::key("jane", Platform::Facebook));
+        c.targets = vec![page1.clone(), page2.clone()];
+        c.chosen_targets = vec!["p2".into()];
+        assert!(c.has_targets_to_choose());
+        assert_eq!(c.chosen(), vec![&page2]);
+        // p2 still listed: kept.
+        c.set_targets(vec![page2.clone(), target(TargetKind::Page, "p3")]);
+        assert_eq!(c.chosen_targets, vec!["p2".to_string()]);
+        // p2 gone: back to the default, which for Pages is none.
+        c.set_targets(vec![page1]);
+        assert!(c.chosen_targets.is_empty());
+        // Only the account itself: nothing to choose.
+        c.set_targets(vec![target(TargetKind::Profile, "me")]);
+        assert!(!c.has_targets_to_choose());
+        assert_eq!(c.chosen_targets, vec!["me".to_string()]);
+    }
 
     #[test]
     fn every_label_is_listed_once_and_post_labels_are_the_post_states() {
