@@ -54,6 +54,17 @@ async fn the_chosen_targets_are_where_a_post_naming_none_goes() {
         "{:?}",
         event.data
     );
+    // The same choice again changes nothing, and says nothing.
+    let (status, _) = choose(&app, "jane", "linkedin", json!({"targets": [MEMBER, ORG]})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, detail) = app.get("/v1/pen-names/jane/connections/linkedin").await;
+    let chosen_events = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "targets_chosen")
+        .count();
+    assert_eq!(chosen_events, 1, "{detail}");
     // Reconnecting the same account keeps the choice.
     let again = app.connect_oauth("jane", "linkedin", "jane_writes").await;
     assert_eq!(again["chosen_targets"], json!([MEMBER, ORG]), "{again}");
