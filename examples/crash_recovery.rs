@@ -157,6 +157,7 @@ impl PlatformPort for FilePlatform {
                 handle: "@jane".into(),
                 display_name: "Jane".into(),
                 kind: AccountKind::Personal,
+                picture: None,
             })
         } else {
             Err(PortError::Unauthorized)
@@ -215,6 +216,7 @@ async fn child(dir: &Path) -> Result<(), String> {
         handle: "@jane".into(),
         display_name: "Jane".into(),
         kind: AccountKind::Personal,
+        picture: None,
     };
     engine
         .connect(key(), account, vec![], platform.issue(), false)

@@ -242,6 +242,7 @@ impl PlatformPort for OidcPlatform {
             handle: sub.clone(),
             display_name: sub,
             kind: AccountKind::Personal,
+            picture: None,
         })
     }
 

@@ -93,6 +93,8 @@ async fn connect_resolves_the_handle_opens_a_session_and_keeps_no_password() {
         .unwrap();
     assert_eq!(connected.account.platform_id, JANE_DID);
     assert_eq!(connected.account.handle, format!("@{JANE_HANDLE}"));
+    // The avatar is in the profile, which the adapter does not read.
+    assert_eq!(connected.account.picture, None);
     assert_eq!(connected.targets.len(), 1);
     assert_eq!(connected.targets[0].id, JANE_DID);
     let grant = &connected.grant;

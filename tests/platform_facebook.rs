@@ -88,6 +88,12 @@ async fn connect_offers_the_pages_with_their_tokens_and_no_expiry() {
     let connected = w.connect().await;
     assert_eq!(connected.account.platform_id, "1001");
     assert_eq!(connected.account.display_name, "Jane Writes");
+    // `picture` is asked for on `/me` (the user's; the Pages are the targets).
+    let picture = connected.account.picture.as_deref().expect("a picture");
+    assert!(
+        picture.starts_with("https://platform-lookaside.fbsbx.com/platform/profilepic/"),
+        "{picture}"
+    );
     assert_eq!(connected.targets.len(), 1);
     assert_eq!(connected.targets[0].kind, TargetKind::Page);
     assert_eq!(connected.targets[0].id, JANE_PAGE);

@@ -95,6 +95,11 @@ async fn connect_offers_the_professional_account_with_a_sixty_day_grant() {
     assert!(request.pkce_verifier.is_none());
     let connected = w.connect(PUBLISHER).await;
     assert_eq!(connected.account.platform_id, "1001");
+    assert!(connected
+        .account
+        .picture
+        .as_deref()
+        .is_some_and(|p| p.contains("asid=1001")));
     assert_eq!(connected.targets.len(), 1);
     assert_eq!(connected.targets[0].id, BUSINESS_IG);
     assert_eq!(connected.targets[0].kind, TargetKind::Profile);

@@ -88,6 +88,10 @@ async fn connect_asks_the_least_scopes_without_pkce_and_finds_the_member_and_org
     assert_eq!(connected.account.platform_id, JANE_URN);
     assert_eq!(connected.account.display_name, "Jane Writes");
     assert_eq!(connected.account.kind, AccountKind::Personal);
+    assert_eq!(
+        connected.account.picture.as_deref(),
+        Some(format!("https://media.licdn.com/dms/image/sandbox/{JANE}").as_str())
+    );
     let targets: Vec<(TargetKind, &str, &str)> = connected
         .targets
         .iter()

@@ -128,6 +128,11 @@ async fn connect_identifies_the_account_and_lists_every_board() {
     assert_eq!(connected.account.handle, JANE);
     assert_eq!(connected.account.display_name, "Jane Writes");
     assert_eq!(connected.account.kind, AccountKind::Business);
+    let picture = connected.account.picture.as_deref().expect("a picture");
+    assert!(
+        picture.starts_with("https://i.pinimg.com/sandbox/"),
+        "{picture}"
+    );
     let boards: Vec<(TargetKind, &str, &str)> = connected
         .targets
         .iter()

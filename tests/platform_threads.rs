@@ -137,6 +137,10 @@ async fn connect_exchanges_the_code_for_a_long_lived_token_with_its_lifetime() {
     assert!(w.adapter.renewable(&grant.facts()));
     assert_eq!(connected.account.platform_id, JANE_ID);
     assert_eq!(connected.account.handle, JANE);
+    assert_eq!(
+        connected.account.picture.as_deref(),
+        Some("https://sandbox.invalid/jane.jpg")
+    );
     assert_eq!(connected.targets.len(), 1);
     assert_eq!(connected.targets[0].kind, TargetKind::Profile);
     assert_eq!(connected.targets[0].id, JANE_ID);

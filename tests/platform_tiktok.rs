@@ -141,6 +141,10 @@ async fn connect_speaks_client_key_without_pkce_and_identifies_the_creator() {
     assert_eq!(connected.account.handle, JANE);
     assert_eq!(connected.account.display_name, "Jane Writes");
     assert_eq!(connected.account.kind, AccountKind::Creator);
+    assert_eq!(
+        connected.account.picture.as_deref(),
+        Some(format!("https://p16-sign.tiktokcdn-us.com/sandbox/{JANE_OPEN_ID}.jpeg").as_str())
+    );
     assert_eq!(connected.targets.len(), 1);
     assert_eq!(connected.targets[0].kind, TargetKind::Profile);
     assert_eq!(connected.targets[0].id, JANE_OPEN_ID);

@@ -114,6 +114,11 @@ async fn connect_identifies_the_account_and_keeps_lifetimes_from_now() {
     assert_eq!(connected.account.handle, "@jane_writes");
     assert_eq!(connected.account.display_name, "Jane Writes");
     assert_eq!(connected.account.kind, AccountKind::Personal);
+    // Asked for with `user.fields=profile_image_url`, which X answers only when asked.
+    assert_eq!(
+        connected.account.picture.as_deref(),
+        Some(format!("https://pbs.twimg.com/profile_images/{JANE}/sandbox_normal.png").as_str())
+    );
     assert_eq!(connected.targets.len(), 1);
     assert_eq!(connected.targets[0].kind, TargetKind::Profile);
     assert_eq!(connected.targets[0].id, JANE);

@@ -152,6 +152,11 @@ async fn connect_asks_for_offline_access_with_pkce_and_identifies_the_channel() 
     assert_eq!(connected.account.platform_id, JANE_CHANNEL);
     assert_eq!(connected.account.handle, "@janewrites");
     assert_eq!(connected.account.display_name, "Jane Writes");
+    // The medium thumbnail of the channel's snippet.
+    assert_eq!(
+        connected.account.picture.as_deref(),
+        Some(format!("https://yt3.ggpht.com/sandbox/{JANE_CHANNEL}=s240").as_str())
+    );
     assert_eq!(connected.targets.len(), 1);
     assert_eq!(connected.targets[0].id, JANE_CHANNEL);
     assert_eq!(connected.targets[0].kind, TargetKind::Profile);

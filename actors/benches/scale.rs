@@ -474,6 +474,7 @@ impl PlatformPort for BenchPort {
             handle: "@bench".into(),
             display_name: "bench".into(),
             kind: AccountKind::Personal,
+            picture: None,
         })
     }
 

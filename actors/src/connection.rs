@@ -288,6 +288,30 @@ impl ConnectionState {
 
     /// Stores a new grant (and clears any refresh marker) durably before it is used,
     /// with `record` as the connection's record around it.
+    /// Stores the author's choice of targets (those still listed, in their listed order)
+    /// with a `TargetsChosen` event; a choice equal to the current one changes nothing.
+    async fn choose_targets(&mut self, ids: Vec<String>) -> Result<ConnectionView, EngineError> {
+        let chosen: Vec<String> = self
+            .record
+            .targets
+            .iter()
+            .filter(|t| ids.contains(&t.id))
+            .map(|t| t.id.clone())
+            .collect();
+        if chosen != self.record.chosen_targets {
+            let mut record = self.record.clone();
+            record.chosen_targets = chosen;
+            let mut b = self.batch();
+            b.put_connection(&record).event(
+                Event::new(self.now(), self.key().clone(), EventKind::TargetsChosen)
+                    .detail(record.chosen_targets.join(",")),
+            );
+            self.persist(b).await?;
+            self.record = record;
+        }
+        Ok(self.view())
+    }
+
     async fn install_grant(
         &mut self,
         grant: Grant,
@@ -897,6 +921,14 @@ fn message_span(key: &ConnectionKey, msg: &ConnectionMsg) -> tracing::Span {
         ConnectionMsg::Disconnect(_) => {
             tracing::info_span!("connection", pen_name, platform, handling = "disconnect")
         }
+        ConnectionMsg::ChooseTargets { .. } => {
+            tracing::info_span!(
+                "connection",
+                pen_name,
+                platform,
+                handling = "choose_targets"
+            )
+        }
     }
 }
 
@@ -926,6 +958,9 @@ async fn handle_message(
             }
             ConnectionMsg::Status(reply) => {
                 let _ = reply.send(state.view());
+            }
+            ConnectionMsg::ChooseTargets { targets, reply } => {
+                let _ = reply.send(state.choose_targets(targets).await);
             }
             ConnectionMsg::Verify(reply) => {
                 let result = async {
@@ -970,7 +1005,7 @@ async fn handle_message(
                 } else {
                     let mut record = state.record.clone();
                     record.account = account;
-                    record.targets = targets;
+                    record.set_targets(targets);
                     let result = async {
                         state
                             .install_grant(*grant, record, EventKind::GrantRenewed)

@@ -146,6 +146,20 @@ impl Engine {
         })?
     }
 
+    /// Chooses the targets a post naming none goes to (ids the caller checked against the
+    /// connection's listed targets), with a `TargetsChosen` event when the choice changes.
+    pub async fn choose_targets(
+        &self,
+        key: ConnectionKey,
+        targets: Vec<String>,
+    ) -> Result<ConnectionView, EngineError> {
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::ChooseTargets {
+            key,
+            targets,
+            reply
+        })?
+    }
+
     /// Schedules a post (already validated for its platform by the caller). It is Paused at
     /// once if its connection is not Active. A post whose id is already stored is answered
     /// as it is, unchanged: scheduling the same post twice creates it once.

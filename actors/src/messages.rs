@@ -87,6 +87,12 @@ pub enum ConnectionMsg {
         replace: bool,
         reply: RpcReplyPort<Result<ConnectionView, EngineError>>,
     },
+    /// The author chose where posts naming no target go: `targets` are ids the caller
+    /// checked against the connection's listed targets; any no longer listed are dropped.
+    ChooseTargets {
+        targets: Vec<String>,
+        reply: RpcReplyPort<Result<ConnectionView, EngineError>>,
+    },
     /// Revoke at the platform where possible, fail the posts, erase, stop.
     Disconnect(RpcReplyPort<Result<DisconnectReport, EngineError>>),
     /// The platform queue was rebuilt: talk to this one from now on.

@@ -54,6 +54,11 @@ pub enum SupervisorMsg {
         key: ConnectionKey,
         reply: Reply<ConnectionView>,
     },
+    ChooseTargets {
+        key: ConnectionKey,
+        targets: Vec<String>,
+        reply: Reply<ConnectionView>,
+    },
     Schedule {
         post: Box<Post>,
         reply: Reply<Post>,
@@ -318,6 +323,7 @@ impl SupervisorState {
                     key: key.clone(),
                     status: ConnectionStatus::Active,
                     account,
+                    chosen_targets: Connection::default_choice(&targets),
                     targets,
                     connected_at: now,
                     status_since: now,
@@ -682,6 +688,41 @@ impl Actor for Supervisor {
                         )));
                     }
                 }
+                None => {
+                    let r = match state.view_from_store(&key).await {
+                        Ok(Some(v)) => Err(EngineError::ConnectionNotActive {
+                            status: v.connection.status.label(),
+                            reason: v
+                                .connection
+                                .status
+                                .reason()
+                                .cloned()
+                                .unwrap_or(Reason::new(ReasonCode::TooManyRestarts)),
+                        }),
+                        Ok(None) => Err(EngineError::NotConnected(key)),
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(r);
+                }
+            },
+            SupervisorMsg::ChooseTargets {
+                key,
+                targets,
+                reply,
+            } => match state.live_connection(&key) {
+                Some(actor) => {
+                    if let Err(ractor::MessagingErr::SendErr(ConnectionMsg::ChooseTargets {
+                        reply,
+                        ..
+                    })) = actor.cast(ConnectionMsg::ChooseTargets { targets, reply })
+                    {
+                        let _ = reply.send(Err(EngineError::Unavailable(
+                            "the connection actor stopped".into(),
+                        )));
+                    }
+                }
+                // No actor speaks for it (its record cannot be read, or the engine gave
+                // up on it): refused as Verify refuses, nothing written.
                 None => {
                     let r = match state.view_from_store(&key).await {
                         Ok(Some(v)) => Err(EngineError::ConnectionNotActive {

@@ -208,6 +208,7 @@ impl FakePlatform {
             handle: format!("@{user}"),
             display_name: user.to_string(),
             kind: AccountKind::Personal,
+            picture: None,
         }
     }
 

@@ -1033,7 +1033,17 @@ async fn read_node(
         let Some(user) = user else {
             return Err(unknown_node(&node));
         };
-        return Ok(Json(json!({"id": user.id, "name": user.name})));
+        let mut me = json!({"id": user.id, "name": user.name});
+        // `picture` only when asked for, as the Graph API answers fields.
+        if fields.split(',').any(|f| f.trim() == "picture") {
+            me["picture"] = json!({"data": {
+                "height": 50,
+                "width": 50,
+                "is_silhouette": false,
+                "url": format!("https://platform-lookaside.fbsbx.com/platform/profilepic/?asid={}&height=50&width=50", user.id),
+            }});
+        }
+        return Ok(Json(me));
     }
     if let Some(page) = world.pages.iter().find(|p| p.id == node).cloned() {
         if page.owner != record.user_id {

@@ -893,6 +893,11 @@ async fn channels(
                 "description": "",
                 "customUrl": channel.custom_url,
                 "publishedAt": "2019-04-02T10:00:00Z",
+                "thumbnails": {
+                    "default": {"url": format!("https://yt3.ggpht.com/sandbox/{}=s88", channel.id), "width": 88, "height": 88},
+                    "medium": {"url": format!("https://yt3.ggpht.com/sandbox/{}=s240", channel.id), "width": 240, "height": 240},
+                    "high": {"url": format!("https://yt3.ggpht.com/sandbox/{}=s800", channel.id), "width": 800, "height": 800},
+                },
                 "localized": {"title": channel.title, "description": ""},
             });
         }

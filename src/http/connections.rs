@@ -1,6 +1,6 @@
 //! A pen name's connections: one entry per platform, one connection with its recent
-//! events, the start of an OAuth connect, verify, disconnect, and Bluesky's
-//! app-password connect.
+//! events, the start of an OAuth connect, verify, disconnect, Bluesky's app-password
+//! connect, and choosing targets.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -64,6 +64,14 @@ pub(crate) struct AppPasswordBody {
     /// Allow a different account to replace the connected one.
     #[serde(default)]
     pub(crate) replace: bool,
+}
+
+/// Body of `PUT …/targets`: the ids, from the connection's `targets`, of those a post
+/// naming no target goes to.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TargetsBody {
+    pub(crate) targets: Vec<String>,
 }
 
 fn record_key(key: &social_studio_storage::ConnectionKey) {
@@ -265,4 +273,33 @@ pub(crate) async fn disconnect(
     record_key(&key);
     let view = state.studio.disconnect(&key, query.confirm).await?;
     Ok(Json(view))
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/pen-names/{pen}/connections/{platform}/targets",
+    tag = "connections",
+    params(
+        ("pen" = String, Path, description = "pen name"),
+        ("platform" = String, Path, description = "platform id"),
+    ),
+    request_body(content = TargetsBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the connection with its chosen targets", body = ConnectionEntry),
+        (status = 400, description = "invalid pen name or body; `unknown_target`, `duplicate_target` or `no_target_chosen`: nothing changed", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 404, description = "unknown platform", body = ErrorBody),
+        (status = 409, description = "not connected, or `no_targets_to_choose`: the account's only target is itself", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+#[tracing::instrument(skip_all, fields(pen_name, platform))]
+pub(crate) async fn choose_targets(
+    State(state): State<AppState>,
+    KeyPath(key): KeyPath,
+    ApiJson(body): ApiJson<TargetsBody>,
+) -> Result<Json<ConnectionEntry>, ApiError> {
+    record_key(&key);
+    let entry = state.studio.choose_targets(&key, body.targets).await?;
+    Ok(Json(entry))
 }

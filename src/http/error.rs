@@ -21,7 +21,7 @@ use crate::platforms::ConnectError;
 use crate::studio::views::ReasonView;
 use crate::studio::{
     AddressError, ConnectingError, ConnectionError, EngineRefusal, EraseError, PlatformRefusal,
-    PostError,
+    PostError, TargetsError,
 };
 
 /// Every error: `{"error": {"code", "message", ...detail}}` — the schema of the body
@@ -275,6 +275,19 @@ impl From<ConnectionError> for ApiError {
             }
             ConnectionError::TestPostFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ConnectionError::TestPostMissing => StatusCode::NOT_FOUND,
+        };
+        refusal(status, e.code(), &e, e.remedy(), e.reason())
+    }
+}
+
+impl From<TargetsError> for ApiError {
+    fn from(e: TargetsError) -> ApiError {
+        let status = match e {
+            TargetsError::Engine(engine) => return engine.into(),
+            TargetsError::NoneChosen
+            | TargetsError::UnknownTarget(_)
+            | TargetsError::DuplicateTarget(_) => StatusCode::BAD_REQUEST,
+            TargetsError::NothingToChoose(_) => StatusCode::CONFLICT,
         };
         refusal(status, e.code(), &e, e.remedy(), e.reason())
     }

@@ -4,7 +4,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `connections.rs` | a pen name's connections: list, one with its events, authorize, verify, disconnect, app-password connect |
+//! | `connections.rs` | a pen name's connections: list, one with its events, authorize, verify, disconnect, app-password connect, choosing targets |
 //! | `oauth.rs` | the OAuth callback page that tells its opener window the outcome |
 //! | `posts.rs` | schedule (with `Idempotency-Key`), list, read, edit, cancel, retry, resolve |
 //! | `events.rs` | the server-sent event stream, with replay from the store after `Last-Event-ID` |
@@ -94,6 +94,7 @@ pub enum Verb {
     Get,
     Post,
     Patch,
+    Put,
     Delete,
 }
 
@@ -103,6 +104,7 @@ impl Verb {
             Verb::Get => axum::http::Method::GET,
             Verb::Post => axum::http::Method::POST,
             Verb::Patch => axum::http::Method::PATCH,
+            Verb::Put => axum::http::Method::PUT,
             Verb::Delete => axum::http::Method::DELETE,
         }
     }
@@ -112,6 +114,7 @@ impl Verb {
             Verb::Get => MethodFilter::GET,
             Verb::Post => MethodFilter::POST,
             Verb::Patch => MethodFilter::PATCH,
+            Verb::Put => MethodFilter::PUT,
             Verb::Delete => MethodFilter::DELETE,
         }
     }
@@ -269,6 +272,13 @@ static ROUTES: &[RouteSpec] = &[
         protected: true,
         summary: "prove the grant alive, optionally with a test post",
         mount: |m| on(m, connections::verify),
+    },
+    RouteSpec {
+        method: Verb::Put,
+        path: "/v1/pen-names/{pen}/connections/{platform}/targets",
+        protected: true,
+        summary: "choose the targets a post naming none goes to",
+        mount: |m| on(m, connections::choose_targets),
     },
     RouteSpec {
         method: Verb::Post,

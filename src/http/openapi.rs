@@ -56,6 +56,7 @@ impl Modify for AdminToken {
         super::connections::disconnect,
         super::connections::authorize,
         super::connections::verify,
+        super::connections::choose_targets,
         super::posts::schedule,
         super::posts::list,
         super::posts::show,

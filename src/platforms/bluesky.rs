@@ -220,6 +220,9 @@ impl Session {
             handle: format!("@{}", self.handle),
             display_name: self.handle.clone(),
             kind: AccountKind::Personal,
+            // The avatar is in the profile (`app.bsky.actor.getProfile`), which the
+            // adapter does not read: the session is all it asks for.
+            picture: None,
         }
     }
 

@@ -87,6 +87,25 @@ pub(crate) struct Me {
     pub(crate) id: String,
     #[serde(default)]
     pub(crate) name: Option<String>,
+    /// Asked for with `fields=…,picture` (the user's profile picture; no permission
+    /// beyond the default `public_profile`).
+    #[serde(default)]
+    pub(crate) picture: Option<MePicture>,
+}
+
+/// `picture` of `GET /me`: `{"data": {"url": …, "is_silhouette": …}}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MePicture {
+    data: MePictureData,
+}
+
+#[derive(Debug, Deserialize)]
+struct MePictureData {
+    #[serde(default)]
+    url: Option<String>,
+    /// The platform's placeholder for someone with no picture: no picture.
+    #[serde(default)]
+    is_silhouette: bool,
 }
 
 impl Me {
@@ -97,6 +116,11 @@ impl Me {
             handle: name.clone(),
             display_name: name,
             kind: AccountKind::Personal,
+            picture: self
+                .picture
+                .as_ref()
+                .filter(|p| !p.data.is_silhouette)
+                .and_then(|p| super::picture_url(p.data.url.as_deref())),
         }
     }
 }
@@ -213,7 +237,12 @@ impl PlatformPort for FacebookAdapter {
         let id = user_id
             .or_else(|| grant.endpoint.clone())
             .unwrap_or_default();
-        Ok(Me { id, name: None }.account())
+        Ok(Me {
+            id,
+            name: None,
+            picture: None,
+        }
+        .account())
     }
 
     #[tracing::instrument(skip_all, fields(platform = "facebook", post = %post.id))]
@@ -325,7 +354,7 @@ impl Adapter for FacebookAdapter {
             .get(
                 Endpoint::Identity,
                 "/me",
-                &[("fields", "id,name")],
+                &[("fields", "id,name,picture")],
                 &user.token,
             )
             .await?;

@@ -374,7 +374,12 @@ impl PlatformPort for InstagramAdapter {
             .user_id
             .or_else(|| grant.endpoint.clone())
             .unwrap_or_default();
-        Ok(Me { id, name: None }.account())
+        Ok(Me {
+            id,
+            name: None,
+            picture: None,
+        }
+        .account())
     }
 
     #[tracing::instrument(skip_all, fields(platform = "instagram", post = %post.id))]
@@ -508,7 +513,7 @@ impl Adapter for InstagramAdapter {
             .get(
                 Endpoint::Identity,
                 "/me",
-                &[("fields", "id,name")],
+                &[("fields", "id,name,picture")],
                 &user.token,
             )
             .await?;

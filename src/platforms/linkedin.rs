@@ -180,6 +180,8 @@ struct UserInfo {
     given_name: Option<String>,
     #[serde(default)]
     family_name: Option<String>,
+    #[serde(default)]
+    picture: Option<String>,
 }
 
 impl UserInfo {
@@ -211,6 +213,7 @@ impl UserInfo {
             handle: name.clone(),
             display_name: name,
             kind: AccountKind::Personal,
+            picture: super::picture_url(self.picture.as_deref()),
         }
     }
 }

@@ -312,6 +312,25 @@ pub(crate) fn ungranted(who: &str, needed: &[&str], granted: &[String]) -> Optio
     })
 }
 
+/// The longest picture URL an account keeps; platforms' CDN addresses are far shorter.
+const PICTURE_URL_MAX: usize = 2048;
+
+/// An account's picture as a platform's identity answer gave it, kept only when it is an
+/// absolute `https` URL with a host (and no credentials) of at most [`PICTURE_URL_MAX`]
+/// bytes: anything else — empty, `http`, `data:`, relative, unparseable — is no picture.
+pub(crate) fn picture_url(raw: Option<&str>) -> Option<String> {
+    let raw = raw?.trim();
+    if raw.is_empty() || raw.len() > PICTURE_URL_MAX {
+        return None;
+    }
+    let url = url::Url::parse(raw).ok()?;
+    (url.scheme() == "https"
+        && url.host_str().is_some_and(|h| !h.is_empty())
+        && url.username().is_empty()
+        && url.password().is_none())
+    .then(|| url.to_string())
+}
+
 fn reason_text(reason: &Reason) -> String {
     match &reason.platform_message {
         Some(m) => format!("{} ({m})", reason.code),
@@ -457,6 +476,29 @@ pub trait Adapter: PlatformPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_picture_is_an_https_url_or_none() {
+        assert_eq!(
+            picture_url(Some(" https://cdn.example.com/a.jpg?s=64 ")).as_deref(),
+            Some("https://cdn.example.com/a.jpg?s=64")
+        );
+        for bad in [
+            "",
+            "   ",
+            "http://cdn.example.com/a.jpg",
+            "data:image/png;base64,AAAA",
+            "javascript:alert(1)",
+            "/relative/a.jpg",
+            "https://user:pw@cdn.example.com/a.jpg",
+            "not a url",
+        ] {
+            assert_eq!(picture_url(Some(bad)), None, "{bad:?}");
+        }
+        let long = format!("https://cdn.example.com/{}", "a".repeat(PICTURE_URL_MAX));
+        assert_eq!(picture_url(Some(&long)), None);
+        assert_eq!(picture_url(None), None);
+    }
 
     #[test]
     fn content_error_codes_match_their_json_form() {

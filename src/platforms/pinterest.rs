@@ -169,6 +169,8 @@ struct UserAccount {
     account_type: Option<String>,
     #[serde(default)]
     business_name: Option<String>,
+    #[serde(default)]
+    profile_image: Option<String>,
 }
 
 impl UserAccount {
@@ -190,6 +192,7 @@ impl UserAccount {
                 .filter(|name| !name.is_empty())
                 .unwrap_or_else(|| self.username.clone()),
             kind,
+            picture: super::picture_url(self.profile_image.as_deref()),
         }
     }
 }
@@ -678,6 +681,7 @@ mod tests {
             username: "jane".into(),
             account_type: Some(kind.into()),
             business_name: None,
+            profile_image: None,
         };
         assert_eq!(user("BUSINESS").account().kind, AccountKind::Business);
         assert_eq!(user("PINNER").account().kind, AccountKind::Personal);

@@ -187,7 +187,6 @@ struct Me {
     #[serde(default)]
     username: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     threads_profile_picture_url: Option<String>,
 }
 
@@ -199,6 +198,7 @@ impl Me {
             handle: handle.clone(),
             display_name: handle,
             kind: AccountKind::Personal,
+            picture: super::picture_url(self.threads_profile_picture_url.as_deref()),
         }
     }
 }

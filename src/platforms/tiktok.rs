@@ -205,6 +205,8 @@ struct User {
     open_id: String,
     #[serde(default)]
     display_name: Option<String>,
+    #[serde(default)]
+    avatar_url: Option<String>,
 }
 
 /// `creator_info/query`, as far as the engine reads it.
@@ -493,6 +495,7 @@ impl TiktokAdapter {
         };
         Ok((
             Account {
+                picture: super::picture_url(user.avatar_url.as_deref()),
                 platform_id: user.open_id,
                 handle,
                 display_name,

@@ -139,6 +139,9 @@ struct XUser {
     id: String,
     username: String,
     name: String,
+    /// Present when asked for with `user.fields=profile_image_url`.
+    #[serde(default)]
+    profile_image_url: Option<String>,
 }
 
 impl XUser {
@@ -148,6 +151,7 @@ impl XUser {
             handle: format!("@{}", self.username),
             display_name: self.name.clone(),
             kind: AccountKind::Personal,
+            picture: super::picture_url(self.profile_image_url.as_deref()),
         }
     }
 }
@@ -220,11 +224,13 @@ impl XAdapter {
         format!("{}{path}", self.api_base)
     }
 
-    /// `GET /2/users/me`: who the grant speaks for.
+    /// `GET /2/users/me?user.fields=profile_image_url`: who the grant speaks for, with
+    /// their picture.
     async fn me(&self, grant: &Grant) -> Result<XUser, PortError> {
         let request = self
             .http
             .get(self.url("/2/users/me"))
+            .query(&[("user.fields", "profile_image_url")])
             .bearer_auth(grant.access_token.expose());
         let body = self.api(request, Call::Identity).await?;
         serde_json::from_slice::<Data<XUser>>(&body)

@@ -175,6 +175,34 @@ struct ChannelSnippet {
     /// The channel's handle (`@name`), where it has one.
     #[serde(default)]
     custom_url: Option<String>,
+    #[serde(default)]
+    thumbnails: Thumbnails,
+}
+
+/// A channel's pictures by size (`default` 88 px, `medium` 240 px, `high` 800 px).
+#[derive(Debug, Clone, Default, Deserialize)]
+struct Thumbnails {
+    #[serde(default)]
+    default: Option<Thumbnail>,
+    #[serde(default)]
+    medium: Option<Thumbnail>,
+    #[serde(default)]
+    high: Option<Thumbnail>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Thumbnail {
+    url: String,
+}
+
+impl Thumbnails {
+    /// The medium picture, else whichever size there is.
+    fn picture(&self) -> Option<String> {
+        [&self.medium, &self.high, &self.default]
+            .into_iter()
+            .flatten()
+            .find_map(|t| super::picture_url(Some(&t.url)))
+    }
 }
 
 impl Channel {
@@ -194,6 +222,7 @@ impl Channel {
                 .unwrap_or_else(|| title.clone()),
             display_name: title,
             kind: AccountKind::Creator,
+            picture: self.snippet.thumbnails.picture(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! | [`ConnectionError`] | a connection's reads, verify (with its test post) and disconnect |
 //! | [`PostError`] | scheduling, listing, editing, cancelling, retrying and resolving posts |
 //! | [`EraseError`] | erasing a pen name |
+//! | [`TargetsError`](super::TargetsError) | choosing a connection's targets (beside its use case, in `targets.rs`) |
 //! | [`EngineRefusal`] | what the engine, the store and the platforms answer any of them with |
 //!
 //! Each has a stable machine-readable [`code`](PostError::code) (clients depend on them:

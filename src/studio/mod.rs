@@ -24,6 +24,7 @@ mod new_post;
 mod posts;
 pub mod schema;
 mod store_choice;
+mod targets;
 mod upkeep;
 pub mod views;
 
@@ -50,6 +51,7 @@ pub use new_post::{MediaInput, NewPost, PlatformTarget, PostRequest};
 pub use posts::{PostList, PostPatch};
 pub use social_studio_actors::{BootPhase, BootProgress, BootState};
 pub use store_choice::StoreRefusal;
+pub use targets::TargetsError;
 pub use upkeep::{Purged, RETENTION_EVERY};
 use views::{
     AttentionItem, AuthorizeStart, ConnectionEntry, ConnectionErased, ConnectionState,
@@ -494,11 +496,13 @@ impl Studio {
             ConnectionStatus::Expired(r) => (ConnectionState::Expired, Some(ReasonView::from(r))),
             ConnectionStatus::Error(r) => (ConnectionState::Error, Some(ReasonView::from(r))),
         };
+        let chosen_targets = c.chosen().into_iter().map(|t| t.id.clone()).collect();
         Ok(ConnectionEntry {
             platform: c.key.platform,
             status,
             reason,
             account: Some(c.account),
+            chosen_targets,
             targets: c.targets,
             expires_at: view.expires_at,
             expiring_soon: view.expiring_soon,

@@ -18,6 +18,7 @@ use super::Studio;
 #[serde(deny_unknown_fields)]
 pub struct PlatformTarget {
     pub platform: String,
+    /// One of the connection's targets; absent, each of its chosen targets.
     #[serde(default)]
     pub target: Option<String>,
 }
@@ -45,6 +46,8 @@ pub struct PostRequest {
     /// …or several (connect once, post everywhere).
     #[serde(default)]
     pub platforms: Option<Vec<PlatformTarget>>,
+    /// With `platform`: one of the connection's targets. Absent, the post goes to each
+    /// of the connection's chosen targets (`chosen_targets`), one post per target.
     #[serde(default)]
     pub target: Option<String>,
     /// `feed|story|reel|pin|video|community|thread`; the platform's main kind if absent.
@@ -63,11 +66,13 @@ pub struct PostRequest {
 }
 
 /// A request to schedule content, validated for every platform it names: the posts it
-/// creates, one per platform, each with its connection, target, kind, content and due
+/// creates, one per platform — or, for a platform named without a target, one per target
+/// its connection has chosen — each with its connection, target, kind, content and due
 /// time. Only [`NewPost::parse`] makes one.
 #[derive(Debug, Clone)]
 pub struct NewPost {
-    /// One per platform named, in the request's order; sharing a group id when several.
+    /// One per platform named (one per chosen target where it names no target), in the
+    /// request's order; sharing a group id when several.
     pub(super) posts: Vec<Post>,
     /// When the request was parsed: the posts' creation time.
     pub(super) created_at: Timestamp,
@@ -132,7 +137,8 @@ impl NewPost {
             },
         };
         let now = studio.now();
-        let group = (targets.len() > 1).then(PostId::new);
+        // Shared by the posts when the request makes more than one.
+        let group = PostId::new();
         let mut refusals = Vec::new();
         let mut posts = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -156,34 +162,51 @@ impl NewPost {
                 ));
             }
             let kind = kind.unwrap_or(platform.capabilities().post_kinds[0]);
-            let post = Post {
-                id: PostId::new(),
-                group_id: group,
-                connection: ConnectionKey::new(pen.clone(), platform),
-                target: t.target.clone(),
-                kind,
-                content: Content {
-                    text: request.text.clone(),
-                    title: request.title.clone(),
-                    links: request.links.clone(),
-                    media: media.clone(),
-                },
-                due_at: due,
-                next_attempt_at: None,
-                waiting: None,
-                state: PostState::Scheduled,
-                attempts: 0,
-                created_at: now,
-                updated_at: now,
+            let connection = ConnectionKey::new(pen.clone(), platform);
+            // Named, it is the one target; unnamed, each target the author chose.
+            let aims = match &t.target {
+                Some(target) => vec![Some(target.clone())],
+                None => super::targets::aims(studio, &connection).await,
             };
-            errors.extend(studio.validate_for(&post, request.kind.is_some()).await);
-            if errors.is_empty() {
-                posts.push(post);
-            } else {
-                refusals.push(PlatformRefusal {
-                    platform: platform.id().to_string(),
-                    errors,
-                });
+            for aim in aims {
+                let mut errors = errors.clone();
+                let post = Post {
+                    id: PostId::new(),
+                    group_id: Some(group),
+                    connection: connection.clone(),
+                    target: aim,
+                    kind,
+                    content: Content {
+                        text: request.text.clone(),
+                        title: request.title.clone(),
+                        links: request.links.clone(),
+                        media: media.clone(),
+                    },
+                    due_at: due,
+                    next_attempt_at: None,
+                    waiting: None,
+                    state: PostState::Scheduled,
+                    attempts: 0,
+                    created_at: now,
+                    updated_at: now,
+                };
+                errors.extend(studio.validate_for(&post, request.kind.is_some()).await);
+                if errors.is_empty() {
+                    posts.push(post);
+                } else if !refusals
+                    .iter()
+                    .any(|r: &PlatformRefusal| r.platform == platform.id() && r.errors == errors)
+                {
+                    refusals.push(PlatformRefusal {
+                        platform: platform.id().to_string(),
+                        errors,
+                    });
+                }
+            }
+        }
+        if posts.len() < 2 {
+            for post in &mut posts {
+                post.group_id = None;
             }
         }
         if !refusals.is_empty() {
@@ -195,7 +218,8 @@ impl NewPost {
         })
     }
 
-    /// The posts scheduling this will create, one per platform, in the request's order.
+    /// The posts scheduling this will create, one per platform (or chosen target), in the
+    /// request's order.
     pub fn posts(&self) -> &[Post] {
         &self.posts
     }

@@ -67,7 +67,8 @@ string_enum_schema!(
         "post_state",
         "expiring_soon",
         "recovered",
-        "grant_renewed"
+        "grant_renewed",
+        "targets_chosen"
     ]
 );
 string_enum_schema!(
@@ -95,6 +96,8 @@ pub struct AccountSchema {
     display_name: String,
     #[schema(value_type = AccountKindName)]
     kind: (),
+    /// The account's picture, an `https` URL, where the platform gives one.
+    picture: Option<String>,
 }
 
 /// Where a post lands inside an account (the storage crate's `Target`).
@@ -137,7 +140,8 @@ mod tests {
                 EventKind::PostState,
                 EventKind::ExpiringSoon,
                 EventKind::Recovered,
-                EventKind::GrantRenewed
+                EventKind::GrantRenewed,
+                EventKind::TargetsChosen
             ]
             .map(|k| json(&k))
         );

@@ -111,6 +111,9 @@ pub struct ConnectionEntry {
     pub account: Option<Account>,
     #[schema(value_type = Vec<TargetSchema>)]
     pub targets: Vec<Target>,
+    /// The ids of the targets chosen (`PUT …/connections/{platform}/targets`): where a
+    /// post that names no target goes, one post per chosen target.
+    pub chosen_targets: Vec<String>,
     /// When the grant lapses unless renewed.
     #[serde(with = "rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -135,6 +138,7 @@ impl ConnectionEntry {
             reason: None,
             account: None,
             targets: Vec::new(),
+            chosen_targets: Vec::new(),
             expires_at: None,
             expiring_soon: false,
             renewable: false,

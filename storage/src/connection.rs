@@ -168,6 +168,9 @@ pub struct Account {
     pub handle: String,
     pub display_name: String,
     pub kind: AccountKind,
+    /// The account's picture where the platform gives one in the identity answer the
+    /// adapter reads: an `https` URL (the adapters keep nothing else), or `None`.
+    pub picture: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +181,15 @@ pub enum TargetKind {
     Person,
     Organisation,
     Profile,
+}
+
+impl TargetKind {
+    /// Whether a target of this kind is the account itself (a person, a profile) — where
+    /// a post that names no target lands — rather than something inside it (a Page, a
+    /// board, an organisation).
+    pub fn is_the_account(self) -> bool {
+        matches!(self, TargetKind::Person | TargetKind::Profile)
+    }
 }
 
 /// Where a post lands inside an account.
@@ -222,6 +234,9 @@ pub struct Connection {
     pub account: Account,
     /// Targets the author may post to (Pages, boards, organisations…).
     pub targets: Vec<Target>,
+    /// The ids (from `targets`) of the targets the author chose: where a post that names
+    /// no target goes. After connecting, [`Connection::default_choice`].
+    pub chosen_targets: Vec<String>,
     pub connected_at: Timestamp,
     /// When the current status began, for "expired since…".
     pub status_since: Timestamp,
@@ -232,12 +247,94 @@ pub struct Connection {
     pub grant: Option<GrantFacts>,
 }
 
+impl Connection {
+    /// The targets chosen when nobody has chosen: the account itself (a person or a
+    /// profile), which is where a post naming no target has always gone. A connection
+    /// whose targets are all inside the account (Facebook Pages, Pinterest boards) has
+    /// none chosen until the author chooses, and a post naming no target is refused as
+    /// before.
+    pub fn default_choice(targets: &[Target]) -> Vec<String> {
+        targets
+            .iter()
+            .filter(|t| t.kind.is_the_account())
+            .map(|t| t.id.clone())
+            .collect()
+    }
+
+    /// Whether the author has targets to choose from: the account lists one inside it
+    /// (a Page, a board, an organisation). A connection whose only target is the account
+    /// itself has nothing to choose.
+    pub fn has_targets_to_choose(&self) -> bool {
+        self.targets.iter().any(|t| !t.kind.is_the_account())
+    }
+
+    /// The chosen targets that are still listed, in the order of `targets`.
+    pub fn chosen(&self) -> Vec<&Target> {
+        self.targets
+            .iter()
+            .filter(|t| self.chosen_targets.contains(&t.id))
+            .collect()
+    }
+
+    /// Takes the account's targets as a reconnect or a check found them: the choice keeps
+    /// the chosen targets still listed, and falls back to [`Connection::default_choice`]
+    /// when none is.
+    pub fn set_targets(&mut self, targets: Vec<Target>) {
+        let kept: Vec<String> = targets
+            .iter()
+            .filter(|t| self.chosen_targets.contains(&t.id))
+            .map(|t| t.id.clone())
+            .collect();
+        self.chosen_targets = if kept.is_empty() {
+            Connection::default_choice(&targets)
+        } else {
+            kept
+        };
+        self.targets = targets;
+    }
+}
+
+/// An account as connection versions 1 and 2 stored it (before [`Account::picture`]).
+#[derive(Deserialize)]
+struct AccountV2 {
+    platform_id: String,
+    handle: String,
+    display_name: String,
+    kind: AccountKind,
+}
+
+impl From<AccountV2> for Account {
+    fn from(a: AccountV2) -> Account {
+        Account {
+            platform_id: a.platform_id,
+            handle: a.handle,
+            display_name: a.display_name,
+            kind: a.kind,
+            picture: None,
+        }
+    }
+}
+
+/// A connection as format version 2 stored it (before [`Account::picture`] and
+/// [`Connection::chosen_targets`]).
+#[derive(Deserialize)]
+struct ConnectionV2 {
+    key: ConnectionKey,
+    status: ConnectionStatus,
+    account: AccountV2,
+    targets: Vec<Target>,
+    connected_at: Timestamp,
+    status_since: Timestamp,
+    refresh_in_flight: Option<RefreshInFlight>,
+    grant: Option<GrantFacts>,
+}
+
 /// A connection as format version 1 stored it (before [`Connection::grant`]).
 #[derive(Deserialize)]
 struct ConnectionV1 {
     key: ConnectionKey,
     status: ConnectionStatus,
-    account: Account,
+    account: AccountV2,
     targets: Vec<Target>,
     connected_at: Timestamp,
     status_since: Timestamp,
@@ -247,7 +344,8 @@ struct ConnectionV1 {
 impl Record for Connection {
     const KIND: &'static str = "connection";
     /// 2: gained `grant` (the grant's non-secret facts).
-    const VERSION: u8 = 2;
+    /// 3: gained `account.picture` and `chosen_targets`.
+    const VERSION: u8 = 3;
 
     fn upgrade(version: u8, body: &[u8]) -> Result<Connection, CodecProblem> {
         match version {
@@ -258,12 +356,29 @@ impl Record for Connection {
                 Ok(Connection {
                     key: v1.key,
                     status: v1.status,
-                    account: v1.account,
+                    account: v1.account.into(),
+                    chosen_targets: Connection::default_choice(&v1.targets),
                     targets: v1.targets,
                     connected_at: v1.connected_at,
                     status_since: v1.status_since,
                     refresh_in_flight: v1.refresh_in_flight,
                     grant: None,
+                })
+            }
+            // No picture was read before; the choice is where posts naming no target
+            // went then.
+            2 => {
+                let v2: ConnectionV2 = decode_body(body)?;
+                Ok(Connection {
+                    key: v2.key,
+                    status: v2.status,
+                    account: v2.account.into(),
+                    chosen_targets: Connection::default_choice(&v2.targets),
+                    targets: v2.targets,
+                    connected_at: v2.connected_at,
+                    status_since: v2.status_since,
+                    refresh_in_flight: v2.refresh_in_flight,
+                    grant: v2.grant,
                 })
             }
             v => Err(CodecProblem::UnknownVersion(v)),
@@ -273,7 +388,46 @@ impl Record for Connection {
 
 #[cfg(test)]
 mod tests {
-    use super::StateLabel;
+    use super::*;
+
+    fn target(kind: TargetKind, id: &str) -> Target {
+        Target {
+            kind,
+            id: id.into(),
+            name: id.into(),
+        }
+    }
+
+    #[test]
+    fn the_default_choice_is_the_account_itself_and_a_new_listing_keeps_what_is_still_there() {
+        let member = target(TargetKind::Person, "member");
+        let org = target(TargetKind::Organisation, "org");
+        let (page1, page2) = (
+            target(TargetKind::Page, "p1"),
+            target(TargetKind::Page, "p2"),
+        );
+        assert_eq!(
+            Connection::default_choice(&[member.clone(), org.clone()]),
+            vec!["member".to_string()]
+        );
+        assert!(Connection::default_choice(&[page1.clone(), page2.clone()]).is_empty());
+
+        let mut c = crate::fixtures::connection(&crate::fixtures::key("jane", Platform::Facebook));
+        c.targets = vec![page1.clone(), page2.clone()];
+        c.chosen_targets = vec!["p2".into()];
+        assert!(c.has_targets_to_choose());
+        assert_eq!(c.chosen(), vec![&page2]);
+        // p2 still listed: kept.
+        c.set_targets(vec![page2.clone(), target(TargetKind::Page, "p3")]);
+        assert_eq!(c.chosen_targets, vec!["p2".to_string()]);
+        // p2 gone: back to the default, which for Pages is none.
+        c.set_targets(vec![page1]);
+        assert!(c.chosen_targets.is_empty());
+        // Only the account itself: nothing to choose.
+        c.set_targets(vec![target(TargetKind::Profile, "me")]);
+        assert!(!c.has_targets_to_choose());
+        assert_eq!(c.chosen_targets, vec!["me".to_string()]);
+    }
 
     #[test]
     fn every_label_is_listed_once_and_post_labels_are_the_post_states() {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::Record;
+use crate::codec::{decode_body, CodecProblem, Record};
 use crate::{ConnectionKey, PostId, Reason, StateLabel, Timestamp};
 
 /// What kind of change an event records.
@@ -20,6 +20,9 @@ pub enum EventKind {
     Recovered,
     /// A grant was renewed (no secret in the event).
     GrantRenewed,
+    /// The author chose the targets a post naming none goes to; `detail` lists their
+    /// ids, comma-separated.
+    TargetsChosen,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,5 +80,14 @@ impl Event {
 
 impl Record for Event {
     const KIND: &'static str = "event";
-    const VERSION: u8 = 1;
+    /// 2: `EventKind::TargetsChosen`, which a version-1 reader cannot decode.
+    const VERSION: u8 = 2;
+
+    fn upgrade(version: u8, body: &[u8]) -> Result<Event, CodecProblem> {
+        match version {
+            // Version 1 is version 2 without the newer kind: its bytes read as they are.
+            1 => decode_body(body),
+            v => Err(CodecProblem::UnknownVersion(v)),
+        }
+    }
 }

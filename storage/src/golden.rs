@@ -80,7 +80,7 @@ pub(crate) fn check_current<T: Record + PartialEq + std::fmt::Debug>(
 }
 
 /// Every golden file of an older version of `T` decodes into `expected`.
-fn check_older<T: Record + PartialEq + std::fmt::Debug>(
+pub(crate) fn check_older<T: Record + PartialEq + std::fmt::Debug>(
     version: u8,
     expected: &[T],
 ) -> Option<String> {
@@ -175,12 +175,18 @@ fn connections() -> Vec<Connection> {
                 handle: format!("@h{i}"),
                 display_name: format!("Name {i}"),
                 kind: kinds[i % 4],
+                picture: (i % 2 == 0).then(|| format!("https://example.com/p{i}.jpg")),
             },
             targets: vec![Target {
                 kind: targets[i % 5],
                 id: format!("t{i}"),
                 name: format!("Target {i}"),
             }],
+            chosen_targets: if i % 3 == 0 {
+                Vec::new()
+            } else {
+                vec![format!("t{i}")]
+            },
             connected_at: t(10),
             status_since: t(11),
             refresh_in_flight: (i == 0).then(|| RefreshInFlight {
@@ -258,7 +264,25 @@ fn bodies() -> Vec<PostBody> {
         .collect()
 }
 
+/// Today's sample events: those of version 1, and one of each kind version 2 added.
 pub(crate) fn sample_events() -> Vec<Event> {
+    let mut events = sample_events_v1();
+    events.push(Event {
+        seq: events.len() as u64 + 1,
+        at: t(401),
+        connection: key("golden", Platform::Pinterest),
+        post: None,
+        kind: EventKind::TargetsChosen,
+        from: None,
+        to: None,
+        reason: None,
+        detail: Some("board-1,board-2".into()),
+    });
+    events
+}
+
+/// The sample events of event version 1 (and of its golden file).
+pub(crate) fn sample_events_v1() -> Vec<Event> {
     let kinds = [
         EventKind::ConnectionStatus,
         EventKind::PostState,
@@ -382,10 +406,21 @@ fn todays_records_match_their_golden_bytes() {
 
 #[test]
 fn every_older_version_still_reads() {
-    // Connection v1 had no grant facts: it reads as "not known" (the format-1 upgrade
-    // fills them in from the sealed grant).
-    let v1: Vec<Connection> = connections()
+    // Connection v2 had no picture and no choice: it reads with no picture, and the
+    // account itself chosen (where a post naming no target went).
+    let v2: Vec<Connection> = connections()
         .into_iter()
+        .map(|mut c| {
+            c.account.picture = None;
+            c.chosen_targets = Connection::default_choice(&c.targets);
+            c
+        })
+        .collect();
+    // Connection v1 had no grant facts either: it reads as "not known" (the format-1
+    // upgrade fills them in from the sealed grant).
+    let v1: Vec<Connection> = v2
+        .iter()
+        .cloned()
         .map(|mut c| {
             c.grant = None;
             c
@@ -395,10 +430,17 @@ fn every_older_version_still_reads() {
         && !golden_path("connection", 1).exists()
     {
         #[derive(serde::Serialize)]
+        struct AccountV2<'a> {
+            platform_id: &'a str,
+            handle: &'a str,
+            display_name: &'a str,
+            kind: AccountKind,
+        }
+        #[derive(serde::Serialize)]
         struct ConnectionV1<'a> {
             key: &'a ConnectionKey,
             status: &'a ConnectionStatus,
-            account: &'a Account,
+            account: AccountV2<'a>,
             targets: &'a Vec<Target>,
             connected_at: Timestamp,
             status_since: Timestamp,
@@ -412,7 +454,12 @@ fn every_older_version_still_reads() {
                     &ConnectionV1 {
                         key: &c.key,
                         status: &c.status,
-                        account: &c.account,
+                        account: AccountV2 {
+                            platform_id: &c.account.platform_id,
+                            handle: &c.account.handle,
+                            display_name: &c.account.display_name,
+                            kind: c.account.kind,
+                        },
                         targets: &c.targets,
                         connected_at: c.connected_at,
                         status_since: c.status_since,
@@ -426,10 +473,17 @@ fn every_older_version_still_reads() {
     }
     // Idempotent request v1 had the posts' ids only: it reads as finished.
     let idempotent_v1: Vec<IdempotentRequest> = idempotent().into_iter().take(1).collect();
-    let problems: Vec<String> = [check_older(1, &v1), check_older(1, &idempotent_v1)]
-        .into_iter()
-        .flatten()
-        .collect();
+    let problems: Vec<String> = [
+        check_older(1, &v1),
+        check_older(2, &v2),
+        check_older(1, &idempotent_v1),
+        // Event v1 had no `TargetsChosen`: its records read as they are.
+        check_older(1, &sample_events_v1()),
+        internal::check_older_internal(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // And every kind's current version is the newest golden file there is.
     for entry in std::fs::read_dir(golden_path("x", 0).parent().unwrap()).unwrap() {

@@ -9,6 +9,10 @@
 //! - `format1-4802bb2`: the commit before 1b8d4ad, whose posts lack `waiting` — the
 //!   directory 178a3f8 itself could not read.
 //!
+//! `tests/fixtures/format2-220b761` is a store-format-2 directory written by `SledStore` of
+//! 220b761 (its `HOW.md`, and the generator beside it): connections as record version 2
+//! stored them, before the account picture and the chosen targets.
+//!
 //! The fixtures' master keys are test-only keys that guard nothing but these fixtures.
 
 use std::collections::BTreeMap;
@@ -133,6 +137,18 @@ async fn opens_with_nothing_lost(name: &str, posts_before_waiting: usize) {
             .expect("connection kept");
         let mut as_json = serde_json::to_value(&stored).unwrap();
         let facts = as_json.as_object_mut().unwrap().remove("grant");
+        // Fields of connection version 3, which format 1 never held: defaulted.
+        assert_eq!(stored.account.picture, None, "{key}");
+        assert_eq!(
+            stored.chosen_targets,
+            Connection::default_choice(&stored.targets),
+            "{key}"
+        );
+        as_json.as_object_mut().unwrap().remove("chosen_targets");
+        as_json["account"]
+            .as_object_mut()
+            .unwrap()
+            .remove("picture");
         assert_eq!(&as_json, c, "connection {key}");
         let grant = store.grant(&key).await.unwrap().expect("grant kept");
         assert_eq!(Some(&grant), grants.get(&key.to_string()), "grant of {key}");
@@ -388,4 +404,93 @@ async fn a_format_1_record_that_cannot_be_read_is_kept_and_named_not_dropped() {
         .await
         .unwrap();
     assert!(store.unreadable().is_empty());
+}
+
+#[tokio::test]
+async fn connections_from_before_pictures_and_chosen_targets_open_with_nothing_lost() {
+    let f = fixture("format2-220b761");
+    let m = &f.manifest;
+    let store = open(&f);
+    assert!(store.unreadable().is_empty(), "{:?}", store.unreadable());
+
+    let all = store.all_connections().await.unwrap();
+    assert!(all.unreadable.is_empty());
+    assert_eq!(all.items.len(), list(m, "connections").len());
+    let mut chosen = BTreeMap::new();
+    for c in list(m, "connections") {
+        let key: ConnectionKey = serde_json::from_value(c["key"].clone()).unwrap();
+        let stored = store
+            .connection(&key)
+            .await
+            .unwrap()
+            .expect("connection kept");
+        assert_eq!(
+            stored.account.picture, None,
+            "{key}: no picture was read then"
+        );
+        chosen.insert(key.to_string(), stored.chosen_targets.clone());
+        // Everything the old record held is there, unchanged.
+        let mut as_json = serde_json::to_value(&stored).unwrap();
+        let object = as_json.as_object_mut().unwrap();
+        object.remove("chosen_targets");
+        object["account"].as_object_mut().unwrap().remove("picture");
+        assert_eq!(&as_json, c, "connection {key}");
+    }
+    // The choice is where a post naming no target went: the account itself where it is
+    // a target, none where every target is inside the account.
+    let want = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(chosen["ada/facebook"], want(&[]));
+    assert_eq!(chosen["ada/pinterest"], want(&[]));
+    assert_eq!(chosen["ada/linkedin"], want(&["urn:li:person:ada"]));
+    assert_eq!(chosen["ada/x"], want(&["x-ada"]));
+    assert_eq!(chosen["bea/bluesky"], want(&["did:plc:bea"]));
+
+    for g in list(m, "grants") {
+        let key: ConnectionKey = serde_json::from_value(g["key"].clone()).unwrap();
+        let grant: Grant = serde_json::from_value(g["grant"].clone()).unwrap();
+        assert_eq!(
+            store.grant(&key).await.unwrap(),
+            Some(grant),
+            "grant of {key}"
+        );
+    }
+    for p in list(m, "posts") {
+        let p: Post = serde_json::from_value(p.clone()).unwrap();
+        assert_eq!(
+            store.post(p.id).await.unwrap(),
+            Some(p.clone()),
+            "post {}",
+            p.id
+        );
+    }
+    let events: Vec<Event> = list(m, "events")
+        .iter()
+        .map(|e| serde_json::from_value(e.clone()).unwrap())
+        .collect();
+    assert_eq!(store.events_after(0, 10_000).await.unwrap(), events);
+    let report = store.check_integrity().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+    // The upgraded record takes the new fields, and a reopen reads them back.
+    let key: ConnectionKey =
+        serde_json::from_value(list(m, "connections")[1]["key"].clone()).unwrap();
+    let mut c = store.connection(&key).await.unwrap().unwrap();
+    c.chosen_targets = vec!["board-2".into(), "board-3".into()];
+    c.account.picture = Some("https://example.com/ada.jpg".into());
+    let mut b = Batch::new();
+    b.put_connection(&c).event(
+        Event::new(
+            Timestamp::from_unix_millis(1),
+            key.clone(),
+            EventKind::TargetsChosen,
+        )
+        .detail("board-2,board-3"),
+    );
+    store.commit(b, Durability::Durable).await.unwrap();
+    drop(store);
+    let again = open(&f);
+    assert_eq!(again.connection(&key).await.unwrap(), Some(c));
+    let after = again.events_after(0, 10_000).await.unwrap();
+    assert_eq!(after.len(), events.len() + 1);
+    assert_eq!(after.last().unwrap().kind, EventKind::TargetsChosen);
 }

@@ -30,4 +30,5 @@ mod retention;
 mod scheduling;
 mod secrets;
 mod storage_failing;
+mod targets;
 mod unreadable;

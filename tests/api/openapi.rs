@@ -22,6 +22,7 @@ async fn the_document_lists_every_route_of_the_table() {
             Verb::Get => "get",
             Verb::Post => "post",
             Verb::Patch => "patch",
+            Verb::Put => "put",
             Verb::Delete => "delete",
         };
         let operation = &doc["paths"][route.path][method];

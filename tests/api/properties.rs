@@ -298,7 +298,7 @@ fn input(surface: &Surface, states: Vec<String>) -> impl Strategy<Value = Input>
     let with_body: Vec<usize> = routes()
         .iter()
         .enumerate()
-        .filter(|(_, r)| matches!(r.method, Verb::Post | Verb::Patch))
+        .filter(|(_, r)| matches!(r.method, Verb::Post | Verb::Patch | Verb::Put))
         .map(|(i, _)| i)
         .collect();
     // And a quarter to the routes that declare parameters, where those are read.

@@ -242,7 +242,16 @@ pub(crate) fn event_refs_chunk(key: &ConnectionKey, first: u64) -> Vec<u8> {
 
 impl Record for EventGroup {
     const KIND: &'static str = "event_group";
-    const VERSION: u8 = 1;
+    /// 2: its events may be of `EventKind::TargetsChosen` (event version 2).
+    const VERSION: u8 = 2;
+
+    fn upgrade(version: u8, body: &[u8]) -> Result<EventGroup, crate::CodecProblem> {
+        match version {
+            // Version 1 holds version-1 events, which read as they are.
+            1 => crate::codec::decode_body(body),
+            v => Err(crate::CodecProblem::UnknownVersion(v)),
+        }
+    }
 }
 
 impl EventGroup {

@@ -784,6 +784,17 @@ pub(crate) mod golden_samples {
         .reduce(|a, b| format!("{a}\n{b}"))
     }
 
+    /// The golden files of the older versions of this backend's own records.
+    pub(crate) fn check_older_internal() -> Option<String> {
+        // Event group v1 held version-1 events: the same samples read back as they are.
+        let mut events = crate::golden::sample_events_v1();
+        events.truncate(2);
+        for e in &mut events {
+            e.connection = key("golden", Platform::X);
+        }
+        crate::golden::check_older(1, &[EventGroup { events }])
+    }
+
     pub(crate) fn version_of(kind: &str) -> Option<u8> {
         Some(match kind {
             "journal" => Journal::VERSION,
