@@ -676,7 +676,7 @@ async fn serve_on_postgres_names_the_database_without_its_password_and_refuses_w
     server.wait().await.unwrap();
     let said = said();
     assert!(
-        said.contains("store: postgres (format 1) in postgres://127.0.0.1:"),
+        said.contains("store: postgres (format ") && said.contains(") in postgres://127.0.0.1:"),
         "{said}"
     );
     assert!(!said.contains(&password), "the password in the log: {said}");
