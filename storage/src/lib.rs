@@ -66,7 +66,7 @@ pub use error::StoreError;
 pub use event::{Event, EventKind};
 pub use grant::{fingerprint, Grant, GrantFacts, TargetToken};
 pub use idempotency::IdempotentRequest;
-pub use oauth::{PendingAuthorization, StateLookup};
+pub use oauth::{PendingAuthorization, StateLookup, StatePurpose};
 pub use pen_name::{PenName, PenNameError, PEN_NAME_MAX_LEN};
 #[cfg(feature = "postgres")]
 pub use pg_store::{PgConfig, PgError, PgStore, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE};

@@ -300,6 +300,7 @@ pub async fn oauth_states_are_single_use_and_expire<B: Backend>(backend: B) {
         created_at: Timestamp::from_unix_millis(0),
         expires_at: Timestamp::from_unix_millis(expires),
         replace: false,
+        purpose: crate::StatePurpose::Connect { return_to: None },
     };
     let mut b = Batch::new();
     b.put_oauth_state("fresh", &pending(600_000))
@@ -345,6 +346,7 @@ pub async fn a_used_state_stays_used_across_a_restart<B: Backend>(backend: B) {
         created_at: Timestamp::from_unix_millis(0),
         expires_at: Timestamp::from_unix_millis(600_000),
         replace: false,
+        purpose: crate::StatePurpose::Connect { return_to: None },
     };
     {
         let store = backend.open().await;
@@ -598,6 +600,7 @@ pub async fn erasing_a_pen_name_removes_its_pending_oauth_states_and_no_one_else
         created_at: Timestamp::from_unix_millis(0),
         expires_at: Timestamp::from_unix_millis(600_000),
         replace: false,
+        purpose: crate::StatePurpose::Connect { return_to: None },
     };
     let mut b = Batch::new();
     b.put_oauth_state("gone-1", &pending("gone"))
