@@ -15,6 +15,8 @@
 //! public_url = "https://studio.example.com"     # redirect URI: {public_url}/v1/oauth/callback
 //! app_origin = "https://app.example.com"        # default: the origin of public_url
 //! allow_private_media_urls = false             # true only where media is served locally (a sandbox)
+//! page_link_ttl_secs = 900                      # how long a Social Accounts page link can be opened
+//! page_frame_ancestors = "https://app.example.com"  # who may frame the page (comma-separated); default: nobody
 //!
 //! [retention]                                   # what the engine forgets, checked hourly
 //! events_days = 30                              # 0: keep every event
@@ -91,6 +93,8 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 /// How long an OAuth `state` stays redeemable: long enough to log in and consent, short
 /// enough that a leaked authorize URL soon goes stale.
 pub const DEFAULT_OAUTH_STATE_TTL: Duration = Duration::from_secs(600);
+/// How long a page link can be opened unless `page_link_ttl_secs` says otherwise.
+pub const DEFAULT_PAGE_LINK_TTL: Duration = Duration::from_secs(900);
 
 /// The largest request body the HTTP service accepts.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -143,6 +147,13 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     /// How long an OAuth `state` can be redeemed (key `oauth_state_ttl_secs`).
     pub oauth_state_ttl: Duration,
+    /// How long a link to the Social Accounts page can be opened, once (key
+    /// `page_link_ttl_secs`, default 15 minutes, at most 7 days).
+    pub page_link_ttl: Duration,
+    /// The origins allowed to show the Social Accounts page in a frame, its
+    /// Content-Security-Policy's `frame-ancestors` (key `page_frame_ancestors`:
+    /// comma-separated origins). Empty, the default: no page may frame it.
+    pub page_frame_ancestors: Vec<String>,
     /// The largest request body the HTTP service accepts.
     pub max_body_bytes: usize,
     /// How many days ahead a grant nothing can renew is reported as expiring soon.
@@ -399,6 +410,7 @@ const RETENTION_KEY: &str = "retention";
 /// Whole-number keys and the values they accept, inclusive.
 const RANGES: &[(&str, u64, u64)] = &[
     ("oauth_state_ttl_secs", 1, 86_400),
+    ("page_link_ttl_secs", 1, 604_800),
     ("max_body_bytes", 1, u64::MAX),
     ("expiring_soon_days", 1, 365),
     ("lateness_window_secs", 1, u64::MAX),
@@ -448,6 +460,8 @@ impl Default for Config {
             previous_admin_tokens: Vec::new(),
             master_key_file: None,
             oauth_state_ttl: DEFAULT_OAUTH_STATE_TTL,
+            page_link_ttl: DEFAULT_PAGE_LINK_TTL,
+            page_frame_ancestors: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             expiring_soon_days: DEFAULT_EXPIRING_SOON_DAYS,
             lateness_window_secs: None,
@@ -527,6 +541,7 @@ impl Config {
         }
         let numbers = [
             ("oauth_state_ttl_secs", Some(self.oauth_state_ttl.as_secs())),
+            ("page_link_ttl_secs", Some(self.page_link_ttl.as_secs())),
             ("max_body_bytes", u64::try_from(self.max_body_bytes).ok()),
             (
                 "expiring_soon_days",

@@ -64,6 +64,8 @@ struct FileShape {
     previous_admin_tokens: Option<Secret>,
     master_key_file: Option<String>,
     oauth_state_ttl_secs: Option<u64>,
+    page_link_ttl_secs: Option<u64>,
+    page_frame_ancestors: Option<String>,
     max_body_bytes: Option<u64>,
     expiring_soon_days: Option<u64>,
     lateness_window_secs: Option<u64>,
@@ -183,6 +185,8 @@ const TOP_KEYS: &[&str] = &[
     "previous_admin_tokens",
     "master_key_file",
     "oauth_state_ttl_secs",
+    "page_link_ttl_secs",
+    "page_frame_ancestors",
     "max_body_bytes",
     "expiring_soon_days",
     "lateness_window_secs",
@@ -496,6 +500,24 @@ impl Layers {
             oauth_state_ttl: shape
                 .oauth_state_ttl_secs
                 .map_or(defaults.oauth_state_ttl, Duration::from_secs),
+            page_link_ttl: shape
+                .page_link_ttl_secs
+                .map_or(defaults.page_link_ttl, Duration::from_secs),
+            page_frame_ancestors: match self
+                .text("page_frame_ancestors", shape.page_frame_ancestors)?
+            {
+                Some(list) => list
+                    .split(',')
+                    .map(|o| {
+                        web_origin(
+                            "page_frame_ancestors",
+                            o.trim(),
+                            &self.origin("page_frame_ancestors"),
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => defaults.page_frame_ancestors,
+            },
             max_body_bytes: match shape.max_body_bytes {
                 Some(v) => self.fit("max_body_bytes", v)?,
                 None => defaults.max_body_bytes,
