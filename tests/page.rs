@@ -547,6 +547,11 @@ async fn screenshots(browser: &Browser, name: &str) {
             json!(false),
             "{name} scrolls sideways at {width} px"
         );
+        browser
+            .client()
+            .execute("window.scrollTo(0, 0);", vec![])
+            .await
+            .expect("scrolled to the top");
         let path = browser.screenshot(&format!("page-{name}-{width}")).await;
         eprintln!("browser: saved {}", path.display());
     }

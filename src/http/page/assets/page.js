@@ -63,9 +63,15 @@
         var fresh = new DOMParser().parseFromString(text, 'text/html').getElementById('live');
         var old = $('#live');
         if (!fresh || !old) { return; }
+        // What a button said stays, unless the connection has moved on since.
         var kept = {};
         Array.prototype.forEach.call(old.querySelectorAll('[data-result]'), function (r) {
-          kept[r.getAttribute('data-result')] = Array.prototype.slice.call(r.childNodes);
+          var platform = r.getAttribute('data-result');
+          var before = old.querySelector('#platform-' + platform);
+          var after = fresh.querySelector('#platform-' + platform);
+          if (before && after && before.getAttribute('data-status') === after.getAttribute('data-status')) {
+            kept[platform] = Array.prototype.slice.call(r.childNodes);
+          }
         });
         var focused = document.activeElement;
         var focusKey = focused && focused.getAttribute && focused.getAttribute('data-action')
