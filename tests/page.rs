@@ -36,6 +36,8 @@ const ADMIN_TOKEN: &str = "test-admin-token-page-7c41f0";
 const JANE: &str = "jane_writes";
 const JANE_ID: &str = "2244994945";
 const SANDBOX_PASSWORD: &str = "sandbox";
+/// The sandbox's other X user.
+const OTHER_X: &str = "other_account";
 /// The sandbox's Bluesky account.
 const BLUESKY_HANDLE: &str = "jane.sandbox.test";
 /// The host application's origin: not the engine's.
@@ -830,6 +832,43 @@ async fn bluesky_with_an_app_password_and_x_with_the_keyboard_alone() {
         "X connected from the keyboard",
     )
     .await;
+
+    // Connecting X again as another account: refused with both names, then replaced on
+    // purpose.
+    client
+        .find(Locator::Css("#connect-platform"))
+        .await
+        .expect("the platform list")
+        .select_by_value("x")
+        .await
+        .expect("X chosen");
+    click(client, "#connect-go").await;
+    approve_in_popup(client, &page, OTHER_X).await;
+    until_true(
+        client,
+        "document.querySelector('#notice [data-action=replace]')",
+        "the wrong-account refusal",
+    )
+    .await;
+    let said = text_of(client, "#notice").await;
+    assert!(
+        said.contains(JANE) && said.contains(OTHER_X),
+        "both accounts named: {said}"
+    );
+    assert_accessible(client, "wrong account").await;
+    screenshots(&browser, "wrong-account").await;
+    assert!(app.connection("jane", "x").await["account"]["handle"]
+        .as_str()
+        .is_some_and(|h| h.contains(JANE)));
+    click(client, "#notice [data-action=replace]").await;
+    approve_in_popup(client, &page, OTHER_X).await;
+    until_true(
+        client,
+        "/other_account/.test(document.getElementById('platform-x').textContent)",
+        "X replaced by the other account",
+    )
+    .await;
+    assert_eq!(status_of(client, "x").await, "active");
 
     // Bluesky: its handle and an app password, in the page's form.
     let password = app
