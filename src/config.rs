@@ -1713,6 +1713,41 @@ pub(crate) mod tests {
             "secrets kept exactly"
         );
     }
+    #[test]
+    fn the_page_keys_from_the_file_and_the_environment() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.page_link_ttl, DEFAULT_PAGE_LINK_TTL);
+        assert!(config.page_frame_ancestors.is_empty());
+
+        let config = load(
+            "page_link_ttl_secs = 3600\npage_frame_ancestors = \"https://App.example.com/, https://cms.example.com:8443\"",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.page_link_ttl, Duration::from_secs(3600));
+        assert_eq!(
+            config.page_frame_ancestors,
+            ["https://app.example.com", "https://cms.example.com:8443"]
+        );
+        let config = load(
+            "page_link_ttl_secs = 3600",
+            &[("SOCIAL_STUDIO_PAGE_LINK_TTL_SECS", "120")],
+        )
+        .unwrap();
+        assert_eq!(config.page_link_ttl, Duration::from_secs(120));
+
+        for (text, key) in [
+            ("page_link_ttl_secs = 0", "page_link_ttl_secs"),
+            ("page_link_ttl_secs = 604801", "page_link_ttl_secs"),
+            (
+                "page_frame_ancestors = \"https://app.example.com/frame\"",
+                "page_frame_ancestors",
+            ),
+            ("page_frame_ancestors = \"*\"", "page_frame_ancestors"),
+        ] {
+            assert_eq!(refused(text, &[]).key(), Some(key), "{text}");
+        }
+    }
 }
 
 #[cfg(test)]

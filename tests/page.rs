@@ -389,6 +389,99 @@ async fn a_page_link_opens_once_and_its_cookie_reaches_only_its_pen_name() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_under_a_hosts_prefix_the_page_keeps_to_it() {
+    let app = App::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port for the host");
+    let host = format!("http://{}", listener.local_addr().expect("an address"));
+    let nested =
+        axum::Router::new().nest("/social", social_studio::http::router(app.studio.clone()));
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, nested)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    let link = app.page_link("jane").await;
+    let token = link.rsplit('/').next().expect("a token");
+    let opened = app
+        .http
+        .get(format!("{host}/social/page-link/{token}"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(opened.status(), StatusCode::SEE_OTHER);
+    assert_eq!(opened.headers()[LOCATION], "/social/page/jane");
+    let (cookie, header) = cookie_of(&opened);
+    assert!(header.contains("Path=/social/page/jane"), "{header}");
+    let page = app
+        .http
+        .get(format!("{host}/social/page/jane"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .expect("the page");
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.expect("HTML");
+    assert!(
+        html.contains("src=\"/social/page-assets/page.js\""),
+        "{html}"
+    );
+    assert!(html.contains("href=\"/social/page-assets/page.css\""));
+    let script = app
+        .http
+        .get(format!("{host}/social/page-assets/page.js"))
+        .send()
+        .await
+        .expect("the script");
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(script.headers()["content-type"]
+        .to_str()
+        .is_ok_and(|t| t.starts_with("text/javascript")));
+
+    // A connect begun here comes back here: the state holds the nested page's path.
+    let csrf = csrf_of(&html);
+    let answer = app
+        .http
+        .post(format!("{host}/social/page/jane/connect/x"))
+        .header(COOKIE, &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("an answer");
+    let body: Value = answer.json().await.expect("JSON");
+    let authorize_url =
+        url::Url::parse(body["authorize_url"].as_str().expect("a URL")).expect("a URL");
+    let state = authorize_url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .expect("a state");
+    let callback = app
+        .http
+        .get(format!(
+            "{host}/social/v1/oauth/callback?state={state}&error=access_denied"
+        ))
+        .send()
+        .await
+        .expect("the callback");
+    let html = callback.text().await.expect("HTML");
+    assert!(
+        html.contains("/social/page/jane?connect=x\\u0026outcome=access_denied"),
+        "{html}"
+    );
+    assert!(html.contains("href=\"/social/page/jane?connect=x&amp;outcome=access_denied\""));
+
+    let _ = stop.send(());
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // In the browser.
 // ---------------------------------------------------------------------------------------

@@ -411,3 +411,44 @@ async fn verify(
         .await?;
     Ok(Json(json!({ "verified": view })).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csp(frame_ancestors: &[String]) -> String {
+        let mut response = ().into_response();
+        secure_headers(&mut response, frame_ancestors);
+        response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn the_policy_allows_no_inline_code_and_frames_only_where_configured() {
+        let closed = csp(&[]);
+        assert!(!closed.contains("unsafe-inline"), "{closed}");
+        assert!(closed.contains("script-src 'self'"), "{closed}");
+        assert!(closed.contains("frame-ancestors 'none'"), "{closed}");
+        let framed = csp(&[
+            "https://app.example.com".to_owned(),
+            "https://cms.example.com:8443".to_owned(),
+        ]);
+        assert!(
+            framed
+                .ends_with("frame-ancestors https://app.example.com https://cms.example.com:8443"),
+            "{framed}"
+        );
+    }
+
+    #[test]
+    fn the_prefix_is_what_the_host_nested_the_router_under() {
+        let inner: Uri = "/page/jane".parse().unwrap();
+        assert_eq!(
+            prefix(&"/social/page/jane".parse().unwrap(), &inner),
+            "/social"
+        );
+        assert_eq!(prefix(&inner, &inner), "");
+    }
+}
