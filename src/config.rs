@@ -13,7 +13,8 @@
 //! data_dir = "/var/lib/social-studio"
 //! listen = "0.0.0.0:8080"
 //! public_url = "https://studio.example.com"     # redirect URI: {public_url}/v1/oauth/callback
-//! app_origin = "https://app.example.com"        # default: the origin of public_url
+//! app_origin = "https://app.example.com"        # default: the origin of public_url; or a list:
+//!                                               # ["https://app.example.com", "https://admin.example.com"]
 //! allow_private_media_urls = false             # true only where media is served locally (a sandbox)
 //! page_link_ttl_secs = 900                      # how long a Social Accounts page link can be opened
 //! page_frame_ancestors = "https://app.example.com"  # who may frame the page (comma-separated); default: nobody
@@ -134,9 +135,15 @@ pub struct Config {
     /// are built from it, so it must match what is registered with each platform.
     /// Default `http://{listen}`.
     pub public_url: String,
-    /// The only origin (`scheme://host[:port]`) the OAuth callback page posts its result
-    /// to, so no other window can read it. Default: the origin of `public_url`.
+    /// The host application's origin (`scheme://host[:port]`) the OAuth callback page posts
+    /// its result to, so no other window can read it — the first of key `app_origin`, a
+    /// string or a list. Default: the origin of `public_url`. The callback also posts to
+    /// [`extra_app_origins`](Config::extra_app_origins) and to the Social Accounts page's
+    /// own origin, and to no other ([`Config::message_origins`]).
     pub app_origin: String,
+    /// The origins after the first when `app_origin` is a list (in the environment,
+    /// comma-separated). Empty by default.
+    pub extra_app_origins: Vec<String>,
     /// Guards the admin API. `None`: the service generates one into the data dir.
     pub admin_token: Option<Secret>,
     /// Admin tokens still accepted while clients move to a new one (key
@@ -456,6 +463,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN,
             public_url: origin.clone(),
             app_origin: origin,
+            extra_app_origins: Vec::new(),
             admin_token: None,
             previous_admin_tokens: Vec::new(),
             master_key_file: None,
@@ -524,6 +532,9 @@ impl Config {
             });
         }
         web_origin("app_origin", &self.app_origin, &origin("app_origin"))?;
+        for extra in &self.extra_app_origins {
+            web_origin("app_origin", extra, &origin("app_origin"))?;
+        }
         let tokens = self.admin_token.iter().map(|t| ("admin_token", t)).chain(
             self.previous_admin_tokens
                 .iter()
@@ -606,6 +617,22 @@ impl Config {
     /// The one redirect URI registered with every platform.
     pub fn redirect_uri(&self) -> String {
         format!("{}{CALLBACK_PATH}", self.public_url)
+    }
+
+    /// Every origin the OAuth callback page posts its message to: `app_origin`, the
+    /// further ones of its list, and the Social Accounts page's own (the origin of
+    /// `public_url`), each once, in that order.
+    pub fn message_origins(&self) -> Vec<String> {
+        let mut origins = vec![self.app_origin.clone()];
+        let own = Url::parse(&self.public_url)
+            .ok()
+            .map(|u| u.origin().ascii_serialization());
+        for origin in self.extra_app_origins.iter().cloned().chain(own) {
+            if !origins.contains(&origin) {
+                origins.push(origin);
+            }
+        }
+        origins
     }
 
     /// Where the master key file is: `master_key_file`, or `{data_dir}/master.key`.
@@ -1713,6 +1740,56 @@ pub(crate) mod tests {
             "secrets kept exactly"
         );
     }
+    #[test]
+    fn app_origin_is_one_origin_or_a_list() {
+        // One string, as before.
+        let config = load("app_origin = \"https://app.example.com\"", &[]).unwrap();
+        assert_eq!(config.app_origin, "https://app.example.com");
+        assert!(config.extra_app_origins.is_empty());
+        assert_eq!(
+            config.message_origins(),
+            ["https://app.example.com", "http://127.0.0.1:8080"],
+            "the page's own origin (public_url's) is always one of them"
+        );
+        // A list in the file, a comma-separated one in the environment.
+        let config = load(
+            "app_origin = [\"https://app.example.com/\", \"https://Admin.example.com\"]\npublic_url = \"https://studio.example.com/social\"",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.app_origin, "https://app.example.com");
+        assert_eq!(config.extra_app_origins, ["https://admin.example.com"]);
+        assert_eq!(
+            config.message_origins(),
+            [
+                "https://app.example.com",
+                "https://admin.example.com",
+                "https://studio.example.com"
+            ]
+        );
+        let config = load(
+            "",
+            &[(
+                "SOCIAL_STUDIO_APP_ORIGIN",
+                "http://127.0.0.1:8080, https://app.example.com",
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.app_origin, "http://127.0.0.1:8080");
+        assert_eq!(config.extra_app_origins, ["https://app.example.com"]);
+        assert_eq!(
+            config.message_origins(),
+            ["http://127.0.0.1:8080", "https://app.example.com"]
+        );
+        for text in [
+            "app_origin = []",
+            "app_origin = [\"https://app.example.com\", \"https://app.example.com/path\"]",
+            "app_origin = [\"https://app.example.com\", \"\"]",
+        ] {
+            assert_eq!(refused(text, &[]).key(), Some("app_origin"), "{text}");
+        }
+    }
+
     #[test]
     fn the_page_keys_from_the_file_and_the_environment() {
         let config = load("", &[]).unwrap();

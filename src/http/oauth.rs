@@ -83,19 +83,6 @@ fn error_object(error: &ApiError) -> Value {
     })
 }
 
-/// The origins the message is posted to: the host's app origin first, then the page's
-/// own when it is another.
-fn origins(config: &crate::config::Config) -> Vec<String> {
-    let mut origins = vec![config.app_origin.clone()];
-    if let Ok(url) = url::Url::parse(&config.public_url) {
-        let own = url.origin().ascii_serialization();
-        if !origins.contains(&own) {
-            origins.push(own);
-        }
-    }
-    origins
-}
-
 /// Where a same-tab author goes back to: the page's path (only ever a path the engine
 /// wrote into the `state`), with the outcome.
 fn return_url(return_to: Option<&str>, platform: Option<&str>, outcome: &str) -> Option<String> {
@@ -255,7 +242,7 @@ fn page(
 )]
 #[tracing::instrument(skip_all, fields(pen_name, platform))]
 pub(crate) async fn callback(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let origins = origins(state.studio.config());
+    let origins = state.studio.config().message_origins();
     let outcome = match parse_params(query.as_deref()) {
         Err(e) => Err((None, None, e)),
         Ok(p) => state
