@@ -744,6 +744,19 @@ async fn connect_revoke_banner_reconnect_and_disconnect_in_the_browser() {
     )
     .await;
 
+    // Send a test post: published, and said so in place.
+    click(client, "#platform-x [data-action=test-post]").await;
+    until_true(
+        client,
+        "document.querySelector('[data-result=x]').textContent.indexOf('test post') >= 0",
+        "the test post's result",
+    )
+    .await;
+    assert_eq!(
+        text_of(client, "[data-result=x]").await,
+        "The test post was published on X."
+    );
+
     // The platform revokes the grant; two posts come due: they pause, and the banner
     // appears without a reload.
     assert!(
