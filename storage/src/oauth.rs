@@ -25,7 +25,10 @@ pub struct PendingAuthorization {
     /// The caller asked to replace the connected account with whatever account comes back.
     pub replace: bool,
     /// What the state is for (version 2; version 1 records read as
-    /// `Connect { return_to: None }`).
+    /// `Connect { return_to: None }`, and so does a serde form without it — the
+    /// fixtures' manifests of format-1 data directories). `default` changes no stored
+    /// byte: the codec writes and reads every field in order.
+    #[serde(default)]
     pub purpose: StatePurpose,
 }
 
@@ -87,4 +90,11 @@ pub enum StateLookup {
     AlreadyUsed,
     /// The engine never issued it.
     Unknown,
+}
+
+impl Default for StatePurpose {
+    /// A connect begun through the API: what every state was before page links.
+    fn default() -> StatePurpose {
+        StatePurpose::Connect { return_to: None }
+    }
 }
