@@ -29,6 +29,12 @@
   }
   function notice(nodes) { show($('#notice'), nodes); }
   function resultOf(platform) { return $('[data-result="' + platform + '"]'); }
+  // Looked up when written: an event may have re-read the list since the click.
+  function say(platform, nodes) {
+    var result = resultOf(platform);
+    if (result) { show(result, nodes); }
+    return result;
+  }
 
   function post(path, body) {
     return fetch(page + path, {
@@ -148,7 +154,6 @@
 
   // ---- disconnect, check, test post ----
   function disconnect(platform, confirmed) {
-    var result = resultOf(platform);
     var name = names(platform);
     post('/disconnect/' + platform, { confirm: !!confirmed }).then(function (answer) {
       var error = answer.body.error || {};
@@ -156,32 +161,31 @@
         var n = error.scheduled_posts_affected || 0;
         var what = n === 0 ? 'No scheduled posts will be affected.'
           : (n === 1 ? '1 scheduled post will fail.' : n + ' scheduled posts will fail.');
-        show(result, [el('div', { 'class': 'confirm' }, [
+        var result = say(platform, [el('div', { 'class': 'confirm' }, [
           el('p', { 'data-affected': String(n) }, ['Disconnect ' + name + '? ' + what]),
           el('button', { type: 'button', 'class': 'danger', 'data-action': 'confirm-disconnect', 'data-platform': platform }, ['Disconnect ' + name]),
           el('button', { type: 'button', 'data-action': 'cancel', 'data-platform': platform }, ['Cancel'])
         ])]);
-        $('[data-action="confirm-disconnect"]', result).focus();
+        if (result) { $('[data-action="confirm-disconnect"]', result).focus(); }
         return;
       }
-      if (!answer.ok) { show(result, errorLines(error)); return; }
+      if (!answer.ok) { say(platform, errorLines(error)); return; }
       var failed = answer.body.disconnected ? answer.body.disconnected.posts_failed : 0;
       notice([el('p', { 'class': 'ok' }, [name + ' is disconnected' + (failed ? '; ' + failed + ' scheduled posts failed.' : '.')])]);
-      show(result, []);
+      say(platform, []);
       refresh();
     });
   }
 
   function verify(platform, testPost) {
-    var result = resultOf(platform);
     var name = names(platform);
-    show(result, [el('p', {}, [testPost ? 'Sending a test post…' : 'Checking…'])]);
+    say(platform, [el('p', {}, [testPost ? 'Sending a test post…' : 'Checking…'])]);
     var body = testPost ? { test_post: 'A test post from Social Studio (' + new Date().toISOString() + ')' } : {};
     post('/verify/' + platform, body).then(function (answer) {
-      if (!answer.ok) { show(result, errorLines(answer.body.error || {})); refresh(); return; }
+      if (!answer.ok) { say(platform, errorLines(answer.body.error || {})); refresh(); return; }
       var view = answer.body.verified || {};
       var posted = view.test_post;
-      show(result, [el('p', { 'class': 'ok' }, [
+      say(platform, [el('p', { 'class': 'ok' }, [
         posted ? 'The test post was ' + posted.state + ' on ' + name + '.' : name + ' works: the connection is ' + view.connection.status + '.'
       ])]);
       refresh();
