@@ -266,3 +266,47 @@ pub(super) fn refused(prefix: &str, message: &str, remedy: &str) -> String {
     }
     .into_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn granted(expires_in_hours: Option<u64>, renewable: bool, now: Timestamp) -> ConnectionEntry {
+        ConnectionEntry {
+            status: ConnectionState::Active,
+            expires_at: expires_in_hours
+                .map(|h| now.saturating_add(std::time::Duration::from_secs(h * 3600))),
+            renewable,
+            ..ConnectionEntry::not_connected(Platform::Linkedin, true)
+        }
+    }
+
+    #[test]
+    fn only_a_grant_that_cannot_renew_says_when_it_expires() {
+        let now = Timestamp::from_unix_millis(1_700_000_000_000);
+        assert_eq!(
+            expiry(&granted(Some(12 * 24 + 5), false, now), now).as_deref(),
+            Some("expires in 12 days")
+        );
+        assert_eq!(
+            expiry(&granted(Some(30), false, now), now).as_deref(),
+            Some("expires in 30 hours")
+        );
+        assert_eq!(expiry(&granted(Some(12 * 24), true, now), now), None);
+        assert_eq!(expiry(&granted(None, false, now), now), None);
+    }
+
+    #[test]
+    fn the_banner_counts_the_paused_posts() {
+        let entry = ConnectionEntry {
+            status: ConnectionState::Expired,
+            paused: 3,
+            ..ConnectionEntry::not_connected(Platform::X, true)
+        };
+        let html = banner(&entry).into_string();
+        assert!(
+            html.contains("X needs reconnecting</strong> — 3 posts are paused until you do."),
+            "{html}"
+        );
+    }
+}
