@@ -27,7 +27,10 @@
 //!
 //! The route list is one table, [`routes`], that [`router`] is built from: whether a route
 //! is protected is decided there and nowhere else, so a test can walk every protected
-//! route and a route added later cannot escape it. Who admits a request to a protected
+//! route and a route added later cannot escape it. The one exception is the Social
+//! Accounts page's own routes (`/page/…`, `/page-link/…`, `/page-assets/…`), merged
+//! beside the table: they are for an author's browser, not for API clients, and admit by
+//! the page cookie of the pen name in their path (`page/`), never by the admin token. Who admits a request to a protected
 //! route — the admin token (the default), a host's [`Authorize`], or either — is the
 //! router's, chosen with [`RouterBuilder`].
 
