@@ -13,8 +13,11 @@
 //! data_dir = "/var/lib/social-studio"
 //! listen = "0.0.0.0:8080"
 //! public_url = "https://studio.example.com"     # redirect URI: {public_url}/v1/oauth/callback
-//! app_origin = "https://app.example.com"        # default: the origin of public_url
+//! app_origin = "https://app.example.com"        # default: the origin of public_url; or a list:
+//!                                               # ["https://app.example.com", "https://admin.example.com"]
 //! allow_private_media_urls = false             # true only where media is served locally (a sandbox)
+//! page_link_ttl_secs = 900                      # how long a Social Accounts page link can be opened
+//! page_frame_ancestors = "https://app.example.com"  # who may frame the page (comma-separated); default: nobody
 //!
 //! [retention]                                   # what the engine forgets, checked hourly
 //! events_days = 30                              # 0: keep every event
@@ -97,6 +100,8 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 /// How long an OAuth `state` stays redeemable: long enough to log in and consent, short
 /// enough that a leaked authorize URL soon goes stale.
 pub const DEFAULT_OAUTH_STATE_TTL: Duration = Duration::from_secs(600);
+/// How long a page link can be opened unless `page_link_ttl_secs` says otherwise.
+pub const DEFAULT_PAGE_LINK_TTL: Duration = Duration::from_secs(900);
 
 /// The largest request body the HTTP service accepts.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -140,9 +145,15 @@ pub struct Config {
     /// are built from it, so it must match what is registered with each platform.
     /// Default `http://{listen}`.
     pub public_url: String,
-    /// The only origin (`scheme://host[:port]`) the OAuth callback page posts its result
-    /// to, so no other window can read it. Default: the origin of `public_url`.
+    /// The host application's origin (`scheme://host[:port]`) the OAuth callback page posts
+    /// its result to, so no other window can read it — the first of key `app_origin`, a
+    /// string or a list. Default: the origin of `public_url`. The callback also posts to
+    /// [`extra_app_origins`](Config::extra_app_origins) and to the Social Accounts page's
+    /// own origin, and to no other ([`Config::message_origins`]).
     pub app_origin: String,
+    /// The origins after the first when `app_origin` is a list (in the environment,
+    /// comma-separated). Empty by default.
+    pub extra_app_origins: Vec<String>,
     /// Guards the admin API. `None`: the service generates one into the data dir — on
     /// sled only: with `store.backend = "postgres"` it is required.
     pub admin_token: Option<Secret>,
@@ -155,6 +166,13 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     /// How long an OAuth `state` can be redeemed (key `oauth_state_ttl_secs`).
     pub oauth_state_ttl: Duration,
+    /// How long a link to the Social Accounts page can be opened, once (key
+    /// `page_link_ttl_secs`, default 15 minutes, at most 7 days).
+    pub page_link_ttl: Duration,
+    /// The origins allowed to show the Social Accounts page in a frame, its
+    /// Content-Security-Policy's `frame-ancestors` (key `page_frame_ancestors`:
+    /// comma-separated origins). Empty, the default: no page may frame it.
+    pub page_frame_ancestors: Vec<String>,
     /// The largest request body the HTTP service accepts.
     pub max_body_bytes: usize,
     /// How many days ahead a grant nothing can renew is reported as expiring soon.
@@ -486,6 +504,7 @@ const STORE_KEY: &str = "store";
 /// Whole-number keys and the values they accept, inclusive.
 const RANGES: &[(&str, u64, u64)] = &[
     ("oauth_state_ttl_secs", 1, 86_400),
+    ("page_link_ttl_secs", 1, 604_800),
     ("max_body_bytes", 1, u64::MAX),
     ("expiring_soon_days", 1, 365),
     ("lateness_window_secs", 1, u64::MAX),
@@ -533,10 +552,13 @@ impl Default for Config {
             listen: DEFAULT_LISTEN,
             public_url: origin.clone(),
             app_origin: origin,
+            extra_app_origins: Vec::new(),
             admin_token: None,
             previous_admin_tokens: Vec::new(),
             master_key_file: None,
             oauth_state_ttl: DEFAULT_OAUTH_STATE_TTL,
+            page_link_ttl: DEFAULT_PAGE_LINK_TTL,
+            page_frame_ancestors: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             expiring_soon_days: DEFAULT_EXPIRING_SOON_DAYS,
             lateness_window_secs: None,
@@ -602,6 +624,9 @@ impl Config {
             });
         }
         web_origin("app_origin", &self.app_origin, &origin("app_origin"))?;
+        for extra in &self.extra_app_origins {
+            web_origin("app_origin", extra, &origin("app_origin"))?;
+        }
         let tokens = self.admin_token.iter().map(|t| ("admin_token", t)).chain(
             self.previous_admin_tokens
                 .iter()
@@ -619,6 +644,7 @@ impl Config {
         }
         let numbers = [
             ("oauth_state_ttl_secs", Some(self.oauth_state_ttl.as_secs())),
+            ("page_link_ttl_secs", Some(self.page_link_ttl.as_secs())),
             ("max_body_bytes", u64::try_from(self.max_body_bytes).ok()),
             (
                 "expiring_soon_days",
@@ -748,6 +774,22 @@ impl Config {
     /// The one redirect URI registered with every platform.
     pub fn redirect_uri(&self) -> String {
         format!("{}{CALLBACK_PATH}", self.public_url)
+    }
+
+    /// Every origin the OAuth callback page posts its message to: `app_origin`, the
+    /// further ones of its list, and the Social Accounts page's own (the origin of
+    /// `public_url`), each once, in that order.
+    pub fn message_origins(&self) -> Vec<String> {
+        let mut origins = vec![self.app_origin.clone()];
+        let own = Url::parse(&self.public_url)
+            .ok()
+            .map(|u| u.origin().ascii_serialization());
+        for origin in self.extra_app_origins.iter().cloned().chain(own) {
+            if !origins.contains(&origin) {
+                origins.push(origin);
+            }
+        }
+        origins
     }
 
     /// Where the master key file is: `master_key_file`, or `{data_dir}/master.key`.
@@ -1854,6 +1896,91 @@ pub(crate) mod tests {
             Some(" s "),
             "secrets kept exactly"
         );
+    }
+    #[test]
+    fn app_origin_is_one_origin_or_a_list() {
+        // One string, as before.
+        let config = load("app_origin = \"https://app.example.com\"", &[]).unwrap();
+        assert_eq!(config.app_origin, "https://app.example.com");
+        assert!(config.extra_app_origins.is_empty());
+        assert_eq!(
+            config.message_origins(),
+            ["https://app.example.com", "http://127.0.0.1:8080"],
+            "the page's own origin (public_url's) is always one of them"
+        );
+        // A list in the file, a comma-separated one in the environment.
+        let config = load(
+            "app_origin = [\"https://app.example.com/\", \"https://Admin.example.com\"]\npublic_url = \"https://studio.example.com/social\"",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.app_origin, "https://app.example.com");
+        assert_eq!(config.extra_app_origins, ["https://admin.example.com"]);
+        assert_eq!(
+            config.message_origins(),
+            [
+                "https://app.example.com",
+                "https://admin.example.com",
+                "https://studio.example.com"
+            ]
+        );
+        let config = load(
+            "",
+            &[(
+                "SOCIAL_STUDIO_APP_ORIGIN",
+                "http://127.0.0.1:8080, https://app.example.com",
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.app_origin, "http://127.0.0.1:8080");
+        assert_eq!(config.extra_app_origins, ["https://app.example.com"]);
+        assert_eq!(
+            config.message_origins(),
+            ["http://127.0.0.1:8080", "https://app.example.com"]
+        );
+        for text in [
+            "app_origin = []",
+            "app_origin = [\"https://app.example.com\", \"https://app.example.com/path\"]",
+            "app_origin = [\"https://app.example.com\", \"\"]",
+        ] {
+            assert_eq!(refused(text, &[]).key(), Some("app_origin"), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_page_keys_from_the_file_and_the_environment() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.page_link_ttl, DEFAULT_PAGE_LINK_TTL);
+        assert!(config.page_frame_ancestors.is_empty());
+
+        let config = load(
+            "page_link_ttl_secs = 3600\npage_frame_ancestors = \"https://App.example.com/, https://cms.example.com:8443\"",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.page_link_ttl, Duration::from_secs(3600));
+        assert_eq!(
+            config.page_frame_ancestors,
+            ["https://app.example.com", "https://cms.example.com:8443"]
+        );
+        let config = load(
+            "page_link_ttl_secs = 3600",
+            &[("SOCIAL_STUDIO_PAGE_LINK_TTL_SECS", "120")],
+        )
+        .unwrap();
+        assert_eq!(config.page_link_ttl, Duration::from_secs(120));
+
+        for (text, key) in [
+            ("page_link_ttl_secs = 0", "page_link_ttl_secs"),
+            ("page_link_ttl_secs = 604801", "page_link_ttl_secs"),
+            (
+                "page_frame_ancestors = \"https://app.example.com/frame\"",
+                "page_frame_ancestors",
+            ),
+            ("page_frame_ancestors = \"*\"", "page_frame_ancestors"),
+        ] {
+            assert_eq!(refused(text, &[]).key(), Some(key), "{text}");
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! can watch — connect through the sandbox's authorize page, schedule posts, the
 //! platform revokes the grant, the connection is Expired with its reason and the posts
 //! pause, reconnect, the posts publish. Everything goes through the public HTTP API, as
-//! the product would use it.
+//! the product would use it. Without `--once` it prints a link to the pen name's Social
+//! Accounts page as the scenario starts (open it in a browser to watch the connection go
+//! from connected to expired, with its banner, and back) and a fresh one when it ends.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -438,6 +440,21 @@ fn time_in(d: Duration) -> String {
         .to_rfc3339()
 }
 
+/// How long the demo's page links can be opened.
+const PAGE_LINK_TTL: Duration = Duration::from_secs(3600);
+
+/// Mints a page link for the demo's pen name, as a host application would, and prints it.
+async fn print_page_link(api: &Api, what: &str) -> Result<()> {
+    let link = api
+        .post(&format!("/v1/pen-names/{PEN}/page-links"), json!({}))
+        .await?;
+    println!(
+        "\n{what} (opens once, within the hour): {}",
+        link["url"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
 /// Runs the demo. `Ok(true)` when every step held.
 pub async fn run(data_dir: PathBuf, once: bool) -> Result<bool> {
     if data_dir.exists() {
@@ -462,6 +479,8 @@ pub async fn run(data_dir: PathBuf, once: bool) -> Result<bool> {
     // The sandbox serves the demo's media on 127.0.0.1, which the engine otherwise
     // refuses to fetch.
     config.allow_private_media_urls = true;
+    // Long enough to open the page while the scenario runs, or later.
+    config.page_link_ttl = PAGE_LINK_TTL;
     let studio = Studio::open(config, StudioOptions::default())
         .await
         .context("opening the engine")?;
@@ -483,6 +502,9 @@ pub async fn run(data_dir: PathBuf, once: bool) -> Result<bool> {
         token: token.clone(),
         client: reqwest::Client::new(),
     };
+    if !once {
+        print_page_link(&api, "Watch it in a browser").await?;
+    }
     let outcome = scenario(&api, &sandbox).await;
     let ok = match &outcome {
         Ok(()) => {
@@ -507,6 +529,7 @@ pub async fn run(data_dir: PathBuf, once: bool) -> Result<bool> {
         sandbox.shutdown().await;
         return Ok(ok);
     }
+    print_page_link(&api, "The Social Accounts page").await?;
     println!(
         "\nStill serving; explore it (Ctrl-C to stop):\n  export TOKEN={token}\n  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/pen-names/{PEN}/connections\n  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/pen-names/{PEN}/posts\n  curl -sN -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/events\n  curl -s -X POST {}/sandbox/x/users/{X_USER_ID}/revoke   # revoke again, then POST …/connections/x/verify",
         sandbox.base_url()

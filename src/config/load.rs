@@ -52,6 +52,14 @@ pub(super) fn load(
 // tables (`TOP_KEYS` here, the platforms' in config.rs) spell the same names for the
 // environment; a test holds them together.
 
+/// A key that takes one string or a list of them (`app_origin`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// The file as written, before any value is checked: [`Config`]'s keys (whole numbers as
 /// the file spells them), each optional.
 #[derive(Default, Deserialize)]
@@ -60,11 +68,13 @@ struct FileShape {
     data_dir: Option<String>,
     listen: Option<String>,
     public_url: Option<String>,
-    app_origin: Option<String>,
+    app_origin: Option<OneOrMany>,
     admin_token: Option<Secret>,
     previous_admin_tokens: Option<Secret>,
     master_key_file: Option<String>,
     oauth_state_ttl_secs: Option<u64>,
+    page_link_ttl_secs: Option<u64>,
+    page_frame_ancestors: Option<String>,
     max_body_bytes: Option<u64>,
     expiring_soon_days: Option<u64>,
     lateness_window_secs: Option<u64>,
@@ -196,6 +206,8 @@ const TOP_KEYS: &[&str] = &[
     "previous_admin_tokens",
     "master_key_file",
     "oauth_state_ttl_secs",
+    "page_link_ttl_secs",
+    "page_frame_ancestors",
     "max_body_bytes",
     "expiring_soon_days",
     "lateness_window_secs",
@@ -486,10 +498,27 @@ impl Layers {
                 })?
             }
         };
-        let app_origin = match self.text("app_origin", shape.app_origin)? {
-            Some(value) => web_origin("app_origin", &value, &self.origin("app_origin"))?,
-            None => public_url.origin().ascii_serialization(),
+        // One origin, a list, or (as a variable) origins separated by commas.
+        let listed: Vec<String> = match shape.app_origin {
+            None => Vec::new(),
+            Some(OneOrMany::One(text)) => text.split(',').map(str::to_owned).collect(),
+            Some(OneOrMany::Many(list)) if list.is_empty() => vec![String::new()],
+            Some(OneOrMany::Many(list)) => list,
         };
+        let mut app_origins = Vec::with_capacity(listed.len());
+        for value in listed {
+            let value = self.text("app_origin", Some(value))?.unwrap_or_default();
+            app_origins.push(web_origin(
+                "app_origin",
+                &value,
+                &self.origin("app_origin"),
+            )?);
+        }
+        let mut app_origins = app_origins.into_iter();
+        let app_origin = app_origins
+            .next()
+            .unwrap_or_else(|| public_url.origin().ascii_serialization());
+        let extra_app_origins: Vec<String> = app_origins.collect();
         let mut platforms = BTreeMap::new();
         for (p, section) in shape.platforms.present() {
             platforms.insert(p, self.platform(p, section)?);
@@ -501,6 +530,7 @@ impl Layers {
             listen,
             public_url: public_url.as_str().trim_end_matches('/').to_owned(),
             app_origin,
+            extra_app_origins,
             admin_token: self.secret("admin_token", shape.admin_token)?,
             previous_admin_tokens: self
                 .secret("previous_admin_tokens", shape.previous_admin_tokens)?
@@ -512,6 +542,24 @@ impl Layers {
             oauth_state_ttl: shape
                 .oauth_state_ttl_secs
                 .map_or(defaults.oauth_state_ttl, Duration::from_secs),
+            page_link_ttl: shape
+                .page_link_ttl_secs
+                .map_or(defaults.page_link_ttl, Duration::from_secs),
+            page_frame_ancestors: match self
+                .text("page_frame_ancestors", shape.page_frame_ancestors)?
+            {
+                Some(list) => list
+                    .split(',')
+                    .map(|o| {
+                        web_origin(
+                            "page_frame_ancestors",
+                            o.trim(),
+                            &self.origin("page_frame_ancestors"),
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => defaults.page_frame_ancestors,
+            },
             max_body_bytes: match shape.max_body_bytes {
                 Some(v) => self.fit("max_body_bytes", v)?,
                 None => defaults.max_body_bytes,

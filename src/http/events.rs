@@ -76,8 +76,9 @@ fn invalid_last_event_id() -> ApiError {
     )
 }
 
-type BoxedEvents = std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>>;
-type EventStream = Sse<axum::response::sse::KeepAliveStream<BoxedEvents>>;
+pub(super) type BoxedEvents =
+    std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>>;
+pub(super) type EventStream = Sse<axum::response::sse::KeepAliveStream<BoxedEvents>>;
 
 #[utoipa::path(
     get,
@@ -132,7 +133,7 @@ pub(crate) async fn of_pen(
 }
 
 /// Subscribes (now, before the backlog is read), then hands the rest to a task.
-fn open(state: &AppState, since: Option<u64>, only: Option<PenName>) -> EventStream {
+pub(super) fn open(state: &AppState, since: Option<u64>, only: Option<PenName>) -> EventStream {
     let live = state.studio.subscribe();
     let (tx, rx) = mpsc::channel(BUFFER);
     let pump = Pump {

@@ -13,6 +13,7 @@
 //! | `backup.rs` | a backup archive of the whole store, streamed |
 //! | `metrics.rs` | Prometheus text: requests by route and status, connections, queues, events |
 //! | `openapi.rs` | the OpenAPI document, generated from the handlers' annotations |
+//! | `page/` | the Social Accounts page (its own routes, guarded by its page cookie) and `POST …/page-links` |
 //!
 //! Cross-cutting parts: `layers.rs` (the request layers: metrics and JSON errors on every
 //! route, the admin token or the host's authorization on the protected ones), `auth.rs`
@@ -26,7 +27,10 @@
 //!
 //! The route list is one table, [`routes`], that [`router`] is built from: whether a route
 //! is protected is decided there and nowhere else, so a test can walk every protected
-//! route and a route added later cannot escape it. Who admits a request to a protected
+//! route and a route added later cannot escape it. The one exception is the Social
+//! Accounts page's own routes (`/page/…`, `/page-link/…`, `/page-assets/…`), merged
+//! beside the table: they are for an author's browser, not for API clients, and admit by
+//! the page cookie of the pen name in their path (`page/`), never by the admin token. Who admits a request to a protected
 //! route — the admin token (the default), a host's [`Authorize`], or either — is the
 //! router's, chosen with [`RouterBuilder`].
 
@@ -42,6 +46,7 @@ mod layers;
 mod metrics;
 mod oauth;
 mod openapi;
+mod page;
 mod posts;
 mod query;
 
@@ -282,6 +287,13 @@ static ROUTES: &[RouteSpec] = &[
     },
     RouteSpec {
         method: Verb::Post,
+        path: "/v1/pen-names/{pen}/page-links",
+        protected: true,
+        summary: "a single-use link to the pen name's Social Accounts page",
+        mount: |m| on(m, page::links::mint),
+    },
+    RouteSpec {
+        method: Verb::Post,
         path: "/v1/pen-names/{pen}/posts",
         protected: true,
         summary: "schedule content on one or several platforms",
@@ -494,6 +506,9 @@ fn build(studio: Studio, closing: Arc<watch::Sender<bool>>, access: Access) -> R
         }
         app = app.route(spec.path, handler);
     }
+    // The Social Accounts page: its own routes, admitted by its page cookie, not by the
+    // admin token nor the host's `Authorize` (see `page/`).
+    app = app.merge(page::router(state.clone()));
     app
         // Must come after every route: it is set on the method routers that exist.
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -1,14 +1,18 @@
 //! `GET /v1/oauth/callback`: where a platform sends the author's browser back after the
 //! consent page. It finishes the connect and answers a small HTML page that tells the
 //! window that opened it the outcome —
-//! `postMessage({type: "social-studio-connect", ok, pen_name, platform, status, error}, APP_ORIGIN)`
-//! — and closes itself; without an opener it just shows the outcome. A failure names its
-//! code, message and remedy.
+//! `postMessage({type: "social-studio-connect", ok, pen_name, platform, status, error}, origin)`
+//! for each of its origins — the configured `app_origin` and the Social Accounts page's own
+//! (the origin of `public_url`) — and closes itself. Without an opener, a connect begun on
+//! the Social Accounts page (its path bound to the `state`) sends the browser back there
+//! with `?connect={platform}&outcome={ok|code}`; any other shows the outcome. A failure
+//! names its code, message and remedy, and the platform's own words where there are some
+//! (a wrong account's two names).
 //!
 //! Everything put into the page's script is JSON-encoded with `<`, `>`, `&`, U+2028 and
 //! U+2029 escaped, so no value can end the script or the string it is in; the page's
 //! Content-Security-Policy allows only its own script (by nonce), and the message goes
-//! only to the configured app origin, never `*`.
+//! only to those origins, never `*`.
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -67,7 +71,27 @@ fn error_object(error: &ApiError) -> Value {
         .and_then(|r| r.get("message"))
         .and_then(Value::as_str)
         .unwrap_or_else(|| error.message());
-    json!({ "code": error.code(), "message": message, "remedy": remedy })
+    let platform_message = reason
+        .and_then(|r| r.get("platform_message"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    json!({
+        "code": error.code(),
+        "message": message,
+        "remedy": remedy,
+        "reason": { "platform_message": platform_message },
+    })
+}
+
+/// Where a same-tab author goes back to: the page's path (only ever a path the engine
+/// wrote into the `state`), with the outcome.
+fn return_url(return_to: Option<&str>, platform: Option<&str>, outcome: &str) -> Option<String> {
+    let path = return_to.filter(|p| p.starts_with('/') && !p.starts_with("//"))?;
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("connect", platform.unwrap_or_default())
+        .append_pair("outcome", outcome)
+        .finish();
+    Some(format!("{path}?{query}"))
 }
 
 /// JSON for inside a `<script>`: nothing in it can close the element or break the line.
@@ -109,7 +133,12 @@ fn nonce() -> String {
 }
 
 /// The page: the outcome in words for a person, and the script that tells the opener.
-fn page(status: StatusCode, message: &Value, app_origin: &str) -> Response {
+fn page(
+    status: StatusCode,
+    message: &Value,
+    origins: &[String],
+    return_to: Option<&str>,
+) -> Response {
     let nonce = nonce();
     let ok = message.get("ok").and_then(Value::as_bool).unwrap_or(false);
     let (title, body) = if ok {
@@ -148,10 +177,19 @@ fn page(status: StatusCode, message: &Value, app_origin: &str) -> Response {
             ),
         )
     };
+    let body = match return_to {
+        Some(back) => format!(
+            "{body}<p><a href=\"{}\">Back to Social Accounts</a></p>",
+            escape_html(back)
+        ),
+        None => body,
+    };
     let script = format!(
-        "(function(){{var m={};var o={};if(window.opener&&o){{try{{window.opener.postMessage(m,o);}}catch(e){{}}window.close();}}}})();",
+        "(function(){{var m={};var o={};var os={};var r={};if(window.opener){{try{{window.opener.postMessage(m,o);}}catch(e){{}}os.forEach(function(x){{try{{window.opener.postMessage(m,x);}}catch(e){{}}}});window.close();}}else if(r){{location.replace(r);}}}})();",
         script_json(message),
-        script_json(&Value::String(app_origin.to_string())),
+        script_json(&json!(origins.first())),
+        script_json(&json!(origins.get(1..).unwrap_or_default())),
+        script_json(&json!(return_to)),
     );
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -204,22 +242,23 @@ fn page(status: StatusCode, message: &Value, app_origin: &str) -> Response {
 )]
 #[tracing::instrument(skip_all, fields(pen_name, platform))]
 pub(crate) async fn callback(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let app_origin = state.studio.config().app_origin.clone();
+    let origins = state.studio.config().message_origins();
     let outcome = match parse_params(query.as_deref()) {
-        Err(e) => Err((None, e)),
+        Err(e) => Err((None, None, e)),
         Ok(p) => state
             .studio
-            .finish_connect(
+            .finish_connect_returning(
                 p.state.as_deref(),
                 p.code.as_deref(),
                 p.error.as_deref(),
                 p.error_description.as_deref(),
             )
             .await
-            .map_err(|f| (f.connection, ApiError::from(f.error))),
+            .map_err(|f| (f.connection, f.return_to, ApiError::from(f.error))),
     };
     match outcome {
-        Ok((pen, entry)) => {
+        Ok(done) => {
+            let (pen, entry) = (done.pen_name, done.entry);
             let span = tracing::Span::current();
             span.record("pen_name", pen.as_str());
             span.record("platform", entry.platform.id());
@@ -233,9 +272,10 @@ pub(crate) async fn callback(State(state): State<AppState>, RawQuery(query): Raw
                 "account": entry.account,
                 "error": Value::Null,
             });
-            page(StatusCode::OK, &message, &app_origin)
+            let back = return_url(done.return_to.as_deref(), Some(entry.platform.id()), "ok");
+            page(StatusCode::OK, &message, &origins, back.as_deref())
         }
-        Err((connection, error)) => {
+        Err((connection, return_to, error)) => {
             tracing::info!(code = error.code(), "connect failed");
             let message = json!({
                 "type": MESSAGE_TYPE,
@@ -245,7 +285,12 @@ pub(crate) async fn callback(State(state): State<AppState>, RawQuery(query): Raw
                 "status": Value::Null,
                 "error": error_object(&error),
             });
-            page(error.status(), &message, &app_origin)
+            let back = return_url(
+                return_to.as_deref(),
+                connection.as_ref().map(|k| k.platform.id()),
+                error.code(),
+            );
+            page(error.status(), &message, &origins, back.as_deref())
         }
     }
 }

@@ -57,6 +57,7 @@ impl Modify for AdminToken {
         super::connections::authorize,
         super::connections::verify,
         super::connections::choose_targets,
+        super::page::links::mint,
         super::posts::schedule,
         super::posts::list,
         super::posts::show,
@@ -71,6 +72,7 @@ impl Modify for AdminToken {
         (name = "connections", description = "a pen name's social accounts"),
         (name = "posts", description = "scheduled content"),
         (name = "events", description = "the event stream"),
+        (name = "page", description = "links to the Social Accounts page"),
         (name = "status", description = "health, attention, supervisor, metrics"),
     )
 )]

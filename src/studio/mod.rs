@@ -21,6 +21,7 @@
 mod admin_tokens;
 pub(crate) mod error;
 mod new_post;
+mod page_links;
 mod posts;
 pub mod schema;
 mod store_choice;
@@ -39,7 +40,7 @@ use social_studio_actors::{Clock, Engine, EngineConfig, PlatformPort, SystemCloc
 use social_studio_storage::{
     Batch, Connection, ConnectionKey, ConnectionStatus, Durability, Event, EventPage, KeySource,
     MasterKeys, PenName, PendingAuthorization, Platform, Secret, SharedStore, StateLabel,
-    StateLookup, StoreError, StoreInfo, Timestamp, UnreadableRecord,
+    StateLookup, StatePurpose, StoreError, StoreInfo, Timestamp, UnreadableRecord,
 };
 use tokio::sync::broadcast;
 
@@ -73,12 +74,25 @@ use crate::platforms::{
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 pub use admin_tokens::{rotate_token_file, AdminTokens, TokenFileRotation};
+pub use page_links::{PageLink, PageLinkError};
 
 /// A connect that did not finish, and the connection it was for once the `state` said.
 #[derive(Debug)]
 pub struct ConnectFailure {
     pub connection: Option<ConnectionKey>,
     pub error: ConnectingError,
+    /// The Social Accounts page to bring a browser back to, when the connect began there
+    /// (the `state` said so).
+    pub return_to: Option<String>,
+}
+
+/// A connect that finished: whose, the connection as it now stands, and the Social
+/// Accounts page to bring the browser back to when the connect began there.
+#[derive(Debug)]
+pub struct ConnectFinished {
+    pub pen_name: PenName,
+    pub entry: ConnectionEntry,
+    pub return_to: Option<String>,
 }
 
 /// What `/readyz` answers from: see [`Studio::readiness`].
@@ -171,6 +185,8 @@ struct Inner {
     media: MediaBudget,
     /// Every adapter's calls to its platform, counted: `/metrics` renders them.
     platform_calls: PlatformCallMetrics,
+    /// Signs the Social Accounts page's cookies ([`Studio::page_key`]).
+    page_key: [u8; 32],
 }
 
 impl Drop for Inner {
@@ -306,7 +322,9 @@ impl Studio {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             EngineRefusal::Unavailable(format!("data directory {}: {e}", config.data_dir.display()))
         })?;
-        let (store, source) = store_choice::open(&config, &options).await?;
+        let (store, source, keys) = store_choice::open(&config, &options).await?;
+        let page_key = page_links::derive_page_key(&keys.current);
+        drop(keys);
         let store = match &options.store_layer {
             Some(layer) => layer(store),
             None => store,
@@ -385,6 +403,7 @@ impl Studio {
                 closing: tokio::sync::watch::channel(false).0,
                 media,
                 platform_calls,
+                page_key,
             }),
         })
     }
@@ -573,6 +592,18 @@ impl Studio {
         key: &ConnectionKey,
         replace: bool,
     ) -> Result<AuthorizeStart, ConnectingError> {
+        self.begin_connect_returning(key, replace, None).await
+    }
+
+    /// [`begin_connect`](Studio::begin_connect) from the Social Accounts page at the path
+    /// `return_to` (as the browser reached it): bound to the `state`, so that a callback
+    /// with no window to report to brings the author back there.
+    pub async fn begin_connect_returning(
+        &self,
+        key: &ConnectionKey,
+        replace: bool,
+        return_to: Option<String>,
+    ) -> Result<AuthorizeStart, ConnectingError> {
         if key.platform == Platform::Bluesky {
             return Err(ConnectingError::WrongConnectFlow(key.platform));
         }
@@ -592,6 +623,7 @@ impl Studio {
                 created_at: now,
                 expires_at,
                 replace,
+                purpose: StatePurpose::Connect { return_to },
             },
         );
         self.commit(b, Durability::Durable).await?;
@@ -611,9 +643,23 @@ impl Studio {
         error: Option<&str>,
         error_description: Option<&str>,
     ) -> Result<(PenName, ConnectionEntry), ConnectFailure> {
+        self.finish_connect_returning(state, code, error, error_description)
+            .await
+            .map(|done| (done.pen_name, done.entry))
+    }
+
+    /// [`finish_connect`](Studio::finish_connect), answering also the page to return to.
+    pub async fn finish_connect_returning(
+        &self,
+        state: Option<&str>,
+        code: Option<&str>,
+        error: Option<&str>,
+        error_description: Option<&str>,
+    ) -> Result<ConnectFinished, ConnectFailure> {
         let unknown = |error: ConnectingError| ConnectFailure {
             connection: None,
             error,
+            return_to: None,
         };
         let state = state
             .filter(|s| !s.is_empty() && s.len() <= 256)
@@ -625,18 +671,36 @@ impl Studio {
             .await
             .map_err(|e| unknown(e.into()))?;
         let pending = match lookup {
+            // A page link is no connect: as if the engine never issued it.
+            StateLookup::Taken(PendingAuthorization {
+                purpose: StatePurpose::PageLink,
+                ..
+            }) => return Err(unknown(ConnectingError::InvalidState)),
             StateLookup::Taken(p) => p,
             StateLookup::Expired => return Err(unknown(ConnectingError::StateExpired)),
             StateLookup::AlreadyUsed => return Err(unknown(ConnectingError::StateUsed)),
             StateLookup::Unknown => return Err(unknown(ConnectingError::InvalidState)),
         };
         let key = pending.connection.clone();
-        self.finish_pending(pending, code, error, error_description)
+        let return_to = match &pending.purpose {
+            StatePurpose::Connect { return_to } => return_to.clone(),
+            StatePurpose::PageLink => None,
+        };
+        match self
+            .finish_pending(pending, code, error, error_description)
             .await
-            .map_err(|error| ConnectFailure {
+        {
+            Ok((pen_name, entry)) => Ok(ConnectFinished {
+                pen_name,
+                entry,
+                return_to,
+            }),
+            Err(error) => Err(ConnectFailure {
                 connection: Some(key),
                 error,
-            })
+                return_to,
+            }),
+        }
     }
 
     async fn finish_pending(

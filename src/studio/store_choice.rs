@@ -34,11 +34,12 @@ impl From<StoreRefusal> for EngineRefusal {
     }
 }
 
-/// Opens the configured store with its master keys; says where the keys came from.
+/// Opens the configured store with its master keys; says where the keys came from, and
+/// hands the keys back (the page cookie's key is derived from the current one).
 pub(super) async fn open(
     config: &Config,
     options: &StudioOptions,
-) -> Result<(SharedStore, KeySource), EngineRefusal> {
+) -> Result<(SharedStore, KeySource, MasterKeys), EngineRefusal> {
     match config.store.backend {
         Backend::Sled => open_sled(config, options),
         Backend::Postgres => open_postgres(config, options).await,
@@ -48,7 +49,7 @@ pub(super) async fn open(
 fn open_sled(
     config: &Config,
     options: &StudioOptions,
-) -> Result<(SharedStore, KeySource), EngineRefusal> {
+) -> Result<(SharedStore, KeySource, MasterKeys), EngineRefusal> {
     let mut store_config = StoreConfig::new(&config.data_dir);
     if let Some(capacity) = options.event_capacity {
         store_config.event_capacity = capacity;
@@ -69,7 +70,7 @@ fn open_sled(
         );
     }
     let store = SledStore::open_with_keys(&store_config, &keys, source.clone())?;
-    Ok((Arc::new(store), source))
+    Ok((Arc::new(store), source, keys))
 }
 
 /// The master keys a node sharing a database uses: the host's, or the environment's —
@@ -96,7 +97,7 @@ pub(crate) fn explicit_keys(
 async fn open_postgres(
     config: &Config,
     options: &StudioOptions,
-) -> Result<(SharedStore, KeySource), EngineRefusal> {
+) -> Result<(SharedStore, KeySource, MasterKeys), EngineRefusal> {
     let url = config.store.url.as_ref().ok_or(StoreRefusal::NoUrl)?;
     let (keys, source) = explicit_keys(config, options)?;
     if config.admin_token.is_none() {
@@ -111,13 +112,13 @@ async fn open_postgres(
         node_id = %config.store.node_id(),
         "store: PostgreSQL; this node keeps nothing of the store in its data directory"
     );
-    Ok((Arc::new(store), source))
+    Ok((Arc::new(store), source, keys))
 }
 
 #[cfg(not(feature = "postgres"))]
 async fn open_postgres(
     _config: &Config,
     _options: &StudioOptions,
-) -> Result<(SharedStore, KeySource), EngineRefusal> {
+) -> Result<(SharedStore, KeySource, MasterKeys), EngineRefusal> {
     Err(StoreRefusal::NotBuilt.into())
 }

@@ -158,6 +158,7 @@ mod tests {
             created_at: clock.now(),
             expires_at: clock.now().saturating_add(ttl),
             replace: false,
+            purpose: social_studio_storage::StatePurpose::Connect { return_to: None },
         };
         let mut batch = Batch::new();
         batch

@@ -340,14 +340,31 @@ fn grants() -> Vec<Grant> {
 }
 
 fn pending() -> Vec<PendingAuthorization> {
-    vec![PendingAuthorization {
+    let connect = PendingAuthorization {
         connection: key("golden", Platform::X),
         pkce_verifier: Some(Secret::new("verifier")),
         redirect_uri: "http://127.0.0.1:8080/v1/oauth/callback".into(),
         created_at: t(1),
         expires_at: t(2),
         replace: true,
-    }]
+        purpose: StatePurpose::Connect { return_to: None },
+    };
+    vec![
+        connect.clone(),
+        PendingAuthorization {
+            purpose: StatePurpose::Connect {
+                return_to: Some("/social/page/golden".into()),
+            },
+            ..connect.clone()
+        },
+        PendingAuthorization {
+            pkce_verifier: None,
+            redirect_uri: String::new(),
+            replace: false,
+            purpose: StatePurpose::PageLink,
+            ..connect
+        },
+    ]
 }
 
 fn idempotent() -> Vec<IdempotentRequest> {
@@ -473,10 +490,13 @@ fn every_older_version_still_reads() {
     }
     // Idempotent request v1 had the posts' ids only: it reads as finished.
     let idempotent_v1: Vec<IdempotentRequest> = idempotent().into_iter().take(1).collect();
+    // Pending authorization v1 had no purpose: a connect begun through the API.
+    let pending_v1: Vec<PendingAuthorization> = pending().into_iter().take(1).collect();
     let problems: Vec<String> = [
         check_older(1, &v1),
         check_older(2, &v2),
         check_older(1, &idempotent_v1),
+        check_older(1, &pending_v1),
         // Event v1 had no `TargetsChosen`: its records read as they are.
         check_older(1, &sample_events_v1()),
         internal::check_older_internal(),

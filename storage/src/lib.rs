@@ -73,7 +73,7 @@ pub use error::StoreError;
 pub use event::{Event, EventKind};
 pub use grant::{fingerprint, Grant, GrantFacts, TargetToken};
 pub use idempotency::IdempotentRequest;
-pub use oauth::{PendingAuthorization, StateLookup};
+pub use oauth::{PendingAuthorization, StateLookup, StatePurpose};
 pub use ownership::{HeldUntil, LeaseRenewal, NodeId, NodeIdError, Ownership, NODE_ID_MAX_LEN};
 pub use pen_name::{PenName, PenNameError, PEN_NAME_MAX_LEN};
 #[cfg(feature = "postgres")]

@@ -77,6 +77,7 @@ async fn populate(store: &dyn Store) -> (Vec<ConnectionKey>, Vec<Post>) {
             created_at: Timestamp::from_unix_millis(1),
             expires_at: Timestamp::from_unix_millis(i64::MAX / 2),
             replace: false,
+            purpose: social_studio_storage::StatePurpose::Connect { return_to: None },
         },
     )
     .put_idempotent(

@@ -299,6 +299,7 @@ mod postgres_backend {
                     created_at: Timestamp::from_unix_millis(0),
                     expires_at: Timestamp::from_unix_millis(600_000),
                     replace: false,
+                    purpose: social_studio_storage::StatePurpose::Connect { return_to: None },
                 },
             );
         store.commit(b, Durability::Durable).await.unwrap();

@@ -82,6 +82,7 @@ fn pending() -> PendingAuthorization {
         created_at: Timestamp::from_unix_millis(0),
         expires_at: Timestamp::from_unix_millis(i64::MAX / 2),
         replace: false,
+        purpose: social_studio_storage::StatePurpose::Connect { return_to: None },
     }
 }
 

@@ -37,6 +37,7 @@ async fn tokens_never_reach_the_disk_in_plain_text() {
                 created_at: Timestamp::from_unix_millis(0),
                 expires_at: Timestamp::from_unix_millis(600_000),
                 replace: false,
+                purpose: social_studio_storage::StatePurpose::Connect { return_to: None },
             },
         );
         store.commit(b, Durability::Durable).await.unwrap();

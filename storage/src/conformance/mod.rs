@@ -88,6 +88,7 @@ macro_rules! conformance_tests {
             store::event_pages_and_the_events_of_one_post,
             store::a_wrong_master_key_is_a_typed_error_and_changes_nothing,
             store::oauth_states_are_single_use_and_expire,
+            store::a_state_keeps_its_purpose,
             store::a_used_state_stays_used_across_a_restart,
             store::deleting_a_connection_and_its_posts_leaves_no_index_behind,
             store::a_fenced_writer_cannot_write_after_it_lost_the_connection,

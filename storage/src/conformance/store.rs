@@ -300,6 +300,7 @@ pub async fn oauth_states_are_single_use_and_expire<B: Backend>(backend: B) {
         created_at: Timestamp::from_unix_millis(0),
         expires_at: Timestamp::from_unix_millis(expires),
         replace: false,
+        purpose: crate::StatePurpose::Connect { return_to: None },
     };
     let mut b = Batch::new();
     b.put_oauth_state("fresh", &pending(600_000))
@@ -335,6 +336,47 @@ pub async fn oauth_states_are_single_use_and_expire<B: Backend>(backend: B) {
     );
 }
 
+pub async fn a_state_keeps_its_purpose<B: Backend>(backend: B) {
+    // The Social Accounts page's records: a connect that returns to the page, and a page
+    // link; each comes back as it was stored, once.
+    let store = backend.open().await;
+    let connect = PendingAuthorization {
+        connection: key("jane", Platform::X),
+        pkce_verifier: Some(Secret::new("v")),
+        redirect_uri: "http://127.0.0.1:8080/v1/oauth/callback".into(),
+        created_at: Timestamp::from_unix_millis(0),
+        expires_at: Timestamp::from_unix_millis(600_000),
+        replace: true,
+        purpose: crate::StatePurpose::Connect {
+            return_to: Some("/social/page/jane".into()),
+        },
+    };
+    let link = PendingAuthorization {
+        pkce_verifier: None,
+        redirect_uri: String::new(),
+        replace: false,
+        purpose: crate::StatePurpose::PageLink,
+        ..connect.clone()
+    };
+    let mut b = Batch::new();
+    b.put_oauth_state("connect", &connect)
+        .put_oauth_state("link", &link);
+    store.commit(b, Durability::Durable).await.unwrap();
+    let now = Timestamp::from_unix_millis(1_000);
+    assert_eq!(
+        store.take_oauth_state("connect", now).await.unwrap(),
+        StateLookup::Taken(connect)
+    );
+    assert_eq!(
+        store.take_oauth_state("link", now).await.unwrap(),
+        StateLookup::Taken(link)
+    );
+    assert_eq!(
+        store.take_oauth_state("link", now).await.unwrap(),
+        StateLookup::AlreadyUsed
+    );
+}
+
 pub async fn a_used_state_stays_used_across_a_restart<B: Backend>(backend: B) {
     // Taking a state is a journaled write like any other: a restart that replays the
     // journal must not bring the state back to life.
@@ -345,6 +387,7 @@ pub async fn a_used_state_stays_used_across_a_restart<B: Backend>(backend: B) {
         created_at: Timestamp::from_unix_millis(0),
         expires_at: Timestamp::from_unix_millis(600_000),
         replace: false,
+        purpose: crate::StatePurpose::Connect { return_to: None },
     };
     {
         let store = backend.open().await;
@@ -598,6 +641,7 @@ pub async fn erasing_a_pen_name_removes_its_pending_oauth_states_and_no_one_else
         created_at: Timestamp::from_unix_millis(0),
         expires_at: Timestamp::from_unix_millis(600_000),
         replace: false,
+        purpose: crate::StatePurpose::Connect { return_to: None },
     };
     let mut b = Batch::new();
     b.put_oauth_state("gone-1", &pending("gone"))

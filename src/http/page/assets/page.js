@@ -1,0 +1,248 @@
+// The Social Accounts page's script: plain JavaScript, embedded in the binary and served
+// from the engine's own origin (the page's Content-Security-Policy allows no inline
+// script). Every change is a POST carrying the page's CSRF token; the list is re-read
+// from the server after each change and on each event of the pen name's stream.
+(function () {
+  'use strict';
+  var page = location.pathname.replace(/\/+$/, '');
+  var csrf = document.body.getAttribute('data-csrf');
+  var MESSAGE_TYPE = 'social-studio-connect';
+  var EVENT_KINDS = ['connection_status', 'post_state', 'expiring_soon', 'recovered', 'grant_renewed', 'gap'];
+
+  function $(selector, root) { return (root || document).querySelector(selector); }
+  function names(platform) {
+    var option = $('#connect-platform option[value="' + platform + '"]');
+    var card = $('#platform-' + platform + ' h3');
+    return card ? card.textContent : (option ? option.textContent : platform);
+  }
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    (children || []).forEach(function (c) {
+      node.appendChild(typeof c === 'string' ? document.createTextNode(c) : c);
+    });
+    return node;
+  }
+  function show(target, nodes) {
+    target.textContent = '';
+    nodes.forEach(function (n) { target.appendChild(n); });
+  }
+  function notice(nodes) { show($('#notice'), nodes); }
+  function resultOf(platform) { return $('[data-result="' + platform + '"]'); }
+  // Looked up when written: an event may have re-read the list since the click.
+  function say(platform, nodes) {
+    var result = resultOf(platform);
+    if (result) { show(result, nodes); }
+    return result;
+  }
+
+  function post(path, body) {
+    return fetch(page + path, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+      body: JSON.stringify(body || {})
+    }).then(function (answer) {
+      return answer.json().catch(function () { return {}; }).then(function (json) {
+        return { ok: answer.ok, status: answer.status, body: json };
+      });
+    });
+  }
+  function errorLines(error) {
+    var lines = [el('p', { 'class': 'error' }, [error.message || 'Something went wrong.'])];
+    var reason = error.reason || {};
+    if (reason.platform_message) { lines.push(el('p', {}, [reason.platform_message])); }
+    if (error.remedy) { lines.push(el('p', {}, [error.remedy])); }
+    return lines;
+  }
+
+  // ---- the list, re-read from the server ----
+  var refreshing = null;
+  function refresh() {
+    if (refreshing) { return; }
+    refreshing = setTimeout(function () {
+      refreshing = null;
+      fetch(page, { credentials: 'same-origin' }).then(function (answer) {
+        if (!answer.ok) { throw new Error('page ' + answer.status); }
+        return answer.text();
+      }).then(function (text) {
+        var fresh = new DOMParser().parseFromString(text, 'text/html').getElementById('live');
+        var old = $('#live');
+        if (!fresh || !old) { return; }
+        // What a button said stays, unless the connection has moved on since.
+        var kept = {};
+        Array.prototype.forEach.call(old.querySelectorAll('[data-result]'), function (r) {
+          var platform = r.getAttribute('data-result');
+          var before = old.querySelector('#platform-' + platform);
+          var after = fresh.querySelector('#platform-' + platform);
+          if (before && after && before.getAttribute('data-status') === after.getAttribute('data-status')) {
+            kept[platform] = Array.prototype.slice.call(r.childNodes);
+          }
+        });
+        var focused = document.activeElement;
+        var focusKey = focused && focused.getAttribute && focused.getAttribute('data-action')
+          ? [focused.getAttribute('data-action'), focused.getAttribute('data-platform')] : null;
+        var focusInBanner = focused && focused.closest && focused.closest('#banners');
+        old.parentNode.replaceChild(document.adoptNode(fresh), old);
+        Object.keys(kept).forEach(function (platform) {
+          var r = resultOf(platform);
+          if (r) { show(r, kept[platform]); }
+        });
+        if (focusKey) {
+          var again = $((focusInBanner ? '#banners ' : '#accounts ') + '[data-action="' + focusKey[0] + '"][data-platform="' + focusKey[1] + '"]')
+            || $('[data-platform="' + focusKey[1] + '"] [data-action]');
+          if (again) { again.focus(); }
+        }
+        document.body.setAttribute('data-refreshed', String(Date.now()));
+      }).catch(function () { /* the next event tries again */ });
+    }, 100);
+  }
+
+  // ---- connect: a popup on the platform's consent page, or this tab ----
+  function connect(platform, replace) {
+    var name = names(platform);
+    // Opened at once, inside the click, or the popup blocker stops it; pointed at the
+    // consent page when the engine answers.
+    var popup = window.open('', 'social-studio-connect', 'popup,width=600,height=720');
+    notice([el('p', {}, ['Opening ' + name + '…'])]);
+    post('/connect/' + platform, { replace: !!replace }).then(function (answer) {
+      if (!answer.ok) {
+        if (popup) { popup.close(); }
+        notice(errorLines(answer.body.error || {}));
+        return;
+      }
+      var url = answer.body.authorize_url;
+      if (popup && !popup.closed) {
+        popup.location.href = url;
+        notice([el('p', {}, ['Finish connecting ' + name + ' in the window that opened.'])]);
+        document.body.setAttribute('data-popup', 'opened');
+        return;
+      }
+      document.body.setAttribute('data-popup', 'blocked');
+      notice([
+        el('p', { 'class': 'error' }, ['Your browser blocked the window for ' + name + '.']),
+        el('p', {}, [
+          el('a', { href: url, id: 'same-tab-link' }, ['Continue connecting ' + name + ' in this tab']),
+          ' — you will come back here when it is done.'
+        ])
+      ]);
+      $('#same-tab-link').focus();
+    }, function () {
+      if (popup) { popup.close(); }
+      notice([el('p', { 'class': 'error' }, ['The service did not answer. Try again.'])]);
+    });
+  }
+
+  window.addEventListener('message', function (event) {
+    if (event.origin !== location.origin) { return; }
+    var data = event.data || {};
+    if (data.type !== MESSAGE_TYPE || data.pen_name !== document.body.getAttribute('data-pen')) { return; }
+    var name = data.platform ? names(data.platform) : 'The account';
+    if (data.ok) {
+      var handle = data.account && data.account.handle ? ' as ' + data.account.handle : '';
+      notice([el('p', { 'class': 'ok' }, [name + ' is connected' + handle + '.'])]);
+    } else {
+      var lines = errorLines(data.error || {});
+      if (data.error && data.error.code === 'wrong_account' && data.platform) {
+        lines.push(el('button', { type: 'button', 'class': 'danger', 'data-action': 'replace', 'data-platform': data.platform },
+          ['Replace with the new account']));
+      }
+      notice(lines);
+    }
+    refresh();
+  });
+
+  // ---- disconnect, check, test post ----
+  function disconnect(platform, confirmed) {
+    var name = names(platform);
+    post('/disconnect/' + platform, { confirm: !!confirmed }).then(function (answer) {
+      var error = answer.body.error || {};
+      if (!confirmed && error.code === 'confirmation_required') {
+        var n = error.scheduled_posts_affected || 0;
+        var what = n === 0 ? 'No scheduled posts will be affected.'
+          : (n === 1 ? '1 scheduled post will fail.' : n + ' scheduled posts will fail.');
+        var result = say(platform, [el('div', { 'class': 'confirm' }, [
+          el('p', { 'data-affected': String(n) }, ['Disconnect ' + name + '? ' + what]),
+          el('button', { type: 'button', 'class': 'danger', 'data-action': 'confirm-disconnect', 'data-platform': platform }, ['Disconnect ' + name]),
+          el('button', { type: 'button', 'data-action': 'cancel', 'data-platform': platform }, ['Cancel'])
+        ])]);
+        if (result) { $('[data-action="confirm-disconnect"]', result).focus(); }
+        return;
+      }
+      if (!answer.ok) { say(platform, errorLines(error)); return; }
+      var failed = answer.body.disconnected ? answer.body.disconnected.posts_failed : 0;
+      notice([el('p', { 'class': 'ok' }, [name + ' is disconnected' + (failed ? '; ' + failed + ' scheduled posts failed.' : '.')])]);
+      say(platform, []);
+      refresh();
+    });
+  }
+
+  function verify(platform, testPost) {
+    var name = names(platform);
+    say(platform, [el('p', {}, [testPost ? 'Sending a test post…' : 'Checking…'])]);
+    var body = testPost ? { test_post: 'A test post from Social Studio (' + new Date().toISOString() + ')' } : {};
+    post('/verify/' + platform, body).then(function (answer) {
+      if (!answer.ok) { say(platform, errorLines(answer.body.error || {})); refresh(); return; }
+      var view = answer.body.verified || {};
+      var posted = view.test_post;
+      say(platform, [el('p', { 'class': 'ok' }, [
+        posted ? 'The test post was ' + posted.state + ' on ' + name + '.' : name + ' works: the connection is ' + view.connection.status + '.'
+      ])]);
+      refresh();
+    });
+  }
+
+  document.addEventListener('click', function (event) {
+    var button = event.target.closest && event.target.closest('[data-action]');
+    if (!button) { return; }
+    var platform = button.getAttribute('data-platform');
+    switch (button.getAttribute('data-action')) {
+      case 'connect': connect(platform, false); break;
+      case 'replace': connect(platform, true); break;
+      case 'disconnect': disconnect(platform, false); break;
+      case 'confirm-disconnect': disconnect(platform, true); break;
+      case 'cancel': show(resultOf(platform), []); break;
+      case 'verify': verify(platform, false); break;
+      case 'test-post': verify(platform, true); break;
+    }
+  });
+
+  // ---- + Connect Account ----
+  var opener = $('#connect-open');
+  var panel = $('#connect-panel');
+  var select = $('#connect-platform');
+  var go = $('#connect-go');
+  var bluesky = $('#bluesky-form');
+  function choose() {
+    var isBluesky = select.value === 'bluesky';
+    bluesky.hidden = !isBluesky;
+    go.hidden = isBluesky;
+  }
+  opener.addEventListener('click', function () {
+    panel.hidden = !panel.hidden;
+    opener.setAttribute('aria-expanded', String(!panel.hidden));
+    if (!panel.hidden) { choose(); select.focus(); }
+  });
+  select.addEventListener('change', choose);
+  go.addEventListener('click', function () { connect(select.value, false); });
+  bluesky.addEventListener('submit', function (event) {
+    event.preventDefault();
+    var identifier = $('#bluesky-identifier');
+    var password = $('#bluesky-password');
+    notice([el('p', {}, ['Connecting Bluesky…'])]);
+    post('/app-password', { identifier: identifier.value, app_password: password.value }).then(function (answer) {
+      password.value = '';
+      if (!answer.ok) { notice(errorLines(answer.body.error || {})); return; }
+      var handle = answer.body.connection && answer.body.connection.account ? ' as ' + answer.body.connection.account.handle : '';
+      notice([el('p', { 'class': 'ok' }, ['Bluesky is connected' + handle + '.'])]);
+      refresh();
+    });
+  });
+
+  // ---- live: the pen name's events ----
+  if (window.EventSource) {
+    var stream = new EventSource(page + '/events');
+    EVENT_KINDS.forEach(function (kind) { stream.addEventListener(kind, refresh); });
+    stream.addEventListener('open', function () { document.body.setAttribute('data-live', 'open'); });
+  }
+})();
