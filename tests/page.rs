@@ -305,6 +305,7 @@ async fn a_page_link_opens_once_and_its_cookie_reaches_only_its_pen_name() {
         ("/page/jane/disconnect/x", reqwest::Method::POST),
         ("/page/jane/verify/x", reqwest::Method::POST),
         ("/page/jane/app-password", reqwest::Method::POST),
+        ("/page/jane/targets/pinterest", reqwest::Method::POST),
     ] {
         let answer = app
             .http
@@ -323,17 +324,21 @@ async fn a_page_link_opens_once_and_its_cookie_reaches_only_its_pen_name() {
     }
 
     // A change without the CSRF token, or with another page's: refused.
-    for token in [None, Some(pat_csrf.as_str())] {
+    for (path, token) in [
+        ("/page/jane/connect/x", None),
+        ("/page/jane/connect/x", Some(pat_csrf.as_str())),
+        ("/page/jane/targets/pinterest", None),
+    ] {
         let mut request = app
             .http
-            .post(format!("{}/page/jane/connect/x", app.engine))
+            .post(format!("{}{path}", app.engine))
             .header(COOKIE, &jane_cookie)
-            .json(&json!({}));
+            .json(&json!({"targets": ["549755813001"]}));
         if let Some(token) = token {
             request = request.header("x-csrf-token", token);
         }
         let answer = request.send().await.expect("an answer");
-        assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{path}");
     }
     // With both: an authorize URL whose callback brings this tab back to the page.
     let answer = app
@@ -1053,6 +1058,255 @@ async fn bluesky_with_an_app_password_and_x_with_the_keyboard_alone() {
     // token is not jane's.
     assert_eq!(answer, json!(403));
     assert_eq!(app.connection("jane", "x").await["status"], "active");
+
+    browser.close().await;
+    app.stop().await;
+}
+
+const SPACE: char = '\u{e00d}';
+/// The sandbox's Pinterest boards of `jane_writes`.
+const BOOK_COVERS: &str = "549755813001";
+const WRITING_DESK: &str = "549755813002";
+
+/// Presses Tab until the element `expression` names has the focus.
+async fn tab_to(client: &Client, expression: &str, what: &str) {
+    for _ in 0..80 {
+        press(client, TAB).await;
+        if page_value(
+            client,
+            &format!("document.activeElement === ({expression})"),
+        )
+        .await
+            == json!(true)
+        {
+            return;
+        }
+    }
+    panic!("Tab never reached {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_card_shows_the_picture_and_the_author_chooses_where_posts_go() {
+    let app = App::start().await;
+    let browser = Browser::start(BrowserOptions::desktop().popups(Popups::Allowed)).await;
+    let client = browser.client();
+    open_page(&app, client, "jane").await;
+    let page = client.window().await.expect("the page's handle");
+
+    // X through the popup: its card shows the account's picture.
+    click(client, "#connect-open").await;
+    client
+        .find(Locator::Css("#connect-platform"))
+        .await
+        .expect("the platform list")
+        .select_by_value("x")
+        .await
+        .expect("X chosen");
+    click(client, "#connect-go").await;
+    approve_in_popup(client, &page, JANE).await;
+    until_true(
+        client,
+        "document.getElementById('platform-x').getAttribute('data-status') === 'active'",
+        "X shows connected",
+    )
+    .await;
+    let picture = app.connection("jane", "x").await["account"]["picture"]
+        .as_str()
+        .expect("the sandbox's X gives a picture")
+        .to_owned();
+    // The sandbox's picture URLs are the platform's own CDN's (https, not served over
+    // loopback): the `src` is checked, and that the card never shows a broken image —
+    // either the picture loaded, or it gave way to the initials.
+    assert_eq!(
+        page_value(
+            client,
+            "document.querySelector('#platform-x img[data-avatar]').getAttribute('src')"
+        )
+        .await,
+        json!(picture)
+    );
+    let alt = page_value(
+        client,
+        "document.querySelector('#platform-x img[data-avatar]').alt",
+    )
+    .await;
+    assert!(
+        alt.as_str()
+            .is_some_and(|a| a.starts_with("Picture of ") && a.ends_with(" on X")),
+        "{alt}"
+    );
+    until_true(
+        client,
+        "(function () { var img = document.querySelector('#platform-x img[data-avatar]'); \
+         var initials = document.querySelector('#platform-x .initials'); \
+         return img.complete && img.naturalWidth > 0 && !img.hidden && initials.hidden \
+             || img.hidden && !initials.hidden && initials.textContent.length > 0; })()",
+        "the picture loads, or the initials stand in for it",
+    )
+    .await;
+
+    // Pinterest through the popup: two boards, none chosen — the card asks.
+    client
+        .find(Locator::Css("#connect-platform"))
+        .await
+        .expect("the platform list")
+        .select_by_value("pinterest")
+        .await
+        .expect("Pinterest chosen");
+    click(client, "#connect-go").await;
+    approve_in_popup(client, &page, JANE).await;
+    until_true(
+        client,
+        "document.querySelector('[data-ask=pinterest]')",
+        "the card asks where posts go",
+    )
+    .await;
+    assert!(text_of(client, "[data-ask=pinterest]")
+        .await
+        .starts_with("Choose where posts go"));
+    assert_eq!(
+        page_value(
+            client,
+            "document.querySelectorAll('form[data-targets=pinterest] input[name=target]:checked').length"
+        )
+        .await,
+        json!(0)
+    );
+    assert_eq!(
+        app.connection("jane", "pinterest").await["chosen_targets"],
+        json!([])
+    );
+    assert_accessible(client, "choose where posts go").await;
+    screenshots(&browser, "choose-targets").await;
+    // The card itself, at 375 px (the README's picture of it).
+    browser.resize(375, 812).await;
+    until_true(client, "window.innerWidth === 375", "the resize").await;
+    client
+        .execute(
+            "document.getElementById('platform-pinterest').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .expect("the card in view");
+    browser.screenshot("page-choose-targets-card-375").await;
+    browser.resize(1280, 900).await;
+
+    // Saving nothing is refused in place, in the author's words.
+    click(
+        client,
+        "form[data-targets=pinterest] [data-action=save-targets]",
+    )
+    .await;
+    until_true(
+        client,
+        "/Tick at least one/.test(document.querySelector('[data-result=pinterest]').textContent)",
+        "the refusal of an empty choice",
+    )
+    .await;
+    assert_eq!(
+        app.connection("jane", "pinterest").await["chosen_targets"],
+        json!([])
+    );
+
+    // Both boards, with the keyboard alone: Tab to the first, Space, Tab, Space, Tab to
+    // Save, Enter.
+    client
+        .execute(
+            "document.activeElement.blur(); window.scrollTo(0, 0);",
+            vec![],
+        )
+        .await
+        .expect("the focus back at the top");
+    let first = "document.querySelector('form[data-targets=pinterest] input[name=target]')";
+    tab_to(client, first, "the first board").await;
+    press(client, SPACE).await;
+    press(client, TAB).await;
+    press(client, SPACE).await;
+    press(client, TAB).await;
+    assert_eq!(
+        page_value(client, "document.activeElement.getAttribute('data-action')").await,
+        json!("save-targets")
+    );
+    press(client, ENTER).await;
+    poll_until(patience(), LOOK_AGAIN, async || {
+        let chosen = app.connection("jane", "pinterest").await["chosen_targets"].clone();
+        (chosen == json!([BOOK_COVERS, WRITING_DESK])).then_some(())
+    })
+    .await
+    .expect("the API shows both boards chosen");
+    until_true(
+        client,
+        "!document.querySelector('[data-ask=pinterest]') && document.querySelector('[data-chosen=pinterest]') \
+         && /Saved/.test(document.querySelector('[data-result=pinterest]').textContent)",
+        "the card shows the choice saved",
+    )
+    .await;
+    assert_eq!(
+        text_of(client, "[data-chosen=pinterest]").await,
+        "Posts go to Book covers, Writing desk."
+    );
+    assert_eq!(page_value(client, "window.sameDocument").await, json!(true));
+    assert_accessible(client, "targets chosen").await;
+    screenshots(&browser, "targets-chosen").await;
+
+    // A pin naming no board: one post per chosen board.
+    let later = Timestamp::now_system().saturating_add(Duration::from_secs(86_400));
+    let (status, body) = app
+        .admin(
+            reqwest::Method::POST,
+            "/v1/pen-names/jane/posts",
+            json!({
+                "platform": "pinterest",
+                "kind": "pin",
+                "title": "The cover of book two",
+                "text": "Out in the spring",
+                "media": [{"url": "https://example.com/covers/book-two.jpg", "kind": "image", "alt": "A blue book cover"}],
+                "scheduled_at": later.to_rfc3339(),
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut boards: Vec<&str> = body["posts"]
+        .as_array()
+        .expect("the posts")
+        .iter()
+        .map(|p| p["target"].as_str().unwrap_or_default())
+        .collect();
+    boards.sort_unstable();
+    assert_eq!(boards, vec![BOOK_COVERS, WRITING_DESK], "{body}");
+
+    // Once the card has followed the two posts' events: a choice made elsewhere (the
+    // API) shows without a reload, from its own event.
+    until_true(
+        client,
+        "/2 posts scheduled/.test(document.getElementById('platform-pinterest').textContent)",
+        "the card counts the two pins",
+    )
+    .await;
+    let (status, body) = app
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/pen-names/jane/connections/pinterest/targets",
+            json!({"targets": [WRITING_DESK]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    until_true(
+        client,
+        "document.querySelector('[data-chosen=pinterest]') && \
+         document.querySelector('[data-chosen=pinterest]').textContent === 'Posts go to Writing desk.'",
+        "the card follows the targets_chosen event",
+    )
+    .await;
+    assert_eq!(
+        page_value(
+            client,
+            "Array.prototype.map.call(document.querySelectorAll('form[data-targets=pinterest] input:checked'), function (b) { return b.value; })"
+        )
+        .await,
+        json!([WRITING_DESK])
+    );
+    assert_eq!(page_value(client, "window.sameDocument").await, json!(true));
 
     browser.close().await;
     app.stop().await;

@@ -12,13 +12,17 @@
 //! | `POST /page/{pen}/app-password` | Bluesky's handle and app password |
 //! | `POST /page/{pen}/disconnect/{platform}` | `{"confirm": false}` answers how many scheduled posts would fail; `true` disconnects |
 //! | `POST /page/{pen}/verify/{platform}` | Check connection, or `{"test_post": "…"}` to send one |
+//! | `POST /page/{pen}/targets/{platform}` | `{"targets": [id…]}`: where posts that name no target go, as `PUT …/connections/{platform}/targets` |
 //! | `GET /page-assets/page.js`, `page.css` | the embedded assets |
 //!
 //! These routes are not in the API's route table ([`super::routes`]): the admin token and
 //! a host's [`Authorize`](super::Authorize) mean nothing to them. They admit a browser
 //! holding the pen name's page cookie, and POSTs that also carry its CSRF token
 //! (`access.rs`). Every page answer has a Content-Security-Policy without
-//! `unsafe-inline` (`script-src 'self'`), `frame-ancestors` from `page_frame_ancestors`.
+//! `unsafe-inline` (`script-src 'self'`), `frame-ancestors` from `page_frame_ancestors`,
+//! and `img-src 'self' data: https:` — the accounts' pictures are `https` URLs on each
+//! platform's own image hosts, which differ by platform and shard and can appear with a
+//! live update (a list fixed at the page's load would block a newly connected account's).
 //! The host mints links with `POST /v1/pen-names/{pen}/page-links` (`links.rs`).
 
 mod access;
@@ -53,6 +57,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/page/{pen}/app-password", post(app_password))
         .route("/page/{pen}/disconnect/{platform}", post(disconnect))
         .route("/page/{pen}/verify/{platform}", post(verify))
+        .route("/page/{pen}/targets/{platform}", post(choose_targets))
         .route_layer(axum::middleware::from_fn_with_state(state, guard));
     Router::new()
         .route("/page-link/{token}", get(open_link))
@@ -139,7 +144,7 @@ fn secure_headers(response: &mut Response, frame_ancestors: &[String]) {
     };
     let csp = format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-         img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}"
+         img-src 'self' data: https:; form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}"
     );
     let headers = response.headers_mut();
     if let Ok(csp) = HeaderValue::from_str(&csp) {
@@ -412,6 +417,29 @@ async fn verify(
     Ok(Json(json!({ "verified": view })).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetsBody {
+    targets: Vec<String>,
+}
+
+/// `POST /page/{pen}/targets/{platform}`: the author's choice of targets, through the same
+/// use case as the API's `PUT`; its refusals are the API's.
+#[tracing::instrument(skip_all, fields(pen_name = %raw.0, platform = %raw.1))]
+async fn choose_targets(
+    State(state): State<AppState>,
+    Path(raw): Path<(String, String)>,
+    ApiJson(body): ApiJson<TargetsBody>,
+) -> Result<Response, ApiError> {
+    let pen = pen_of(&raw.0)?;
+    let platform = platform_of(&raw.1)?;
+    let entry = state
+        .studio
+        .choose_targets(&ConnectionKey::new(pen, platform), body.targets)
+        .await?;
+    Ok(Json(json!({ "connection": entry })).into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,6 +459,9 @@ mod tests {
         assert!(!closed.contains("unsafe-inline"), "{closed}");
         assert!(closed.contains("script-src 'self'"), "{closed}");
         assert!(closed.contains("frame-ancestors 'none'"), "{closed}");
+        // Pictures from the platforms' image hosts, over https only; nothing else opens.
+        assert!(closed.contains("img-src 'self' data: https:;"), "{closed}");
+        assert!(closed.contains("default-src 'none'"), "{closed}");
         let framed = csp(&[
             "https://app.example.com".to_owned(),
             "https://cms.example.com:8443".to_owned(),

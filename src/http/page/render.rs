@@ -2,7 +2,7 @@
 //! `data-` attributes; there is no inline script or style.
 
 use maud::{html, Markup, DOCTYPE};
-use social_studio_storage::{PenName, Platform, Timestamp};
+use social_studio_storage::{Account, PenName, Platform, TargetKind, Timestamp};
 
 use crate::studio::views::{ConnectionEntry, ConnectionState};
 
@@ -106,6 +106,98 @@ fn banner(entry: &ConnectionEntry) -> Markup {
     }
 }
 
+/// Up to two letters standing for the account where it has no picture (or its picture
+/// does not load): the first letters of the display name's first two words, or the
+/// handle's first letter.
+fn initials(account: &Account) -> String {
+    let name = if account.display_name.trim().is_empty() {
+        account.handle.trim_start_matches('@')
+    } else {
+        account.display_name.as_str()
+    };
+    name.split_whitespace()
+        .filter_map(|word| word.chars().find(|c| c.is_alphanumeric()))
+        .take(2)
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
+/// The account's picture, sized and loaded lazily, with its initials beside it (hidden
+/// while the picture stands; the script shows them if it does not load, so the card
+/// never shows a broken image). Only an `https` picture is shown (what the adapters
+/// keep, and what the page's CSP admits); with none, the initials alone.
+fn picture(account: &Account, platform: &str) -> Markup {
+    let shown = account
+        .picture
+        .as_deref()
+        .filter(|url| url.starts_with("https://"));
+    let who = if account.display_name.trim().is_empty() {
+        account.handle.as_str()
+    } else {
+        account.display_name.as_str()
+    };
+    html! {
+        @if let Some(url) = shown {
+            img class="avatar" src=(url) alt={ "Picture of " (who) " on " (platform) }
+                width="48" height="48" loading="lazy" decoding="async" referrerpolicy="no-referrer" data-avatar;
+        }
+        span class="avatar initials" aria-hidden="true" hidden[shown.is_some()] { (initials(account)) }
+    }
+}
+
+/// Whether the account lists targets inside it to choose from (Pages, boards,
+/// organisations), not only itself.
+fn has_targets_to_choose(entry: &ConnectionEntry) -> bool {
+    entry.targets.iter().any(|t| !t.kind.is_the_account())
+}
+
+fn target_kind_word(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Page => "Page",
+        TargetKind::Board => "board",
+        TargetKind::Person => "your profile",
+        TargetKind::Organisation => "organisation",
+        TargetKind::Profile => "profile",
+    }
+}
+
+/// Where a post that names no target goes: the account's targets, the chosen ones
+/// ticked, and Save (`POST /page/{pen}/targets/{platform}`). With none chosen (right
+/// after connecting a Facebook or Pinterest account) it asks the author to choose.
+fn targets(entry: &ConnectionEntry) -> Markup {
+    let id = entry.platform.id();
+    let chosen: Vec<&str> = entry
+        .targets
+        .iter()
+        .filter(|t| entry.chosen_targets.contains(&t.id))
+        .map(|t| t.name.as_str())
+        .collect();
+    html! {
+        form class="targets" data-targets=(id) {
+            fieldset {
+                legend { "Where posts go" }
+                @if chosen.is_empty() {
+                    p class="ask" data-ask=(id) {
+                        strong { "Choose where posts go" }
+                        ": tick one or more below, then Save. Until you do, a post to "
+                        (entry.platform.display_name()) " must name where it goes."
+                    }
+                } @else {
+                    p class="small" data-chosen=(id) { "Posts go to " (chosen.join(", ")) "." }
+                }
+                @for target in &entry.targets {
+                    label class="check" {
+                        input type="checkbox" name="target" value=(target.id) checked[entry.chosen_targets.contains(&target.id)];
+                        " " (target.name) " "
+                        span class="muted small" { "(" (target_kind_word(target.kind)) ")" }
+                    }
+                }
+                button type="submit" data-action="save-targets" data-platform=(id) { "Save" }
+            }
+        }
+    }
+}
+
 fn card(entry: &ConnectionEntry, now: Timestamp) -> Markup {
     let p = entry.platform;
     let name = p.display_name();
@@ -120,14 +212,18 @@ fn card(entry: &ConnectionEntry, now: Timestamp) -> Markup {
                 h3 { (name) }
                 span class="status" { (status_word(entry.status)) }
             }
-            // Next step: the account's picture, and the choice of targets (Pages, boards,
-            // person or organisation) once connected.
             div class="account" data-slot="picture-and-targets" {
                 @if let Some(account) = &entry.account {
-                    p class="handle" {
-                        @if account.display_name.is_empty() { (account.handle) }
-                        @else { (account.display_name) " " span class="muted" { "(" (account.handle) ")" } }
+                    div class="who" {
+                        (picture(account, name))
+                        p class="handle" {
+                            @if account.display_name.is_empty() { (account.handle) }
+                            @else { (account.display_name) " " span class="muted" { "(" (account.handle) ")" } }
+                        }
                     }
+                }
+                @if connected && has_targets_to_choose(entry) {
+                    (targets(entry))
                 }
             }
             @if connected {
@@ -308,5 +404,94 @@ mod tests {
             html.contains("X needs reconnecting</strong> — 3 posts are paused until you do."),
             "{html}"
         );
+    }
+    fn account(display_name: &str, handle: &str, picture: Option<&str>) -> Account {
+        Account {
+            platform_id: "1".into(),
+            handle: handle.into(),
+            display_name: display_name.into(),
+            kind: social_studio_storage::AccountKind::Personal,
+            picture: picture.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_picture_is_an_https_image_with_words_and_otherwise_initials() {
+        let html = picture(
+            &account("Jane Writes", "@jane", Some("https://pbs.example/j.png")),
+            "X",
+        )
+        .into_string();
+        assert!(
+            html.contains(r#"src="https://pbs.example/j.png""#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"alt="Picture of Jane Writes on X""#),
+            "{html}"
+        );
+        assert!(html.contains(r#"loading="lazy""#) && html.contains(r#"width="48""#));
+        // The initials wait, hidden, in case the picture does not load.
+        assert!(
+            html.contains(r#"<span class="avatar initials" aria-hidden="true" hidden>JW</span>"#),
+            "{html}"
+        );
+        // No picture, or one that is not https: no image at all, the initials shown.
+        for url in [
+            None,
+            Some("http://plain.example/j.png"),
+            Some("javascript:alert(1)"),
+        ] {
+            let html = picture(&account("", "@jane_writes", url), "X").into_string();
+            assert!(!html.contains("<img"), "{html}");
+            assert_eq!(
+                html,
+                r#"<span class="avatar initials" aria-hidden="true">J</span>"#
+            );
+        }
+    }
+
+    fn pinterest(chosen: &[&str]) -> ConnectionEntry {
+        let board = |id: &str, name: &str| social_studio_storage::Target {
+            kind: TargetKind::Board,
+            id: id.into(),
+            name: name.into(),
+        };
+        ConnectionEntry {
+            status: ConnectionState::Active,
+            targets: vec![board("b1", "Book covers"), board("b2", "Writing desk")],
+            chosen_targets: chosen.iter().map(|s| s.to_string()).collect(),
+            ..ConnectionEntry::not_connected(Platform::Pinterest, true)
+        }
+    }
+
+    #[test]
+    fn targets_are_listed_ticked_as_chosen_and_none_chosen_asks() {
+        let html = card(&pinterest(&[]), Timestamp::from_unix_millis(0)).into_string();
+        assert!(html.contains("Choose where posts go"), "{html}");
+        assert!(
+            html.contains(r#"<form class="targets" data-targets="pinterest">"#),
+            "{html}"
+        );
+        assert!(!html.contains("checked"), "{html}");
+        let html = card(&pinterest(&["b2"]), Timestamp::from_unix_millis(0)).into_string();
+        assert!(!html.contains("Choose where posts go"), "{html}");
+        assert!(html.contains(r#"value="b2" checked"#), "{html}");
+        assert!(html.contains(r#"value="b1">"#), "{html}");
+        assert!(html.contains("Posts go to Writing desk."), "{html}");
+        // Only the account itself (X's profile): nothing to choose, no form.
+        let x = ConnectionEntry {
+            status: ConnectionState::Active,
+            targets: vec![social_studio_storage::Target {
+                kind: TargetKind::Profile,
+                id: "me".into(),
+                name: "Jane".into(),
+            }],
+            chosen_targets: vec!["me".into()],
+            ..ConnectionEntry::not_connected(Platform::X, true)
+        };
+        assert!(!card(&x, Timestamp::from_unix_millis(0))
+            .into_string()
+            .contains("<form"));
     }
 }

@@ -7,7 +7,7 @@
   var page = location.pathname.replace(/\/+$/, '');
   var csrf = document.body.getAttribute('data-csrf');
   var MESSAGE_TYPE = 'social-studio-connect';
-  var EVENT_KINDS = ['connection_status', 'post_state', 'expiring_soon', 'recovered', 'grant_renewed', 'gap'];
+  var EVENT_KINDS = ['connection_status', 'post_state', 'expiring_soon', 'recovered', 'grant_renewed', 'targets_chosen', 'gap'];
 
   function $(selector, root) { return (root || document).querySelector(selector); }
   function names(platform) {
@@ -83,12 +83,20 @@
         var focusKey = focused && focused.getAttribute && focused.getAttribute('data-action')
           ? [focused.getAttribute('data-action'), focused.getAttribute('data-platform')] : null;
         var focusInBanner = focused && focused.closest && focused.closest('#banners');
+        var focusForm = focused && focused.closest && focused.closest('form[data-targets]');
+        var focusTick = focusForm && focused.name === 'target'
+          ? [focusForm.getAttribute('data-targets'), focused.value] : null;
         old.parentNode.replaceChild(document.adoptNode(fresh), old);
+        keepTicks();
+        pictures();
         Object.keys(kept).forEach(function (platform) {
           var r = resultOf(platform);
           if (r) { show(r, kept[platform]); }
         });
-        if (focusKey) {
+        var tick = focusTick && ticksOf(focusTick[0]).filter(function (box) { return box.value === focusTick[1]; })[0];
+        if (tick) {
+          tick.focus();
+        } else if (focusKey) {
           var again = $((focusInBanner ? '#banners ' : '#accounts ') + '[data-action="' + focusKey[0] + '"][data-platform="' + focusKey[1] + '"]')
             || $('[data-platform="' + focusKey[1] + '"] [data-action]');
           if (again) { again.focus(); }
@@ -206,6 +214,87 @@
       case 'test-post': verify(platform, true); break;
     }
   });
+
+  // ---- pictures: one that does not load is hidden, and the account's initials shown ----
+  function pictureFailed(img) {
+    var initials = img.nextElementSibling;
+    if (initials && initials.classList.contains('initials')) { initials.hidden = false; }
+    img.hidden = true;
+  }
+  // Those that failed before this script ran; later ones through the listener below.
+  function pictures() {
+    Array.prototype.forEach.call(document.querySelectorAll('img[data-avatar]'), function (img) {
+      if (!img.hidden && img.complete && img.naturalWidth === 0) { pictureFailed(img); }
+    });
+  }
+  document.addEventListener('error', function (event) {
+    var img = event.target;
+    if (img && img.tagName === 'IMG' && img.hasAttribute('data-avatar')) { pictureFailed(img); }
+  }, true);
+
+  // ---- where posts go: the targets the author chose ----
+  // Ticks changed and not yet saved, by platform: a re-read of the list keeps them.
+  var unsaved = {};
+  function ticksOf(platform) {
+    var form = $('form[data-targets="' + platform + '"]');
+    return form ? Array.prototype.slice.call(form.querySelectorAll('input[name="target"]')) : [];
+  }
+  function ticked(platform) {
+    return ticksOf(platform).filter(function (box) { return box.checked; })
+      .map(function (box) { return box.value; });
+  }
+  function keepTicks() {
+    Object.keys(unsaved).forEach(function (platform) {
+      ticksOf(platform).forEach(function (box) { box.checked = unsaved[platform].indexOf(box.value) >= 0; });
+    });
+  }
+  function targetRefusal(platform, error) {
+    var name = names(platform);
+    switch (error.code) {
+      case 'no_target_chosen':
+        return [el('p', { 'class': 'error' }, ['Tick at least one place for posts to ' + name + ' to go, then Save.'])];
+      case 'unknown_target':
+        return [el('p', { 'class': 'error' }, ['One of these is no longer on your ' + name + ' account. The list has been read again: choose again.'])];
+      case 'duplicate_target':
+        return [el('p', { 'class': 'error' }, ['Each place can be chosen once. Reload the page and choose again.'])];
+      case 'no_targets_to_choose':
+        return [el('p', { 'class': 'error' }, [name + ' has nothing to choose: posts go to the account itself.'])];
+      default:
+        return errorLines(error);
+    }
+  }
+  function saveTargets(platform) {
+    var name = names(platform);
+    say(platform, [el('p', {}, ['Saving…'])]);
+    post('/targets/' + platform, { targets: ticked(platform) }).then(function (answer) {
+      var error = answer.body.error || {};
+      if (!answer.ok) {
+        if (error.code === 'unknown_target') { delete unsaved[platform]; refresh(); }
+        say(platform, targetRefusal(platform, error));
+        return;
+      }
+      delete unsaved[platform];
+      var entry = answer.body.connection || {};
+      var chosen = (entry.targets || []).filter(function (t) {
+        return (entry.chosen_targets || []).indexOf(t.id) >= 0;
+      }).map(function (t) { return t.name; });
+      say(platform, [el('p', { 'class': 'ok' }, ['Saved: posts to ' + name + ' go to ' + chosen.join(', ') + '.'])]);
+      refresh();
+    }, function () {
+      say(platform, [el('p', { 'class': 'error' }, ['The service did not answer. Try again.'])]);
+    });
+  }
+  document.addEventListener('change', function (event) {
+    var form = event.target.closest && event.target.closest('form[data-targets]');
+    if (form) { var platform = form.getAttribute('data-targets'); unsaved[platform] = ticked(platform); }
+  });
+  document.addEventListener('submit', function (event) {
+    var form = event.target.closest && event.target.closest('form[data-targets]');
+    if (!form) { return; }
+    event.preventDefault();
+    saveTargets(form.getAttribute('data-targets'));
+  });
+  pictures();
 
   // ---- + Connect Account ----
   var opener = $('#connect-open');
