@@ -63,8 +63,12 @@ const PORT_TRIES: usize = 5;
 /// The flags every session gets: headless, nothing that reaches beyond the loopback
 /// servers of the test, no first-run or sync noise, and `/tmp` instead of a small
 /// `/dev/shm` in containers. `--no-sandbox`: tests run as root in CI, where Chromium's
-/// sandbox refuses to start.
+/// sandbox refuses to start. The resolver rule answers every host but `localhost` and
+/// `127.0.0.1` with "not found" inside Chromium, so a page that names another host (the
+/// sandbox's account pictures carry the platforms' real CDN addresses) makes no DNS query
+/// and no connection beyond the loopback: tests talk only to 127.0.0.1.
 const CHROMIUM_FLAGS: &[&str] = &[
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
     "--headless=new",
     "--no-sandbox",
     "--disable-gpu",
