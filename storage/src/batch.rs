@@ -67,7 +67,10 @@ impl Batch {
 
     /// Applies only while `epoch` is the newest claim on `key` ([`crate::Store::claim`]).
     pub fn fence(&mut self, key: &ConnectionKey, epoch: Epoch) -> &mut Batch {
-        self.fences.push((key.clone(), epoch));
+        // Once per key and epoch, however many of its records the batch carries.
+        if !self.fences.iter().any(|(k, e)| *e == epoch && k == key) {
+            self.fences.push((key.clone(), epoch));
+        }
         self
     }
 

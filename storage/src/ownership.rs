@@ -195,6 +195,18 @@ pub trait Ownership: Send + Sync + 'static {
         lease: Duration,
     ) -> Result<Vec<(ConnectionKey, Epoch)>, StoreError>;
 
+    /// Takes the lease on one connection if no live node holds it — the node that has
+    /// just created the connection, so that its own actor answers the request that
+    /// created it — with a new epoch, whatever the node's fair share (a node over its
+    /// share hands the excess over at a later renewal). `None`: a live node holds it.
+    /// Registers the node if it is new.
+    async fn acquire_key(
+        &self,
+        node: &NodeId,
+        lease: Duration,
+        key: &ConnectionKey,
+    ) -> Result<Option<Epoch>, StoreError>;
+
     /// Renews every lease the node holds, and its heartbeat, in one statement; reports
     /// what it lost and what it should hand over ([`LeaseRenewal`]). Only the leases
     /// this store handle acquired for the node are renewed (a process restarted under the
@@ -214,6 +226,10 @@ pub trait Ownership: Send + Sync + 'static {
     /// How many connections each node holds a live lease on, by node id; every live node
     /// is listed, with 0 when it holds none.
     async fn owners(&self) -> Result<Vec<(NodeId, u64)>, StoreError>;
+
+    /// The live node holding a lease on `key`, if any (a command for the connection is
+    /// for that node to carry out).
+    async fn owner_of(&self, key: &ConnectionKey) -> Result<Option<NodeId>, StoreError>;
 }
 
 /// Rebalancing: a node holding more than its fair share plus this many releases the

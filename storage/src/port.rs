@@ -456,4 +456,10 @@ pub trait Store: Send + Sync + 'static {
     async fn check_integrity(&self) -> Result<IntegrityReport, StoreError>;
 
     fn info(&self) -> StoreInfo;
+
+    /// Which node owns which connection, on this store ([`Ownership`]): the engine runs
+    /// only the connections its node holds a lease on.
+    ///
+    /// [`Ownership`]: crate::Ownership
+    fn ownership(&self) -> &dyn crate::Ownership;
 }

@@ -276,6 +276,47 @@ impl PgStore {
         })
     }
 
+    async fn acquire_key_once(
+        &self,
+        node: &NodeId,
+        lease_ms: i64,
+        key: &ConnectionKey,
+    ) -> Result<Option<Epoch>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let id = node.as_str();
+        tx.execute(
+            "INSERT INTO nodes (node_id, heartbeat, lease_ms) VALUES ($1, now(), $2::bigint) \
+             ON CONFLICT (node_id) DO NOTHING",
+            &[&id, &lease_ms],
+        )
+        .await?;
+        // The row is locked by the upsert; a lease another node holds leaves it as it is
+        // (no row comes back), one nobody holds is taken under the next epoch.
+        let row = tx
+            .query_opt(
+                "INSERT INTO epochs (key, epoch, owner, expires_at) \
+                 VALUES ($1, 1, $2, now() + $3::bigint * interval '1 millisecond') \
+                 ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, \
+                     epoch = epochs.epoch + 1, expires_at = EXCLUDED.expires_at \
+                 WHERE epochs.owner IS NULL OR epochs.expires_at IS NULL \
+                    OR epochs.expires_at <= now() \
+                 RETURNING epoch",
+                &[&key.storage_key(), &id, &lease_ms],
+            )
+            .await?;
+        tx.commit().await?;
+        let epoch = row.map(|row| epoch_of(row.get(0)));
+        if let Some(epoch) = epoch {
+            self.inner.leases.with(|held| {
+                held.entry(node.clone())
+                    .or_default()
+                    .insert(key.clone(), epoch);
+            });
+        }
+        Ok(epoch)
+    }
+
     async fn release_once(&self, node: &NodeId, keys: &[ConnectionKey]) -> Result<(), StoreError> {
         let bytes: Vec<Vec<u8>> = keys.iter().map(ConnectionKey::storage_key).collect();
         let client = self.client().await?;
@@ -339,6 +380,15 @@ impl Ownership for PgStore {
         retrying!(self.acquire_once(node, millis(lease)))
     }
 
+    async fn acquire_key(
+        &self,
+        node: &NodeId,
+        lease: Duration,
+        key: &ConnectionKey,
+    ) -> Result<Option<Epoch>, StoreError> {
+        retrying!(self.acquire_key_once(node, millis(lease), key))
+    }
+
     async fn renew(&self, node: &NodeId, lease: Duration) -> Result<LeaseRenewal, StoreError> {
         retrying!(self.renew_once(node, lease))
     }
@@ -372,5 +422,17 @@ impl Ownership for PgStore {
             .iter()
             .map(|row| (NodeId::stored(row.get(0)), count(row.get(1))))
             .collect())
+    }
+
+    async fn owner_of(&self, key: &ConnectionKey) -> Result<Option<NodeId>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT owner FROM epochs \
+                 WHERE key = $1 AND owner IS NOT NULL AND expires_at > now()",
+                &[&key.storage_key()],
+            )
+            .await?;
+        Ok(row.map(|row| NodeId::stored(row.get(0))))
     }
 }

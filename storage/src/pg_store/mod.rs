@@ -754,6 +754,10 @@ impl Store for PgStore {
         self.check_integrity_read().await
     }
 
+    fn ownership(&self) -> &dyn crate::Ownership {
+        self
+    }
+
     fn info(&self) -> StoreInfo {
         StoreInfo {
             backend: "postgres",

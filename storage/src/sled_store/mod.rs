@@ -693,6 +693,10 @@ impl Store for SledStore {
         self.check_integrity_sync()
     }
 
+    fn ownership(&self) -> &dyn crate::Ownership {
+        self
+    }
+
     fn info(&self) -> StoreInfo {
         StoreInfo {
             backend: "sled",

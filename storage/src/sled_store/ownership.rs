@@ -55,6 +55,22 @@ impl Ownership for SledStore {
         Ok(taken)
     }
 
+    /// One process holds everything: the connection is (again) this node's, under a new
+    /// epoch, as [`Store::claim`] gives one.
+    async fn acquire_key(
+        &self,
+        node: &NodeId,
+        _lease: Duration,
+        key: &ConnectionKey,
+    ) -> Result<Option<Epoch>, StoreError> {
+        let mut w = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.node = Some(node.clone());
+        w.next_epoch += 1;
+        let epoch = w.next_epoch;
+        w.epochs.insert(key.clone(), epoch);
+        Ok(Some(Epoch(epoch)))
+    }
+
     async fn renew(&self, node: &NodeId, _lease: Duration) -> Result<LeaseRenewal, StoreError> {
         let started_at = Instant::now();
         let mut w = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -95,6 +111,11 @@ impl Ownership for SledStore {
             .iter()
             .map(|node| (node.clone(), w.epochs.len() as u64))
             .collect())
+    }
+
+    async fn owner_of(&self, key: &ConnectionKey) -> Result<Option<NodeId>, StoreError> {
+        let w = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(w.node.clone().filter(|_| w.epochs.contains_key(key)))
     }
 }
 
