@@ -28,7 +28,7 @@
 //! backend = "sled"                              # or "postgres" (a build with `--features postgres`)
 //! url = "postgres://user:pw@db.internal/studio" # postgres only; a secret (its password)
 //! node_id = "studio-1"                          # default: host name and process id
-//! lease_secs = 15                               # for the multi-node leases (not yet acted on)
+//! lease_secs = 15                               # a node's lease on its connections
 //!
 //! [platforms.x]
 //! client_id = "…"
@@ -215,9 +215,8 @@ pub struct StoreSettings {
     /// `store.node_id`: this process's name among the nodes sharing a database; `None`:
     /// the host name and the process id ([`StoreSettings::node_id`]).
     pub node_id: Option<String>,
-    /// `store.lease_secs`: how long a node's lease on its connections will last before
-    /// another node may take them over. Parsed and checked (5 to 300) now; no lease
-    /// exists yet, so nothing acts on it (the multi-node work of issue 13 will).
+    /// `store.lease_secs`: how long a node's lease on its connections lasts before
+    /// another node may take them over (renewed every third of it). Checked: 5 to 300.
     pub lease_secs: u32,
 }
 
@@ -253,6 +252,17 @@ impl Default for StoreSettings {
 }
 
 impl StoreSettings {
+    /// This node's name as the engine takes it: [`StoreSettings::node_id`], checked at
+    /// load; a default too long for a node id (a very long host name) is cut.
+    pub fn node(&self) -> social_studio_storage::NodeId {
+        let mut id = self.node_id();
+        while social_studio_storage::NodeId::parse(&id).is_err() && !id.is_empty() {
+            id.pop();
+        }
+        social_studio_storage::NodeId::parse(&id)
+            .unwrap_or_else(|_| social_studio_storage::NodeId::parse("node").expect("a node id"))
+    }
+
     /// This node's name: `store.node_id`, or `{host name}-{process id}`.
     pub fn node_id(&self) -> String {
         match &self.node_id {

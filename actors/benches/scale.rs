@@ -792,6 +792,7 @@ async fn struct_sizes(store: &SledStore) -> Res<Vec<(&'static str, usize)>> {
         queue: qs.clone(),
         seed: 1,
         platform_limit: Arc::new(AtomicI64::new(0)),
+        epoch: store.claim(&k).await?,
     };
     let mut state = ConnectionActor.pre_start(cs.clone(), args).await?;
     let handle_future = {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use social_studio_storage::NodeId;
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// A renewable grant is refreshed at a random point in this fraction of its lifetime
@@ -30,6 +32,12 @@ pub struct EngineConfig {
     pub lateness_window: Option<Duration>,
     /// Seed for the jitter, for reproducible runs; `None` draws one.
     pub jitter_seed: Option<u64>,
+    /// This engine's name among the nodes sharing a store (default `node-{process id}`).
+    pub node: NodeId,
+    /// How long this node's lease on a connection runs before another node may take the
+    /// connection over; renewed every third of it. Irrelevant on sled (one process owns
+    /// everything, for good).
+    pub lease: Duration,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +54,9 @@ impl Default for EngineConfig {
             publish_concurrency: 8,
             lateness_window: None,
             jitter_seed: None,
+            node: NodeId::parse(&format!("node-{}", std::process::id()))
+                .expect("a process id makes a node id"),
+            lease: Duration::from_secs(15),
         }
     }
 }

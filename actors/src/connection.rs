@@ -51,6 +51,9 @@ pub struct ConnectionArgs {
     pub seed: u64,
     /// Shared by every connection of the platform: until when an app-wide rate limit holds.
     pub platform_limit: Arc<std::sync::atomic::AtomicI64>,
+    /// This node's lease on the connection (`Ownership::acquire`): every write the actor
+    /// makes is fenced with it.
+    pub epoch: Epoch,
 }
 
 pub struct ConnectionActor;
@@ -60,9 +63,12 @@ pub struct ConnectionState {
     grant: Option<Grant>,
     store: SharedStore,
     health: crate::StoreHealth,
-    /// This actor's claim on the connection: every write it makes is fenced by it, so an
-    /// actor that was replaced can never write over its successor.
+    /// This node's lease on the connection: every write the actor makes is fenced by it,
+    /// so a node that lost the connection can never write over its new owner.
     epoch: Epoch,
+    /// A write was refused by the fence: another node owns the connection now, and this
+    /// actor stops after the message at hand.
+    fenced: bool,
     port: Arc<dyn PlatformPort>,
     clock: Arc<dyn Clock>,
     config: Arc<EngineConfig>,
@@ -228,6 +234,9 @@ impl ConnectionState {
                 Ok(())
             }
             Err(e) => {
+                if matches!(e, social_studio_storage::StoreError::Fenced { .. }) {
+                    self.fenced = true;
+                }
                 self.write_retry_at = Some(self.plan_retry());
                 Err(e.into())
             }
@@ -801,13 +810,14 @@ impl Actor for ConnectionActor {
         args: ConnectionArgs,
     ) -> Result<ConnectionState, ActorProcessingErr> {
         let now = args.clock.now();
-        let epoch = args.store.claim(&args.record.key).await?;
+        let epoch = args.epoch;
         let mut state = ConnectionState {
             record: args.record,
             grant: args.grant,
             store: args.store,
             health: args.health,
             epoch,
+            fenced: false,
             port: args.port,
             clock: args.clock,
             config: args.config,
@@ -883,9 +893,14 @@ impl Actor for ConnectionActor {
         // line logged on the way — the adapter's, the outbound call's — names the pen
         // name, the platform and the post.
         let span = message_span(state.key(), &msg);
-        Box::pin(handle_message(myself, msg, state))
+        let handled = Box::pin(handle_message(myself.clone(), msg, state))
             .instrument(span)
-            .await
+            .await;
+        if state.fenced {
+            tracing::warn!(connection = %state.key(), "another node owns this connection now: its actor here stops");
+            myself.stop(Some("lease lost".into()));
+        }
+        handled
     }
 }
 
@@ -1070,7 +1085,7 @@ async fn handle_message(
                 let ok = result.is_ok();
                 let _ = reply.send(result);
                 if ok {
-                    myself.stop(Some("disconnected".into()));
+                    myself.stop(Some(crate::supervisor::DISCONNECTED.into()));
                     return Ok(());
                 }
             }

@@ -1,6 +1,8 @@
 //! Errors of the engine's commands.
 
-use social_studio_storage::{ConnectionKey, PostId, PostRefusal, Reason, StateLabel, StoreError};
+use social_studio_storage::{
+    ConnectionKey, NodeId, PostId, PostRefusal, Reason, StateLabel, StoreError,
+};
 
 use crate::PortError;
 
@@ -26,6 +28,14 @@ pub enum EngineError {
     ConnectionNotActive { status: StateLabel, reason: Reason },
     #[error("the engine is not running ({0})")]
     Unavailable(String),
+    /// Several nodes share the store and another one runs this connection (or none does
+    /// for the moment: a node stopped and its lease has not lapsed yet). Nothing was
+    /// done; the command goes to the owner, or is tried again once a node took it over.
+    #[error("{key} is run by {} on this deployment, not by this node", owner.as_ref().map_or("no node yet".to_owned(), |o| format!("node {o}")))]
+    NotOwnerHere {
+        key: ConnectionKey,
+        owner: Option<NodeId>,
+    },
 }
 
 /// A post's refusal keeps the shape the engine has always answered with.

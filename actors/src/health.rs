@@ -88,6 +88,8 @@ impl StoreHealth {
             let result = commit.await;
             match &result {
                 Ok(_) => health.record_success(),
+                // The store works: the writer lost its connection to another node.
+                Err(StoreError::Fenced { .. }) => {}
                 Err(error) => health.record_failure(error),
             }
             result

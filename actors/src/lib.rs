@@ -22,6 +22,8 @@
 //! - [`Engine`]: the async handle over all of it.
 //! - [`boot`]: [`BootProgress`], how far the engine's start has come (connections
 //!   started of how many, then the posts), read by probes while the start runs.
+//! - [`lease`]: [`lease::LeaseGate`], this node's hold on its connections (several
+//!   nodes on one store), which every platform call passes first.
 //! - [`health`]: [`StoreHealth`], the one flag every actor's commit sets — whether the
 //!   store takes writes — read by readiness probes without a message.
 //!
@@ -35,6 +37,7 @@ pub mod connection;
 mod engine;
 mod error;
 pub mod health;
+pub mod lease;
 pub mod messages;
 pub mod ports;
 pub mod queue;

@@ -5,7 +5,7 @@
 
 use ractor::{ActorRef, RpcReplyPort};
 use social_studio_storage::{
-    Account, Connection, ConnectionKey, Grant, Post, PostId, PostStatus, Reason, Receipt,
+    Account, Connection, ConnectionKey, Epoch, Grant, Post, PostId, PostStatus, Reason, Receipt,
     StateLabel, Target, Timestamp,
 };
 
@@ -139,6 +139,14 @@ pub enum QueueMsg {
         key: ConnectionKey,
         actor: Option<ActorRef<ConnectionMsg>>,
         paused: Option<Reason>,
+        /// This node's lease on the connection: every post write for it is fenced with it.
+        epoch: Option<Epoch>,
+    },
+    /// This node no longer holds the connection (another node took it over, or it was
+    /// handed over): drop its posts from memory, write nothing more for them. A post
+    /// handed to its (stopped) actor is the new owner's to settle, as after a crash.
+    Forget {
+        key: ConnectionKey,
     },
     /// The connection's actor died and was replaced (or not): its in-flight posts may or
     /// may not have reached the platform.
@@ -214,10 +222,32 @@ pub enum QueueMsg {
     OutcomesUnheld(Box<UnheldCommit>),
 }
 
+impl UnheldCommit {
+    pub fn of(
+        error: &social_studio_storage::StoreError,
+        held: Vec<Post>,
+        outcomes: Vec<(Post, StateLabel)>,
+    ) -> UnheldCommit {
+        UnheldCommit {
+            error: error.to_string(),
+            fenced: match error {
+                social_studio_storage::StoreError::Fenced { key, .. } => Some(key.clone()),
+                _ => None,
+            },
+            held,
+            outcomes,
+        }
+    }
+}
+
 /// What a failed queue commit carried, returned to the queue to be tried again.
 pub struct UnheldCommit {
     /// The store's error, for the one log line per backoff step.
     pub error: String,
+    /// The commit was refused because this node lost its lease on this connection
+    /// (`StoreError::Fenced`): not a storage failure, no backoff; the connection is
+    /// forgotten and the rest is tried again.
+    pub fenced: Option<ConnectionKey>,
     /// Posts the batch was holding for lateness (`too_late`): they wait again, Scheduled.
     pub held: Vec<Post>,
     /// Publish outcomes the batch applied, each with the state its post left.

@@ -32,10 +32,11 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use social_studio_storage::{
-    Batch, ConnectionKey, ConnectionStanding, Durability, Event, EventKind, Platform, Post, PostId,
-    PostState, PostStatus, Reason, ReasonCode, SharedStore, StateLabel, Timestamp,
+    Batch, ConnectionKey, ConnectionStanding, Durability, Epoch, Event, EventKind, Platform, Post,
+    PostId, PostState, PostStatus, Reason, ReasonCode, SharedStore, StateLabel, Timestamp,
 };
 
+use crate::lease::LeaseGate;
 use crate::messages::{ConnectionMsg, PublishOutcome, QueueMsg, QueueStats, UnheldCommit};
 use crate::{Clock, EngineConfig, EngineError, LimitScope, StoreHealth};
 
@@ -61,12 +62,16 @@ pub struct QueueArgs {
     pub config: Arc<EngineConfig>,
     /// The platform's publishing is idempotent (engine-chosen record keys).
     pub idempotent_publish: bool,
+    /// This node's hold on its connections: nothing is dispatched while it is closed.
+    pub gate: LeaseGate,
 }
 
 pub struct QueueActor;
 
 struct Slot {
     actor: Option<ActorRef<ConnectionMsg>>,
+    /// This node's lease on the connection: its post writes are fenced with it.
+    epoch: Option<Epoch>,
     paused: Option<Reason>,
     backoff_until: Option<Timestamp>,
     /// Waiting posts of this connection (Scheduled or Paused), by ready time.
@@ -95,6 +100,7 @@ pub struct QueueState {
     clock: Arc<dyn Clock>,
     config: Arc<EngineConfig>,
     idempotent: bool,
+    gate: LeaseGate,
     slots: HashMap<ConnectionKey, Slot>,
     entries: HashMap<PostId, Entry>,
     /// Dispatchable posts by ready time: the one ordered set the timer follows.
@@ -215,15 +221,55 @@ impl QueueState {
         b
     }
 
+    /// Adds the status writes (and events) of these transitions, each connection's
+    /// fenced by this node's lease on it: a node that lost the connection writes nothing
+    /// for it.
     fn add_transitions(&self, b: &mut Batch, posts: &[(Post, StateLabel)]) {
         let now = self.now();
         for (p, from) in posts {
+            self.fence(b, &p.connection);
             let status = p.status();
             if p.state.label() != *from {
                 b.event(post_event(now, &status, *from));
             }
             b.put_status(&status);
         }
+    }
+
+    fn fence(&self, b: &mut Batch, key: &ConnectionKey) {
+        if let Some(epoch) = self.slots.get(key).and_then(|s| s.epoch) {
+            b.fence(key, epoch);
+        }
+    }
+
+    /// This node lost the connection: its posts leave memory, nothing more is written
+    /// for them (the new owner loads them from the store). A post handed to its actor,
+    /// which is stopped, frees its place: the new owner settles it as after a crash.
+    fn forget(&mut self, key: &ConnectionKey) {
+        let Some(slot) = self.slots.remove(key) else {
+            return;
+        };
+        for (_, id) in slot.posts {
+            self.untrack(id);
+        }
+        let ids: Vec<PostId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.key == *key)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(e) = self.untrack(id) {
+                if e.sent {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                }
+            }
+        }
+        self.prechecks
+            .retain(|(_, id)| self.entries.contains_key(id));
+        self.outcomes.retain(|(p, _)| p.connection != *key);
+        self.backoffs.retain(|(_, k)| k != key);
+        tracing::info!(connection = %key, "this node no longer holds the connection: its posts are left to the node that does");
     }
 
     /// Applies the outcomes gathered so far as one commit of their own. Made durable by
@@ -245,11 +291,7 @@ impl QueueState {
         let unheld = outcomes.clone();
         tokio::spawn(async move {
             if let Err(error) = commit.await {
-                let back = UnheldCommit {
-                    error: error.to_string(),
-                    held: Vec::new(),
-                    outcomes: unheld,
-                };
+                let back = UnheldCommit::of(&error, Vec::new(), unheld);
                 // Gone only at stop: the outcomes then stay as the store last held them
                 // (a post Publishing there becomes Unconfirmed at the next boot).
                 let sent =
@@ -315,10 +357,21 @@ impl QueueState {
     fn take_back(&mut self, unheld: UnheldCommit, myself: &ActorRef<QueueMsg>) {
         let UnheldCommit {
             error,
+            fenced,
             held,
             outcomes,
         } = unheld;
-        self.store_failed(&error);
+        match &fenced {
+            // Not the store failing: this node lost one connection. The rest goes again.
+            Some(key) => self.forget(key),
+            None => self.store_failed(&error),
+        }
+        let lost = |key: &ConnectionKey| fenced.as_ref() == Some(key);
+        let outcomes: Vec<_> = outcomes
+            .into_iter()
+            .filter(|(p, _)| !lost(&p.connection))
+            .collect();
+        let held: Vec<_> = held.into_iter().filter(|p| !lost(&p.connection)).collect();
         let mut back: Vec<(Post, StateLabel)> = outcomes
             .into_iter()
             .filter(|(p, _)| !self.entries.get(&p.id).is_some_and(|e| e.publishing))
@@ -410,6 +463,12 @@ impl QueueState {
             // The store refused the last write: nothing goes before the backoff ends.
             return false;
         }
+        if !self.gate.open() {
+            // This node's leases are not confirmed: nothing is sent until a renewal
+            // confirms them (the supervisor wakes the queue then) or another node takes
+            // the connections over.
+            return false;
+        }
         if self.platform_backoff.is_some_and(|t| t > now) {
             return false;
         }
@@ -499,13 +558,10 @@ impl QueueState {
         let held: Vec<Post> = held.into_iter().map(|(p, _)| p).collect();
         tokio::spawn(async move {
             // Logged once by the queue, as a step of its storage backoff.
-            let failed = commit.await.err().map(|error| {
-                Box::new(UnheldCommit {
-                    error: error.to_string(),
-                    held,
-                    outcomes,
-                })
-            });
+            let failed = commit
+                .await
+                .err()
+                .map(|error| Box::new(UnheldCommit::of(&error, held, outcomes)));
             // The queue is gone only at shutdown, after it froze with nothing flushing.
             let _ = queue.cast(QueueMsg::Flushed { posts, failed });
         });
@@ -831,6 +887,7 @@ impl QueueState {
             }
             if s.state.label() != from {
                 s.updated_at = now;
+                self.fence(&mut batch, &s.connection);
                 batch.put_status(&s).event(post_event(now, &s, from));
             }
             if s.state.is_pending() {
@@ -877,6 +934,7 @@ impl QueueState {
             None => PostState::Scheduled,
         };
         let mut b = Batch::new();
+        self.fence(&mut b, &post.connection);
         b.put_post(&post).event(
             Event::new(self.now(), post.connection.clone(), EventKind::PostState)
                 .post(post.id)
@@ -948,6 +1006,7 @@ impl QueueState {
         // The body changed too: the whole post is written, and re-queued at its new time
         // only once that holds (a failed edit leaves it queued as it was).
         let mut b = Batch::new();
+        self.fence(&mut b, &post.connection);
         b.put_post(&post);
         self.health
             .commit(&self.store, b, Durability::Durable)
@@ -1034,6 +1093,7 @@ impl Actor for QueueActor {
             clock: args.clock,
             config: args.config,
             idempotent: args.idempotent_publish,
+            gate: args.gate,
             slots: HashMap::new(),
             entries: HashMap::new(),
             ready: BTreeSet::new(),
@@ -1091,17 +1151,25 @@ impl Actor for QueueActor {
         match msg {
             QueueMsg::Outcome { .. } => {}
             QueueMsg::CommitOutcomes => state.outcomes_scheduled = false,
-            QueueMsg::Register { key, actor, paused } => {
+            QueueMsg::Register {
+                key,
+                actor,
+                paused,
+                epoch,
+            } => {
                 let slot = state.slots.entry(key.clone()).or_insert_with(|| Slot {
                     actor: None,
+                    epoch: None,
                     paused: None,
                     backoff_until: None,
                     posts: BTreeSet::new(),
                 });
                 slot.actor = actor;
                 slot.paused = paused;
+                slot.epoch = epoch;
                 state.refresh_slot_readiness(&key);
             }
+            QueueMsg::Forget { key } => state.forget(&key),
             QueueMsg::ConnectionRestarted { key, actor } => {
                 if let Err(e) = state.settle_in_flight(&key).await {
                     tracing::error!(connection = %key, error = %e, "could not settle in-flight posts");

@@ -12,12 +12,13 @@ use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
 use social_studio_storage::{
-    Account, Batch, Connection, ConnectionKey, ConnectionStatus, Durability, Event, EventKind,
-    Grant, PenName, Platform, Post, PostId, PostStatus, Reason, ReasonCode, SharedStore,
-    StateLabel, StoreError, Target, UnreadableRecord,
+    Account, Batch, Connection, ConnectionKey, ConnectionStatus, Durability, Epoch, Event,
+    EventKind, Grant, NodeId, PenName, Platform, Post, PostId, PostStatus, Reason, ReasonCode,
+    SharedStore, StateLabel, StoreError, Target, UnreadableRecord,
 };
 
 use crate::connection::{ConnectionActor, ConnectionArgs};
+use crate::lease::{lease_margin, LeaseGate, LeasedPort};
 use crate::messages::{ConnectionMsg, ConnectionView, DisconnectReport, QueueMsg, QueueStats};
 use crate::queue::{QueueActor, QueueArgs};
 use crate::{BootProgress, Clock, EngineConfig, EngineError, PlatformPort, StoreHealth};
@@ -33,6 +34,12 @@ pub struct TreeReport {
     pub queues: Vec<(Platform, QueueStats)>,
     /// Stored records that cannot be read, each named with what it belonged to.
     pub unreadable: Vec<UnreadableRecord>,
+    /// This engine's node.
+    pub node: Option<NodeId>,
+    /// The connections whose actors run on this node.
+    pub running_here: usize,
+    /// How many connections each live node sharing the store holds (one node on sled).
+    pub owners: Vec<(NodeId, u64)>,
 }
 
 type Reply<T> = RpcReplyPort<Result<T, EngineError>>;
@@ -85,7 +92,14 @@ pub enum SupervisorMsg {
     },
     Tree(RpcReplyPort<TreeReport>),
     Shutdown(RpcReplyPort<()>),
+    /// Renew this node's leases, let go of the connections it lost, take the ones it
+    /// should run (sent by the supervisor to itself every third of the lease).
+    LeaseTick,
 }
+
+/// The reason a connection actor stops with once its connection is disconnected: its
+/// lease is handed back then.
+pub(crate) const DISCONNECTED: &str = "disconnected";
 
 /// A finished authorization to attach to a connection.
 pub struct ConnectRequest {
@@ -151,6 +165,18 @@ pub struct SupervisorState {
     seed: u64,
     /// Per platform: until when an app-wide rate limit holds (shared with its connections).
     platform_limits: HashMap<Platform, Arc<std::sync::atomic::AtomicI64>>,
+    /// The connections this node holds a lease on, each with the epoch its writes are
+    /// fenced with. Only these have actors here.
+    held: HashMap<ConnectionKey, Epoch>,
+    /// Whether platform calls may go out: set from each confirmed renewal.
+    gate: LeaseGate,
+    /// One process owns every connection for good (sled): no renewals run.
+    forever: bool,
+    /// Actors draining before their connection is handed over (this node held more than
+    /// its share): the lease is released once the actor stopped.
+    handing_over: HashMap<ActorId, ConnectionKey>,
+    /// The last renewal failed (logged once per streak).
+    renew_failing: bool,
 }
 
 impl SupervisorState {
@@ -177,6 +203,7 @@ impl SupervisorState {
                 .ports
                 .get(&platform)
                 .is_some_and(|p| p.idempotent_publish()),
+            gate: self.gate.clone(),
         };
         let (q, _) = Actor::spawn_linked(None, QueueActor, args, myself.clone()).await?;
         self.queue_ids.insert(q.get_id(), platform);
@@ -199,6 +226,10 @@ impl SupervisorState {
         myself: &ActorCell,
     ) -> Result<Option<ActorRef<ConnectionMsg>>, ActorProcessingErr> {
         let key = record.key.clone();
+        let Some(epoch) = self.held.get(&key).copied() else {
+            // Not this node's to run: its owner has the actor.
+            return Ok(None);
+        };
         let Some(port) = self.ports.get(&key.platform).cloned() else {
             tracing::error!(connection = %key, "no adapter configured for this platform");
             return Ok(None);
@@ -220,6 +251,7 @@ impl SupervisorState {
                 .get(&key.platform)
                 .cloned()
                 .unwrap_or_default(),
+            epoch,
         };
         let (actor, _) = Actor::spawn_linked(None, ConnectionActor, args, myself.clone()).await?;
         self.connection_ids.insert(actor.get_id(), key.clone());
@@ -248,6 +280,7 @@ impl SupervisorState {
         if let Some(a) = self.live_connection(key) {
             return Ok(Some(a.clone()));
         }
+        self.runs_here(key).await?;
         let record = match self.store.connection(key).await {
             Ok(Some(record)) => record,
             Ok(None) => return Ok(None),
@@ -267,6 +300,188 @@ impl SupervisorState {
                 actor: actor.clone(),
             })?;
         Ok(actor)
+    }
+
+    /// Whether a command for `key` is this node's to carry out: a connection it holds,
+    /// or one that does not exist (nobody runs it; connecting it makes it this node's).
+    /// Otherwise the refusal names the node that runs it.
+    async fn runs_here(&self, key: &ConnectionKey) -> Result<(), EngineError> {
+        if self.forever || self.held.contains_key(key) {
+            return Ok(());
+        }
+        if let Ok(None) = self.store.connection(key).await {
+            return Ok(());
+        }
+        let owner = self.store.ownership().owner_of(key).await.ok().flatten();
+        Err(EngineError::NotOwnerHere {
+            key: key.clone(),
+            owner,
+        })
+    }
+
+    /// Runs the connections this node has just acquired: each one's actor from its
+    /// stored record, registered with its queue under the lease's epoch, then their
+    /// waiting posts.
+    async fn take(&mut self, taken: Vec<(ConnectionKey, Epoch)>, myself: &ActorCell) {
+        if taken.is_empty() {
+            return;
+        }
+        let keys: std::collections::HashSet<ConnectionKey> =
+            taken.iter().map(|(k, _)| k.clone()).collect();
+        for (key, epoch) in taken {
+            self.held.insert(key.clone(), epoch);
+            let Ok(queue) = self.queue(key.platform).cloned() else {
+                continue;
+            };
+            let (actor, paused) = match self.store.connection(&key).await {
+                Ok(Some(record)) => {
+                    let paused = record.status.reason().cloned();
+                    let grant = self.store.grant(&key).await.ok().flatten();
+                    match self.spawn_connection(record, grant, myself).await {
+                        Ok(Some(actor)) => (Some(actor), paused),
+                        Ok(None) => (None, Some(not_configured())),
+                        Err(e) => {
+                            tracing::error!(connection = %key, error = %e, "cannot start the actor of a connection taken over");
+                            (None, paused)
+                        }
+                    }
+                }
+                Ok(None) => {
+                    // Disconnected meanwhile: nothing to run.
+                    self.held.remove(&key);
+                    let _ = self.store.ownership().release(&self.node(), &[key]).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(connection = %key, error = %e, "a connection taken over cannot be read; its posts wait");
+                    (
+                        None,
+                        Some(Reason::with_platform_message(
+                            ReasonCode::RecordUnreadable,
+                            e.to_string(),
+                        )),
+                    )
+                }
+            };
+            tracing::info!(connection = %key, epoch = epoch.0, "this node runs the connection now");
+            let _ = queue.cast(QueueMsg::Register {
+                key,
+                actor,
+                paused,
+                epoch: Some(epoch),
+            });
+        }
+        match self.store.queued_posts().await {
+            Ok(posts) => {
+                let mut by_platform: HashMap<Platform, Vec<PostStatus>> = HashMap::new();
+                for p in posts
+                    .items
+                    .into_iter()
+                    .filter(|p| keys.contains(&p.connection))
+                {
+                    by_platform
+                        .entry(p.connection.platform)
+                        .or_default()
+                        .push(p);
+                }
+                for (platform, posts) in by_platform {
+                    if let Ok(q) = self.queue(platform) {
+                        let _ = q.cast(QueueMsg::Load(posts));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load the posts of the connections taken over")
+            }
+        }
+    }
+
+    /// This node no longer holds `key` (another node took it over): its actor stops at
+    /// once and its queue forgets it (their writes are refused already).
+    fn let_go(&mut self, key: &ConnectionKey) {
+        self.held.remove(key);
+        self.restarts.remove(key);
+        if let Some(actor) = self.connections.remove(key) {
+            self.connection_ids.remove(&actor.get_id());
+            actor.stop(Some("lease lost".into()));
+        }
+        if let Ok(q) = self.queue(key.platform) {
+            let _ = q.cast(QueueMsg::Forget { key: key.clone() });
+        }
+        tracing::warn!(connection = %key, "another node runs this connection now");
+    }
+
+    /// This node holds more than its share: the connection's actor finishes what its
+    /// mailbox holds (the queue sends it nothing more), then the queue forgets it and
+    /// the lease is released, so another node takes it without waiting for expiry.
+    async fn hand_over(&mut self, key: ConnectionKey) {
+        self.held.remove(&key);
+        self.restarts.remove(&key);
+        match self.connections.remove(&key) {
+            Some(actor) => {
+                self.connection_ids.remove(&actor.get_id());
+                self.handing_over.insert(actor.get_id(), key);
+                let _ = actor.drain();
+            }
+            None => self.handed_over(key).await,
+        }
+    }
+
+    async fn handed_over(&mut self, key: ConnectionKey) {
+        if let Ok(q) = self.queue(key.platform) {
+            let _ = q.cast(QueueMsg::Forget { key: key.clone() });
+        }
+        if let Err(e) = self
+            .store
+            .ownership()
+            .release(&self.node(), std::slice::from_ref(&key))
+            .await
+        {
+            tracing::warn!(connection = %key, error = %e, "could not release the lease; it lapses instead");
+        }
+        tracing::info!(connection = %key, "handed over to another node");
+    }
+
+    fn node(&self) -> NodeId {
+        self.config.node.clone()
+    }
+
+    /// One lease period's work: renew, let go of what was lost, hand over the excess,
+    /// take what is free.
+    async fn lease_tick(&mut self, myself: &ActorCell) {
+        let store = self.store.clone();
+        let node = self.node();
+        match store.ownership().renew(&node, self.config.lease).await {
+            Ok(renewal) => {
+                if self.renew_failing {
+                    tracing::info!(node = %node, "lease renewals go through again");
+                    self.renew_failing = false;
+                }
+                self.gate
+                    .set(renewal.held_until(lease_margin(self.config.lease)));
+                for key in &renewal.lost {
+                    self.let_go(key);
+                }
+                for key in renewal.released {
+                    self.hand_over(key).await;
+                }
+                // Posts held back while the gate was closed may go now.
+                for q in self.queues.values() {
+                    let _ = q.cast(QueueMsg::Wake);
+                }
+            }
+            Err(e) => {
+                if !self.renew_failing {
+                    tracing::error!(node = %node, error = %e, "cannot renew this node's leases: its platform calls stop when they run out, and other nodes take its connections over");
+                    self.renew_failing = true;
+                }
+                return;
+            }
+        }
+        match store.ownership().acquire(&node, self.config.lease).await {
+            Ok(taken) => self.take(taken, myself).await,
+            Err(e) => tracing::warn!(node = %node, error = %e, "cannot acquire connections"),
+        }
     }
 
     async fn view_from_store(
@@ -339,6 +554,20 @@ impl SupervisorState {
                     self.health
                         .commit(&self.store, b, Durability::Durable)
                         .await?;
+                    // The node that connected it runs it, unless another node took the
+                    // new connection first (it then answers from the store).
+                    let epoch = self
+                        .store
+                        .ownership()
+                        .acquire_key(&self.node(), self.config.lease, &key)
+                        .await?;
+                    let Some(epoch) = epoch else {
+                        return self
+                            .view_from_store(&key)
+                            .await?
+                            .ok_or(EngineError::NotConnected(key.clone()));
+                    };
+                    self.held.insert(key.clone(), epoch);
                     let actor = self
                         .spawn_connection(record, Some(grant), myself)
                         .await
@@ -347,6 +576,7 @@ impl SupervisorState {
                         key: key.clone(),
                         actor: actor.clone(),
                         paused: None,
+                        epoch: Some(epoch),
                     })?;
                     // Posts a record that could not be read had paused go again.
                     self.queue(key.platform)?
@@ -378,6 +608,9 @@ impl SupervisorState {
 
     async fn connection_failed(&mut self, key: ConnectionKey, myself: &ActorCell) {
         self.connections.remove(&key);
+        if !self.held.contains_key(&key) {
+            return; // no longer this node's
+        }
         let now = tokio::time::Instant::now();
         let window = self.config.restart_window;
         let history = self.restarts.entry(key.clone()).or_default();
@@ -517,6 +750,7 @@ impl SupervisorState {
                 key: key.clone(),
                 actor: Some(actor.clone()),
                 paused,
+                epoch: self.held.get(key).copied(),
             });
             let _ = actor.cast(ConnectionMsg::Rebind(queue.clone()));
         }
@@ -524,7 +758,9 @@ impl SupervisorState {
             let posts = loaded
                 .items
                 .into_iter()
-                .filter(|p| p.connection.platform == platform)
+                .filter(|p| {
+                    p.connection.platform == platform && self.held.contains_key(&p.connection)
+                })
                 .collect();
             let _ = queue.cast(QueueMsg::Load(posts));
         }
@@ -543,10 +779,34 @@ impl Actor for Supervisor {
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let seed = args.config.jitter_seed.unwrap_or_else(rand::random);
         let boot = args.boot;
+        // This node's leases first: a renewal (a new node holds nothing yet; it tells
+        // whether leases run out at all), then the connections it should run.
+        let node = args.config.node.clone();
+        let lease = args.config.lease;
+        let ownership = args.store.ownership();
+        let renewal = ownership.renew(&node, lease).await?;
+        let forever = renewal.valid_for == std::time::Duration::MAX;
+        let (gate, ports) = if forever {
+            (LeaseGate::forever(), args.ports)
+        } else {
+            let gate = LeaseGate::closed();
+            gate.set(renewal.held_until(lease_margin(lease)));
+            let ports = args
+                .ports
+                .into_iter()
+                .map(|(p, port)| (p, LeasedPort::wrap(port, gate.clone())))
+                .collect();
+            (gate, ports)
+        };
+        let held: HashMap<ConnectionKey, Epoch> =
+            ownership.acquire(&node, lease).await?.into_iter().collect();
+        if !forever {
+            tracing::info!(node = %node, connections = held.len(), lease_secs = lease.as_secs(), "this node's share of the connections");
+        }
         let mut state = SupervisorState {
             store: args.store,
             health: args.health,
-            ports: args.ports,
+            ports,
             clock: args.clock,
             config: args.config,
             queues: HashMap::new(),
@@ -560,15 +820,23 @@ impl Actor for Supervisor {
                 .into_iter()
                 .map(|p| (p, Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN))))
                 .collect(),
+            held,
+            gate,
+            forever,
+            handing_over: HashMap::new(),
+            renew_failing: false,
         };
         let cell = myself.get_cell();
         for platform in Platform::ALL {
             state.spawn_queue(platform, &cell).await?;
         }
-        // Every connection, then every unfinished post, from storage.
+        // Every connection this node holds, then their unfinished posts, from storage.
         let loaded = state.store.all_connections().await?;
-        boot.starting_connections(loaded.items.len() as u64);
+        boot.starting_connections(state.held.len() as u64);
         for record in loaded.items {
+            if !state.held.contains_key(&record.key) {
+                continue;
+            }
             let key = record.key.clone();
             let paused = record.status.reason().cloned();
             let grant = match state.store.grant(&key).await {
@@ -580,30 +848,37 @@ impl Actor for Supervisor {
             };
             let actor = state.spawn_connection(record, grant, &cell).await?;
             let paused = match (&actor, paused) {
-                (None, _) => Some(Reason::with_platform_message(
-                    ReasonCode::AppCredentialsRejected,
-                    "this platform is not configured",
-                )),
+                (None, _) => Some(not_configured()),
                 (_, p) => p,
             };
-            state
-                .queue(key.platform)?
-                .cast(QueueMsg::Register { key, actor, paused })?;
+            let epoch = state.held.get(&key).copied();
+            state.queue(key.platform)?.cast(QueueMsg::Register {
+                key,
+                actor,
+                paused,
+                epoch,
+            })?;
             boot.connection_started();
         }
         // A connection whose record cannot be read has no actor, but its posts are kept:
         // they wait, paused with a reason, instead of being failed as disconnected.
         for unreadable in &loaded.unreadable {
             tracing::error!(record = %unreadable.key, problem = %unreadable.problem, "a connection record cannot be read; its posts wait");
-            if let Some(key) = unreadable.connection.clone() {
+            if let Some(key) = unreadable
+                .connection
+                .clone()
+                .filter(|k| state.held.contains_key(k))
+            {
                 let reason = Reason::with_platform_message(
                     ReasonCode::RecordUnreadable,
                     unreadable.problem.clone(),
                 );
+                let epoch = state.held.get(&key).copied();
                 state.queue(key.platform)?.cast(QueueMsg::Register {
                     key,
                     actor: None,
                     paused: Some(reason),
+                    epoch,
                 })?;
             }
         }
@@ -613,7 +888,11 @@ impl Actor for Supervisor {
             tracing::error!(record = %e.key, problem = %e.problem, "a queued post cannot be read; it is named as unreadable and not sent");
         }
         let mut by_platform: HashMap<Platform, Vec<PostStatus>> = HashMap::new();
-        for p in posts.items {
+        for p in posts
+            .items
+            .into_iter()
+            .filter(|p| state.held.contains_key(&p.connection))
+        {
             by_platform
                 .entry(p.connection.platform)
                 .or_default()
@@ -621,6 +900,9 @@ impl Actor for Supervisor {
         }
         for (platform, posts) in by_platform {
             state.queue(platform)?.cast(QueueMsg::Load(posts))?;
+        }
+        if !state.forever {
+            myself.send_after(state.config.lease / 3, || SupervisorMsg::LeaseTick);
         }
         Ok(state)
     }
@@ -689,7 +971,11 @@ impl Actor for Supervisor {
                     }
                 }
                 None => {
-                    let r = match state.view_from_store(&key).await {
+                    let r = match state.runs_here(&key).await {
+                        Err(e) => Err(e),
+                        Ok(()) => state.view_from_store(&key).await,
+                    };
+                    let r = match r {
                         Ok(Some(v)) => Err(EngineError::ConnectionNotActive {
                             status: v.connection.status.label(),
                             reason: v
@@ -724,7 +1010,11 @@ impl Actor for Supervisor {
                 // No actor speaks for it (its record cannot be read, or the engine gave
                 // up on it): refused as Verify refuses, nothing written.
                 None => {
-                    let r = match state.view_from_store(&key).await {
+                    let r = match state.runs_here(&key).await {
+                        Err(e) => Err(e),
+                        Ok(()) => state.view_from_store(&key).await,
+                    };
+                    let r = match r {
                         Ok(Some(v)) => Err(EngineError::ConnectionNotActive {
                             status: v.connection.status.label(),
                             reason: v
@@ -741,6 +1031,10 @@ impl Actor for Supervisor {
                 }
             },
             SupervisorMsg::Schedule { post, reply } => {
+                if let Err(e) = state.runs_here(&post.connection).await {
+                    let _ = reply.send(Err(e));
+                    return Ok(());
+                }
                 match state.queue(post.connection.platform) {
                     Ok(q) => forward(q, QueueMsg::Schedule { post, reply }),
                     Err(e) => {
@@ -749,7 +1043,14 @@ impl Actor for Supervisor {
                 }
             }
             SupervisorMsg::Update { post, reply } => {
-                match state.owned_post(&post.connection.pen_name, post.id).await {
+                let existing = match state.owned_post(&post.connection.pen_name, post.id).await {
+                    Ok(existing) => state
+                        .runs_here(&existing.connection)
+                        .await
+                        .map(|()| existing),
+                    Err(e) => Err(e),
+                };
+                match existing {
                     Ok(existing) => match state.queue(existing.connection.platform) {
                         Ok(q) => forward(q, QueueMsg::Update { post, reply }),
                         Err(e) => {
@@ -788,10 +1089,17 @@ impl Actor for Supervisor {
                 })
                 .await
             }
+            SupervisorMsg::LeaseTick => {
+                state.lease_tick(&cell).await;
+                myself.send_after(state.config.lease / 3, || SupervisorMsg::LeaseTick);
+            }
             SupervisorMsg::Tree(reply) => {
                 let mut report = TreeReport {
                     restarts: state.restart_total,
                     unreadable: state.store.unreadable(),
+                    node: Some(state.node()),
+                    running_here: state.connections.len(),
+                    owners: state.store.ownership().owners().await.unwrap_or_default(),
                     ..TreeReport::default()
                 };
                 // Counted by the store as statuses change: constant time at any size.
@@ -834,6 +1142,11 @@ impl Actor for Supervisor {
                 if let Err(e) = state.store.sync().await {
                     tracing::error!(error = %e, "final flush failed");
                 }
+                // Every connection's work has stopped: hand them all over now rather than
+                // let the other nodes wait for the leases to lapse.
+                if let Err(e) = state.store.ownership().release_all(&state.node()).await {
+                    tracing::warn!(error = %e, "could not hand this node's connections over; they move when its leases lapse");
+                }
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
             }
@@ -871,8 +1184,20 @@ impl Actor for Supervisor {
                     }
                 }
             }
-            SupervisionEvent::ActorTerminated(child, _, _) => {
+            SupervisionEvent::ActorTerminated(child, _, reason) => {
                 let id = child.get_id();
+                if let Some(key) = state.handing_over.remove(&id) {
+                    state.handed_over(key).await;
+                    return Ok(());
+                }
+                if reason.as_deref() == Some(DISCONNECTED) && !state.forever {
+                    // Its connection is gone: the lease goes back with it.
+                    if let Some(key) = state.connection_ids.get(&id).cloned() {
+                        state.held.remove(&key);
+                        let node = state.node();
+                        let _ = state.store.ownership().release(&node, &[key]).await;
+                    }
+                }
                 if let Some(key) = state.connection_ids.remove(&id) {
                     if state
                         .connections
@@ -888,6 +1213,14 @@ impl Actor for Supervisor {
         }
         Ok(())
     }
+}
+
+/// Why a connection's posts wait when its platform has no adapter on this node.
+fn not_configured() -> Reason {
+    Reason::with_platform_message(
+        ReasonCode::AppCredentialsRejected,
+        "this platform is not configured",
+    )
 }
 
 fn forward(q: &ActorRef<QueueMsg>, msg: QueueMsg) {
@@ -917,11 +1250,11 @@ async fn route_post(
     reply: Reply<Post>,
     make: impl FnOnce(PostId, Reply<Post>) -> QueueMsg,
 ) {
-    match state
-        .owned_post(pen, id)
-        .await
-        .and_then(|p| state.queue(p.connection.platform).cloned())
-    {
+    let post = match state.owned_post(pen, id).await {
+        Ok(p) => state.runs_here(&p.connection).await.map(|()| p),
+        Err(e) => Err(e),
+    };
+    match post.and_then(|p| state.queue(p.connection.platform).cloned()) {
         Ok(q) => forward(&q, make(id, reply)),
         Err(e) => {
             let _ = reply.send(Err(e));

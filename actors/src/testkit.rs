@@ -568,6 +568,11 @@ pub struct FaultyStore {
     refusal: Arc<tokio::sync::Notify>,
     /// Commits still to apply and then report failed.
     apply_then_fail: Arc<std::sync::atomic::AtomicU32>,
+    /// Lease renewals and acquisitions fail (a node cut off from the database, or
+    /// paused): see [`FaultyStore::cut_leases`].
+    leases_cut: Arc<std::sync::atomic::AtomicBool>,
+    /// When the last renewal that went through was sent.
+    last_renewal: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 impl FaultyStore {
@@ -578,6 +583,32 @@ impl FaultyStore {
             refused: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             refusal: Arc::new(tokio::sync::Notify::new()),
             apply_then_fail: Arc::new(std::sync::atomic::AtomicU32::new(0)),
+            leases_cut: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            last_renewal: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// When the last lease renewal that went through was sent (the node's platform-call
+    /// gate closes `lease − margin` after it, unless another renewal follows).
+    pub fn last_renewal(&self) -> Option<std::time::Instant> {
+        *self.last_renewal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// While `cut`, the node's lease renewals and acquisitions fail as they do for a node
+    /// that cannot reach the database or is paused; everything else passes through, so
+    /// its writes meet the fence the other nodes moved.
+    pub fn cut_leases(&self, cut: bool) {
+        self.leases_cut
+            .store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn leases_reachable(&self) -> Result<(), social_studio_storage::StoreError> {
+        if self.leases_cut.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(social_studio_storage::StoreError::Flush(
+                "the database cannot be reached (cut by the test)".into(),
+            ))
+        } else {
+            Ok(())
         }
     }
 
@@ -884,5 +915,79 @@ impl social_studio_storage::Store for FaultyStore {
 
     fn info(&self) -> social_studio_storage::StoreInfo {
         self.inner.info()
+    }
+
+    fn ownership(&self) -> &dyn social_studio_storage::Ownership {
+        self
+    }
+}
+
+#[async_trait]
+impl social_studio_storage::Ownership for FaultyStore {
+    async fn acquire(
+        &self,
+        node: &social_studio_storage::NodeId,
+        lease: Duration,
+    ) -> Result<
+        Vec<(
+            social_studio_storage::ConnectionKey,
+            social_studio_storage::Epoch,
+        )>,
+        social_studio_storage::StoreError,
+    > {
+        self.leases_reachable()?;
+        self.inner.ownership().acquire(node, lease).await
+    }
+
+    async fn acquire_key(
+        &self,
+        node: &social_studio_storage::NodeId,
+        lease: Duration,
+        key: &social_studio_storage::ConnectionKey,
+    ) -> Result<Option<social_studio_storage::Epoch>, social_studio_storage::StoreError> {
+        self.leases_reachable()?;
+        self.inner.ownership().acquire_key(node, lease, key).await
+    }
+
+    async fn renew(
+        &self,
+        node: &social_studio_storage::NodeId,
+        lease: Duration,
+    ) -> Result<social_studio_storage::LeaseRenewal, social_studio_storage::StoreError> {
+        self.leases_reachable()?;
+        let sent = std::time::Instant::now();
+        let renewal = self.inner.ownership().renew(node, lease).await?;
+        *self.last_renewal.lock().unwrap_or_else(|e| e.into_inner()) = Some(sent);
+        Ok(renewal)
+    }
+
+    async fn release(
+        &self,
+        node: &social_studio_storage::NodeId,
+        keys: &[social_studio_storage::ConnectionKey],
+    ) -> Result<(), social_studio_storage::StoreError> {
+        self.leases_reachable()?;
+        self.inner.ownership().release(node, keys).await
+    }
+
+    async fn release_all(
+        &self,
+        node: &social_studio_storage::NodeId,
+    ) -> Result<(), social_studio_storage::StoreError> {
+        self.leases_reachable()?;
+        self.inner.ownership().release_all(node).await
+    }
+
+    async fn owners(
+        &self,
+    ) -> Result<Vec<(social_studio_storage::NodeId, u64)>, social_studio_storage::StoreError> {
+        self.inner.ownership().owners().await
+    }
+
+    async fn owner_of(
+        &self,
+        key: &social_studio_storage::ConnectionKey,
+    ) -> Result<Option<social_studio_storage::NodeId>, social_studio_storage::StoreError> {
+        self.inner.ownership().owner_of(key).await
     }
 }

@@ -602,7 +602,13 @@ impl Layers {
         Ok(StoreSettings {
             backend,
             url: self.secret(&key("url"), s.url)?,
-            node_id: self.text(&key("node_id"), s.node_id)?,
+            node_id: match self.text(&key("node_id"), s.node_id)? {
+                Some(id) => match social_studio_storage::NodeId::parse(&id) {
+                    Ok(_) => Some(id),
+                    Err(e) => return Err(self.bad_value(&key("node_id"), e.to_string())),
+                },
+                None => None,
+            },
             lease_secs: match s.lease_secs {
                 Some(v) => self.fit(&key("lease_secs"), v)?,
                 None => defaults.lease_secs,

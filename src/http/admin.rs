@@ -160,6 +160,20 @@ pub(crate) struct SupervisorBody {
     pub(crate) queues: Vec<QueueBody>,
     /// Stored records that cannot be read, each named with what it belonged to.
     pub(crate) unreadable: Vec<UnreadableView>,
+    /// The node that answered.
+    pub(crate) node: Option<String>,
+    /// How many connections run on the node that answered.
+    pub(crate) running_here: usize,
+    /// Every live node sharing the store, with how many connections it holds a lease on
+    /// (one node on sled).
+    pub(crate) owners: Vec<OwnerBody>,
+}
+
+/// One live node and the connections it runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OwnerBody {
+    pub(crate) node: String,
+    pub(crate) connections: u64,
 }
 
 impl From<&TreeReport> for SupervisorBody {
@@ -177,6 +191,16 @@ impl From<&TreeReport> for SupervisorBody {
                 .map(|(platform, stats)| QueueBody::new(*platform, stats))
                 .collect(),
             unreadable: report.unreadable.iter().map(UnreadableView::from).collect(),
+            node: report.node.as_ref().map(|n| n.to_string()),
+            running_here: report.running_here,
+            owners: report
+                .owners
+                .iter()
+                .map(|(node, connections)| OwnerBody {
+                    node: node.to_string(),
+                    connections: *connections,
+                })
+                .collect(),
         }
     }
 }

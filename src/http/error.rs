@@ -214,6 +214,8 @@ fn engine_status(e: &EngineRefusal) -> StatusCode {
         }
         EngineRefusal::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         EngineRefusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        // Another node of the deployment is the one to ask (RFC 9110 §15.5.20).
+        EngineRefusal::NotOwnerHere { .. } => StatusCode::MISDIRECTED_REQUEST,
     }
 }
 
@@ -235,7 +237,11 @@ fn platform_status(e: &ConnectError) -> StatusCode {
 
 impl From<EngineRefusal> for ApiError {
     fn from(e: EngineRefusal) -> ApiError {
-        refusal(engine_status(&e), e.code(), &e, e.remedy(), e.reason())
+        let api = refusal(engine_status(&e), e.code(), &e, e.remedy(), e.reason());
+        match e {
+            EngineRefusal::NotOwnerHere { owner } => api.with_detail(json!({ "owner": owner })),
+            _ => api,
+        }
     }
 }
 

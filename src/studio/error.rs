@@ -93,6 +93,11 @@ pub enum EngineRefusal {
     Storage(#[from] StoreError),
     #[error("the engine is not available: {0}")]
     Unavailable(String),
+    /// Several nodes share the store and another one runs this connection (`owner`), or
+    /// none does for a moment (`None`: its node stopped and the lease has not moved yet).
+    /// Nothing was done.
+    #[error("{}", match owner { Some(o) => format!("node {o} runs this connection, not this node"), None => "no node runs this connection at the moment (its node stopped; another takes it over within the lease)".to_owned() })]
+    NotOwnerHere { owner: Option<String> },
 }
 
 impl EngineRefusal {
@@ -108,6 +113,7 @@ impl EngineRefusal {
             EngineRefusal::Storage(e) if is_record_problem(e) => "record_unreadable",
             EngineRefusal::Storage(_) => "storage_error",
             EngineRefusal::Unavailable(_) => "engine_unavailable",
+            EngineRefusal::NotOwnerHere { .. } => "not_owner_here",
         }
     }
 
@@ -131,6 +137,10 @@ impl EngineRefusal {
                  (its space, its errors in the log) and restart the engine."
             }
             EngineRefusal::Unavailable(_) => BUSY,
+            EngineRefusal::NotOwnerHere { .. } => {
+                "Send the request to the node named in `owner` (route each pen name's requests \
+                 to its node), or send it again in a few seconds when no node is named."
+            }
             EngineRefusal::WrongAccount { .. }
             | EngineRefusal::ConnectionNotActive { .. }
             | EngineRefusal::PostNotFound(_) => CHECK_THE_REQUEST,
@@ -207,6 +217,9 @@ impl From<EngineError> for EngineRefusal {
             }
             EngineError::Platform(p) => EngineRefusal::Platform(ConnectError::from(p)),
             EngineError::Unavailable(m) => EngineRefusal::Unavailable(m),
+            EngineError::NotOwnerHere { owner, .. } => EngineRefusal::NotOwnerHere {
+                owner: owner.map(|o| o.to_string()),
+            },
         }
     }
 }

@@ -352,6 +352,8 @@ impl Studio {
                 Duration::from_secs(u64::from(config.expiring_soon_days) * 86_400);
             engine_config.lateness_window = config.lateness_window_secs.map(Duration::from_secs);
             engine_config.publish_concurrency = config.publish_concurrency;
+            engine_config.node = config.store.node();
+            engine_config.lease = Duration::from_secs(u64::from(config.store.lease_secs));
         }
         let engine = Engine::start_reporting(
             store.clone(),

@@ -176,6 +176,10 @@ impl Store for GatedStore {
     fn info(&self) -> StoreInfo {
         self.inner.info()
     }
+
+    fn ownership(&self) -> &dyn social_studio_storage::Ownership {
+        self.inner.ownership()
+    }
 }
 
 /// `GET base + path` over the loopback, answered as status, `Retry-After` and JSON.
