@@ -1,0 +1,374 @@
+//! Several engine nodes on one PostgreSQL database (issue 13): each connection runs on
+//! exactly one node, under a lease whose epoch fences its writes.
+//!
+//! Two engines in this process, each on its own `PgStore` of one real database (started
+//! by the test, `tests/support/postgres.rs`), share one in-process fake platform, so its
+//! counts outlive either node: every post it received, every refresh token resent after
+//! its rotation. Leases of 3 s (renewed every second, the platform-call gate closing 1 s
+//! before they run out) keep the run short.
+//!
+//! - 30 connections made on node A are split with node B when B joins (A hands over
+//!   its excess), each run by one node; a command sent to the node that does not run
+//!   the connection is refused, naming the owner, and changes nothing;
+//! - node A is cut off from the leases (its renewals fail, as for a node paused or
+//!   partitioned; its other writes still reach the database): from `lease − margin`
+//!   after the cut it sends nothing to the platform (posts fall due all along), B takes its connections over and publishes
+//!   their posts; every post ends published exactly once (or Unconfirmed), no rotated
+//!   refresh token is ever sent again; once A reaches the database again it lets go of
+//!   what it lost;
+//! - B shuts down gracefully: its connections move to A at once (released, not lapsed).
+
+#[path = "support/node.rs"]
+#[allow(dead_code)] // only its npm install is used here
+mod node;
+#[path = "support/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use social_studio::wait::poll_until;
+use social_studio_actors::lease::lease_margin;
+use social_studio_actors::testkit::{post_due, FakePlatform, FaultyStore};
+use social_studio_actors::{
+    Clock, Engine, EngineConfig, EngineError, LostRefreshPolicy, PlatformPort, PortError,
+    RevokeOutcome, SystemClock,
+};
+use social_studio_storage::{
+    Account, ConnectionKey, Grant, GrantFacts, MasterKey, NodeId, PenName, PgConfig, PgStore,
+    Platform, Post, PostState, Reason, Receipt, SharedStore, Store, Timestamp,
+};
+use tokio_postgres::NoTls;
+
+const CONNECTIONS: usize = 30;
+const POSTS_PER_CONNECTION: usize = 2;
+const LEASE: Duration = Duration::from_secs(3);
+const PATIENCE: Duration = Duration::from_secs(60);
+const LOOK_AGAIN: Duration = Duration::from_millis(100);
+
+/// A new, empty database on a server of its own: its URL.
+async fn database(server: &postgres::Postgres) -> String {
+    let (admin, connection) = tokio_postgres::connect(server.url(), NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
+    let driver = tokio::spawn(connection);
+    admin
+        .batch_execute("CREATE DATABASE nodes")
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE nodes: {e:?}"));
+    drop(admin);
+    let _ = driver.await;
+    let base = server
+        .url()
+        .strip_suffix("/postgres")
+        .expect("the harness's URL names the postgres database");
+    format!("{base}/nodes")
+}
+
+/// The platform as one node sees it: the shared fake, with the instant of every call
+/// this node sent.
+struct NodePort {
+    inner: Arc<FakePlatform>,
+    calls: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl NodePort {
+    fn sent(&self) {
+        self.calls.lock().unwrap().push(Instant::now());
+    }
+}
+
+#[async_trait]
+impl PlatformPort for NodePort {
+    fn platform(&self) -> Platform {
+        self.inner.platform()
+    }
+    async fn refresh(&self, grant: &Grant) -> Result<Grant, PortError> {
+        self.sent();
+        self.inner.refresh(grant).await
+    }
+    async fn check(&self, grant: &Grant) -> Result<Account, PortError> {
+        self.sent();
+        self.inner.check(grant).await
+    }
+    async fn publish(&self, grant: &Grant, post: &Post) -> Result<Receipt, PortError> {
+        self.sent();
+        self.inner.publish(grant, post).await
+    }
+    async fn revoke(&self, grant: &Grant) -> Result<RevokeOutcome, PortError> {
+        self.sent();
+        self.inner.revoke(grant).await
+    }
+    fn renewable(&self, grant: &GrantFacts) -> bool {
+        self.inner.renewable(grant)
+    }
+    fn lost_refresh_policy(&self) -> LostRefreshPolicy {
+        self.inner.lost_refresh_policy()
+    }
+    fn expiry_reason(&self) -> Reason {
+        self.inner.expiry_reason()
+    }
+}
+
+struct Node {
+    engine: Engine,
+    store: FaultyStore,
+    calls: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Node {
+    async fn start(name: &str, url: &str, key: &MasterKey, platform: &Arc<FakePlatform>) -> Node {
+        let pg = PgStore::open_with_key(&PgConfig::new(url), key)
+            .await
+            .unwrap_or_else(|e| panic!("node {name} opening the database: {e}"));
+        let store = FaultyStore::new(Arc::new(pg));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let port: Arc<dyn PlatformPort> = Arc::new(NodePort {
+            inner: platform.clone(),
+            calls: calls.clone(),
+        });
+        let config = EngineConfig {
+            node: NodeId::parse(name).unwrap(),
+            lease: LEASE,
+            jitter_seed: Some(7),
+            ..EngineConfig::default()
+        };
+        let shared: SharedStore = Arc::new(store.clone());
+        let engine = Engine::start(shared, vec![port], Arc::new(SystemClock), config)
+            .await
+            .unwrap_or_else(|e| panic!("node {name} starting: {e}"));
+        Node {
+            engine,
+            store,
+            calls,
+        }
+    }
+
+    async fn running(&self) -> usize {
+        self.engine.tree().await.unwrap().running_here
+    }
+
+    fn calls_after(&self, t: Instant) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| **c > t)
+            .count()
+    }
+}
+
+fn key(i: usize) -> ConnectionKey {
+    ConnectionKey::new(PenName::parse(&format!("pen-{i:02}")).unwrap(), Platform::X)
+}
+
+/// How many connections each node holds a lease on, by node name.
+async fn owners(store: &FaultyStore) -> HashMap<String, u64> {
+    store
+        .ownership()
+        .owners()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, c)| (n.to_string(), c))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_split_the_connections_fence_a_lost_one_and_hand_over_on_shutdown() {
+    let server = postgres::Postgres::start().await;
+    let url = database(&server).await;
+    let key_material = MasterKey::generate();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Access tokens of 12 s, refreshed at 75–90 % of that with rotating refresh tokens:
+    // grants rotate during the run, on whichever node holds them then.
+    let platform = Arc::new(FakePlatform::new(
+        Platform::X,
+        clock.clone(),
+        Duration::from_secs(12),
+    ));
+
+    // Node A alone: every connection made through it runs on it.
+    let a = Node::start("node-a", &url, &key_material, &platform).await;
+    for i in 0..CONNECTIONS {
+        let user = format!("user{i}");
+        a.engine
+            .connect(
+                key(i),
+                platform.account(&user),
+                Vec::new(),
+                platform.issue_grant(&user),
+                false,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("connecting {i}: {e}"));
+    }
+    assert_eq!(a.running().await, CONNECTIONS);
+
+    // Node B joins: A hands over what exceeds its share, B takes it.
+    let b = Node::start("node-b", &url, &key_material, &platform).await;
+    let split = poll_until(PATIENCE, LOOK_AGAIN, async || {
+        let (ra, rb) = (a.running().await, b.running().await);
+        (ra + rb == CONNECTIONS && ra.abs_diff(rb) <= 2).then_some(())
+    })
+    .await;
+    if split.is_none() {
+        panic!(
+            "the nodes never split the connections: {:?}",
+            owners(&a.store).await
+        );
+    }
+    let split = owners(&a.store).await;
+    assert_eq!(split.values().sum::<u64>(), CONNECTIONS as u64, "{split:?}");
+
+    // Every post goes through the node that runs its connection; the other refuses it,
+    // naming the owner, and stores nothing.
+    let now = Timestamp::now_system();
+    let mut posts = Vec::new();
+    let mut refused = 0;
+    for i in 0..CONNECTIONS {
+        let owner = a
+            .store
+            .ownership()
+            .owner_of(&key(i))
+            .await
+            .unwrap()
+            .unwrap();
+        let (here, elsewhere) = if owner.as_str() == "node-a" {
+            (&a, &b)
+        } else {
+            (&b, &a)
+        };
+        for n in 0..POSTS_PER_CONNECTION {
+            // Due one after another from 1 s to about 6 s: across the cut below, the
+            // closing of node A's gate and the takeover.
+            let j = (n * CONNECTIONS + i) as u64;
+            let due = now.saturating_add(Duration::from_millis(1000 + 80 * j));
+            let post = post_due(&key(i), due, &format!("post {n} of {i}"));
+            if n == 0 {
+                match elsewhere.engine.schedule(post.clone()).await {
+                    Err(EngineError::NotOwnerHere { owner: Some(o), .. }) => {
+                        assert_eq!(o, owner);
+                        refused += 1;
+                    }
+                    other => panic!("the node that does not run {} answered {other:?}", key(i)),
+                }
+                assert!(a.store.post(post.id).await.unwrap().is_none());
+            }
+            posts.push(here.engine.schedule(post).await.unwrap().id);
+        }
+    }
+    assert_eq!(refused, CONNECTIONS);
+
+    // Node A loses the database for its leases (a pause, a partition): from one lease
+    // after the cut it calls nothing; B takes its connections over.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cut = Instant::now();
+    a.store.cut_leases(true);
+    let took = poll_until(PATIENCE, LOOK_AGAIN, async || {
+        (owners(&b.store).await.get("node-b") == Some(&(CONNECTIONS as u64))).then_some(())
+    })
+    .await;
+    if took.is_none() {
+        panic!(
+            "node B never took node A's connections: {:?}",
+            owners(&b.store).await
+        );
+    }
+    let taken_over = cut.elapsed();
+
+    // Every post ends once: published, or Unconfirmed when it was on its way as A lost
+    // it; never sent twice.
+    let finished = poll_until(PATIENCE, LOOK_AGAIN, async || {
+        let mut states = Vec::new();
+        for id in &posts {
+            let p = b.store.post(*id).await.unwrap().unwrap();
+            if !matches!(p.state, PostState::Published(_) | PostState::Unconfirmed) {
+                return None;
+            }
+            states.push(p.state);
+        }
+        Some(states)
+    })
+    .await
+    .expect("posts did not all finish");
+    let mut sent: HashMap<_, usize> = HashMap::new();
+    for p in platform.published() {
+        *sent.entry(p.post).or_default() += 1;
+    }
+    assert!(
+        sent.values().all(|n| *n == 1),
+        "a post was sent twice: {sent:?}"
+    );
+    // What the store says agrees with what the platform received: a Published post was
+    // received (once), a received post is Published or Unconfirmed (its outcome lost
+    // with the node that sent it).
+    let mut published = 0;
+    for (id, state) in posts.iter().zip(&finished) {
+        if matches!(state, PostState::Published(_)) {
+            published += 1;
+            assert_eq!(
+                sent.get(id),
+                Some(&1),
+                "post {id} is Published but was not received"
+            );
+        }
+    }
+    assert!(
+        sent.keys().all(|id| posts.contains(id)),
+        "the platform received a post nobody scheduled"
+    );
+    assert!(published > 0);
+    assert_eq!(
+        platform.spent_token_sends(),
+        0,
+        "a rotated refresh token was sent again"
+    );
+    // Its gate closed `lease − margin` after its last renewal went out (before the
+    // cut); a call checked just before may be recorded a moment later.
+    let last_renewal = a
+        .store
+        .last_renewal()
+        .expect("node A renewed before the cut");
+    assert!(last_renewal < cut);
+    let gate_closed = last_renewal + LEASE - lease_margin(LEASE) + Duration::from_millis(150);
+    assert_eq!(
+        a.calls_after(gate_closed),
+        0,
+        "node A called the platform after its gate closed"
+    );
+    assert!(b.calls_after(cut) > 0, "node B did the work it took over");
+
+    // A reaches the database again: it learns what it lost, stops those actors, and
+    // runs exactly the connections it holds a lease on from then on.
+    a.store.cut_leases(false);
+    poll_until(PATIENCE, LOOK_AGAIN, async || {
+        let held = *owners(&a.store).await.get("node-a")?;
+        (a.running().await as u64 == held).then_some(())
+    })
+    .await
+    .expect("node A never came back running only what it holds");
+
+    // B shuts down gracefully: it releases its leases, so A takes everything without
+    // waiting for them to lapse.
+    let leaving = Instant::now();
+    b.engine.shutdown().await;
+    poll_until(PATIENCE, LOOK_AGAIN, async || {
+        (a.running().await == CONNECTIONS).then_some(())
+    })
+    .await
+    .expect("node A never took node B's connections over");
+    let handed_over = leaving.elapsed();
+    assert_eq!(
+        owners(&a.store).await,
+        HashMap::from([("node-a".to_owned(), CONNECTIONS as u64)])
+    );
+    println!(
+        "takeover after the cut: {taken_over:.1?} (lease {LEASE:?}); handover at shutdown: {handed_over:.1?}; published {published} of {}",
+        posts.len()
+    );
+    a.engine.shutdown().await;
+}
