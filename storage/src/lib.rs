@@ -13,6 +13,8 @@
 //!   atomically ([`Batch`]), durability per commit, events numbered in commit order and
 //!   delivered once durable, ownership fencing, constant-time post counts, and scans that
 //!   name what they cannot read.
+//! - [`CommandRelay`] (module [`relay`]): commands carried through the store to the node
+//!   that runs a connection, and their answers back (PostgreSQL; none on sled).
 //! - [`Ownership`] (module [`ownership`]): which node owns which connection — leases
 //!   (owner, epoch, expiry) acquired up to a fair share, renewed in bulk, released on
 //!   shutdown, and [`HeldUntil`], the local check before a platform call. PostgreSQL
@@ -58,6 +60,7 @@ mod platform;
 pub mod port;
 mod post;
 mod reason;
+pub mod relay;
 mod secret;
 mod sled_store;
 mod timestamp;
@@ -91,6 +94,7 @@ pub use post::{
     PostState, PostStatus, Receipt,
 };
 pub use reason::{Reason, ReasonCode};
+pub use relay::{CommandId, CommandRelay, TakenCommand, Withdrawn};
 pub use secret::Secret;
 pub use sled_store::{
     FlushStats, ResealCounts, ResealHook, SledStore, StoreConfig, DEFAULT_CACHE_CAPACITY,

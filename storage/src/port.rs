@@ -462,4 +462,12 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// [`Ownership`]: crate::Ownership
     fn ownership(&self) -> &dyn crate::Ownership;
+
+    /// How commands reach the node that runs a connection, on a store several nodes
+    /// share ([`CommandRelay`]); `None` where one process runs everything (sled).
+    ///
+    /// [`CommandRelay`]: crate::CommandRelay
+    fn commands(&self) -> Option<&dyn crate::CommandRelay> {
+        None
+    }
 }

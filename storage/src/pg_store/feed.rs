@@ -66,7 +66,13 @@ pub(super) struct Pump {
     /// The channel commits notify on and the listener listens on.
     channel: String,
     listener: Mutex<Option<JoinHandle<()>>>,
+    /// Notified on the channel's command notifications ([`COMMAND_PAYLOAD`]).
+    commands: Arc<Notify>,
 }
+
+/// The payload of a notification that a command or an answer between nodes is waiting
+/// (an event notification's payload is a number).
+pub(super) const COMMAND_PAYLOAD: &str = "command";
 
 /// The highest event number committed now: the feed starts after it.
 pub(super) async fn published_high(pool: &Pool) -> Result<u64, StoreError> {
@@ -118,6 +124,7 @@ impl Pump {
             delivered: AtomicU64::new(high),
             channel: config.channel,
             listener: Mutex::new(None),
+            commands: Arc::new(Notify::new()),
         });
         tokio::spawn(run(pump.clone(), pool, high, config.poll_interval));
         let listener = tokio::spawn(listen(pump.clone(), config.connect));
@@ -127,6 +134,11 @@ impl Pump {
 
     pub(super) fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.sender.subscribe()
+    }
+
+    /// Notified when a command or an answer between nodes may be waiting.
+    pub(super) fn command_signal(&self) -> Arc<Notify> {
+        self.commands.clone()
     }
 
     /// The channel a commit that numbers events notifies.
@@ -259,11 +271,18 @@ async fn listen_once(
                     tracing::info!("the event feed's listener is connected again");
                 }
                 // What was committed before the LISTEN took effect was announced to
-                // nobody here: read it from the table.
+                // nobody here: read it from the table (and look for commands).
                 pump.wake();
+                pump.commands.notify_waiters();
             }
             message = std::future::poll_fn(|cx| connection.poll_message(cx)) => {
                 let ended = match message {
+                    Some(Ok(AsyncMessage::Notification(note)))
+                        if note.payload() == COMMAND_PAYLOAD =>
+                    {
+                        pump.commands.notify_waiters();
+                        continue;
+                    }
                     Some(Ok(AsyncMessage::Notification(note))) => {
                         let announced = note.payload().parse::<u64>().ok();
                         let delivered = pump.delivered.load(Ordering::Acquire);

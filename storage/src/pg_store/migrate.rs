@@ -19,10 +19,11 @@ use super::PgError;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "leases", include_str!("migrations/0002_leases.sql")),
+    (3, "commands", include_str!("migrations/0003_commands.sql")),
 ];
 
 /// The schema version this build reads and writes.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// The advisory lock key migrations are applied under ("socialst" in ASCII).
 const MIGRATION_LOCK: i64 = 0x736f_6369_616c_7374;

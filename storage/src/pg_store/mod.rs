@@ -42,6 +42,7 @@ mod feed;
 mod leases;
 mod migrate;
 mod reads;
+mod relay;
 mod restore;
 mod upkeep;
 
@@ -756,6 +757,10 @@ impl Store for PgStore {
 
     fn ownership(&self) -> &dyn crate::Ownership {
         self
+    }
+
+    fn commands(&self) -> Option<&dyn crate::CommandRelay> {
+        Some(self)
     }
 
     fn info(&self) -> StoreInfo {
