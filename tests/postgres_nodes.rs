@@ -9,13 +9,16 @@
 //!
 //! - 30 connections made on node A are split with node B when B joins (A hands over
 //!   its excess), each run by one node; a command sent to the node that does not run
-//!   the connection is refused, naming the owner, and changes nothing;
+//!   the connection (schedule, verify) is carried to the one that does through the
+//!   database and answered as if asked there;
 //! - node A is cut off from the leases (its renewals fail, as for a node paused or
 //!   partitioned; its other writes still reach the database): from `lease − margin`
 //!   after the cut it sends nothing to the platform (posts fall due all along), B takes its connections over and publishes
 //!   their posts; every post ends published exactly once (or Unconfirmed), no rotated
 //!   refresh token is ever sent again; once A reaches the database again it lets go of
 //!   what it lost;
+//! - a disconnect sent to the node that does not run the connection is carried out by
+//!   the one that does;
 //! - B shuts down gracefully: its connections move to A at once (released, not lapsed).
 
 #[path = "support/node.rs"]
@@ -34,8 +37,8 @@ use social_studio::wait::poll_until;
 use social_studio_actors::lease::lease_margin;
 use social_studio_actors::testkit::{post_due, FakePlatform, FaultyStore};
 use social_studio_actors::{
-    Clock, Engine, EngineConfig, EngineError, LostRefreshPolicy, PlatformPort, PortError,
-    RevokeOutcome, SystemClock,
+    Clock, Engine, EngineConfig, LostRefreshPolicy, PlatformPort, PortError, RevokeOutcome,
+    SystemClock,
 };
 use social_studio_storage::{
     Account, ConnectionKey, Grant, GrantFacts, MasterKey, NodeId, PenName, PgConfig, PgStore,
@@ -224,11 +227,10 @@ async fn nodes_split_the_connections_fence_a_lost_one_and_hand_over_on_shutdown(
     let split = owners(&a.store).await;
     assert_eq!(split.values().sum::<u64>(), CONNECTIONS as u64, "{split:?}");
 
-    // Every post goes through the node that runs its connection; the other refuses it,
-    // naming the owner, and stores nothing.
+    // Any node takes any command: one the other node runs is carried to it through the
+    // database, and answered as if it had been asked there.
     let now = Timestamp::now_system();
     let mut posts = Vec::new();
-    let mut refused = 0;
     for i in 0..CONNECTIONS {
         let owner = a
             .store
@@ -248,20 +250,28 @@ async fn nodes_split_the_connections_fence_a_lost_one_and_hand_over_on_shutdown(
             let j = (n * CONNECTIONS + i) as u64;
             let due = now.saturating_add(Duration::from_millis(1000 + 80 * j));
             let post = post_due(&key(i), due, &format!("post {n} of {i}"));
-            if n == 0 {
-                match elsewhere.engine.schedule(post.clone()).await {
-                    Err(EngineError::NotOwnerHere { owner: Some(o), .. }) => {
-                        assert_eq!(o, owner);
-                        refused += 1;
-                    }
-                    other => panic!("the node that does not run {} answered {other:?}", key(i)),
-                }
-                assert!(a.store.post(post.id).await.unwrap().is_none());
-            }
-            posts.push(here.engine.schedule(post).await.unwrap().id);
+            let through = if n == 0 { elsewhere } else { here };
+            let scheduled = through.engine.schedule(post.clone()).await.unwrap();
+            assert_eq!(scheduled.id, post.id);
+            assert_eq!(scheduled.state, PostState::Scheduled);
+            posts.push(post.id);
+        }
+        if i == 0 {
+            let view = elsewhere.engine.verify(key(i)).await.unwrap();
+            assert_eq!(view.connection.key, key(i));
         }
     }
-    assert_eq!(refused, CONNECTIONS);
+    // The relayed posts are queued on their owners, not only stored: each owner's queues
+    // hold exactly the posts of the connections it runs.
+    let queued = |tree: social_studio_actors::TreeReport| {
+        tree.queues.iter().map(|(_, q)| q.scheduled).sum::<usize>()
+    };
+    let (qa, qb) = (
+        queued(a.engine.tree().await.unwrap()),
+        queued(b.engine.tree().await.unwrap()),
+    );
+    assert_eq!(qa + qb, posts.len(), "queued on A {qa}, on B {qb}");
+    assert_eq!(qa, a.running().await * POSTS_PER_CONNECTION);
 
     // Node A loses the database for its leases (a pause, a partition): from one lease
     // after the cut it calls nothing; B takes its connections over.
@@ -352,19 +362,33 @@ async fn nodes_split_the_connections_fence_a_lost_one_and_hand_over_on_shutdown(
     .await
     .expect("node A never came back running only what it holds");
 
+    // A disconnect asked of the node that does not run the connection is carried out
+    // by the one that does: the grant revoked, the connection gone, its lease released.
+    let gone = key(1);
+    let owner = a.store.ownership().owner_of(&gone).await.unwrap();
+    let other = if owner.as_ref().map(NodeId::as_str) == Some("node-a") {
+        &b
+    } else {
+        &a
+    };
+    let report = other.engine.disconnect(gone.clone()).await.unwrap();
+    assert_eq!(report.posts_failed, 0, "its posts had all finished");
+    assert!(a.store.connection(&gone).await.unwrap().is_none());
+    let remaining = CONNECTIONS - 1;
+
     // B shuts down gracefully: it releases its leases, so A takes everything without
     // waiting for them to lapse.
     let leaving = Instant::now();
     b.engine.shutdown().await;
     poll_until(PATIENCE, LOOK_AGAIN, async || {
-        (a.running().await == CONNECTIONS).then_some(())
+        (a.running().await == remaining).then_some(())
     })
     .await
     .expect("node A never took node B's connections over");
     let handed_over = leaving.elapsed();
     assert_eq!(
         owners(&a.store).await,
-        HashMap::from([("node-a".to_owned(), CONNECTIONS as u64)])
+        HashMap::from([("node-a".to_owned(), remaining as u64)])
     );
     println!(
         "takeover after the cut: {taken_over:.1?} (lease {LEASE:?}); handover at shutdown: {handed_over:.1?}; published {published} of {}",

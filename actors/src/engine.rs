@@ -11,6 +11,7 @@ use social_studio_storage::{
 use tokio::sync::broadcast;
 
 use crate::messages::{ConnectionView, DisconnectReport};
+use crate::relay::{self, Command};
 use crate::supervisor::{ConnectRequest, Supervisor, SupervisorArgs, SupervisorMsg, TreeReport};
 use crate::{BootProgress, Clock, EngineConfig, EngineError, PlatformPort};
 
@@ -24,6 +25,8 @@ pub struct Engine {
     config: Arc<EngineConfig>,
     health: crate::StoreHealth,
     join: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// The loop answering commands other nodes send for this node's connections.
+    commands: Arc<std::sync::Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
 impl Engine {
@@ -67,7 +70,8 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Unavailable(format!("the supervisor did not start: {e}")))?;
         boot.finished();
-        Ok(Engine {
+        let node = config.node.clone();
+        let engine = Engine {
             supervisor,
             store,
             ports: Arc::new(ports),
@@ -75,7 +79,161 @@ impl Engine {
             config,
             health,
             join: Arc::new(tokio::sync::Mutex::new(Some(join))),
-        })
+            commands: Arc::new(std::sync::Mutex::new(None)),
+        };
+        if engine.store.commands().is_some() {
+            let serving = tokio::spawn(crate::relay::serve(engine.clone(), node));
+            *engine.commands_slot() = Some(serving.abort_handle());
+        }
+        Ok(engine)
+    }
+
+    fn commands_slot(&self) -> std::sync::MutexGuard<'_, Option<tokio::task::AbortHandle>> {
+        self.commands.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connects (or reconnects) an account. A reconnect that brings another account than
+    /// the one connected is refused with `wrong_account` unless `replace`. On a store
+    /// several nodes share, a connection another node runs is reconnected by that node
+    /// (the request is carried to it through the store).
+    pub async fn connect(
+        &self,
+        key: ConnectionKey,
+        account: Account,
+        targets: Vec<Target>,
+        grant: Grant,
+        replace: bool,
+    ) -> Result<ConnectionView, EngineError> {
+        let command = || Command::Connect {
+            account: account.clone(),
+            targets: targets.clone(),
+            grant: grant.clone(),
+            replace,
+        };
+        match self
+            .connect_here(
+                key,
+                account.clone(),
+                targets.clone(),
+                grant.clone(),
+                replace,
+            )
+            .await
+        {
+            Err(EngineError::NotOwnerHere { key, owner }) => {
+                relay::send(&self.store, key, owner, command())
+                    .await?
+                    .into_view(self)
+            }
+            other => other,
+        }
+    }
+
+    /// Revokes at the platform where possible, fails the scheduled posts with
+    /// `account_disconnected`, and erases the connection and its grant (on the node
+    /// that runs it).
+    pub async fn disconnect(&self, key: ConnectionKey) -> Result<DisconnectReport, EngineError> {
+        match self.disconnect_here(key).await {
+            Err(EngineError::NotOwnerHere { key, owner }) => {
+                relay::send(&self.store, key, owner, Command::Disconnect)
+                    .await?
+                    .into_report()
+            }
+            other => other,
+        }
+    }
+
+    pub async fn verify(&self, key: ConnectionKey) -> Result<ConnectionView, EngineError> {
+        match self.verify_here(key).await {
+            Err(EngineError::NotOwnerHere { key, owner }) => {
+                relay::send(&self.store, key, owner, Command::Verify)
+                    .await?
+                    .into_view(self)
+            }
+            other => other,
+        }
+    }
+
+    /// Chooses the targets a post naming none goes to (ids the caller checked against the
+    /// connection's listed targets), with a `TargetsChosen` event when the choice changes.
+    pub async fn choose_targets(
+        &self,
+        key: ConnectionKey,
+        targets: Vec<String>,
+    ) -> Result<ConnectionView, EngineError> {
+        match self.choose_targets_here(key, targets.clone()).await {
+            Err(EngineError::NotOwnerHere { key, owner }) => {
+                relay::send(&self.store, key, owner, Command::ChooseTargets { targets })
+                    .await?
+                    .into_view(self)
+            }
+            other => other,
+        }
+    }
+
+    /// Schedules a post (already validated for its platform by the caller). It is Paused at
+    /// once if its connection is not Active. A post whose id is already stored is answered
+    /// as it is, unchanged: scheduling the same post twice creates it once.
+    pub async fn schedule(&self, post: Post) -> Result<Post, EngineError> {
+        match self.schedule_here(post.clone()).await {
+            Err(EngineError::NotOwnerHere { key, owner }) => {
+                relay::send(&self.store, key, owner, Command::Schedule { post })
+                    .await?
+                    .into_post()
+            }
+            other => other,
+        }
+    }
+
+    pub async fn update(&self, post: Post) -> Result<Post, EngineError> {
+        match self.update_here(post.clone()).await {
+            Err(EngineError::NotOwnerHere { key, owner }) => {
+                relay::send(&self.store, key, owner, Command::Update { post })
+                    .await?
+                    .into_post()
+            }
+            other => other,
+        }
+    }
+
+    pub async fn cancel(&self, pen: PenName, id: PostId) -> Result<Post, EngineError> {
+        match self.cancel_here(pen, id).await {
+            Err(EngineError::NotOwnerHere { key, owner }) => {
+                relay::send(&self.store, key, owner, Command::Cancel { id })
+                    .await?
+                    .into_post()
+            }
+            other => other,
+        }
+    }
+
+    pub async fn retry(&self, pen: PenName, id: PostId) -> Result<Post, EngineError> {
+        match self.retry_here(pen, id).await {
+            Err(EngineError::NotOwnerHere { key, owner }) => {
+                relay::send(&self.store, key, owner, Command::Retry { id })
+                    .await?
+                    .into_post()
+            }
+            other => other,
+        }
+    }
+
+    /// A person says whether an Unconfirmed post reached the platform; `false` sends it
+    /// again.
+    pub async fn resolve(
+        &self,
+        pen: PenName,
+        id: PostId,
+        published: bool,
+    ) -> Result<Post, EngineError> {
+        match self.resolve_here(pen, id, published).await {
+            Err(EngineError::NotOwnerHere { key, owner }) => {
+                relay::send(&self.store, key, owner, Command::Resolve { id, published })
+                    .await?
+                    .into_post()
+            }
+            other => other,
+        }
     }
 
     pub fn store(&self) -> &SharedStore {
@@ -100,9 +258,10 @@ impl Engine {
         )
     }
 
-    /// Connects (or reconnects) an account. A reconnect that brings another account than
-    /// the one connected is refused with `wrong_account` unless `replace`.
-    pub async fn connect(
+    /// [`Engine::connect`] on this node only: `NotOwnerHere` when another node runs the
+    /// connection. So are the other `…_here` methods: what a command from another node
+    /// is carried out with.
+    pub(crate) async fn connect_here(
         &self,
         key: ConnectionKey,
         account: Account,
@@ -124,7 +283,10 @@ impl Engine {
 
     /// Revokes at the platform where possible, fails the scheduled posts with
     /// `account_disconnected`, and erases the connection and its grant.
-    pub async fn disconnect(&self, key: ConnectionKey) -> Result<DisconnectReport, EngineError> {
+    pub(crate) async fn disconnect_here(
+        &self,
+        key: ConnectionKey,
+    ) -> Result<DisconnectReport, EngineError> {
         ractor::call!(self.supervisor, |reply| SupervisorMsg::Disconnect {
             key,
             reply
@@ -139,7 +301,10 @@ impl Engine {
         })?
     }
 
-    pub async fn verify(&self, key: ConnectionKey) -> Result<ConnectionView, EngineError> {
+    pub(crate) async fn verify_here(
+        &self,
+        key: ConnectionKey,
+    ) -> Result<ConnectionView, EngineError> {
         ractor::call!(self.supervisor, |reply| SupervisorMsg::Verify {
             key,
             reply
@@ -148,7 +313,7 @@ impl Engine {
 
     /// Chooses the targets a post naming none goes to (ids the caller checked against the
     /// connection's listed targets), with a `TargetsChosen` event when the choice changes.
-    pub async fn choose_targets(
+    pub(crate) async fn choose_targets_here(
         &self,
         key: ConnectionKey,
         targets: Vec<String>,
@@ -163,21 +328,21 @@ impl Engine {
     /// Schedules a post (already validated for its platform by the caller). It is Paused at
     /// once if its connection is not Active. A post whose id is already stored is answered
     /// as it is, unchanged: scheduling the same post twice creates it once.
-    pub async fn schedule(&self, post: Post) -> Result<Post, EngineError> {
+    pub(crate) async fn schedule_here(&self, post: Post) -> Result<Post, EngineError> {
         ractor::call!(self.supervisor, |reply| SupervisorMsg::Schedule {
             post: Box::new(post),
             reply
         })?
     }
 
-    pub async fn update(&self, post: Post) -> Result<Post, EngineError> {
+    pub(crate) async fn update_here(&self, post: Post) -> Result<Post, EngineError> {
         ractor::call!(self.supervisor, |reply| SupervisorMsg::Update {
             post: Box::new(post),
             reply
         })?
     }
 
-    pub async fn cancel(&self, pen: PenName, id: PostId) -> Result<Post, EngineError> {
+    pub(crate) async fn cancel_here(&self, pen: PenName, id: PostId) -> Result<Post, EngineError> {
         ractor::call!(self.supervisor, |reply| SupervisorMsg::Cancel {
             pen,
             id,
@@ -185,7 +350,7 @@ impl Engine {
         })?
     }
 
-    pub async fn retry(&self, pen: PenName, id: PostId) -> Result<Post, EngineError> {
+    pub(crate) async fn retry_here(&self, pen: PenName, id: PostId) -> Result<Post, EngineError> {
         ractor::call!(self.supervisor, |reply| SupervisorMsg::Retry {
             pen,
             id,
@@ -195,7 +360,7 @@ impl Engine {
 
     /// A person says whether an Unconfirmed post reached the platform; `false` sends it
     /// again.
-    pub async fn resolve(
+    pub(crate) async fn resolve_here(
         &self,
         pen: PenName,
         id: PostId,
@@ -228,6 +393,9 @@ impl Engine {
 
     /// Stops dispatching, lets every actor finish what its mailbox holds, flushes, stops.
     pub async fn shutdown(&self) {
+        if let Some(serving) = self.commands_slot().take() {
+            serving.abort();
+        }
         let _ = ractor::call!(self.supervisor, SupervisorMsg::Shutdown);
         if let Some(join) = self.join.lock().await.take() {
             let _ = join.await;

@@ -24,6 +24,8 @@
 //!   started of how many, then the posts), read by probes while the start runs.
 //! - [`lease`]: [`lease::LeaseGate`], this node's hold on its connections (several
 //!   nodes on one store), which every platform call passes first.
+//! - [`relay`]: commands carried through the store to the node that runs a connection
+//!   (several nodes), and the owner's loop that answers them.
 //! - [`health`]: [`StoreHealth`], the one flag every actor's commit sets — whether the
 //!   store takes writes — read by readiness probes without a message.
 //!
@@ -41,6 +43,7 @@ pub mod lease;
 pub mod messages;
 pub mod ports;
 pub mod queue;
+pub mod relay;
 pub mod supervisor;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

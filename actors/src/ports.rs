@@ -14,7 +14,7 @@ use social_studio_storage::{
 };
 
 /// How far a rate limit reaches, which decides what the queue holds back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LimitScope {
     /// Per user, per token or per Page (X user limits, Meta codes 17 and 32, TikTok):
     /// only this connection waits.
@@ -25,7 +25,7 @@ pub enum LimitScope {
 
 /// A platform failure, classified. The table in DESIGN.md maps each class to what the
 /// connection and its posts do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum PortError {
     /// The grant is dead (revoked, expired, password changed, `invalid_grant`, Graph 190…):
     /// the connection becomes Expired with this reason and its posts pause.
@@ -71,7 +71,7 @@ pub enum LostRefreshPolicy {
 }
 
 /// Outcome of revoking a grant at disconnect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RevokeOutcome {
     Revoked,
     /// The platform has no revoke endpoint; disconnect says so.

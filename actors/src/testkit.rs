@@ -920,6 +920,10 @@ impl social_studio_storage::Store for FaultyStore {
     fn ownership(&self) -> &dyn social_studio_storage::Ownership {
         self
     }
+
+    fn commands(&self) -> Option<&dyn social_studio_storage::CommandRelay> {
+        self.inner.commands()
+    }
 }
 
 #[async_trait]

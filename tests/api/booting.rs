@@ -180,6 +180,10 @@ impl Store for GatedStore {
     fn ownership(&self) -> &dyn social_studio_storage::Ownership {
         self.inner.ownership()
     }
+
+    fn commands(&self) -> Option<&dyn social_studio_storage::CommandRelay> {
+        self.inner.commands()
+    }
 }
 
 /// `GET base + path` over the loopback, answered as status, `Retry-After` and JSON.
