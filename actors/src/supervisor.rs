@@ -798,11 +798,29 @@ impl Actor for Supervisor {
                 .collect();
             (gate, ports)
         };
-        let held: HashMap<ConnectionKey, Epoch> =
-            ownership.acquire(&node, lease).await?.into_iter().collect();
-        if !forever {
+        // Every stored connection, read once: on a store one process owns for good each
+        // is taken as it is read (no second scan); otherwise the node's share is
+        // acquired first, then read.
+        let (held, loaded) = if forever {
+            let loaded = args.store.all_connections().await?;
+            let mut held = HashMap::with_capacity(loaded.items.len());
+            let keys = loaded.items.iter().map(|c| &c.key).chain(
+                loaded
+                    .unreadable
+                    .iter()
+                    .filter_map(|u| u.connection.as_ref()),
+            );
+            for key in keys {
+                if let Some(epoch) = ownership.acquire_key(&node, lease, key).await? {
+                    held.insert(key.clone(), epoch);
+                }
+            }
+            (held, loaded)
+        } else {
+            let held: HashMap<_, _> = ownership.acquire(&node, lease).await?.into_iter().collect();
             tracing::info!(node = %node, connections = held.len(), lease_secs = lease.as_secs(), "this node's share of the connections");
-        }
+            (held, args.store.all_connections().await?)
+        };
         let mut state = SupervisorState {
             store: args.store,
             health: args.health,
@@ -831,7 +849,6 @@ impl Actor for Supervisor {
             state.spawn_queue(platform, &cell).await?;
         }
         // Every connection this node holds, then their unfinished posts, from storage.
-        let loaded = state.store.all_connections().await?;
         boot.starting_connections(state.held.len() as u64);
         for record in loaded.items {
             if !state.held.contains_key(&record.key) {
