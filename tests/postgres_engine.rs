@@ -23,7 +23,7 @@ use postgres::Postgres;
 use social_studio::config::{Backend, Config, StoreSettings};
 use social_studio::migrate::{migrate_store, restore_archive, MigrateError};
 use social_studio::sandbox::Sandbox;
-use social_studio::studio::{EngineRefusal, PostRequest, Studio, StudioOptions};
+use social_studio::studio::{EngineRefusal, PostRequest, StoreRefusal, Studio, StudioOptions};
 use social_studio::wait::poll_until;
 use social_studio_storage::vault::{MASTER_KEY_ENV, MASTER_KEY_FILE};
 use social_studio_storage::{
@@ -326,7 +326,10 @@ async fn postgres_refuses_to_start_without_an_explicit_master_key_or_admin_token
         .err()
         .expect("no master key: refused");
     assert!(
-        matches!(&refused, EngineRefusal::Unavailable(m) if m.contains("SOCIAL_STUDIO_MASTER_KEY")),
+        matches!(
+            &refused,
+            EngineRefusal::Store(StoreRefusal::MasterKeyRequired)
+        ) && refused.to_string().contains("SOCIAL_STUDIO_MASTER_KEY"),
         "{refused:?}"
     );
     assert!(
@@ -344,7 +347,10 @@ async fn postgres_refuses_to_start_without_an_explicit_master_key_or_admin_token
         .err()
         .expect("no admin token: refused");
     assert!(
-        matches!(&refused, EngineRefusal::Unavailable(m) if m.contains("SOCIAL_STUDIO_ADMIN_TOKEN")),
+        matches!(
+            &refused,
+            EngineRefusal::Store(StoreRefusal::AdminTokenRequired)
+        ) && refused.to_string().contains("SOCIAL_STUDIO_ADMIN_TOKEN"),
         "{refused:?}"
     );
     assert!(

@@ -216,6 +216,8 @@ fn engine_status(e: &EngineRefusal) -> StatusCode {
         EngineRefusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         // Another node of the deployment is the one to ask (RFC 9110 §15.5.20).
         EngineRefusal::NotOwnerHere { .. } => StatusCode::MISDIRECTED_REQUEST,
+        // Only at start: nothing serves requests with a store that did not open.
+        EngineRefusal::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

@@ -98,6 +98,9 @@ pub enum EngineRefusal {
     /// Nothing was done.
     #[error("{}", match owner { Some(o) => format!("node {o} runs this connection, not this node"), None => "no node runs this connection at the moment (its node stopped; another takes it over within the lease)".to_owned() })]
     NotOwnerHere { owner: Option<String> },
+    /// The configured store cannot be opened as configured (at start).
+    #[error("{0}")]
+    Store(#[from] super::store_choice::StoreRefusal),
 }
 
 impl EngineRefusal {
@@ -114,6 +117,7 @@ impl EngineRefusal {
             EngineRefusal::Storage(_) => "storage_error",
             EngineRefusal::Unavailable(_) => "engine_unavailable",
             EngineRefusal::NotOwnerHere { .. } => "not_owner_here",
+            EngineRefusal::Store(e) => e.code(),
         }
     }
 
@@ -137,6 +141,10 @@ impl EngineRefusal {
                  (its space, its errors in the log) and restart the engine."
             }
             EngineRefusal::Unavailable(_) => BUSY,
+            EngineRefusal::Store(_) => {
+                "Correct the [store] configuration (or the environment) as the message says, \
+                 then start again."
+            }
             EngineRefusal::NotOwnerHere { .. } => {
                 "Send the request to the node named in `owner` (route each pen name's requests \
                  to its node), or send it again in a few seconds when no node is named."

@@ -14,7 +14,7 @@ use super::{EngineRefusal, StudioOptions};
 use crate::config::{Backend, Config};
 
 /// Why the configured store is refused before it is opened. It reaches the caller of
-/// [`Studio::open`](super::Studio::open) as [`EngineRefusal::Unavailable`] with this text,
+/// [`Studio::open`](super::Studio::open) as [`EngineRefusal::Store`],
 /// which names the setting to change.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreRefusal {
@@ -28,9 +28,15 @@ pub enum StoreRefusal {
     AdminTokenRequired,
 }
 
-impl From<StoreRefusal> for EngineRefusal {
-    fn from(e: StoreRefusal) -> EngineRefusal {
-        EngineRefusal::Unavailable(e.to_string())
+impl StoreRefusal {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreRefusal::NotBuilt => "store_backend_not_built",
+            StoreRefusal::NoUrl => "store_url_missing",
+            StoreRefusal::MasterKeyRequired => "master_key_required",
+            StoreRefusal::AdminTokenRequired => "admin_token_required",
+        }
     }
 }
 
