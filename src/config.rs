@@ -601,8 +601,8 @@ impl Config {
     /// loopback) without credentials or fragment, `app_origin` an origin, an admin token
     /// of at least [`MIN_ADMIN_TOKEN_LEN`] characters, client ids and secrets in pairs,
     /// each platform's section holding only its own keys, and a `[store]` that can work
-    /// (PostgreSQL: built in, a URL that does not ask for TLS, an admin token, no key
-    /// file). Refusals name the key,
+    /// (PostgreSQL: built in, a URL with an `sslmode` the store speaks and readable
+    /// `sslrootcert` roots, an admin token, no key file). Refusals name the key,
     /// with [`Origin::Code`] as where it came from.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check(&|_| Origin::Code)
@@ -2230,21 +2230,21 @@ mod store_tests {
             ),
             (
                 with_url(&format!(
-                    "postgres://u:{PASSWORD}@localhost/db?sslmode=require"
+                    "postgres://u:{PASSWORD}@localhost/db?sslmode=allow"
                 )),
                 vec![token],
                 "store.url",
                 "inconsistent",
-                "sslmode=require",
+                "sslmode=allow",
             ),
             (
                 with_url(&format!(
-                    "postgres://u:{PASSWORD}@localhost/db?sslmode=verify-full"
+                    "postgres://u:{PASSWORD}@localhost/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"
                 )),
                 vec![token],
                 "store.url",
                 "inconsistent",
-                "TLS",
+                "sslrootcert",
             ),
             (
                 with_url(&format!("postgres://u:{PASSWORD}@localhost:notaport/db")),

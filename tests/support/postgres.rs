@@ -115,6 +115,13 @@ impl Postgres {
         ))
     }
 
+    /// Hands `path` to the user the servers run as (nobody, under root), so a server can
+    /// read a file the test wrote for it (a TLS key and certificate).
+    #[allow(dead_code)] // used by the TLS test, not by every binary including this file
+    pub fn give_to_server_user(path: &Path) -> Result<(), String> {
+        RunAs::for_this_process()?.give(path)
+    }
+
     /// The connection URL: the superuser with its password over TCP on loopback, to the
     /// `postgres` database.
     pub fn url(&self) -> &str {

@@ -29,7 +29,8 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio::sync::{broadcast, Notify};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::{codec, Event, StoreError};
 
@@ -107,6 +108,8 @@ pub(super) async fn channel_of(pool: &Pool) -> Result<String, StoreError> {
 pub(super) struct FeedConfig {
     /// Where the listener connects (its own connection, not one of the pool's).
     pub(super) connect: tokio_postgres::Config,
+    /// TLS as the store's URL asks.
+    pub(super) tls: MakeRustlsConnect,
     pub(super) channel: String,
     pub(super) capacity: usize,
     pub(super) poll_interval: Duration,
@@ -127,7 +130,7 @@ impl Pump {
             commands: Arc::new(Notify::new()),
         });
         tokio::spawn(run(pump.clone(), pool, high, config.poll_interval));
-        let listener = tokio::spawn(listen(pump.clone(), config.connect));
+        let listener = tokio::spawn(listen(pump.clone(), config.connect, config.tls));
         *pump.listener_slot() = Some(listener);
         pump
     }
@@ -211,7 +214,7 @@ async fn run(pump: Arc<Pump>, pool: Pool, mut last: u64, poll_interval: Duration
 /// again, with backoff, whenever the connection is lost; after each `LISTEN` the feed
 /// reads once, for what was committed while nobody listened. Ends when the task is
 /// aborted ([`Pump::stop`]).
-async fn listen(pump: Arc<Pump>, mut connect: tokio_postgres::Config) {
+async fn listen(pump: Arc<Pump>, mut connect: tokio_postgres::Config, tls: MakeRustlsConnect) {
     // Told apart from the pool's sessions in `pg_stat_activity`.
     let name = format!(
         "{} event feed",
@@ -229,7 +232,7 @@ async fn listen(pump: Arc<Pump>, mut connect: tokio_postgres::Config) {
     let mut backoff = RECONNECT_FIRST;
     let mut lost_before = false;
     loop {
-        match listen_once(&pump, &connect, &statement, lost_before).await {
+        match listen_once(&pump, &connect, tls.clone(), &statement, lost_before).await {
             // Listened, then lost: connect again from the first wait.
             Ok(why) => {
                 backoff = RECONNECT_FIRST;
@@ -250,11 +253,12 @@ async fn listen(pump: Arc<Pump>, mut connect: tokio_postgres::Config) {
 async fn listen_once(
     pump: &Pump,
     connect: &tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     statement: &str,
     lost_before: bool,
 ) -> Result<String, String> {
     let (client, mut connection) = connect
-        .connect(NoTls)
+        .connect(tls)
         .await
         .map_err(|e| super::describe(&e))?;
     // The connection is driven here, by polling it for messages: the LISTEN below is

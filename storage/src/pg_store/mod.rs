@@ -31,9 +31,10 @@
 //! - **Restore** ([`restore`]): an archive of either backend into an empty database, every
 //!   record as stored — how a sled data directory moves here (`migrate-store`).
 //!
-//! Not yet: TLS (plain TCP only: a URL asking for `sslmode=require` or `verify-*` is
-//! refused at open, [`PgError::TlsUnsupported`], never quietly downgraded), master key
-//! rotation (a store sealed with a previous key is refused), commands between nodes, and
+//! - **TLS** ([`tls`]): `sslmode` and `sslrootcert` with libpq's meanings, on rustls.
+//! - **Commands between nodes** ([`relay`], [`crate::CommandRelay`]).
+//!
+//! Not yet: master key rotation (a store sealed with a previous key is refused), and
 //! virtual time: the pool's and the client's timeouts run on tokio's clock, so an engine
 //! on a paused clock would see them fire while it waits for the server.
 
@@ -44,6 +45,7 @@ mod migrate;
 mod reads;
 mod relay;
 mod restore;
+mod tls;
 mod upkeep;
 
 use std::collections::BTreeMap;
@@ -53,7 +55,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_postgres::NoTls;
 
 use crate::batch::{Batch, Epoch};
 use crate::codec::{self, KeyDisplay};
@@ -129,7 +130,7 @@ pub enum PgError {
     Url(#[source] tokio_postgres::Error),
     #[error("PostgreSQL refused or failed: {}", describe(.0))]
     Database(#[from] tokio_postgres::Error),
-    #[error("no connection to PostgreSQL: {0}")]
+    #[error("no connection to PostgreSQL: {}", with_causes(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("the connection pool cannot be built: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
@@ -143,10 +144,12 @@ pub enum PgError {
     CommitUnknown(String),
     #[error("the store's writer has stopped; no more writes are possible from this handle")]
     WriterStopped,
-    /// The URL asks for TLS (`sslmode=require`, `verify-ca`, `verify-full`), which this
-    /// release cannot speak yet: refused rather than connecting in plain text.
-    #[error("the store URL asks for sslmode={sslmode}, but this release cannot connect to PostgreSQL over TLS yet, and will not connect in plain text instead. Reach the database over a network you trust (loopback, a private network, a TLS tunnel) and set sslmode=disable")]
-    TlsUnsupported { sslmode: String },
+    /// The URL's `sslmode` is not one the store speaks.
+    #[error("the store URL's sslmode={0} is not supported: use disable, prefer, require, verify-ca or verify-full")]
+    UnsupportedSslMode(String),
+    /// The trusted roots for `verify-ca`/`verify-full` cannot be read.
+    #[error("the store's TLS roots cannot be used (sslrootcert): {0}")]
+    RootCertificate(String),
     /// A restore's target database already holds data.
     #[error("the target database is not empty (it holds {holds}); restore or migrate into a new, empty database")]
     RestoreTargetNotEmpty { holds: String },
@@ -159,6 +162,22 @@ pub enum PgError {
 }
 
 /// A database error in the server's own words (tokio-postgres prints only "db error").
+/// An error and what caused it, down the chain (a TLS handshake's failure says why only
+/// in its source: the certificate's issuer unknown, its name another).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!(
@@ -167,7 +186,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
             db.code().code(),
             db.detail().map(|d| format!(": {d}")).unwrap_or_default()
         ),
-        None => e.to_string(),
+        None => with_causes(e),
     }
 }
 
@@ -193,6 +212,8 @@ pub struct PgStore {
 struct Inner {
     pool: Pool,
     pg_config: tokio_postgres::Config,
+    /// How every connection of the store is made (TLS as `sslmode` asks).
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     vault: Vault,
     /// The writer task's queue: commits and claims, in the order they were called.
     writer: mpsc::UnboundedSender<Job>,
@@ -227,7 +248,7 @@ impl PgStore {
         config: &PgConfig,
         keys: &MasterKeys,
     ) -> Result<PgStore, StoreError> {
-        let mut pg_config = parse_url(&config.url).map_err(StoreError::Postgres)?;
+        let (mut pg_config, connector) = tls::parse(&config.url).map_err(StoreError::Postgres)?;
         pg_config.connect_timeout(config.connect_timeout);
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("social-studio");
@@ -235,7 +256,7 @@ impl PgStore {
         let location = location_of(&pg_config);
         let manager = Manager::from_config(
             pg_config.clone(),
-            NoTls,
+            connector.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -249,6 +270,7 @@ impl PgStore {
             .map_err(|e| StoreError::Postgres(PgError::Build(e)))?;
         let vault = Vault::with_keys(keys);
         let mut opened = migrate::apply(&pool).await?;
+        tracing::info!("store: {}", connector.mode.describe());
         migrate::check_key(&pool, &vault).await?;
         if vault.has_previous() {
             opened.push(format!(
@@ -262,6 +284,7 @@ impl PgStore {
             high,
             feed::FeedConfig {
                 connect: pg_config.clone(),
+                tls: connector.tls.clone(),
                 channel: feed::channel_of(&pool).await?,
                 capacity: config.event_capacity,
                 poll_interval: config.feed_poll_interval,
@@ -275,6 +298,7 @@ impl PgStore {
             inner: Arc::new(Inner {
                 pool,
                 pg_config,
+                tls: connector.tls,
                 vault,
                 writer,
                 feed,
@@ -442,6 +466,7 @@ impl PgStore {
             + 'static,
     ) -> Result<T, StoreError> {
         let config = self.inner.pg_config.clone();
+        let tls = self.inner.tls.clone();
         std::thread::scope(|scope| {
             scope
                 .spawn(move || {
@@ -450,7 +475,7 @@ impl PgStore {
                         .build()
                         .map_err(|e| StoreError::Postgres(PgError::TestHook(e.to_string())))?;
                     runtime.block_on(async move {
-                        let (client, connection) = config.connect(NoTls).await?;
+                        let (client, connection) = config.connect(tls).await?;
                         let driver = tokio::spawn(connection);
                         let out = work(&client).await;
                         drop(client);
@@ -465,37 +490,10 @@ impl PgStore {
 }
 
 /// Checks a store URL as [`PgStore::open_with_keys`] will, without connecting: that it
-/// parses, and that it does not ask for TLS ([`PgError::TlsUnsupported`]). The error
+/// parses, with an `sslmode` the store speaks and readable `sslrootcert` roots. The error
 /// never quotes the URL.
 pub fn check_url(url: &str) -> Result<(), PgError> {
-    parse_url(url).map(|_| ())
-}
-
-fn parse_url(url: &str) -> Result<tokio_postgres::Config, PgError> {
-    // Looked for before parsing: the client refuses `verify-*` as an unknown value, which
-    // would not say why.
-    if let Some(mode) = requested_sslmode(url) {
-        if !matches!(mode.as_str(), "disable" | "prefer") {
-            return Err(PgError::TlsUnsupported { sslmode: mode });
-        }
-    }
-    let config: tokio_postgres::Config = url.parse().map_err(PgError::Url)?;
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(PgError::TlsUnsupported {
-            sslmode: "require".into(),
-        });
-    }
-    Ok(config)
-}
-
-/// The `sslmode` a URL (`…?sslmode=…`) or key-value string (`sslmode=…`) names.
-fn requested_sslmode(url: &str) -> Option<String> {
-    let at = url.find("sslmode=")? + "sslmode=".len();
-    let rest = &url[at..];
-    let end = rest
-        .find(|c: char| c == '&' || c == '#' || c.is_whitespace())
-        .unwrap_or(rest.len());
-    Some(rest[..end].trim_matches('\'').to_ascii_lowercase())
+    tls::parse(url).map(|_| ())
 }
 
 enum RawKey {
@@ -777,32 +775,36 @@ impl Store for PgStore {
 mod tests {
     use super::*;
 
-    /// TLS is refused in both forms a URL can take, whatever the case, and the refusal
-    /// never quotes the URL; what connects in plain text by the client's own rules is
-    /// accepted.
+    /// Every sslmode the store speaks is accepted in both forms a URL can take; one it
+    /// does not is refused, and no refusal quotes the URL.
     #[test]
-    fn a_url_asking_for_tls_is_refused_without_quoting_it() {
-        for url in [
-            "postgres://u:secret-pw@db/studio?sslmode=require",
-            "postgres://u:secret-pw@db/studio?connect_timeout=5&sslmode=verify-full",
-            "postgresql://u:secret-pw@db/studio?sslmode=VERIFY-CA",
-            "host=db user=u password=secret-pw sslmode=require",
-            "host=db user=u password=secret-pw sslmode='verify-full'",
-        ] {
-            let refused = check_url(url).expect_err(url);
-            assert!(
-                matches!(refused, PgError::TlsUnsupported { .. }),
-                "{url}: {refused:?}"
-            );
-            assert!(!refused.to_string().contains("secret-pw"), "{refused}");
-        }
+    fn sslmodes_are_checked_without_quoting_the_url() {
         for url in [
             "postgres://u:secret-pw@db/studio",
             "postgres://u:secret-pw@db/studio?sslmode=disable",
             "postgres://u:secret-pw@db/studio?sslmode=prefer",
+            "postgres://u:secret-pw@db/studio?sslmode=require",
+            "postgres://u:secret-pw@db/studio?connect_timeout=5&sslmode=verify-full",
+            "postgresql://u:secret-pw@db/studio?sslmode=VERIFY-CA",
+            "host=db user=u password=secret-pw sslmode='verify-full'",
             "host=db user=u sslmode=disable",
         ] {
             check_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        for url in [
+            "postgres://u:secret-pw@db/studio?sslmode=allow",
+            "host=db user=u password=secret-pw sslmode=sometimes",
+            "postgres://u:secret-pw@db/studio?sslmode=verify-full&sslrootcert=/nonexistent/secret-pw.pem",
+        ] {
+            let refused = check_url(url).expect_err(url);
+            assert!(
+                matches!(
+                    refused,
+                    PgError::UnsupportedSslMode(_) | PgError::RootCertificate(_)
+                ),
+                "{url}: {refused:?}"
+            );
+            assert!(!refused.to_string().contains("u:secret-pw"), "{refused}");
         }
         let refused = check_url("postgres://u:secret-pw@db:port/studio").unwrap_err();
         assert!(matches!(refused, PgError::Url(_)), "{refused:?}");
