@@ -1085,7 +1085,7 @@ async fn handle_message(
                 let ok = result.is_ok();
                 let _ = reply.send(result);
                 if ok {
-                    myself.stop(Some(crate::supervisor::DISCONNECTED.into()));
+                    myself.stop(Some(crate::messages::DISCONNECTED.into()));
                     return Ok(());
                 }
             }

@@ -132,6 +132,10 @@ pub struct QueueStats {
     pub platform_backed_off: bool,
 }
 
+/// The reason a connection actor stops with once its connection is disconnected: the
+/// supervisor hands its lease back then.
+pub(crate) const DISCONNECTED: &str = "disconnected";
+
 pub enum QueueMsg {
     /// A connection exists (again); `paused` when it is not Active (or its record cannot
     /// be read, so no actor speaks for it).

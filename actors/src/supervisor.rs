@@ -19,7 +19,9 @@ use social_studio_storage::{
 
 use crate::connection::{ConnectionActor, ConnectionArgs};
 use crate::lease::{lease_margin, LeaseGate, LeasedPort};
-use crate::messages::{ConnectionMsg, ConnectionView, DisconnectReport, QueueMsg, QueueStats};
+use crate::messages::{
+    ConnectionMsg, ConnectionView, DisconnectReport, QueueMsg, QueueStats, DISCONNECTED,
+};
 use crate::queue::{QueueActor, QueueArgs};
 use crate::{BootProgress, Clock, EngineConfig, EngineError, PlatformPort, StoreHealth};
 
@@ -96,10 +98,6 @@ pub enum SupervisorMsg {
     /// should run (sent by the supervisor to itself every third of the lease).
     LeaseTick,
 }
-
-/// The reason a connection actor stops with once its connection is disconnected: its
-/// lease is handed back then.
-pub(crate) const DISCONNECTED: &str = "disconnected";
 
 /// A finished authorization to attach to a connection.
 pub struct ConnectRequest {
