@@ -613,12 +613,39 @@ mod tests {
                 503,
                 "engine_unavailable",
             ),
+            (
+                PostError::from(EngineRefusal::NotOwnerHere {
+                    owner: Some("node-2".into()),
+                })
+                .into(),
+                421,
+                "not_owner_here",
+            ),
+            (
+                EngineRefusal::Store(crate::studio::StoreRefusal::MasterKeyRequired).into(),
+                503,
+                "master_key_required",
+            ),
         ];
         for (error, status, code) in cases {
             let (got_status, got_code, body) = answer(error);
             assert_eq!((got_status, got_code.as_str()), (status, code), "{body}");
             assert!(body["error"]["remedy"].is_string(), "{body}");
         }
+    }
+
+    #[test]
+    fn a_command_for_another_nodes_connection_names_the_node() {
+        let (status, _, body) = answer(PostError::from(EngineRefusal::NotOwnerHere {
+            owner: Some("node-2".into()),
+        }));
+        assert_eq!(status, 421);
+        assert_eq!(body["error"]["owner"], "node-2", "{body}");
+        let (_, _, body) = answer(PostError::from(EngineRefusal::NotOwnerHere { owner: None }));
+        assert!(body["error"]["owner"].is_null(), "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no node runs this connection")));
     }
 
     #[test]
