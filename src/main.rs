@@ -68,6 +68,11 @@ enum Command {
         #[cfg(feature = "sandbox")]
         #[arg(long)]
         sandbox: bool,
+        /// Point every platform without credentials at a sandbox already running at URL
+        /// (`social-studio-sandbox`), so that several engine processes share one.
+        #[cfg(feature = "sandbox")]
+        #[arg(long, value_name = "URL", conflicts_with = "sandbox")]
+        sandbox_url: Option<url::Url>,
     },
     /// Serve with the sandbox and play a narrated scenario, then keep serving.
     #[cfg(feature = "sandbox")]
@@ -194,7 +199,7 @@ async fn bind(addr: SocketAddr, fallback: bool) -> Result<tokio::net::TcpListene
 /// `serve`: binds, answers `/healthz` (and `/readyz` with the start's progress) at once,
 /// opens the engine — a minute and more for a large store — and then serves the whole API
 /// on the same listener.
-async fn serve(config_file: Option<PathBuf>, use_sandbox: bool) -> Result<()> {
+async fn serve(config_file: Option<PathBuf>, sandbox: SandboxChoice) -> Result<()> {
     let mut config =
         Config::load(config_file.as_deref(), std::env::vars()).context("configuration")?;
     let listener = bind(config.listen, false).await?;
@@ -222,7 +227,7 @@ async fn serve(config_file: Option<PathBuf>, use_sandbox: bool) -> Result<()> {
         "social-studio listening on http://{addr} (data in {}); /readyz says how far the start has come",
         config.data_dir.display()
     );
-    let sandbox = start_sandbox(&mut config, use_sandbox).await?;
+    let sandbox = start_sandbox(&mut config, sandbox).await?;
     let options = StudioOptions {
         boot_progress: Some(progress),
         ..StudioOptions::default()
@@ -274,37 +279,65 @@ fn fired(
     }
 }
 
-/// With `--sandbox`, starts the sandbox and points every platform without credentials
-/// at it; the sandbox runs until it is shut down or dropped. Media may then be fetched
-/// from private addresses (`allow_private_media_urls`): the sandbox serves its media on
-/// 127.0.0.1.
+/// Which sandbox `serve` points the platforms without credentials at, if any.
+enum SandboxChoice {
+    /// None: every platform is what the configuration says.
+    Off,
+    /// `--sandbox`: one started in this process.
+    #[cfg(feature = "sandbox")]
+    InProcess,
+    /// `--sandbox-url`: one already running at this URL (`social-studio-sandbox`),
+    /// shared with other engine processes.
+    #[cfg(feature = "sandbox")]
+    At(url::Url),
+}
+
+/// With `--sandbox`, starts the sandbox; with `--sandbox-url`, uses the one running there.
+/// Either way, points every platform without credentials at it. A sandbox started here
+/// runs until it is shut down or dropped.
 #[cfg(feature = "sandbox")]
-async fn start_sandbox(config: &mut Config, use_sandbox: bool) -> Result<Option<Sandbox>> {
-    if !use_sandbox {
-        return Ok(None);
+async fn start_sandbox(config: &mut Config, choice: SandboxChoice) -> Result<Option<Sandbox>> {
+    match choice {
+        SandboxChoice::Off => Ok(None),
+        SandboxChoice::InProcess => {
+            let sandbox = Sandbox::start().await.context("starting the sandbox")?;
+            point_at_sandbox(config, &sandbox.base_url());
+            Ok(Some(sandbox))
+        }
+        SandboxChoice::At(url) => {
+            point_at_sandbox(config, url.as_str());
+            Ok(None)
+        }
     }
-    let sandbox = Sandbox::start().await.context("starting the sandbox")?;
-    let pointed = config.use_sandbox_for_unconfigured(&sandbox.base_url());
+}
+
+/// Points every platform without credentials at the sandbox at `base`, and says which.
+/// Media may then be fetched from private addresses (`allow_private_media_urls`): the
+/// sandbox serves its media on 127.0.0.1.
+#[cfg(feature = "sandbox")]
+fn point_at_sandbox(config: &mut Config, base: &str) {
+    let base = base.trim_end_matches('/');
+    let pointed = config.use_sandbox_for_unconfigured(base);
     config.allow_private_media_urls = true;
     tracing::info!(
         "sandbox: media may be fetched from private addresses (allow_private_media_urls)"
     );
     tracing::info!(
-        "sandbox at {} serves: {}",
-        sandbox.base_url(),
+        "sandbox at {base} serves: {}",
         pointed
             .iter()
             .map(|p| p.id())
             .collect::<Vec<_>>()
             .join(", ")
     );
-    Ok(Some(sandbox))
 }
 
 /// Built without the sandbox: there is no `--sandbox` to honour, so never a sandbox.
 #[cfg(not(feature = "sandbox"))]
-async fn start_sandbox(_config: &mut Config, _use_sandbox: bool) -> Result<Option<NoSandbox>> {
-    Ok(None)
+async fn start_sandbox(_config: &mut Config, choice: SandboxChoice) -> Result<Option<NoSandbox>> {
+    match choice {
+        SandboxChoice::Off => Ok(None),
+    }
 }
 
 /// The sandbox a build without it cannot have: a type with no values.
@@ -787,9 +820,20 @@ fn run(cli: Cli) -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             #[cfg(feature = "sandbox")]
-            Command::Serve { config, sandbox } => serve(config, sandbox).await,
+            Command::Serve {
+                config,
+                sandbox,
+                sandbox_url,
+            } => {
+                let choice = match (sandbox, sandbox_url) {
+                    (_, Some(url)) => SandboxChoice::At(url),
+                    (true, None) => SandboxChoice::InProcess,
+                    (false, None) => SandboxChoice::Off,
+                };
+                serve(config, choice).await
+            }
             #[cfg(not(feature = "sandbox"))]
-            Command::Serve { config } => serve(config, false).await,
+            Command::Serve { config } => serve(config, SandboxChoice::Off).await,
             #[cfg(feature = "sandbox")]
             Command::Demo { once, data_dir } => {
                 let ok = demo::run(data_dir, once).await?;
