@@ -14,7 +14,8 @@
 //! - node A is cut off from the leases (its renewals fail, as for a node paused or
 //!   partitioned; its other writes still reach the database): from `lease − margin`
 //!   after the cut it sends nothing to the platform (posts fall due all along), B takes its connections over and publishes
-//!   their posts; every post ends published exactly once (or Unconfirmed), no rotated
+//!   their posts and refreshes every grant, A's former ones included (rotating refresh
+//!   tokens); every post ends published exactly once (or Unconfirmed), no rotated
 //!   refresh token is ever sent again; once A reaches the database again it lets go of
 //!   what it lost;
 //! - a disconnect sent to the node that does not run the connection is carried out by
@@ -75,12 +76,19 @@ async fn database(server: &postgres::Postgres) -> String {
 /// this node sent.
 struct NodePort {
     inner: Arc<FakePlatform>,
-    calls: Arc<Mutex<Vec<Instant>>>,
+    calls: Arc<Mutex<Vec<(Instant, Call)>>>,
+}
+
+/// What a node sent the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Refresh,
+    Other,
 }
 
 impl NodePort {
-    fn sent(&self) {
-        self.calls.lock().unwrap().push(Instant::now());
+    fn sent(&self, call: Call) {
+        self.calls.lock().unwrap().push((Instant::now(), call));
     }
 }
 
@@ -90,19 +98,19 @@ impl PlatformPort for NodePort {
         self.inner.platform()
     }
     async fn refresh(&self, grant: &Grant) -> Result<Grant, PortError> {
-        self.sent();
+        self.sent(Call::Refresh);
         self.inner.refresh(grant).await
     }
     async fn check(&self, grant: &Grant) -> Result<Account, PortError> {
-        self.sent();
+        self.sent(Call::Other);
         self.inner.check(grant).await
     }
     async fn publish(&self, grant: &Grant, post: &Post) -> Result<Receipt, PortError> {
-        self.sent();
+        self.sent(Call::Other);
         self.inner.publish(grant, post).await
     }
     async fn revoke(&self, grant: &Grant) -> Result<RevokeOutcome, PortError> {
-        self.sent();
+        self.sent(Call::Other);
         self.inner.revoke(grant).await
     }
     fn renewable(&self, grant: &GrantFacts) -> bool {
@@ -119,7 +127,7 @@ impl PlatformPort for NodePort {
 struct Node {
     engine: Engine,
     store: FaultyStore,
-    calls: Arc<Mutex<Vec<Instant>>>,
+    calls: Arc<Mutex<Vec<(Instant, Call)>>>,
 }
 
 impl Node {
@@ -159,7 +167,16 @@ impl Node {
             .lock()
             .unwrap()
             .iter()
-            .filter(|c| **c > t)
+            .filter(|(c, _)| *c > t)
+            .count()
+    }
+
+    fn refreshes_after(&self, t: Instant) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, call)| *c > t && *call == Call::Refresh)
             .count()
     }
 }
@@ -186,12 +203,12 @@ async fn nodes_split_the_connections_fence_a_lost_one_and_hand_over_on_shutdown(
     let url = database(&server).await;
     let key_material = MasterKey::generate();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    // Access tokens of 12 s, refreshed at 75–90 % of that with rotating refresh tokens:
-    // grants rotate during the run, on whichever node holds them then.
+    // Access tokens of 8 s, refreshed at 75–90 % of that (6–7.2 s) with rotating refresh
+    // tokens: the grants rotate after the takeover below, on the node holding them then.
     let platform = Arc::new(FakePlatform::new(
         Platform::X,
         clock.clone(),
-        Duration::from_secs(12),
+        Duration::from_secs(8),
     ));
 
     // Node A alone: every connection made through it runs on it.
@@ -351,6 +368,31 @@ async fn nodes_split_the_connections_fence_a_lost_one_and_hand_over_on_shutdown(
         "node A called the platform after its gate closed"
     );
     assert!(b.calls_after(cut) > 0, "node B did the work it took over");
+    // Every grant rotates after the takeover — node A's former ones too — and only B
+    // sends the refreshes; no spent refresh token ever reaches the platform.
+    let took_over_at = Timestamp::now_system();
+    poll_until(PATIENCE, LOOK_AGAIN, async || {
+        for i in 0..CONNECTIONS {
+            let c = b.store.connection(&key(i)).await.ok()??;
+            if c.grant?.issued_at <= took_over_at {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+    .expect("not every grant was refreshed after the takeover");
+    assert!(b.refreshes_after(cut) >= CONNECTIONS);
+    assert_eq!(
+        platform.spent_token_sends(),
+        0,
+        "a spent refresh token was sent"
+    );
+    assert_eq!(
+        a.calls_after(gate_closed),
+        0,
+        "node A called after its gate closed"
+    );
 
     // A reaches the database again: it learns what it lost, stops those actors, and
     // runs exactly the connections it holds a lease on from then on.
