@@ -3,8 +3,8 @@
 //! pen name.
 //!
 //! A node that is asked to act on a connection another node runs (the supervisor says
-//! `NotOwnerHere`) writes the request as a [`Command`] and waits for its [`Answer`]; the
-//! owner's command loop ([`serve`]) takes the commands for the connections it holds,
+//! `NotOwnerHere`) writes the request as a `Command` and waits for its `Answer`; the
+//! owner's command loop (`serve`) takes the commands for the connections it holds,
 //! carries each out as if it had been asked itself, and writes the answer back. The
 //! encoding is bincode over serde, sealed by the store. A command nobody takes within
 //! [`RELAY_WITHIN`] is withdrawn (never carried out later) and refused as
