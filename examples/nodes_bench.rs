@@ -33,7 +33,6 @@ use social_studio_storage::{
     fixtures, Batch, ConnectionKey, Durability, KeySource, MasterKey, NodeId, PenName, PgConfig,
     PgStore, Platform, SharedStore, SledStore, StoreConfig, Timestamp,
 };
-use tokio_postgres::NoTls;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -243,20 +242,7 @@ async fn main() -> Res<()> {
     let server = postgres::Postgres::start().await;
     for (round, &nodes) in o.nodes.iter().enumerate() {
         let name = format!("bench_{round}");
-        let (admin, connection) = tokio_postgres::connect(server.url(), NoTls).await?;
-        let driver = tokio::spawn(connection);
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await?;
-        drop(admin);
-        let _ = driver.await;
-        let url = format!(
-            "{}/{name}",
-            server
-                .url()
-                .strip_suffix("/postgres")
-                .ok_or("the harness's URL")?
-        );
+        let url = server.create_database(&name).await;
         let key = MasterKey::generate();
         let mut stores: Vec<SharedStore> = Vec::new();
         for _ in 0..nodes {

@@ -63,27 +63,14 @@ impl Database {
     async fn new() -> Database {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let server = server().await;
-        let (admin, connection) = tokio_postgres::connect(server.url(), NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
-        let driver = tokio::spawn(connection);
         let name = format!(
             "engine_{}_{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e:?}"));
-        drop(admin);
-        let _ = driver.await;
-        let base = server
-            .url()
-            .strip_suffix("/postgres")
-            .expect("the harness's URL names the postgres database");
+        let url = server.create_database(&name).await;
         Database {
-            url: format!("{base}/{name}"),
+            url,
             _server: server,
         }
     }

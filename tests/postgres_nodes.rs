@@ -45,7 +45,6 @@ use social_studio_storage::{
     Account, ConnectionKey, Grant, GrantFacts, MasterKey, NodeId, PenName, PgConfig, PgStore,
     Platform, Post, PostState, Reason, Receipt, SharedStore, Store, Timestamp,
 };
-use tokio_postgres::NoTls;
 
 const CONNECTIONS: usize = 30;
 const POSTS_PER_CONNECTION: usize = 2;
@@ -55,21 +54,7 @@ const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
 /// A new, empty database on a server of its own: its URL.
 async fn database(server: &postgres::Postgres) -> String {
-    let (admin, connection) = tokio_postgres::connect(server.url(), NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
-    let driver = tokio::spawn(connection);
-    admin
-        .batch_execute("CREATE DATABASE nodes")
-        .await
-        .unwrap_or_else(|e| panic!("CREATE DATABASE nodes: {e:?}"));
-    drop(admin);
-    let _ = driver.await;
-    let base = server
-        .url()
-        .strip_suffix("/postgres")
-        .expect("the harness's URL names the postgres database");
-    format!("{base}/nodes")
+    server.create_database("nodes").await
 }
 
 /// The platform as one node sees it: the shared fake, with the instant of every call

@@ -54,7 +54,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Child;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
-use tokio_postgres::NoTls;
 
 /// Pen names with a Bluesky connection; the first [`X_PENS`] of them have X too.
 const BLUESKY_PENS: usize = 280;
@@ -1201,21 +1200,7 @@ async fn sandbox_binary() -> PathBuf {
 
 /// A new, empty database on the test's server: its URL.
 async fn database(server: &postgres::Postgres) -> String {
-    let (admin, connection) = tokio_postgres::connect(server.url(), NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
-    let driver = tokio::spawn(connection);
-    admin
-        .batch_execute("CREATE DATABASE processes")
-        .await
-        .unwrap_or_else(|e| panic!("CREATE DATABASE processes: {e:?}"));
-    drop(admin);
-    let _ = driver.await;
-    let base = server
-        .url()
-        .strip_suffix("/postgres")
-        .expect("the harness's URL names the postgres database");
-    format!("{base}/processes")
+    server.create_database("processes").await
 }
 
 /// A free loopback port, found by binding one and letting it go.

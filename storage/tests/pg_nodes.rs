@@ -71,22 +71,9 @@ impl Db {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let (admin, connection) = tokio_postgres::connect(server.url(), NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
-        let driver = tokio::spawn(connection);
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e:?}"));
-        drop(admin);
-        let _ = driver.await;
-        let base = server
-            .url()
-            .strip_suffix("/postgres")
-            .expect("the harness's URL names the postgres database");
+        let url = server.create_database(&name).await;
         Db {
-            url: format!("{base}/{name}"),
+            url,
             name,
             key: MasterKey::generate(),
             _server: server,

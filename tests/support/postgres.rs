@@ -122,6 +122,27 @@ impl Postgres {
         RunAs::for_this_process()?.give(path)
     }
 
+    /// Creates a new, empty database `name` on this server and gives its URL (the
+    /// superuser's, as [`Postgres::url`]); panics with the server's answer if it cannot.
+    #[allow(dead_code)] // not every binary including this file makes databases
+    pub async fn create_database(&self, name: &str) -> String {
+        let (admin, connection) = tokio_postgres::connect(self.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
+        let driver = tokio::spawn(connection);
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e:?}"));
+        drop(admin);
+        let _ = driver.await;
+        let base = self
+            .url()
+            .strip_suffix("/postgres")
+            .expect("the harness's URL names the postgres database");
+        format!("{base}/{name}")
+    }
+
     /// The connection URL: the superuser with its password over TCP on loopback, to the
     /// `postgres` database.
     pub fn url(&self) -> &str {
