@@ -104,13 +104,7 @@ impl Engine {
         grant: Grant,
         replace: bool,
     ) -> Result<ConnectionView, EngineError> {
-        let command = || Command::Connect {
-            account: account.clone(),
-            targets: targets.clone(),
-            grant: grant.clone(),
-            replace,
-        };
-        match self
+        let here = self
             .connect_here(
                 key,
                 account.clone(),
@@ -118,12 +112,28 @@ impl Engine {
                 grant.clone(),
                 replace,
             )
+            .await;
+        let command = || Command::Connect {
+            account,
+            targets,
+            grant,
+            replace,
+        };
+        self.here_or_owner(here, command, |a, engine| a.into_view(engine))
             .await
-        {
+    }
+
+    /// What this node answered, or — refused because another node runs the connection —
+    /// `command` carried to that node through the store, its answer read with `read`.
+    async fn here_or_owner<T>(
+        &self,
+        here: Result<T, EngineError>,
+        command: impl FnOnce() -> Command,
+        read: impl FnOnce(relay::Answer, &Engine) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        match here {
             Err(EngineError::NotOwnerHere { key, owner }) => {
-                relay::send(&self.store, key, owner, command())
-                    .await?
-                    .into_view(self)
+                read(relay::send(&self.store, key, owner, command()).await?, self)
             }
             other => other,
         }
@@ -133,25 +143,15 @@ impl Engine {
     /// `account_disconnected`, and erases the connection and its grant (on the node
     /// that runs it).
     pub async fn disconnect(&self, key: ConnectionKey) -> Result<DisconnectReport, EngineError> {
-        match self.disconnect_here(key).await {
-            Err(EngineError::NotOwnerHere { key, owner }) => {
-                relay::send(&self.store, key, owner, Command::Disconnect)
-                    .await?
-                    .into_report()
-            }
-            other => other,
-        }
+        let here = self.disconnect_here(key).await;
+        self.here_or_owner(here, || Command::Disconnect, |a, _| a.into_report())
+            .await
     }
 
     pub async fn verify(&self, key: ConnectionKey) -> Result<ConnectionView, EngineError> {
-        match self.verify_here(key).await {
-            Err(EngineError::NotOwnerHere { key, owner }) => {
-                relay::send(&self.store, key, owner, Command::Verify)
-                    .await?
-                    .into_view(self)
-            }
-            other => other,
-        }
+        let here = self.verify_here(key).await;
+        self.here_or_owner(here, || Command::Verify, |a, engine| a.into_view(engine))
+            .await
     }
 
     /// Chooses the targets a post naming none goes to (ids the caller checked against the
@@ -161,61 +161,40 @@ impl Engine {
         key: ConnectionKey,
         targets: Vec<String>,
     ) -> Result<ConnectionView, EngineError> {
-        match self.choose_targets_here(key, targets.clone()).await {
-            Err(EngineError::NotOwnerHere { key, owner }) => {
-                relay::send(&self.store, key, owner, Command::ChooseTargets { targets })
-                    .await?
-                    .into_view(self)
-            }
-            other => other,
-        }
+        let here = self.choose_targets_here(key, targets.clone()).await;
+        self.here_or_owner(
+            here,
+            || Command::ChooseTargets { targets },
+            |a, engine| a.into_view(engine),
+        )
+        .await
     }
 
     /// Schedules a post (already validated for its platform by the caller). It is Paused at
     /// once if its connection is not Active. A post whose id is already stored is answered
     /// as it is, unchanged: scheduling the same post twice creates it once.
     pub async fn schedule(&self, post: Post) -> Result<Post, EngineError> {
-        match self.schedule_here(post.clone()).await {
-            Err(EngineError::NotOwnerHere { key, owner }) => {
-                relay::send(&self.store, key, owner, Command::Schedule { post })
-                    .await?
-                    .into_post()
-            }
-            other => other,
-        }
+        let here = self.schedule_here(post.clone()).await;
+        self.here_or_owner(here, || Command::Schedule { post }, |a, _| a.into_post())
+            .await
     }
 
     pub async fn update(&self, post: Post) -> Result<Post, EngineError> {
-        match self.update_here(post.clone()).await {
-            Err(EngineError::NotOwnerHere { key, owner }) => {
-                relay::send(&self.store, key, owner, Command::Update { post })
-                    .await?
-                    .into_post()
-            }
-            other => other,
-        }
+        let here = self.update_here(post.clone()).await;
+        self.here_or_owner(here, || Command::Update { post }, |a, _| a.into_post())
+            .await
     }
 
     pub async fn cancel(&self, pen: PenName, id: PostId) -> Result<Post, EngineError> {
-        match self.cancel_here(pen, id).await {
-            Err(EngineError::NotOwnerHere { key, owner }) => {
-                relay::send(&self.store, key, owner, Command::Cancel { id })
-                    .await?
-                    .into_post()
-            }
-            other => other,
-        }
+        let here = self.cancel_here(pen, id).await;
+        self.here_or_owner(here, || Command::Cancel { id }, |a, _| a.into_post())
+            .await
     }
 
     pub async fn retry(&self, pen: PenName, id: PostId) -> Result<Post, EngineError> {
-        match self.retry_here(pen, id).await {
-            Err(EngineError::NotOwnerHere { key, owner }) => {
-                relay::send(&self.store, key, owner, Command::Retry { id })
-                    .await?
-                    .into_post()
-            }
-            other => other,
-        }
+        let here = self.retry_here(pen, id).await;
+        self.here_or_owner(here, || Command::Retry { id }, |a, _| a.into_post())
+            .await
     }
 
     /// A person says whether an Unconfirmed post reached the platform; `false` sends it
@@ -226,14 +205,13 @@ impl Engine {
         id: PostId,
         published: bool,
     ) -> Result<Post, EngineError> {
-        match self.resolve_here(pen, id, published).await {
-            Err(EngineError::NotOwnerHere { key, owner }) => {
-                relay::send(&self.store, key, owner, Command::Resolve { id, published })
-                    .await?
-                    .into_post()
-            }
-            other => other,
-        }
+        let here = self.resolve_here(pen, id, published).await;
+        self.here_or_owner(
+            here,
+            || Command::Resolve { id, published },
+            |a, _| a.into_post(),
+        )
+        .await
     }
 
     pub fn store(&self) -> &SharedStore {
@@ -281,8 +259,6 @@ impl Engine {
         })?
     }
 
-    /// Revokes at the platform where possible, fails the scheduled posts with
-    /// `account_disconnected`, and erases the connection and its grant.
     pub(crate) async fn disconnect_here(
         &self,
         key: ConnectionKey,
@@ -311,8 +287,6 @@ impl Engine {
         })?
     }
 
-    /// Chooses the targets a post naming none goes to (ids the caller checked against the
-    /// connection's listed targets), with a `TargetsChosen` event when the choice changes.
     pub(crate) async fn choose_targets_here(
         &self,
         key: ConnectionKey,
@@ -325,9 +299,6 @@ impl Engine {
         })?
     }
 
-    /// Schedules a post (already validated for its platform by the caller). It is Paused at
-    /// once if its connection is not Active. A post whose id is already stored is answered
-    /// as it is, unchanged: scheduling the same post twice creates it once.
     pub(crate) async fn schedule_here(&self, post: Post) -> Result<Post, EngineError> {
         ractor::call!(self.supervisor, |reply| SupervisorMsg::Schedule {
             post: Box::new(post),
@@ -358,8 +329,6 @@ impl Engine {
         })?
     }
 
-    /// A person says whether an Unconfirmed post reached the platform; `false` sends it
-    /// again.
     pub(crate) async fn resolve_here(
         &self,
         pen: PenName,
