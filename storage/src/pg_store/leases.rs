@@ -62,6 +62,22 @@ impl Held {
     }
 }
 
+/// Registers a node that is new. An existing one's heartbeat is renew's, so a node's
+/// liveness ends when the leases it renewed end.
+async fn register(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: &str,
+    lease_ms: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO nodes (node_id, heartbeat, lease_ms) VALUES ($1, now(), $2::bigint) \
+         ON CONFLICT (node_id) DO NOTHING",
+        &[&id, &lease_ms],
+    )
+    .await?;
+    Ok(())
+}
+
 /// A lease length in whole milliseconds, as the statements take it.
 fn millis(lease: Duration) -> i64 {
     i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
@@ -113,14 +129,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let id = node.as_str();
-        // A new node is registered here; an existing one's heartbeat is renew's (so a
-        // node's liveness ends when the leases it renewed end).
-        tx.execute(
-            "INSERT INTO nodes (node_id, heartbeat, lease_ms) VALUES ($1, now(), $2::bigint) \
-             ON CONFLICT (node_id) DO NOTHING",
-            &[&id, &lease_ms],
-        )
-        .await?;
+        register(&tx, id, lease_ms).await?;
         tx.execute(
             "DELETE FROM nodes WHERE heartbeat + lease_ms * interval '1 millisecond' \
              < now() - interval '1 day'",
@@ -285,12 +294,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let id = node.as_str();
-        tx.execute(
-            "INSERT INTO nodes (node_id, heartbeat, lease_ms) VALUES ($1, now(), $2::bigint) \
-             ON CONFLICT (node_id) DO NOTHING",
-            &[&id, &lease_ms],
-        )
-        .await?;
+        register(&tx, id, lease_ms).await?;
         // The row is locked by the upsert; a lease another node holds leaves it as it is
         // (no row comes back), one nobody holds is taken under the next epoch.
         let row = tx

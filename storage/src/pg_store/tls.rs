@@ -145,10 +145,14 @@ fn client_config(mode: SslMode, root: Option<&str>) -> Result<ClientConfig, PgEr
         .with_safe_default_protocol_versions()
         .map_err(|e| PgError::RootCertificate(e.to_string()))?;
     let verifier: Arc<dyn ServerCertVerifier> = match (mode, root) {
-        (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None) => {
-            Arc::new(Unchecked(provider()))
-        }
-        (SslMode::Require | SslMode::VerifyCa, root) => Arc::new(ChainOnly(webpki(root)?)),
+        (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None) => Arc::new(Lenient {
+            webpki: webpki(None)?,
+            checks: Checks::Signatures,
+        }),
+        (SslMode::Require | SslMode::VerifyCa, root) => Arc::new(Lenient {
+            webpki: webpki(root)?,
+            checks: Checks::Chain,
+        }),
         (SslMode::VerifyFull, root) => webpki(root)?,
     };
     Ok(builder
@@ -163,62 +167,26 @@ fn webpki(root: Option<&str>) -> Result<Arc<WebPkiServerVerifier>, PgError> {
         .map_err(|e| PgError::RootCertificate(e.to_string()))
 }
 
-/// `require` without roots, and `prefer`: encrypted, the server not authenticated (what
-/// libpq does in these modes). Signatures are still checked, so the handshake is sound.
-#[derive(Debug)]
-struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+/// What a mode short of `verify-full` checks of the server's certificate.
+#[derive(Debug, Clone, Copy)]
+enum Checks {
+    /// `prefer`, and `require` without roots: nothing (what libpq does in these modes);
+    /// the connection is encrypted, the server not authenticated.
+    Signatures,
+    /// `verify-ca` (and `require` with roots): the chain must lead to a trusted root; the
+    /// name in the certificate is not compared with the host.
+    Chain,
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the name in the certificate is
-/// not compared with the host.
+/// The webpki verifier, relaxed as `checks` says. The handshake's signatures are always
+/// checked, so the handshake itself is sound.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Lenient {
+    webpki: Arc<WebPkiServerVerifier>,
+    checks: Checks,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -227,8 +195,11 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Checks::Signatures = self.checks {
+            return Ok(ServerCertVerified::assertion());
+        }
         match self
-            .0
+            .webpki
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
         {
             Err(rustls::Error::InvalidCertificate(
@@ -244,7 +215,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -253,11 +224,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.webpki.supported_verify_schemes()
     }
 }
 
