@@ -369,28 +369,8 @@ impl SupervisorState {
                 epoch: Some(epoch),
             });
         }
-        match self.store.queued_posts().await {
-            Ok(posts) => {
-                let mut by_platform: HashMap<Platform, Vec<PostStatus>> = HashMap::new();
-                for p in posts
-                    .items
-                    .into_iter()
-                    .filter(|p| keys.contains(&p.connection))
-                {
-                    by_platform
-                        .entry(p.connection.platform)
-                        .or_default()
-                        .push(p);
-                }
-                for (platform, posts) in by_platform {
-                    if let Ok(q) = self.queue(platform) {
-                        let _ = q.cast(QueueMsg::Load(posts));
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot load the posts of the connections taken over")
-            }
+        if let Err(e) = self.load_posts(|key| keys.contains(key)).await {
+            tracing::error!(error = %e, "cannot load the posts of the connections taken over");
         }
     }
 
@@ -442,6 +422,17 @@ impl SupervisorState {
 
     fn node(&self) -> NodeId {
         self.config.node.clone()
+    }
+
+    /// The epoch a queue fences the connection's post writes with: the lease's, where
+    /// several nodes may share the store; none where one process owns everything for
+    /// good, as nobody else can write for it (its actor's writes still carry one).
+    fn queue_fence(&self, key: &ConnectionKey) -> Option<Epoch> {
+        if self.forever {
+            None
+        } else {
+            self.held.get(key).copied()
+        }
     }
 
     /// One lease period's work: renew, let go of what was lost, hand over the excess,
@@ -574,7 +565,7 @@ impl SupervisorState {
                         key: key.clone(),
                         actor: actor.clone(),
                         paused: None,
-                        epoch: Some(epoch),
+                        epoch: self.queue_fence(&key),
                     })?;
                     // Posts a record that could not be read had paused go again.
                     self.queue(key.platform)?
@@ -748,20 +739,35 @@ impl SupervisorState {
                 key: key.clone(),
                 actor: Some(actor.clone()),
                 paused,
-                epoch: self.held.get(key).copied(),
+                epoch: self.queue_fence(key),
             });
             let _ = actor.cast(ConnectionMsg::Rebind(queue.clone()));
         }
-        if let Ok(loaded) = self.store.queued_posts().await {
-            let posts = loaded
-                .items
-                .into_iter()
-                .filter(|p| {
-                    p.connection.platform == platform && self.held.contains_key(&p.connection)
-                })
-                .collect();
-            let _ = queue.cast(QueueMsg::Load(posts));
+        let mine = |key: &ConnectionKey| key.platform == platform && self.held.contains_key(key);
+        if let Err(e) = self.load_posts(mine).await {
+            tracing::error!(%platform, error = %e, "cannot reload the rebuilt queue's posts");
         }
+    }
+
+    /// Hands each queue the waiting posts (Scheduled, Paused, Publishing) of the
+    /// connections `mine` picks, as the store holds them; answers the queued posts that
+    /// could not be read.
+    async fn load_posts(
+        &self,
+        mine: impl Fn(&ConnectionKey) -> bool,
+    ) -> Result<Vec<UnreadableRecord>, EngineError> {
+        let posts = self.store.queued_posts().await?;
+        let mut by_platform: HashMap<Platform, Vec<PostStatus>> = HashMap::new();
+        for p in posts.items.into_iter().filter(|p| mine(&p.connection)) {
+            by_platform
+                .entry(p.connection.platform)
+                .or_default()
+                .push(p);
+        }
+        for (platform, posts) in by_platform {
+            self.queue(platform)?.cast(QueueMsg::Load(posts))?;
+        }
+        Ok(posts.unreadable)
     }
 }
 
@@ -866,7 +872,7 @@ impl Actor for Supervisor {
                 (None, _) => Some(not_configured()),
                 (_, p) => p,
             };
-            let epoch = state.held.get(&key).copied();
+            let epoch = state.queue_fence(&key);
             state.queue(key.platform)?.cast(QueueMsg::Register {
                 key,
                 actor,
@@ -888,7 +894,7 @@ impl Actor for Supervisor {
                     ReasonCode::RecordUnreadable,
                     unreadable.problem.clone(),
                 );
-                let epoch = state.held.get(&key).copied();
+                let epoch = state.queue_fence(&key);
                 state.queue(key.platform)?.cast(QueueMsg::Register {
                     key,
                     actor: None,
@@ -898,23 +904,9 @@ impl Actor for Supervisor {
             }
         }
         boot.loading_posts();
-        let posts = state.store.queued_posts().await?;
-        for e in &posts.unreadable {
+        let unreadable = state.load_posts(|key| state.held.contains_key(key)).await?;
+        for e in &unreadable {
             tracing::error!(record = %e.key, problem = %e.problem, "a queued post cannot be read; it is named as unreadable and not sent");
-        }
-        let mut by_platform: HashMap<Platform, Vec<PostStatus>> = HashMap::new();
-        for p in posts
-            .items
-            .into_iter()
-            .filter(|p| state.held.contains_key(&p.connection))
-        {
-            by_platform
-                .entry(p.connection.platform)
-                .or_default()
-                .push(p);
-        }
-        for (platform, posts) in by_platform {
-            state.queue(platform)?.cast(QueueMsg::Load(posts))?;
         }
         if !state.forever {
             myself.send_after(state.config.lease / 3, || SupervisorMsg::LeaseTick);
