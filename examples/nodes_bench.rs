@@ -163,13 +163,15 @@ async fn run(
     tokio::time::sleep(Timestamp::now_system().until(due)).await;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        if platform.published().len() >= o.posts {
+        // A counter, not the list of what was published: the poll takes no CPU from
+        // the run it measures.
+        if platform.publish_calls() >= o.posts as u64 {
             break;
         }
         if Instant::now() > deadline {
             return Err(format!(
                 "{} of {} published after 600 s",
-                platform.published().len(),
+                platform.publish_calls(),
                 o.posts
             )
             .into());

@@ -52,11 +52,6 @@ const LEASE: Duration = Duration::from_secs(3);
 const PATIENCE: Duration = Duration::from_secs(60);
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
-/// A new, empty database on a server of its own: its URL.
-async fn database(server: &postgres::Postgres) -> String {
-    server.create_database("nodes").await
-}
-
 /// The platform as one node sees it: the shared fake, with the instant of every call
 /// this node sent.
 struct NodePort {
@@ -185,7 +180,7 @@ async fn owners(store: &FaultyStore) -> HashMap<String, u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_split_the_connections_fence_a_lost_one_and_hand_over_on_shutdown() {
     let server = postgres::Postgres::start().await;
-    let url = database(&server).await;
+    let url = server.create_database("nodes").await;
     let key_material = MasterKey::generate();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Access tokens of 8 s, refreshed at 75–90 % of that (6–7.2 s) with rotating refresh
