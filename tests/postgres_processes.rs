@@ -19,6 +19,10 @@
 //! restart is Published, and every connection is still there, active, owned by a live
 //! node.
 //!
+//! The second test is the fencing scenario with a real SIGSTOP and SIGCONT
+//! ([`a_node_stopped_past_its_lease_wakes_fenced_and_sends_nothing_stale`]); the two take
+//! turns, as both time leases of a few seconds on two cores.
+//!
 //! Leases of 5 s (the least the configuration takes) keep the run short: about a minute
 //! on two cores, the PostgreSQL start included, within a budget of three (every wait has
 //! its own patience too, and says what it waited for). The sandbox binary belongs to
@@ -93,8 +97,12 @@ const LOOK_AGAIN: Duration = Duration::from_millis(100);
 /// cores); the sandbox binary's build, which may compile, comes before it.
 const BUDGET: Duration = Duration::from_secs(180);
 
+/// The scenarios time leases of a few seconds on two cores: one runs at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_a_sandbox_survive_a_kill_and_a_rolling_restart() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let built = Instant::now();
     let sandbox_bin = sandbox_binary().await;
     println!("sandbox binary ready after {:.1?}", built.elapsed());
@@ -110,9 +118,9 @@ async fn three_nodes_share_a_sandbox_survive_a_kill_and_a_rolling_restart() {
 async fn scenario(sandbox_bin: &Path) {
     let started = Instant::now();
     let server = postgres::Postgres::start().await;
-    let database = database(&server).await;
+    let database = server.create_database("processes").await;
     println!("PostgreSQL up after {:.1?}", started.elapsed());
-    let mut cluster = Cluster::start(sandbox_bin, database).await;
+    let mut cluster = Cluster::start(sandbox_bin, database, CONNECTIONS).await;
     for id in ["node-1", "node-2", "node-3"] {
         cluster.start_node(id).await;
     }
@@ -324,6 +332,180 @@ async fn scenario(sandbox_bin: &Path) {
     cluster.passed = true;
 }
 
+/// The fencing test's X connections (two seeded users, four pen names each).
+const STOPPED_PENS: usize = 8;
+/// X's access tokens in the fencing test: refreshed every 7.5–9 s, so that every refresh
+/// the stopped node had planned falls due while it is stopped, and every grant rotates
+/// on the node that took it over before the stopped one wakes.
+const X_TOKEN_SECS: u64 = 10;
+
+/// Issue 13's fencing scenario with a real signal: two nodes share eight X connections,
+/// whose access tokens last 10 s and whose refresh tokens rotate (X kills the whole grant
+/// when a spent one comes back). Each connection has a post due while node-1 is
+/// SIGSTOPped; node-2 takes node-1's connections over, publishes their posts and rotates
+/// every grant. Then node-1 gets SIGCONT: its leases lapsed, its access tokens expired,
+/// every refresh and post it had planned is overdue and fires at once — and must be
+/// refused by its gate and its fences. Afterwards the sandbox has seen no spent refresh
+/// token and every post exactly once, every connection is active, node-1 runs exactly
+/// what it holds again, and every grant rotates once more on whichever node holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_past_its_lease_wakes_fenced_and_sends_nothing_stale() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let sandbox_bin = sandbox_binary().await;
+    tokio::time::timeout(BUDGET, stopped_scenario(&sandbox_bin))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the scenario did not finish within its budget of {BUDGET:?} (the logs are above)"
+            )
+        });
+}
+
+async fn stopped_scenario(sandbox_bin: &Path) {
+    let started = Instant::now();
+    let server = postgres::Postgres::start().await;
+    let database = server.create_database("sigstop").await;
+    let mut cluster = Cluster::start(sandbox_bin, database, STOPPED_PENS).await;
+    let set = cluster
+        .sandbox_call(
+            reqwest::Method::PUT,
+            "/sandbox/x/access-token-lifetime",
+            Some(json!({"secs": X_TOKEN_SECS})),
+        )
+        .await;
+    assert_eq!(set["access_token_lifetime_secs"], X_TOKEN_SECS, "{set}");
+    cluster.start_node("node-1").await;
+    cluster.start_node("node-2").await;
+    let connections: Vec<Wanted> = (0..STOPPED_PENS)
+        .map(|i| Wanted {
+            pen: format!("stop-{i}"),
+            platform: "x",
+            account: i % X_USERS.len(),
+        })
+        .collect();
+    let apis = cluster.apis();
+    in_lanes(connections.clone(), 2, move |i, wanted| {
+        let api = apis[i % apis.len()].clone();
+        async move { wanted.connect(&api).await }
+    })
+    .await;
+    let split = cluster
+        .owned_by(&["node-1", "node-2"], START_PATIENCE)
+        .await
+        .unwrap_or_else(|last| panic!("the connections are not split over both nodes: {last:?}"));
+    println!("split: {split:?}");
+
+    // A post for every connection, due while node-1 will be stopped: node-1's are in its
+    // queues, their timers running.
+    let due = Timestamp::now_system().saturating_add(Duration::from_secs(4));
+    let requests = connections
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.clone(), format!("while stopped {i}: {}", c.pen), due))
+        .collect();
+    let posts = cluster.schedule(requests, 0).await;
+
+    let stopped = cluster.take("node-1");
+    stopped.process.signal(libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    let owners = cluster
+        .owned_by(&["node-2"], TAKEOVER_PATIENCE)
+        .await
+        .unwrap_or_else(|last| {
+            panic!(
+                "node-2 did not take node-1's connections over within {TAKEOVER_PATIENCE:?} of its SIGSTOP: {last:?}"
+            )
+        });
+    let takeover = stopped_at.elapsed();
+    println!("node-1 SIGSTOPped; node-2 holds everything after {takeover:.1?}: {owners:?}");
+
+    // Node-2 publishes the posts and rotates every grant: node-1's refresh tokens are spent.
+    let views = cluster.settled(&posts, PHASE_PATIENCE).await;
+    let took_over = Timestamp::now_system();
+    cluster
+        .every_grant_issued_after(&connections, took_over)
+        .await;
+    let before_waking = cluster.token_requests().await.len();
+    println!(
+        "every post settled {:?} and every grant rotated on node-2, {:.1?} after the SIGSTOP",
+        by_state(&views),
+        stopped_at.elapsed()
+    );
+    // Every token node-1 holds was issued before the SIGSTOP, so a token lifetime after
+    // it each has expired and every refresh node-1 planned is overdue: that moment is the
+    // condition, so it is waited for as such (usually it has passed already).
+    tokio::time::sleep_until((stopped_at + Duration::from_secs(X_TOKEN_SECS)).into()).await;
+
+    // Node-1 wakes with every lease lapsed, every token it holds expired or spent, and
+    // every refresh and post it planned overdue.
+    stopped.process.signal(libc::SIGCONT);
+    let woke = Instant::now();
+    let node1 = stopped.api.clone();
+    cluster.nodes.push(stopped);
+    let rebalanced = cluster
+        .owned_by(&["node-1", "node-2"], TAKEOVER_PATIENCE)
+        .await
+        .unwrap_or_else(|last| panic!("node-1 was given no share again after waking: {last:?}"));
+    let runs = poll_until(PHASE_PATIENCE, LOOK_AGAIN, async || {
+        let report = node1.get("/v1/supervisor").await.ok()?;
+        let here = report["running_here"].as_u64()?;
+        let held = *node1.owners().await.ok()?.get("node-1")?;
+        (here == held && held > 0).then_some(here)
+    })
+    .await
+    .unwrap_or_else(|| panic!("node-1 does not run exactly the connections it holds"));
+    println!(
+        "node-1 woke: shares {rebalanced:?} {:.1?} after SIGCONT, runs {runs}",
+        woke.elapsed()
+    );
+    // Every grant rotates once more, on whichever node now holds it: one that node-1 had
+    // overwritten with what it held before the stop would fail here.
+    let rebalanced_at = Timestamp::now_system();
+    cluster
+        .every_grant_issued_after(&connections, rebalanced_at)
+        .await;
+
+    let requests = cluster.token_requests().await;
+    let not_issued: Vec<_> = requests
+        .iter()
+        .filter(|r| r["outcome"] != "issued")
+        .collect();
+    assert!(
+        not_issued.is_empty(),
+        "token requests the sandbox refused (a spent refresh token is `refresh_token_reused`): {not_issued:?}"
+    );
+    let after_waking = requests.len() - before_waking;
+    assert!(
+        after_waking >= STOPPED_PENS,
+        "{after_waking} refreshes after the wake"
+    );
+
+    // Every post exactly once, published by the node that took it over.
+    let record = sandbox_record(&cluster.sandbox_url).await;
+    for post in &posts {
+        let view = &views[&post.id];
+        assert_eq!(
+            view["state"], "published",
+            "node-1 was stopped before it was due, so nothing was in flight: {view}"
+        );
+        let received = record.iter().filter(|(_, text)| *text == post.text).count();
+        assert_eq!(
+            received, 1,
+            "the sandbox received {:?} {received} times",
+            post.text
+        );
+    }
+    assert_eq!(record.len(), posts.len(), "{record:?}");
+    cluster.every_connection_active(&connections).await;
+    println!(
+        "fenced: after the SIGCONT no spent refresh token, no post twice; {} token requests, {after_waking} after the wake; \
+         takeover {takeover:.1?}; the whole test {:.1?}",
+        requests.len(),
+        started.elapsed()
+    );
+    cluster.passed = true;
+}
+
 /// One connection the test makes: a pen name's Bluesky (with a seeded account) or X (as a
 /// seeded user, through the consent page).
 #[derive(Debug, Clone)]
@@ -425,6 +607,8 @@ struct Cluster {
     nodes: Vec<NodeProcess>,
     /// Declared after the nodes, its clients: killed once they are gone.
     _sandbox: Process,
+    /// How many connections the scenario makes: what the live nodes must hold between them.
+    connections: usize,
     /// Every log written, for a failure's message.
     logs: Vec<PathBuf>,
     /// Set once every check held; until then, a drop (a panic, the budget spent) prints
@@ -435,8 +619,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Starts the sandbox binary and reads its address; no node yet.
-    async fn start(sandbox_bin: &Path, database: String) -> Cluster {
+    /// Starts the sandbox binary and reads its address; no node yet. The scenario will make
+    /// `connections` connections.
+    async fn start(sandbox_bin: &Path, database: String, connections: usize) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("social-studio-processes-")
             .tempdir()
@@ -487,6 +672,7 @@ impl Cluster {
             sandbox_url,
             nodes: Vec::new(),
             _sandbox: sandbox,
+            connections,
             logs: vec![log],
             passed: false,
             dir,
@@ -637,7 +823,7 @@ impl Cluster {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
             let exact = holding.keys().map(String::as_str).eq(nodes.iter().copied())
-                && holding.values().sum::<u64>() == CONNECTIONS as u64;
+                && holding.values().sum::<u64>() == self.connections as u64;
             last = Some(owners.clone());
             exact.then_some(owners)
         })
@@ -677,7 +863,7 @@ impl Cluster {
         let index = Arc::new(index);
         in_lanes(requests, LANES, move |i, (wanted, text, due)| {
             let apis = apis.clone();
-            let made_at = index[&format!("{}/{}", wanted.pen, wanted.platform)];
+            let index = index.clone();
             async move {
                 let body = json!({
                     "platform": wanted.platform,
@@ -688,7 +874,11 @@ impl Cluster {
                 let path = format!("/v1/pen-names/{}/posts", wanted.pen);
                 let mut tries = Vec::new();
                 // The node after the one that made the connection, or any.
-                let lane = if shift == 0 { i } else { made_at + shift };
+                let lane = if shift == 0 {
+                    i
+                } else {
+                    index[&format!("{}/{}", wanted.pen, wanted.platform)] + shift
+                };
                 for attempt in 0..10 {
                     let api = &apis[(lane + attempt) % apis.len()];
                     match api
@@ -804,6 +994,82 @@ impl Cluster {
             "every post is listed under its pen name"
         );
         views
+    }
+
+    /// A control of the sandbox: the JSON it answers (a failure fails the test).
+    async fn sandbox_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let mut request =
+            reqwest::Client::new().request(method, format!("{}{path}", self.sandbox_url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("the sandbox's {path}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("the sandbox's {path} is not JSON: {e}"))
+    }
+
+    /// Every request X's token endpoint received, oldest first (`{grant_type,
+    /// credential, outcome}`).
+    async fn token_requests(&self) -> Vec<Value> {
+        let list = self
+            .sandbox_call(reqwest::Method::GET, "/sandbox/x/token-requests", None)
+            .await;
+        list.as_array()
+            .unwrap_or_else(|| panic!("token requests are a list: {list}"))
+            .clone()
+    }
+
+    /// Waits until every connection's grant was issued after `after`: its access token
+    /// lapses a whole lifetime after it (the engine dates a grant by the answer's
+    /// arrival, so this counts only grants issued by the node holding the lease then).
+    /// A connection that leaves Active fails the test at once.
+    async fn every_grant_issued_after(&self, connections: &[Wanted], after: Timestamp) {
+        let fresh_from = after.saturating_add(Duration::from_secs(X_TOKEN_SECS));
+        let mut last = Vec::new();
+        let done = poll_until(PHASE_PATIENCE, Duration::from_millis(250), async || {
+            last.clear();
+            for (i, c) in connections.iter().enumerate() {
+                let api = &self.nodes[i % self.nodes.len()].api;
+                let list = api
+                    .get(&format!("/v1/pen-names/{}/connections", c.pen))
+                    .await
+                    .ok()?;
+                let entry = list["connections"]
+                    .as_array()?
+                    .iter()
+                    .find(|e| e["platform"] == c.platform)?;
+                let expires = entry["expires_at"]
+                    .as_str()
+                    .and_then(|t| Timestamp::parse_rfc3339(t).ok());
+                last.push((c.pen.clone(), entry["status"].clone(), expires));
+            }
+            if last.iter().any(|(_, status, _)| *status != "active") {
+                // Left Active (a grant family X killed for a spent refresh token): final.
+                return Some(Err(()));
+            }
+            last.iter()
+                .all(|(_, _, expires)| expires.is_some_and(|t| t >= fresh_from))
+                .then_some(Ok(()))
+        })
+        .await;
+        match done {
+            Some(Ok(())) => {}
+            Some(Err(())) => panic!("a connection is no longer active (status, expiry): {last:?}"),
+            None => panic!(
+                "not every grant was issued after {} within {PHASE_PATIENCE:?} (status, expiry): {last:?}",
+                after.to_rfc3339()
+            ),
+        }
     }
 
     /// Every connection made is listed, active, under its pen name.
@@ -1196,11 +1462,6 @@ async fn sandbox_binary() -> PathBuf {
     let bin = profile_dir.join("social-studio-sandbox");
     assert!(bin.is_file(), "no {}", bin.display());
     bin
-}
-
-/// A new, empty database on the test's server: its URL.
-async fn database(server: &postgres::Postgres) -> String {
-    server.create_database("processes").await
 }
 
 /// A free loopback port, found by binding one and letting it go.

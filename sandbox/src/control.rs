@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -433,12 +433,16 @@ pub(crate) use grant_controls;
 
 /// The grant controls, the same for every OAuth platform: `POST /users/{id}/revoke`
 /// (answers `{"user", "revoked_tokens"}`), `POST /users/{id}/expire` (answers
-/// `{"user", "expired_access_tokens"}`), `GET /token-requests` and
-/// `GET /revoked-tokens`. An unknown user answers 404 `unknown_user`.
+/// `{"user", "expired_access_tokens"}`), `PUT /access-token-lifetime` (`{"secs": N}`,
+/// for the access tokens issued from then on: a sandbox in another process gets short-lived
+/// tokens this way), `GET /token-requests` and `GET /revoked-tokens`. An unknown user
+/// answers 404 `unknown_user`; a lifetime of 0 or a body that is not `{"secs": N}`, 400
+/// `invalid_setting`.
 pub(crate) fn grant_routes<C: GrantControl>(control: &C) -> Router {
     Router::new()
         .route("/users/{id}/revoke", post(revoke_user::<C>))
         .route("/users/{id}/expire", post(expire_user::<C>))
+        .route("/access-token-lifetime", put(access_token_lifetime::<C>))
         .route("/token-requests", get(token_requests::<C>))
         .route("/revoked-tokens", get(revoked_tokens::<C>))
         .with_state(control.clone())
@@ -458,6 +462,26 @@ async fn expire_user<C: GrantControl>(
 ) -> Result<Json<Value>, SandboxError> {
     let count = control.expire_access_tokens(&id)?;
     Ok(Json(json!({"user": id, "expired_access_tokens": count})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifetimeControl {
+    secs: u64,
+}
+
+async fn access_token_lifetime<C: GrantControl>(
+    State(control): State<C>,
+    body: ControlBody<LifetimeControl>,
+) -> Result<Json<Value>, SandboxError> {
+    let LifetimeControl { secs } = read_control(body)?;
+    if secs == 0 {
+        return Err(SandboxError::InvalidSetting(
+            "an access token lifetime of 0 s: every token would be born expired".to_owned(),
+        ));
+    }
+    control.set_access_token_lifetime(Duration::from_secs(secs));
+    Ok(Json(json!({"access_token_lifetime_secs": secs})))
 }
 
 async fn token_requests<C: GrantControl>(State(control): State<C>) -> Json<Vec<TokenRequest>> {

@@ -37,8 +37,8 @@
 //! calls of one path: [`Faults`], which every platform's control handle derefs to), `control` (the world behind its mutex, the fault-control routes
 //! mounted under every `/sandbox/{platform}` prefix, and for X, LinkedIn, Pinterest,
 //! TikTok and YouTube the grant controls — `revoke_user_grants`, `token_requests` and
-//! the rest — with their routes `/users/{id}/revoke|expire`, `/token-requests` and
-//! `/revoked-tokens`),
+//! the rest — with their routes `/users/{id}/revoke|expire`, `/access-token-lifetime`,
+//! `/token-requests` and `/revoked-tokens`),
 //! `endpoints` (the route table), plus the small HTTP server in this file that lets a
 //! handler close its connection without answering.
 //!

@@ -35,7 +35,7 @@
 //! Controls, under `/sandbox/linkedin`: `GET /state`, `GET /posts`,
 //! `POST /members/{sub}/remove-role {"organization"}`, `POST /partner {"enabled"}`,
 //! the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
-//! `GET /token-requests`, `/revoked-tokens`) where `{id}` is the member's `sub` and revoking also ends partner refresh
+//! `PUT /access-token-lifetime`, `GET /token-requests`, `/revoked-tokens`) where `{id}` is the member's `sub` and revoking also ends partner refresh
 //! tokens, and the shared fault controls (`POST /fail`, `/stall`,
 //! `/drop`, `/garble`, `/rate-limit`, `DELETE /faults`, which also disarms
 //! [`LinkedinControl::reject_next_posts`]).

@@ -18,7 +18,7 @@
 //!
 //! Controls, under `/sandbox/pinterest`: `GET /state`, `GET /users/{id}/pins`,
 //! `DELETE /boards/{id}`, the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
-//! `GET /token-requests`, `/revoked-tokens`) (`{id}` an id or
+//! `PUT /access-token-lifetime`, `GET /token-requests`, `/revoked-tokens`) (`{id}` an id or
 //! username), and the shared fault controls (`POST /fail`, `/stall`,
 //! `/drop`, `/garble`, `/rate-limit`, `DELETE /faults`).
 //!

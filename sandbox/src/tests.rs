@@ -939,6 +939,57 @@ async fn controls_over_http_drive_the_simulation() {
 }
 
 #[tokio::test]
+async fn the_access_token_lifetime_is_set_over_http_for_tokens_issued_after() {
+    let h = harness().await;
+    let first = h.login("jane_writes", SCOPES).await;
+    let set = |body: Value| {
+        h.http
+            .put(h.url("/sandbox/x/access-token-lifetime"))
+            .json(&body)
+            .send()
+    };
+
+    let answer = set(json!({"secs": 10})).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(
+        answer.json::<Value>().await.unwrap()["access_token_lifetime_secs"],
+        10
+    );
+    let refreshed: Value = h
+        .refresh(first.refresh.as_deref().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refreshed["expires_in"], 10, "{refreshed}");
+
+    // Bad settings change nothing.
+    for bad in [
+        json!({"secs": 0}),
+        json!({"seconds": 5}),
+        json!({"secs": -1}),
+    ] {
+        let answer = set(bad.clone()).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            answer.json::<Value>().await.unwrap()["error"],
+            "invalid_setting",
+            "{bad}"
+        );
+    }
+    let state: Value = h
+        .http
+        .get(h.url("/sandbox/x/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["access_token_lifetime_secs"], 10);
+}
+
+#[tokio::test]
 async fn added_users_can_log_in_and_configured_clients_are_required() {
     let h = harness().await;
     let x = h.sandbox.x();

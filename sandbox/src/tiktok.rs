@@ -25,7 +25,7 @@
 //!
 //! Controls, under `/sandbox/tiktok`: `GET /state`, `POST /audited {"audited"}`,
 //! `GET /users/{id}/posts`, the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
-//! `GET /token-requests`, `/revoked-tokens`) (`{id}` an open id or
+//! `PUT /access-token-lifetime`, `GET /token-requests`, `/revoked-tokens`) (`{id}` an open id or
 //! username), and the shared fault controls (`POST /fail`, `/stall`, `/drop`, `/garble`, `/rate-limit`,
 //! `DELETE /faults`).
 //!

@@ -18,7 +18,7 @@
 //!
 //! Controls, under `/sandbox/x`: `GET /state`, `GET /users`, `GET /users/{id}/tweets`,
 //! the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
-//! `GET /token-requests`, `/revoked-tokens`), and the shared fault controls
+//! `PUT /access-token-lifetime`, `GET /token-requests`, `/revoked-tokens`), and the shared fault controls
 //! (`POST /fail`, `/stall`, `/drop`, `/garble`, `/rate-limit`, `DELETE /faults`). An armed rate
 //! limit answers X's 429 with `x-rate-limit-remaining: 0` and the armed
 //! `x-rate-limit-reset` on users/me, tweets and media.

@@ -22,7 +22,7 @@
 //! Controls, under `/sandbox/youtube`: `GET /state`, `POST /quota {"remaining"}`,
 //! `POST /users/{id}/upload-limit`, `GET /videos`, `POST /drop-chunk {"chunks"}`,
 //! the shared grant controls (`POST /users/{id}/revoke`, `/users/{id}/expire`,
-//! `GET /token-requests`, `/revoked-tokens`) (`{id}` an id or username), the shared fault controls (`POST /fail`, `/stall`,
+//! `PUT /access-token-lifetime`, `GET /token-requests`, `/revoked-tokens`) (`{id}` an id or username), the shared fault controls (`POST /fail`, `/stall`,
 //! `/drop`, `/garble`, `DELETE /faults`, which also disarms chunk drops; no `/rate-limit`: YouTube's
 //! limit is its quota),
 //! and `GET /media/sample.mp4`, a small video for posts to point at.
