@@ -430,11 +430,16 @@ mod postgres_backend {
         let mut b = Batch::new();
         b.put_post_status(&y2).put_post_status(&x2);
         let pending = tokio::spawn(store.commit(b, Durability::Durable));
+        // Watched from a session of its own: inside `other`'s open transaction the
+        // statistics views keep the snapshot of their first read
+        // (`stats_fetch_consistency = cache`), so a first look taken before the commit
+        // began to wait would never see it wait.
+        let watcher = pg.client().await;
         let waiting = crate::wait::poll_until(
             std::time::Duration::from_secs(30),
             std::time::Duration::from_millis(10),
             async || {
-                let n: i64 = other
+                let n: i64 = watcher
                     .query_one(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
                          AND application_name = 'social-studio' AND wait_event_type = 'Lock'",
