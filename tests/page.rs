@@ -241,8 +241,41 @@ async fn a_page_link_opens_once_and_its_cookie_reaches_only_its_pen_name() {
         "the default lifetime is 15 minutes: {ttl:?}"
     );
 
-    // Opened once: a cookie for jane's page alone, and on to the page.
-    let opened = app.http.get(url).send().await.expect("an answer");
+    // A GET — a link preview, a mail scanner, or the browser's first step — spends
+    // nothing: it answers the form that opens the link, and the script that submits it.
+    let path = url.strip_prefix(&app.engine).expect("the engine's URL");
+    for _ in 0..2 {
+        let offered = app.http.get(url).send().await.expect("an answer");
+        assert_eq!(offered.status(), StatusCode::OK);
+        assert!(offered.headers().get(SET_COOKIE).is_none());
+        let csp = offered.headers()["content-security-policy"]
+            .to_str()
+            .expect("a CSP")
+            .to_owned();
+        assert!(csp.contains("form-action 'self'"), "{csp}");
+        let html = offered.text().await.expect("HTML");
+        assert!(
+            html.contains(&format!("action=\"{path}\"")) && html.contains("method=\"post\""),
+            "{html}"
+        );
+        assert!(html.contains("src=\"/page-assets/open.js\""), "{html}");
+        assert!(!html.contains("<script>"), "no inline script: {html}");
+    }
+    let script = app
+        .http
+        .get(format!("{}/page-assets/open.js", app.engine))
+        .send()
+        .await
+        .expect("the script");
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(script
+        .text()
+        .await
+        .expect("text")
+        .contains("getElementById('open-link').submit()"));
+
+    // Opened once, by the form's POST: a cookie for jane's page alone, and on to the page.
+    let opened = app.http.post(url).send().await.expect("an answer");
     assert_eq!(opened.status(), StatusCode::SEE_OTHER);
     assert_eq!(opened.headers()[LOCATION], "/page/jane");
     let (jane_cookie, header) = cookie_of(&opened);
@@ -254,7 +287,7 @@ async fn a_page_link_opens_once_and_its_cookie_reaches_only_its_pen_name() {
         "plain http on loopback: {header}"
     );
     // Twice: refused.
-    let again = app.http.get(url).send().await.expect("an answer");
+    let again = app.http.post(url).send().await.expect("an answer");
     assert_eq!(again.status(), StatusCode::GONE);
     assert!(again.headers().get(SET_COOKIE).is_none());
 
@@ -288,7 +321,7 @@ async fn a_page_link_opens_once_and_its_cookie_reaches_only_its_pen_name() {
         .expect("an answer");
     assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
     let pat_link = app.page_link("pat").await;
-    let pat_opened = app.http.get(&pat_link).send().await.expect("an answer");
+    let pat_opened = app.http.post(&pat_link).send().await.expect("an answer");
     let (pat_cookie, _) = cookie_of(&pat_opened);
     let pat_page = app
         .http
@@ -384,7 +417,7 @@ async fn a_page_link_opens_once_and_its_cookie_reaches_only_its_pen_name() {
     let state = start["state"].as_str().expect("a state");
     let opened = app
         .http
-        .get(format!("{}/page-link/{state}", app.engine))
+        .post(format!("{}/page-link/{state}", app.engine))
         .send()
         .await
         .expect("an answer");
@@ -414,9 +447,26 @@ async fn nested_under_a_hosts_prefix_the_page_keeps_to_it() {
 
     let link = app.page_link("jane").await;
     let token = link.rsplit('/').next().expect("a token");
-    let opened = app
+    let offered = app
         .http
         .get(format!("{host}/social/page-link/{token}"))
+        .send()
+        .await
+        .expect("an answer")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(
+        offered.contains(&format!("action=\"/social/page-link/{token}\"")),
+        "{offered}"
+    );
+    assert!(
+        offered.contains("src=\"/social/page-assets/open.js\""),
+        "{offered}"
+    );
+    let opened = app
+        .http
+        .post(format!("{host}/social/page-link/{token}"))
         .send()
         .await
         .expect("an answer");

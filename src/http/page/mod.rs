@@ -5,7 +5,8 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /page-link/{token}` | opens a page link once: sets the page cookie, then 303 to the page |
+//! | `GET /page-link/{token}` | a form that POSTs to the link, submitted at once by `open.js`: a link preview spends nothing |
+//! | `POST /page-link/{token}` | opens a page link once: sets the page cookie, then 303 to the page |
 //! | `GET /page/{pen}` | the page |
 //! | `GET /page/{pen}/events` | the pen name's events as server-sent events: the page reloads its list on each |
 //! | `POST /page/{pen}/connect/{platform}` | begins an OAuth connect (`{"replace"}`): `{"authorize_url"}`, the page's path bound to the `state` |
@@ -13,7 +14,7 @@
 //! | `POST /page/{pen}/disconnect/{platform}` | `{"confirm": false}` answers how many scheduled posts would fail; `true` disconnects |
 //! | `POST /page/{pen}/verify/{platform}` | Check connection, or `{"test_post": "…"}` to send one |
 //! | `POST /page/{pen}/targets/{platform}` | `{"targets": [id…]}`: where posts that name no target go, as `PUT …/connections/{platform}/targets` |
-//! | `GET /page-assets/page.js`, `page.css` | the embedded assets |
+//! | `GET /page-assets/page.js`, `open.js`, `page.css` | the embedded assets |
 //!
 //! These routes are not in the API's route table ([`super::routes`]): the admin token and
 //! a host's [`Authorize`](super::Authorize) mean nothing to them. They admit a browser
@@ -46,6 +47,7 @@ use crate::studio::PageLinkError;
 pub(crate) use access::SESSION;
 
 const PAGE_JS: &str = include_str!("assets/page.js");
+const OPEN_JS: &str = include_str!("assets/open.js");
 const PAGE_CSS: &str = include_str!("assets/page.css");
 
 /// The page's routes, beside the API's: those of a pen name behind [`guard`].
@@ -60,8 +62,9 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/page/{pen}/targets/{platform}", post(choose_targets))
         .route_layer(axum::middleware::from_fn_with_state(state, guard));
     Router::new()
-        .route("/page-link/{token}", get(open_link))
+        .route("/page-link/{token}", get(offer_link).post(open_link))
         .route("/page-assets/page.js", get(script))
+        .route("/page-assets/open.js", get(open_script))
         .route("/page-assets/page.css", get(stylesheet))
         .merge(of_a_pen_name)
 }
@@ -191,11 +194,31 @@ async fn script() -> Response {
     asset("text/javascript; charset=utf-8", PAGE_JS)
 }
 
+async fn open_script() -> Response {
+    asset("text/javascript; charset=utf-8", OPEN_JS)
+}
+
 async fn stylesheet() -> Response {
     asset("text/css; charset=utf-8", PAGE_CSS)
 }
 
-/// `GET /page-link/{token}`: spends the link, sets the cookie, sends the browser on to
+/// `GET /page-link/{token}`: the form that opens the link, spending nothing. Link
+/// previews (chat apps, mail scanners) fetch a link before its person clicks it; were the
+/// GET to spend the single-use link, the author would find it used. The browser's script
+/// submits the form at once.
+async fn offer_link(
+    State(state): State<AppState>,
+    OriginalUri(original): OriginalUri,
+    uri: Uri,
+) -> Response {
+    html(
+        &state,
+        StatusCode::OK,
+        render::opening(&prefix(&original, &uri), original.path()),
+    )
+}
+
+/// `POST /page-link/{token}`: spends the link, sets the cookie, sends the browser on to
 /// the page. A link that does not open is a page saying so.
 #[tracing::instrument(skip_all, fields(pen_name))]
 async fn open_link(

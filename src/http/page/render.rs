@@ -346,6 +346,28 @@ pub(super) fn page(input: &PageInput<'_>) -> String {
 }
 
 /// A page that says why the Social Accounts page cannot be shown.
+/// A page link's first step (`GET /page-link/{token}`): a form that POSTs to `action`, the
+/// link itself, submitted at once by `open.js`, or by the author where scripts do not run.
+pub(super) fn opening(prefix: &str, action: &str) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(prefix, "Social Accounts – Social Studio"))
+            body {
+                main id="main" {
+                    h1 { "Social Accounts" }
+                    form id="open-link" method="post" action=(action) {
+                        p { "Opening your Social Accounts…" }
+                        button type="submit" { "Open Social Accounts" }
+                    }
+                }
+                script src={ (prefix) "/page-assets/open.js" } {}
+            }
+        }
+    }
+    .into_string()
+}
+
 pub(super) fn refused(prefix: &str, message: &str, remedy: &str) -> String {
     html! {
         (DOCTYPE)
