@@ -20,8 +20,9 @@
 //! node.
 //!
 //! The second test is the fencing scenario with a real SIGSTOP and SIGCONT
-//! ([`a_node_stopped_past_its_lease_wakes_fenced_and_sends_nothing_stale`]); the two take
-//! turns, as both time leases of a few seconds on two cores.
+//! ([`a_node_stopped_past_its_lease_wakes_fenced_and_sends_nothing_stale`]), which ends
+//! with the event streams read through both nodes; the two take turns, as both time
+//! leases of a few seconds on two cores.
 //!
 //! Leases of 5 s (the least the configuration takes) keep the run short: about a minute
 //! on two cores, the PostgreSQL start included, within a budget of three (every wait has
@@ -38,6 +39,8 @@ mod node;
 #[path = "support/postgres.rs"]
 #[allow(dead_code)] // the test needs only the server's URL
 mod postgres;
+#[path = "support/sse.rs"]
+mod sse;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -58,6 +61,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Child;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
+
+use sse::{SseEvent, SseReader};
 
 /// Pen names with a Bluesky connection; the first [`X_PENS`] of them have X too.
 const BLUESKY_PENS: usize = 280;
@@ -497,6 +502,58 @@ async fn stopped_scenario(sandbox_bin: &Path) {
     }
     assert_eq!(record.len(), posts.len(), "{record:?}");
     cluster.every_connection_active(&connections).await;
+
+    // Events reach every node, whoever wrote them: the history read through either node
+    // is the same, in the same order, and holds every post's publication — half of them
+    // written by node-2 while node-1 was stopped; a client resuming with `Last-Event-ID`
+    // on the other node misses none. A post scheduled once both streams are open marks
+    // where to stop reading.
+    let node2 = cluster.nodes[0].api.clone();
+    let mut on_1 = node1.events(0).await;
+    let mut on_2 = node2.events(0).await;
+    let later = Timestamp::now_system().saturating_add(Duration::from_secs(3600));
+    let marker = cluster
+        .schedule(
+            vec![(connections[0].clone(), "the marker".to_owned(), later)],
+            0,
+        )
+        .await
+        .remove(0);
+    let is_marker = |e: &SseEvent| e.data["post_id"] == marker.id.as_str();
+    let (_, history) = on_1.until(is_marker).await;
+    let (_, through_2) = on_2.until(is_marker).await;
+    assert_eq!(
+        ids(&through_2),
+        ids(&history),
+        "the same history through either node"
+    );
+    for post in &posts {
+        assert!(
+            history
+                .iter()
+                .any(|e| e.event.as_deref() == Some("post_state")
+                    && e.data["post_id"] == post.id.as_str()
+                    && e.data["to"] == "published"),
+            "no publication of {post:?} in the history"
+        );
+    }
+    let from = history
+        .iter()
+        .find(|e| e.data["to"] == "published")
+        .and_then(|e| e.id)
+        .expect("a publication in the history");
+    let (_, resumed) = node2.events(from).await.until(is_marker).await;
+    let missed: Vec<u64> = ids(&history).into_iter().filter(|id| *id > from).collect();
+    assert_eq!(
+        ids(&resumed),
+        missed,
+        "resumed on node-2 after event {from}, read on node-1"
+    );
+    println!(
+        "events: {} through either node, {} resumed on node-2 after {from}",
+        history.len(),
+        resumed.len()
+    );
     println!(
         "fenced: after the SIGCONT no spent refresh token, no post twice; {} token requests, {after_waking} after the wake; \
          takeover {takeover:.1?}; the whole test {:.1?}",
@@ -1294,6 +1351,20 @@ impl Api {
         }
     }
 
+    /// `/v1/events` from after event `after` (0: every stored event), then live ones. Its
+    /// own client: the API's has a timeout for the whole answer, a stream none.
+    async fn events(&self, after: u64) -> SseReader {
+        let response = reqwest::Client::new()
+            .get(format!("{}/v1/events", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("Last-Event-ID", after.to_string())
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("{}'s event stream: {e}", self.node));
+        SseReader::new(response, PHASE_PATIENCE)
+    }
+
     /// `/v1/supervisor`'s `owners`: connections by the node holding their lease.
     async fn owners(&self) -> Result<BTreeMap<String, u64>, String> {
         let body = self.get("/v1/supervisor").await?;
@@ -1345,6 +1416,16 @@ async fn sandbox_record(sandbox: &str) -> Vec<(String, String)> {
         }
     }
     posts
+}
+
+/// The events' ids, in the order read; an event without one (`gap`) fails the test.
+fn ids(events: &[SseEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| {
+            e.id.unwrap_or_else(|| panic!("an event without an id: {e:?}"))
+        })
+        .collect()
 }
 
 fn finished(view: &Value) -> bool {

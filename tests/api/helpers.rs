@@ -19,6 +19,10 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[path = "../support/sse.rs"]
+mod sse;
+pub use sse::SseReader;
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-5f1c9a0e7d";
 /// The sandbox's seeded X users.
 pub const JANE_ID: &str = "2244994945";
@@ -437,10 +441,7 @@ impl TestApp {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream")));
-        SseReader {
-            response,
-            buffer: String::new(),
-        }
+        SseReader::new(response, PATIENCE)
     }
 }
 
@@ -543,81 +544,4 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
             .replace("&gt;", ">")
             .replace("&amp;", "&"),
     )
-}
-
-/// One server-sent event as read off the wire.
-#[derive(Debug, Clone)]
-pub struct SseEvent {
-    pub id: Option<u64>,
-    pub event: Option<String>,
-    pub data: Value,
-}
-
-/// Reads server-sent events off a streaming response.
-pub struct SseReader {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl SseReader {
-    /// The next event (comments and keep-alives skipped), or `None` if the stream ended.
-    pub async fn next(&mut self) -> Option<SseEvent> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                if let Some(event) = parse_block(&block) {
-                    return Some(event);
-                }
-                continue;
-            }
-            let chunk = self.response.chunk().await.expect("stream readable")?;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-
-    /// The next event, failing the test if none comes within [`PATIENCE`].
-    pub async fn expect_next(&mut self) -> SseEvent {
-        tokio::time::timeout(PATIENCE, self.next())
-            .await
-            .expect("an event within the deadline")
-            .expect("the stream is still open")
-    }
-
-    /// Reads until an event satisfies `wanted`; returns it and everything read before.
-    pub async fn until(&mut self, wanted: impl Fn(&SseEvent) -> bool) -> (SseEvent, Vec<SseEvent>) {
-        let mut before = Vec::new();
-        loop {
-            let event = self.expect_next().await;
-            if wanted(&event) {
-                return (event, before);
-            }
-            before.push(event);
-        }
-    }
-}
-
-fn parse_block(block: &str) -> Option<SseEvent> {
-    let mut id = None;
-    let mut event = None;
-    let mut data = String::new();
-    for line in block.lines() {
-        if let Some(v) = line.strip_prefix("id:") {
-            id = v.trim().parse().ok();
-        } else if let Some(v) = line.strip_prefix("event:") {
-            event = Some(v.trim().to_string());
-        } else if let Some(v) = line.strip_prefix("data:") {
-            if !data.is_empty() {
-                data.push('\n');
-            }
-            data.push_str(v.strip_prefix(' ').unwrap_or(v));
-        }
-    }
-    if data.is_empty() {
-        return None;
-    }
-    Some(SseEvent {
-        id,
-        event,
-        data: serde_json::from_str(&data).expect("event data is JSON"),
-    })
 }
