@@ -143,6 +143,18 @@ impl Harness {
             .unwrap()
     }
 
+    /// X's control page, `GET /sandbox/x/state`.
+    async fn x_state(&self) -> Value {
+        self.http
+            .get(self.url("/sandbox/x/state"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn me(&self, access_token: &str) -> Response {
         self.http
             .get(self.url("/x/2/users/me"))
@@ -921,15 +933,7 @@ async fn controls_over_http_drive_the_simulation() {
         "unknown_user"
     );
 
-    let state: Value = h
-        .http
-        .get(h.url("/sandbox/x/state"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = h.x_state().await;
     assert_eq!(state["tweets"], 1);
     assert_eq!(state["users"][0]["username"], "jane_writes");
     assert!(
@@ -977,15 +981,7 @@ async fn the_access_token_lifetime_is_set_over_http_for_tokens_issued_after() {
             "{bad}"
         );
     }
-    let state: Value = h
-        .http
-        .get(h.url("/sandbox/x/state"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = h.x_state().await;
     assert_eq!(state["access_token_lifetime_secs"], 10);
 }
 

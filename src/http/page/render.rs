@@ -349,26 +349,32 @@ pub(super) fn page(input: &PageInput<'_>) -> String {
 /// A page link's first step (`GET /page-link/{token}`): a form that POSTs to `action`, the
 /// link itself, submitted at once by `open.js`, or by the author where scripts do not run.
 pub(super) fn opening(prefix: &str, action: &str) -> String {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            (head(prefix, "Social Accounts – Social Studio"))
-            body {
-                main id="main" {
-                    h1 { "Social Accounts" }
-                    form id="open-link" method="post" action=(action) {
-                        p { "Opening your Social Accounts…" }
-                        button type="submit" { "Open Social Accounts" }
-                    }
-                }
-                script src={ (prefix) "/page-assets/open.js" } {}
+    notice_page(
+        prefix,
+        html! {
+            form id="open-link" method="post" action=(action) {
+                p { "Opening your Social Accounts…" }
+                button type="submit" { "Open Social Accounts" }
             }
-        }
-    }
-    .into_string()
+        },
+        html! { script src={ (prefix) "/page-assets/open.js" } {} },
+    )
 }
 
 pub(super) fn refused(prefix: &str, message: &str, remedy: &str) -> String {
+    notice_page(
+        prefix,
+        html! {
+            p role="alert" { (message) }
+            p { (remedy) }
+        },
+        html! {},
+    )
+}
+
+/// A short page of the Social Accounts heading and `content`, with `after` (a script)
+/// after the main content.
+fn notice_page(prefix: &str, content: Markup, after: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -376,9 +382,9 @@ pub(super) fn refused(prefix: &str, message: &str, remedy: &str) -> String {
             body {
                 main id="main" {
                     h1 { "Social Accounts" }
-                    p role="alert" { (message) }
-                    p { (remedy) }
+                    (content)
                 }
+                (after)
             }
         }
     }
