@@ -107,11 +107,17 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_a_sandbox_survive_a_kill_and_a_rolling_restart() {
+    run(scenario).await;
+}
+
+/// Runs `scenario` once no other scenario runs, with the sandbox binary built, within
+/// [`BUDGET`] (the build, which may compile, before it).
+async fn run<F: Future<Output = ()>>(scenario: impl FnOnce(PathBuf) -> F) {
     let _alone = ONE_AT_A_TIME.lock().await;
     let built = Instant::now();
     let sandbox_bin = sandbox_binary().await;
     println!("sandbox binary ready after {:.1?}", built.elapsed());
-    tokio::time::timeout(BUDGET, scenario(&sandbox_bin))
+    tokio::time::timeout(BUDGET, scenario(sandbox_bin))
         .await
         .unwrap_or_else(|_| {
             panic!(
@@ -120,12 +126,12 @@ async fn three_nodes_share_a_sandbox_survive_a_kill_and_a_rolling_restart() {
         });
 }
 
-async fn scenario(sandbox_bin: &Path) {
+async fn scenario(sandbox_bin: PathBuf) {
     let started = Instant::now();
     let server = postgres::Postgres::start().await;
     let database = server.create_database("processes").await;
     println!("PostgreSQL up after {:.1?}", started.elapsed());
-    let mut cluster = Cluster::start(sandbox_bin, database, CONNECTIONS).await;
+    let mut cluster = Cluster::start(&sandbox_bin, database, CONNECTIONS).await;
     for id in ["node-1", "node-2", "node-3"] {
         cluster.start_node(id).await;
     }
@@ -355,22 +361,14 @@ const X_TOKEN_SECS: u64 = 10;
 /// what it holds again, and every grant rotates once more on whichever node holds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_past_its_lease_wakes_fenced_and_sends_nothing_stale() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let sandbox_bin = sandbox_binary().await;
-    tokio::time::timeout(BUDGET, stopped_scenario(&sandbox_bin))
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "the scenario did not finish within its budget of {BUDGET:?} (the logs are above)"
-            )
-        });
+    run(stopped_scenario).await;
 }
 
-async fn stopped_scenario(sandbox_bin: &Path) {
+async fn stopped_scenario(sandbox_bin: PathBuf) {
     let started = Instant::now();
     let server = postgres::Postgres::start().await;
     let database = server.create_database("sigstop").await;
-    let mut cluster = Cluster::start(sandbox_bin, database, STOPPED_PENS).await;
+    let mut cluster = Cluster::start(&sandbox_bin, database, STOPPED_PENS).await;
     let set = cluster
         .sandbox_call(
             reqwest::Method::PUT,
