@@ -369,13 +369,13 @@ async fn stopped_scenario(sandbox_bin: PathBuf) {
     let server = postgres::Postgres::start().await;
     let database = server.create_database("sigstop").await;
     let mut cluster = Cluster::start(&sandbox_bin, database, STOPPED_PENS).await;
-    let set = cluster
-        .sandbox_call(
-            reqwest::Method::PUT,
-            "/sandbox/x/access-token-lifetime",
-            Some(json!({"secs": X_TOKEN_SECS})),
-        )
-        .await;
+    let set = sandbox_call(
+        &cluster.sandbox_url,
+        reqwest::Method::PUT,
+        "/sandbox/x/access-token-lifetime",
+        Some(json!({"secs": X_TOKEN_SECS})),
+    )
+    .await;
     assert_eq!(set["access_token_lifetime_secs"], X_TOKEN_SECS, "{set}");
     cluster.start_node("node-1").await;
     cluster.start_node("node-2").await;
@@ -411,6 +411,10 @@ async fn stopped_scenario(sandbox_bin: PathBuf) {
     let stopped = cluster.take("node-1");
     stopped.process.signal(libc::SIGSTOP);
     let stopped_at = Instant::now();
+    assert!(
+        Timestamp::now_system() < due,
+        "node-1 is stopped before its posts fall due, or the scenario tests nothing"
+    );
     let owners = cluster
         .owned_by(&["node-2"], TAKEOVER_PATIENCE)
         .await
@@ -452,7 +456,7 @@ async fn stopped_scenario(sandbox_bin: PathBuf) {
     let runs = poll_until(PHASE_PATIENCE, LOOK_AGAIN, async || {
         let report = node1.get("/v1/supervisor").await.ok()?;
         let here = report["running_here"].as_u64()?;
-        let held = *node1.owners().await.ok()?.get("node-1")?;
+        let held = *owners_in(&report).ok()?.get("node-1")?;
         (here == held && held > 0).then_some(here)
     })
     .await
@@ -1051,34 +1055,16 @@ impl Cluster {
         views
     }
 
-    /// A control of the sandbox: the JSON it answers (a failure fails the test).
-    async fn sandbox_call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Value {
-        let mut request =
-            reqwest::Client::new().request(method, format!("{}{path}", self.sandbox_url));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .unwrap_or_else(|e| panic!("the sandbox's {path}: {e}"))
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("the sandbox's {path} is not JSON: {e}"))
-    }
-
     /// Every request X's token endpoint received, oldest first (`{grant_type,
     /// credential, outcome}`).
     async fn token_requests(&self) -> Vec<Value> {
-        let list = self
-            .sandbox_call(reqwest::Method::GET, "/sandbox/x/token-requests", None)
-            .await;
+        let list = sandbox_call(
+            &self.sandbox_url,
+            reqwest::Method::GET,
+            "/sandbox/x/token-requests",
+            None,
+        )
+        .await;
         list.as_array()
             .unwrap_or_else(|| panic!("token requests are a list: {list}"))
             .clone()
@@ -1365,20 +1351,24 @@ impl Api {
 
     /// `/v1/supervisor`'s `owners`: connections by the node holding their lease.
     async fn owners(&self) -> Result<BTreeMap<String, u64>, String> {
-        let body = self.get("/v1/supervisor").await?;
-        let owners = body["owners"]
-            .as_array()
-            .ok_or_else(|| format!("no owners in {body}"))?;
-        Ok(owners
-            .iter()
-            .map(|o| {
-                (
-                    o["node"].as_str().unwrap_or("?").to_owned(),
-                    o["connections"].as_u64().unwrap_or(0),
-                )
-            })
-            .collect())
+        owners_in(&self.get("/v1/supervisor").await?)
     }
+}
+
+/// The `owners` of a `/v1/supervisor` answer: connections by the node holding their lease.
+fn owners_in(supervisor: &Value) -> Result<BTreeMap<String, u64>, String> {
+    let owners = supervisor["owners"]
+        .as_array()
+        .ok_or_else(|| format!("no owners in {supervisor}"))?;
+    Ok(owners
+        .iter()
+        .map(|o| {
+            (
+                o["node"].as_str().unwrap_or("?").to_owned(),
+                o["connections"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect())
 }
 
 /// Every post the sandbox received, from its own record, as (the platform's id, text):
@@ -1388,13 +1378,7 @@ impl Api {
 /// is counted here is the records a post ended up with.
 async fn sandbox_record(sandbox: &str) -> Vec<(String, String)> {
     let read = |path: String| async move {
-        reqwest::get(format!("{sandbox}{path}"))
-            .await
-            .and_then(|r| r.error_for_status())
-            .unwrap_or_else(|e| panic!("the sandbox's {path}: {e}"))
-            .json::<Value>()
-            .await
-            .unwrap_or_else(|e| panic!("the sandbox's {path} is not JSON: {e}"))
+        sandbox_call(sandbox, reqwest::Method::GET, &path, None).await
     };
     let pair = |id: &Value, text: &Value| {
         (
@@ -1424,6 +1408,28 @@ fn ids(events: &[SseEvent]) -> Vec<u64> {
             e.id.unwrap_or_else(|| panic!("an event without an id: {e:?}"))
         })
         .collect()
+}
+
+/// A call to the sandbox's controls at `sandbox`: the JSON it answers (a failure fails
+/// the test).
+async fn sandbox_call(
+    sandbox: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut request = reqwest::Client::new().request(method, format!("{sandbox}{path}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|e| panic!("the sandbox's {path}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("the sandbox's {path} is not JSON: {e}"))
 }
 
 fn finished(view: &Value) -> bool {

@@ -430,10 +430,10 @@ mod postgres_backend {
         let mut b = Batch::new();
         b.put_post_status(&y2).put_post_status(&x2);
         let pending = tokio::spawn(store.commit(b, Durability::Durable));
-        // Watched from a session of its own: inside `other`'s open transaction the
-        // statistics views keep the snapshot of their first read
-        // (`stats_fetch_consistency = cache`), so a first look taken before the commit
-        // began to wait would never see it wait.
+        // Watched from a session of its own: PostgreSQL collects what `pg_stat_activity`
+        // shows once per transaction, when it is first asked, so a first look from inside
+        // `other`'s open transaction, taken before the commit began to wait, would show
+        // it never waiting.
         let watcher = pg.client().await;
         let waiting = crate::wait::poll_until(
             std::time::Duration::from_secs(30),

@@ -345,7 +345,6 @@ pub(super) fn page(input: &PageInput<'_>) -> String {
     markup.into_string()
 }
 
-/// A page that says why the Social Accounts page cannot be shown.
 /// A page link's first step (`GET /page-link/{token}`): a form that POSTs to `action`, the
 /// link itself, submitted at once by `open.js`, or by the author where scripts do not run.
 pub(super) fn opening(prefix: &str, action: &str) -> String {
@@ -361,6 +360,7 @@ pub(super) fn opening(prefix: &str, action: &str) -> String {
     )
 }
 
+/// A page that says why the Social Accounts page cannot be shown.
 pub(super) fn refused(prefix: &str, message: &str, remedy: &str) -> String {
     notice_page(
         prefix,
